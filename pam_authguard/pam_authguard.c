@@ -1,0 +1,221 @@
+/*
+ * pam_authguard.c - PAM glue: module arguments and PAM items in, the
+ * guard's decision out as a PAM return code.
+ *
+ *   auth     requisite      pam_authguard.so preauth
+ *   auth     [success=1 default=ignore] pam_unix.so
+ *   auth     [default=die]  pam_authguard.so authfail
+ *   auth     sufficient     pam_authguard.so authsucc
+ *   account  required       pam_authguard.so
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define PAM_SM_AUTH
+#define PAM_SM_ACCOUNT
+#include <security/pam_ext.h>
+#include <security/pam_modules.h>
+
+#include "conf.h"
+#include "guard.h"
+
+#define PAG_EXPORT __attribute__((visibility("default")))
+#define TICKET_KEY "pam_authguard_ticket"
+#define RECORDED_KEY "pam_authguard_recorded"
+
+enum phase { PH_NONE, PH_PREAUTH, PH_AUTHFAIL, PH_AUTHSUCC };
+
+static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
+{
+	int prio = lvl == AG_LVL_ERR ? LOG_ERR : lvl == AG_LVL_WARN ? LOG_WARNING : LOG_INFO;
+
+	pam_syslog((pam_handle_t *)ctx, prio, "%s", msg);
+}
+
+static void report_fn(void *ctx, const char *msg)
+{
+	pam_syslog((pam_handle_t *)ctx, LOG_ERR, "config: %s", msg);
+}
+
+/* Read the config: file (conf=PATH or the default), then key=value
+ * arguments over it; bad lines are logged and keep their defaults.
+ * Also picks the phase out of the arguments. */
+static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag_conf *c,
+		      enum phase *ph)
+{
+	const char *path = AG_DEFAULT_CONF;
+	bool explicit_path = false;
+
+	*ph = PH_NONE;
+	for (int i = 0; i < argc; i++) {
+		if (strncmp(argv[i], "conf=", 5) == 0) {
+			path = argv[i] + 5;
+			explicit_path = true;
+		} else if (strcmp(argv[i], "preauth") == 0) {
+			*ph = PH_PREAUTH;
+		} else if (strcmp(argv[i], "authfail") == 0) {
+			*ph = PH_AUTHFAIL;
+		} else if (strcmp(argv[i], "authsucc") == 0) {
+			*ph = PH_AUTHSUCC;
+		} else if (strchr(argv[i], '=') == NULL) {
+			pam_syslog(pamh, LOG_ERR, "unknown argument '%s' ignored", argv[i]);
+		}
+	}
+	ag_conf_init(c);
+	if (explicit_path || access(path, F_OK) == 0)
+		(void)ag_conf_load(c, path, report_fn, pamh);
+	(void)ag_conf_apply_args(c, argc, argv, report_fn, pamh);
+}
+
+/* Fill @a from the PAM items; strings stay owned by PAM. */
+static void get_attempt(pam_handle_t *pamh, struct ag_attempt *a, bool prompt_user)
+{
+	const void *item = NULL;
+	const char *user = NULL;
+
+	memset(a, 0, sizeof(*a));
+	if (pam_get_item(pamh, PAM_SERVICE, &item) == PAM_SUCCESS)
+		a->service = item;
+	if (prompt_user)
+		(void)pam_get_user(pamh, &user, NULL);
+	else if (pam_get_item(pamh, PAM_USER, &item) == PAM_SUCCESS)
+		user = item;
+	if (user != NULL) {
+		a->user = user;
+		a->user_len = strlen(user);
+	}
+	item = NULL;
+	if (pam_get_item(pamh, PAM_RHOST, &item) == PAM_SUCCESS && item != NULL) {
+		a->rhost = item;
+		a->rhost_len = strlen(item);
+	}
+}
+
+static void free_data(pam_handle_t *pamh, void *data, int status)
+{
+	(void)pamh;
+	(void)status;
+	free(data);
+}
+
+/* The one place core results become PAM codes. A refusal is
+ * PAM_AUTH_ERR, the code of an ordinary wrong password, so the client
+ * learns nothing (a ban is no oracle) and "requisite" stops the stack
+ * before any password is checked. */
+static int pam_code(enum phase ph, enum ag_decision d)
+{
+	switch (ph) {
+	case PH_AUTHFAIL:
+		return PAM_AUTH_ERR;
+	case PH_AUTHSUCC:
+		return PAM_SUCCESS;
+	case PH_NONE:
+	case PH_PREAUTH:
+		break;
+	}
+	return d == AG_REFUSE ? PAM_AUTH_ERR : PAM_SUCCESS;
+}
+
+static void mark_recorded(pam_handle_t *pamh)
+{
+	(void)pam_set_data(pamh, RECORDED_KEY, (void *)1, NULL);
+}
+
+static bool was_recorded(pam_handle_t *pamh)
+{
+	const void *d = NULL;
+	return pam_get_data(pamh, RECORDED_KEY, &d) == PAM_SUCCESS && d != NULL;
+}
+
+static const struct ag_ticket *get_ticket(pam_handle_t *pamh)
+{
+	const void *d = NULL;
+	if (pam_get_data(pamh, TICKET_KEY, &d) != PAM_SUCCESS)
+		return NULL;
+	return d;
+}
+
+static void run_preauth(pam_handle_t *pamh, const struct ag_conf *c,
+			const struct ag_sink *sink, enum ag_decision *d)
+{
+	struct ag_attempt a;
+	struct ag_ticket *t = calloc(1, sizeof(*t));
+	struct ag_ticket local;
+
+	get_attempt(pamh, &a, true);
+	*d = ag_guard_check(c, sink, &a, t != NULL ? t : &local);
+	if (t != NULL && pam_set_data(pamh, TICKET_KEY, t, free_data) != PAM_SUCCESS)
+		free(t);
+	(void)pam_set_data(pamh, RECORDED_KEY, NULL, NULL);
+	if (*d == AG_REFUSE)
+		mark_recorded(pamh); /* its log line is written */
+}
+
+static void run_record(pam_handle_t *pamh, const struct ag_conf *c,
+		       const struct ag_sink *sink, bool success)
+{
+	struct ag_attempt a;
+	const void *tok = NULL;
+
+	if (was_recorded(pamh))
+		return;
+	get_attempt(pamh, &a, false);
+	if (!success)
+		(void)pam_get_item(pamh, PAM_AUTHTOK, &tok);
+	(void)ag_guard_record(c, sink, &a, success, tok, get_ticket(pamh));
+	mark_recorded(pamh);
+}
+
+PAG_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	struct ag_conf c;
+	struct ag_sink sink = { sink_fn, pamh };
+	enum ag_decision d = AG_PROCEED;
+	enum phase ph;
+
+	(void)flags;
+	load_conf(pamh, argc, argv, &c, &ph);
+	switch (ph) {
+	case PH_NONE:
+	case PH_PREAUTH:
+		run_preauth(pamh, &c, &sink, &d);
+		break;
+	case PH_AUTHFAIL:
+		run_record(pamh, &c, &sink, false);
+		break;
+	case PH_AUTHSUCC:
+		run_record(pamh, &c, &sink, true);
+		break;
+	}
+	ag_conf_free(&c);
+	return pam_code(ph, d);
+}
+
+PAG_EXPORT int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	(void)pamh;
+	(void)flags;
+	(void)argc;
+	(void)argv;
+	return PAM_SUCCESS;
+}
+
+/* The account phase runs only after a successful authentication: record
+ * the success unless authsucc already did. */
+PAG_EXPORT int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	struct ag_conf c;
+	struct ag_sink sink = { sink_fn, pamh };
+	enum phase ph;
+
+	(void)flags;
+	load_conf(pamh, argc, argv, &c, &ph);
+	run_record(pamh, &c, &sink, true);
+	ag_conf_free(&c);
+	return PAM_SUCCESS;
+}

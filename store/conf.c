@@ -1,0 +1,464 @@
+/* conf.c - the config table and its strict parser. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+
+enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_CIDRS };
+
+struct ckey {
+	const char *name;
+	enum ctype type;
+	size_t off;
+	int64_t min, max;  /* counts; durations in ms */
+	const char *def;
+};
+
+#define OFF(f) offsetof(struct ag_conf, f)
+#define SEC 1000LL
+#define DAY (86400LL * SEC)
+
+/* The public contract: names are fixed; authguard.conf(5) explains each. */
+static const struct ckey keys[] = {
+	{ "db_dir", T_PATH, OFF(db_dir), 0, 0, AG_DEFAULT_DB_DIR },
+	{ "mode", T_MODE, OFF(mode), 0, 0, "enforce" },
+	{ "fail_open", T_BOOL, OFF(fail_open), 0, 0, "yes" },
+	{ "log", T_LOG, OFF(log_kind), 0, 0, "syslog" },
+	{ "decay_half_life", T_DURATION, OFF(decay_half_life), SEC, 365 * DAY, "10m" },
+	{ "tarpit_free", T_COUNT, OFF(tarpit_free), 0, 1000000, "3" },
+	{ "tarpit_base", T_DURATION, OFF(tarpit_base), 0, 60 * SEC, "500ms" },
+	{ "tarpit_max", T_DURATION, OFF(tarpit_max), 0, 60 * SEC, "15s" },
+	{ "tarpit_slots", T_COUNT, OFF(tarpit_slots), 0, 100000, "8" },
+	{ "ip_ban_after", T_COUNT, OFF(ip_ban_after), 0, 1000000, "10" },
+	{ "ip_ban_time", T_DURATION, OFF(ip_ban_time), SEC, 365 * DAY, "1h" },
+	{ "ip_ban_max", T_DURATION, OFF(ip_ban_max), SEC, 365 * DAY, "1d" },
+	{ "net_ban_after", T_COUNT, OFF(net_ban_after), 0, 1000000, "30" },
+	{ "ipv4_prefix", T_COUNT, OFF(ipv4_prefix), 8, 32, "24" },
+	{ "ipv6_prefix", T_COUNT, OFF(ipv6_prefix), 16, 128, "64" },
+	{ "spray_users", T_COUNT, OFF(spray_users), 0, 1000000, "6" },
+	{ "user_lock_after", T_COUNT, OFF(user_lock_after), 0, 1000000, "10" },
+	{ "user_lock_time", T_DURATION, OFF(user_lock_time), SEC, 365 * DAY, "15m" },
+	{ "familiar_ttl", T_DURATION, OFF(familiar_ttl), SEC, 3650 * DAY, "30d" },
+	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
+	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
+	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
+};
+
+_Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),
+	       "set_line too small");
+
+static const struct ckey *find_key(const char *name)
+{
+	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+int ag_parse_duration(const char *s, int64_t *ms_r)
+{
+	static const struct { const char *u; int64_t mult; } units[] = {
+		{ "ms", 1 }, { "s", SEC }, { "", SEC }, { "m", 60 * SEC },
+		{ "h", 3600 * SEC }, { "d", DAY },
+	};
+	const char *p = s;
+	int64_t v = 0;
+
+	if (!isdigit((unsigned char)*p))
+		return AG_EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (INT64_MAX / 10 - 10))
+			return AG_ERANGE;
+		v = v * 10 + (*p - '0');
+	}
+	for (size_t i = 0; i < AG_ARRAY_LEN(units); i++) {
+		if (strcmp(p, units[i].u) != 0)
+			continue;
+		if (v > INT64_MAX / units[i].mult)
+			return AG_ERANGE;
+		*ms_r = v * units[i].mult;
+		return 0;
+	}
+	return AG_EINVAL;
+}
+
+void ag_format_duration(int64_t ms, char *buf, size_t len)
+{
+	if (ms != 0 && ms % DAY == 0)
+		snprintf(buf, len, "%lldd", (long long)(ms / DAY));
+	else if (ms != 0 && ms % (3600 * SEC) == 0)
+		snprintf(buf, len, "%lldh", (long long)(ms / (3600 * SEC)));
+	else if (ms != 0 && ms % (60 * SEC) == 0)
+		snprintf(buf, len, "%lldm", (long long)(ms / (60 * SEC)));
+	else if (ms % SEC == 0)
+		snprintf(buf, len, "%llds", (long long)(ms / SEC));
+	else
+		snprintf(buf, len, "%lldms", (long long)ms);
+}
+
+static int parse_count(const char *s, int64_t min, int64_t max, uint32_t *r)
+{
+	int64_t v = 0;
+
+	if (*s == '\0')
+		return AG_EINVAL;
+	for (const char *p = s; *p != '\0'; p++) {
+		if (!isdigit((unsigned char)*p))
+			return AG_EINVAL;
+		v = v * 10 + (*p - '0');
+		if (v > max)
+			return AG_ERANGE;
+	}
+	if (v < min)
+		return AG_ERANGE;
+	*r = (uint32_t)v;
+	return 0;
+}
+
+static int parse_bool(const char *s, uint32_t *r)
+{
+	static const char *yes[] = { "yes", "true", "on", "1" };
+	static const char *no[] = { "no", "false", "off", "0" };
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(yes); i++) {
+		if (strcmp(s, yes[i]) == 0) {
+			*r = 1;
+			return 0;
+		}
+		if (strcmp(s, no[i]) == 0) {
+			*r = 0;
+			return 0;
+		}
+	}
+	return AG_EINVAL;
+}
+
+/* Parse a list of CIDRs separated by commas and/or blanks into @out
+ * (appended). On error names the bad entry in @err. */
+static int parse_cidrs(const char *s, struct ag_cidrs *out, char *err, size_t errlen)
+{
+	char word[128];
+
+	while (*s != '\0') {
+		size_t n = strcspn(s, ", \t");
+		if (n == 0) {
+			s++;
+			continue;
+		}
+		if (n >= sizeof(word)) {
+			snprintf(err, errlen, "list entry too long");
+			return AG_EINVAL;
+		}
+		memcpy(word, s, n);
+		word[n] = '\0';
+		struct ag_addr a;
+		if (ag_cidr_parse(word, true, &a) != 0) {
+			snprintf(err, errlen, "'%s' is not an address or CIDR with host bits clear", word);
+			return AG_EINVAL;
+		}
+		if (ag_cidrs_add(out, &a) != 0) {
+			snprintf(err, errlen, "out of memory");
+			return AG_ENOMEM;
+		}
+		s += n;
+	}
+	return 0;
+}
+
+static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, bool append,
+		     char *err, size_t errlen)
+{
+	void *field = (char *)c + k->off;
+	int64_t d;
+	uint32_t u;
+	int rc;
+
+	switch (k->type) {
+	case T_PATH:
+		if (v[0] != '/' || strlen(v) >= AG_PATH_MAX) {
+			snprintf(err, errlen, "%s must be an absolute path", k->name);
+			return AG_ECONF;
+		}
+		strcpy(field, v);
+		return 0;
+	case T_MODE:
+		if (strcmp(v, "enforce") == 0)
+			c->mode = AG_MODE_ENFORCE;
+		else if (strcmp(v, "log-only") == 0)
+			c->mode = AG_MODE_LOG_ONLY;
+		else {
+			snprintf(err, errlen, "mode must be 'enforce' or 'log-only', not '%.64s'", v);
+			return AG_ECONF;
+		}
+		return 0;
+	case T_BOOL:
+		if (parse_bool(v, &u) != 0) {
+			snprintf(err, errlen, "%s must be yes or no, not '%.64s'", k->name, v);
+			return AG_ECONF;
+		}
+		*(uint32_t *)field = u;
+		return 0;
+	case T_LOG:
+		if (strcmp(v, "syslog") == 0)
+			c->log_kind = AG_LOG_SYSLOG;
+		else if (strcmp(v, "none") == 0)
+			c->log_kind = AG_LOG_NONE;
+		else if (strncmp(v, "file:/", 6) == 0 && strlen(v + 5) < AG_PATH_MAX) {
+			c->log_kind = AG_LOG_FILE;
+			strcpy(c->log_path, v + 5);
+		} else {
+			snprintf(err, errlen, "log must be 'syslog', 'none' or 'file:/absolute/path'");
+			return AG_ECONF;
+		}
+		return 0;
+	case T_DURATION:
+		rc = ag_parse_duration(v, &d);
+		if (rc != 0 || d < k->min || d > k->max) {
+			char lo[32], hi[32];
+			ag_format_duration(k->min, lo, sizeof(lo));
+			ag_format_duration(k->max, hi, sizeof(hi));
+			snprintf(err, errlen, "%s must be a duration from %s to %s (units ms, s, m, h, d), not '%.64s'",
+				 k->name, lo, hi, v);
+			return AG_ECONF;
+		}
+		*(int64_t *)field = d;
+		return 0;
+	case T_COUNT:
+		if (parse_count(v, k->min, k->max, &u) != 0) {
+			snprintf(err, errlen, "%s must be a whole number from %lld to %lld, not '%.64s'",
+				 k->name, (long long)k->min, (long long)k->max, v);
+			return AG_ECONF;
+		}
+		*(uint32_t *)field = u;
+		return 0;
+	case T_CIDRS: {
+		struct ag_cidrs tmp = { 0 };
+		if (append && ag_cidrs_copy(&tmp, field) != 0) {
+			snprintf(err, errlen, "out of memory");
+			return AG_ECONF;
+		}
+		if (parse_cidrs(v, &tmp, err, errlen) != 0) {
+			ag_cidrs_clear(&tmp);
+			return AG_ECONF;
+		}
+		ag_cidrs_clear(field);
+		*(struct ag_cidrs *)field = tmp;
+		return 0;
+	}
+	}
+	return AG_ECONF;
+}
+
+void ag_conf_init(struct ag_conf *c)
+{
+	char err[256];
+
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++)
+		(void)set_value(c, &keys[i], keys[i].def, false, err, sizeof(err));
+}
+
+void ag_conf_free(struct ag_conf *c)
+{
+	ag_cidrs_clear(&c->trusted);
+	ag_cidrs_clear(&c->proxies);
+	ag_cidrs_clear(&c->deny);
+}
+
+int ag_conf_copy(struct ag_conf *dst, const struct ag_conf *src)
+{
+	*dst = *src;
+	memset(&dst->trusted, 0, sizeof(dst->trusted));
+	memset(&dst->proxies, 0, sizeof(dst->proxies));
+	memset(&dst->deny, 0, sizeof(dst->deny));
+	if (ag_cidrs_copy(&dst->trusted, &src->trusted) != 0 ||
+	    ag_cidrs_copy(&dst->proxies, &src->proxies) != 0 ||
+	    ag_cidrs_copy(&dst->deny, &src->deny) != 0) {
+		ag_conf_free(dst);
+		ag_conf_init(dst);
+		return AG_ENOMEM;
+	}
+	return 0;
+}
+
+int ag_conf_set(struct ag_conf *c, const char *key, const char *value, char *err, size_t errlen)
+{
+	const struct ckey *k = find_key(key);
+
+	if (k == NULL) {
+		snprintf(err, errlen, "unknown key '%.64s'", key);
+		return AG_ECONF;
+	}
+	return set_value(c, k, value, false, err, errlen);
+}
+
+static void report_at(ag_conf_report_fn *report, void *ctx, const char *path, unsigned line,
+		      const char *msg)
+{
+	char buf[AG_PATH_MAX + 512];
+
+	if (report == NULL)
+		return;
+	snprintf(buf, sizeof(buf), "%s:%u: %s", path, line, msg);
+	report(ctx, buf);
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+/* Handle one line of a config file; returns 0 or AG_ECONF with @err set. */
+static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, size_t errlen)
+{
+	char *hash = strchr(line, '#');
+	if (hash != NULL)
+		*hash = '\0';
+	char *s = trim(line);
+	if (*s == '\0')
+		return 0;
+	char *eq = strchr(s, '=');
+	if (eq == NULL) {
+		snprintf(err, errlen, "expected 'key = value'");
+		return AG_ECONF;
+	}
+	*eq = '\0';
+	char *key = trim(s), *val = trim(eq + 1);
+	const struct ckey *k = find_key(key);
+	if (k == NULL) {
+		snprintf(err, errlen, "unknown key '%.64s'", key);
+		return AG_ECONF;
+	}
+	if (*val == '\0' && k->type != T_CIDRS) {
+		snprintf(err, errlen, "%s has no value", key);
+		return AG_ECONF;
+	}
+	unsigned *seen = &c->set_line[k - keys];
+	if (*seen != 0 && k->type != T_CIDRS) {
+		snprintf(err, errlen, "%s is already set on line %u", key, *seen);
+		return AG_ECONF;
+	}
+	if (set_value(c, k, val, *seen != 0, err, errlen) != 0)
+		return AG_ECONF;
+	*seen = lineno;
+	return 0;
+}
+
+int ag_conf_load(struct ag_conf *c, const char *path, ag_conf_report_fn *report, void *ctx)
+{
+	FILE *f = fopen(path, "re");
+	char line[4096], err[512];
+	unsigned lineno = 0;
+	int errors = 0;
+
+	if (f == NULL) {
+		snprintf(err, sizeof(err), "cannot read: %s", strerror(errno));
+		report_at(report, ctx, path, 0, err);
+		return AG_EIO;
+	}
+	memset(c->set_line, 0, sizeof(c->set_line));
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		size_t n = strlen(line);
+		if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
+			int ch;
+			while ((ch = fgetc(f)) != EOF && ch != '\n')
+				;
+			report_at(report, ctx, path, lineno, "line too long");
+			errors++;
+			continue;
+		}
+		if (memchr(line, '\0', n) != NULL || strlen(line) != n) {
+			report_at(report, ctx, path, lineno, "NUL byte in line");
+			errors++;
+			continue;
+		}
+		if (load_line(c, line, lineno, err, sizeof(err)) != 0) {
+			report_at(report, ctx, path, lineno, err);
+			errors++;
+		}
+	}
+	if (ferror(f)) {
+		report_at(report, ctx, path, lineno, "read error");
+		errors++;
+	}
+	fclose(f);
+	return errors;
+}
+
+int ag_conf_apply_args(struct ag_conf *c, int argc, const char **argv,
+		       ag_conf_report_fn *report, void *ctx)
+{
+	char key[64], err[512], buf[768];
+	int errors = 0;
+
+	for (int i = 0; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		if (eq == NULL)
+			continue;
+		size_t klen = (size_t)(eq - argv[i]);
+		if (klen >= sizeof(key))
+			klen = sizeof(key) - 1;
+		memcpy(key, argv[i], klen);
+		key[klen] = '\0';
+		if (strcmp(key, "conf") == 0)
+			continue;
+		if (ag_conf_set(c, key, eq + 1, err, sizeof(err)) != 0) {
+			snprintf(buf, sizeof(buf), "argument '%.128s': %s", argv[i], err);
+			if (report != NULL)
+				report(ctx, buf);
+			errors++;
+		}
+	}
+	return errors;
+}
+
+static void dump_cidrs(const struct ag_cidrs *l, FILE *out)
+{
+	char a[AG_ADDR_STRLEN];
+
+	for (size_t i = 0; i < l->n; i++) {
+		ag_addr_format(&l->v[i], a, sizeof(a));
+		fprintf(out, "%s%s", i ? ", " : "", a);
+	}
+}
+
+void ag_conf_dump(const struct ag_conf *c, FILE *out)
+{
+	static const char *modes[] = { "enforce", "log-only" };
+	char d[32];
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++) {
+		const struct ckey *k = &keys[i];
+		const void *field = (const char *)c + k->off;
+		fprintf(out, "%s = ", k->name);
+		switch (k->type) {
+		case T_PATH: fputs(field, out); break;
+		case T_MODE: fputs(modes[c->mode & 1], out); break;
+		case T_BOOL: fputs(*(const uint32_t *)field ? "yes" : "no", out); break;
+		case T_LOG:
+			if (c->log_kind == AG_LOG_FILE)
+				fprintf(out, "file:%s", c->log_path);
+			else
+				fputs(c->log_kind == AG_LOG_NONE ? "none" : "syslog", out);
+			break;
+		case T_DURATION:
+			ag_format_duration(*(const int64_t *)field, d, sizeof(d));
+			fputs(d, out);
+			break;
+		case T_COUNT: fprintf(out, "%u", *(const uint32_t *)field); break;
+		case T_CIDRS: dump_cidrs(field, out); break;
+		}
+		fputc('\n', out);
+	}
+}

@@ -1,0 +1,99 @@
+/*
+ * conf.h - authguard configuration: one table of keys, strict parsing.
+ *
+ * The same parser serves the config file, PAM module arguments, SASL
+ * options and authguard-admin. Errors are reported as "file:line: message"
+ * through a callback; the offending line keeps its default.
+ */
+#ifndef AG_CONF_H
+#define AG_CONF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "addr.h"
+
+#define AG_DEFAULT_CONF SYSCONFDIR "/security/authguard.conf"
+#define AG_PATH_MAX 1024
+
+enum ag_mode { AG_MODE_ENFORCE = 0, AG_MODE_LOG_ONLY = 1 };
+enum ag_log_kind { AG_LOG_SYSLOG = 0, AG_LOG_FILE = 1, AG_LOG_NONE = 2 };
+
+struct ag_conf {
+	char db_dir[AG_PATH_MAX];
+	uint32_t mode;            /* enum ag_mode */
+	uint32_t fail_open;       /* bool */
+	uint32_t log_kind;        /* enum ag_log_kind */
+	char log_path[AG_PATH_MAX];
+	int64_t decay_half_life;  /* all durations in milliseconds */
+	uint32_t tarpit_free;
+	int64_t tarpit_base;
+	int64_t tarpit_max;
+	uint32_t tarpit_slots;
+	uint32_t ip_ban_after;
+	int64_t ip_ban_time;
+	int64_t ip_ban_max;
+	uint32_t net_ban_after;
+	uint32_t ipv4_prefix;
+	uint32_t ipv6_prefix;
+	uint32_t spray_users;
+	uint32_t user_lock_after;
+	int64_t user_lock_time;
+	int64_t familiar_ttl;
+	struct ag_cidrs trusted;
+	struct ag_cidrs proxies;
+	struct ag_cidrs deny;
+	/* bookkeeping: line on which each key was set (0 = default) */
+	unsigned set_line[32];
+};
+
+/* Error report: @msg is a complete "where: what" sentence without newline. */
+typedef void ag_conf_report_fn(void *ctx, const char *msg);
+
+/* Fill @c with the defaults. Never fails. */
+AG_API void ag_conf_init(struct ag_conf *c);
+
+/* Release the lists held by @c (it may be initialised again). */
+AG_API void ag_conf_free(struct ag_conf *c);
+
+/* Deep copy; returns 0 or AG_ENOMEM (then @dst holds defaults). */
+AG_API int ag_conf_copy(struct ag_conf *dst, const struct ag_conf *src);
+
+/*
+ * Set one key from text. On error writes a message (without location) to
+ * @err and returns AG_ECONF; @c is unchanged for that key. List keys
+ * replace the whole list.
+ */
+AG_API int ag_conf_set(struct ag_conf *c, const char *key, const char *value,
+		       char *err, size_t errlen);
+
+/*
+ * Read a config file. Each bad line is reported as "PATH:LINE: message"
+ * and skipped (the key keeps its previous value). Returns the number of
+ * errors (0 = clean), or AG_EIO if the file cannot be read (reported too).
+ * In a file, a list key may be given on several lines; entries accumulate.
+ */
+AG_API int ag_conf_load(struct ag_conf *c, const char *path,
+			ag_conf_report_fn *report, void *ctx);
+
+/*
+ * Apply "key=value" words (PAM module arguments). Words that are not of
+ * that form are ignored here (the caller handles flags such as "preauth").
+ * Errors are reported as "argument 'WORD': message". Returns the number
+ * of errors.
+ */
+AG_API int ag_conf_apply_args(struct ag_conf *c, int argc, const char **argv,
+			      ag_conf_report_fn *report, void *ctx);
+
+/* Print every key with its effective value, one "key = value" a line. */
+AG_API void ag_conf_dump(const struct ag_conf *c, FILE *out);
+
+/* Parse a duration ("250ms", "30s", "15m", "1h", "7d", bare = seconds).
+ * Returns 0 or AG_EINVAL/AG_ERANGE. */
+AG_API int ag_parse_duration(const char *s, int64_t *ms_r);
+
+/* Format a duration with the largest exact unit ("90s", "1h", "250ms"). */
+AG_API void ag_format_duration(int64_t ms, char *buf, size_t len);
+
+#endif

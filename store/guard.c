@@ -1,0 +1,546 @@
+/* guard.c - check and record: store transactions around the pure policy,
+ * the tarpit, faults and the attempt log line. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "guard.h"
+#include "hash.h"
+#include "lists.h"
+#include "store.h"
+
+static int64_t (*clock_fn)(void) = ag_now_ms;
+
+void ag_guard_set_clock(int64_t (*now_fn)(void))
+{
+	clock_fn = now_fn != NULL ? now_fn : ag_now_ms;
+}
+
+/* One attempt resolved against the store. */
+struct op {
+	const struct ag_conf *c;
+	const struct ag_sink *sink;
+	const struct ag_attempt *a;
+	struct ag_store *s;
+	int64_t now;
+	struct ag_addr host, net, pairsrc;
+	uint8_t hkey[AG_SRC_KEY_LEN], nkey[AG_SRC_KEY_LEN];
+	uint8_t ukey[AG_USER_KEY_MAX];
+	size_t ulen;
+	uint8_t pkey[AG_PAIR_KEY_MAX];
+	size_t plen;
+	struct ag_view v;
+	bool damaged; /* a record could not be decoded and was reset */
+};
+
+/* ---- faults ------------------------------------------------------------ */
+
+static _Atomic int64_t last_fault_ms;
+
+static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
+		 const char *line, bool attempt_line)
+{
+	if (attempt_line && c->log_kind == AG_LOG_NONE)
+		return;
+	if (c->log_kind == AG_LOG_FILE) {
+		if (ag_log_file_write(c->log_path, line) == 0 && attempt_line)
+			return;
+		if (attempt_line)
+			lvl = AG_LVL_WARN; /* the file failed: do not lose the line */
+	}
+	if (sink != NULL && sink->fn != NULL)
+		sink->fn(sink->ctx, lvl, line);
+}
+
+/* Log a fault at most once a minute per process. */
+static void fault(const struct ag_conf *c, const struct ag_sink *sink, int rc, const char *what)
+{
+	int64_t now = ag_now_ms(), last = last_fault_ms;
+	char msg[AG_PATH_MAX + 256];
+
+	if (last != 0 && now - last < 60000 && now >= last)
+		return;
+	if (!atomic_compare_exchange_strong(&last_fault_ms, &last, now))
+		return;
+	snprintf(msg, sizeof(msg), "authguard fault: %s: %s (db_dir=%s); fail_open=%s: %s", what,
+		 ag_strerror(rc), c->db_dir, c->fail_open ? "yes" : "no",
+		 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
+	emit(c, sink, AG_LVL_ERR, msg, false);
+}
+
+/* ---- resolving an attempt ---------------------------------------------- */
+
+static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_sink *sink,
+		      const struct ag_attempt *a)
+{
+	memset(op, 0, sizeof(*op));
+	op->c = c;
+	op->sink = sink;
+	op->a = a;
+	op->now = clock_fn();
+	ag_view_init(&op->v);
+	if (a->rhost != NULL && ag_addr_parse(a->rhost, a->rhost_len, &op->host) == 0) {
+		unsigned plen = op->host.family == AG_AF_INET ? c->ipv4_prefix : c->ipv6_prefix;
+		op->v.has_addr = true;
+		ag_addr_prefix(&op->host, plen, &op->net);
+		/* IPv6 clients rotate privacy addresses inside their prefix:
+		 * familiarity follows the prefix there, the host for IPv4. */
+		op->pairsrc = op->host.family == AG_AF_INET ? op->host : op->net;
+		ag_src_key(&op->host, op->hkey);
+		ag_src_key(&op->net, op->nkey);
+		op->v.trusted = ag_cidrs_match(&c->trusted, &op->host);
+		op->v.proxy = ag_cidrs_match(&c->proxies, &op->host);
+		op->v.denied = ag_cidrs_match(&c->deny, &op->host);
+	}
+	op->v.has_user = a->user != NULL && a->user_len > 0;
+	int rc = ag_store_get(c->db_dir, &op->s);
+	if (rc != 0)
+		return rc;
+	const uint8_t *secret = ag_store_secret(op->s);
+	if (op->v.has_user) {
+		uint8_t skey[AG_SRC_KEY_LEN] = { 0 };
+		op->ulen = ag_user_key(secret, a->user, a->user_len, op->ukey);
+		op->v.user_hash = (uint32_t)ag_siphash(secret, a->user, a->user_len);
+		if (op->v.has_addr)
+			ag_src_key(&op->pairsrc, skey);
+		op->plen = ag_pair_key(op->ukey, op->ulen, skey, op->pkey);
+	}
+	return 0;
+}
+
+static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+		    enum ag_rec_kind kind, void *out)
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, db, key, klen, &val, &vlen);
+
+	if (rc == AG_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	uint8_t tmp[sizeof(struct ag_src_rec) + sizeof(struct ag_pair_rec)];
+	if (ag_rec_decode(kind, val, vlen, tmp) != 0) {
+		op->damaged = true; /* keep the fresh record; logged by the caller */
+		return 0;
+	}
+	memcpy(out, tmp, ag_rec_size(kind));
+	return 0;
+}
+
+static int op_load(struct op *op, struct ag_txn *t)
+{
+	int rc = 0;
+
+	if (op->v.has_addr && !op->v.trusted) {
+		int m = ag_lists_match(t, &op->host, op->now);
+		if (m < 0)
+			return m;
+		op->v.trusted = (m & AG_LIST_ALLOW) != 0;
+		op->v.proxy = op->v.proxy || (m & AG_LIST_PROXY) != 0;
+		op->v.denied = op->v.denied || (m & AG_LIST_DENY) != 0;
+	}
+	if (op->v.trusted)
+		return 0;
+	if (op->v.has_addr) {
+		rc = read_rec(op, t, AG_DB_SRC, op->hkey, sizeof(op->hkey), AG_REC_SRC, &op->v.src);
+		if (rc == 0)
+			rc = read_rec(op, t, AG_DB_SRC, op->nkey, sizeof(op->nkey), AG_REC_SRC, &op->v.net);
+	}
+	if (rc == 0 && op->v.has_user) {
+		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user);
+		if (rc == 0)
+			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair);
+	}
+	return rc;
+}
+
+static int op_save(struct op *op, struct ag_txn *t)
+{
+	struct ag_view *v = &op->v;
+	int rc = 0;
+
+	if (v->w_src)
+		rc = ag_txn_put(t, AG_DB_SRC, op->hkey, sizeof(op->hkey), &v->src, sizeof(v->src));
+	if (rc == 0 && v->w_net)
+		rc = ag_txn_put(t, AG_DB_SRC, op->nkey, sizeof(op->nkey), &v->net, sizeof(v->net));
+	if (rc == 0 && v->w_user)
+		rc = ag_txn_put(t, AG_DB_USER, op->ukey, op->ulen, &v->user, sizeof(v->user));
+	if (rc == 0 && v->w_pair)
+		rc = ag_txn_put(t, AG_DB_PAIR, op->pkey, op->plen, &v->pair, sizeof(v->pair));
+	return rc;
+}
+
+/* Add to the host-wide counters. */
+static int bump_stats(struct ag_txn *t, const struct ag_stats *d)
+{
+	struct ag_stats st = { .version = AG_REC_VERSION };
+	const void *val;
+	size_t vlen;
+
+	if (ag_txn_get(t, AG_DB_META, "stats", 5, &val, &vlen) != 0 ||
+	    ag_rec_decode(AG_REC_STATS, val, vlen, &st) != 0) {
+		memset(&st, 0, sizeof(st));
+		st.version = AG_REC_VERSION;
+	}
+	st.attempts += d->attempts;
+	st.failures += d->failures;
+	st.successes += d->successes;
+	st.refused += d->refused;
+	st.tarpitted += d->tarpitted;
+	st.delay_ms += d->delay_ms;
+	st.bans += d->bans;
+	st.locks += d->locks;
+	st.faults += d->faults;
+	return ag_txn_put(t, AG_DB_META, "stats", 5, &st, sizeof(st));
+}
+
+/* ---- the tarpit ---------------------------------------------------------- */
+
+static _Atomic uint32_t slot_seq;
+
+struct slot_scan {
+	int64_t now;
+	uint32_t live, max;
+};
+
+static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const void *val,
+				  size_t vlen)
+{
+	struct slot_scan *ss = ctx;
+	const uint8_t *k = key;
+	int64_t end = 0;
+
+	(void)val;
+	(void)vlen;
+	if (klen == 16)
+		for (int i = 0; i < 8; i++)
+			end = (end << 8) | k[i];
+	if (klen != 16 || end <= ss->now)
+		return AG_SCAN_DELETE;
+	return ++ss->live >= ss->max ? AG_SCAN_STOP : AG_SCAN_NEXT;
+}
+
+/* Take one of tarpit_slots host-wide sleeping places until now + @ms.
+ * A place frees itself when its time is up, so a killed sleeper never
+ * leaks one. Returns 0, AG_EFULL-like 1 when none is free, or AG_E*. */
+static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
+{
+	struct slot_scan ss = { op->now, 0, op->c->tarpit_slots };
+	uint8_t key[16];
+	int64_t end = op->now + ms;
+	uint32_t pid = (uint32_t)getpid(), seq = atomic_fetch_add(&slot_seq, 1);
+
+	if (ss.max == 0)
+		return 1;
+	int rc = ag_txn_scan(t, AG_DB_SLOT, NULL, 0, slot_visit, &ss);
+	if (rc != 0)
+		return rc;
+	if (ss.live >= ss.max)
+		return 1;
+	for (int i = 0; i < 8; i++)
+		key[i] = (uint8_t)(end >> (56 - 8 * i));
+	memcpy(key + 8, &pid, 4);
+	memcpy(key + 12, &seq, 4);
+	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), "", 0);
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* ---- the log line ---------------------------------------------------------- */
+
+static void log_attempt(struct op *op, const char *result, const struct ag_ticket *t,
+			const struct ag_verdict *vd, const struct ag_events *ev)
+{
+	struct ag_logline l = { 0 };
+	char line[AG_LOG_LINE_MAX];
+	char event[32] = "";
+	bool log_only = op->c->mode == AG_MODE_LOG_ONLY;
+
+	l.time_ms = op->now;
+	l.service = op->a->service;
+	l.user = op->v.has_user ? op->a->user : NULL;
+	l.user_len = op->a->user_len;
+	l.addr = &op->host;
+	l.rhost_raw = op->a->rhost;
+	l.rhost_len = op->a->rhost != NULL ? op->a->rhost_len : 0;
+	l.result = result;
+	l.action = ag_action_name((enum ag_action)t->action);
+	if (t->action != AG_ACT_ALLOW || t->reason == AG_WHY_TRUSTED || t->fault)
+		l.reason = ag_reason_name((enum ag_reason)(t->fault ? AG_WHY_FAULT : t->reason));
+	if (log_only) {
+		l.would = ag_action_name((enum ag_action)t->would);
+		if (t->would != AG_ACT_ALLOW)
+			l.reason = ag_reason_name((enum ag_reason)t->would_reason);
+	}
+	l.delay_ms = t->delay_ms;
+	if (vd != NULL) {
+		l.src_score = vd->src_score;
+		l.user_score = vd->user_score;
+		l.familiar = vd->familiar;
+		l.until = vd->until;
+	}
+	l.user_state = !op->v.has_user ? "none" : op->v.user.lock_until > op->now ? "locked" : "ok";
+	if (ev != NULL) {
+		snprintf(event, sizeof(event), "%s%s%s%s", ev->host_banned ? "ban" : "",
+			 ev->host_banned && ev->net_banned ? "+" : "", ev->net_banned ? "net_ban" : "",
+			 ev->user_locked ? (ev->host_banned || ev->net_banned ? "+lock" : "lock") : "");
+		l.event = event[0] != '\0' ? event : NULL;
+		l.until = ev->host_banned || ev->net_banned ? ev->ban_until : ev->lock_until;
+		l.repeat_pw = ev->repeat_pw;
+	}
+	ag_log_format(&l, line, sizeof(line));
+	emit(op->c, op->sink, AG_LVL_INFO, line, true);
+}
+
+/* ---- check --------------------------------------------------------------- */
+
+static int check_txn(struct op *op, struct ag_verdict *vd)
+{
+	struct ag_txn *t;
+	struct ag_stats d = { 0 };
+	bool enforce = op->c->mode == AG_MODE_ENFORCE;
+	int rc = ag_txn_begin(op->s, true, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = op_load(op, t);
+	if (rc != 0)
+		goto fail;
+	ag_policy_check(op->c, &op->v, op->now, vd);
+	if (enforce && vd->action == AG_ACT_TARPIT) {
+		rc = slot_take(op, t, vd->delay_ms);
+		if (rc < 0)
+			goto fail;
+		if (rc == 1) {
+			/* every slot busy: refuse rather than tie up a worker */
+			vd->action = AG_ACT_REFUSE;
+			vd->reason = AG_WHY_TARPIT_FULL;
+			vd->delay_ms = 0;
+			op->v.src.n_refused++;
+			op->v.w_src = op->v.has_addr;
+		}
+	}
+	d.attempts = 1;
+	d.refused = vd->action == AG_ACT_REFUSE;
+	d.tarpitted = vd->action == AG_ACT_TARPIT;
+	d.delay_ms = vd->action == AG_ACT_TARPIT ? (uint64_t)vd->delay_ms : 0;
+	d.faults = op->damaged;
+	rc = op_save(op, t);
+	if (rc == 0)
+		rc = bump_stats(t, &d);
+	if (rc != 0)
+		goto fail;
+	return ag_txn_commit(t);
+fail:
+	ag_txn_abort(t);
+	return rc;
+}
+
+/* Run @fn in a write transaction; on a full map, drop dead records and
+ * try once more. */
+static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
+{
+	int rc = fn(op, arg);
+
+	if (rc == AG_EFULL && ag_guard_gc(op->c, op->now) > 0)
+		rc = fn(op, arg);
+	if (rc == 0 && op->damaged)
+		fault(op->c, op->sink, AG_ECORRUPT, "damaged record reset");
+	if (rc == 0)
+		ag_store_maybe_sync(op->s);
+	return rc;
+}
+
+static int check_fn(struct op *op, void *arg)
+{
+	struct ag_view fresh = op->v;
+	int rc = check_txn(op, arg);
+
+	if (rc != 0)
+		op->v = fresh;
+	return rc;
+}
+
+enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *sink,
+				const struct ag_attempt *a, struct ag_ticket *t_r)
+{
+	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
+	struct ag_verdict vd = { 0 };
+	struct op op;
+	int rc = op_prepare(&op, c, sink, a);
+
+	if (rc == 0)
+		rc = with_retry(&op, check_fn, &vd);
+	if (rc != 0) {
+		fault(c, sink, rc, "check");
+		t.fault = 1;
+		memset(&vd, 0, sizeof(vd));
+		if (!c->fail_open) {
+			vd.action = AG_ACT_REFUSE;
+			vd.reason = AG_WHY_FAULT;
+		}
+	}
+	t.would = (uint8_t)vd.action;
+	t.would_reason = (uint8_t)vd.reason;
+	t.delay_ms = vd.delay_ms;
+	if (c->mode == AG_MODE_LOG_ONLY && !t.fault) {
+		t.action = AG_ACT_ALLOW;
+		t.reason = vd.reason == AG_WHY_TRUSTED ? AG_WHY_TRUSTED : AG_WHY_NONE;
+	} else {
+		t.action = (uint8_t)vd.action;
+		t.reason = (uint8_t)vd.reason;
+	}
+	if (t_r != NULL)
+		*t_r = t;
+	if (t.action == AG_ACT_REFUSE) {
+		log_attempt(&op, "unchecked", &t, &vd, NULL);
+		return AG_REFUSE;
+	}
+	if (t.action == AG_ACT_TARPIT)
+		sleep_ms(t.delay_ms);
+	return AG_PROCEED;
+}
+
+/* ---- record -------------------------------------------------------------- */
+
+struct rec_arg {
+	bool success;
+	struct ag_events ev;
+	struct ag_verdict vd;
+};
+
+static int record_fn(struct op *op, void *argp)
+{
+	struct rec_arg *arg = argp;
+	struct ag_view fresh = op->v;
+	struct ag_stats d = { 0 };
+	struct ag_txn *t;
+	int rc = ag_txn_begin(op->s, true, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = op_load(op, t);
+	if (rc == 0) {
+		ag_policy_record(op->c, &op->v, op->now, arg->success, &arg->ev);
+		arg->vd.familiar = ag_pair_familiar(&op->v, op->now);
+		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
+		arg->vd.src_score = ag_score_at(op->v.has_addr && !op->v.proxy ? &op->v.src.fails
+									       : &op->v.pair.fails,
+						op->now, op->c->decay_half_life);
+		d.successes = arg->success;
+		d.failures = !arg->success;
+		d.bans = arg->ev.host_banned + arg->ev.net_banned;
+		d.locks = arg->ev.user_locked;
+		d.faults = op->damaged;
+		rc = op_save(op, t);
+	}
+	if (rc == 0)
+		rc = bump_stats(t, &d);
+	if (rc == 0)
+		return ag_txn_commit(t);
+	ag_txn_abort(t);
+	op->v = fresh;
+	return rc;
+}
+
+int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
+		    const struct ag_attempt *a, bool success, const char *password,
+		    const struct ag_ticket *tk)
+{
+	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
+	struct rec_arg arg = { .success = success };
+	struct op op;
+	int rc;
+
+	if (tk != NULL && tk->magic == AG_TICKET_MAGIC)
+		t = *tk;
+	rc = op_prepare(&op, c, sink, a);
+	if (rc == 0 && !success && password != NULL && password[0] != '\0') {
+		uint64_t h = ag_siphash(ag_store_secret(op.s), password, strlen(password));
+		op.v.pw_hash = (int)(h & 0xffff);
+	}
+	if (rc == 0)
+		rc = with_retry(&op, record_fn, &arg);
+	if (rc != 0) {
+		fault(c, sink, rc, "record");
+		t.fault = 1;
+	}
+	log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);
+	return rc;
+}
+
+/* ---- garbage collection ---------------------------------------------------- */
+
+struct gc_ctx {
+	const struct ag_conf *c;
+	int64_t now;
+	enum ag_rec_kind kind;
+	long dropped;
+};
+
+static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const void *val,
+				size_t vlen)
+{
+	struct gc_ctx *g = ctxp;
+	union {
+		struct ag_src_rec s;
+		struct ag_user_rec u;
+		struct ag_pair_rec p;
+	} r;
+	bool dead = true;
+
+	(void)key;
+	(void)klen;
+	if (ag_rec_decode(g->kind, val, vlen, &r) == 0) {
+		if (g->kind == AG_REC_SRC)
+			dead = r.s.ban_by_admin == 0 || r.s.ban_until <= g->now ?
+				       ag_src_dead(g->c, &r.s, g->now) : false;
+		else if (g->kind == AG_REC_USER)
+			dead = ag_user_dead(g->c, &r.u, g->now);
+		else
+			dead = ag_pair_dead(g->c, &r.p, g->now);
+	}
+	if (!dead)
+		return AG_SCAN_NEXT;
+	g->dropped++;
+	return AG_SCAN_DELETE;
+}
+
+long ag_guard_gc(const struct ag_conf *c, int64_t now)
+{
+	static const struct { enum ag_db db; enum ag_rec_kind kind; } dbs[] = {
+		{ AG_DB_SRC, AG_REC_SRC }, { AG_DB_USER, AG_REC_USER }, { AG_DB_PAIR, AG_REC_PAIR },
+	};
+	struct gc_ctx g = { c, now, AG_REC_SRC, 0 };
+	struct ag_store *s;
+	struct ag_txn *t;
+	int rc = ag_store_get(c->db_dir, &s);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_begin(s, true, &t);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < AG_ARRAY_LEN(dbs) && rc == 0; i++) {
+		g.kind = dbs[i].kind;
+		rc = ag_txn_scan(t, dbs[i].db, NULL, 0, gc_visit, &g);
+	}
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	rc = ag_txn_commit(t);
+	return rc != 0 ? rc : g.dropped;
+}

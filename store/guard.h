@@ -1,0 +1,71 @@
+/*
+ * guard.h - the one entry point front ends call.
+ *
+ *   ag_guard_check()  before the password is verified: refuse, or sleep the
+ *                     tarpit (outside any store transaction), or go on;
+ *   ag_guard_record() after it: count the success or failure, ban, lock,
+ *                     and write the attempt's log line.
+ *
+ * Faults (store unreadable, full, corrupt) never crash and never pass
+ * silently: they are logged at most once a minute per process, and
+ * fail_open decides whether the attempt goes on unguarded.
+ */
+#ifndef AG_GUARD_H
+#define AG_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "log.h"
+#include "policy.h"
+
+struct ag_attempt {
+	const char *service;  /* PAM_SERVICE, SASL service; may be NULL */
+	const char *user;     /* may be NULL; any bytes */
+	size_t user_len;
+	const char *rhost;    /* as the service passed it; may be NULL */
+	size_t rhost_len;
+};
+
+/* What check decided, carried to record so the attempt's one log line can
+ * tell both. Plain data: front ends may copy it. */
+struct ag_ticket {
+	uint32_t magic;
+	uint8_t action, reason;       /* what was done (enum ag_action/ag_reason) */
+	uint8_t would, would_reason;  /* log-only: what would have been done */
+	uint8_t fault;
+	int64_t delay_ms;             /* slept (or would have slept) */
+};
+#define AG_TICKET_MAGIC 0x61677431u
+
+enum ag_decision { AG_PROCEED = 0, AG_REFUSE = 1 };
+
+/*
+ * Before the password check. Returns AG_PROCEED (after sleeping any
+ * tarpit delay) or AG_REFUSE (the attempt's log line is then written).
+ * Never fails: faults become AG_PROCEED or AG_REFUSE as fail_open says.
+ * @t_r may be NULL.
+ */
+AG_API enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *sink,
+				       const struct ag_attempt *a, struct ag_ticket *t_r);
+
+/*
+ * After the password check. @password (may be NULL) is hashed with the
+ * install secret to spot the same wrong password again; it is never
+ * stored. @t is check's ticket, or NULL if check did not run.
+ * Returns 0, or a negative AG_E* code after logging the fault.
+ */
+AG_API int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
+			   const struct ag_attempt *a, bool success, const char *password,
+			   const struct ag_ticket *t);
+
+/* Drop records that no rule needs any more. Returns the number dropped,
+ * or a negative AG_E* code. */
+AG_API long ag_guard_gc(const struct ag_conf *c, int64_t now);
+
+/* Test hook: if non-zero, the clock the guard uses (ms). */
+AG_API void ag_guard_set_clock(int64_t (*now_fn)(void));
+
+#endif

@@ -1,0 +1,208 @@
+/* log.c - attempt line formatting and the file destination. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+size_t ag_log_quote(char *out, size_t outlen, const char *in, size_t len, size_t max)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (outlen < 3) {
+		if (outlen > 0)
+			out[0] = '\0';
+		return 0;
+	}
+	out[o++] = '"';
+	if (in == NULL)
+		len = 0;
+	if (len > max)
+		len = max;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)in[i];
+		char esc[4];
+		size_t n;
+		if (ch == '"' || ch == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)ch;
+			n = 2;
+		} else if (ch < 0x20 || ch >= 0x7f) {
+			esc[0] = '\\';
+			esc[1] = 'x';
+			esc[2] = hex[ch >> 4];
+			esc[3] = hex[ch & 15];
+			n = 4;
+		} else {
+			esc[0] = (char)ch;
+			n = 1;
+		}
+		if (o + n + 2 > outlen)
+			break;
+		memcpy(out + o, esc, n);
+		o += n;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+	return o;
+}
+
+void ag_log_time(int64_t ms, char *buf, size_t len)
+{
+	time_t secs = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (gmtime_r(&secs, &tm) == NULL) {
+		snprintf(buf, len, "invalid");
+		return;
+	}
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* A bare word if every byte is in [A-Za-z0-9._:/@+-], else quoted. */
+static size_t put_value(char *out, size_t outlen, const char *v, size_t max)
+{
+	size_t n = v != NULL ? strlen(v) : 0;
+	bool bare = n > 0 && n <= max;
+
+	for (size_t i = 0; bare && i < n; i++) {
+		char ch = v[i];
+		bare = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		       (ch >= '0' && ch <= '9') || strchr("._:/@+-", ch) != NULL;
+	}
+	if (!bare)
+		return ag_log_quote(out, outlen, v, n, max);
+	snprintf(out, outlen, "%s", v);
+	return n;
+}
+
+struct lb {
+	char *buf;
+	size_t len, at;
+};
+
+static void add(struct lb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add(struct lb *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->at >= b->len)
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(b->buf + b->at, b->len - b->at, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		b->at += (size_t)n < b->len - b->at ? (size_t)n : b->len - b->at - 1;
+}
+
+void ag_log_format(const struct ag_logline *l, char *buf, size_t len)
+{
+	char t[40], v[4 * AG_LOG_USER_MAX + 8], a[AG_ADDR_STRLEN];
+	struct lb b = { buf, len, 0 };
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	ag_log_time(l->time_ms, t, sizeof(t));
+	add(&b, "time=%s", t);
+	put_value(v, sizeof(v), l->service != NULL ? l->service : "", 64);
+	add(&b, " service=%s", v);
+	if (l->user != NULL) {
+		ag_log_quote(v, sizeof(v), l->user, l->user_len, AG_LOG_USER_MAX);
+		add(&b, " user=%s", v);
+		if (l->user_len > AG_LOG_USER_MAX)
+			add(&b, " user_len=%zu", l->user_len);
+	} else {
+		add(&b, " user=none");
+	}
+	if (l->addr != NULL && l->addr->family != AG_AF_NONE) {
+		ag_addr_format(l->addr, a, sizeof(a));
+		add(&b, " rhost=%s", a);
+	} else {
+		add(&b, " rhost=none");
+		if (l->rhost_raw != NULL && l->rhost_len > 0) {
+			ag_log_quote(v, sizeof(v), l->rhost_raw, l->rhost_len, 64);
+			add(&b, " rhost_raw=%s", v);
+		}
+	}
+	add(&b, " result=%s action=%s", l->result, l->action);
+	if (l->would != NULL)
+		add(&b, " mode=log-only would=%s", l->would);
+	if (l->reason != NULL)
+		add(&b, " reason=%s", l->reason);
+	add(&b, " delay_ms=%lld", (long long)l->delay_ms);
+	add(&b, " src_score=%.1f user_score=%.1f user_state=%s familiar=%s", l->src_score,
+	    l->user_score, l->user_state != NULL ? l->user_state : "unknown",
+	    l->familiar ? "yes" : "no");
+	if (l->repeat_pw)
+		add(&b, " repeat=yes");
+	if (l->event != NULL)
+		add(&b, " event=%s", l->event);
+	if (l->until > 0) {
+		ag_log_time(l->until, t, sizeof(t));
+		add(&b, " until=%s", t);
+	}
+}
+
+static pthread_mutex_t file_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	pid_t pid;
+	int fd;
+	dev_t dev;
+	ino_t ino;
+	char path[1024];
+} lf = { 0, -1, 0, 0, "" };
+
+/* Open (or reopen after rotation) the log file; called with file_mu held. */
+static int log_fd(const char *path)
+{
+	struct stat st;
+	bool same = lf.fd >= 0 && lf.pid == getpid() && strcmp(lf.path, path) == 0;
+
+	if (same && stat(path, &st) == 0 && st.st_dev == lf.dev && st.st_ino == lf.ino)
+		return lf.fd;
+	if (lf.fd >= 0 && lf.pid == getpid())
+		close(lf.fd);
+	lf.fd = -1;
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -1;
+	}
+	lf.fd = fd;
+	lf.pid = getpid();
+	lf.dev = st.st_dev;
+	lf.ino = st.st_ino;
+	snprintf(lf.path, sizeof(lf.path), "%s", path);
+	return fd;
+}
+
+int ag_log_file_write(const char *path, const char *line)
+{
+	char buf[AG_LOG_LINE_MAX + 2];
+	size_t n = strlen(line);
+	int rc = 0;
+
+	if (n > AG_LOG_LINE_MAX)
+		n = AG_LOG_LINE_MAX;
+	memcpy(buf, line, n);
+	buf[n++] = '\n';
+	pthread_mutex_lock(&file_mu);
+	int fd = log_fd(path);
+	if (fd < 0 || write(fd, buf, n) != (ssize_t)n)
+		rc = AG_EIO;
+	pthread_mutex_unlock(&file_mu);
+	return rc;
+}

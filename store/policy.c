@@ -1,0 +1,327 @@
+/* policy.c - bans, tarpit, lockout and familiarity as pure functions. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "policy.h"
+
+const char *ag_reason_name(enum ag_reason r)
+{
+	switch (r) {
+	case AG_WHY_NONE: return "none";
+	case AG_WHY_TRUSTED: return "trusted";
+	case AG_WHY_DENY: return "deny";
+	case AG_WHY_BANNED: return "banned";
+	case AG_WHY_NET_BANNED: return "net_banned";
+	case AG_WHY_LOCKED: return "locked";
+	case AG_WHY_TARPIT_FULL: return "tarpit_full";
+	case AG_WHY_FAULT: return "fault";
+	case AG_WHY_FAILURES: return "failures";
+	case AG_WHY_SPRAY: return "spray";
+	case AG_WHY_ADMIN: return "admin";
+	case AG_WHY_SCORE: return "score";
+	}
+	return "unknown";
+}
+
+const char *ag_action_name(enum ag_action a)
+{
+	switch (a) {
+	case AG_ACT_ALLOW: return "allow";
+	case AG_ACT_TARPIT: return "tarpit";
+	case AG_ACT_REFUSE: return "refuse";
+	}
+	return "unknown";
+}
+
+void ag_view_init(struct ag_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->pw_hash = -1;
+	v->src.version = v->net.version = AG_REC_VERSION;
+	v->user.version = v->pair.version = AG_REC_VERSION;
+}
+
+/* Scores are counts that fade; a rule sees the faded count rounded to the
+ * nearest whole number, so ten failures in a quick burst are "10", not
+ * 9.98, and a threshold means what an admin reads in it. */
+static double count(double score)
+{
+	return floor(score + 0.5);
+}
+
+static bool reached(double score, uint32_t threshold)
+{
+	return threshold > 0 && count(score) >= threshold;
+}
+
+int64_t ag_tarpit_delay(const struct ag_conf *c, double n)
+{
+	double k = count(n);
+
+	if (!(k >= 1) || c->tarpit_base <= 0)
+		return 0;
+	if (k < c->tarpit_free)
+		return 0;
+	double e = k - c->tarpit_free;
+	int64_t cap = c->tarpit_max > c->tarpit_base ? c->tarpit_max : c->tarpit_base;
+	if (e >= 40)
+		return cap;
+	int64_t d = c->tarpit_base << (int)e;
+	return d > cap ? cap : d;
+}
+
+/* Source rules (bans, tarpit by host score) apply to real, non-proxy addresses. */
+static bool source_rules(const struct ag_view *v)
+{
+	return v->has_addr && !v->proxy && !v->trusted;
+}
+
+bool ag_pair_familiar(const struct ag_view *v, int64_t now)
+{
+	return v->has_addr && v->has_user && !v->proxy && v->pair.familiar_until > now;
+}
+
+static void touch_src(struct ag_src_rec *r, int64_t now)
+{
+	if (r->first_seen == 0)
+		r->first_seen = now;
+	r->last_seen = now;
+}
+
+static void refuse(struct ag_view *v, int64_t now, struct ag_verdict *out, enum ag_reason why,
+		   int64_t until)
+{
+	out->action = AG_ACT_REFUSE;
+	out->reason = why;
+	out->until = until;
+	if (v->has_addr) {
+		v->src.n_refused++;
+		touch_src(&v->src, now);
+		v->w_src = true;
+	}
+	if (v->has_user) {
+		v->user.n_refused++;
+		v->user.last_seen = now;
+		v->w_user = true;
+	}
+}
+
+void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
+		     struct ag_verdict *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->familiar = ag_pair_familiar(v, now);
+	out->user_locked = v->has_user && v->user.lock_until > now;
+	out->user_score = ag_score_at(&v->user.fails, now, c->decay_half_life);
+	if (v->trusted) {
+		out->reason = AG_WHY_TRUSTED;
+		return;
+	}
+	if (v->denied) {
+		refuse(v, now, out, AG_WHY_DENY, 0);
+		return;
+	}
+	if (source_rules(v)) {
+		out->src_score = ag_score_at(&v->src.fails, now, c->decay_half_life);
+		if (v->src.ban_until > now) {
+			refuse(v, now, out, AG_WHY_BANNED, v->src.ban_until);
+			return;
+		}
+		/* A network ban spares a host this user has logged in from:
+		 * that host did nothing wrong, its neighbours did. */
+		if (v->net.ban_until > now && !out->familiar) {
+			refuse(v, now, out, AG_WHY_NET_BANNED, v->net.ban_until);
+			return;
+		}
+	} else if (v->has_user) {
+		out->src_score = ag_score_at(&v->pair.fails, now, c->decay_half_life);
+	}
+	if (out->user_locked && !out->familiar) {
+		refuse(v, now, out, AG_WHY_LOCKED, v->user.lock_until);
+		return;
+	}
+	out->delay_ms = ag_tarpit_delay(c, out->src_score);
+	if (out->delay_ms > 0) {
+		out->action = AG_ACT_TARPIT;
+		out->reason = AG_WHY_SCORE;
+	}
+}
+
+/* Ban @r now; the length doubles with each repeat ban, up to ip_ban_max.
+ * The repeat count is forgotten after ip_ban_max without a ban. */
+static int64_t ban(const struct ag_conf *c, struct ag_src_rec *r, int64_t now, enum ag_reason why)
+{
+	if (r->ban_until > 0 && now - r->ban_until > c->ip_ban_max)
+		r->ban_count = 0;
+	int64_t dur = c->ip_ban_time;
+	for (uint32_t i = 0; i < r->ban_count && dur < c->ip_ban_max; i++)
+		dur *= 2;
+	if (dur > c->ip_ban_max)
+		dur = c->ip_ban_max;
+	r->ban_until = now + dur;
+	r->ban_count++;
+	r->ban_reason = why;
+	r->ban_by_admin = 0;
+	return r->ban_until;
+}
+
+/* Remember a wrong password's hash; true if it was seen recently. */
+static bool note_password(const struct ag_conf *c, struct ag_pair_rec *p, int h, int64_t now)
+{
+	int64_t window = 4 * c->decay_half_life;
+
+	if (h < 0)
+		return false;
+	for (int i = 0; i < AG_RECENT_PW; i++) {
+		if (p->pw_ts[i] != 0 && p->pw[i] == (uint16_t)h && now - p->pw_ts[i] <= window &&
+		    now >= p->pw_ts[i]) {
+			p->pw_ts[i] = now;
+			return true;
+		}
+	}
+	p->pw[p->pw_next] = (uint16_t)h;
+	p->pw_ts[p->pw_next] = now;
+	p->pw_next = (p->pw_next + 1) % AG_RECENT_PW;
+	return false;
+}
+
+/* Count a distinct user name failing from this source. */
+static void note_user(const struct ag_conf *c, struct ag_src_rec *r, uint32_t uh, int64_t now)
+{
+	for (int i = 0; i < AG_RECENT_USERS; i++)
+		if (r->recent_users[i] == uh && uh != 0)
+			return;
+	r->recent_users[r->recent_next] = uh;
+	r->recent_next = (r->recent_next + 1) % AG_RECENT_USERS;
+	ag_score_add(&r->spray, 1, now, c->decay_half_life);
+}
+
+static void record_source_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
+				  struct ag_events *ev)
+{
+	int64_t hl = c->decay_half_life;
+
+	ag_score_add(&v->src.fails, 1, now, hl);
+	if (v->has_user)
+		note_user(c, &v->src, v->user_hash, now);
+	ag_score_add(&v->net.fails, 1, now, hl);
+	touch_src(&v->net, now);
+	v->net.n_fail++;
+	v->w_net = true;
+	if (v->src.ban_until <= now) {
+		if (reached(ag_score_at(&v->src.fails, now, hl), c->ip_ban_after))
+			ev->ban_reason = AG_WHY_FAILURES;
+		else if (reached(ag_score_at(&v->src.spray, now, hl), c->spray_users))
+			ev->ban_reason = AG_WHY_SPRAY;
+		if (ev->ban_reason != AG_WHY_NONE) {
+			ev->host_banned = true;
+			ev->ban_until = ban(c, &v->src, now, ev->ban_reason);
+		}
+	}
+	if (v->net.ban_until <= now && reached(ag_score_at(&v->net.fails, now, hl), c->net_ban_after)) {
+		ev->net_banned = true;
+		int64_t until = ban(c, &v->net, now, AG_WHY_FAILURES);
+		if (!ev->host_banned)
+			ev->ban_until = until;
+	}
+}
+
+static void record_user_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
+				struct ag_events *ev)
+{
+	bool familiar = ag_pair_familiar(v, now);
+
+	ev->repeat_pw = note_password(c, &v->pair, v->pw_hash, now);
+	ag_score_add(&v->pair.fails, 1, now, c->decay_half_life);
+	v->pair.last_seen = now;
+	v->w_pair = true;
+	v->user.n_fail++;
+	v->user.last_seen = now;
+	if (v->user.first_seen == 0)
+		v->user.first_seen = now;
+	v->w_user = true;
+	if (familiar || ev->repeat_pw)
+		return;
+	ag_score_add(&v->user.fails, 1, now, c->decay_half_life);
+	if (v->user.lock_until <= now &&
+	    reached(ag_score_at(&v->user.fails, now, c->decay_half_life), c->user_lock_after)) {
+		v->user.lock_until = now + c->user_lock_time;
+		v->user.lock_count++;
+		ev->user_locked = true;
+		ev->lock_until = v->user.lock_until;
+	}
+}
+
+static void record_success(const struct ag_conf *c, struct ag_view *v, int64_t now)
+{
+	if (v->has_addr) {
+		v->src.n_success++;
+		touch_src(&v->src, now);
+		v->w_src = true;
+	}
+	if (!v->has_user)
+		return;
+	v->user.n_success++;
+	v->user.last_seen = now;
+	if (v->user.first_seen == 0)
+		v->user.first_seen = now;
+	v->w_user = true;
+	/* The pair is cleared; the source's failures against others stay. */
+	memset(&v->pair.fails, 0, sizeof(v->pair.fails));
+	memset(v->pair.pw, 0, sizeof(v->pair.pw));
+	memset(v->pair.pw_ts, 0, sizeof(v->pair.pw_ts));
+	v->pair.pw_next = 0;
+	v->pair.last_success = now;
+	v->pair.last_seen = now;
+	if (v->has_addr && !v->proxy)
+		v->pair.familiar_until = now + c->familiar_ttl;
+	v->w_pair = true;
+}
+
+void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now, bool success,
+		      struct ag_events *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	if (v->trusted)
+		return;
+	if (success) {
+		record_success(c, v, now);
+		return;
+	}
+	if (v->has_addr) {
+		v->src.n_fail++;
+		touch_src(&v->src, now);
+		v->w_src = true;
+		if (source_rules(v))
+			record_source_failure(c, v, now, ev);
+	}
+	if (v->has_user)
+		record_user_failure(c, v, now, ev);
+}
+
+#define AG_DEAD_SCORE 0.01
+
+bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
+{
+	return ag_score_at(&r->fails, now, c->decay_half_life) < AG_DEAD_SCORE &&
+	       ag_score_at(&r->spray, now, c->decay_half_life) < AG_DEAD_SCORE &&
+	       r->ban_until + c->ip_ban_max <= now;
+}
+
+bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)
+{
+	return ag_score_at(&r->fails, now, c->decay_half_life) < AG_DEAD_SCORE &&
+	       r->lock_until <= now;
+}
+
+bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now)
+{
+	if (r->familiar_until > now || ag_score_at(&r->fails, now, c->decay_half_life) >= AG_DEAD_SCORE)
+		return false;
+	for (int i = 0; i < AG_RECENT_PW; i++)
+		if (r->pw_ts[i] != 0 && r->pw_ts[i] + 4 * c->decay_half_life > now)
+			return false;
+	return true;
+}

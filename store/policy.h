@@ -1,0 +1,96 @@
+/*
+ * policy.h - the rules, as pure functions.
+ *
+ * Given the records read from the store, the config and the time, the
+ * policy decides what to do with an attempt and how the records change.
+ * No I/O, no clock: tests drive it with a fake clock.
+ */
+#ifndef AG_POLICY_H
+#define AG_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "record.h"
+
+enum ag_action { AG_ACT_ALLOW = 0, AG_ACT_TARPIT = 1, AG_ACT_REFUSE = 2 };
+
+enum ag_reason {
+	AG_WHY_NONE = 0,
+	AG_WHY_TRUSTED,     /* source is on the trusted list */
+	AG_WHY_DENY,        /* source is on the deny list */
+	AG_WHY_BANNED,      /* source address is banned */
+	AG_WHY_NET_BANNED,  /* source's network prefix is banned */
+	AG_WHY_LOCKED,      /* user is locked and the source is unfamiliar */
+	AG_WHY_TARPIT_FULL, /* would sleep, but every tarpit slot is taken */
+	AG_WHY_FAULT,       /* the store failed (fail_open = no) */
+	AG_WHY_FAILURES,    /* ban cause: too many failures */
+	AG_WHY_SPRAY,       /* ban cause: too many distinct users */
+	AG_WHY_ADMIN,       /* ban cause: set by authguard-admin */
+	AG_WHY_SCORE,       /* tarpit cause: recent failures */
+};
+
+/* Short name for logs ("banned", "locked", ...). */
+AG_API const char *ag_reason_name(enum ag_reason r);
+AG_API const char *ag_action_name(enum ag_action a);
+
+/* Everything the policy knows about one attempt. The guard fills it from
+ * the store; the policy updates it and marks what must be written back. */
+struct ag_view {
+	bool has_addr;   /* the attempt came with a usable client address */
+	bool has_user;
+	bool trusted, proxy, denied;
+	uint32_t user_hash;  /* keyed hash of the user name (spray detection) */
+	int pw_hash;         /* keyed 16-bit hash of a wrong password, or -1 */
+	struct ag_src_rec src;   /* the host */
+	struct ag_src_rec net;   /* its network prefix */
+	struct ag_user_rec user;
+	struct ag_pair_rec pair; /* user x (host, or /ipv6_prefix for IPv6) */
+	bool w_src, w_net, w_user, w_pair; /* records to write back */
+};
+
+/* Initialise @v: empty records, nothing known. */
+AG_API void ag_view_init(struct ag_view *v);
+
+struct ag_verdict {
+	enum ag_action action;
+	enum ag_reason reason;
+	int64_t delay_ms;   /* for AG_ACT_TARPIT */
+	int64_t until;      /* ban or lock expiry, for AG_ACT_REFUSE */
+	double src_score;   /* host's recent failures (pair's behind a proxy) */
+	double user_score;  /* user's recent unfamiliar failures */
+	bool familiar;      /* the source is familiar for the user */
+	bool user_locked;
+};
+
+/* What a recorded result changed. */
+struct ag_events {
+	bool host_banned, net_banned, user_locked, repeat_pw;
+	enum ag_reason ban_reason;
+	int64_t ban_until, lock_until;
+};
+
+/* Tarpit delay for @n recent failures (pure arithmetic, capped). */
+AG_API int64_t ag_tarpit_delay(const struct ag_conf *c, double n);
+
+/* Decide before the password check. Updates counters in @v (refused). */
+AG_API void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
+			    struct ag_verdict *out_r);
+
+/* Apply the result of a password check (@success) to @v. */
+AG_API void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now,
+			     bool success, struct ag_events *ev_r);
+
+/* True if the pair record makes the source familiar at @now. */
+AG_API bool ag_pair_familiar(const struct ag_view *v, int64_t now);
+
+
+
+/* True when a record no longer carries anything a rule needs at @now
+ * (scores decayed away, bans/locks and their escalation memory expired,
+ * familiarity lapsed): it may be dropped. */
+AG_API bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
+AG_API bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
+AG_API bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);
+#endif

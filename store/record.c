@@ -1,0 +1,133 @@
+/* record.c - record validation, keys and decaying scores. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "hash.h"
+#include "record.h"
+
+size_t ag_rec_size(enum ag_rec_kind kind)
+{
+	switch (kind) {
+	case AG_REC_SRC: return sizeof(struct ag_src_rec);
+	case AG_REC_USER: return sizeof(struct ag_user_rec);
+	case AG_REC_PAIR: return sizeof(struct ag_pair_rec);
+	case AG_REC_STATS: return sizeof(struct ag_stats);
+	}
+	return 0;
+}
+
+static bool score_ok(const struct ag_score *s)
+{
+	return isfinite(s->v) && s->v >= 0 && s->v < 1e12 && s->ts >= 0;
+}
+
+int ag_rec_decode(enum ag_rec_kind kind, const void *data, size_t len, void *out)
+{
+	size_t want = ag_rec_size(kind);
+	uint32_t version;
+
+	if (data == NULL || len != want || want == 0)
+		return AG_ECORRUPT;
+	memcpy(&version, data, sizeof(version));
+	if (version != AG_REC_VERSION)
+		return AG_ECORRUPT;
+	memcpy(out, data, want);
+	switch (kind) {
+	case AG_REC_SRC: {
+		struct ag_src_rec *r = out;
+		if (!score_ok(&r->fails) || !score_ok(&r->spray) ||
+		    r->recent_next >= AG_RECENT_USERS || r->ban_until < 0)
+			return AG_ECORRUPT;
+		return 0;
+	}
+	case AG_REC_USER: {
+		struct ag_user_rec *r = out;
+		if (!score_ok(&r->fails) || r->lock_until < 0)
+			return AG_ECORRUPT;
+		return 0;
+	}
+	case AG_REC_PAIR: {
+		struct ag_pair_rec *r = out;
+		if (!score_ok(&r->fails) || r->pw_next >= AG_RECENT_PW || r->familiar_until < 0)
+			return AG_ECORRUPT;
+		return 0;
+	}
+	case AG_REC_STATS:
+		return 0;
+	}
+	return AG_ECORRUPT;
+}
+
+void ag_src_key(const struct ag_addr *a, uint8_t key[AG_SRC_KEY_LEN])
+{
+	key[0] = a->family;
+	key[1] = a->plen;
+	memcpy(key + 2, a->b, 16);
+}
+
+int ag_src_key_decode(const uint8_t *key, size_t len, struct ag_addr *a_r)
+{
+	struct ag_addr a, m;
+
+	memset(a_r, 0, sizeof(*a_r));
+	if (len != AG_SRC_KEY_LEN || (key[0] != AG_AF_INET && key[0] != AG_AF_INET6))
+		return AG_ECORRUPT;
+	a.family = key[0];
+	a.plen = key[1];
+	memcpy(a.b, key + 2, 16);
+	if (a.plen > ag_addr_width(&a))
+		return AG_ECORRUPT;
+	ag_addr_prefix(&a, a.plen, &m);
+	if (memcmp(&m, &a, sizeof(a)) != 0)
+		return AG_ECORRUPT;
+	*a_r = a;
+	return 0;
+}
+
+size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
+		   uint8_t key[AG_USER_KEY_MAX])
+{
+	if (len <= 200) {
+		memcpy(key, user, len);
+		return len;
+	}
+	uint8_t k2[16];
+	for (int i = 0; i < 16; i++)
+		k2[i] = (uint8_t)(secret[i] ^ 0x5a);
+	uint64_t h1 = ag_siphash(secret, user, len), h2 = ag_siphash(k2, user, len);
+	memcpy(key, user, 184);
+	key[184] = 0;
+	memcpy(key + 185, &h1, 8);
+	memcpy(key + 193, &h2, 8);
+	return AG_USER_KEY_MAX;
+}
+
+size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
+		   uint8_t key[AG_PAIR_KEY_MAX])
+{
+	key[0] = (uint8_t)(ulen >> 8);
+	key[1] = (uint8_t)ulen;
+	memcpy(key + 2, ukey, ulen);
+	memcpy(key + 2 + ulen, skey, AG_SRC_KEY_LEN);
+	return 2 + ulen + AG_SRC_KEY_LEN;
+}
+
+double ag_score_at(const struct ag_score *s, int64_t now, int64_t half_life)
+{
+	if (s->v <= 0)
+		return 0;
+	if (now <= s->ts || half_life <= 0)
+		return s->v;
+	double v = s->v * exp2(-(double)(now - s->ts) / (double)half_life);
+	return v < 1e-6 ? 0 : v;
+}
+
+void ag_score_add(struct ag_score *s, double n, int64_t now, int64_t half_life)
+{
+	double v = ag_score_at(s, now, half_life) + n;
+	s->v = v;
+	if (now > s->ts)
+		s->ts = now;
+}

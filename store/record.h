@@ -1,0 +1,108 @@
+/*
+ * record.h - the fixed-layout, versioned records kept in the store, and
+ * the keys they are kept under.
+ *
+ * Records are stored as their C layout (the store is host-local and never
+ * moved between machines). Every record starts with a version word;
+ * ag_rec_decode() rejects any value of the wrong size or version and any
+ * field that could not have been written (NaN, negative scores), so a
+ * damaged store file reads as "no record", never as a wild value.
+ */
+#ifndef AG_RECORD_H
+#define AG_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "addr.h"
+
+#define AG_REC_VERSION 1
+#define AG_RECENT_USERS 8
+#define AG_RECENT_PW 4
+
+/* An exponentially decaying count: worth @v at time @ts (ms). */
+struct ag_score {
+	double v;
+	int64_t ts;
+};
+
+/* A client address or network. */
+struct ag_src_rec {
+	uint32_t version;
+	uint32_t ban_count;        /* bans so far (for escalation) */
+	struct ag_score fails;     /* recent failures */
+	struct ag_score spray;     /* recent distinct user names failed */
+	uint32_t recent_users[AG_RECENT_USERS]; /* keyed hashes of user names */
+	uint32_t recent_next;
+	uint32_t ban_reason;       /* enum ag_reason of the current/last ban */
+	int64_t ban_until;         /* ms; 0 = never banned */
+	int64_t ban_by_admin;      /* 1 when the ban was set by authguard-admin */
+	int64_t first_seen, last_seen;
+	uint64_t n_fail, n_success, n_refused;
+};
+
+/* A user name. */
+struct ag_user_rec {
+	uint32_t version;
+	uint32_t lock_count;
+	struct ag_score fails;     /* recent failures from unfamiliar sources */
+	int64_t lock_until;        /* ms; 0 = never locked */
+	int64_t first_seen, last_seen;
+	uint64_t n_fail, n_success, n_refused;
+};
+
+/* A user x source pair. */
+struct ag_pair_rec {
+	uint32_t version;
+	uint32_t pw_next;
+	struct ag_score fails;
+	int64_t familiar_until;    /* ms; the source is familiar before this */
+	int64_t last_success;
+	uint16_t pw[AG_RECENT_PW];  /* keyed 16-bit hashes of recent wrong passwords */
+	int64_t pw_ts[AG_RECENT_PW];
+	int64_t last_seen;
+};
+
+/* Host-wide counters (meta database). */
+struct ag_stats {
+	uint32_t version;
+	uint32_t pad;
+	int64_t created;
+	uint64_t attempts, failures, successes, refused, tarpitted;
+	uint64_t delay_ms, bans, locks, faults;
+};
+
+enum ag_rec_kind { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR, AG_REC_STATS };
+
+/* Validate @len bytes at @data as a record of @kind and copy it to @out
+ * (sized for that kind). Returns 0, or AG_ECORRUPT. */
+AG_API int ag_rec_decode(enum ag_rec_kind kind, const void *data, size_t len, void *out);
+/* Size of a record of @kind. */
+AG_API size_t ag_rec_size(enum ag_rec_kind kind);
+
+/* Keys. */
+#define AG_SRC_KEY_LEN 18
+#define AG_USER_KEY_MAX 201
+#define AG_PAIR_KEY_MAX (2 + AG_USER_KEY_MAX + AG_SRC_KEY_LEN)
+
+/* Source key: family, prefix length, 16 address bytes. */
+AG_API void ag_src_key(const struct ag_addr *a, uint8_t key[AG_SRC_KEY_LEN]);
+/* Inverse of ag_src_key(); returns 0 or AG_ECORRUPT. */
+AG_API int ag_src_key_decode(const uint8_t *key, size_t len, struct ag_addr *a_r);
+/* User key: the name itself up to 200 bytes; a longer name is its first
+ * 184 bytes, a NUL and a 16-byte keyed hash (names never hold NUL, so the
+ * forms cannot collide). Returns the key length. */
+AG_API size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
+			  uint8_t key[AG_USER_KEY_MAX]);
+/* Pair key: 2-byte user key length, user key, source key. */
+AG_API size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
+			  uint8_t key[AG_PAIR_KEY_MAX]);
+
+/* Decayed value of @s at @now with @half_life (ms). Clock steps
+ * backwards are treated as no time passing. */
+AG_API double ag_score_at(const struct ag_score *s, int64_t now, int64_t half_life);
+/* Add @n to @s at @now (decaying first). */
+AG_API void ag_score_add(struct ag_score *s, double n, int64_t now, int64_t half_life);
+
+#endif

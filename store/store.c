@@ -1,0 +1,443 @@
+/* store.c - LMDB environment handling, per-process cache, transactions. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "record.h"
+#include "store.h"
+
+/* Address space reserved for the map. The file itself grows only as pages
+ * are used (about 130 bytes per record); see README "Store size". */
+#define AG_MAP_SIZE ((size_t)4 << 30)
+#define AG_MAX_READERS 1022
+#define AG_CACHE_MAX 8
+
+struct ag_store {
+	char path[1024];
+	MDB_env *env;
+	MDB_dbi dbi[AG_DB_COUNT];
+	uint8_t secret[AG_SECRET_LEN];
+	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
+	_Atomic int64_t last_sync, last_reader_check;
+};
+
+struct ag_txn {
+	struct ag_store *s;
+	MDB_txn *txn;
+};
+
+static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta" };
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static struct ag_store *cache[AG_CACHE_MAX];
+static pid_t cache_pid;
+
+static int map_rc(int rc)
+{
+	switch (rc) {
+	case 0: return 0;
+	case MDB_NOTFOUND: return AG_ENOTFOUND;
+	case MDB_MAP_FULL: return AG_EFULL;
+	case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
+	case MDB_VERSION_MISMATCH: case MDB_BAD_VALSIZE:
+		return AG_ECORRUPT;
+	case ENOMEM: return AG_ENOMEM;
+	case EACCES: case EPERM: case EROFS: return AG_EPERM;
+	case ENOENT: case EIO: case ENOSPC: return AG_EIO;
+	}
+	return AG_ESTORE;
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&cache_mu); }
+static void atfork_release(void) { pthread_mutex_unlock(&cache_mu); }
+static void atfork_setup(void)
+{
+	pthread_atfork(atfork_prepare, atfork_release, atfork_release);
+}
+
+/* The directory must be ours (or root's), a real directory, and not
+ * writable by everyone: a planted symlink or a world-writable directory
+ * would let another user swap the store. Creates it (0700) if missing. */
+static int check_dir(const char *dir)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) != 0) {
+		if (errno != ENOENT)
+			return errno == EACCES ? AG_EPERM : AG_EIO;
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+			return errno == EACCES ? AG_EPERM : AG_EIO;
+		if (lstat(dir, &st) != 0)
+			return AG_EIO;
+	}
+	if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode))
+		return AG_EUNSAFE;
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		return AG_EUNSAFE;
+	if ((st.st_mode & S_IWOTH) != 0)
+		return AG_EUNSAFE;
+	return 0;
+}
+
+static int get_meta(MDB_txn *txn, MDB_dbi meta, const char *name, void *out, size_t len, bool *found)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	int rc = mdb_get(txn, meta, &k, &v);
+
+	*found = false;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return map_rc(rc);
+	if (v.mv_size != len)
+		return AG_ECORRUPT;
+	memcpy(out, v.mv_data, len);
+	*found = true;
+	return 0;
+}
+
+static int put_meta(MDB_txn *txn, MDB_dbi meta, const char *name, const void *data, size_t len)
+{
+	MDB_val k = { strlen(name), (void *)name }, v = { len, (void *)data };
+	return map_rc(mdb_put(txn, meta, &k, &v, 0));
+}
+
+static int make_secret(uint8_t out[AG_SECRET_LEN])
+{
+	size_t got = 0;
+
+	while (got < AG_SECRET_LEN) {
+		ssize_t n = getrandom(out + got, AG_SECRET_LEN - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return AG_EIO;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* Open the named databases, create the meta records of a new store, check
+ * the schema of an existing one, load the secret. */
+static int init_dbs(struct ag_store *s)
+{
+	MDB_txn *txn = NULL;
+	uint32_t schema;
+	bool found;
+	int rc = map_rc(mdb_txn_begin(s->env, NULL, 0, &txn));
+
+	if (rc != 0)
+		return rc;
+	for (int i = 0; i < AG_DB_COUNT && rc == 0; i++)
+		rc = map_rc(mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]));
+	if (rc == 0)
+		rc = get_meta(txn, s->dbi[AG_DB_META], "schema", &schema, sizeof(schema), &found);
+	if (rc == 0 && found && schema > AG_SCHEMA_VERSION)
+		rc = AG_ENEWER;
+	if (rc == 0 && found && schema == 0)
+		rc = AG_ECORRUPT;
+	if (rc == 0 && !found) {
+		struct ag_stats st = { .version = AG_REC_VERSION };
+		schema = AG_SCHEMA_VERSION;
+		st.created = ag_now_ms();
+		rc = make_secret(s->secret);
+		if (rc == 0)
+			rc = put_meta(txn, s->dbi[AG_DB_META], "schema", &schema, sizeof(schema));
+		if (rc == 0)
+			rc = put_meta(txn, s->dbi[AG_DB_META], "secret", s->secret, AG_SECRET_LEN);
+		if (rc == 0)
+			rc = put_meta(txn, s->dbi[AG_DB_META], "stats", &st, sizeof(st));
+	} else if (rc == 0) {
+		rc = get_meta(txn, s->dbi[AG_DB_META], "secret", s->secret, AG_SECRET_LEN, &found);
+		if (rc == 0 && !found)
+			rc = AG_ECORRUPT;
+	}
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	return map_rc(mdb_txn_commit(txn));
+}
+
+static int open_store(const char *dir, struct ag_store **s_r)
+{
+	struct ag_store *s = calloc(1, sizeof(*s));
+	int rc, dead;
+
+	if (s == NULL)
+		return AG_ENOMEM;
+	snprintf(s->path, sizeof(s->path), "%s", dir);
+	pthread_rwlock_init(&s->resize_lock, NULL);
+	rc = check_dir(dir);
+	if (rc == 0)
+		rc = map_rc(mdb_env_create(&s->env));
+	if (rc == 0)
+		rc = map_rc(mdb_env_set_maxdbs(s->env, AG_DB_COUNT + 2));
+	if (rc == 0)
+		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_SIZE));
+	if (rc == 0)
+		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
+	if (rc == 0)
+		rc = map_rc(mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0660));
+	if (rc == 0) {
+		(void)mdb_reader_check(s->env, &dead);
+		rc = init_dbs(s);
+	}
+	if (rc == 0) {
+		(void)mdb_env_sync(s->env, 1);
+		s->last_sync = s->last_reader_check = ag_now_ms();
+		*s_r = s;
+		return 0;
+	}
+	if (s->env != NULL)
+		mdb_env_close(s->env);
+	pthread_rwlock_destroy(&s->resize_lock);
+	free(s);
+	return rc;
+}
+
+int ag_store_get(const char *dir, struct ag_store **s_r)
+{
+	pid_t pid = getpid();
+	int rc = 0;
+
+	*s_r = NULL;
+	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(cache[0]->path))
+		return AG_EINVAL;
+	pthread_once(&atfork_once, atfork_setup);
+	pthread_mutex_lock(&cache_mu);
+	if (cache_pid != pid) {
+		/* Inherited across fork(): never touch those environments
+		 * again (closing them would clear the parent's reader slots).
+		 * Their memory is left to the exit of this process. */
+		memset(cache, 0, sizeof(cache));
+		cache_pid = pid;
+	}
+	for (int i = 0; i < AG_CACHE_MAX; i++) {
+		if (cache[i] != NULL && strcmp(cache[i]->path, dir) == 0) {
+			*s_r = cache[i];
+			goto out;
+		}
+	}
+	int slot = -1;
+	for (int i = 0; i < AG_CACHE_MAX && slot < 0; i++)
+		if (cache[i] == NULL)
+			slot = i;
+	if (slot < 0) {
+		rc = AG_ENOMEM;
+		goto out;
+	}
+	rc = open_store(dir, &cache[slot]);
+	if (rc == 0)
+		*s_r = cache[slot];
+out:
+	pthread_mutex_unlock(&cache_mu);
+	return rc;
+}
+
+void ag_store_forget_all(void)
+{
+	pthread_mutex_lock(&cache_mu);
+	if (cache_pid == getpid()) {
+		for (int i = 0; i < AG_CACHE_MAX; i++) {
+			if (cache[i] == NULL)
+				continue;
+			mdb_env_close(cache[i]->env);
+			pthread_rwlock_destroy(&cache[i]->resize_lock);
+			free(cache[i]);
+			cache[i] = NULL;
+		}
+	}
+	pthread_mutex_unlock(&cache_mu);
+}
+
+const uint8_t *ag_store_secret(const struct ag_store *s)
+{
+	return s->secret;
+}
+
+/* Another process grew the map: adopt its size (no transaction of ours
+ * may be open meanwhile, hence the write lock). */
+static void adopt_map_size(struct ag_store *s)
+{
+	pthread_rwlock_wrlock(&s->resize_lock);
+	(void)mdb_env_set_mapsize(s->env, 0);
+	pthread_rwlock_unlock(&s->resize_lock);
+}
+
+int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r)
+{
+	struct ag_txn *t = malloc(sizeof(*t));
+	int64_t now = ag_now_ms();
+	int rc = 0, dead;
+
+	*t_r = NULL;
+	if (t == NULL)
+		return AG_ENOMEM;
+	if (now - s->last_reader_check > 60000) {
+		s->last_reader_check = now;
+		(void)mdb_reader_check(s->env, &dead);
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		pthread_rwlock_rdlock(&s->resize_lock);
+		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+		if (rc != MDB_MAP_RESIZED)
+			break;
+		pthread_rwlock_unlock(&s->resize_lock);
+		adopt_map_size(s);
+	}
+	if (rc != 0) {
+		if (rc != MDB_MAP_RESIZED)
+			pthread_rwlock_unlock(&s->resize_lock);
+		free(t);
+		return map_rc(rc);
+	}
+	t->s = s;
+	*t_r = t;
+	return 0;
+}
+
+int ag_txn_commit(struct ag_txn *t)
+{
+	int rc = mdb_txn_commit(t->txn);
+
+	pthread_rwlock_unlock(&t->s->resize_lock);
+	free(t);
+	return map_rc(rc);
+}
+
+void ag_txn_abort(struct ag_txn *t)
+{
+	if (t == NULL)
+		return;
+	mdb_txn_abort(t->txn);
+	pthread_rwlock_unlock(&t->s->resize_lock);
+	free(t);
+}
+
+static bool key_ok(size_t klen)
+{
+	return klen > 0 && klen <= 511;
+}
+
+int ag_txn_get(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+	       const void **val_r, size_t *vlen_r)
+{
+	MDB_val k = { klen, (void *)key }, v;
+
+	if (!key_ok(klen) || db >= AG_DB_COUNT)
+		return AG_EINVAL;
+	int rc = mdb_get(t->txn, t->s->dbi[db], &k, &v);
+	if (rc != 0)
+		return map_rc(rc);
+	*val_r = v.mv_data;
+	*vlen_r = v.mv_size;
+	return 0;
+}
+
+int ag_txn_put(struct ag_txn *t, enum ag_db db, const void *key, size_t klen, const void *val,
+	       size_t vlen)
+{
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+
+	if (!key_ok(klen) || db >= AG_DB_COUNT)
+		return AG_EINVAL;
+	return map_rc(mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
+}
+
+int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen)
+{
+	MDB_val k = { klen, (void *)key };
+
+	if (!key_ok(klen) || db >= AG_DB_COUNT)
+		return AG_EINVAL;
+	return map_rc(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+}
+
+int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen,
+		ag_scan_fn *fn, void *ctx)
+{
+	MDB_cursor *c;
+	MDB_val k = { plen, (void *)prefix }, v;
+	int rc;
+
+	if (db >= AG_DB_COUNT)
+		return AG_EINVAL;
+	rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
+	if (rc != 0)
+		return map_rc(rc);
+	rc = mdb_cursor_get(c, &k, &v, plen > 0 ? MDB_SET_RANGE : MDB_FIRST);
+	while (rc == 0) {
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		enum ag_scan_op op = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+		if (op == AG_SCAN_STOP)
+			break;
+		if (op == AG_SCAN_DELETE) {
+			rc = mdb_cursor_del(c, 0);
+			if (rc != 0)
+				break;
+			/* MDB_NEXT after a delete yields the entry that
+			 * followed the deleted one (LMDB keeps a C_DEL mark). */
+		}
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_rc(rc);
+}
+
+void ag_store_maybe_sync(struct ag_store *s)
+{
+	int64_t now = ag_now_ms(), last = s->last_sync;
+
+	if (now - last < 1000 && now >= last)
+		return;
+	if (!atomic_compare_exchange_strong(&s->last_sync, &last, now))
+		return;
+	(void)mdb_env_sync(s->env, 1);
+}
+
+int ag_store_info(struct ag_store *s, struct ag_store_info *info)
+{
+	MDB_envinfo ei;
+	MDB_stat st;
+	struct ag_txn *t;
+	char file[1100];
+	struct stat fst;
+	bool found;
+	int rc;
+
+	memset(info, 0, sizeof(*info));
+	snprintf(info->path, sizeof(info->path), "%s", s->path);
+	if (mdb_env_info(s->env, &ei) != 0 || mdb_env_stat(s->env, &st) != 0)
+		return AG_ESTORE;
+	info->map_size = ei.me_mapsize;
+	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
+	info->readers = ei.me_numreaders;
+	info->max_readers = ei.me_maxreaders;
+	snprintf(file, sizeof(file), "%s/data.mdb", s->path);
+	if (stat(file, &fst) == 0)
+		info->file_bytes = (uint64_t)fst.st_size;
+	rc = ag_txn_begin(s, false, &t);
+	if (rc != 0)
+		return rc;
+	for (int i = 0; i < AG_DB_COUNT; i++)
+		if (mdb_stat(t->txn, s->dbi[i], &st) == 0)
+			info->entries[i] = st.ms_entries;
+	rc = get_meta(t->txn, s->dbi[AG_DB_META], "schema", &info->schema, sizeof(info->schema),
+		      &found);
+	ag_txn_abort(t);
+	return rc;
+}

@@ -1,0 +1,85 @@
+/*
+ * store.h - the shared LMDB store (the only part of authguard that knows
+ * LMDB).
+ *
+ * One environment in db_dir serves every process on the host. Each process
+ * keeps one open handle per directory, reopened when getpid() changes (an
+ * LMDB environment must never be used across fork()). Commits are not
+ * fsync'ed one by one (MDB_NOSYNC); the store is flushed at most once a
+ * second by whichever process writes, so a power loss can cost the last
+ * second of counts while a crashed process costs nothing. See README.
+ */
+#ifndef AG_STORE_H
+#define AG_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ag.h"
+#include "hash.h"
+
+#define AG_SCHEMA_VERSION 1
+
+enum ag_db { AG_DB_SRC = 0, AG_DB_USER, AG_DB_PAIR, AG_DB_LIST, AG_DB_SLOT, AG_DB_META, AG_DB_COUNT };
+
+struct ag_store;
+struct ag_txn;
+
+/*
+ * The process's handle on the store in @dir, opening (and creating, with
+ * mode 0700 for a new directory) on first use. Thread-safe.
+ * Errors: AG_EUNSAFE (a symlink, not a directory, writable by others, or
+ * owned by another non-root user), AG_EIO (cannot create or open),
+ * AG_ENEWER (schema newer than this build), AG_ECORRUPT (not an LMDB
+ * store, or its meta records are damaged), AG_ESTORE, AG_ENOMEM.
+ */
+AG_API int ag_store_get(const char *dir, struct ag_store **s_r);
+
+/* The install secret (made at random when the store was created). */
+AG_API const uint8_t *ag_store_secret(const struct ag_store *s);
+
+/* Begin a transaction. Errors: AG_ESTORE, AG_ENOMEM. */
+AG_API int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r);
+/* Commit (and free) @t. Errors: AG_EFULL (map full), AG_ESTORE. The
+ * transaction is gone whatever the result. */
+AG_API int ag_txn_commit(struct ag_txn *t);
+/* Abort (and free) @t; NULL is fine. */
+AG_API void ag_txn_abort(struct ag_txn *t);
+
+/* Look up @key. On success *val_r points into the map, valid until the
+ * transaction ends. Errors: AG_ENOTFOUND, AG_EINVAL (bad key), AG_ESTORE. */
+AG_API int ag_txn_get(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+		      const void **val_r, size_t *vlen_r);
+/* Errors: AG_EFULL (the transaction must then be aborted), AG_EINVAL, AG_ESTORE. */
+AG_API int ag_txn_put(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+		      const void *val, size_t vlen);
+/* Errors: AG_ENOTFOUND, AG_ESTORE. */
+AG_API int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen);
+
+enum ag_scan_op { AG_SCAN_NEXT = 0, AG_SCAN_STOP = 1, AG_SCAN_DELETE = 2 };
+typedef enum ag_scan_op ag_scan_fn(void *ctx, const void *key, size_t klen, const void *val,
+				   size_t vlen);
+/* Visit every entry of @db whose key starts with @prefix (may be empty) in
+ * key order. The callback may ask to delete the entry (write transactions
+ * only). Returns 0 or AG_ESTORE. */
+AG_API int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen,
+		       ag_scan_fn *fn, void *ctx);
+
+/* Flush to disk if the last flush by this process was over a second ago. */
+AG_API void ag_store_maybe_sync(struct ag_store *s);
+
+struct ag_store_info {
+	uint64_t map_size, used_bytes, file_bytes;
+	uint64_t entries[AG_DB_COUNT];
+	unsigned readers, max_readers;
+	uint32_t schema;
+	char path[1024];
+};
+/* Sizes and counts, for authguard-admin status. */
+AG_API int ag_store_info(struct ag_store *s, struct ag_store_info *info_r);
+
+/* Drop this process's cached handles (tests; never needed in services). */
+AG_API void ag_store_forget_all(void);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * pamdrive.h - drive real libpam (under cwrap's pam_wrapper) the way a
+ * mail server does: pam_start, PAM_RHOST, pam_authenticate, pam_acct_mgmt,
+ * pam_end. Shared by the demonstration and the integration tests.
+ */
+#ifndef PAMDRIVE_H
+#define PAMDRIVE_H
+
+#include <stdbool.h>
+
+#define PD_SERVICE "authguard-demo"
+
+struct pd_paths {
+	const char *module;   /* absolute path of pam_authguard.so */
+	const char *matrix;   /* absolute path of pam_matrix.so */
+	const char *wrapper;  /* absolute path of libpam_wrapper.so */
+	const char *workdir;  /* a directory of our own for service files */
+};
+
+/*
+ * If this process does not run under pam_wrapper yet: write the PAM
+ * service files into @p->workdir/pam.d (our module around pam_matrix, the
+ * five-line stack of the README, conf=@workdir/authguard.conf, passwords
+ * from @workdir/passdb), set LD_PRELOAD, PAM_WRAPPER=1 and
+ * PAM_WRAPPER_SERVICE_DIR, and re-execute @argv. Returns 0 when already
+ * under the wrapper, -1 (with a message on stderr) on failure.
+ */
+int pd_ensure_wrapper(const struct pd_paths *p, char **argv);
+
+/* One login attempt. Returns the PAM code of the stack (PAM_SUCCESS when
+ * both auth and account succeed); *ms_r gets the wall time it took. */
+int pd_login(const char *user, const char *password, const char *rhost, double *ms_r);
+
+/* Monotonic milliseconds. */
+double pd_now_ms(void);
+
+#endif
