@@ -14,6 +14,9 @@
 #include "lists.h"
 #include "store.h"
 
+/* check_txn(): the read-only pass found something to write */
+#define AG_EAGAIN_WRITE 1
+
 static int64_t (*clock_fn)(void) = ag_now_ms;
 
 void ag_guard_set_clock(int64_t (*now_fn)(void))
@@ -40,7 +43,8 @@ struct op {
 
 /* ---- faults ------------------------------------------------------------ */
 
-static _Atomic int64_t last_fault_ms;
+enum fault_kind { FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_KINDS };
+static _Atomic int64_t last_fault_ms[FAULT_KINDS];
 
 static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
 		 const char *line, bool attempt_line)
@@ -57,15 +61,17 @@ static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_le
 		sink->fn(sink->ctx, lvl, line);
 }
 
-/* Log a fault at most once a minute per process. */
-static void fault(const struct ag_conf *c, const struct ag_sink *sink, int rc, const char *what)
+/* Log a fault at most once a minute per process and kind, so a flood of
+ * one fault neither fills the log nor hides a different one. */
+static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum fault_kind kind,
+		  int rc, const char *what)
 {
-	int64_t now = ag_now_ms(), last = last_fault_ms;
+	int64_t now = ag_now_ms(), last = last_fault_ms[kind];
 	char msg[AG_PATH_MAX + 256];
 
 	if (last != 0 && now - last < 60000 && now >= last)
 		return;
-	if (!atomic_compare_exchange_strong(&last_fault_ms, &last, now))
+	if (!atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now))
 		return;
 	snprintf(msg, sizeof(msg), "authguard fault: %s: %s (db_dir=%s); fail_open=%s: %s", what,
 		 ag_strerror(rc), c->db_dir, c->fail_open ? "yes" : "no",
@@ -306,12 +312,15 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 
 /* ---- check --------------------------------------------------------------- */
 
-static int check_txn(struct op *op, struct ag_verdict *vd)
+/* Decide in a read-only transaction; only a verdict that changes the
+ * store (a refusal is counted, a tarpit takes a slot) or a damaged record
+ * needs the write transaction, which decides again from fresh data. */
+static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 {
 	struct ag_txn *t;
 	struct ag_stats d = { 0 };
 	bool enforce = op->c->mode == AG_MODE_ENFORCE;
-	int rc = ag_txn_begin(op->s, true, &t);
+	int rc = ag_txn_begin(op->s, write, &t);
 
 	if (rc != 0)
 		return rc;
@@ -319,6 +328,12 @@ static int check_txn(struct op *op, struct ag_verdict *vd)
 	if (rc != 0)
 		goto fail;
 	ag_policy_check(op->c, &op->v, op->now, vd);
+	if (!write) {
+		ag_txn_abort(t);
+		bool changes = vd->action == AG_ACT_REFUSE || op->damaged ||
+			       (enforce && vd->action == AG_ACT_TARPIT);
+		return changes ? AG_EAGAIN_WRITE : 0;
+	}
 	if (enforce && vd->action == AG_ACT_TARPIT) {
 		rc = slot_take(op, t, vd->delay_ms);
 		if (rc < 0)
@@ -332,8 +347,8 @@ static int check_txn(struct op *op, struct ag_verdict *vd)
 			op->v.w_src = op->v.has_addr;
 		}
 	}
-	d.attempts = 1;
-	d.refused = vd->action == AG_ACT_REFUSE;
+	/* attempts that go on are counted when their result is recorded */
+	d.attempts = d.refused = vd->action == AG_ACT_REFUSE;
 	d.tarpitted = vd->action == AG_ACT_TARPIT;
 	d.delay_ms = vd->action == AG_ACT_TARPIT ? (uint64_t)vd->delay_ms : 0;
 	d.faults = op->damaged;
@@ -357,7 +372,7 @@ static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 	if (rc == AG_EFULL && ag_guard_gc(op->c, op->now) > 0)
 		rc = fn(op, arg);
 	if (rc == 0 && op->damaged)
-		fault(op->c, op->sink, AG_ECORRUPT, "damaged record reset");
+		fault(op->c, op->sink, FAULT_DAMAGED, AG_ECORRUPT, "damaged record reset");
 	if (rc == 0)
 		ag_store_maybe_sync(op->s);
 	return rc;
@@ -366,10 +381,15 @@ static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 static int check_fn(struct op *op, void *arg)
 {
 	struct ag_view fresh = op->v;
-	int rc = check_txn(op, arg);
+	int rc = check_txn(op, arg, false);
 
-	if (rc != 0)
-		op->v = fresh;
+	op->v = fresh;
+	if (rc == AG_EAGAIN_WRITE) {
+		op->damaged = false;
+		rc = check_txn(op, arg, true);
+		if (rc != 0)
+			op->v = fresh;
+	}
 	return rc;
 }
 
@@ -384,7 +404,7 @@ enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *s
 	if (rc == 0)
 		rc = with_retry(&op, check_fn, &vd);
 	if (rc != 0) {
-		fault(c, sink, rc, "check");
+		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "check");
 		t.fault = 1;
 		memset(&vd, 0, sizeof(vd));
 		if (!c->fail_open) {
@@ -439,6 +459,7 @@ static int record_fn(struct op *op, void *argp)
 		arg->vd.src_score = ag_score_at(op->v.has_addr && !op->v.proxy ? &op->v.src.fails
 									       : &op->v.pair.fails,
 						op->now, op->c->decay_half_life);
+		d.attempts = 1;
 		d.successes = arg->success;
 		d.failures = !arg->success;
 		d.bans = arg->ev.host_banned + arg->ev.net_banned;
@@ -474,7 +495,7 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 	if (rc == 0)
 		rc = with_retry(&op, record_fn, &arg);
 	if (rc != 0) {
-		fault(c, sink, rc, "record");
+		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "record");
 		t.fault = 1;
 	}
 	log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);

@@ -36,7 +36,9 @@ size_t ag_log_quote(char *out, size_t outlen, const char *in, size_t len, size_t
 			esc[0] = '\\';
 			esc[1] = (char)ch;
 			n = 2;
-		} else if (ch < 0x20 || ch >= 0x7f) {
+		} else if (ch <= 0x20 || ch >= 0x7f || ch == '=') {
+			/* blanks and '=' too: even a naive grep for " result="
+			 * can never match inside a value */
 			esc[0] = '\\';
 			esc[1] = 'x';
 			esc[2] = hex[ch >> 4];

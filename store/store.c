@@ -20,9 +20,9 @@
  * are used (about 130 bytes per record); see README "Store size". */
 #define AG_MAP_SIZE ((size_t)4 << 30)
 #define AG_MAX_READERS 1022
-#define AG_CACHE_MAX 8
 
 struct ag_store {
+	struct ag_store *next; /* the process's cache: one handle per db_dir */
 	char path[1024];
 	MDB_env *env;
 	MDB_dbi dbi[AG_DB_COUNT];
@@ -40,7 +40,7 @@ static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list"
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static struct ag_store *cache[AG_CACHE_MAX];
+static struct ag_store *cache;
 static pid_t cache_pid;
 
 static int map_rc(int rc)
@@ -211,10 +211,11 @@ static int open_store(const char *dir, struct ag_store **s_r)
 int ag_store_get(const char *dir, struct ag_store **s_r)
 {
 	pid_t pid = getpid();
+	struct ag_store *s;
 	int rc = 0;
 
 	*s_r = NULL;
-	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(cache[0]->path))
+	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(s->path))
 		return AG_EINVAL;
 	pthread_once(&atfork_once, atfork_setup);
 	pthread_mutex_lock(&cache_mu);
@@ -222,27 +223,21 @@ int ag_store_get(const char *dir, struct ag_store **s_r)
 		/* Inherited across fork(): never touch those environments
 		 * again (closing them would clear the parent's reader slots).
 		 * Their memory is left to the exit of this process. */
-		memset(cache, 0, sizeof(cache));
+		cache = NULL;
 		cache_pid = pid;
 	}
-	for (int i = 0; i < AG_CACHE_MAX; i++) {
-		if (cache[i] != NULL && strcmp(cache[i]->path, dir) == 0) {
-			*s_r = cache[i];
-			goto out;
+	for (s = cache; s != NULL; s = s->next)
+		if (strcmp(s->path, dir) == 0)
+			break;
+	if (s == NULL) {
+		rc = open_store(dir, &s);
+		if (rc == 0) {
+			s->next = cache;
+			cache = s;
 		}
 	}
-	int slot = -1;
-	for (int i = 0; i < AG_CACHE_MAX && slot < 0; i++)
-		if (cache[i] == NULL)
-			slot = i;
-	if (slot < 0) {
-		rc = AG_ENOMEM;
-		goto out;
-	}
-	rc = open_store(dir, &cache[slot]);
 	if (rc == 0)
-		*s_r = cache[slot];
-out:
+		*s_r = s;
 	pthread_mutex_unlock(&cache_mu);
 	return rc;
 }
@@ -250,15 +245,12 @@ out:
 void ag_store_forget_all(void)
 {
 	pthread_mutex_lock(&cache_mu);
-	if (cache_pid == getpid()) {
-		for (int i = 0; i < AG_CACHE_MAX; i++) {
-			if (cache[i] == NULL)
-				continue;
-			mdb_env_close(cache[i]->env);
-			pthread_rwlock_destroy(&cache[i]->resize_lock);
-			free(cache[i]);
-			cache[i] = NULL;
-		}
+	while (cache_pid == getpid() && cache != NULL) {
+		struct ag_store *s = cache;
+		cache = s->next;
+		mdb_env_close(s->env);
+		pthread_rwlock_destroy(&s->resize_lock);
+		free(s);
 	}
 	pthread_mutex_unlock(&cache_mu);
 }

@@ -1,0 +1,337 @@
+/* test_guard.c - check and record against a real store in a temporary
+ * directory, with a fake clock: bans, tarpit slots, faults, lists,
+ * log-only, the log line, garbage collection. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sys/stat.h>
+
+#include "guard.h"
+#include "lists.h"
+#include "store.h"
+#include "testutil.h"
+
+static int64_t fake_ms = 1700000000000LL;
+static int64_t fake_now(void) { return fake_ms; }
+
+struct fx {
+	char dir[256];
+	char log[300];
+	struct ag_conf c;
+	char errors[4][512];
+	int nerr;
+};
+
+static void sink(void *ctx, enum ag_level lvl, const char *msg)
+{
+	struct fx *f = ctx;
+
+	if (lvl >= AG_LVL_WARN && f->nerr < 4)
+		snprintf(f->errors[f->nerr++], sizeof(f->errors[0]), "%s", msg);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	tu_mkdtemp(f->dir, sizeof(f->dir), "guard");
+	ag_conf_init(&f->c);
+	snprintf(f->c.db_dir, sizeof(f->c.db_dir), "%s/db", f->dir);
+	snprintf(f->log, sizeof(f->log), "%s/attempts.log", f->dir);
+	char v[400];
+	snprintf(v, sizeof(v), "file:%s", f->log);
+	assert_int_equal(ag_conf_set(&f->c, "log", v, err, sizeof(err)), 0);
+	f->c.tarpit_base = 1;
+	f->c.tarpit_max = 4;
+	fake_ms += 86400000LL * 30; /* each test far from the last */
+	ag_guard_set_clock(fake_now);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	ag_conf_free(&f->c);
+	ag_store_forget_all();
+	tu_rmrf(f->dir);
+	free(f);
+	return 0;
+}
+
+static struct ag_attempt att(const char *user, const char *rhost)
+{
+	struct ag_attempt a = { "imap", user, user ? strlen(user) : 0, rhost, rhost ? strlen(rhost) : 0 };
+	return a;
+}
+
+/* One attempt the way a front end makes it: check, then (if allowed)
+ * the password check's result. Returns the decision. */
+static enum ag_decision try(struct fx *f, const char *user, const char *rhost, bool pw_ok,
+			    const char *pw)
+{
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = att(user, rhost);
+	struct ag_ticket t;
+	enum ag_decision d = ag_guard_check(&f->c, &s, &a, &t);
+
+	if (d == AG_PROCEED)
+		ag_guard_record(&f->c, &s, &a, pw_ok, pw, &t);
+	fake_ms += 10; /* time passes as it would have while sleeping */
+	return d;
+}
+
+static int lines(struct fx *f, const char *a, const char *b)
+{
+	const char *n[] = { a, b, NULL };
+	return tu_count_lines(f->log, n);
+}
+
+static void test_bruteforce_ban_and_log(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.ip_ban_after = 5;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(try(f, "alice", "203.0.113.9", false, "guess"), AG_PROCEED);
+	/* banned: even the right password is refused before any check */
+	assert_int_equal(try(f, "alice", "203.0.113.9", true, NULL), AG_REFUSE);
+	assert_int_equal(lines(f, "result=unchecked action=refuse", "reason=banned"), 1);
+	assert_int_equal(lines(f, "event=ban", "rhost=203.0.113.9"), 1);
+	assert_int_equal(lines(f, "result=fail", "service=imap"), 5);
+	assert_int_equal(lines(f, "action=tarpit", "delay_ms="), 2); /* 4th and 5th */
+	/* one line per attempt */
+	const char *any[] = { "time=", NULL };
+	assert_int_equal(tu_count_lines(f->log, any), 6);
+	/* other addresses are untouched */
+	assert_int_equal(try(f, "alice", "203.0.113.10", true, NULL), AG_PROCEED);
+	/* the ban ends */
+	fake_ms += f->c.ip_ban_time + 1;
+	assert_int_equal(try(f, "alice", "203.0.113.9", true, NULL), AG_PROCEED);
+}
+
+static void test_tarpit_slots_full(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sink s = { sink, f };
+
+	f->c.tarpit_free = 1;
+	f->c.tarpit_slots = 1;
+	f->c.tarpit_base = 50;
+	f->c.tarpit_max = 50;
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 0;
+	/* two sources with one failure each: both would be tarpitted */
+	assert_int_equal(try(f, "u1", "198.51.100.1", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "u2", "198.51.100.2", false, NULL), AG_PROCEED);
+	struct ag_attempt a1 = att("u1", "198.51.100.1"), a2 = att("u2", "198.51.100.2");
+	struct ag_ticket t1, t2;
+	/* the first takes the only slot (until fake now + 50 ms) ... */
+	assert_int_equal(ag_guard_check(&f->c, &s, &a1, &t1), AG_PROCEED);
+	assert_int_equal(t1.action, AG_ACT_TARPIT);
+	assert_int_equal(t1.delay_ms, 50);
+	/* ... so the second is refused instead of sleeping */
+	assert_int_equal(ag_guard_check(&f->c, &s, &a2, &t2), AG_REFUSE);
+	assert_int_equal(t2.reason, AG_WHY_TARPIT_FULL);
+	/* when the slot's time is up it is free again */
+	fake_ms += 51;
+	assert_int_equal(ag_guard_check(&f->c, &s, &a2, &t2), AG_PROCEED);
+	assert_int_equal(t2.action, AG_ACT_TARPIT);
+	/* tarpit_slots = 0: never sleep, refuse */
+	f->c.tarpit_slots = 0;
+	assert_int_equal(ag_guard_check(&f->c, &s, &a1, &t1), AG_REFUSE);
+}
+
+static void test_fault_fail_open_and_closed(void **state)
+{
+	struct fx *f = *state;
+	char p[400];
+
+	/* a store that cannot be created: parent is a file */
+	snprintf(p, sizeof(p), "%s/afile", f->dir);
+	FILE *fp = fopen(p, "w");
+	fclose(fp);
+	snprintf(f->c.db_dir, sizeof(f->c.db_dir), "%s/afile/db", f->dir);
+	f->c.fail_open = 1;
+	assert_int_equal(try(f, "bob", "192.0.2.1", false, NULL), AG_PROCEED);
+	assert_true(f->nerr >= 1);
+	assert_non_null(strstr(f->errors[0], "authguard fault"));
+	assert_non_null(strstr(f->errors[0], "fail_open=yes"));
+	assert_int_equal(lines(f, "reason=fault", "user=\"bob\""), 1);
+	f->c.fail_open = 0;
+	assert_int_equal(try(f, "bob", "192.0.2.1", true, NULL), AG_REFUSE);
+	assert_int_equal(lines(f, "action=refuse reason=fault", "result=unchecked"), 1);
+}
+
+static void test_damaged_record_is_reset(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_addr a;
+	uint8_t key[AG_SRC_KEY_LEN];
+
+	f->c.ip_ban_after = 3;
+	assert_int_equal(try(f, "carol", "192.0.2.77", false, NULL), AG_PROCEED);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_addr_parse("192.0.2.77", 10, &a), 0);
+	ag_src_key(&a, key);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_SRC, key, sizeof(key), "garbage", 7), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	/* no crash, the attempt goes on, the fault is logged, counting restarts */
+	f->nerr = 0;
+	assert_int_equal(try(f, "carol", "192.0.2.77", false, NULL), AG_PROCEED);
+	assert_true(f->nerr >= 1 || lines(f, "authguard fault", "damaged") == 1);
+	assert_int_equal(try(f, "carol", "192.0.2.77", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "carol", "192.0.2.77", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "carol", "192.0.2.77", false, NULL), AG_REFUSE);
+}
+
+static void test_runtime_lists(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_list_entry e = { AG_LIST_ALLOW, { 0 }, 0, 0 };
+
+	f->c.ip_ban_after = 2;
+	assert_int_equal(try(f, "dave", "192.0.2.200", true, NULL), AG_PROCEED); /* opens store */
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_cidr_parse("192.0.2.192/26", true, &e.net), 0);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_list_add(t, &e), 0);
+	e.list = AG_LIST_DENY;
+	assert_int_equal(ag_cidr_parse("198.51.100.7", true, &e.net), 0);
+	assert_int_equal(ag_list_add(t, &e), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	/* allowed: never counted, never banned */
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(try(f, "dave", "192.0.2.200", false, NULL), AG_PROCEED);
+	assert_int_equal(lines(f, "reason=trusted", "result=fail"), 10);
+	/* denied: refused even with the right password */
+	assert_int_equal(try(f, "dave", "198.51.100.7", true, NULL), AG_REFUSE);
+	assert_int_equal(lines(f, "reason=deny", "198.51.100.7"), 1);
+	/* removing the allow entry takes effect at once */
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_list_del(t, AG_LIST_ALLOW, &(struct ag_addr){ 0 }), AG_ENOTFOUND);
+	assert_int_equal(ag_cidr_parse("192.0.2.192/26", true, &e.net), 0);
+	assert_int_equal(ag_list_del(t, AG_LIST_ALLOW, &e.net), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(try(f, "dave", "192.0.2.200", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "dave", "192.0.2.200", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "dave", "192.0.2.200", true, NULL), AG_REFUSE);
+}
+
+static void test_log_only(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.mode = AG_MODE_LOG_ONLY;
+	f->c.ip_ban_after = 3;
+	f->c.deny.n = 0;
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(try(f, "erin", "203.0.113.50", false, "x"), AG_PROCEED);
+	assert_int_equal(try(f, "erin", "203.0.113.50", true, NULL), AG_PROCEED);
+	assert_true(lines(f, "mode=log-only would=refuse", "reason=banned") >= 5);
+	assert_int_equal(lines(f, "action=refuse", "result="), 0);
+	assert_int_equal(lines(f, "action=tarpit", "result="), 0);
+	assert_int_equal(lines(f, "event=ban", "mode=log-only"), 1);
+}
+
+static void test_no_address_and_hostile_input(void **state)
+{
+	struct fx *f = *state;
+	char big[10240];
+
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	f->c.user_lock_after = 3;
+	assert_int_equal(try(f, "frank", NULL, false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "frank", "mail.example.com", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "frank", big, false, NULL), AG_PROCEED);
+	/* user rules apply without an address: locked now */
+	assert_int_equal(try(f, "frank", "", true, NULL), AG_REFUSE);
+	assert_int_equal(lines(f, "rhost=none", "user=\"frank\""), 4);
+	assert_int_equal(lines(f, "rhost_raw=\"mail.example.com\"", "result=fail"), 1);
+	assert_int_equal(lines(f, "reason=locked", "rhost=none"), 1);
+	/* a user name made to forge fields stays inside its quotes */
+	const char *evil = "x\" result=success rhost=1.2.3.4\nfake=line";
+	assert_int_equal(try(f, evil, "192.0.2.5", false, NULL), AG_PROCEED);
+	assert_int_equal(lines(f, "result=success", "time="), 0);
+	assert_int_equal(lines(f, "user=\"x\\\"\\x20result\\x3dsuccess\\x20rhost\\x3d1.2.3.4\\x0afake\\x3dline\"", "result=fail"), 1);
+	/* no user at all */
+	assert_int_equal(try(f, NULL, "192.0.2.5", false, NULL), AG_PROCEED);
+	assert_int_equal(lines(f, "user=none", "rhost=192.0.2.5"), 1);
+}
+
+/* A phone retrying a stale password from one place does not lock its
+ * owner out; different guesses do count. (Through PAM this needs the
+ * password module to leave PAM_AUTHTOK set, as pam_unix does.) */
+static void test_same_wrong_password_counts_once(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.user_lock_after = 3;
+	f->c.ip_ban_after = 100;
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(try(f, "hank", "198.51.100.77", false, "old-password"), AG_PROCEED);
+	assert_int_equal(lines(f, "event=lock", "user=\"hank\""), 0);
+	assert_int_equal(lines(f, "repeat=yes", "user=\"hank\""), 9);
+	assert_int_equal(try(f, "hank", "198.51.100.78", true, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "hank", "198.51.100.77", false, "guess-1"), AG_PROCEED);
+	assert_int_equal(try(f, "hank", "198.51.100.77", false, "guess-2"), AG_PROCEED);
+	assert_int_equal(lines(f, "event=lock", "user=\"hank\""), 1);
+	/* the same password from another place is another device: it counts */
+	assert_int_equal(try(f, "ivy", "198.51.100.1", false, "pw"), AG_PROCEED);
+	assert_int_equal(try(f, "ivy", "198.51.100.2", false, "pw"), AG_PROCEED);
+	assert_int_equal(lines(f, "repeat=yes", "user=\"ivy\""), 0);
+}
+
+static void test_gc_drops_dead_records(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 20; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "10.%d.0.1", i);
+		try(f, "gina", addr, false, NULL);
+	}
+	assert_int_equal(ag_guard_gc(&f->c, fake_ms), 0); /* all still live */
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_SRC], 40); /* 20 hosts + 20 /24s */
+	long n = ag_guard_gc(&f->c, fake_ms + 400LL * 86400000LL);
+	assert_true(n >= 40);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_SRC], 0);
+	assert_int_equal(info.entries[AG_DB_USER], 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_bruteforce_ban_and_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_slots_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_fail_open_and_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_record_is_reset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runtime_lists, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_address_and_hostile_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_same_wrong_password_counts_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_drops_dead_records, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,301 @@
+/*
+ * test_pam.c - the real pam_authguard.so through real libpam, under cwrap's
+ * pam_wrapper with pam_matrix as the password check: the five-line stack
+ * of the README, driven like a mail server drives it (PAM_RHOST set,
+ * pam_authenticate then pam_acct_mgmt). Outcomes are asserted through PAM
+ * return codes and the attempt log.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sys/wait.h>
+
+#include <security/pam_appl.h>
+
+#include "pamdrive.h"
+#include "testutil.h"
+
+static char workdir[256];
+static char logpath[400];
+static int scenario;
+
+/* A fresh store and log for each test, with a fast tarpit; @extra lines
+ * are appended to the config. */
+static void use_conf(const char *extra)
+{
+	char path[400];
+	FILE *f;
+
+	scenario++;
+	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
+	snprintf(logpath, sizeof(logpath), "%s/log-%d", workdir, scenario);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "db_dir = %s/db-%d\nlog = file:%s\n%s\n", workdir, scenario, logpath, extra);
+	if (strstr(extra, "tarpit_base") == NULL)
+		fprintf(f, "tarpit_base = 1ms\ntarpit_max = 4ms\n");
+	fclose(f);
+}
+
+static int login(const char *user, const char *pw, const char *rhost)
+{
+	return pd_login(user, pw, rhost, NULL);
+}
+
+static int lines(const char *a, const char *b)
+{
+	const char *n[] = { a, b, NULL };
+	return tu_count_lines(logpath, n);
+}
+
+static void fail_n(int n, const char *user, const char *rhost)
+{
+	for (int i = 0; i < n; i++) {
+		char pw[32];
+		snprintf(pw, sizeof(pw), "wrong-%d", i);
+		assert_int_equal(login(user, pw, rhost), PAM_AUTH_ERR);
+	}
+}
+
+static void test_bruteforce_tarpit_then_ban(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 5\nuser_lock_after = 0\n");
+	fail_n(5, "alice", "203.0.113.1");
+	assert_int_equal(lines("action=tarpit", "rhost=203.0.113.1"), 2);
+	assert_int_equal(lines("event=ban", "rhost=203.0.113.1"), 1);
+	/* the right password while banned: refused, never checked */
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.1"), PAM_AUTH_ERR);
+	assert_int_equal(lines("result=unchecked action=refuse reason=banned", "rhost=203.0.113.1"), 1);
+	/* the same port-suffixed and IPv4-mapped forms are the same source */
+	assert_int_equal(login("alice", "alice-pw", "::ffff:203.0.113.1"), PAM_AUTH_ERR);
+	assert_int_equal(login("alice", "alice-pw", "[::ffff:203.0.113.1]:993"), PAM_AUTH_ERR);
+	/* another address is not affected */
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.2"), PAM_SUCCESS);
+}
+
+static void test_botnet_locks_strangers_not_the_owner(void **state)
+{
+	(void)state;
+	use_conf("user_lock_after = 5\n");
+	assert_int_equal(login("carol", "carol-pw", "198.51.100.20"), PAM_SUCCESS);
+	for (int i = 0; i < 10; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "100.64.%d.1", i);
+		fail_n(1, "carol", addr);
+	}
+	assert_int_equal(lines("event=lock", "user=\"carol\""), 1);
+	/* a stranger with the right password is refused ... */
+	assert_int_equal(login("carol", "carol-pw", "100.65.0.1"), PAM_AUTH_ERR);
+	assert_int_equal(lines("reason=locked", "rhost=100.65.0.1"), 1);
+	/* ... and so is an attempt without a client address ... */
+	assert_int_equal(login("carol", "carol-pw", NULL), PAM_AUTH_ERR);
+	/* ... while the owner logs in from home as usual, again and again */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(login("carol", "carol-pw", "198.51.100.20"), PAM_SUCCESS);
+	/* and the other users are untouched */
+	assert_int_equal(login("bob", "bob-pw", "100.65.0.1"), PAM_SUCCESS);
+}
+
+static void test_ipv6_rotation_banned_as_prefix(void **state)
+{
+	(void)state;
+	use_conf("net_ban_after = 10\nip_ban_after = 100\nuser_lock_after = 0\nspray_users = 0\n");
+	for (int i = 0; i < 10; i++) {
+		char addr[64];
+		snprintf(addr, sizeof(addr), "2001:db8:7:7:%x::%x", i + 1, i * 3 + 1);
+		fail_n(1, "bob", addr);
+	}
+	assert_int_equal(lines("event=net_ban", "rhost=2001:db8:7:7:"), 1);
+	assert_int_equal(login("bob", "bob-pw", "2001:db8:7:7::99"), PAM_AUTH_ERR);
+	assert_int_equal(login("bob", "bob-pw", "[2001:db8:7:7:ffff::1]:993"), PAM_AUTH_ERR);
+	assert_int_equal(lines("reason=net_banned", "result=unchecked"), 2);
+	assert_int_equal(login("bob", "bob-pw", "2001:db8:7:8::1"), PAM_SUCCESS);
+}
+
+static void test_proxy_never_banned_users_still_protected(void **state)
+{
+	(void)state;
+	use_conf("proxies = 192.0.2.10\nip_ban_after = 5\nspray_users = 3\nuser_lock_after = 5\n");
+	for (int i = 0; i < 30; i++) {
+		char u[16];
+		snprintf(u, sizeof(u), "u%02d", i);
+		fail_n(1, u, "192.0.2.10");
+	}
+	assert_int_equal(lines("event=ban", "rhost=192.0.2.10"), 0);
+	assert_int_equal(lines("action=tarpit", "rhost=192.0.2.10"), 0);
+	assert_int_equal(login("bob", "bob-pw", "192.0.2.10"), PAM_SUCCESS);
+	/* behind the proxy, guessing one mailbox still locks it there */
+	fail_n(5, "alice", "192.0.2.10");
+	assert_int_equal(lines("event=lock", "user=\"alice\""), 1);
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.10"), PAM_AUTH_ERR);
+	assert_int_equal(lines("reason=locked", "rhost=192.0.2.10"), 1);
+}
+
+static void test_trusted_untouched(void **state)
+{
+	(void)state;
+	use_conf("trusted = 192.0.2.20\nip_ban_after = 3\nuser_lock_after = 3\n");
+	fail_n(20, "alice", "192.0.2.20");
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.20"), PAM_SUCCESS);
+	assert_int_equal(lines("reason=trusted", "rhost=192.0.2.20"), 21);
+	assert_int_equal(lines("action=tarpit", "rhost=192.0.2.20"), 0);
+	/* nothing was counted against alice either */
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.99"), PAM_SUCCESS);
+}
+
+static void test_deny_always_refuses(void **state)
+{
+	(void)state;
+	use_conf("deny = 192.0.2.30/32, 2001:db8:dead::/48\n");
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.30"), PAM_AUTH_ERR);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:dead:1::5"), PAM_AUTH_ERR);
+	assert_int_equal(lines("reason=deny", "result=unchecked"), 2);
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.31"), PAM_SUCCESS);
+}
+
+static void test_log_only_changes_no_outcome(void **state)
+{
+	(void)state;
+	use_conf("mode = log-only\nip_ban_after = 5\ndeny = 192.0.2.40\n");
+	fail_n(10, "alice", "203.0.113.7");
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.7"), PAM_SUCCESS);
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.40"), PAM_SUCCESS);
+	assert_int_equal(lines("mode=log-only would=refuse", "reason=banned"), 6);
+	assert_int_equal(lines("mode=log-only would=refuse", "reason=deny"), 1);
+	assert_int_equal(lines("mode=log-only would=tarpit", "rhost=203.0.113.7"), 2);
+	assert_int_equal(lines("result=unchecked", "time="), 0);
+	assert_int_equal(lines("event=ban", "mode=log-only"), 1);
+}
+
+static void test_log_line_carries_every_field(void **state)
+{
+	(void)state;
+	use_conf("");
+	fail_n(1, "alice", "203.0.113.8");
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.8"), PAM_SUCCESS);
+	static const char *fields[] = {
+		"time=20", " service=" PD_SERVICE, " user=\"alice\"", " rhost=203.0.113.8",
+		" result=fail", " action=allow", " delay_ms=0", " src_score=1.0",
+		" user_score=1.0", " user_state=ok", " familiar=no", NULL,
+	};
+	assert_int_equal(tu_count_lines(logpath, fields), 1);
+	assert_int_equal(lines(" result=success", " familiar=yes"), 1);
+	const char *any[] = { "time=", NULL };
+	assert_int_equal(tu_count_lines(logpath, any), 2); /* one line per attempt */
+}
+
+static void test_many_processes_lose_no_count(void **state)
+{
+	enum { PROCS = 8, EACH = 40 };
+	char extra[256];
+	pid_t pids[PROCS];
+
+	(void)state;
+	snprintf(extra, sizeof(extra),
+		 "decay_half_life = 365d\nip_ban_after = %d\ntarpit_base = 0\nuser_lock_after = 0\n"
+		 "spray_users = 0\nnet_ban_after = 0\n", PROCS * EACH);
+	use_conf(extra);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			for (int k = 0; k < EACH; k++)
+				if (login("alice", "nope", "203.0.113.60") != PAM_AUTH_ERR)
+					_exit(3);
+			_exit(0);
+		}
+	}
+	for (int i = 0; i < PROCS; i++) {
+		int st;
+		assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	assert_int_equal(lines("result=fail", "rhost=203.0.113.60"), PROCS * EACH);
+	/* exactly the last failure reached the threshold: no count was lost */
+	assert_int_equal(lines("event=ban", "rhost=203.0.113.60"), 1);
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.60"), PAM_AUTH_ERR);
+}
+
+static void test_hostile_rhost_and_user(void **state)
+{
+	static char big[10240];
+	const char *rhosts[] = { "mail.example.com", "", "[::1", "999.1.1.1", "::1::2", "1.2.3.4:99999",
+				 big, "\xff\xfe", NULL };
+
+	(void)state;
+	memset(big, '7', sizeof(big) - 1);
+	use_conf("");
+	for (const char **r = rhosts; *r != NULL; r++)
+		assert_int_equal(login("bob", "bob-pw", *r), PAM_SUCCESS);
+	assert_int_equal(login("bob", "bob-pw", NULL), PAM_SUCCESS);
+	assert_int_equal(lines("rhost=none", "result=success"), 9);
+	/* a user name built to forge a field cannot */
+	assert_int_equal(login("x\" result=success\nuser=\"alice", "pw", "192.0.2.9"), PAM_AUTH_ERR);
+	assert_int_equal(lines("result=success", "192.0.2.9"), 0);
+	assert_int_equal(lines("result=fail", "192.0.2.9"), 1);
+	char longuser[4096];
+	memset(longuser, 'u', sizeof(longuser) - 1);
+	longuser[sizeof(longuser) - 1] = '\0';
+	assert_int_equal(login(longuser, "pw", "192.0.2.9"), PAM_AUTH_ERR);
+	assert_int_equal(lines("user_len=4095", "result=fail"), 1);
+}
+
+static void write_passdb(void)
+{
+	char path[400];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/passdb", workdir);
+	f = fopen(path, "w");
+	if (f == NULL)
+		abort();
+	fprintf(f, "alice:alice-pw:%1$s\nbob:bob-pw:%1$s\ncarol:carol-pw:%1$s\n", PD_SERVICE);
+	for (int i = 0; i < 50; i++)
+		fprintf(f, "u%02d:pw%02d:%s\n", i, i, PD_SERVICE);
+	fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+	const char *wd = getenv("AG_TEST_DIR");
+	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
+			      getenv("AG_TEST_WRAPPER"), NULL };
+	(void)argc;
+
+	if (p.module == NULL || p.matrix == NULL || p.wrapper == NULL) {
+		printf("1..0 # SKIP AG_TEST_MODULE/AG_TEST_MATRIX/AG_TEST_WRAPPER not set (run via make check)\n");
+		return 1;
+	}
+	if (wd == NULL) {
+		tu_mkdtemp(workdir, sizeof(workdir), "pam");
+		setenv("AG_TEST_DIR", workdir, 1);
+	} else {
+		snprintf(workdir, sizeof(workdir), "%s", wd);
+	}
+	p.workdir = workdir;
+	if (pd_ensure_wrapper(&p, argv) != 0)
+		return 1;
+	write_passdb();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bruteforce_tarpit_then_ban),
+		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
+		cmocka_unit_test(test_ipv6_rotation_banned_as_prefix),
+		cmocka_unit_test(test_proxy_never_banned_users_still_protected),
+		cmocka_unit_test(test_trusted_untouched),
+		cmocka_unit_test(test_deny_always_refuses),
+		cmocka_unit_test(test_log_only_changes_no_outcome),
+		cmocka_unit_test(test_log_line_carries_every_field),
+		cmocka_unit_test(test_many_processes_lose_no_count),
+		cmocka_unit_test(test_hostile_rhost_and_user),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	if (rc == 0)
+		tu_rmrf(workdir);
+	return rc;
+}

@@ -1,0 +1,322 @@
+/* test_store.c - the LMDB store: creation, safety checks, schema, fork,
+ * concurrent writers, scans. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "record.h"
+#include "store.h"
+#include "testutil.h"
+
+struct fx {
+	char dir[256];
+	char db[300];
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	tu_mkdtemp(f->dir, sizeof(f->dir), "store");
+	snprintf(f->db, sizeof(f->db), "%s/db", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	ag_store_forget_all();
+	tu_rmrf(f->dir);
+	free(f);
+	return 0;
+}
+
+static void put_u64(struct ag_store *s, const char *key, uint64_t v)
+{
+	struct ag_txn *t;
+
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_SRC, key, strlen(key), &v, sizeof(v)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+static uint64_t get_u64(struct ag_store *s, const char *key)
+{
+	struct ag_txn *t;
+	const void *val;
+	size_t len;
+	uint64_t v = 0;
+
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (ag_txn_get(t, AG_DB_SRC, key, strlen(key), &val, &len) == 0) {
+		assert_int_equal(len, sizeof(v));
+		memcpy(&v, val, sizeof(v));
+	}
+	ag_txn_abort(t);
+	return v;
+}
+
+static void test_create_and_reopen(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s, *s2;
+	struct stat st;
+	uint8_t secret[AG_SECRET_LEN], zero[AG_SECRET_LEN] = { 0 };
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	memcpy(secret, ag_store_secret(s), sizeof(secret));
+	assert_memory_not_equal(secret, zero, sizeof(zero));
+	/* cached: the same handle again */
+	assert_int_equal(ag_store_get(f->db, &s2), 0);
+	assert_ptr_equal(s, s2);
+	put_u64(s, "k", 42);
+	/* reopened from disk: same secret, same data */
+	ag_store_forget_all();
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_memory_equal(ag_store_secret(s), secret, sizeof(secret));
+	assert_int_equal(get_u64(s, "k"), 42);
+
+	struct ag_store_info info;
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.schema, AG_SCHEMA_VERSION);
+	assert_int_equal(info.entries[AG_DB_SRC], 1);
+	assert_true(info.file_bytes > 0);
+}
+
+static void test_unsafe_dirs(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	char p[400];
+
+	/* a symlink planted where the store should be */
+	snprintf(p, sizeof(p), "%s/link", f->dir);
+	assert_int_equal(mkdir(f->db, 0700), 0);
+	assert_int_equal(symlink(f->db, p), 0);
+	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	/* a world-writable directory */
+	snprintf(p, sizeof(p), "%s/open", f->dir);
+	assert_int_equal(mkdir(p, 0700), 0);
+	assert_int_equal(chmod(p, 0777), 0);
+	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	/* a plain file */
+	snprintf(p, sizeof(p), "%s/file", f->dir);
+	int fd = open(p, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	/* parent missing */
+	snprintf(p, sizeof(p), "%s/no/such/dir", f->dir);
+	assert_int_equal(ag_store_get(p, &s), AG_EIO);
+	/* relative path */
+	assert_int_equal(ag_store_get("relative/db", &s), AG_EINVAL);
+	assert_int_equal(ag_store_get(NULL, &s), AG_EINVAL);
+}
+
+static void test_newer_schema(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *t;
+	uint32_t v = AG_SCHEMA_VERSION + 1;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "schema", 6, &v, sizeof(v)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	ag_store_forget_all();
+	assert_int_equal(ag_store_get(f->db, &s), AG_ENEWER);
+}
+
+static void test_garbage_file(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	char p[400], junk[8192];
+
+	assert_int_equal(mkdir(f->db, 0700), 0);
+	snprintf(p, sizeof(p), "%s/data.mdb", f->db);
+	int fd = open(p, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	memset(junk, 0xa5, sizeof(junk));
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+	int rc = ag_store_get(f->db, &s);
+	assert_int_equal(rc, AG_ECORRUPT);
+}
+
+struct scan_ctx {
+	int seen;
+	char keys[16][8];
+};
+
+static enum ag_scan_op collect(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct scan_ctx *c = ctx;
+
+	(void)val;
+	(void)vlen;
+	if (c->seen < 16 && klen < 8) {
+		memcpy(c->keys[c->seen], key, klen);
+		c->keys[c->seen][klen] = '\0';
+	}
+	c->seen++;
+	return AG_SCAN_NEXT;
+}
+
+static enum ag_scan_op delete_b(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)ctx;
+	(void)val;
+	(void)vlen;
+	return klen >= 1 && ((const char *)key)[0] == 'b' ? AG_SCAN_DELETE : AG_SCAN_NEXT;
+}
+
+static void test_scan_prefix_and_delete(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *t;
+	static const char *keys[] = { "a1", "b1", "b2", "b3", "c1", "b" };
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++)
+		put_u64(s, keys[i], i);
+	struct scan_ctx c = { 0 };
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_txn_scan(t, AG_DB_SRC, "b", 1, collect, &c), 0);
+	ag_txn_abort(t);
+	assert_int_equal(c.seen, 4);
+	assert_string_equal(c.keys[0], "b");
+	assert_string_equal(c.keys[3], "b3");
+	/* deleting consecutive entries while scanning skips none */
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_scan(t, AG_DB_SRC, NULL, 0, delete_b, NULL), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_txn_scan(t, AG_DB_SRC, NULL, 0, collect, &c), 0);
+	ag_txn_abort(t);
+	assert_int_equal(c.seen, 2);
+	assert_string_equal(c.keys[0], "a1");
+	assert_string_equal(c.keys[1], "c1");
+}
+
+static void test_bad_keys(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *t;
+	char big[600];
+	const void *v;
+	size_t vl;
+
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_SRC, big, sizeof(big), "v", 1), AG_EINVAL);
+	assert_int_equal(ag_txn_put(t, AG_DB_SRC, big, 0, "v", 1), AG_EINVAL);
+	assert_int_equal(ag_txn_get(t, AG_DB_SRC, "nope", 4, &v, &vl), AG_ENOTFOUND);
+	assert_int_equal(ag_txn_del(t, AG_DB_SRC, "nope", 4), AG_ENOTFOUND);
+	ag_txn_abort(t);
+	ag_txn_abort(NULL);
+}
+
+/* A child of a process that used the store gets its own handle and its
+ * writes are seen by the parent. */
+static void test_fork(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "parent", 1);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *cs;
+		if (ag_store_get(f->db, &cs) != 0 || cs == s)
+			_exit(3);
+		struct ag_txn *t;
+		uint64_t v = 2;
+		if (ag_txn_begin(cs, true, &t) != 0 ||
+		    ag_txn_put(t, AG_DB_SRC, "child", 5, &v, sizeof(v)) != 0 || ag_txn_commit(t) != 0)
+			_exit(4);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(get_u64(s, "child"), 2);
+	assert_int_equal(get_u64(s, "parent"), 1);
+}
+
+/* Many processes incrementing one counter lose no increment. */
+static void test_concurrent_writers(void **state)
+{
+	struct fx *f = *state;
+	enum { PROCS = 8, EACH = 300 };
+	struct ag_store *s;
+	pid_t pids[PROCS];
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] != 0)
+			continue;
+		struct ag_store *cs;
+		if (ag_store_get(f->db, &cs) != 0)
+			_exit(3);
+		for (int k = 0; k < EACH; k++) {
+			struct ag_txn *t;
+			const void *val;
+			size_t len;
+			uint64_t v = 0;
+			if (ag_txn_begin(cs, true, &t) != 0)
+				_exit(4);
+			if (ag_txn_get(t, AG_DB_SRC, "ctr", 3, &val, &len) == 0)
+				memcpy(&v, val, sizeof(v));
+			v++;
+			if (ag_txn_put(t, AG_DB_SRC, "ctr", 3, &v, sizeof(v)) != 0 || ag_txn_commit(t) != 0)
+				_exit(5);
+			ag_store_maybe_sync(cs);
+		}
+		_exit(0);
+	}
+	for (int i = 0; i < PROCS; i++) {
+		int status;
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	assert_int_equal(get_u64(s, "ctr"), PROCS * EACH);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_and_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unsafe_dirs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_prefix_and_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fork, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
