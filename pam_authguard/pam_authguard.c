@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -37,9 +38,21 @@ static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
 	pam_syslog((pam_handle_t *)ctx, prio, "%s", msg);
 }
 
+/* Config errors are reported with the first load and then at most once a
+ * minute per process, not on every attempt. */
+static _Atomic int64_t last_conf_report;
+
+struct report_ctx {
+	pam_handle_t *pamh;
+	bool quiet;
+};
+
 static void report_fn(void *ctx, const char *msg)
 {
-	pam_syslog((pam_handle_t *)ctx, LOG_ERR, "config: %s", msg);
+	struct report_ctx *r = ctx;
+
+	if (!r->quiet)
+		pam_syslog(r->pamh, LOG_ERR, "config: %s (ignored, defaults kept)", msg);
 }
 
 /* Read the config: file (conf=PATH or the default), then key=value
@@ -50,6 +63,10 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 {
 	const char *path = AG_DEFAULT_CONF;
 	bool explicit_path = false;
+	int64_t now = ag_now_ms(), last = last_conf_report;
+	struct report_ctx r = { pamh, last != 0 && now - last < 60000 && now >= last };
+	int errors = 0;
+	char msg[300];
 
 	*ph = PH_NONE;
 	for (int i = 0; i < argc; i++) {
@@ -63,13 +80,17 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 		} else if (strcmp(argv[i], "authsucc") == 0) {
 			*ph = PH_AUTHSUCC;
 		} else if (strchr(argv[i], '=') == NULL) {
-			pam_syslog(pamh, LOG_ERR, "unknown argument '%s' ignored", argv[i]);
+			snprintf(msg, sizeof(msg), "unknown module argument '%.200s'", argv[i]);
+			report_fn(&r, msg);
+			errors++;
 		}
 	}
 	ag_conf_init(c);
 	if (explicit_path || access(path, F_OK) == 0)
-		(void)ag_conf_load(c, path, report_fn, pamh);
-	(void)ag_conf_apply_args(c, argc, argv, report_fn, pamh);
+		errors += ag_conf_load(c, path, report_fn, &r) != 0;
+	errors += ag_conf_apply_args(c, argc, argv, report_fn, &r);
+	if (errors != 0 && !r.quiet)
+		last_conf_report = now;
 }
 
 /* Fill @a from the PAM items; strings stay owned by PAM. */
