@@ -111,7 +111,8 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 	if (op->v.has_user) {
 		uint8_t skey[AG_SRC_KEY_LEN] = { 0 };
 		op->ulen = ag_user_key(secret, a->user, a->user_len, op->ukey);
-		op->v.user_hash = (uint32_t)ag_siphash(secret, a->user, a->user_len);
+		/* never 0: 0 marks an empty slot in the recent-users ring */
+		op->v.user_hash = (uint32_t)ag_siphash(secret, a->user, a->user_len) | 1u;
 		if (op->v.has_addr)
 			ag_src_key(&op->pairsrc, skey);
 		op->plen = ag_pair_key(op->ukey, op->ulen, skey, op->pkey);
@@ -143,15 +144,15 @@ static int op_load(struct op *op, struct ag_txn *t)
 {
 	int rc = 0;
 
-	if (op->v.has_addr && !op->v.trusted) {
+	if (op->v.has_addr) {
 		int m = ag_lists_match(t, &op->host, op->now);
 		if (m < 0)
 			return m;
-		op->v.trusted = (m & AG_LIST_ALLOW) != 0;
+		op->v.trusted = op->v.trusted || (m & AG_LIST_ALLOW) != 0;
 		op->v.proxy = op->v.proxy || (m & AG_LIST_PROXY) != 0;
 		op->v.denied = op->v.denied || (m & AG_LIST_DENY) != 0;
 	}
-	if (op->v.trusted)
+	if (op->v.trusted && !op->v.denied)
 		return 0;
 	if (op->v.has_addr) {
 		rc = read_rec(op, t, AG_DB_SRC, op->hkey, sizeof(op->hkey), AG_REC_SRC, &op->v.src);

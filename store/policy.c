@@ -66,10 +66,9 @@ int64_t ag_tarpit_delay(const struct ag_conf *c, double n)
 		return 0;
 	double e = k - c->tarpit_free;
 	int64_t cap = c->tarpit_max > c->tarpit_base ? c->tarpit_max : c->tarpit_base;
-	if (e >= 40)
+	if (e >= 62 || c->tarpit_base > (cap >> (int)e))
 		return cap;
-	int64_t d = c->tarpit_base << (int)e;
-	return d > cap ? cap : d;
+	return c->tarpit_base << (int)e;
 }
 
 /* Source rules (bans, tarpit by host score) apply to real, non-proxy addresses. */
@@ -115,12 +114,14 @@ void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 	out->familiar = ag_pair_familiar(v, now);
 	out->user_locked = v->has_user && v->user.lock_until > now;
 	out->user_score = ag_score_at(&v->user.fails, now, c->decay_half_life);
-	if (v->trusted) {
-		out->reason = AG_WHY_TRUSTED;
-		return;
-	}
+	/* deny wins over trusted: a denied host inside a trusted network
+	 * (a compromised office machine) is refused */
 	if (v->denied) {
 		refuse(v, now, out, AG_WHY_DENY, 0);
+		return;
+	}
+	if (v->trusted) {
+		out->reason = AG_WHY_TRUSTED;
 		return;
 	}
 	if (source_rules(v)) {
@@ -307,7 +308,7 @@ bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int64_t no
 {
 	return ag_score_at(&r->fails, now, c->decay_half_life) < AG_DEAD_SCORE &&
 	       ag_score_at(&r->spray, now, c->decay_half_life) < AG_DEAD_SCORE &&
-	       r->ban_until + c->ip_ban_max <= now;
+	       r->ban_until <= now && now - r->ban_until >= c->ip_ban_max;
 }
 
 bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)

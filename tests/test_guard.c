@@ -219,6 +219,13 @@ static void test_runtime_lists(void **state)
 	assert_int_equal(lines(f, "reason=trusted", "result=fail"), 10);
 	/* denied: refused even with the right password */
 	assert_int_equal(try(f, "dave", "198.51.100.7", true, NULL), AG_REFUSE);
+	/* deny wins over allow: one host inside the allowed /26 */
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_cidr_parse("192.0.2.201", true, &e.net), 0);
+	assert_int_equal(ag_list_add(t, &e), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(try(f, "dave", "192.0.2.201", true, NULL), AG_REFUSE);
+	assert_int_equal(try(f, "dave", "192.0.2.202", true, NULL), AG_PROCEED);
 	assert_int_equal(lines(f, "reason=deny", "198.51.100.7"), 1);
 	/* removing the allow entry takes effect at once */
 	assert_int_equal(ag_txn_begin(s, true, &t), 0);
