@@ -49,7 +49,11 @@ static int parse_literal(const char *s, size_t n, struct ag_addr *a)
 	}
 	char *zone = strchr(buf, '%');
 	if (zone != NULL) {
-		if (zone[1] == '\0')
+		/* an interface name or index: nothing else may hide after '%' */
+		size_t zlen = strlen(zone + 1);
+		if (zlen == 0 || zlen >= 16 ||
+		    strspn(zone + 1, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				     "0123456789._-") != zlen)
 			return AG_EINVAL;
 		*zone = '\0';
 	}

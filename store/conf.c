@@ -52,6 +52,14 @@ static const struct ckey keys[] = {
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),
 	       "set_line too small");
 
+/* Messages quote values; keep control bytes (newlines) out of them. */
+static void scrub(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
 static const struct ckey *find_key(const char *name)
 {
 	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++)
@@ -72,7 +80,7 @@ int ag_parse_duration(const char *s, int64_t *ms_r)
 	if (!isdigit((unsigned char)*p))
 		return AG_EINVAL;
 	for (; isdigit((unsigned char)*p); p++) {
-		if (v > (INT64_MAX / 10 - 10))
+		if (v > (INT64_MAX - (*p - '0')) / 10)
 			return AG_ERANGE;
 		v = v * 10 + (*p - '0');
 	}
@@ -289,12 +297,17 @@ int ag_conf_copy(struct ag_conf *dst, const struct ag_conf *src)
 int ag_conf_set(struct ag_conf *c, const char *key, const char *value, char *err, size_t errlen)
 {
 	const struct ckey *k = find_key(key);
+	int rc;
 
 	if (k == NULL) {
 		snprintf(err, errlen, "unknown key '%.64s'", key);
-		return AG_ECONF;
+		rc = AG_ECONF;
+	} else {
+		rc = set_value(c, k, value, false, err, errlen);
 	}
-	return set_value(c, k, value, false, err, errlen);
+	if (rc != 0 && errlen > 0)
+		scrub(err);
+	return rc;
 }
 
 static void report_at(ag_conf_report_fn *report, void *ctx, const char *path, unsigned line,
@@ -305,6 +318,7 @@ static void report_at(ag_conf_report_fn *report, void *ctx, const char *path, un
 	if (report == NULL)
 		return;
 	snprintf(buf, sizeof(buf), "%s:%u: %s", path, line, msg);
+	scrub(buf);
 	report(ctx, buf);
 }
 
@@ -367,9 +381,14 @@ int ag_conf_load(struct ag_conf *c, const char *path, ag_conf_report_fn *report,
 		return AG_EIO;
 	}
 	memset(c->set_line, 0, sizeof(c->set_line));
-	while (fgets(line, sizeof(line), f) != NULL) {
+	/* fgets() ends what it read with a NUL; with the buffer pre-filled
+	 * with non-NUL bytes, the last NUL is that end even if the line
+	 * itself holds NUL bytes (which strlen() would stop at). */
+	while (memset(line, '\n', sizeof(line)), fgets(line, sizeof(line), f) != NULL) {
 		lineno++;
-		size_t n = strlen(line);
+		size_t n = sizeof(line) - 1;
+		while (n > 0 && line[n] != '\0')
+			n--;
 		if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
 			int ch;
 			while ((ch = fgetc(f)) != EOF && ch != '\n')
@@ -415,6 +434,7 @@ int ag_conf_apply_args(struct ag_conf *c, int argc, const char **argv,
 			continue;
 		if (ag_conf_set(c, key, eq + 1, err, sizeof(err)) != 0) {
 			snprintf(buf, sizeof(buf), "argument '%.128s': %s", argv[i], err);
+			scrub(buf);
 			if (report != NULL)
 				report(ctx, buf);
 			errors++;

@@ -117,7 +117,12 @@ void ag_log_format(const struct ag_logline *l, char *buf, size_t len)
 	buf[0] = '\0';
 	ag_log_time(l->time_ms, t, sizeof(t));
 	add(&b, "time=%s", t);
-	put_value(v, sizeof(v), l->service != NULL ? l->service : "", 64);
+	/* service and rhost_raw get at most 64 bytes of text, escapes
+	 * included (SHORT_OUT): with a full user name (4 x AG_LOG_USER_MAX)
+	 * and every other field at its longest, the line still fits
+	 * AG_LOG_LINE_MAX, so no hostile value can push fields off the end */
+	enum { SHORT_OUT = 64 + 3 };
+	put_value(v, SHORT_OUT, l->service != NULL ? l->service : "", 64);
 	add(&b, " service=%s", v);
 	if (l->user != NULL) {
 		ag_log_quote(v, sizeof(v), l->user, l->user_len, AG_LOG_USER_MAX);
@@ -133,7 +138,7 @@ void ag_log_format(const struct ag_logline *l, char *buf, size_t len)
 	} else {
 		add(&b, " rhost=none");
 		if (l->rhost_raw != NULL && l->rhost_len > 0) {
-			ag_log_quote(v, sizeof(v), l->rhost_raw, l->rhost_len, 64);
+			ag_log_quote(v, SHORT_OUT, l->rhost_raw, l->rhost_len, 64);
 			add(&b, " rhost_raw=%s", v);
 		}
 	}
@@ -176,7 +181,7 @@ static int log_fd(const char *path)
 	if (lf.fd >= 0 && lf.pid == getpid())
 		close(lf.fd);
 	lf.fd = -1;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0640);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, 0640);
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -2,8 +2,9 @@
  * log.h - the one line written per attempt, and where it goes.
  *
  * key=value fields separated by single spaces. The user name is always
- * quoted and escaped (\" \\ and \xHH for every byte outside printable
- * ASCII), so no name can end the field, add a field or split the line.
+ * quoted and escaped (\" \\, and \xHH for blanks, '=', control bytes and
+ * every byte outside printable ASCII), so no name can end the field, add a
+ * field, split the line, or contain text a grep for " result=" matches.
  */
 #ifndef AG_LOG_H
 #define AG_LOG_H
