@@ -372,7 +372,7 @@ int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen
 		return map_rc(rc);
 	rc = mdb_cursor_get(c, &k, &v, plen > 0 ? MDB_SET_RANGE : MDB_FIRST);
 	while (rc == 0) {
-		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+		if (plen > 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
 			break;
 		enum ag_scan_op op = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
 		if (op == AG_SCAN_STOP)
