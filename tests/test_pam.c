@@ -201,16 +201,35 @@ static void test_many_processes_lose_no_count(void **state)
 		 "decay_half_life = 365d\nip_ban_after = %d\ntarpit_base = 0\nuser_lock_after = 0\n"
 		 "spray_users = 0\nnet_ban_after = 0\n", PROCS * EACH);
 	use_conf(extra);
+	char each[16], rfd[16], gfd[16];
+	int ready[2], go[2];
+	snprintf(each, sizeof(each), "%d", EACH);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	snprintf(rfd, sizeof(rfd), "%d", ready[1]);
+	snprintf(gfd, sizeof(gfd), "%d", go[0]);
+	fflush(NULL);
 	for (int i = 0; i < PROCS; i++) {
+		/* separate processes, as a server's auth workers are: each
+		 * loads libpam, the module and the store on its own. They
+		 * start one at a time (pam_wrapper 1.1.4 picks its runtime
+		 * directory racily), then all go at once. */
+		char byte;
 		pids[i] = fork();
 		assert_true(pids[i] >= 0);
 		if (pids[i] == 0) {
-			for (int k = 0; k < EACH; k++)
-				if (login("alice", "nope", "203.0.113.60") != PAM_AUTH_ERR)
-					_exit(3);
-			_exit(0);
+			close(ready[0]);
+			close(go[1]);
+			execl("/proc/self/exe", "test_pam", "--hammer", each, "alice", "nope",
+			      "203.0.113.60", rfd, gfd, (char *)NULL);
+			_exit(127);
 		}
+		assert_int_equal(read(ready[0], &byte, 1), 1);
 	}
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]); /* EOF on the go pipe: every worker starts now */
 	for (int i = 0; i < PROCS; i++) {
 		int st;
 		assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
@@ -261,12 +280,33 @@ static void write_passdb(void)
 	fclose(f);
 }
 
+/* test_pam --hammer N USER PASSWORD RHOST READY_FD GO_FD: say ready,
+ * wait for go, make N failed logins; exit 0 if every one failed. */
+static int hammer(char **argv)
+{
+	int n = atoi(argv[2]), ready = atoi(argv[6]), go = atoi(argv[7]);
+	char byte;
+
+	if (write(ready, "r", 1) != 1)
+		return 4;
+	close(ready);
+	while (read(go, &byte, 1) > 0)
+		;
+	close(go);
+	for (int k = 0; k < n; k++)
+		if (login(argv[3], argv[4], argv[5]) != PAM_AUTH_ERR)
+			return 3;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *wd = getenv("AG_TEST_DIR");
 	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
 			      getenv("AG_TEST_WRAPPER"), NULL };
-	(void)argc;
+
+	if (argc == 8 && strcmp(argv[1], "--hammer") == 0)
+		return hammer(argv);
 
 	if (p.module == NULL || p.matrix == NULL || p.wrapper == NULL) {
 		printf("1..0 # SKIP AG_TEST_MODULE/AG_TEST_MATRIX/AG_TEST_WRAPPER not set (run via make check)\n");

@@ -2,6 +2,7 @@
 #ifndef TESTUTIL_H
 #define TESTUTIL_H
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,15 +18,21 @@ static inline void tu_mkdtemp(char *buf, size_t len, const char *tag)
 	}
 }
 
-/* rm -rf @dir (test directories only). */
+static inline int tu_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* rm -rf @dir (test directories only), in process: a shell would inherit
+ * the pam_wrapper preload and leave its runtime directory behind. */
 static inline void tu_rmrf(const char *dir)
 {
-	char cmd[1200];
-
 	if (dir == NULL || strncmp(dir, "/tmp/authguard-", 15) != 0)
 		return;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
+	if (nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
 		fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
