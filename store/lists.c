@@ -95,6 +95,23 @@ int ag_list_del(struct ag_txn *t, enum ag_list list, const struct ag_addr *net)
 	return ag_txn_del(t, AG_DB_LIST, key, sizeof(key));
 }
 
+int ag_list_timed_del(struct ag_txn *t, enum ag_list list, const struct ag_addr *net)
+{
+	uint8_t key[1 + AG_SRC_KEY_LEN];
+	struct ag_list_entry e;
+	const void *val;
+	size_t vlen;
+	int rc;
+
+	make_key(list, net, key);
+	rc = ag_txn_get(t, AG_DB_LIST, key, sizeof(key), &val, &vlen);
+	if (rc != 0)
+		return rc;
+	if (decode(list, key, sizeof(key), val, vlen, &e) != 0 || e.expires == 0)
+		return AG_ENOTFOUND;
+	return ag_txn_del(t, AG_DB_LIST, key, sizeof(key));
+}
+
 struct each_ctx {
 	enum ag_list list;
 	ag_list_fn *fn;

@@ -30,6 +30,10 @@ AG_API int ag_list_add(struct ag_txn *t, const struct ag_list_entry *e);
 /* Remove an entry; AG_ENOTFOUND if it was not there. */
 AG_API int ag_list_del(struct ag_txn *t, enum ag_list list, const struct ag_addr *net);
 
+/* Remove the entry for exactly @net only if it is a timed one (expires
+ * set): how "unban" lifts a ban made with "ban". AG_ENOTFOUND otherwise. */
+AG_API int ag_list_timed_del(struct ag_txn *t, enum ag_list list, const struct ag_addr *net);
+
 typedef void ag_list_fn(void *ctx, const struct ag_list_entry *e);
 /* Visit every entry of @list. Returns 0 or AG_E*. */
 AG_API int ag_list_each(struct ag_txn *t, enum ag_list list, ag_list_fn *fn, void *ctx);

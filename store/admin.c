@@ -1,0 +1,298 @@
+/* admin.c - store operations for authguard-admin. */
+#include "config.h"
+
+#include <string.h>
+
+#include "admin.h"
+#include "hash.h"
+
+bool ag_src_banned(const struct ag_src_rec *r, int64_t now)
+{
+	return r->ban_until > now;
+}
+
+bool ag_user_locked(const struct ag_user_rec *r, int64_t now)
+{
+	return r->lock_until > now;
+}
+
+struct visit {
+	void *fn;
+	void *ctx;
+	const uint8_t *ukey;
+	size_t ulen;
+	const uint8_t *skey; /* forget: pairs whose source is this */
+	long n;
+};
+
+static enum ag_scan_op src_visit(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct visit *v = vp;
+	struct ag_addr a;
+	struct ag_src_rec r;
+
+	if (ag_src_key_decode(key, klen, &a) == 0 && ag_rec_decode(AG_REC_SRC, val, vlen, &r) == 0)
+		((ag_src_visit_fn *)v->fn)(v->ctx, &a, &r);
+	return AG_SCAN_NEXT;
+}
+
+int ag_admin_each_src(struct ag_txn *t, ag_src_visit_fn *fn, void *ctx)
+{
+	struct visit v = { .fn = (void *)fn, .ctx = ctx };
+	return ag_txn_scan(t, AG_DB_SRC, NULL, 0, src_visit, &v);
+}
+
+static enum ag_scan_op user_visit(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct visit *v = vp;
+	struct ag_user_rec r;
+
+	if (ag_rec_decode(AG_REC_USER, val, vlen, &r) == 0)
+		((ag_user_visit_fn *)v->fn)(v->ctx, key, klen, &r);
+	return AG_SCAN_NEXT;
+}
+
+int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx)
+{
+	struct visit v = { .fn = (void *)fn, .ctx = ctx };
+	return ag_txn_scan(t, AG_DB_USER, NULL, 0, user_visit, &v);
+}
+
+/* Split a pair key into user key and source. */
+static bool pair_split(const uint8_t *k, size_t klen, const uint8_t **ukey, size_t *ulen,
+		       struct ag_addr *src)
+{
+	if (klen < 2 + AG_SRC_KEY_LEN)
+		return false;
+	size_t n = ((size_t)k[0] << 8) | k[1];
+	if (klen != 2 + n + AG_SRC_KEY_LEN)
+		return false;
+	*ukey = k + 2;
+	*ulen = n;
+	/* the all-zero source key stands for "no address" */
+	memset(src, 0, sizeof(*src));
+	const uint8_t *s = k + 2 + n;
+	for (int i = 0; i < AG_SRC_KEY_LEN; i++)
+		if (s[i] != 0)
+			return ag_src_key_decode(s, AG_SRC_KEY_LEN, src) == 0;
+	return true;
+}
+
+static enum ag_scan_op pair_visit(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct visit *v = vp;
+	const uint8_t *ukey;
+	size_t ulen;
+	struct ag_addr src;
+	struct ag_pair_rec r;
+
+	if (!pair_split(key, klen, &ukey, &ulen, &src))
+		return AG_SCAN_NEXT;
+	if (v->ukey != NULL && (ulen != v->ulen || memcmp(ukey, v->ukey, ulen) != 0))
+		return AG_SCAN_NEXT;
+	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &r) == 0)
+		((ag_pair_visit_fn *)v->fn)(v->ctx, ukey, ulen, &src, &r);
+	return AG_SCAN_NEXT;
+}
+
+int ag_admin_each_pair(struct ag_txn *t, const uint8_t *ukey, size_t ulen, ag_pair_visit_fn *fn,
+		       void *ctx)
+{
+	struct visit v = { .fn = (void *)fn, .ctx = ctx, .ukey = ukey, .ulen = ulen };
+	uint8_t prefix[2 + AG_USER_KEY_MAX];
+	size_t plen = 0;
+
+	if (ukey != NULL) {
+		prefix[0] = (uint8_t)(ulen >> 8);
+		prefix[1] = (uint8_t)ulen;
+		memcpy(prefix + 2, ukey, ulen);
+		plen = 2 + ulen;
+	}
+	return ag_txn_scan(t, AG_DB_PAIR, prefix, plen, pair_visit, &v);
+}
+
+static int get_rec(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+		   enum ag_rec_kind kind, void *out)
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, db, key, klen, &val, &vlen);
+
+	if (rc != 0)
+		return rc;
+	return ag_rec_decode(kind, val, vlen, out);
+}
+
+int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag_src_rec *r)
+{
+	uint8_t key[AG_SRC_KEY_LEN];
+
+	ag_src_key(a, key);
+	return get_rec(t, AG_DB_SRC, key, sizeof(key), AG_REC_SRC, r);
+}
+
+int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, struct ag_user_rec *r)
+{
+	return get_rec(t, AG_DB_USER, ukey, ulen, AG_REC_USER, r);
+}
+
+size_t ag_admin_user_key(struct ag_store *s, const char *user, uint8_t key[AG_USER_KEY_MAX])
+{
+	return ag_user_key(ag_store_secret(s), user, strlen(user), key);
+}
+
+int ag_admin_unban(struct ag_txn *t, const struct ag_addr *a, int64_t now)
+{
+	struct ag_src_rec r;
+	uint8_t key[AG_SRC_KEY_LEN];
+	bool done = false;
+	int rc;
+
+	ag_src_key(a, key);
+	rc = get_rec(t, AG_DB_SRC, key, sizeof(key), AG_REC_SRC, &r);
+	if (rc == 0 && ag_src_banned(&r, now)) {
+		r.ban_until = 0;
+		r.ban_count = 0;
+		r.ban_by_admin = 0;
+		memset(&r.fails, 0, sizeof(r.fails));
+		memset(&r.spray, 0, sizeof(r.spray));
+		memset(r.recent_users, 0, sizeof(r.recent_users));
+		rc = ag_txn_put(t, AG_DB_SRC, key, sizeof(key), &r, sizeof(r));
+		if (rc != 0)
+			return rc;
+		done = true;
+	} else if (rc != 0 && rc != AG_ENOTFOUND && rc != AG_ECORRUPT) {
+		return rc;
+	}
+	/* a timed ban made by "ban" lives on the deny list */
+	rc = ag_list_timed_del(t, AG_LIST_DENY, a);
+	if (rc == 0)
+		done = true;
+	else if (rc != AG_ENOTFOUND)
+		return rc;
+	return done ? 0 : AG_ENOTFOUND;
+}
+
+int ag_admin_unlock(struct ag_txn *t, const uint8_t *ukey, size_t ulen, int64_t now)
+{
+	struct ag_user_rec r;
+	int rc = get_rec(t, AG_DB_USER, ukey, ulen, AG_REC_USER, &r);
+
+	if (rc != 0)
+		return rc;
+	if (!ag_user_locked(&r, now))
+		return AG_ENOTFOUND;
+	r.lock_until = 0;
+	memset(&r.fails, 0, sizeof(r.fails));
+	return ag_txn_put(t, AG_DB_USER, ukey, ulen, &r, sizeof(r));
+}
+
+static enum ag_scan_op forget_pair_by_src(void *vp, const void *key, size_t klen, const void *val,
+					  size_t vlen)
+{
+	struct visit *v = vp;
+	(void)val;
+	(void)vlen;
+	if (klen >= AG_SRC_KEY_LEN &&
+	    memcmp((const uint8_t *)key + klen - AG_SRC_KEY_LEN, v->skey, AG_SRC_KEY_LEN) == 0) {
+		v->n++;
+		return AG_SCAN_DELETE;
+	}
+	return AG_SCAN_NEXT;
+}
+
+static enum ag_scan_op forget_all(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct visit *v = vp;
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	v->n++;
+	return AG_SCAN_DELETE;
+}
+
+int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r)
+{
+	uint8_t key[AG_SRC_KEY_LEN];
+	struct visit v = { .skey = key };
+	int rc;
+
+	*n_r = 0;
+	ag_src_key(a, key);
+	rc = ag_txn_del(t, AG_DB_SRC, key, sizeof(key));
+	if (rc == 0)
+		v.n++;
+	else if (rc != AG_ENOTFOUND)
+		return rc;
+	/* pairs are keyed by user first: visit them all */
+	rc = ag_txn_scan(t, AG_DB_PAIR, NULL, 0, forget_pair_by_src, &v);
+	if (rc != 0)
+		return rc;
+	*n_r = v.n;
+	return v.n > 0 ? 0 : AG_ENOTFOUND;
+}
+
+int ag_admin_forget_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, long *n_r)
+{
+	uint8_t prefix[2 + AG_USER_KEY_MAX];
+	struct visit v = { 0 };
+	int rc;
+
+	*n_r = 0;
+	rc = ag_txn_del(t, AG_DB_USER, ukey, ulen);
+	if (rc == 0)
+		v.n++;
+	else if (rc != AG_ENOTFOUND)
+		return rc;
+	prefix[0] = (uint8_t)(ulen >> 8);
+	prefix[1] = (uint8_t)ulen;
+	memcpy(prefix + 2, ukey, ulen);
+	rc = ag_txn_scan(t, AG_DB_PAIR, prefix, 2 + ulen, forget_all, &v);
+	if (rc != 0)
+		return rc;
+	*n_r = v.n;
+	return v.n > 0 ? 0 : AG_ENOTFOUND;
+}
+
+int ag_admin_stats(struct ag_txn *t, struct ag_stats *st)
+{
+	int rc = get_rec(t, AG_DB_META, "stats", 5, AG_REC_STATS, st);
+
+	if (rc == AG_ENOTFOUND) {
+		memset(st, 0, sizeof(*st));
+		return 0;
+	}
+	return rc;
+}
+
+struct sleepers {
+	int64_t now;
+	unsigned n;
+};
+
+static enum ag_scan_op sleeper_visit(void *vp, const void *key, size_t klen, const void *val,
+				     size_t vlen)
+{
+	struct sleepers *s = vp;
+	const uint8_t *k = key;
+	int64_t end = 0;
+
+	(void)val;
+	(void)vlen;
+	if (klen != 16)
+		return AG_SCAN_NEXT;
+	for (int i = 0; i < 8; i++)
+		end = (end << 8) | k[i];
+	s->n += end > s->now;
+	return AG_SCAN_NEXT;
+}
+
+int ag_admin_sleepers(struct ag_txn *t, int64_t now, unsigned *n_r)
+{
+	struct sleepers s = { now, 0 };
+	int rc = ag_txn_scan(t, AG_DB_SLOT, NULL, 0, sleeper_visit, &s);
+
+	*n_r = s.n;
+	return rc;
+}

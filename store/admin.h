@@ -1,0 +1,62 @@
+/*
+ * admin.h - what authguard-admin does to the store, as core operations
+ * (so the tool holds no rule of its own and tests can call them).
+ * All functions work inside a transaction the caller opened; they return
+ * 0 or a negative AG_E* code.
+ */
+#ifndef AG_ADMIN_H
+#define AG_ADMIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "addr.h"
+#include "conf.h"
+#include "lists.h"
+#include "record.h"
+#include "store.h"
+
+typedef void ag_src_visit_fn(void *ctx, const struct ag_addr *a, const struct ag_src_rec *r);
+typedef void ag_user_visit_fn(void *ctx, const uint8_t *ukey, size_t ulen, const struct ag_user_rec *r);
+typedef void ag_pair_visit_fn(void *ctx, const uint8_t *ukey, size_t ulen, const struct ag_addr *src,
+			      const struct ag_pair_rec *r);
+
+/* Visit every readable source (host and prefix) record. */
+AG_API int ag_admin_each_src(struct ag_txn *t, ag_src_visit_fn *fn, void *ctx);
+/* Visit every readable user record. */
+AG_API int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx);
+/* Visit the pairs of one user (@ukey), or of every user (@ukey NULL). */
+AG_API int ag_admin_each_pair(struct ag_txn *t, const uint8_t *ukey, size_t ulen,
+			      ag_pair_visit_fn *fn, void *ctx);
+
+/* Read one record. AG_ENOTFOUND if absent, AG_ECORRUPT if unreadable. */
+AG_API int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag_src_rec *r_r);
+AG_API int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen,
+			     struct ag_user_rec *r_r);
+
+/* The store's key for user name @user (the same one the guard uses). */
+AG_API size_t ag_admin_user_key(struct ag_store *s, const char *user, uint8_t key[AG_USER_KEY_MAX]);
+
+/* Lift a ban on @a (host or prefix) and clear its failure counts, and
+ * remove a timed deny entry for exactly @a. AG_ENOTFOUND if neither
+ * existed. */
+AG_API int ag_admin_unban(struct ag_txn *t, const struct ag_addr *a, int64_t now);
+/* Lift a user's lock and clear its failure count. AG_ENOTFOUND if the
+ * user has no record or is not locked. */
+AG_API int ag_admin_unlock(struct ag_txn *t, const uint8_t *ukey, size_t ulen, int64_t now);
+/* Drop every record of an address (host record and the pairs with it as
+ * source) or of a user (user record and its pairs). Sets *n_r to the
+ * number dropped; AG_ENOTFOUND if there were none. */
+AG_API int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r);
+AG_API int ag_admin_forget_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, long *n_r);
+
+/* Host-wide counters. */
+AG_API int ag_admin_stats(struct ag_txn *t, struct ag_stats *st_r);
+/* Tarpit sleepers at @now. */
+AG_API int ag_admin_sleepers(struct ag_txn *t, int64_t now, unsigned *n_r);
+
+/* True if @r is banned at @now; true if @r is locked at @now. */
+AG_API bool ag_src_banned(const struct ag_src_rec *r, int64_t now);
+AG_API bool ag_user_locked(const struct ag_user_rec *r, int64_t now);
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * test_admin.c - authguard-admin against a store made by the real module
+ * through real libpam (pam_wrapper + pam_matrix): every command, and that
+ * its changes take effect at once in a process that already has the store
+ * open (this one: the module stays loaded with its store handle).
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#include <security/pam_appl.h>
+
+#include "pamdrive.h"
+#include "testutil.h"
+
+static char workdir[256], logpath[400], dbdir[400], out[400], err[400];
+static const char *admin;
+static int scenario;
+
+static void use_conf(const char *extra)
+{
+	char path[400];
+	FILE *f;
+
+	scenario++;
+	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
+	snprintf(logpath, sizeof(logpath), "%s/log-%d", workdir, scenario);
+	snprintf(dbdir, sizeof(dbdir), "%s/db-%d", workdir, scenario);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "db_dir = %s\nlog = file:%s\ntarpit_base = 1ms\ntarpit_max = 4ms\n%s\n", dbdir,
+		logpath, extra);
+	fclose(f);
+}
+
+/* Run authguard-admin -c CONF ARGS... (without the pam_wrapper preload),
+ * stdout to @out, stderr to @err. Returns its exit status. */
+static int run(const char *a0, ...)
+{
+	const char *argv[16];
+	char conf[400];
+	int n = 0;
+	va_list ap;
+
+	snprintf(conf, sizeof(conf), "%s/authguard.conf", workdir);
+	argv[n++] = admin;
+	argv[n++] = "-c";
+	argv[n++] = conf;
+	va_start(ap, a0);
+	for (const char *a = a0; a != NULL && n < 15; a = va_arg(ap, const char *))
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+			_exit(126);
+		unsetenv("LD_PRELOAD");
+		unsetenv("PAM_WRAPPER");
+		execv(admin, (char *const *)argv);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static int has(const char *path, const char *needle)
+{
+	const char *n[] = { needle, NULL };
+	return tu_count_lines(path, n);
+}
+
+static int login(const char *user, const char *pw, const char *rhost)
+{
+	return pd_login(user, pw, rhost, NULL);
+}
+
+static void fail_n(int n, const char *user, const char *rhost)
+{
+	for (int i = 0; i < n; i++) {
+		char pw[32];
+		snprintf(pw, sizeof(pw), "wrong-%d", i);
+		assert_int_equal(login(user, pw, rhost), PAM_AUTH_ERR);
+	}
+}
+
+static void test_unban_lets_the_address_through(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 0\n");
+	fail_n(3, "alice", "203.0.113.5");
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.5"), PAM_AUTH_ERR);
+	assert_int_equal(run("list", "bans", NULL), 0);
+	assert_int_equal(has(out, "203.0.113.5 "), 1);
+	assert_int_equal(run("list", "bans", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"target\": \"203.0.113.5\", \"kind\": \"host\", \"banned\": true"), 1);
+	assert_int_equal(run("show", "203.0.113.5", NULL), 0);
+	assert_int_equal(has(out, "BANNED (failures)"), 1);
+	assert_int_equal(run("unban", "203.0.113.5", NULL), 0);
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.5"), PAM_SUCCESS);
+	/* nothing left to unban */
+	assert_int_equal(run("unban", "203.0.113.5", NULL), 2);
+	assert_int_equal(has(err, "not banned"), 1);
+	assert_int_equal(run("list", "bans", NULL), 0);
+	assert_int_equal(has(out, "no active bans"), 1);
+}
+
+static void test_unlock_lets_the_user_in(void **state)
+{
+	(void)state;
+	use_conf("user_lock_after = 3\nip_ban_after = 100\n");
+	fail_n(1, "bob", "100.64.1.1");
+	fail_n(1, "bob", "100.64.2.1");
+	fail_n(1, "bob", "100.64.3.1");
+	/* bob, from a place he never logged in from, is refused ... */
+	assert_int_equal(login("bob", "bob-pw", "198.51.100.9"), PAM_AUTH_ERR);
+	assert_int_equal(run("list", "locks", NULL), 0);
+	assert_int_equal(has(out, "\"bob\""), 1);
+	assert_int_equal(run("show", "bob", NULL), 0);
+	assert_int_equal(has(out, "LOCKED"), 1);
+	assert_int_equal(run("show", "--user", "bob", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"locked\": true"), 1);
+	/* ... until the admin unlocks him */
+	assert_int_equal(run("unlock", "bob", NULL), 0);
+	assert_int_equal(login("bob", "bob-pw", "198.51.100.9"), PAM_SUCCESS);
+	assert_int_equal(run("unlock", "bob", NULL), 2);
+	assert_int_equal(run("unlock", "nosuchuser", NULL), 2);
+	assert_int_equal(run("show", "nosuchuser", NULL), 2);
+	assert_int_equal(has(err, "no user \"nosuchuser\""), 1);
+	/* the familiar source now shows in his record */
+	assert_int_equal(run("show", "bob", NULL), 0);
+	assert_int_equal(has(out, "198.51.100.9"), 1);
+	assert_int_equal(run("list", "users", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"user\": \"bob\""), 1);
+}
+
+static void test_runtime_lists_take_effect_at_once(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 2\n");
+	/* this process opens the store now and keeps it open */
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.50"), PAM_SUCCESS);
+	assert_int_equal(run("allow", "add", "192.0.2.0/24", NULL), 0);
+	fail_n(5, "alice", "192.0.2.50");
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.50"), PAM_SUCCESS);
+	const char *n[] = { "reason=trusted", "rhost=192.0.2.50", NULL };
+	assert_int_equal(tu_count_lines(logpath, n), 6);
+	assert_int_equal(run("allow", "list", NULL), 0);
+	assert_int_equal(has(out, "192.0.2.0/24"), 1);
+	assert_int_equal(run("allow", "del", "192.0.2.0/24", NULL), 0);
+	assert_int_equal(run("allow", "del", "192.0.2.0/24", NULL), 2);
+	fail_n(2, "alice", "192.0.2.50");
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.50"), PAM_AUTH_ERR);
+	/* deny, and a proxy that is never banned */
+	assert_int_equal(run("deny", "add", "192.0.2.60", NULL), 0);
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.60"), PAM_AUTH_ERR);
+	assert_int_equal(run("proxy", "add", "192.0.2.70", "--for", "1h", NULL), 0);
+	fail_n(6, "carol", "192.0.2.70");
+	assert_int_equal(login("bob", "bob-pw", "192.0.2.70"), PAM_SUCCESS);
+	assert_int_equal(run("proxy", "list", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"cidr\": \"192.0.2.70\""), 1);
+}
+
+static void test_ban_and_export(void **state)
+{
+	char nft[500];
+
+	(void)state;
+	use_conf("");
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.77"), PAM_SUCCESS);
+	assert_int_equal(run("ban", "198.51.100.0/24", "--for", "10m", NULL), 0);
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.77"), PAM_AUTH_ERR);
+	assert_int_equal(run("ban", "2001:db8:bad::/48", NULL), 0);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:bad:1::2"), PAM_AUTH_ERR);
+	assert_int_equal(run("list", "bans", NULL), 0);
+	assert_int_equal(has(out, "198.51.100.0/24"), 1);
+	assert_int_equal(run("export", "plain", NULL), 0);
+	assert_int_equal(has(out, "198.51.100.0/24"), 1);
+	assert_int_equal(has(out, "2001:db8:bad::/48"), 1);
+	assert_int_equal(run("export", "ipset", NULL), 0);
+	assert_int_equal(has(out, "create authguard4 hash:net family inet -exist"), 1);
+	assert_int_equal(has(out, "add authguard6 2001:db8:bad::/48 -exist"), 1);
+	assert_int_equal(run("export", "nft", "--name", "mail_guard", NULL), 0);
+	assert_int_equal(has(out, "add element inet mail_guard mail_guard4 { 198.51.100.0/24 }"), 1);
+	snprintf(nft, sizeof(nft), "nft -c -f '%s' >/dev/null 2>&1", out);
+	if (access("/usr/sbin/nft", X_OK) == 0) {
+		unsetenv("LD_PRELOAD");
+		assert_int_equal(system(nft), 0);
+	} else {
+		printf("# nftables not installed: nft -c check of the export skipped\n");
+	}
+	assert_int_equal(run("export", "nft", "--name", "bad name", NULL), 1);
+	assert_int_equal(run("unban", "198.51.100.0/24", NULL), 0);
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.77"), PAM_SUCCESS);
+}
+
+static void test_forget_status_stats_gc(void **state)
+{
+	(void)state;
+	use_conf("");
+	fail_n(2, "alice", "203.0.113.40");
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.41"), PAM_SUCCESS);
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "schema:   1"), 1);
+	assert_int_equal(has(out, "sources:  2 addresses, 1 prefixes tracked"), 1);
+	assert_int_equal(run("stats", NULL), 0);
+	assert_int_equal(has(out, "attempts_total               3"), 1);
+	assert_int_equal(has(out, "failures_total               2"), 1);
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "# TYPE authguard_attempts_total counter"), 1);
+	assert_int_equal(has(out, "authguard_successes_total 1"), 1);
+	assert_int_equal(run("list", "sources", NULL), 0);
+	assert_int_equal(has(out, "203.0.113.40 "), 1);
+	assert_int_equal(run("forget", "203.0.113.40", NULL), 0);
+	assert_int_equal(run("show", "203.0.113.40", NULL), 0);
+	assert_int_equal(has(out, "not tracked"), 1);
+	assert_int_equal(run("forget", "alice", NULL), 0);
+	assert_int_equal(run("show", "alice", NULL), 2);
+	assert_int_equal(run("forget", "alice", NULL), 2);
+	assert_int_equal(run("gc", NULL), 0);
+	assert_int_equal(has(out, "dropped "), 1);
+}
+
+static void test_config_commands(void **state)
+{
+	char path[400];
+	FILE *f;
+
+	(void)state;
+	use_conf("ip_ban_after = 7\ntrusted = 10.1.0.0/16\n");
+	assert_int_equal(run("check-config", NULL), 0);
+	assert_int_equal(run("dump-config", NULL), 0);
+	assert_int_equal(has(out, "ip_ban_after = 7"), 1);
+	assert_int_equal(has(out, "trusted = 10.1.0.0/16"), 1);
+	assert_int_equal(has(out, "ipv6_prefix = 64"), 1);
+	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
+	f = fopen(path, "a");
+	fprintf(f, "tarpit_slots = many\nno_such_key = 1\n");
+	fclose(f);
+	assert_int_equal(run("check-config", NULL), 4);
+	assert_int_equal(has(err, "authguard.conf:8: tarpit_slots must be a whole number"), 1);
+	assert_int_equal(has(err, "authguard.conf:9: unknown key 'no_such_key'"), 1);
+	/* other commands still work, with a warning */
+	assert_int_equal(run("dump-config", NULL), 0);
+	assert_int_equal(has(err, "has errors"), 1);
+	assert_int_equal(has(out, "tarpit_slots = 8"), 1);
+}
+
+static void test_bad_arguments(void **state)
+{
+	(void)state;
+	use_conf("");
+	assert_int_equal(run(NULL), 1);
+	assert_int_equal(run("frobnicate", NULL), 1);
+	assert_int_equal(has(err, "unknown command 'frobnicate'"), 1);
+	assert_int_equal(run("unban", "not-an-address", NULL), 1);
+	assert_int_equal(has(err, "not an address"), 1);
+	assert_int_equal(run("unban", "192.0.2.1/24", NULL), 1);
+	assert_int_equal(run("ban", "192.0.2.1", "--for", "5x", NULL), 1);
+	assert_int_equal(has(err, "bad duration"), 1);
+	assert_int_equal(run("list", "everything", NULL), 1);
+	assert_int_equal(run("allow", "add", NULL), 1);
+	assert_int_equal(run("export", "pf", NULL), 1);
+	assert_int_equal(run("-d", "relative/db", "status", NULL), 1);
+	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "status", NULL), 3);
+	assert_int_equal(has(err, "cannot open the store"), 1);
+}
+
+static void write_passdb(void)
+{
+	char path[400];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/passdb", workdir);
+	f = fopen(path, "w");
+	if (f == NULL)
+		abort();
+	fprintf(f, "alice:alice-pw:%1$s\nbob:bob-pw:%1$s\ncarol:carol-pw:%1$s\n", PD_SERVICE);
+	fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+	const char *wd = getenv("AG_TEST_DIR");
+	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
+			      getenv("AG_TEST_WRAPPER"), NULL };
+
+	(void)argc;
+	admin = getenv("AG_TEST_ADMIN");
+	if (p.module == NULL || p.matrix == NULL || p.wrapper == NULL || admin == NULL) {
+		printf("1..0 # SKIP AG_TEST_* not set (run via make check)\n");
+		return 1;
+	}
+	if (wd == NULL) {
+		tu_mkdtemp(workdir, sizeof(workdir), "admin");
+		setenv("AG_TEST_DIR", workdir, 1);
+	} else {
+		snprintf(workdir, sizeof(workdir), "%s", wd);
+	}
+	p.workdir = workdir;
+	if (pd_ensure_wrapper(&p, argv) != 0)
+		return 1;
+	snprintf(out, sizeof(out), "%s/out", workdir);
+	snprintf(err, sizeof(err), "%s/err", workdir);
+	write_passdb();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_unban_lets_the_address_through),
+		cmocka_unit_test(test_unlock_lets_the_user_in),
+		cmocka_unit_test(test_runtime_lists_take_effect_at_once),
+		cmocka_unit_test(test_ban_and_export),
+		cmocka_unit_test(test_forget_status_stats_gc),
+		cmocka_unit_test(test_config_commands),
+		cmocka_unit_test(test_bad_arguments),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	if (rc == 0)
+		tu_rmrf(workdir);
+	return rc;
+}

@@ -1,0 +1,1197 @@
+/*
+ * authguard-admin - see and undo what the guard did: list, show, unban,
+ * unlock, ban, forget, run-time lists, firewall export, stats, gc, config.
+ *
+ * Every rule lives in the core library; this file parses arguments and
+ * prints. Exit status: 0 ok, 1 usage or bad argument, 2 not found,
+ * 3 store error, 4 configuration errors (see authguard-admin(8)).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "guard.h"
+#include "log.h"
+
+enum { EX_OK = 0, EX_USAGE = 1, EX_NOTFOUND = 2, EX_STORE = 3, EX_CONFIG = 4 };
+
+struct ctx {
+	struct ag_conf c;
+	struct ag_store *s;
+	int64_t now;
+	bool json;
+	int conf_errors;
+};
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static int die_store(const struct ctx *x, int rc, const char *what)
+{
+	fprintf(stderr, "authguard-admin: %s: %s (db_dir %s)\n", what, ag_strerror(rc), x->c.db_dir);
+	return EX_STORE;
+}
+
+static void fmt_time(int64_t ms, char *buf, size_t len)
+{
+	if (ms <= 0)
+		snprintf(buf, len, "-");
+	else
+		ag_log_time(ms, buf, len);
+}
+
+/* Time left, for people: "2d03h", "1h05m", "4m09s", "12s". */
+static void fmt_left(int64_t ms, char *buf, size_t len)
+{
+	int64_t s = (ms + 999) / 1000;
+
+	if (ms <= 0)
+		snprintf(buf, len, "-");
+	else if (s >= 86400)
+		snprintf(buf, len, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+	else if (s >= 3600)
+		snprintf(buf, len, "%lldh%02lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+	else if (s >= 60)
+		snprintf(buf, len, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+	else
+		snprintf(buf, len, "%llds", (long long)s);
+}
+
+/* A user key for people: the name, escaped like the log; a long name's
+ * key keeps its first 184 bytes. */
+static void fmt_user(const uint8_t *k, size_t n, char *buf, size_t len)
+{
+	bool hashed = n == AG_USER_KEY_MAX && k[184] == 0;
+	size_t w = ag_log_quote(buf, len, (const char *)k, hashed ? 184 : n, 4096);
+
+	if (hashed && w + 12 < len)
+		snprintf(buf + w, len - w, "...");
+}
+
+static void json_bytes(const uint8_t *p, size_t n)
+{
+	putchar('"');
+	for (size_t i = 0; i < n; i++) {
+		unsigned ch = p[i];
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch >= 0x7f)
+			printf("\\u%04x", ch);
+		else
+			putchar((int)ch);
+	}
+	putchar('"');
+}
+
+static void json_str(const char *s)
+{
+	json_bytes((const uint8_t *)s, strlen(s));
+}
+
+static void json_user(const uint8_t *k, size_t n)
+{
+	bool hashed = n == AG_USER_KEY_MAX && k[184] == 0;
+	json_bytes(k, hashed ? 184 : n);
+	if (hashed)
+		printf(", \"user_truncated\": true");
+}
+
+/* ADDRESS or PREFIX as an admin types it: "192.0.2.7", "[2001:db8::1]",
+ * "192.0.2.0/24". */
+static int parse_target(const char *arg, struct ag_addr *a)
+{
+	if (ag_addr_parse(arg, strlen(arg), a) == 0)
+		return 0;
+	if (ag_cidr_parse(arg, true, a) == 0)
+		return 0;
+	fprintf(stderr, "authguard-admin: '%s' is not an address or a prefix with its host bits clear\n",
+		arg);
+	return EX_USAGE;
+}
+
+static int parse_for(const char *arg, int64_t *ms)
+{
+	if (ag_parse_duration(arg, ms) != 0 || *ms <= 0) {
+		fprintf(stderr, "authguard-admin: bad duration '%s' (examples: 90s, 30m, 2h, 7d)\n", arg);
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+static int open_store(struct ctx *x)
+{
+	int rc = ag_store_get(x->c.db_dir, &x->s);
+
+	return rc != 0 ? die_store(x, rc, "cannot open the store") : 0;
+}
+
+static int begin(struct ctx *x, bool write, struct ag_txn **t)
+{
+	int rc = open_store(x);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_begin(x->s, write, t);
+	return rc != 0 ? die_store(x, rc, "cannot begin a transaction") : 0;
+}
+
+static int commit(struct ctx *x, struct ag_txn *t)
+{
+	int rc = ag_txn_commit(t);
+	return rc != 0 ? die_store(x, rc, "cannot write") : 0;
+}
+
+static const char *list_name(enum ag_list l)
+{
+	return l == AG_LIST_ALLOW ? "allow" : l == AG_LIST_PROXY ? "proxy" : "deny";
+}
+
+/* ---- list ------------------------------------------------------------------ */
+
+struct rows {
+	struct ctx *x;
+	int n;
+	enum { R_BANS, R_LOCKS, R_SOURCES, R_USERS } what;
+};
+
+static void row_sep(struct rows *r)
+{
+	if (r->x->json)
+		printf("%s\n  ", r->n == 0 ? "[" : ",");
+	r->n++;
+}
+
+static void src_row(void *vp, const struct ag_addr *a, const struct ag_src_rec *s)
+{
+	struct rows *r = vp;
+	struct ctx *x = r->x;
+	char addr[AG_ADDR_STRLEN], until[40], left[32], seen[40];
+	bool banned = ag_src_banned(s, x->now);
+	bool host = a->plen == ag_addr_width(a);
+	double fails = ag_score_at(&s->fails, x->now, x->c.decay_half_life);
+
+	if (r->what == R_BANS && !banned)
+		return;
+	ag_addr_format(a, addr, sizeof(addr));
+	fmt_time(banned ? s->ban_until : 0, until, sizeof(until));
+	fmt_left(banned ? s->ban_until - x->now : 0, left, sizeof(left));
+	fmt_time(s->last_seen, seen, sizeof(seen));
+	const char *why = ag_reason_name((enum ag_reason)s->ban_reason);
+	row_sep(r);
+	if (x->json) {
+		printf("{\"target\": \"%s\", \"kind\": \"%s\", \"banned\": %s, \"reason\": \"%s\", "
+		       "\"until\": \"%s\", \"until_ms\": %lld, \"ban_count\": %u, \"failures\": %.2f, "
+		       "\"spray\": %.2f, \"n_fail\": %llu, \"n_success\": %llu, \"n_refused\": %llu, "
+		       "\"last_seen\": \"%s\"}",
+		       addr, host ? "host" : "net", banned ? "true" : "false", banned ? why : "none",
+		       until, (long long)(banned ? s->ban_until : 0), s->ban_count, fails,
+		       ag_score_at(&s->spray, x->now, x->c.decay_half_life),
+		       (unsigned long long)s->n_fail, (unsigned long long)s->n_success,
+		       (unsigned long long)s->n_refused, seen);
+		return;
+	}
+	if (r->what == R_BANS) {
+		if (r->n == 1)
+			printf("%-40s %-5s %-9s %-25s %-8s %5s %8s\n", "TARGET", "KIND", "REASON", "UNTIL",
+			       "LEFT", "BANS", "FAILS");
+		printf("%-40s %-5s %-9s %-25s %-8s %5u %8.1f\n", addr, host ? "host" : "net", why, until,
+		       left, s->ban_count, fails);
+	} else {
+		if (r->n == 1)
+			printf("%-40s %-5s %8s %8s %8s %8s %-7s %s\n", "TARGET", "KIND", "FAILS", "N_FAIL",
+			       "N_OK", "REFUSED", "STATE", "LAST_SEEN");
+		printf("%-40s %-5s %8.1f %8llu %8llu %8llu %-7s %s\n", addr, host ? "host" : "net", fails,
+		       (unsigned long long)s->n_fail, (unsigned long long)s->n_success,
+		       (unsigned long long)s->n_refused, banned ? "banned" : "ok", seen);
+	}
+}
+
+static void timed_ban_row(void *vp, const struct ag_list_entry *e)
+{
+	struct rows *r = vp;
+	struct ctx *x = r->x;
+	char addr[AG_ADDR_STRLEN], until[40], left[32];
+
+	if (e->expires == 0 || e->expires <= x->now)
+		return;
+	ag_addr_format(&e->net, addr, sizeof(addr));
+	fmt_time(e->expires, until, sizeof(until));
+	fmt_left(e->expires - x->now, left, sizeof(left));
+	row_sep(r);
+	if (x->json) {
+		printf("{\"target\": \"%s\", \"kind\": \"admin\", \"banned\": true, \"reason\": \"admin\", "
+		       "\"until\": \"%s\", \"until_ms\": %lld, \"ban_count\": 0, \"failures\": 0}",
+		       addr, until, (long long)e->expires);
+		return;
+	}
+	if (r->n == 1)
+		printf("%-40s %-5s %-9s %-25s %-8s %5s %8s\n", "TARGET", "KIND", "REASON", "UNTIL",
+		       "LEFT", "BANS", "FAILS");
+	printf("%-40s %-5s %-9s %-25s %-8s %5s %8s\n", addr, "admin", "admin", until, left, "-", "-");
+}
+
+static void user_row(void *vp, const uint8_t *k, size_t n, const struct ag_user_rec *u)
+{
+	struct rows *r = vp;
+	struct ctx *x = r->x;
+	char name[4 * 256], until[40], left[32], seen[40];
+	bool locked = ag_user_locked(u, x->now);
+	double fails = ag_score_at(&u->fails, x->now, x->c.decay_half_life);
+
+	if (r->what == R_LOCKS && !locked)
+		return;
+	fmt_time(locked ? u->lock_until : 0, until, sizeof(until));
+	fmt_left(locked ? u->lock_until - x->now : 0, left, sizeof(left));
+	fmt_time(u->last_seen, seen, sizeof(seen));
+	row_sep(r);
+	if (x->json) {
+		printf("{\"user\": ");
+		json_user(k, n);
+		printf(", \"locked\": %s, \"until\": \"%s\", \"until_ms\": %lld, \"lock_count\": %u, "
+		       "\"failures\": %.2f, \"n_fail\": %llu, \"n_success\": %llu, \"n_refused\": %llu, "
+		       "\"last_seen\": \"%s\"}",
+		       locked ? "true" : "false", until, (long long)(locked ? u->lock_until : 0),
+		       u->lock_count, fails, (unsigned long long)u->n_fail,
+		       (unsigned long long)u->n_success, (unsigned long long)u->n_refused, seen);
+		return;
+	}
+	fmt_user(k, n, name, sizeof(name));
+	if (r->what == R_LOCKS) {
+		if (r->n == 1)
+			printf("%-32s %-25s %-8s %6s %8s\n", "USER", "UNTIL", "LEFT", "LOCKS", "FAILS");
+		printf("%-32s %-25s %-8s %6u %8.1f\n", name, until, left, u->lock_count, fails);
+	} else {
+		if (r->n == 1)
+			printf("%-32s %8s %8s %8s %8s %-7s %s\n", "USER", "FAILS", "N_FAIL", "N_OK",
+			       "REFUSED", "STATE", "LAST_SEEN");
+		printf("%-32s %8.1f %8llu %8llu %8llu %-7s %s\n", name, fails,
+		       (unsigned long long)u->n_fail, (unsigned long long)u->n_success,
+		       (unsigned long long)u->n_refused, locked ? "locked" : "ok", seen);
+	}
+}
+
+static int end_rows(struct rows *r, const char *none)
+{
+	if (r->x->json)
+		printf(r->n == 0 ? "[]\n" : "\n]\n");
+	else if (r->n == 0)
+		printf("%s\n", none);
+	return EX_OK;
+}
+
+static int cmd_list(struct ctx *x, int argc, char **argv)
+{
+	struct rows r = { x, 0, R_BANS };
+	struct ag_txn *t;
+	int rc;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: authguard-admin list bans|locks|sources|users [--json]\n");
+		return EX_USAGE;
+	}
+	if (strcmp(argv[0], "bans") == 0)
+		r.what = R_BANS;
+	else if (strcmp(argv[0], "locks") == 0)
+		r.what = R_LOCKS;
+	else if (strcmp(argv[0], "sources") == 0)
+		r.what = R_SOURCES;
+	else if (strcmp(argv[0], "users") == 0)
+		r.what = R_USERS;
+	else {
+		fprintf(stderr, "authguard-admin: list what? bans, locks, sources or users\n");
+		return EX_USAGE;
+	}
+	if ((rc = begin(x, false, &t)) != 0)
+		return rc;
+	if (r.what == R_BANS || r.what == R_SOURCES)
+		rc = ag_admin_each_src(t, src_row, &r);
+	else
+		rc = ag_admin_each_user(t, user_row, &r);
+	if (rc == 0 && r.what == R_BANS)
+		rc = ag_list_each(t, AG_LIST_DENY, timed_ban_row, &r);
+	ag_txn_abort(t);
+	if (rc != 0)
+		return die_store(x, rc, "cannot read");
+	static const char *none[] = { "no active bans", "no locked users", "no tracked sources",
+				      "no tracked users" };
+	return end_rows(&r, none[r.what]);
+}
+
+/* ---- show ------------------------------------------------------------------ */
+
+struct member {
+	const struct ag_addr *a;
+	int64_t now;
+	char out[256];
+};
+
+static void member_visit(void *vp, const struct ag_list_entry *e)
+{
+	struct member *m = vp;
+	char net[AG_ADDR_STRLEN];
+	size_t n = strlen(m->out);
+
+	if ((e->expires != 0 && e->expires <= m->now) || !ag_addr_in(&e->net, m->a))
+		return;
+	ag_addr_format(&e->net, net, sizeof(net));
+	snprintf(m->out + n, sizeof(m->out) - n, "%s%s(%s)", n ? " " : "", list_name(e->list), net);
+}
+
+static void show_src(struct ctx *x, const char *label, const struct ag_addr *a,
+		     const struct ag_src_rec *s, bool found, bool last)
+{
+	char addr[AG_ADDR_STRLEN], until[40], first[40], seen[40];
+	bool banned = found && ag_src_banned(s, x->now);
+
+	ag_addr_format(a, addr, sizeof(addr));
+	fmt_time(banned ? s->ban_until : 0, until, sizeof(until));
+	fmt_time(found ? s->first_seen : 0, first, sizeof(first));
+	fmt_time(found ? s->last_seen : 0, seen, sizeof(seen));
+	if (x->json) {
+		printf("  \"%s\": {\"target\": \"%s\", \"tracked\": %s, \"banned\": %s, \"reason\": \"%s\", "
+		       "\"until\": \"%s\", \"ban_count\": %u, \"failures\": %.2f, \"spray\": %.2f, "
+		       "\"n_fail\": %llu, \"n_success\": %llu, \"n_refused\": %llu, \"first_seen\": \"%s\", "
+		       "\"last_seen\": \"%s\"}%s\n",
+		       label, addr, found ? "true" : "false", banned ? "true" : "false",
+		       banned ? ag_reason_name((enum ag_reason)s->ban_reason) : "none", until,
+		       found ? s->ban_count : 0, found ? ag_score_at(&s->fails, x->now, x->c.decay_half_life) : 0,
+		       found ? ag_score_at(&s->spray, x->now, x->c.decay_half_life) : 0,
+		       (unsigned long long)(found ? s->n_fail : 0), (unsigned long long)(found ? s->n_success : 0),
+		       (unsigned long long)(found ? s->n_refused : 0), first, seen, last ? "" : ",");
+		return;
+	}
+	printf("%s %s\n", label, addr);
+	if (!found) {
+		printf("  not tracked\n");
+		return;
+	}
+	printf("  state:      %s", banned ? "BANNED" : "ok");
+	if (banned)
+		printf(" (%s) until %s", ag_reason_name((enum ag_reason)s->ban_reason), until);
+	printf("\n  bans so far: %u\n", s->ban_count);
+	printf("  failures:   %.1f recent (%llu in all), %.1f distinct users recently\n",
+	       ag_score_at(&s->fails, x->now, x->c.decay_half_life), (unsigned long long)s->n_fail,
+	       ag_score_at(&s->spray, x->now, x->c.decay_half_life));
+	printf("  successes:  %llu\n  refused:    %llu\n", (unsigned long long)s->n_success,
+	       (unsigned long long)s->n_refused);
+	printf("  first seen: %s\n  last seen:  %s\n", first, seen);
+}
+
+static int show_addr(struct ctx *x, struct ag_txn *t, const struct ag_addr *a)
+{
+	struct ag_src_rec host, net;
+	struct ag_addr pfx = *a;
+	bool is_host = a->plen == ag_addr_width(a);
+	struct member m = { a, x->now, "" };
+	int rc, rc2 = AG_ENOTFOUND;
+
+	rc = ag_admin_get_src(t, a, &host);
+	if (rc != 0 && rc != AG_ENOTFOUND && rc != AG_ECORRUPT)
+		return die_store(x, rc, "cannot read");
+	if (is_host) {
+		ag_addr_prefix(a, a->family == AG_AF_INET ? x->c.ipv4_prefix : x->c.ipv6_prefix, &pfx);
+		rc2 = ag_admin_get_src(t, &pfx, &net);
+	}
+	static const enum ag_list all[] = { AG_LIST_ALLOW, AG_LIST_PROXY, AG_LIST_DENY };
+	for (size_t i = 0; i < AG_ARRAY_LEN(all); i++)
+		ag_list_each(t, all[i], member_visit, &m);
+	const char *conf = ag_cidrs_match(&x->c.deny, a) ? "deny" :
+			   ag_cidrs_match(&x->c.trusted, a) ? "trusted" :
+			   ag_cidrs_match(&x->c.proxies, a) ? "proxies" : "";
+	if (rc != 0 && rc2 != 0 && m.out[0] == '\0' && conf[0] == '\0') {
+		char s[AG_ADDR_STRLEN];
+		ag_addr_format(a, s, sizeof(s));
+		fprintf(stderr, "authguard-admin: %s is not in the store or on any list\n", s);
+		return EX_NOTFOUND;
+	}
+	if (x->json)
+		printf("{\n");
+	show_src(x, is_host ? "address" : "prefix", a, &host, rc == 0, false);
+	if (is_host)
+		show_src(x, "network", &pfx, &net, rc2 == 0, false);
+	if (x->json) {
+		printf("  \"lists\": ");
+		json_str(m.out);
+		printf(",\n  \"config_list\": \"%s\"\n}\n", conf);
+	} else {
+		if (!m.out[0] && !conf[0])
+			printf("lists: none\n");
+		else
+			printf("lists: %s%s%s%s\n", m.out, m.out[0] && conf[0] ? " " : "",
+			       conf[0] ? "config:" : "", conf);
+	}
+	return EX_OK;
+}
+
+struct pairs {
+	struct ctx *x;
+	int n;
+};
+
+static void pair_row(void *vp, const uint8_t *k, size_t n, const struct ag_addr *src,
+		     const struct ag_pair_rec *p)
+{
+	struct pairs *ps = vp;
+	struct ctx *x = ps->x;
+	char a[AG_ADDR_STRLEN], until[40], ok[40];
+	bool fam = p->familiar_until > x->now;
+
+	(void)k;
+	(void)n;
+	if (src->family == AG_AF_NONE)
+		snprintf(a, sizeof(a), "none");
+	else
+		ag_addr_format(src, a, sizeof(a));
+	fmt_time(fam ? p->familiar_until : 0, until, sizeof(until));
+	fmt_time(p->last_success, ok, sizeof(ok));
+	if (x->json) {
+		printf("%s\n    {\"source\": \"%s\", \"familiar\": %s, \"familiar_until\": \"%s\", "
+		       "\"failures\": %.2f, \"last_success\": \"%s\"}",
+		       ps->n ? "," : "", a, fam ? "true" : "false", until,
+		       ag_score_at(&p->fails, x->now, x->c.decay_half_life), ok);
+	} else {
+		if (ps->n == 0)
+			printf("  %-40s %-9s %-25s %8s  %s\n", "SOURCE", "FAMILIAR", "UNTIL", "FAILS",
+			       "LAST_SUCCESS");
+		printf("  %-40s %-9s %-25s %8.1f  %s\n", a, fam ? "yes" : "no", until,
+		       ag_score_at(&p->fails, x->now, x->c.decay_half_life), ok);
+	}
+	ps->n++;
+}
+
+static int show_user(struct ctx *x, struct ag_txn *t, const char *name)
+{
+	uint8_t k[AG_USER_KEY_MAX];
+	size_t n = ag_admin_user_key(x->s, name, k);
+	struct ag_user_rec u;
+	struct pairs ps = { x, 0 };
+	char until[40], first[40], seen[40], esc[1024];
+	int rc = ag_admin_get_user(t, k, n, &u);
+
+	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
+		ag_log_quote(esc, sizeof(esc), name, strlen(name), 200);
+		fprintf(stderr, "authguard-admin: no user %s in the store%s\n", esc,
+			rc == AG_ECORRUPT ? " (its record is unreadable)" : "");
+		return EX_NOTFOUND;
+	}
+	if (rc != 0)
+		return die_store(x, rc, "cannot read");
+	bool locked = ag_user_locked(&u, x->now);
+	fmt_time(locked ? u.lock_until : 0, until, sizeof(until));
+	fmt_time(u.first_seen, first, sizeof(first));
+	fmt_time(u.last_seen, seen, sizeof(seen));
+	double fails = ag_score_at(&u.fails, x->now, x->c.decay_half_life);
+	if (x->json) {
+		printf("{\n  \"user\": ");
+		json_user(k, n);
+		printf(",\n  \"locked\": %s, \"until\": \"%s\", \"lock_count\": %u, \"failures\": %.2f,\n"
+		       "  \"n_fail\": %llu, \"n_success\": %llu, \"n_refused\": %llu,\n"
+		       "  \"first_seen\": \"%s\", \"last_seen\": \"%s\",\n  \"sources\": [",
+		       locked ? "true" : "false", until, u.lock_count, fails,
+		       (unsigned long long)u.n_fail, (unsigned long long)u.n_success,
+		       (unsigned long long)u.n_refused, first, seen);
+	} else {
+		fmt_user(k, n, esc, sizeof(esc));
+		printf("user %s\n  state:      %s", esc, locked ? "LOCKED for unfamiliar sources" : "ok");
+		if (locked)
+			printf(" until %s", until);
+		printf("\n  locks so far: %u\n", u.lock_count);
+		printf("  failures:   %.1f recent from unfamiliar sources (%llu in all)\n", fails,
+		       (unsigned long long)u.n_fail);
+		printf("  successes:  %llu\n  refused:    %llu\n", (unsigned long long)u.n_success,
+		       (unsigned long long)u.n_refused);
+		printf("  first seen: %s\n  last seen:  %s\nsources:\n", first, seen);
+	}
+	rc = ag_admin_each_pair(t, k, n, pair_row, &ps);
+	if (x->json)
+		printf("%s]\n}\n", ps.n ? "\n  " : "");
+	else if (ps.n == 0)
+		printf("  (none)\n");
+	return rc != 0 ? die_store(x, rc, "cannot read") : EX_OK;
+}
+
+static int cmd_show(struct ctx *x, int argc, char **argv)
+{
+	struct ag_addr a;
+	struct ag_txn *t;
+	bool as_user = argc == 2 && strcmp(argv[0], "--user") == 0;
+	int rc;
+
+	if (argc != 1 && !as_user) {
+		fprintf(stderr, "usage: authguard-admin show ADDRESS|PREFIX|USER [--json]\n"
+				"       authguard-admin show --user NAME [--json]\n");
+		return EX_USAGE;
+	}
+	const char *arg = argv[argc - 1];
+	if ((rc = begin(x, false, &t)) != 0)
+		return rc;
+	bool is_addr = !as_user && (ag_addr_parse(arg, strlen(arg), &a) == 0 ||
+				    ag_cidr_parse(arg, true, &a) == 0);
+	rc = is_addr ? show_addr(x, t, &a) : show_user(x, t, arg);
+	ag_txn_abort(t);
+	return rc;
+}
+
+/* ---- changes --------------------------------------------------------------- */
+
+static int cmd_unban(struct ctx *x, int argc, char **argv)
+{
+	struct ag_addr a;
+	struct ag_txn *t;
+	int rc;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: authguard-admin unban ADDRESS|PREFIX\n");
+		return EX_USAGE;
+	}
+	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin(x, true, &t)) != 0)
+		return rc;
+	rc = ag_admin_unban(t, &a, x->now);
+	if (rc == AG_ENOTFOUND) {
+		ag_txn_abort(t);
+		fprintf(stderr, "authguard-admin: %s is not banned\n", argv[0]);
+		return EX_NOTFOUND;
+	}
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return die_store(x, rc, "cannot unban");
+	}
+	if ((rc = commit(x, t)) != 0)
+		return rc;
+	printf("unbanned %s\n", argv[0]);
+	return EX_OK;
+}
+
+static int cmd_unlock(struct ctx *x, int argc, char **argv)
+{
+	uint8_t k[AG_USER_KEY_MAX];
+	struct ag_txn *t;
+	char esc[1024];
+	int rc;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: authguard-admin unlock USER\n");
+		return EX_USAGE;
+	}
+	if ((rc = begin(x, true, &t)) != 0)
+		return rc;
+	size_t n = ag_admin_user_key(x->s, argv[0], k);
+	rc = ag_admin_unlock(t, k, n, x->now);
+	ag_log_quote(esc, sizeof(esc), argv[0], strlen(argv[0]), 200);
+	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
+		ag_txn_abort(t);
+		fprintf(stderr, "authguard-admin: user %s is not locked (or not in the store)\n", esc);
+		return EX_NOTFOUND;
+	}
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return die_store(x, rc, "cannot unlock");
+	}
+	if ((rc = commit(x, t)) != 0)
+		return rc;
+	printf("unlocked %s\n", esc);
+	return EX_OK;
+}
+
+/* Parse trailing "--for DURATION"; returns the count of remaining args. */
+static int take_for(int argc, char **argv, int64_t *ms, int *err)
+{
+	*err = 0;
+	if (argc >= 2 && strcmp(argv[argc - 2], "--for") == 0) {
+		*err = parse_for(argv[argc - 1], ms);
+		return argc - 2;
+	}
+	return argc;
+}
+
+static int cmd_ban(struct ctx *x, int argc, char **argv)
+{
+	struct ag_list_entry e = { .list = AG_LIST_DENY };
+	int64_t dur = x->c.ip_ban_time;
+	struct ag_txn *t;
+	int err, rc;
+
+	argc = take_for(argc, argv, &dur, &err);
+	if (err != 0)
+		return err;
+	if (argc != 1) {
+		fprintf(stderr, "usage: authguard-admin ban ADDRESS|PREFIX [--for DURATION]\n");
+		return EX_USAGE;
+	}
+	if ((rc = parse_target(argv[0], &e.net)) != 0 || (rc = begin(x, true, &t)) != 0)
+		return rc;
+	e.added = x->now;
+	e.expires = x->now + dur;
+	rc = ag_list_add(t, &e);
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return die_store(x, rc, "cannot ban");
+	}
+	if ((rc = commit(x, t)) != 0)
+		return rc;
+	char until[40], a[AG_ADDR_STRLEN];
+	ag_addr_format(&e.net, a, sizeof(a));
+	fmt_time(e.expires, until, sizeof(until));
+	printf("banned %s until %s\n", a, until);
+	return EX_OK;
+}
+
+static int cmd_forget(struct ctx *x, int argc, char **argv)
+{
+	struct ag_addr a;
+	struct ag_txn *t;
+	long n = 0;
+	int rc;
+
+	if (argc != 1) {
+		fprintf(stderr, "usage: authguard-admin forget ADDRESS|USER\n");
+		return EX_USAGE;
+	}
+	if ((rc = begin(x, true, &t)) != 0)
+		return rc;
+	if (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0) {
+		rc = ag_admin_forget_addr(t, &a, &n);
+	} else {
+		uint8_t k[AG_USER_KEY_MAX];
+		size_t kl = ag_admin_user_key(x->s, argv[0], k);
+		rc = ag_admin_forget_user(t, k, kl, &n);
+	}
+	if (rc == AG_ENOTFOUND) {
+		ag_txn_abort(t);
+		fprintf(stderr, "authguard-admin: nothing is recorded for %s\n", argv[0]);
+		return EX_NOTFOUND;
+	}
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return die_store(x, rc, "cannot forget");
+	}
+	if ((rc = commit(x, t)) != 0)
+		return rc;
+	printf("forgot %s (%ld records)\n", argv[0], n);
+	return EX_OK;
+}
+
+/* ---- run-time lists ---------------------------------------------------------- */
+
+struct lrows {
+	struct ctx *x;
+	int n;
+};
+
+static void list_row(void *vp, const struct ag_list_entry *e)
+{
+	struct lrows *r = vp;
+	char a[AG_ADDR_STRLEN], added[40], exp[40];
+
+	if (e->expires != 0 && e->expires <= r->x->now)
+		return;
+	ag_addr_format(&e->net, a, sizeof(a));
+	fmt_time(e->added, added, sizeof(added));
+	fmt_time(e->expires, exp, sizeof(exp));
+	if (r->x->json)
+		printf("%s\n  {\"list\": \"%s\", \"cidr\": \"%s\", \"added\": \"%s\", \"expires\": \"%s\"}",
+		       r->n ? "," : "[", list_name(e->list), a, added, e->expires ? exp : "never");
+	else
+		printf("%-40s added %s%s%s\n", a, added, e->expires ? ", expires " : "",
+		       e->expires ? exp : "");
+	r->n++;
+}
+
+static int cmd_listop(struct ctx *x, enum ag_list which, int argc, char **argv)
+{
+	struct ag_list_entry e = { .list = which };
+	struct ag_txn *t;
+	int64_t dur = 0;
+	int err, rc;
+
+	argc = take_for(argc, argv, &dur, &err);
+	if (err != 0)
+		return err;
+	if (argc == 1 && strcmp(argv[0], "list") == 0 && dur == 0) {
+		struct lrows r = { x, 0 };
+		if ((rc = begin(x, false, &t)) != 0)
+			return rc;
+		rc = ag_list_each(t, which, list_row, &r);
+		ag_txn_abort(t);
+		if (rc != 0)
+			return die_store(x, rc, "cannot read");
+		if (x->json)
+			printf(r.n ? "\n]\n" : "[]\n");
+		else if (r.n == 0)
+			printf("the run-time %s list is empty\n", list_name(which));
+		return EX_OK;
+	}
+	bool add = argc == 2 && strcmp(argv[0], "add") == 0;
+	bool del = argc == 2 && strcmp(argv[0], "del") == 0 && dur == 0;
+	if (!add && !del) {
+		fprintf(stderr, "usage: authguard-admin %s add CIDR [--for DURATION]\n"
+				"       authguard-admin %s del CIDR\n"
+				"       authguard-admin %s list [--json]\n",
+			list_name(which), list_name(which), list_name(which));
+		return EX_USAGE;
+	}
+	if ((rc = parse_target(argv[1], &e.net)) != 0 || (rc = begin(x, true, &t)) != 0)
+		return rc;
+	if (add) {
+		e.added = x->now;
+		e.expires = dur ? x->now + dur : 0;
+		rc = ag_list_add(t, &e);
+	} else {
+		rc = ag_list_del(t, which, &e.net);
+	}
+	if (rc == AG_ENOTFOUND) {
+		ag_txn_abort(t);
+		fprintf(stderr, "authguard-admin: %s is not on the run-time %s list\n", argv[1],
+			list_name(which));
+		return EX_NOTFOUND;
+	}
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return die_store(x, rc, "cannot change the list");
+	}
+	if ((rc = commit(x, t)) != 0)
+		return rc;
+	char a[AG_ADDR_STRLEN];
+	ag_addr_format(&e.net, a, sizeof(a));
+	printf("%s %s %s the run-time %s list\n", add ? "added" : "removed", a, add ? "to" : "from",
+	       list_name(which));
+	return EX_OK;
+}
+
+/* ---- export ---------------------------------------------------------------- */
+
+struct banned {
+	struct ag_cidrs v4, v6;
+	int64_t now;
+};
+
+static void add_banned(struct banned *b, const struct ag_addr *a)
+{
+	(void)ag_cidrs_add(a->family == AG_AF_INET ? &b->v4 : &b->v6, a);
+}
+
+static void banned_src(void *vp, const struct ag_addr *a, const struct ag_src_rec *r)
+{
+	struct banned *b = vp;
+	if (ag_src_banned(r, b->now))
+		add_banned(b, a);
+}
+
+static void banned_deny(void *vp, const struct ag_list_entry *e)
+{
+	struct banned *b = vp;
+	if (e->expires == 0 || e->expires > b->now)
+		add_banned(b, &e->net);
+}
+
+static void print_set(const struct ag_cidrs *l, const char *sep)
+{
+	char a[AG_ADDR_STRLEN];
+
+	for (size_t i = 0; i < l->n; i++) {
+		ag_addr_format(&l->v[i], a, sizeof(a));
+		printf("%s%s", i ? sep : "", a);
+	}
+}
+
+static bool good_name(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 24)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		      *s == '_'))
+			return false;
+	return true;
+}
+
+static int cmd_export(struct ctx *x, int argc, char **argv)
+{
+	struct banned b = { .now = x->now };
+	const char *name = "authguard";
+	struct ag_txn *t;
+	int rc;
+
+	if (argc == 3 && strcmp(argv[1], "--name") == 0) {
+		name = argv[2];
+		argc = 1;
+	}
+	if (argc != 1 || (strcmp(argv[0], "nft") != 0 && strcmp(argv[0], "ipset") != 0 &&
+			  strcmp(argv[0], "plain") != 0)) {
+		fprintf(stderr, "usage: authguard-admin export nft|ipset|plain [--name NAME]\n");
+		return EX_USAGE;
+	}
+	if (!good_name(name)) {
+		fprintf(stderr, "authguard-admin: --name takes letters, digits and _ (at most 24)\n");
+		return EX_USAGE;
+	}
+	if ((rc = begin(x, false, &t)) != 0)
+		return rc;
+	rc = ag_admin_each_src(t, banned_src, &b);
+	if (rc == 0)
+		rc = ag_list_each(t, AG_LIST_DENY, banned_deny, &b);
+	ag_txn_abort(t);
+	if (rc != 0)
+		return die_store(x, rc, "cannot read");
+	for (size_t i = 0; i < x->c.deny.n; i++)
+		add_banned(&b, &x->c.deny.v[i]);
+	if (strcmp(argv[0], "plain") == 0) {
+		print_set(&b.v4, "\n");
+		printf(b.v4.n ? "\n" : "");
+		print_set(&b.v6, "\n");
+		printf(b.v6.n ? "\n" : "");
+	} else if (strcmp(argv[0], "nft") == 0) {
+		printf("# authguard: active bans and denies; load with nft -f\n"
+		       "table inet %1$s {\n"
+		       "\tset %1$s4 { type ipv4_addr; flags interval; auto-merge; }\n"
+		       "\tset %1$s6 { type ipv6_addr; flags interval; auto-merge; }\n"
+		       "}\n"
+		       "flush set inet %1$s %1$s4\n"
+		       "flush set inet %1$s %1$s6\n", name);
+		if (b.v4.n) {
+			printf("add element inet %1$s %1$s4 { ", name);
+			print_set(&b.v4, ", ");
+			printf(" }\n");
+		}
+		if (b.v6.n) {
+			printf("add element inet %1$s %1$s6 { ", name);
+			print_set(&b.v6, ", ");
+			printf(" }\n");
+		}
+	} else {
+		printf("create %1$s4 hash:net family inet -exist\n"
+		       "create %1$s6 hash:net family inet6 -exist\n"
+		       "flush %1$s4\nflush %1$s6\n", name);
+		char a[AG_ADDR_STRLEN];
+		for (size_t i = 0; i < b.v4.n; i++) {
+			ag_addr_format(&b.v4.v[i], a, sizeof(a));
+			printf("add %s4 %s -exist\n", name, a);
+		}
+		for (size_t i = 0; i < b.v6.n; i++) {
+			ag_addr_format(&b.v6.v[i], a, sizeof(a));
+			printf("add %s6 %s -exist\n", name, a);
+		}
+	}
+	ag_cidrs_clear(&b.v4);
+	ag_cidrs_clear(&b.v6);
+	return EX_OK;
+}
+
+/* ---- status, stats, gc, config ------------------------------------------------ */
+
+struct counts {
+	int64_t now;
+	unsigned long hosts, nets, host_bans, net_bans, users, locks, pairs, timed, lists[5];
+};
+
+static void count_src(void *vp, const struct ag_addr *a, const struct ag_src_rec *r)
+{
+	struct counts *c = vp;
+	bool host = a->plen == ag_addr_width(a);
+	c->hosts += host;
+	c->nets += !host;
+	if (ag_src_banned(r, c->now)) {
+		c->host_bans += host;
+		c->net_bans += !host;
+	}
+}
+
+static void count_user(void *vp, const uint8_t *k, size_t n, const struct ag_user_rec *r)
+{
+	struct counts *c = vp;
+	(void)k;
+	(void)n;
+	c->users++;
+	c->locks += ag_user_locked(r, c->now);
+}
+
+static void count_list(void *vp, const struct ag_list_entry *e)
+{
+	struct counts *c = vp;
+	if (e->expires != 0 && e->expires <= c->now)
+		return;
+	c->lists[e->list]++;
+	c->timed += e->list == AG_LIST_DENY && e->expires != 0;
+}
+
+static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned *sleepers,
+		  struct ag_store_info *info)
+{
+	struct ag_txn *t;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	c->now = x->now;
+	if ((rc = begin(x, false, &t)) != 0)
+		return rc;
+	rc = ag_admin_each_src(t, count_src, c);
+	if (rc == 0)
+		rc = ag_admin_each_user(t, count_user, c);
+	for (int l = AG_LIST_ALLOW; rc == 0 && l <= AG_LIST_DENY; l *= 2)
+		rc = ag_list_each(t, (enum ag_list)l, count_list, c);
+	if (rc == 0)
+		rc = ag_admin_stats(t, st);
+	if (rc == 0)
+		rc = ag_admin_sleepers(t, x->now, sleepers);
+	ag_txn_abort(t);
+	if (rc == 0)
+		rc = ag_store_info(x->s, info);
+	if (rc == 0)
+		c->pairs = info->entries[AG_DB_PAIR];
+	return rc != 0 ? die_store(x, rc, "cannot read") : 0;
+}
+
+static void human_bytes(uint64_t n, char *buf, size_t len)
+{
+	if (n >= (1ULL << 30))
+		snprintf(buf, len, "%.1f GiB", (double)n / (1ULL << 30));
+	else if (n >= (1ULL << 20))
+		snprintf(buf, len, "%.1f MiB", (double)n / (1ULL << 20));
+	else
+		snprintf(buf, len, "%.1f KiB", (double)n / 1024);
+}
+
+static int cmd_status(struct ctx *x, int argc, char **argv)
+{
+	struct counts c;
+	struct ag_stats st;
+	struct ag_store_info info;
+	unsigned sleepers;
+	char fb[32], ub[32], mb[32];
+	int rc;
+
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin status\n");
+		return EX_USAGE;
+	}
+	if ((rc = gather(x, &c, &st, &sleepers, &info)) != 0)
+		return rc;
+	human_bytes(info.file_bytes, fb, sizeof(fb));
+	human_bytes(info.used_bytes, ub, sizeof(ub));
+	human_bytes(info.map_size, mb, sizeof(mb));
+	printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
+	printf("schema:   %u\n", info.schema);
+	printf("mode:     %s, fail_open=%s\n", x->c.mode == AG_MODE_LOG_ONLY ? "log-only" : "enforce",
+	       x->c.fail_open ? "yes" : "no");
+	printf("sources:  %lu addresses, %lu prefixes tracked\n", c.hosts, c.nets);
+	printf("users:    %lu tracked, %lu user x source pairs\n", c.users, c.pairs);
+	printf("bans:     %lu addresses, %lu prefixes, %lu timed bans by admin\n", c.host_bans,
+	       c.net_bans, c.timed);
+	printf("locks:    %lu users\n", c.locks);
+	printf("tarpit:   %u of %u slots sleeping now\n", sleepers, x->c.tarpit_slots);
+	printf("lists:    allow %lu, proxy %lu, deny %lu (run-time); trusted %zu, proxies %zu, deny %zu (config)\n",
+	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
+	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
+	printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+	return EX_OK;
+}
+
+static int cmd_stats(struct ctx *x, int argc, char **argv)
+{
+	struct counts c;
+	struct ag_stats st;
+	struct ag_store_info info;
+	unsigned sleepers;
+	bool prom = argc == 1 && strcmp(argv[0], "--prometheus") == 0;
+	int rc;
+
+	if (argc != 0 && !prom) {
+		fprintf(stderr, "usage: authguard-admin stats [--prometheus]\n");
+		return EX_USAGE;
+	}
+	if ((rc = gather(x, &c, &st, &sleepers, &info)) != 0)
+		return rc;
+	const struct { const char *name, *help; double v; bool counter; } m[] = {
+		{ "attempts_total", "Authentication attempts seen.", (double)st.attempts, true },
+		{ "failures_total", "Failed password checks recorded.", (double)st.failures, true },
+		{ "successes_total", "Successful logins recorded.", (double)st.successes, true },
+		{ "refused_total", "Attempts refused before the password check.", (double)st.refused, true },
+		{ "tarpitted_total", "Attempts delayed by the tarpit.", (double)st.tarpitted, true },
+		{ "tarpit_delay_seconds_total", "Time spent in the tarpit.", (double)st.delay_ms / 1000.0, true },
+		{ "bans_total", "Bans of addresses and prefixes.", (double)st.bans, true },
+		{ "locks_total", "User lockouts.", (double)st.locks, true },
+		{ "faults_total", "Store faults seen while recording.", (double)st.faults, true },
+		{ "active_bans", "Addresses and prefixes banned now.", (double)(c.host_bans + c.net_bans + c.timed), false },
+		{ "active_locks", "Users locked now.", (double)c.locks, false },
+		{ "tracked_sources", "Addresses and prefixes in the store.", (double)(c.hosts + c.nets), false },
+	};
+	for (size_t i = 0; i < AG_ARRAY_LEN(m); i++) {
+		if (prom)
+			printf("# HELP authguard_%s %s\n# TYPE authguard_%s %s\nauthguard_%s %.17g\n",
+			       m[i].name, m[i].help, m[i].name, m[i].counter ? "counter" : "gauge",
+			       m[i].name, m[i].v);
+		else
+			printf("%-28s %.17g\n", m[i].name, m[i].v);
+	}
+	if (!prom) {
+		char t[40];
+		fmt_time(st.created, t, sizeof(t));
+		printf("%-28s %s\n", "since", t);
+	}
+	return EX_OK;
+}
+
+static int cmd_gc(struct ctx *x, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin gc\n");
+		return EX_USAGE;
+	}
+	int rc = open_store(x);
+	if (rc != 0)
+		return rc;
+	long n = ag_guard_gc(&x->c, x->now);
+	if (n < 0)
+		return die_store(x, (int)n, "gc failed");
+	printf("dropped %ld expired records\n", n);
+	return EX_OK;
+}
+
+static int cmd_check_config(struct ctx *x, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin check-config\n");
+		return EX_USAGE;
+	}
+	if (x->conf_errors != 0) {
+		fprintf(stderr, "%d error%s\n", x->conf_errors, x->conf_errors == 1 ? "" : "s");
+		return EX_CONFIG;
+	}
+	printf("configuration ok\n");
+	return EX_OK;
+}
+
+static int cmd_dump_config(struct ctx *x, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin dump-config\n");
+		return EX_USAGE;
+	}
+	ag_conf_dump(&x->c, stdout);
+	return EX_OK;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: authguard-admin [-c CONF] [-d DB_DIR] COMMAND [ARGS...]\n"
+		"  status\n"
+		"  list bans|locks|sources|users [--json]\n"
+		"  show ADDRESS|PREFIX|USER [--json]      (show --user NAME for a user named like an address)\n"
+		"  unban ADDRESS|PREFIX\n"
+		"  unlock USER\n"
+		"  ban ADDRESS|PREFIX [--for DURATION]\n"
+		"  forget ADDRESS|USER\n"
+		"  allow|proxy|deny add CIDR [--for DURATION] | del CIDR | list [--json]\n"
+		"  export nft|ipset|plain [--name NAME]\n"
+		"  stats [--prometheus]\n"
+		"  gc\n"
+		"  check-config\n"
+		"  dump-config\n"
+		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors\n");
+}
+
+static void report_stderr(void *ctx, const char *msg)
+{
+	struct ctx *x = ctx;
+	x->conf_errors++;
+	fprintf(stderr, "%s\n", msg);
+}
+
+/* Remove a "--json" flag anywhere in the arguments. */
+static int take_json(int argc, char **argv, bool *json)
+{
+	int out = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			*json = true;
+		else
+			argv[out++] = argv[i];
+	}
+	return out;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(struct ctx *, int, char **);
+	} cmds[] = {
+		{ "status", cmd_status }, { "list", cmd_list }, { "show", cmd_show },
+		{ "unban", cmd_unban }, { "unlock", cmd_unlock }, { "ban", cmd_ban },
+		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
+		{ "gc", cmd_gc }, { "check-config", cmd_check_config },
+		{ "dump-config", cmd_dump_config },
+	};
+	struct ctx x = { 0 };
+	const char *conf = NULL, *db = NULL;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "+c:d:h")) != -1) {
+		switch (opt) {
+		case 'c': conf = optarg; break;
+		case 'd': db = optarg; break;
+		case 'h': usage(stdout); return EX_OK;
+		default: usage(stderr); return EX_USAGE;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	ag_conf_init(&x.c);
+	const char *path = conf != NULL ? conf : AG_DEFAULT_CONF;
+	if (conf != NULL || access(path, F_OK) == 0) {
+		int rc = ag_conf_load(&x.c, path, report_stderr, &x);
+		if (rc < 0 && x.conf_errors == 0)
+			x.conf_errors = 1;
+	}
+	if (db != NULL) {
+		char err[256];
+		if (ag_conf_set(&x.c, "db_dir", db, err, sizeof(err)) != 0) {
+			fprintf(stderr, "authguard-admin: -d: %s\n", err);
+			return EX_USAGE;
+		}
+	}
+	x.now = ag_now_ms();
+	const char *cmd = argv[0];
+	argc = take_json(argc - 1, argv + 1, &x.json);
+	argv++;
+	int rc = -1;
+	for (size_t i = 0; i < AG_ARRAY_LEN(cmds) && rc < 0; i++)
+		if (strcmp(cmd, cmds[i].name) == 0)
+			rc = cmds[i].fn(&x, argc, argv);
+	if (rc < 0 && strcmp(cmd, "allow") == 0)
+		rc = cmd_listop(&x, AG_LIST_ALLOW, argc, argv);
+	if (rc < 0 && strcmp(cmd, "proxy") == 0)
+		rc = cmd_listop(&x, AG_LIST_PROXY, argc, argv);
+	if (rc < 0 && strcmp(cmd, "deny") == 0)
+		rc = cmd_listop(&x, AG_LIST_DENY, argc, argv);
+	if (rc < 0) {
+		fprintf(stderr, "authguard-admin: unknown command '%s'\n", cmd);
+		usage(stderr);
+		rc = EX_USAGE;
+	}
+	if (x.conf_errors != 0 && strcmp(cmd, "check-config") != 0)
+		fprintf(stderr, "authguard-admin: warning: %s has errors (see above); their defaults were used\n",
+			path);
+	ag_conf_free(&x.c);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "authguard-admin: cannot write output: %s\n", strerror(errno));
+		return rc == EX_OK ? EX_STORE : rc;
+	}
+	return rc;
+}
