@@ -136,9 +136,15 @@ int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, struct
 	return get_rec(t, AG_DB_USER, ukey, ulen, AG_REC_USER, r);
 }
 
-size_t ag_admin_user_key(struct ag_store *s, const char *user, uint8_t key[AG_USER_KEY_MAX])
+size_t ag_admin_user_key(struct ag_store *s, const struct ag_conf *c, const char *user,
+			 uint8_t key[AG_USER_KEY_MAX])
 {
-	return ag_user_key(ag_store_secret(s), user, strlen(user), key);
+	size_t n = 0;
+	uint32_t h;
+
+	if (ag_user_canon(ag_store_secret(s), c->user_fold, user, strlen(user), key, &n, &h) != 0)
+		return ag_user_key(ag_store_secret(s), user, strlen(user), key);
+	return n;
 }
 
 int ag_admin_unban(struct ag_txn *t, const struct ag_addr *a, int64_t now)

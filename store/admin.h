@@ -34,8 +34,10 @@ AG_API int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag
 AG_API int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen,
 			     struct ag_user_rec *r_r);
 
-/* The store's key for user name @user (the same one the guard uses). */
-AG_API size_t ag_admin_user_key(struct ag_store *s, const char *user, uint8_t key[AG_USER_KEY_MAX]);
+/* The store's key for user name @user (the same one the guard uses,
+ * folded as @c says). */
+AG_API size_t ag_admin_user_key(struct ag_store *s, const struct ag_conf *c, const char *user,
+				uint8_t key[AG_USER_KEY_MAX]);
 
 /* Lift a ban on @a (host or prefix) and clear its failure counts, and
  * remove a timed deny entry for exactly @a. AG_ENOTFOUND if neither

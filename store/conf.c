@@ -9,7 +9,7 @@
 
 #include "conf.h"
 
-enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_CIDRS };
+enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_SIZE, T_CIDRS };
 
 struct ckey {
 	const char *name;
@@ -26,6 +26,7 @@ struct ckey {
 /* The public contract: names are fixed; authguard.conf(5) explains each. */
 static const struct ckey keys[] = {
 	{ "db_dir", T_PATH, OFF(db_dir), 0, 0, AG_DEFAULT_DB_DIR },
+	{ "db_max_size", T_SIZE, OFF(db_max_size), 8LL << 20, 1LL << 40, "128M" },
 	{ "mode", T_MODE, OFF(mode), 0, 0, "enforce" },
 	{ "fail_open", T_BOOL, OFF(fail_open), 0, 0, "yes" },
 	{ "log", T_LOG, OFF(log_kind), 0, 0, "syslog" },
@@ -44,6 +45,7 @@ static const struct ckey keys[] = {
 	{ "user_lock_after", T_COUNT, OFF(user_lock_after), 0, 1000000, "10" },
 	{ "user_lock_time", T_DURATION, OFF(user_lock_time), SEC, 365 * DAY, "15m" },
 	{ "familiar_ttl", T_DURATION, OFF(familiar_ttl), SEC, 3650 * DAY, "30d" },
+	{ "user_fold", T_BOOL, OFF(user_fold), 0, 0, "yes" },
 	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
 	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
 	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
@@ -107,6 +109,46 @@ void ag_format_duration(int64_t ms, char *buf, size_t len)
 		snprintf(buf, len, "%llds", (long long)(ms / SEC));
 	else
 		snprintf(buf, len, "%lldms", (long long)ms);
+}
+
+int ag_parse_size(const char *s, int64_t *bytes_r)
+{
+	static const struct { const char *u; int64_t mult; } units[] = {
+		{ "", 1 }, { "k", 1LL << 10 }, { "K", 1LL << 10 }, { "M", 1LL << 20 },
+		{ "G", 1LL << 30 }, { "T", 1LL << 40 },
+	};
+	const char *p = s;
+	int64_t v = 0;
+
+	if (!isdigit((unsigned char)*p))
+		return AG_EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (INT64_MAX - (*p - '0')) / 10)
+			return AG_ERANGE;
+		v = v * 10 + (*p - '0');
+	}
+	for (size_t i = 0; i < AG_ARRAY_LEN(units); i++) {
+		if (strcmp(p, units[i].u) != 0)
+			continue;
+		if (v > INT64_MAX / units[i].mult)
+			return AG_ERANGE;
+		*bytes_r = v * units[i].mult;
+		return 0;
+	}
+	return AG_EINVAL;
+}
+
+static void format_size(int64_t b, char *buf, size_t len)
+{
+	static const char units[] = "TGMk";
+	for (int i = 0; i < 4; i++) {
+		int64_t m = 1LL << (10 * (4 - i));
+		if (b != 0 && b % m == 0) {
+			snprintf(buf, len, "%lld%c", (long long)(b / m), units[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, "%lld", (long long)b);
 }
 
 static int parse_count(const char *s, int64_t min, int64_t max, uint32_t *r)
@@ -231,6 +273,17 @@ static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, boo
 			ag_format_duration(k->min, lo, sizeof(lo));
 			ag_format_duration(k->max, hi, sizeof(hi));
 			snprintf(err, errlen, "%s must be a duration from %s to %s (units ms, s, m, h, d), not '%.64s'",
+				 k->name, lo, hi, v);
+			return AG_ECONF;
+		}
+		*(int64_t *)field = d;
+		return 0;
+	case T_SIZE:
+		if (ag_parse_size(v, &d) != 0 || d < k->min || d > k->max) {
+			char lo[32], hi[32];
+			format_size(k->min, lo, sizeof(lo));
+			format_size(k->max, hi, sizeof(hi));
+			snprintf(err, errlen, "%s must be a size from %s to %s (units k, M, G, T), not '%.64s'",
 				 k->name, lo, hi, v);
 			return AG_ECONF;
 		}
@@ -477,6 +530,10 @@ void ag_conf_dump(const struct ag_conf *c, FILE *out)
 			fputs(d, out);
 			break;
 		case T_COUNT: fprintf(out, "%u", *(const uint32_t *)field); break;
+		case T_SIZE:
+			format_size(*(const int64_t *)field, d, sizeof(d));
+			fputs(d, out);
+			break;
 		case T_CIDRS: dump_cidrs(field, out); break;
 		}
 		fputc('\n', out);

@@ -22,6 +22,7 @@ enum ag_log_kind { AG_LOG_SYSLOG = 0, AG_LOG_FILE = 1, AG_LOG_NONE = 2 };
 
 struct ag_conf {
 	char db_dir[AG_PATH_MAX];
+	int64_t db_max_size;      /* bytes the store may grow to */
 	uint32_t mode;            /* enum ag_mode */
 	uint32_t fail_open;       /* bool */
 	uint32_t log_kind;        /* enum ag_log_kind */
@@ -41,6 +42,7 @@ struct ag_conf {
 	uint32_t user_lock_after;
 	int64_t user_lock_time;
 	int64_t familiar_ttl;
+	uint32_t user_fold;       /* bool: ASCII case and surrounding blanks do not matter */
 	struct ag_cidrs trusted;
 	struct ag_cidrs proxies;
 	struct ag_cidrs deny;
@@ -92,6 +94,10 @@ AG_API void ag_conf_dump(const struct ag_conf *c, FILE *out);
 /* Parse a duration ("250ms", "30s", "15m", "1h", "7d", bare = seconds).
  * Returns 0 or AG_EINVAL/AG_ERANGE. */
 AG_API int ag_parse_duration(const char *s, int64_t *ms_r);
+
+/* Parse a size ("64M", "1G", "512k", bare = bytes). Returns 0 or
+ * AG_EINVAL/AG_ERANGE. */
+AG_API int ag_parse_size(const char *s, int64_t *bytes_r);
 
 /* Format a duration with the largest exact unit ("90s", "1h", "250ms"). */
 AG_API void ag_format_duration(int64_t ms, char *buf, size_t len);

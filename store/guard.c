@@ -110,9 +110,10 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 	const uint8_t *secret = ag_store_secret(op->s);
 	if (op->v.has_user) {
 		uint8_t skey[AG_SRC_KEY_LEN] = { 0 };
-		op->ulen = ag_user_key(secret, a->user, a->user_len, op->ukey);
-		/* never 0: 0 marks an empty slot in the recent-users ring */
-		op->v.user_hash = (uint32_t)ag_siphash(secret, a->user, a->user_len) | 1u;
+		rc = ag_user_canon(secret, c->user_fold, a->user, a->user_len, op->ukey, &op->ulen,
+				   &op->v.user_hash);
+		if (rc != 0)
+			return rc;
 		if (op->v.has_addr)
 			ag_src_key(&op->pairsrc, skey);
 		op->plen = ag_pair_key(op->ukey, op->ulen, skey, op->pkey);
@@ -214,6 +215,8 @@ static _Atomic uint32_t slot_seq;
 struct slot_scan {
 	int64_t now;
 	uint32_t live, max;
+	const uint8_t *src;   /* this attempt's source key, or NULL */
+	uint32_t mine;        /* live slots held by that source */
 };
 
 static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const void *val,
@@ -223,22 +226,26 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 	const uint8_t *k = key;
 	int64_t end = 0;
 
-	(void)val;
-	(void)vlen;
 	if (klen == 16)
 		for (int i = 0; i < 8; i++)
 			end = (end << 8) | k[i];
 	if (klen != 16 || end <= ss->now)
 		return AG_SCAN_DELETE;
+	if (ss->src != NULL && vlen == AG_SRC_KEY_LEN && memcmp(val, ss->src, vlen) == 0)
+		ss->mine++;
 	return ++ss->live >= ss->max ? AG_SCAN_STOP : AG_SCAN_NEXT;
 }
 
 /* Take one of tarpit_slots host-wide sleeping places until now + @ms.
  * A place frees itself when its time is up, so a killed sleeper never
- * leaks one. Returns 0, AG_EFULL-like 1 when none is free, or AG_E*. */
+ * leaks one. One source may hold at most a quarter of the places (at
+ * least one), so a single address cannot starve everyone else's tarpit.
+ * Returns 0, 1 when no place may be taken, or AG_E*. */
 static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 {
-	struct slot_scan ss = { op->now, 0, op->c->tarpit_slots };
+	struct slot_scan ss = { op->now, 0, op->c->tarpit_slots,
+				op->v.has_addr ? op->hkey : NULL, 0 };
+	uint32_t per_source = op->c->tarpit_slots / 4 > 0 ? op->c->tarpit_slots / 4 : 1;
 	uint8_t key[16];
 	int64_t end = op->now + ms;
 	uint32_t pid = (uint32_t)getpid(), seq = atomic_fetch_add(&slot_seq, 1);
@@ -248,12 +255,14 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 	int rc = ag_txn_scan(t, AG_DB_SLOT, NULL, 0, slot_visit, &ss);
 	if (rc != 0)
 		return rc;
-	if (ss.live >= ss.max)
+	if (ss.live >= ss.max || ss.mine >= per_source)
 		return 1;
 	for (int i = 0; i < 8; i++)
 		key[i] = (uint8_t)(end >> (56 - 8 * i));
 	memcpy(key + 8, &pid, 4);
 	memcpy(key + 12, &seq, 4);
+	if (op->v.has_addr)
+		return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), op->hkey, sizeof(op->hkey));
 	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), "", 0);
 }
 
@@ -366,16 +375,28 @@ fail:
 
 /* Run @fn in a write transaction; on a full map, drop dead records and
  * try once more. */
+static void maybe_maintain(struct op *op);
+static long maintain(const struct ag_conf *c, struct ag_store *s, int64_t now);
+
+/* Run @fn in a write transaction; on a full map, grow it (up to
+ * db_max_size) or make room, and try once more. */
 static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 {
 	int rc = fn(op, arg);
 
-	if (rc == AG_EFULL && ag_guard_gc(op->c, op->now) > 0)
-		rc = fn(op, arg);
+	if (rc == AG_EFULL) {
+		int grown = ag_store_grow(op->s, op->c->db_max_size);
+		if (grown == 0 || maintain(op->c, op->s, op->now) > 0)
+			rc = fn(op, arg);
+		else if (grown == AG_ENOMEM)
+			rc = AG_ENOMEM;
+	}
 	if (rc == 0 && op->damaged)
 		fault(op->c, op->sink, FAULT_DAMAGED, AG_ECORRUPT, "damaged record reset");
-	if (rc == 0)
+	if (rc == 0) {
 		ag_store_maybe_sync(op->s);
+		maybe_maintain(op);
+	}
 	return rc;
 }
 
@@ -416,7 +437,8 @@ enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *s
 	t.would = (uint8_t)vd.action;
 	t.would_reason = (uint8_t)vd.reason;
 	t.delay_ms = vd.delay_ms;
-	if (c->mode == AG_MODE_LOG_ONLY && !t.fault) {
+	if (c->mode == AG_MODE_LOG_ONLY) {
+		/* log-only never refuses, not even on a fault */
 		t.action = AG_ACT_ALLOW;
 		t.reason = vd.reason == AG_WHY_TRUSTED ? AG_WHY_TRUSTED : AG_WHY_NONE;
 	} else {
@@ -503,66 +525,150 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 	return rc;
 }
 
-/* ---- garbage collection ---------------------------------------------------- */
+/* ---- garbage collection and eviction -------------------------------------- */
+
+#define GC_BATCH_DELETES 1000
+#define GC_BATCH_VISITS 20000
 
 struct gc_ctx {
 	const struct ag_conf *c;
 	int64_t now;
 	enum ag_rec_kind kind;
-	long dropped;
+	bool evict;           /* also drop weak records (the map is nearly full) */
+	long dropped, batch_dropped, visited;
+	uint8_t resume[512];  /* where the next batch starts */
+	size_t resume_len;
+	bool more;
 };
 
-static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const void *val,
-				size_t vlen)
+static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 {
-	struct gc_ctx *g = ctxp;
 	union {
 		struct ag_src_rec s;
 		struct ag_user_rec u;
 		struct ag_pair_rec p;
 	} r;
-	bool dead = true;
 
-	(void)key;
-	(void)klen;
-	if (ag_rec_decode(g->kind, val, vlen, &r) == 0) {
-		if (g->kind == AG_REC_SRC)
-			dead = r.s.ban_by_admin == 0 || r.s.ban_until <= g->now ?
-				       ag_src_dead(g->c, &r.s, g->now) : false;
-		else if (g->kind == AG_REC_USER)
-			dead = ag_user_dead(g->c, &r.u, g->now);
-		else
-			dead = ag_pair_dead(g->c, &r.p, g->now);
+	if (ag_rec_decode(g->kind, val, vlen, &r) != 0)
+		return true;
+	switch (g->kind) {
+	case AG_REC_SRC:
+		if (r.s.ban_by_admin != 0 && r.s.ban_until > g->now)
+			return false;
+		return ag_src_dead(g->c, &r.s, g->now) || (g->evict && ag_src_weak(g->c, &r.s, g->now));
+	case AG_REC_USER:
+		return ag_user_dead(g->c, &r.u, g->now) || (g->evict && ag_user_weak(g->c, &r.u, g->now));
+	case AG_REC_PAIR:
+		return ag_pair_dead(g->c, &r.p, g->now) || (g->evict && ag_pair_weak(g->c, &r.p, g->now));
+	case AG_REC_STATS:
+		break;
 	}
-	if (!dead)
+	return false;
+}
+
+static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const void *val,
+				size_t vlen)
+{
+	struct gc_ctx *g = ctxp;
+
+	if (g->batch_dropped >= GC_BATCH_DELETES || ++g->visited > GC_BATCH_VISITS) {
+		/* this batch is done: the next one starts at this key */
+		g->resume_len = klen < sizeof(g->resume) ? klen : sizeof(g->resume);
+		memcpy(g->resume, key, g->resume_len);
+		g->more = true;
+		return AG_SCAN_STOP;
+	}
+	if (!rec_droppable(g, val, vlen))
 		return AG_SCAN_NEXT;
-	g->dropped++;
+	g->batch_dropped++;
 	return AG_SCAN_DELETE;
+}
+
+/* One pass over the record databases in short transactions (the writer
+ * lock is held for one batch at a time, not for the whole store). */
+static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now, bool evict)
+{
+	static const struct { enum ag_db db; enum ag_rec_kind kind; } dbs[] = {
+		{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
+	};
+	struct gc_ctx g = { .c = c, .now = now, .evict = evict };
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(dbs); i++) {
+		g.kind = dbs[i].kind;
+		g.resume_len = 0;
+		do {
+			struct ag_txn *t;
+			int rc = ag_txn_begin(s, true, &t);
+			if (rc != 0)
+				return rc;
+			g.more = false;
+			g.batch_dropped = g.visited = 0;
+			rc = ag_txn_scan_from(t, dbs[i].db, g.resume, g.resume_len, gc_visit, &g);
+			if (rc == 0)
+				rc = ag_txn_commit(t);
+			else
+				ag_txn_abort(t);
+			if (rc != 0)
+				return rc;
+			g.dropped += g.batch_dropped;
+		} while (g.more);
+	}
+	return g.dropped;
 }
 
 long ag_guard_gc(const struct ag_conf *c, int64_t now)
 {
-	static const struct { enum ag_db db; enum ag_rec_kind kind; } dbs[] = {
-		{ AG_DB_SRC, AG_REC_SRC }, { AG_DB_USER, AG_REC_USER }, { AG_DB_PAIR, AG_REC_PAIR },
-	};
-	struct gc_ctx g = { c, now, AG_REC_SRC, 0 };
 	struct ag_store *s;
-	struct ag_txn *t;
 	int rc = ag_store_get(c->db_dir, &s);
 
-	if (rc != 0)
-		return rc;
-	rc = ag_txn_begin(s, true, &t);
-	if (rc != 0)
-		return rc;
-	for (size_t i = 0; i < AG_ARRAY_LEN(dbs) && rc == 0; i++) {
-		g.kind = dbs[i].kind;
-		rc = ag_txn_scan(t, dbs[i].db, NULL, 0, gc_visit, &g);
+	return rc != 0 ? rc : gc_pass(c, s, now, false);
+}
+
+/* Make room: drop dead records; if the store is still over 3/4 full at
+ * db_max_size, drop weak ones too (see ag_src_weak()). */
+static long maintain(const struct ag_conf *c, struct ag_store *s, int64_t now)
+{
+	uint64_t used, map;
+	long n = gc_pass(c, s, now, false);
+
+	if (n < 0)
+		return n;
+	if (ag_store_usage(s, &used, &map) == 0 && used * 4 > (uint64_t)c->db_max_size * 3) {
+		long m = gc_pass(c, s, now, true);
+		if (m < 0)
+			return m;
+		n += m;
 	}
-	if (rc != 0) {
-		ag_txn_abort(t);
-		return rc;
-	}
-	rc = ag_txn_commit(t);
-	return rc != 0 ? rc : g.dropped;
+	return n;
+}
+
+static _Atomic int64_t last_maintain_ms;
+
+/* Every 64 writes a process looks at how full the store is (a short read
+ * transaction; memory reads, no system call). Past 3/4 of the map, or of
+ * db_max_size if that is smaller, it grows the map; once at db_max_size
+ * it makes room (at most once a second per process) before writes fail. */
+static _Atomic uint32_t writes_since_look;
+
+static void maybe_maintain(struct op *op)
+{
+	uint64_t used, map;
+
+	if (atomic_fetch_add(&writes_since_look, 1) % 64 != 0)
+		return;
+	if (ag_store_usage(op->s, &used, &map) != 0)
+		return;
+	uint64_t max = (uint64_t)op->c->db_max_size, limit = map < max ? map : max;
+	if (used * 4 <= limit * 3)
+		return;
+	if (map < max && ag_store_grow(op->s, op->c->db_max_size) == 0)
+		return;
+	int64_t now = ag_now_ms(), last = last_maintain_ms;
+	if (now - last < 1000 && now >= last)
+		return;
+	if (!atomic_compare_exchange_strong(&last_maintain_ms, &last, now))
+		return;
+	long n = maintain(op->c, op->s, op->now);
+	if (n < 0)
+		fault(op->c, op->sink, FAULT_TXN, (int)n, "making room in the store");
 }

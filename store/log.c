@@ -162,6 +162,13 @@ void ag_log_format(const struct ag_logline *l, char *buf, size_t len)
 }
 
 static pthread_mutex_t file_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t file_once = PTHREAD_ONCE_INIT;
+
+/* A threaded host that forks while another thread writes a line must not
+ * leave the child with the mutex held. */
+static void file_lock(void) { pthread_mutex_lock(&file_mu); }
+static void file_unlock(void) { pthread_mutex_unlock(&file_mu); }
+static void file_atfork(void) { pthread_atfork(file_lock, file_unlock, file_unlock); }
 static struct {
 	pid_t pid;
 	int fd;
@@ -206,6 +213,7 @@ int ag_log_file_write(const char *path, const char *line)
 		n = AG_LOG_LINE_MAX;
 	memcpy(buf, line, n);
 	buf[n++] = '\n';
+	pthread_once(&file_once, file_atfork);
 	pthread_mutex_lock(&file_mu);
 	int fd = log_fd(path);
 	if (fd < 0 || write(fd, buf, n) != (ssize_t)n)

@@ -326,3 +326,19 @@ bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t 
 			return false;
 	return true;
 }
+
+bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
+{
+	return r->ban_until <= now && count(ag_score_at(&r->fails, now, c->decay_half_life)) <= 1 &&
+	       count(ag_score_at(&r->spray, now, c->decay_half_life)) <= 1;
+}
+
+bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)
+{
+	return r->lock_until <= now && count(ag_score_at(&r->fails, now, c->decay_half_life)) <= 1;
+}
+
+bool ag_pair_weak(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now)
+{
+	return r->familiar_until <= now && count(ag_score_at(&r->fails, now, c->decay_half_life)) <= 1;
+}

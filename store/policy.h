@@ -93,4 +93,13 @@ AG_API bool ag_pair_familiar(const struct ag_view *v, int64_t now);
 AG_API bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
 AG_API bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
 AG_API bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);
+
+/* Weak records: what may go when the store is at db_max_size and still
+ * 3/4 full after dead records are dropped. A source with at most one
+ * recent failure and no ban, a user with at most one and no lock, a pair
+ * that is not familiar with at most one. A flood of one-shot addresses is
+ * made of exactly these; its network prefixes (not weak) keep counting. */
+AG_API bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
+AG_API bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
+AG_API bool ag_pair_weak(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);
 #endif

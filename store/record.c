@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hash.h"
@@ -102,6 +103,38 @@ size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
 	memcpy(key + 185, &h1, 8);
 	memcpy(key + 193, &h2, 8);
 	return AG_USER_KEY_MAX;
+}
+
+int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
+		  uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r)
+{
+	char small[256], *buf = small;
+	const char *name = user;
+	size_t n = len;
+
+	if (fold) {
+		size_t a = 0, b = len;
+		while (a < b && (user[a] == ' ' || user[a] == '\t'))
+			a++;
+		while (b > a && (user[b - 1] == ' ' || user[b - 1] == '\t'))
+			b--;
+		if (b > a) {
+			n = b - a;
+			if (n > sizeof(small) && (buf = malloc(n)) == NULL)
+				return AG_ENOMEM;
+			for (size_t i = 0; i < n; i++) {
+				char ch = user[a + i];
+				buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+			}
+			name = buf;
+		}
+	}
+	*klen_r = ag_user_key(secret, name, n, key);
+	/* never 0: 0 marks an empty slot in a source's recent-users ring */
+	*hash_r = (uint32_t)ag_siphash(secret, name, n) | 1u;
+	if (buf != small)
+		free(buf);
+	return 0;
 }
 
 size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],

@@ -95,6 +95,14 @@ AG_API int ag_src_key_decode(const uint8_t *key, size_t len, struct ag_addr *a_r
  * forms cannot collide). Returns the key length. */
 AG_API size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
 			  uint8_t key[AG_USER_KEY_MAX]);
+/* The canonical form of a user name, as every rule sees it: with @fold,
+ * surrounding blanks are dropped and ASCII letters lowered (directories
+ * such as LDAP match names that way, so "Alice " must count as "alice");
+ * a name that folds to nothing is kept as it is. Gives the store key and
+ * a non-zero keyed 32-bit hash. Returns 0 or AG_ENOMEM. */
+AG_API int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
+			 uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r);
+
 /* Pair key: 2-byte user key length, user key, source key. */
 AG_API size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
 			  uint8_t key[AG_PAIR_KEY_MAX]);

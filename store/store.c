@@ -16,14 +16,17 @@
 #include "record.h"
 #include "store.h"
 
-/* Address space reserved for the map. The file itself grows only as pages
- * are used (about 130 bytes per record); see README "Store size". */
-#define AG_MAP_SIZE ((size_t)4 << 30)
+/* The map starts small and grows (doubling) up to db_max_size: address
+ * space is limited inside some hosts (Dovecot's vsz_limit is 256M by
+ * default). A store file larger than this is mapped at its own size. */
+#define AG_MAP_INITIAL ((size_t)8 << 20)
 #define AG_MAX_READERS 1022
 
 struct ag_store {
 	struct ag_store *next; /* the process's cache: one handle per db_dir */
 	char path[1024];
+	dev_t dev;             /* the directory's identity: two spellings of one */
+	ino_t ino;             /* directory must never open LMDB twice */
 	MDB_env *env;
 	MDB_dbi dbi[AG_DB_COUNT];
 	uint8_t secret[AG_SECRET_LEN];
@@ -186,7 +189,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	if (rc == 0)
 		rc = map_rc(mdb_env_set_maxdbs(s->env, AG_DB_COUNT + 2));
 	if (rc == 0)
-		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_SIZE));
+		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_INITIAL));
 	if (rc == 0)
 		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
 	if (rc == 0)
@@ -195,7 +198,12 @@ static int open_store(const char *dir, struct ag_store **s_r)
 		(void)mdb_reader_check(s->env, &dead);
 		rc = init_dbs(s);
 	}
+	struct stat st;
+	if (rc == 0 && stat(dir, &st) != 0)
+		rc = AG_EIO;
 	if (rc == 0) {
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
 		(void)mdb_env_sync(s->env, 1);
 		s->last_sync = s->last_reader_check = ag_now_ms();
 		*s_r = s;
@@ -229,6 +237,14 @@ int ag_store_get(const char *dir, struct ag_store **s_r)
 	for (s = cache; s != NULL; s = s->next)
 		if (strcmp(s->path, dir) == 0)
 			break;
+	if (s == NULL) {
+		/* another spelling of a directory already open? */
+		struct stat st;
+		if (check_dir(dir) == 0 && stat(dir, &st) == 0)
+			for (s = cache; s != NULL; s = s->next)
+				if (s->dev == st.st_dev && s->ino == st.st_ino)
+					break;
+	}
 	if (s == NULL) {
 		rc = open_store(dir, &s);
 		if (rc == 0) {
@@ -267,6 +283,44 @@ static void adopt_map_size(struct ag_store *s)
 	pthread_rwlock_wrlock(&s->resize_lock);
 	(void)mdb_env_set_mapsize(s->env, 0);
 	pthread_rwlock_unlock(&s->resize_lock);
+}
+
+int ag_store_grow(struct ag_store *s, int64_t max_bytes)
+{
+	MDB_envinfo ei;
+	int rc = AG_EFULL;
+
+	pthread_rwlock_wrlock(&s->resize_lock);
+	if (mdb_env_info(s->env, &ei) == 0 && (int64_t)ei.me_mapsize < max_bytes) {
+		int64_t want = (int64_t)ei.me_mapsize * 2;
+		if (want > max_bytes)
+			want = max_bytes;
+		rc = map_rc(mdb_env_set_mapsize(s->env, (size_t)want));
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+	return rc;
+}
+
+int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
+{
+	MDB_envinfo ei;
+	MDB_stat st;
+	struct ag_txn *t;
+	uint64_t pages = 4; /* two meta pages, two roots */
+	int rc;
+
+	if (mdb_env_info(s->env, &ei) != 0)
+		return AG_ESTORE;
+	rc = ag_txn_begin(s, false, &t);
+	if (rc != 0)
+		return rc;
+	for (int i = 0; i < AG_DB_COUNT; i++)
+		if (mdb_stat(t->txn, s->dbi[i], &st) == 0)
+			pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+	ag_txn_abort(t);
+	*used_r = pages * st.ms_psize;
+	*map_r = ei.me_mapsize;
+	return 0;
 }
 
 int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r)
@@ -384,6 +438,31 @@ int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen
 			/* MDB_NEXT after a delete yields the entry that
 			 * followed the deleted one (LMDB keeps a C_DEL mark). */
 		}
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_rc(rc);
+}
+
+int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
+		     ag_scan_fn *fn, void *ctx)
+{
+	MDB_cursor *c;
+	MDB_val k = { slen, (void *)start }, v;
+	int rc;
+
+	if (db >= AG_DB_COUNT)
+		return AG_EINVAL;
+	rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
+	if (rc != 0)
+		return map_rc(rc);
+	rc = mdb_cursor_get(c, &k, &v, slen > 0 ? MDB_SET_RANGE : MDB_FIRST);
+	while (rc == 0) {
+		enum ag_scan_op op = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+		if (op == AG_SCAN_STOP)
+			break;
+		if (op == AG_SCAN_DELETE && (rc = mdb_cursor_del(c, 0)) != 0)
+			break;
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(c);

@@ -66,6 +66,23 @@ typedef enum ag_scan_op ag_scan_fn(void *ctx, const void *key, size_t klen, cons
 AG_API int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen,
 		       ag_scan_fn *fn, void *ctx);
 
+/* Visit every entry of @db from the first key >= @start (from the first
+ * key if @slen is 0), in key order, as ag_txn_scan() does. For work done
+ * in batches over several transactions. */
+AG_API int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
+			    ag_scan_fn *fn, void *ctx);
+
+/* Double the map, up to @max_bytes. Returns 0, or AG_EFULL when the map is
+ * already that large, or AG_ENOMEM when the address space is not there
+ * (raise the host's limit, e.g. Dovecot's vsz_limit). No transaction of
+ * this process may be open in the calling thread. */
+AG_API int ag_store_grow(struct ag_store *s, int64_t max_bytes);
+
+/* Bytes held by the databases (pages freed by deletes are reused, so this
+ * is what the data needs, not the file's high-water mark) and the current
+ * map size. Opens a short read transaction. */
+AG_API int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r);
+
 /* Flush to disk if the last flush by this process was over a second ago. */
 AG_API void ag_store_maybe_sync(struct ag_store *s);
 

@@ -26,10 +26,11 @@
 
 /* The keys of the public contract, in the order ag_conf_dump() prints them. */
 static const char *const all_keys[] = {
-	"db_dir", "mode", "fail_open", "log", "decay_half_life", "tarpit_free",
+	"db_dir", "db_max_size", "mode", "fail_open", "log", "decay_half_life", "tarpit_free",
 	"tarpit_base", "tarpit_max", "tarpit_slots", "ip_ban_after", "ip_ban_time",
 	"ip_ban_max", "net_ban_after", "ipv4_prefix", "ipv6_prefix", "spray_users",
-	"user_lock_after", "user_lock_time", "familiar_ttl", "trusted", "proxies", "deny",
+	"user_lock_after", "user_lock_time", "familiar_ttl", "user_fold", "trusted", "proxies",
+	"deny",
 };
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -302,6 +303,8 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->user_lock_after, 10);
 	assert_true(c->user_lock_time == 15 * MIN);
 	assert_true(c->familiar_ttl == 30 * DAY);
+	assert_true(c->db_max_size == 128LL << 20);
+	assert_int_equal(c->user_fold, 1);
 	assert_int_equal(c->trusted.n, 0);
 	assert_int_equal(c->proxies.n, 0);
 	assert_int_equal(c->deny.n, 0);
@@ -539,6 +542,19 @@ static const struct set_case set_cases[] = {
 	{ "familiar_ttl", "3650d", 0, "3650d" },
 	{ "familiar_ttl", "3651d", AG_ECONF, "30d" },
 	{ "familiar_ttl", "999ms", AG_ECONF, "30d" },
+	/* sizes */
+	{ "db_max_size", "8M", 0, "8M" },
+	{ "db_max_size", "1G", 0, "1G" },
+	{ "db_max_size", "9216k", 0, "9M" },
+	{ "db_max_size", "8389632", 0, "8193k" },
+	{ "db_max_size", "1T", 0, "1T" },
+	{ "db_max_size", "8191k", AG_ECONF, "128M" },
+	{ "db_max_size", "2T", AG_ECONF, "128M" },
+	{ "db_max_size", "64MB", AG_ECONF, "128M" },
+	{ "db_max_size", "-1M", AG_ECONF, "128M" },
+	{ "db_max_size", "99999999999999999999G", AG_ECONF, "128M" },
+	{ "user_fold", "no", 0, "no" },
+	{ "user_fold", "sometimes", AG_ECONF, "yes" },
 	/* counts with their ranges */
 	{ "ipv4_prefix", "7", AG_ECONF, "24" },
 	{ "ipv4_prefix", "8", 0, "8" },

@@ -9,7 +9,9 @@
 #include <cmocka.h>
 
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void test_module_loads_and_exports_only_pam_sm(void **state)
 {
@@ -32,10 +34,37 @@ static void test_module_loads_and_exports_only_pam_sm(void **state)
 	dlclose(h);
 }
 
+/* The whole dynamic symbol table: every defined function is pam_sm_*. */
+static void test_no_other_function_exported(void **state)
+{
+	const char *path = getenv("AG_TEST_MODULE");
+	char cmd[1200], line[512];
+	int functions = 0;
+
+	(void)state;
+	assert_non_null(path);
+	snprintf(cmd, sizeof(cmd), "nm -D --defined-only '%s'", path);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	while (fgets(line, sizeof(line), p) != NULL) {
+		char addr[64], type, name[400];
+		if (sscanf(line, "%63s %c %399s", addr, &type, name) != 3 || (type != 'T' && type != 'W'))
+			continue;
+		if (strcmp(name, "_init") == 0 || strcmp(name, "_fini") == 0)
+			continue;
+		if (strncmp(name, "pam_sm_", 7) != 0)
+			fail_msg("exported function %s", name);
+		functions++;
+	}
+	assert_int_equal(pclose(p), 0);
+	assert_int_equal(functions, 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_module_loads_and_exports_only_pam_sm),
+		cmocka_unit_test(test_no_other_function_exported),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

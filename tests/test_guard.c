@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include "guard.h"
@@ -327,6 +328,160 @@ static void test_gc_drops_dead_records(void **state)
 	assert_int_equal(info.entries[AG_DB_USER], 0);
 }
 
+/* A flood of one-shot addresses (distinct /64s, distinct user names) far
+ * beyond db_max_size does not stop the guard: dead and weak records make
+ * room, the store stays near its cap, and a brute force that starts after
+ * the flood is still counted and banned. */
+static void test_flood_beyond_db_max_size(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	uint64_t used, map;
+	char addr[64], user[32];
+
+	f->c.db_max_size = 8LL << 20;
+	f->c.log_kind = AG_LOG_NONE;
+	f->c.ip_ban_after = 5;
+	for (int i = 0; i < 40000; i++) {
+		snprintf(addr, sizeof(addr), "2001:db8:%x:%x::1", i >> 12, i & 0xfff);
+		snprintf(user, sizeof(user), "flood%d", i);
+		try(f, user, addr, false, NULL);
+	}
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_usage(s, &used, &map), 0);
+	assert_true(used <= (uint64_t)f->c.db_max_size);
+	assert_int_equal(f->nerr, 0); /* no fault was logged */
+	snprintf(f->log, sizeof(f->log), "%s/after.log", f->dir);
+	char v[400];
+	char err[256];
+	snprintf(v, sizeof(v), "file:%s", f->log);
+	assert_int_equal(ag_conf_set(&f->c, "log", v, err, sizeof(err)), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(try(f, "victim", "198.51.100.200", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "victim", "198.51.100.200", true, NULL), AG_REFUSE);
+	assert_int_equal(lines(f, "event=ban", "198.51.100.200"), 1);
+}
+
+/* User names are compared as directories compare them: "Alice ",
+ * "ALICE" and "alice" are one user (the log keeps what was typed);
+ * user_fold = no keeps them apart. */
+static void test_user_fold(void **state)
+{
+	struct fx *f = *state;
+	static const char *spellings[] = { "Alice", "ALICE", " alice", "alice\t", "aLiCe" };
+
+	f->c.user_lock_after = 5;
+	f->c.ip_ban_after = 0;
+	for (size_t i = 0; i < AG_ARRAY_LEN(spellings); i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "100.64.%zu.1", i);
+		assert_int_equal(try(f, spellings[i], addr, false, NULL), AG_PROCEED);
+	}
+	assert_int_equal(lines(f, "event=lock", "user=\"aLiCe\""), 1);
+	assert_int_equal(try(f, "alice", "100.65.0.1", true, NULL), AG_REFUSE);
+	f->c.user_fold = 0;
+	assert_int_equal(try(f, "Bob", "100.66.0.1", false, NULL), AG_PROCEED);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(try(f, "BOB", "100.66.1.1", false, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "bob", "100.66.2.1", true, NULL), AG_PROCEED);
+}
+
+/* One source may hold at most a quarter of the tarpit slots. */
+static void test_tarpit_slots_per_source(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sink s = { sink, f };
+	struct ag_ticket t;
+
+	f->c.tarpit_free = 1;
+	f->c.tarpit_slots = 4;
+	f->c.tarpit_base = f->c.tarpit_max = 20;
+	f->c.ip_ban_after = f->c.user_lock_after = 0;
+	try(f, "u1", "198.51.100.1", false, NULL);
+	try(f, "u2", "198.51.100.2", false, NULL);
+	struct ag_attempt a1 = att("u1", "198.51.100.1"), a2 = att("u2", "198.51.100.2");
+	assert_int_equal(ag_guard_check(&f->c, &s, &a1, &t), AG_PROCEED);
+	assert_int_equal(t.action, AG_ACT_TARPIT);
+	/* the same address again while its one slot is taken: refused */
+	assert_int_equal(ag_guard_check(&f->c, &s, &a1, &t), AG_REFUSE);
+	assert_int_equal(t.reason, AG_WHY_TARPIT_FULL);
+	/* another address still gets a slot */
+	assert_int_equal(ag_guard_check(&f->c, &s, &a2, &t), AG_PROCEED);
+	assert_int_equal(t.action, AG_ACT_TARPIT);
+}
+
+/* log-only never refuses, not even when the store fails and
+ * fail_open = no; the line says what would have happened. */
+static void test_log_only_fault_never_refuses(void **state)
+{
+	struct fx *f = *state;
+	char p[400];
+
+	snprintf(p, sizeof(p), "%s/afile", f->dir);
+	FILE *fp = fopen(p, "w");
+	fclose(fp);
+	snprintf(f->c.db_dir, sizeof(f->c.db_dir), "%s/afile/db", f->dir);
+	f->c.fail_open = 0;
+	f->c.mode = AG_MODE_LOG_ONLY;
+	assert_int_equal(try(f, "kim", "192.0.2.3", true, NULL), AG_PROCEED);
+	assert_int_equal(lines(f, "would=refuse", "reason=fault"), 1);
+}
+
+struct thr {
+	struct fx *f;
+	int id, ok;
+};
+
+static void *thr_run(void *p)
+{
+	struct thr *t = p;
+	struct ag_sink s = { sink, t->f };
+
+	for (int i = 0; i < 500; i++) {
+		char addr[32], user[32];
+		snprintf(addr, sizeof(addr), "10.%d.%d.1", t->id, i % 50);
+		snprintf(user, sizeof(user), "t%du%d", t->id, i % 7);
+		struct ag_attempt a = att(user, addr);
+		struct ag_ticket tk;
+		if (ag_guard_check(&t->f->c, &s, &a, &tk) == AG_PROCEED &&
+		    ag_guard_record(&t->f->c, &s, &a, i % 3 == 0, "pw", &tk) == 0)
+			t->ok++;
+	}
+	return NULL;
+}
+
+/* Threads of one process share the store handle; nothing is lost. */
+static void test_threads(void **state)
+{
+	struct fx *f = *state;
+	struct thr t[4];
+	pthread_t th[4];
+	struct ag_store *s;
+	struct ag_txn *txn;
+	const void *val;
+	size_t vlen;
+	struct ag_stats st;
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = f->c.user_lock_after = 0;
+	f->c.tarpit_base = 0;
+	f->c.log_kind = AG_LOG_NONE;
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct thr){ f, i, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, thr_run, &t[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(t[i].ok, 500);
+	}
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &txn), 0);
+	assert_int_equal(ag_txn_get(txn, AG_DB_META, "stats", 5, &val, &vlen), 0);
+	assert_int_equal(ag_rec_decode(AG_REC_STATS, val, vlen, &st), 0);
+	ag_txn_abort(txn);
+	assert_int_equal(st.attempts, 2000);
+	assert_int_equal(st.failures + st.successes, 2000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -339,6 +494,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_address_and_hostile_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_wrong_password_counts_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_drops_dead_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_only_fault_never_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -95,6 +95,29 @@ static void test_create_and_reopen(void **state)
 	assert_true(info.file_bytes > 0);
 }
 
+/* Two spellings of one directory share one handle: LMDB must never be
+ * opened twice in a process. */
+static void test_same_dir_other_spelling(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *a, *b, *c;
+	char slash[400], dotted[800], link[400];
+
+	assert_int_equal(ag_store_get(f->db, &a), 0);
+	snprintf(slash, sizeof(slash), "%s/", f->db);
+	snprintf(dotted, sizeof(dotted), "%s/./db", f->dir);
+	assert_int_equal(ag_store_get(slash, &b), 0);
+	assert_int_equal(ag_store_get(dotted, &c), 0);
+	assert_ptr_equal(a, b);
+	assert_ptr_equal(a, c);
+	/* a symlinked parent reaches the same directory too */
+	snprintf(link, sizeof(link), "%s/parent-link", f->dir);
+	assert_int_equal(symlink(f->dir, link), 0);
+	snprintf(dotted, sizeof(dotted), "%s/db", link);
+	assert_int_equal(ag_store_get(dotted, &c), 0);
+	assert_ptr_equal(a, c);
+}
+
 static void test_unsafe_dirs(void **state)
 {
 	struct fx *f = *state;
@@ -310,6 +333,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_and_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_same_dir_other_spelling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsafe_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),

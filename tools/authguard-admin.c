@@ -467,7 +467,7 @@ static void pair_row(void *vp, const uint8_t *k, size_t n, const struct ag_addr 
 static int show_user(struct ctx *x, struct ag_txn *t, const char *name)
 {
 	uint8_t k[AG_USER_KEY_MAX];
-	size_t n = ag_admin_user_key(x->s, name, k);
+	size_t n = ag_admin_user_key(x->s, &x->c, name, k);
 	struct ag_user_rec u;
 	struct pairs ps = { x, 0 };
 	char until[40], first[40], seen[40], esc[1024];
@@ -580,7 +580,7 @@ static int cmd_unlock(struct ctx *x, int argc, char **argv)
 	}
 	if ((rc = begin(x, true, &t)) != 0)
 		return rc;
-	size_t n = ag_admin_user_key(x->s, argv[0], k);
+	size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
 	rc = ag_admin_unlock(t, k, n, x->now);
 	ag_log_quote(esc, sizeof(esc), argv[0], strlen(argv[0]), 200);
 	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
@@ -658,7 +658,7 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 		rc = ag_admin_forget_addr(t, &a, &n);
 	} else {
 		uint8_t k[AG_USER_KEY_MAX];
-		size_t kl = ag_admin_user_key(x->s, argv[0], k);
+		size_t kl = ag_admin_user_key(x->s, &x->c, argv[0], k);
 		rc = ag_admin_forget_user(t, k, kl, &n);
 	}
 	if (rc == AG_ENOTFOUND) {

@@ -47,9 +47,11 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
 		fprintf(stderr, "cannot create %s: %s\n", dir, strerror(errno));
 		return -1;
 	}
+	/* The README's stack; pam_matrix reports an unknown user as
+	 * authinfo_unavail, so that counts as a failure here too. */
 	snprintf(stack, sizeof(stack),
 		 "auth     requisite      %1$s preauth conf=%3$s/authguard.conf\n"
-		 "auth     [success=1 default=ignore] %2$s passdb=%3$s/passdb\n"
+		 "auth     [success=1 auth_err=ignore user_unknown=ignore authinfo_unavail=ignore default=die] %2$s passdb=%3$s/passdb\n"
 		 "auth     [default=die]  %1$s authfail conf=%3$s/authguard.conf\n"
 		 "auth     sufficient     %1$s authsucc conf=%3$s/authguard.conf\n"
 		 "account  required       %1$s conf=%3$s/authguard.conf\n",
