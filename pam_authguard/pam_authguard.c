@@ -3,7 +3,7 @@
  * guard's decision out as a PAM return code.
  *
  *   auth     requisite      pam_authguard.so preauth
- *   auth     [success=1 default=ignore] pam_unix.so
+ *   auth     [success=1 auth_err=ignore user_unknown=ignore default=die] pam_unix.so
  *   auth     [default=die]  pam_authguard.so authfail
  *   auth     sufficient     pam_authguard.so authsucc
  *   account  required       pam_authguard.so
@@ -52,7 +52,7 @@ static void report_fn(void *ctx, const char *msg)
 	struct report_ctx *r = ctx;
 
 	if (!r->quiet)
-		pam_syslog(r->pamh, LOG_ERR, "config: %s (ignored, defaults kept)", msg);
+		pam_syslog(r->pamh, LOG_ERR, "config: %s (that setting was not applied)", msg);
 }
 
 /* Read the config: file (conf=PATH or the default), then key=value

@@ -340,8 +340,7 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 	ag_policy_check(op->c, &op->v, op->now, vd);
 	if (!write) {
 		ag_txn_abort(t);
-		bool changes = vd->action == AG_ACT_REFUSE || op->damaged ||
-			       (enforce && vd->action == AG_ACT_TARPIT);
+		bool changes = (enforce && vd->action != AG_ACT_ALLOW) || op->damaged;
 		return changes ? AG_EAGAIN_WRITE : 0;
 	}
 	if (enforce && vd->action == AG_ACT_TARPIT) {
@@ -357,10 +356,13 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 			op->v.w_src = op->v.has_addr;
 		}
 	}
-	/* attempts that go on are counted when their result is recorded */
-	d.attempts = d.refused = vd->action == AG_ACT_REFUSE;
-	d.tarpitted = vd->action == AG_ACT_TARPIT;
-	d.delay_ms = vd->action == AG_ACT_TARPIT ? (uint64_t)vd->delay_ms : 0;
+	/* attempts that go on (all of them in log-only mode) are counted
+	 * when their result is recorded */
+	d.attempts = d.refused = enforce && vd->action == AG_ACT_REFUSE;
+	d.tarpitted = enforce && vd->action == AG_ACT_TARPIT;
+	d.delay_ms = d.tarpitted ? (uint64_t)vd->delay_ms : 0;
+	if (!enforce)
+		op->v.w_src = op->v.w_user = false; /* nothing was refused */
 	d.faults = op->damaged;
 	rc = op_save(op, t);
 	if (rc == 0)

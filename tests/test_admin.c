@@ -195,6 +195,7 @@ static void test_ban_and_export(void **state)
 	assert_int_equal(has(out, "add authguard6 2001:db8:bad::/48 -exist"), 1);
 	assert_int_equal(run("export", "nft", "--name", "mail_guard", NULL), 0);
 	assert_int_equal(has(out, "add element inet mail_guard mail_guard4 { 198.51.100.0/24 }"), 1);
+	assert_int_equal(has(out, "add rule inet mail_guard input ip saddr @mail_guard4 drop"), 1);
 	snprintf(nft, sizeof(nft), "nft -c -f '%s' >/dev/null 2>&1", out);
 	if (access("/usr/sbin/nft", X_OK) == 0) {
 		unsetenv("LD_PRELOAD");
@@ -227,7 +228,7 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(run("forget", "203.0.113.40", NULL), 0);
 	assert_int_equal(run("show", "203.0.113.40", NULL), 0);
 	assert_int_equal(has(out, "not tracked"), 1);
-	assert_int_equal(run("forget", "alice", NULL), 0);
+	assert_int_equal(run("forget", "--user", "alice", NULL), 0);
 	assert_int_equal(run("show", "alice", NULL), 2);
 	assert_int_equal(run("forget", "alice", NULL), 2);
 	assert_int_equal(run("gc", NULL), 0);
@@ -261,8 +262,24 @@ static void test_config_commands(void **state)
 
 static void test_bad_arguments(void **state)
 {
+	const char *argv[] = { admin, "-c", "/tmp/authguard-no-such.conf", "status", NULL };
 	(void)state;
 	use_conf("");
+	/* a config named with -c that cannot be read stops every command */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		unsetenv("LD_PRELOAD");
+		execv(admin, (char *const *)argv);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 4);
 	assert_int_equal(run(NULL), 1);
 	assert_int_equal(run("frobnicate", NULL), 1);
 	assert_int_equal(has(err, "unknown command 'frobnicate'"), 1);
@@ -275,8 +292,11 @@ static void test_bad_arguments(void **state)
 	assert_int_equal(run("allow", "add", NULL), 1);
 	assert_int_equal(run("export", "pf", NULL), 1);
 	assert_int_equal(run("-d", "relative/db", "status", NULL), 1);
-	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "status", NULL), 3);
-	assert_int_equal(has(err, "cannot open the store"), 1);
+	/* the tool never creates a store (the service's module does) */
+	assert_int_equal(run("-d", "/tmp/authguard-no-such-store", "status", NULL), 3);
+	assert_int_equal(has(err, "no store at /tmp/authguard-no-such-store"), 1);
+	assert_int_equal(access("/tmp/authguard-no-such-store", F_OK), -1);
+	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "ban", "192.0.2.1", NULL), 3);
 }
 
 static void write_passdb(void)

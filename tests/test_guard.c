@@ -253,6 +253,20 @@ static void test_log_only(void **state)
 	assert_int_equal(lines(f, "action=refuse", "result="), 0);
 	assert_int_equal(lines(f, "action=tarpit", "result="), 0);
 	assert_int_equal(lines(f, "event=ban", "mode=log-only"), 1);
+	/* each attempt counted once; nothing counted as refused or tarpitted */
+	struct ag_store *s;
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+	struct ag_stats st;
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_txn_get(t, AG_DB_META, "stats", 5, &val, &vlen), 0);
+	assert_int_equal(ag_rec_decode(AG_REC_STATS, val, vlen, &st), 0);
+	ag_txn_abort(t);
+	assert_int_equal(st.attempts, 9);
+	assert_int_equal(st.refused, 0);
+	assert_int_equal(st.tarpitted, 0);
 }
 
 static void test_no_address_and_hostile_input(void **state)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -125,6 +126,16 @@ static int parse_for(const char *arg, int64_t *ms)
 
 static int open_store(struct ctx *x)
 {
+	struct stat st;
+
+	/* The module creates the store (with the service's owner); the
+	 * admin tool never does, so a typo cannot leave a directory the
+	 * service cannot open. */
+	if (x->s == NULL && stat(x->c.db_dir, &st) != 0) {
+		fprintf(stderr, "authguard-admin: no store at %s (%s); the module creates it on first use\n",
+			x->c.db_dir, strerror(errno));
+		return EX_STORE;
+	}
 	int rc = ag_store_get(x->c.db_dir, &x->s);
 
 	return rc != 0 ? die_store(x, rc, "cannot open the store") : 0;
@@ -648,13 +659,18 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 	long n = 0;
 	int rc;
 
-	if (argc != 1) {
-		fprintf(stderr, "usage: authguard-admin forget ADDRESS|USER\n");
+	bool as_user = argc == 2 && strcmp(argv[0], "--user") == 0;
+	if (argc != 1 && !as_user) {
+		fprintf(stderr, "usage: authguard-admin forget ADDRESS|USER\n"
+				"       authguard-admin forget --user NAME\n");
 		return EX_USAGE;
 	}
+	if (as_user)
+		argv++;
 	if ((rc = begin(x, true, &t)) != 0)
 		return rc;
-	if (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0) {
+	if (!as_user &&
+	    (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0)) {
 		rc = ag_admin_forget_addr(t, &a, &n);
 	} else {
 		uint8_t k[AG_USER_KEY_MAX];
@@ -817,13 +833,22 @@ static int cmd_export(struct ctx *x, int argc, char **argv)
 	struct ag_txn *t;
 	int rc;
 
-	if (argc == 3 && strcmp(argv[1], "--name") == 0) {
-		name = argv[2];
-		argc = 1;
+	bool sets_only = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+			name = argv[++i];
+		} else if (strcmp(argv[i], "--sets-only") == 0) {
+			sets_only = true;
+		} else {
+			argc = 0;
+			break;
+		}
 	}
+	if (argc > 1)
+		argc = 1;
 	if (argc != 1 || (strcmp(argv[0], "nft") != 0 && strcmp(argv[0], "ipset") != 0 &&
 			  strcmp(argv[0], "plain") != 0)) {
-		fprintf(stderr, "usage: authguard-admin export nft|ipset|plain [--name NAME]\n");
+		fprintf(stderr, "usage: authguard-admin export nft|ipset|plain [--name NAME] [--sets-only]\n");
 		return EX_USAGE;
 	}
 	if (!good_name(name)) {
@@ -846,12 +871,21 @@ static int cmd_export(struct ctx *x, int argc, char **argv)
 		print_set(&b.v6, "\n");
 		printf(b.v6.n ? "\n" : "");
 	} else if (strcmp(argv[0], "nft") == 0) {
+		/* Self-contained and idempotent: loading it again (from cron,
+		 * or after "flush ruleset" at boot) leaves exactly one copy of
+		 * the chain's two rules and the current elements. */
 		printf("# authguard: active bans and denies; load with nft -f\n"
 		       "table inet %1$s {\n"
 		       "\tset %1$s4 { type ipv4_addr; flags interval; auto-merge; }\n"
-		       "\tset %1$s6 { type ipv6_addr; flags interval; auto-merge; }\n"
-		       "}\n"
-		       "flush set inet %1$s %1$s4\n"
+		       "\tset %1$s6 { type ipv6_addr; flags interval; auto-merge; }\n", name);
+		if (!sets_only)
+			printf("\tchain input { type filter hook input priority filter - 10; policy accept; }\n");
+		printf("}\n");
+		if (!sets_only)
+			printf("flush chain inet %1$s input\n"
+			       "add rule inet %1$s input ip saddr @%1$s4 drop\n"
+			       "add rule inet %1$s input ip6 saddr @%1$s6 drop\n", name);
+		printf("flush set inet %1$s %1$s4\n"
 		       "flush set inet %1$s %1$s6\n", name);
 		if (b.v4.n) {
 			printf("add element inet %1$s %1$s4 { ", name);
@@ -1092,9 +1126,9 @@ static void usage(FILE *f)
 		"  unban ADDRESS|PREFIX\n"
 		"  unlock USER\n"
 		"  ban ADDRESS|PREFIX [--for DURATION]\n"
-		"  forget ADDRESS|USER\n"
+		"  forget ADDRESS|USER                    (forget --user NAME likewise)\n"
 		"  allow|proxy|deny add CIDR [--for DURATION] | del CIDR | list [--json]\n"
-		"  export nft|ipset|plain [--name NAME]\n"
+		"  export nft|ipset|plain [--name NAME] [--sets-only]\n"
 		"  stats [--prometheus]\n"
 		"  gc\n"
 		"  check-config\n"
@@ -1158,6 +1192,12 @@ int main(int argc, char **argv)
 		int rc = ag_conf_load(&x.c, path, report_stderr, &x);
 		if (rc < 0 && x.conf_errors == 0)
 			x.conf_errors = 1;
+		/* a config named with -c that cannot be read would send every
+		 * command to the default store: stop */
+		if (rc < 0 && conf != NULL) {
+			ag_conf_free(&x.c);
+			return EX_CONFIG;
+		}
 	}
 	if (db != NULL) {
 		char err[256];
