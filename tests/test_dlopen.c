@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +35,13 @@ static void test_module_loads_and_exports_only_pam_sm(void **state)
 	dlclose(h);
 }
 
-/* The whole dynamic symbol table: every defined function is pam_sm_*. */
-static void test_no_other_function_exported(void **state)
+/* Count the defined functions in @path's dynamic symbol table; fail on
+ * any not starting with one of @allowed. */
+static int exported_functions(const char *path, const char *const *allowed)
 {
-	const char *path = getenv("AG_TEST_MODULE");
 	char cmd[1200], line[512];
 	int functions = 0;
 
-	(void)state;
 	assert_non_null(path);
 	snprintf(cmd, sizeof(cmd), "nm -D --defined-only '%s'", path);
 	FILE *p = popen(cmd, "r");
@@ -52,12 +52,41 @@ static void test_no_other_function_exported(void **state)
 			continue;
 		if (strcmp(name, "_init") == 0 || strcmp(name, "_fini") == 0)
 			continue;
-		if (strncmp(name, "pam_sm_", 7) != 0)
-			fail_msg("exported function %s", name);
+		bool ok = false;
+		for (const char *const *a = allowed; *a != NULL; a++)
+			ok = ok || strncmp(name, *a, strlen(*a)) == 0;
+		if (!ok)
+			fail_msg("%s exports %s", path, name);
 		functions++;
 	}
 	assert_int_equal(pclose(p), 0);
-	assert_int_equal(functions, 3);
+	return functions;
+}
+
+/* The whole dynamic symbol table: every defined function is pam_sm_*. */
+static void test_no_other_function_exported(void **state)
+{
+	static const char *const pam[] = { "pam_sm_", NULL };
+	(void)state;
+	assert_int_equal(exported_functions(getenv("AG_TEST_MODULE"), pam), 3);
+}
+
+/* The SASL plugin loads and exports its two entry points only. */
+static void test_sasl_plugin_exports(void **state)
+{
+	static const char *const sasl[] = { "sasl_server_plug_init", "sasl_canonuser_init", NULL };
+	const char *path = getenv("AG_TEST_SASL_PLUGIN");
+
+	(void)state;
+	assert_non_null(path);
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL)
+		fail_msg("dlopen(%s): %s", path, dlerror());
+	assert_non_null(dlsym(h, "sasl_server_plug_init"));
+	assert_non_null(dlsym(h, "sasl_canonuser_init"));
+	assert_null(dlsym(h, "ag_guard_check"));
+	dlclose(h);
+	assert_int_equal(exported_functions(path, sasl), 2);
 }
 
 int main(void)
@@ -65,6 +94,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_module_loads_and_exports_only_pam_sm),
 		cmocka_unit_test(test_no_other_function_exported),
+		cmocka_unit_test(test_sasl_plugin_exports),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

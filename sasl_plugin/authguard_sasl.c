@@ -1,0 +1,605 @@
+/*
+ * authguard_sasl.c - Cyrus SASL glue: guards password authentication done
+ * through libsasl2 (Postfix SMTP AUTH, Cyrus imapd, ...).
+ *
+ * Only a server mechanism sees the outcome of an authentication, so this
+ * plugin *wraps* the stock mechanisms: installed alone in a private plugin
+ * directory (selected with SASL_PATH), it loads the system's PLAIN, LOGIN,
+ * CRAM-MD5, DIGEST-MD5 and SCRAM plugins itself and offers them under
+ * their own names, with the guard around each authentication:
+ *
+ *   - once per authentication, before the step that carries the
+ *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
+ *     for PLAIN and LOGIN the user name is read from the client's data,
+ *     for the others only source rules apply there, and the user's lock
+ *     is applied right after the step (a locked user's correct password
+ *     from an unfamiliar source is refused like a wrong one);
+ *   - after the final step, ag_guard_record() with the outcome; a step
+ *     that succeeds but whose authorization (proxy policy) fails counts
+ *     as a failure.
+ *
+ * The password check itself stays libsasl2's (pwcheck_method).
+ *
+ * A canonuser plugin ("authguard", selected with canon_user_plugin)
+ * covers sasl_checkpass() (IMAP LOGIN and POP3 PASS in Cyrus imapd), which
+ * never reaches a mechanism: there it refuses banned and locked sources
+ * and tarpits before the check; the outcome is not reported by libsasl2.
+ */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sasl/sasl.h>
+#include <sasl/saslplug.h>
+
+#include "conf.h"
+#include "guard.h"
+
+#define AGS_EXPORT __attribute__((visibility("default")))
+
+#ifndef AG_SASL_SYSTEM_DIR
+#define AG_SASL_SYSTEM_DIR "/usr/lib/sasl2"
+#endif
+
+enum mech_kind { MK_PLAIN, MK_LOGIN, MK_OTHER };
+
+/* One wrapped mechanism: our glob_context. */
+struct wglob {
+	const sasl_server_plug_t *inner;
+	enum mech_kind kind;
+};
+
+/* One authentication: our conn_context. */
+struct wctx {
+	const struct wglob *g;
+	void *inner;
+	int data_steps;       /* client messages seen */
+	bool checked, user_checked, recorded;
+	struct ag_ticket ticket;
+	char *user;           /* as the client sent it (PLAIN authcid, LOGIN name) */
+	char *pass;           /* PLAIN/LOGIN: kept until recorded, then wiped */
+	size_t pass_len;
+};
+
+static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
+static sasl_server_plug_t *plugs;
+static struct wglob *globs;
+static int nplugs;
+
+/* Set while a wrapped step runs in this thread, so the canonuser plugin
+ * (called by the mechanism) does not check the same attempt twice. */
+static __thread int in_wrapped_step;
+
+/* ---- the guard's side --------------------------------------------------- */
+
+static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
+{
+	const sasl_utils_t *u = ctx;
+	int level = lvl == AG_LVL_ERR ? SASL_LOG_ERR : lvl == AG_LVL_WARN ? SASL_LOG_WARN : SASL_LOG_NOTE;
+
+	if (u != NULL && u->log != NULL)
+		u->log(u->conn, level, "%s", msg);
+}
+
+static void report_fn(void *ctx, const char *msg)
+{
+	sink_fn(ctx, AG_LVL_ERR, msg);
+}
+
+/* The authguard config: the file named by the SASL option authguard_conf
+ * (in the application's SASL config, e.g. Postfix's smtpd.conf), else the
+ * default. Read for each authentication, like the PAM module does. */
+static void load_conf(const sasl_utils_t *u, struct ag_conf *c)
+{
+	const char *path = NULL;
+	unsigned len = 0;
+
+	ag_conf_init(c);
+	if (u->getopt == NULL ||
+	    u->getopt(u->getopt_context, "authguard", "authguard_conf", &path, &len) != SASL_OK ||
+	    path == NULL || path[0] == '\0')
+		path = AG_DEFAULT_CONF;
+	if (strcmp(path, AG_DEFAULT_CONF) != 0 || access(path, F_OK) == 0)
+		(void)ag_conf_load(c, path, report_fn, (void *)u);
+}
+
+static void attempt_of(sasl_server_params_t *sp, const char *user, struct ag_attempt *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->service = sp->service;
+	if (user != NULL) {
+		a->user = user;
+		a->user_len = strlen(user);
+	}
+	if (sp->ipremoteport != NULL) {
+		a->rhost = sp->ipremoteport;
+		a->rhost_len = sp->ipremlen ? sp->ipremlen : strlen(sp->ipremoteport);
+	}
+}
+
+/* The one place core results become SASL codes: a refusal is
+ * SASL_BADAUTH, what a wrong password gives (a ban is no oracle). */
+static int sasl_code(enum ag_decision d)
+{
+	return d == AG_REFUSE ? SASL_BADAUTH : SASL_OK;
+}
+
+static enum ag_decision check(sasl_server_params_t *sp, const char *user, struct ag_ticket *t)
+{
+	struct ag_conf c;
+	struct ag_attempt a;
+	struct ag_sink s = { sink_fn, (void *)sp->utils };
+
+	load_conf(sp->utils, &c);
+	attempt_of(sp, user, &a);
+	enum ag_decision d = ag_guard_check(&c, &s, &a, t);
+	ag_conf_free(&c);
+	return d;
+}
+
+static void record(sasl_server_params_t *sp, struct wctx *w, const char *user, bool ok)
+{
+	struct ag_conf c;
+	struct ag_attempt a;
+	struct ag_sink s = { sink_fn, (void *)sp->utils };
+	char *pw = NULL;
+
+	if (w->recorded)
+		return;
+	w->recorded = true;
+	if (!ok && w->pass != NULL)
+		pw = w->pass; /* NUL-terminated copy */
+	load_conf(sp->utils, &c);
+	attempt_of(sp, user, &a);
+	(void)ag_guard_record(&c, &s, &a, ok, pw, w->checked ? &w->ticket : NULL);
+	ag_conf_free(&c);
+}
+
+static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char *out,
+		 unsigned out_max, unsigned *out_len);
+
+/* ---- reading the user from the client's data ---------------------------- */
+
+/* The user name as libsasl2 will canonicalize it (trimmed, qualified with
+ * the user realm), so check and record speak of one user. */
+static char *canon_dup(sasl_server_params_t *sp, const char *p, size_t n)
+{
+	char buf[1024];
+	unsigned out = 0;
+
+	if (n >= sizeof(buf) - 256 || canon(sp, p, (unsigned)n, buf, sizeof(buf), &out) != SASL_OK)
+		return NULL;
+	char *s = sp->utils->malloc(out + 1);
+	if (s != NULL) {
+		memcpy(s, buf, out);
+		s[out] = '\0';
+	}
+	return s;
+}
+
+static char *dup_n(const sasl_utils_t *u, const char *p, size_t n)
+{
+	char *s = u->malloc(n + 1);
+	if (s != NULL) {
+		memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
+}
+
+static void wipe_free(const sasl_utils_t *u, char **p, size_t n)
+{
+	if (*p == NULL)
+		return;
+	memset(*p, 0, n);
+	u->free(*p);
+	*p = NULL;
+}
+
+/* PLAIN: [authzid] NUL authcid NUL passwd */
+static void sniff_plain(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	const sasl_utils_t *u = sp->utils;
+	const char *nul1 = memchr(in, '\0', len);
+	if (nul1 == NULL)
+		return;
+	const char *authcid = nul1 + 1;
+	size_t rest = len - (size_t)(authcid - in);
+	const char *nul2 = memchr(authcid, '\0', rest);
+	if (nul2 == NULL)
+		return;
+	w->user = canon_dup(sp, authcid, (size_t)(nul2 - authcid));
+	w->pass_len = rest - (size_t)(nul2 - authcid) - 1;
+	w->pass = dup_n(u, nul2 + 1, w->pass_len);
+}
+
+/* ---- the wrapped mechanism ----------------------------------------------- */
+
+static int w_new(void *glob, sasl_server_params_t *sp, const char *challenge, unsigned challen,
+		 void **conn_context)
+{
+	struct wglob *g = glob;
+	struct wctx *w = sp->utils->malloc(sizeof(*w));
+	int rc;
+
+	if (w == NULL)
+		return SASL_NOMEM;
+	memset(w, 0, sizeof(*w));
+	w->g = g;
+	rc = g->inner->mech_new(g->inner->glob_context, sp, challenge, challen, &w->inner);
+	if (rc != SASL_OK) {
+		sp->utils->free(w);
+		return rc;
+	}
+	*conn_context = w;
+	return SASL_OK;
+}
+
+static bool is_auth_failure(int rc)
+{
+	switch (rc) {
+	case SASL_BADAUTH: case SASL_NOUSER: case SASL_NOAUTHZ: case SASL_NOVERIFY:
+	case SASL_EXPIRED: case SASL_DISABLED: case SASL_BADPROT: case SASL_WEAKPASS:
+		return true;
+	}
+	return false; /* back end down, out of memory...: not the client's doing */
+}
+
+/* libsasl2 checks authorization after the last step: predict it, so a
+ * success that will be turned down counts as a failure. */
+static bool authorized(sasl_server_params_t *sp, const sasl_out_params_t *op)
+{
+	if (op->user == NULL || op->authid == NULL || strcmp(op->user, op->authid) == 0)
+		return true;
+	sasl_callback_ft proc = NULL;
+	void *ctx = NULL;
+	if (sp->utils->getcallback == NULL ||
+	    sp->utils->getcallback(sp->utils->conn, SASL_CB_PROXY_POLICY, &proc, &ctx) != SASL_OK ||
+	    proc == NULL)
+		return false; /* libsasl2's default: authzid must equal authid */
+	/* the generic callback type is cast back through void (*)(void) */
+	sasl_authorize_t *auth = (sasl_authorize_t *)(void (*)(void))proc;
+	return auth(sp->utils->conn, ctx, op->user, op->ulen, op->authid, op->alen, sp->user_realm,
+		    sp->urlen, sp->propctx) == SASL_OK;
+}
+
+/* Does this client message carry the credential (so the check runs
+ * before it reaches the mechanism)? Reads the user for PLAIN/LOGIN. */
+static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	const sasl_utils_t *u = sp->utils;
+	if (in == NULL || len == 0)
+		return false;
+	w->data_steps++;
+	switch (w->g->kind) {
+	case MK_PLAIN:
+		if (w->user == NULL)
+			sniff_plain(w, sp, in, len);
+		return true;
+	case MK_LOGIN:
+		if (w->data_steps == 1) {
+			w->user = canon_dup(sp, in, len);
+			return false;
+		}
+		w->pass_len = len;
+		w->pass = dup_n(u, in, len);
+		return true;
+	case MK_OTHER:
+		return true;
+	}
+	return true;
+}
+
+static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, unsigned inlen,
+		  const char **out, unsigned *outlen, sasl_out_params_t *op)
+{
+	struct wctx *w = conn_context;
+	int rc;
+
+	if (credential_step(w, sp, in, inlen) && !w->checked) {
+		w->checked = true;
+		w->user_checked = w->user != NULL;
+		if (check(sp, w->user, &w->ticket) == AG_REFUSE) {
+			w->recorded = true; /* the refusal wrote its line */
+			wipe_free(sp->utils, &w->pass, w->pass_len);
+			sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
+			return sasl_code(AG_REFUSE);
+		}
+	}
+	in_wrapped_step++;
+	rc = w->g->inner->mech_step(w->inner, sp, in, inlen, out, outlen, op);
+	in_wrapped_step--;
+	const char *who = w->user != NULL ? w->user : op != NULL ? op->authid : NULL;
+	if (rc == SASL_OK) {
+		if (w->checked && !w->user_checked && who != NULL) {
+			/* first time the user is known: apply the user's rules */
+			struct ag_ticket t;
+			if (check(sp, who, &t) == AG_REFUSE) {
+				w->recorded = true;
+				sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
+				return sasl_code(AG_REFUSE);
+			}
+		}
+		record(sp, w, who, authorized(sp, op));
+	} else if (is_auth_failure(rc)) {
+		record(sp, w, who, false);
+	}
+	if (rc != SASL_CONTINUE)
+		wipe_free(sp->utils, &w->pass, w->pass_len);
+	return rc;
+}
+
+static void w_dispose(void *conn_context, const sasl_utils_t *u)
+{
+	struct wctx *w = conn_context;
+
+	if (w == NULL)
+		return;
+	if (w->inner != NULL && w->g->inner->mech_dispose != NULL)
+		w->g->inner->mech_dispose(w->inner, u);
+	wipe_free(u, &w->pass, w->pass_len);
+	if (w->user != NULL)
+		u->free(w->user);
+	u->free(w);
+}
+
+static void w_free(void *glob, const sasl_utils_t *u)
+{
+	struct wglob *g = glob;
+
+	if (g->inner->mech_free != NULL)
+		g->inner->mech_free(g->inner->glob_context, u);
+}
+
+static int w_setpass(void *glob, sasl_server_params_t *sp, const char *user, const char *pass,
+		     unsigned passlen, const char *oldpass, unsigned oldpasslen, unsigned flags)
+{
+	struct wglob *g = glob;
+	return g->inner->setpass(g->inner->glob_context, sp, user, pass, passlen, oldpass,
+				 oldpasslen, flags);
+}
+
+static int w_user_query(void *glob, sasl_server_params_t *sp, const char *user, int maxmech,
+			const char **mechlist)
+{
+	struct wglob *g = glob;
+	return g->inner->user_query(g->inner->glob_context, sp, user, maxmech, mechlist);
+}
+
+static int w_idle(void *glob, void *conn_context, sasl_server_params_t *sp)
+{
+	struct wglob *g = glob;
+	struct wctx *w = conn_context;
+	return g->inner->idle(g->inner->glob_context, w != NULL ? w->inner : NULL, sp);
+}
+
+static int w_avail(void *glob, sasl_server_params_t *sp, void **conn_context)
+{
+	struct wglob *g = glob;
+	void *inner = NULL;
+	int rc = g->inner->mech_avail(g->inner->glob_context, sp, &inner);
+
+	if (inner != NULL) {
+		/* the mechanism made its context here: wrap it */
+		struct wctx *w = sp->utils->malloc(sizeof(*w));
+		if (w == NULL) {
+			if (g->inner->mech_dispose != NULL)
+				g->inner->mech_dispose(inner, sp->utils);
+			return SASL_NOMEM;
+		}
+		memset(w, 0, sizeof(*w));
+		w->g = g;
+		w->inner = inner;
+		*conn_context = w;
+	}
+	return rc;
+}
+
+/* ---- loading the stock mechanisms ---------------------------------------- */
+
+static enum mech_kind kind_of(const char *name)
+{
+	if (strcmp(name, "PLAIN") == 0)
+		return MK_PLAIN;
+	if (strcmp(name, "LOGIN") == 0)
+		return MK_LOGIN;
+	return MK_OTHER;
+}
+
+/* Append the mechanisms of one stock plugin library. */
+static void load_one(const sasl_utils_t *u, const char *dir, const char *file, int max_version)
+{
+	char path[1024];
+	void *h;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		u->log(NULL, SASL_LOG_DEBUG, "authguard: no %s (%s)", path, dlerror());
+		return;
+	}
+	sasl_server_plug_init_t *init = (sasl_server_plug_init_t *)dlsym(h, "sasl_server_plug_init");
+	sasl_server_plug_t *list = NULL;
+	int version = 0, count = 0;
+	if (init == NULL || init(u, max_version, &version, &list, &count) != SASL_OK || count <= 0 ||
+	    version < SASL_SERVER_PLUG_VERSION) {
+		u->log(NULL, SASL_LOG_ERR, "authguard: cannot use the mechanisms of %s", path);
+		return; /* the library stays loaded: its code may be referenced */
+	}
+	sasl_server_plug_t *np = realloc(plugs, (size_t)(nplugs + count) * sizeof(*np));
+	if (np == NULL)
+		return;
+	plugs = np;
+	struct wglob *ng = realloc(globs, (size_t)(nplugs + count) * sizeof(*ng));
+	if (ng == NULL)
+		return;
+	globs = ng;
+	for (int i = 0; i < count; i++) {
+		/* the glob pointers are fixed up once every library is in */
+		globs[nplugs] = (struct wglob){ &list[i], kind_of(list[i].mech_name) };
+		sasl_server_plug_t *p = &plugs[nplugs];
+		*p = list[i];
+		p->mech_new = w_new;
+		p->mech_step = w_step;
+		p->mech_dispose = w_dispose;
+		p->mech_free = w_free;
+		p->setpass = list[i].setpass != NULL ? w_setpass : NULL;
+		p->user_query = list[i].user_query != NULL ? w_user_query : NULL;
+		p->idle = list[i].idle != NULL ? w_idle : NULL;
+		p->mech_avail = list[i].mech_avail != NULL ? w_avail : NULL;
+		nplugs++;
+	}
+}
+
+AGS_EXPORT int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_version,
+				     sasl_server_plug_t **pluglist, int *plugcount);
+
+int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_version,
+			  sasl_server_plug_t **pluglist, int *plugcount)
+{
+	static const char *const files[] = {
+		"libplain.so.2", "liblogin.so.2", "libcrammd5.so.2", "libdigestmd5.so.2", "libscram.so.2",
+	};
+	const char *dir = NULL, *want = NULL;
+	unsigned len = 0;
+
+	if (max_version < SASL_SERVER_PLUG_VERSION)
+		return SASL_BADVERS;
+	if (utils->getopt == NULL ||
+	    utils->getopt(utils->getopt_context, "authguard", "authguard_mech_dir", &dir, &len) != SASL_OK ||
+	    dir == NULL || dir[0] == '\0')
+		dir = AG_SASL_SYSTEM_DIR;
+	if (utils->getopt != NULL)
+		(void)utils->getopt(utils->getopt_context, "authguard", "authguard_mechs", &want, &len);
+	pthread_mutex_lock(&init_mu);
+	/* each sasl_server_init() builds the list anew */
+	free(plugs);
+	free(globs);
+	plugs = NULL;
+	globs = NULL;
+	nplugs = 0;
+	for (size_t i = 0; i < AG_ARRAY_LEN(files); i++)
+		load_one(utils, dir, files[i], max_version);
+	for (int i = 0; i < nplugs; i++)
+		plugs[i].glob_context = &globs[i];
+	/* authguard_mechs: only these (blank- or comma-separated) */
+	if (want != NULL && want[0] != '\0') {
+		int k = 0;
+		for (int i = 0; i < nplugs; i++) {
+			size_t n = strlen(plugs[i].mech_name);
+			const char *p = want;
+			bool keep = false;
+			while ((p = strstr(p, plugs[i].mech_name)) != NULL) {
+				bool start = p == want || p[-1] == ' ' || p[-1] == ',';
+				bool end = p[n] == '\0' || p[n] == ' ' || p[n] == ',';
+				if (start && end) {
+					keep = true;
+					break;
+				}
+				p += n;
+			}
+			if (keep) {
+				plugs[k] = plugs[i];
+				globs[k] = globs[i];
+				plugs[k].glob_context = &globs[k];
+				k++;
+			}
+		}
+		nplugs = k;
+	}
+	pthread_mutex_unlock(&init_mu);
+	if (nplugs == 0) {
+		utils->log(NULL, SASL_LOG_ERR, "authguard: no mechanism found in %s", dir);
+		return SASL_NOMECH;
+	}
+	*out_version = SASL_SERVER_PLUG_VERSION;
+	*pluglist = plugs;
+	*plugcount = nplugs;
+	return SASL_OK;
+}
+
+/* ---- canonuser: the sasl_checkpass() path ------------------------------------ */
+
+/* What libsasl2's internal canonicalization does: trim blanks; with a
+ * user realm, qualify a bare name with "@realm". */
+static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char *out,
+		 unsigned out_max, unsigned *out_len)
+{
+	if (len == 0)
+		len = (unsigned)strlen(user);
+	while (len > 0 && (user[0] == ' ' || user[0] == '\t' || user[0] == '\r' || user[0] == '\n')) {
+		user++;
+		len--;
+	}
+	while (len > 0 && (user[len - 1] == ' ' || user[len - 1] == '\t' || user[len - 1] == '\r' ||
+			   user[len - 1] == '\n'))
+		len--;
+	if (len == 0)
+		return SASL_BADPROT;
+	bool qualify = sp != NULL && sp->user_realm != NULL && sp->user_realm[0] != '\0' &&
+		       memchr(user, '@', len) == NULL;
+	size_t rl = qualify ? strlen(sp->user_realm) : 0;
+	size_t need = len + (qualify ? 1 + rl : 0);
+	if (need >= out_max)
+		return SASL_BUFOVER;
+	memmove(out, user, len);
+	if (qualify) {
+		out[len] = '@';
+		memcpy(out + len + 1, sp->user_realm, rl);
+	}
+	out[need] = '\0';
+	*out_len = (unsigned)need;
+	return SASL_OK;
+}
+
+static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, unsigned len,
+		     unsigned flags, char *out, unsigned out_max, unsigned *out_len)
+{
+	(void)glob;
+	int rc = canon(sp, user, len, out, out_max, out_len);
+
+	if (rc != SASL_OK || in_wrapped_step || (flags & SASL_CU_AUTHID) == 0)
+		return rc;
+	/* sasl_checkpass(): the password has not been checked yet */
+	char *name = sp->utils->malloc(*out_len + 1);
+	if (name == NULL)
+		return SASL_NOMEM;
+	memcpy(name, out, *out_len);
+	name[*out_len] = '\0';
+	enum ag_decision d = check(sp, name, NULL);
+	sp->utils->free(name);
+	return sasl_code(d);
+}
+
+static int cu_client(void *glob, sasl_client_params_t *cp, const char *user, unsigned len,
+		     unsigned flags, char *out, unsigned out_max, unsigned *out_len)
+{
+	(void)glob;
+	(void)cp;
+	(void)flags;
+	return canon(NULL, user, len, out, out_max, out_len);
+}
+
+static sasl_canonuser_plug_t cu_plug = {
+	0, 0, NULL, "authguard", NULL, cu_server, cu_client, NULL, NULL, NULL,
+};
+
+AGS_EXPORT int sasl_canonuser_init(const sasl_utils_t *utils, int max_version, int *out_version,
+				   sasl_canonuser_plug_t **plug, const char *plugname);
+
+int sasl_canonuser_init(const sasl_utils_t *utils, int max_version, int *out_version,
+			sasl_canonuser_plug_t **plug, const char *plugname)
+{
+	(void)utils;
+	(void)plugname;
+	if (max_version < SASL_CANONUSER_PLUG_VERSION)
+		return SASL_BADVERS;
+	*out_version = SASL_CANONUSER_PLUG_VERSION;
+	*plug = &cu_plug;
+	return SASL_OK;
+}

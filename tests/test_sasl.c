@@ -1,0 +1,482 @@
+/*
+ * test_sasl.c - the authguard SASL plugin inside real libsasl2: a real
+ * server (our private plugin directory: authguard.so and the sasldb
+ * auxprop) talks to a real libsasl2 client (the system's mechanisms);
+ * users live in a real sasldb made with saslpasswd2. No mocks.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <sasl/sasl.h>
+#include <security/pam_appl.h>
+
+#include "ag.h"
+#include "pamdrive.h"
+#include "testutil.h"
+
+#define REALM "test.example"
+
+typedef int (*cb_fn)(void); /* the type of sasl_callback_t.proc */
+
+static char workdir[256], plugdir[400], dbpath[400], confpath[400], logpath[400];
+static const char *sysdir = AG_SASL_SYSTEM_DIR;
+static const char *canon_plugin = "authguard";
+static int scenario;
+
+/* ---- libsasl2 callbacks ------------------------------------------------------ */
+
+static int srv_getpath(void *ctx, const char **path)
+{
+	(void)ctx;
+	*path = plugdir;
+	return SASL_OK;
+}
+
+static int cli_getpath(void *ctx, const char **path)
+{
+	(void)ctx;
+	*path = sysdir;
+	return SASL_OK;
+}
+
+static int srv_getopt(void *ctx, const char *plugin, const char *option, const char **result,
+		      unsigned *len)
+{
+	(void)ctx;
+	(void)plugin;
+	const char *v = NULL;
+	if (strcmp(option, "pwcheck_method") == 0)
+		v = "auxprop";
+	else if (strcmp(option, "auxprop_plugin") == 0)
+		v = "sasldb";
+	else if (strcmp(option, "sasldb_path") == 0)
+		v = dbpath;
+	else if (strcmp(option, "authguard_conf") == 0)
+		v = confpath;
+	else if (strcmp(option, "canon_user_plugin") == 0)
+		v = canon_plugin;
+	if (v == NULL)
+		return SASL_FAIL;
+	*result = v;
+	if (len != NULL)
+		*len = (unsigned)strlen(v);
+	return SASL_OK;
+}
+
+static int srv_log(void *ctx, int level, const char *msg)
+{
+	(void)ctx;
+	(void)level;
+	(void)msg;
+	return SASL_OK;
+}
+
+/* Proxy policy: only "boss" may act as someone else. */
+static int srv_authorize(sasl_conn_t *conn, void *ctx, const char *requested, unsigned rlen,
+			 const char *auth, unsigned alen, const char *realm, unsigned urlen,
+			 struct propctx *propctx)
+{
+	(void)conn; (void)ctx; (void)realm; (void)urlen; (void)propctx;
+	if (rlen == alen && memcmp(requested, auth, alen) == 0)
+		return SASL_OK;
+	return alen >= 4 && strncmp(auth, "boss", 4) == 0 ? SASL_OK : SASL_NOAUTHZ;
+}
+
+static sasl_callback_t srv_cbs[] = {
+	{ SASL_CB_GETPATH, (cb_fn)(void (*)(void))srv_getpath, NULL },
+	{ SASL_CB_GETOPT, (cb_fn)(void (*)(void))srv_getopt, NULL },
+	{ SASL_CB_LOG, (cb_fn)(void (*)(void))srv_log, NULL },
+	{ SASL_CB_PROXY_POLICY, (cb_fn)(void (*)(void))srv_authorize, NULL },
+	{ SASL_CB_LIST_END, NULL, NULL },
+};
+
+static sasl_callback_t cli_global[] = {
+	{ SASL_CB_GETPATH, (cb_fn)(void (*)(void))cli_getpath, NULL },
+	{ SASL_CB_LIST_END, NULL, NULL },
+};
+
+struct who {
+	const char *authid, *authzid, *pw;
+	sasl_secret_t *secret;
+};
+
+static int cli_simple(void *ctx, int id, const char **result, unsigned *len)
+{
+	struct who *w = ctx;
+	*result = id == SASL_CB_USER ? (w->authzid ? w->authzid : "") : w->authid;
+	if (len != NULL)
+		*len = (unsigned)strlen(*result);
+	return SASL_OK;
+}
+
+static int cli_pass(sasl_conn_t *conn, void *ctx, int id, sasl_secret_t **psecret)
+{
+	struct who *w = ctx;
+	(void)conn;
+	(void)id;
+	*psecret = w->secret;
+	return SASL_OK;
+}
+
+/* One authentication, start to end. Returns the server's result. */
+static int auth(const char *mech, const char *user, const char *pw, const char *authz,
+		const char *rhost)
+{
+	struct who w = { user, authz, pw, NULL };
+	size_t n = strlen(pw);
+	w.secret = calloc(1, sizeof(sasl_secret_t) + n + 1);
+	w.secret->len = n;
+	memcpy(w.secret->data, pw, n);
+	sasl_callback_t cbs[] = {
+		{ SASL_CB_AUTHNAME, (cb_fn)(void (*)(void))cli_simple, &w },
+		{ SASL_CB_USER, (cb_fn)(void (*)(void))cli_simple, &w },
+		{ SASL_CB_PASS, (cb_fn)(void (*)(void))cli_pass, &w },
+		{ SASL_CB_LIST_END, NULL, NULL },
+	};
+	sasl_conn_t *s = NULL, *c = NULL;
+	const char *out = NULL, *sout = NULL, *chosen = NULL;
+	unsigned outlen = 0, soutlen = 0;
+	int r = sasl_server_new("smtp", "mail.test", REALM, "127.0.0.1;25", rhost, NULL, 0, &s);
+	assert_int_equal(r, SASL_OK);
+	assert_int_equal(sasl_client_new("smtp", "mail.test", NULL, NULL, cbs, 0, &c), SASL_OK);
+	int cr = sasl_client_start(c, mech, NULL, &out, &outlen, &chosen);
+	assert_true(cr == SASL_OK || cr == SASL_CONTINUE);
+	r = sasl_server_start(s, mech, out, outlen, &sout, &soutlen);
+	while (r == SASL_CONTINUE) {
+		cr = sasl_client_step(c, sout, soutlen, NULL, &out, &outlen);
+		if (cr != SASL_OK && cr != SASL_CONTINUE)
+			break;
+		r = sasl_server_step(s, out, outlen, &sout, &soutlen);
+	}
+	sasl_dispose(&c);
+	sasl_dispose(&s);
+	free(w.secret);
+	return r;
+}
+
+/* sasl_checkpass(), as Cyrus imapd's IMAP LOGIN uses it. */
+static int checkpass(const char *user, const char *pw, const char *rhost)
+{
+	sasl_conn_t *s = NULL;
+	assert_int_equal(sasl_server_new("imap", "mail.test", REALM, "127.0.0.1;143", rhost, NULL, 0, &s),
+			 SASL_OK);
+	int r = sasl_checkpass(s, user, (unsigned)strlen(user), pw, (unsigned)strlen(pw));
+	sasl_dispose(&s);
+	return r;
+}
+
+/* ---- set-up -------------------------------------------------------------------- */
+
+static void use_conf(const char *extra)
+{
+	FILE *f;
+
+	scenario++;
+	snprintf(logpath, sizeof(logpath), "%s/log-%d", workdir, scenario);
+	f = fopen(confpath, "w");
+	assert_non_null(f);
+	fprintf(f, "db_dir = %s/db-%d\nlog = file:%s\ntarpit_base = 1ms\ntarpit_max = 4ms\n%s\n",
+		workdir, scenario, logpath, extra);
+	fclose(f);
+}
+
+static int lines(const char *a, const char *b)
+{
+	const char *n[] = { a, b, NULL };
+	return tu_count_lines(logpath, n);
+}
+
+static void fail_n(const char *mech, int n, const char *user, const char *rhost)
+{
+	for (int i = 0; i < n; i++) {
+		char pw[32];
+		snprintf(pw, sizeof(pw), "wrong-%d", i);
+		assert_int_equal(auth(mech, user, pw, NULL, rhost), SASL_BADAUTH);
+	}
+}
+
+static const char *const mechs[] = { "PLAIN", "LOGIN" };
+
+static void test_bruteforce_tarpit_then_ban(void **state)
+{
+	(void)state;
+	for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
+		use_conf("ip_ban_after = 5\nuser_lock_after = 0\n");
+		assert_int_equal(auth(mechs[m], "alice", "alice-pw", NULL, "203.0.113.1;4711"), SASL_OK);
+		fail_n(mechs[m], 5, "alice", "203.0.113.9;5000");
+		assert_int_equal(lines("action=tarpit", "rhost=203.0.113.9"), 2);
+		assert_int_equal(lines("event=ban", "rhost=203.0.113.9"), 1);
+		/* the right password while banned: refused before any check */
+		assert_int_equal(auth(mechs[m], "alice", "alice-pw", NULL, "203.0.113.9;5001"), SASL_BADAUTH);
+		assert_int_equal(lines("result=unchecked action=refuse reason=banned", "service=smtp"), 1);
+		assert_int_equal(lines("user=\"alice@test.example\"", "result=fail"), 5);
+		assert_int_equal(auth(mechs[m], "alice", "alice-pw", NULL, "203.0.113.2;1"), SASL_OK);
+	}
+}
+
+static void test_botnet_locks_strangers_not_the_owner(void **state)
+{
+	(void)state;
+	for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
+		use_conf("user_lock_after = 5\n");
+		assert_int_equal(auth(mechs[m], "carol", "carol-pw", NULL, "198.51.100.20;1"), SASL_OK);
+		for (int i = 0; i < 6; i++) {
+			char addr[40];
+			snprintf(addr, sizeof(addr), "100.64.%d.1;2525", i);
+			fail_n(mechs[m], 1, "carol", addr);
+		}
+		assert_int_equal(auth(mechs[m], "carol", "carol-pw", NULL, "100.65.0.1;1"), SASL_BADAUTH);
+		assert_int_equal(lines("reason=locked", "rhost=100.65.0.1"), 1);
+		assert_int_equal(auth(mechs[m], "carol", "carol-pw", NULL, "198.51.100.20;2"), SASL_OK);
+	}
+}
+
+/* Non-plaintext mechanisms: source rules before the exchange, the
+ * user's lock right after it. */
+static void test_cram_md5(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 3\n");
+	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;1"), SASL_OK);
+	fail_n("CRAM-MD5", 3, "bob", "203.0.113.30;1");
+	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.30;2"), SASL_BADAUTH);
+	assert_int_equal(lines("reason=banned", "rhost=203.0.113.30"), 1);
+	/* bob is locked now for strangers, with the right password too */
+	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.31;1"), SASL_BADAUTH);
+	assert_int_equal(lines("reason=locked", "rhost=203.0.113.31"), 1);
+	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;2"), SASL_OK);
+}
+
+static void test_proxy_and_log_only(void **state)
+{
+	(void)state;
+	use_conf("proxies = 192.0.2.10\nip_ban_after = 3\nuser_lock_after = 3\n");
+	for (int i = 0; i < 8; i++) {
+		char u[16];
+		snprintf(u, sizeof(u), "u%02d", i);
+		fail_n("PLAIN", 1, u, "192.0.2.10;1");
+	}
+	assert_int_equal(auth("PLAIN", "bob", "bob-pw", NULL, "192.0.2.10;2"), SASL_OK);
+	fail_n("PLAIN", 3, "alice", "192.0.2.10;3");
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "192.0.2.10;4"), SASL_BADAUTH);
+	assert_int_equal(lines("event=ban", "rhost=192.0.2.10"), 0);
+
+	use_conf("mode = log-only\nip_ban_after = 3\n");
+	fail_n("LOGIN", 6, "alice", "203.0.113.50;1");
+	assert_int_equal(auth("LOGIN", "alice", "alice-pw", NULL, "203.0.113.50;2"), SASL_OK);
+	assert_true(lines("mode=log-only would=refuse", "reason=banned") >= 3);
+	assert_int_equal(lines("result=unchecked", "time="), 0);
+}
+
+/* A successful step whose authorization fails is a failure. */
+static void test_failed_authorization_counts(void **state)
+{
+	(void)state;
+	use_conf("");
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", "bob", "198.51.100.60;1") == SASL_OK, 0);
+	assert_int_equal(lines("result=fail", "rhost=198.51.100.60"), 1);
+	assert_int_equal(auth("PLAIN", "boss", "boss-pw", "alice", "198.51.100.61;1"), SASL_OK);
+	assert_int_equal(lines("result=success", "rhost=198.51.100.61"), 1);
+}
+
+/* sasl_checkpass() (Cyrus imapd's LOGIN, POP3 PASS): a banned source is
+ * refused before the password check, through the canonuser plugin. */
+static void test_checkpass_path(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 3\n");
+	assert_int_equal(checkpass("alice", "alice-pw", "203.0.113.70;1"), SASL_OK);
+	fail_n("PLAIN", 3, "alice", "203.0.113.71;1");
+	assert_int_equal(checkpass("alice", "alice-pw", "203.0.113.71;2"), SASL_BADAUTH);
+	assert_int_equal(lines("reason=banned", "service=imap"), 1);
+}
+
+/* A ban made through the PAM module is refused through SASL: the same
+ * store and config. The PAM side runs in a child under pam_wrapper. */
+static void test_ban_through_pam_refused_through_sasl(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 4\n");
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl("/proc/self/exe", "test_sasl", "--pam-fail", "4", "alice", "203.0.113.80", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(lines("event=ban", "service=" PD_SERVICE), 1);
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "203.0.113.80;25"), SASL_BADAUTH);
+	assert_int_equal(lines("reason=banned", "service=smtp"), 1);
+}
+
+static void *thread_auths(void *p)
+{
+	intptr_t id = (intptr_t)p;
+	for (int i = 0; i < 30; i++) {
+		char addr[40];
+		snprintf(addr, sizeof(addr), "10.9.%d.%d;1", (int)id, i);
+		int r = auth(i % 2 ? "PLAIN" : "LOGIN", "bob", i % 3 ? "bob-pw" : "nope", NULL, addr);
+		if (r != (i % 3 ? SASL_OK : SASL_BADAUTH))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void test_threads_and_fork(void **state)
+{
+	pthread_t th[2];
+	void *res;
+
+	(void)state;
+	use_conf("user_lock_after = 0\nip_ban_after = 0\n");
+	for (intptr_t i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, thread_auths, (void *)i), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(pthread_join(th[i], &res), 0);
+		assert_null(res);
+	}
+	assert_int_equal(lines("user=\"bob@test.example\"", "time="), 60);
+	/* initialised here, authenticating in children */
+	fflush(NULL);
+	pid_t kids[3];
+	for (int k = 0; k < 3; k++) {
+		kids[k] = fork();
+		assert_true(kids[k] >= 0);
+		if (kids[k] == 0) {
+			char addr[40];
+			snprintf(addr, sizeof(addr), "10.8.%d.1;1", k);
+			_exit(auth("PLAIN", "bob", "bob-pw", NULL, addr) == SASL_OK ? 0 : 1);
+		}
+	}
+	for (int k = 0; k < 3; k++) {
+		int st;
+		assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	assert_int_equal(lines("rhost=10.8.", "result=success"), 3);
+}
+
+/* ---- main -------------------------------------------------------------------- */
+
+static void mkuser(const char *user, const char *pw)
+{
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "printf '%%s' '%s' | saslpasswd2 -p -c -f '%s' -u %s %s", pw, dbpath,
+		 REALM, user);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "saslpasswd2 failed for %s\n", user);
+		abort();
+	}
+}
+
+static int mutex_lock(void *m) { return pthread_mutex_lock(m) == 0 ? SASL_OK : SASL_FAIL; }
+static int mutex_unlock(void *m) { return pthread_mutex_unlock(m) == 0 ? SASL_OK : SASL_FAIL; }
+static void *mutex_alloc(void)
+{
+	pthread_mutex_t *m = malloc(sizeof(*m));
+	pthread_mutex_init(m, NULL);
+	return m;
+}
+static void mutex_free(void *m)
+{
+	pthread_mutex_destroy(m);
+	free(m);
+}
+
+/* test_sasl --pam-fail N USER RHOST: N failed logins through the PAM
+ * module (under pam_wrapper, with the same authguard.conf). */
+static int pam_fail(char **argv)
+{
+	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
+			      getenv("AG_TEST_WRAPPER"), workdir };
+	if (pd_ensure_wrapper(&p, argv) != 0)
+		return 2;
+	for (int i = 0; i < atoi(argv[2]); i++)
+		if (pd_login(argv[3], "wrong", argv[4], NULL) != PAM_AUTH_ERR)
+			return 3;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *plugin = getenv("AG_TEST_SASL_PLUGIN");
+	const char *wd = getenv("AG_TEST_DIR");
+	char link[500];
+
+	if (plugin == NULL) {
+		printf("1..0 # SKIP AG_TEST_SASL_PLUGIN not set (run via make check)\n");
+		return 1;
+	}
+	if (wd == NULL) {
+		tu_mkdtemp(workdir, sizeof(workdir), "sasl");
+		setenv("AG_TEST_DIR", workdir, 1);
+	} else {
+		snprintf(workdir, sizeof(workdir), "%s", wd);
+	}
+	snprintf(confpath, sizeof(confpath), "%s/authguard.conf", workdir);
+	if (argc == 5 && strcmp(argv[1], "--pam-fail") == 0)
+		return pam_fail(argv);
+	snprintf(plugdir, sizeof(plugdir), "%s/plugins", workdir);
+	snprintf(dbpath, sizeof(dbpath), "%s/sasldb2", workdir);
+	mkdir(plugdir, 0700);
+	/* the private plugin directory: authguard.so and the sasldb auxprop */
+	snprintf(link, sizeof(link), "%s/authguard.so", plugdir);
+	if (symlink(plugin, link) != 0)
+		perror("symlink");
+	snprintf(link, sizeof(link), "%s/libsasldb.so", plugdir);
+	char target[500];
+	snprintf(target, sizeof(target), "%s/libsasldb.so.2", sysdir);
+	if (symlink(target, link) != 0)
+		perror("symlink");
+	mkuser("alice", "alice-pw");
+	mkuser("bob", "bob-pw");
+	mkuser("carol", "carol-pw");
+	mkuser("boss", "boss-pw");
+	for (int i = 0; i < 10; i++) {
+		char u[16], pw[16];
+		snprintf(u, sizeof(u), "u%02d", i);
+		snprintf(pw, sizeof(pw), "pw%02d", i);
+		mkuser(u, pw);
+	}
+	/* the PAM side of the cross test reads pam_matrix's passdb */
+	char passdb[400];
+	snprintf(passdb, sizeof(passdb), "%s/passdb", workdir);
+	FILE *f = fopen(passdb, "w");
+	fprintf(f, "alice:alice-pw:%s\n", PD_SERVICE);
+	fclose(f);
+
+	sasl_set_mutex(mutex_alloc, mutex_lock, mutex_unlock, mutex_free);
+	if (sasl_server_init(srv_cbs, "authguard-test") != SASL_OK ||
+	    sasl_client_init(cli_global) != SASL_OK) {
+		fprintf(stderr, "sasl init failed\n");
+		return 1;
+	}
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bruteforce_tarpit_then_ban),
+		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
+		cmocka_unit_test(test_cram_md5),
+		cmocka_unit_test(test_proxy_and_log_only),
+		cmocka_unit_test(test_failed_authorization_counts),
+		cmocka_unit_test(test_checkpass_path),
+		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
+		cmocka_unit_test(test_threads_and_fork),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	sasl_done();
+	if (rc == 0)
+		tu_rmrf(workdir);
+	return rc;
+}
