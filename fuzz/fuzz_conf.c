@@ -297,7 +297,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(errors == rctx.count, "%d errors returned, %d reported", errors, rctx.count);
 	check_conf(&c);
 	ag_conf_dump(&c, devnull);
-	check_dump(&c);
+	/* the round trip reads a second file: only when it can tell something */
+	struct ag_conf defaults;
+	ag_conf_init(&defaults);
+	if (!conf_eq(&c, &defaults) || size == 0)
+		check_dump(&c);
+	ag_conf_free(&defaults);
 
 	struct ag_conf copy;
 	CHECK(ag_conf_copy(&copy, &c) == 0 && conf_eq(&copy, &c), "copy differs");
