@@ -28,6 +28,7 @@
 #define PAG_EXPORT __attribute__((visibility("default")))
 #define TICKET_KEY "pam_authguard_ticket"
 #define RECORDED_KEY "pam_authguard_recorded"
+#define USER_KEY "pam_authguard_user"
 
 enum phase { PH_NONE, PH_PREAUTH, PH_AUTHFAIL, PH_AUTHSUCC };
 
@@ -170,6 +171,11 @@ static void run_preauth(pam_handle_t *pamh, const struct ag_conf *c,
 
 	get_attempt(pamh, &a, true);
 	*d = ag_guard_check(c, sink, &a, t != NULL ? t : &local);
+	/* record against the name checked here, even if a later module
+	 * rewrites PAM_USER (Dovecot reads it back; maps are supported) */
+	char *name = a.user != NULL ? strdup(a.user) : NULL;
+	if (name != NULL && pam_set_data(pamh, USER_KEY, name, free_data) != PAM_SUCCESS)
+		free(name);
 	if (t != NULL && pam_set_data(pamh, TICKET_KEY, t, free_data) != PAM_SUCCESS)
 		free(t);
 	(void)pam_set_data(pamh, RECORDED_KEY, NULL, NULL);
@@ -186,6 +192,11 @@ static void run_record(pam_handle_t *pamh, const struct ag_conf *c,
 	if (was_recorded(pamh))
 		return;
 	get_attempt(pamh, &a, false);
+	const void *checked = NULL;
+	if (pam_get_data(pamh, USER_KEY, &checked) == PAM_SUCCESS && checked != NULL) {
+		a.user = checked;
+		a.user_len = strlen(checked);
+	}
 	if (!success)
 		(void)pam_get_item(pamh, PAM_AUTHTOK, &tok);
 	(void)ag_guard_record(c, sink, &a, success, tok, get_ticket(pamh));

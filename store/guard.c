@@ -39,6 +39,8 @@ struct op {
 	size_t plen;
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
+	struct ag_verdict ro; /* check: the read-only pass's verdict */
+	bool have_ro;
 };
 
 /* ---- faults ------------------------------------------------------------ */
@@ -244,7 +246,7 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 {
 	struct slot_scan ss = { op->now, 0, op->c->tarpit_slots,
-				op->v.has_addr ? op->hkey : NULL, 0 };
+				op->v.has_addr ? op->nkey : NULL, 0 };
 	uint32_t per_source = op->c->tarpit_slots / 4 > 0 ? op->c->tarpit_slots / 4 : 1;
 	uint8_t key[16];
 	int64_t end = op->now + ms;
@@ -262,7 +264,7 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 	memcpy(key + 8, &pid, 4);
 	memcpy(key + 12, &seq, 4);
 	if (op->v.has_addr)
-		return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), op->hkey, sizeof(op->hkey));
+		return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), op->nkey, sizeof(op->nkey));
 	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), "", 0);
 }
 
@@ -409,6 +411,8 @@ static int check_fn(struct op *op, void *arg)
 
 	op->v = fresh;
 	if (rc == AG_EAGAIN_WRITE) {
+		op->ro = *(struct ag_verdict *)arg;
+		op->have_ro = true;
 		op->damaged = false;
 		rc = check_txn(op, arg, true);
 		if (rc != 0)
@@ -431,7 +435,11 @@ enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *s
 		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "check");
 		t.fault = 1;
 		memset(&vd, 0, sizeof(vd));
-		if (!c->fail_open) {
+		if (op.s != NULL && op.have_ro && op.ro.action == AG_ACT_REFUSE) {
+			/* the store could be read and said no: a failed
+			 * write of the refusal count must not lift it */
+			vd = op.ro;
+		} else if (!c->fail_open) {
 			vd.action = AG_ACT_REFUSE;
 			vd.reason = AG_WHY_FAULT;
 		}

@@ -90,7 +90,54 @@ static int check_dir(const char *dir)
 		return AG_EUNSAFE;
 	if ((st.st_mode & S_IWOTH) != 0)
 		return AG_EUNSAFE;
+	/* Root must not open a store whose entries others can replace:
+	 * LMDB opens data.mdb and lock.mdb by name, O_RDWR | O_CREAT,
+	 * following symlinks, and initialises lock.mdb in place. */
+	if (geteuid() == 0 && (st.st_mode & S_IWGRP) != 0 && st.st_uid == 0)
+		return AG_EUNSAFE;
+	static const char *const files[] = { "data.mdb", "lock.mdb" };
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char path[1100];
+		struct stat fst;
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		if (lstat(path, &fst) != 0) {
+			if (errno == ENOENT)
+				continue;
+			return errno == EACCES ? AG_EPERM : AG_EIO;
+		}
+		if (!S_ISREG(fst.st_mode) || fst.st_nlink != 1 || (fst.st_mode & S_IWOTH) != 0)
+			return AG_EUNSAFE;
+	}
 	return 0;
+}
+
+/* In a directory shared through its group (setgid or group-writable), the
+ * files this process created must be writable by that group whatever the
+ * process's umask, or every other service fails open. */
+static void share_file(int fd)
+{
+	struct stat st;
+
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+	    (st.st_mode & 0060) != 0060)
+		(void)fchmod(fd, (st.st_mode & 0777) | 0060);
+}
+
+static void share_files(MDB_env *env, const char *dir)
+{
+	struct stat st;
+	char path[1100];
+	int fd;
+
+	if (stat(dir, &st) != 0 || (st.st_mode & (S_ISGID | S_IWGRP)) == 0)
+		return;
+	if (mdb_env_get_fd(env, &fd) == 0)
+		share_file(fd);
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	share_file(fd);
+	if (fd >= 0)
+		close(fd);
 }
 
 static int get_meta(MDB_txn *txn, MDB_dbi meta, const char *name, void *out, size_t len, bool *found)
@@ -195,6 +242,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	if (rc == 0)
 		rc = map_rc(mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0660));
 	if (rc == 0) {
+		share_files(s->env, dir);
 		(void)mdb_reader_check(s->env, &dead);
 		rc = init_dbs(s);
 	}

@@ -412,8 +412,8 @@ static void test_tarpit_slots_per_source(void **state)
 	f->c.tarpit_base = f->c.tarpit_max = 20;
 	f->c.ip_ban_after = f->c.user_lock_after = 0;
 	try(f, "u1", "198.51.100.1", false, NULL);
-	try(f, "u2", "198.51.100.2", false, NULL);
-	struct ag_attempt a1 = att("u1", "198.51.100.1"), a2 = att("u2", "198.51.100.2");
+	try(f, "u2", "203.0.113.2", false, NULL);
+	struct ag_attempt a1 = att("u1", "198.51.100.1"), a2 = att("u2", "203.0.113.2");
 	assert_int_equal(ag_guard_check(&f->c, &s, &a1, &t), AG_PROCEED);
 	assert_int_equal(t.action, AG_ACT_TARPIT);
 	/* the same address again while its one slot is taken: refused */

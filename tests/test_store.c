@@ -148,6 +148,30 @@ static void test_unsafe_dirs(void **state)
 	assert_int_equal(ag_store_get(NULL, &s), AG_EINVAL);
 }
 
+/* A store file replaced by a symlink or a hard link (a group member
+ * aiming a root process at /etc/shadow) is refused, not followed. */
+static void test_planted_store_files(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	char target[400], p[400];
+
+	snprintf(target, sizeof(target), "%s/victim", f->dir);
+	FILE *v = fopen(target, "w");
+	fputs("precious\n", v);
+	fclose(v);
+	assert_int_equal(mkdir(f->db, 0700), 0);
+	snprintf(p, sizeof(p), "%s/lock.mdb", f->db);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_int_equal(unlink(p), 0);
+	snprintf(p, sizeof(p), "%s/data.mdb", f->db);
+	assert_int_equal(link(target, p), 0);
+	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	const char *n[] = { "precious", NULL };
+	assert_int_equal(tu_count_lines(target, n), 1); /* untouched */
+}
+
 static void test_newer_schema(void **state)
 {
 	struct fx *f = *state;
@@ -335,6 +359,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_and_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_dir_other_spelling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsafe_dirs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_planted_store_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_prefix_and_delete, setup, teardown),
