@@ -322,7 +322,7 @@ bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t 
 	if (r->familiar_until > now || ag_score_at(&r->fails, now, c->decay_half_life) >= AG_DEAD_SCORE)
 		return false;
 	for (int i = 0; i < AG_RECENT_PW; i++)
-		if (r->pw_ts[i] != 0 && r->pw_ts[i] + 4 * c->decay_half_life > now)
+		if (r->pw_ts[i] != 0 && now - r->pw_ts[i] < 4 * c->decay_half_life)
 			return false;
 	return true;
 }

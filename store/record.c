@@ -19,9 +19,12 @@ size_t ag_rec_size(enum ag_rec_kind kind)
 	return 0;
 }
 
+/* Largest score the store accepts; ag_score_add() stays below it. */
+#define SCORE_MAX 1e12
+
 static bool score_ok(const struct ag_score *s)
 {
-	return isfinite(s->v) && s->v >= 0 && s->v < 1e12 && s->ts >= 0;
+	return isfinite(s->v) && s->v >= 0 && s->v < SCORE_MAX && s->ts >= 0;
 }
 
 int ag_rec_decode(enum ag_rec_kind kind, const void *data, size_t len, void *out)
@@ -53,6 +56,9 @@ int ag_rec_decode(enum ag_rec_kind kind, const void *data, size_t len, void *out
 		struct ag_pair_rec *r = out;
 		if (!score_ok(&r->fails) || r->pw_next >= AG_RECENT_PW || r->familiar_until < 0)
 			return AG_ECORRUPT;
+		for (int i = 0; i < AG_RECENT_PW; i++)
+			if (r->pw_ts[i] < 0)
+				return AG_ECORRUPT;
 		return 0;
 	}
 	case AG_REC_STATS:
@@ -160,7 +166,7 @@ double ag_score_at(const struct ag_score *s, int64_t now, int64_t half_life)
 void ag_score_add(struct ag_score *s, double n, int64_t now, int64_t half_life)
 {
 	double v = ag_score_at(s, now, half_life) + n;
-	s->v = v;
+	s->v = v < SCORE_MAX ? v : nextafter(SCORE_MAX, 0);
 	if (now > s->ts)
 		s->ts = now;
 }
