@@ -1,0 +1,398 @@
+/*
+ * test_faults.c - faults and hostile conditions: processes killed while
+ * recording, a damaged store file, a store the process may not open, the
+ * clock stepping back, a thousand processes at once against a small
+ * tarpit, memory over 100,000 attempts, a 1 MiB user name. Authentication
+ * must go on (or be refused, as fail_open says), the fault must be
+ * logged, and no committed record may be lost.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "admin.h"
+#include "guard.h"
+#include "store.h"
+#include "testutil.h"
+
+struct fx {
+	char dir[256];
+	char log[300];
+	struct ag_conf c;
+	int faults;
+};
+
+static void sink(void *ctx, enum ag_level lvl, const char *msg)
+{
+	struct fx *f = ctx;
+	if (lvl >= AG_LVL_WARN && strstr(msg, "authguard fault") != NULL)
+		f->faults++;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	char err[256], v[400];
+
+	tu_mkdtemp(f->dir, sizeof(f->dir), "faults");
+	ag_conf_init(&f->c);
+	snprintf(f->c.db_dir, sizeof(f->c.db_dir), "%s/db", f->dir);
+	snprintf(f->log, sizeof(f->log), "%s/attempts.log", f->dir);
+	snprintf(v, sizeof(v), "file:%s", f->log);
+	assert_int_equal(ag_conf_set(&f->c, "log", v, err, sizeof(err)), 0);
+	f->c.tarpit_base = 0;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	ag_conf_free(&f->c);
+	ag_store_forget_all();
+	tu_rmrf(f->dir);
+	free(f);
+	return 0;
+}
+
+static enum ag_decision attempt(struct fx *f, const char *user, const char *rhost, bool ok)
+{
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = { "imap", user, user ? strlen(user) : 0, rhost, rhost ? strlen(rhost) : 0 };
+	struct ag_ticket t;
+	enum ag_decision d = ag_guard_check(&f->c, &s, &a, &t);
+	if (d == AG_PROCEED)
+		ag_guard_record(&f->c, &s, &a, ok, "pw", &t);
+	return d;
+}
+
+static uint64_t n_fail_of(struct fx *f, const char *addr)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_addr a;
+	struct ag_src_rec r;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	int rc = ag_admin_get_src(t, &a, &r);
+	ag_txn_abort(t);
+	return rc == 0 ? r.n_fail : 0;
+}
+
+/* Writers killed with SIGKILL at random moments while others keep going:
+ * the survivors' counts are exact, a killed writer's committed attempts
+ * are all there (at most one more: killed after commit, before telling),
+ * and the store still works. */
+static void test_sigkill_while_recording(void **state)
+{
+	struct fx *f = *state;
+	enum { PROCS = 6 };
+	pid_t pid[PROCS];
+	int pipes[PROCS][2];
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = f->c.user_lock_after = 0;
+	f->c.log_kind = AG_LOG_NONE;
+	attempt(f, "init", "192.0.2.1", true); /* create the store */
+	ag_store_forget_all();
+	for (int i = 0; i < PROCS; i++) {
+		assert_int_equal(pipe(pipes[i]), 0);
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0) {
+			char addr[32];
+			close(pipes[i][0]);
+			snprintf(addr, sizeof(addr), "198.51.100.%d", i + 1);
+			for (int k = 0; k < (i % 2 ? 100000 : 400); k++) {
+				attempt(f, "victim", addr, false);
+				if (write(pipes[i][1], "x", 1) != 1)
+					_exit(3);
+			}
+			_exit(0);
+		}
+		close(pipes[i][1]);
+	}
+	usleep(150000);
+	for (int i = 1; i < PROCS; i += 2) /* the odd ones would run for long */
+		kill(pid[i], SIGKILL);
+	for (int i = 0; i < PROCS; i++) {
+		char buf[4096];
+		ssize_t n;
+		long told = 0;
+		int st;
+		while ((n = read(pipes[i][0], buf, sizeof(buf))) > 0)
+			told += n;
+		close(pipes[i][0]);
+		assert_int_equal(waitpid(pid[i], &st, 0), pid[i]);
+		char addr[32];
+		snprintf(addr, sizeof(addr), "198.51.100.%d", i + 1);
+		uint64_t stored = n_fail_of(f, addr);
+		if (i % 2 == 0) {
+			assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+			assert_int_equal(stored, 400);
+		} else {
+			assert_true(WIFSIGNALED(st));
+			assert_true(stored >= (uint64_t)told && stored <= (uint64_t)told + 1);
+		}
+	}
+	/* the store is still good for everyone */
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(attempt(f, "after", "203.0.113.1", false), AG_PROCEED);
+	assert_int_equal(n_fail_of(f, "203.0.113.1"), 10);
+	assert_int_equal(f->faults, 0);
+}
+
+/* A store file overwritten with garbage, or cut short: no crash; the
+ * fault is logged; fail_open decides. */
+static void test_damaged_store_file(void **state)
+{
+	struct fx *f = *state;
+	char p[AG_PATH_MAX + 16];
+
+	for (int variant = 0; variant < 2; variant++) {
+		ag_store_forget_all();
+		tu_rmrf(f->dir);
+		assert_int_equal(mkdir(f->dir, 0700), 0);
+		for (int i = 0; i < 200; i++) {
+			char addr[32];
+			snprintf(addr, sizeof(addr), "10.0.%d.%d", i / 200, i % 200);
+			attempt(f, "u", addr, false);
+		}
+		ag_store_forget_all();
+		snprintf(p, sizeof(p), "%s/data.mdb", f->c.db_dir);
+		if (variant == 0) {
+			int fd = open(p, O_WRONLY);
+			char junk[65536];
+			for (size_t i = 0; i < sizeof(junk); i++)
+				junk[i] = (char)(i * 7 + 3);
+			assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+			close(fd);
+		} else {
+			assert_int_equal(truncate(p, 4096), 0);
+		}
+		/* in a child: a damaged map must never take the test down with it */
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			f->faults = 0;
+			f->c.fail_open = 1;
+			if (attempt(f, "u", "10.0.0.1", true) != AG_PROCEED || f->faults != 1)
+				_exit(2);
+			f->c.fail_open = 0;
+			if (attempt(f, "u", "10.0.0.1", true) != AG_REFUSE)
+				_exit(3);
+			_exit(0);
+		}
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		if (!WIFEXITED(st))
+			fail_msg("variant %d: child died with signal %d", variant, WTERMSIG(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+}
+
+/* A store the service's user may not open: fail_open decides, the
+ * fault is logged, nothing crashes. */
+static void test_store_not_permitted(void **state)
+{
+	struct fx *f = *state;
+
+	attempt(f, "u", "192.0.2.1", true);
+	ag_store_forget_all();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(4); /* not root: nothing to test */
+		f->c.fail_open = 1;
+		if (attempt(f, "u", "192.0.2.1", true) != AG_PROCEED || f->faults != 1)
+			_exit(2);
+		f->c.fail_open = 0;
+		if (attempt(f, "u", "192.0.2.1", true) != AG_REFUSE)
+			_exit(3);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 4)
+		skip();
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static int64_t fake_ms;
+static int64_t fake_now(void) { return fake_ms; }
+
+/* The clock steps back by an hour in the middle of an attack: no crash,
+ * nothing forgotten, no ban lifted early. */
+static void test_clock_steps_back(void **state)
+{
+	struct fx *f = *state;
+
+	fake_ms = 1800000000000LL;
+	ag_guard_set_clock(fake_now);
+	f->c.ip_ban_after = 5;
+	for (int i = 0; i < 5; i++)
+		attempt(f, "u", "203.0.113.5", false);
+	assert_int_equal(attempt(f, "u", "203.0.113.5", true), AG_REFUSE);
+	fake_ms -= 3600 * 1000;
+	assert_int_equal(attempt(f, "u", "203.0.113.5", true), AG_REFUSE);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(attempt(f, "v", "203.0.113.6", false), AG_PROCEED);
+	fake_ms += 5400 * 1000; /* back to 30 minutes after the ban began */
+	assert_int_equal(attempt(f, "u", "203.0.113.5", true), AG_REFUSE); /* still in its hour */
+	fake_ms += 1800 * 1000 + 1;
+	assert_int_equal(attempt(f, "u", "203.0.113.5", true), AG_PROCEED); /* and it ends */
+	ag_guard_set_clock(NULL);
+}
+
+/* A thousand processes at once, each a different source due for the
+ * tarpit, against tarpit_slots = 4: never more than four sleep. */
+static void test_thousand_processes_small_tarpit(void **state)
+{
+	struct fx *f = *state;
+#ifdef __SANITIZE_ADDRESS__
+	enum { PROCS = 250 }; /* each sanitized process is heavy; 1000 in the plain run */
+#else
+	enum { PROCS = 1000 };
+#endif
+	int go[2], res[2];
+	char byte;
+
+	f->c.tarpit_free = 1;
+	f->c.tarpit_base = f->c.tarpit_max = 8000;
+	f->c.tarpit_slots = 4;
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = f->c.user_lock_after = 0;
+	f->c.log_kind = AG_LOG_NONE;
+	struct ag_conf prep = f->c;
+	prep.tarpit_base = 0;
+	struct ag_sink s = { sink, f };
+	for (int i = 0; i < PROCS; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "10.%d.%d.1", i / 250, i % 250);
+		struct ag_attempt a = { "imap", "u", 1, addr, strlen(addr) };
+		ag_guard_record(&prep, &s, &a, false, NULL, NULL);
+	}
+	ag_store_forget_all();
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(res), 0);
+	fflush(NULL);
+	for (int i = 0; i < PROCS; i++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			char addr[32];
+			close(go[1]);
+			while (read(go[0], &byte, 1) > 0)
+				;
+			snprintf(addr, sizeof(addr), "10.%d.%d.1", i / 250, i % 250);
+			struct ag_attempt a = { "imap", "u", 1, addr, strlen(addr) };
+			struct ag_ticket t;
+			enum ag_decision d = ag_guard_check(&f->c, &s, &a, &t);
+			char r = d == AG_REFUSE && t.reason == AG_WHY_TARPIT_FULL ? 'r' :
+				 t.action == AG_ACT_TARPIT ? 't' : 'x';
+			if (write(res[1], &r, 1) != 1)
+				_exit(2);
+			_exit(0);
+		}
+	}
+	close(go[0]);
+	close(res[1]);
+	close(go[1]); /* all at once */
+	/* while they run, the store never shows more than four sleepers */
+	struct ag_store *st0;
+	assert_int_equal(ag_store_get(f->c.db_dir, &st0), 0);
+	for (int k = 0; k < 20; k++) {
+		struct ag_txn *t;
+		unsigned n = 0;
+		usleep(100000);
+		assert_int_equal(ag_txn_begin(st0, false, &t), 0);
+		assert_int_equal(ag_admin_sleepers(t, ag_now_ms(), &n), 0);
+		ag_txn_abort(t);
+		assert_true(n <= 4);
+	}
+	int tarpitted = 0, refused = 0, other = 0;
+	while (read(res[0], &byte, 1) == 1) {
+		tarpitted += byte == 't';
+		refused += byte == 'r';
+		other += byte == 'x';
+	}
+	close(res[0]);
+	int st;
+	while (wait(&st) > 0)
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* each sleeper holds its slot for 8 s; they all started within that */
+	assert_int_equal(other, 0);
+	assert_int_equal(tarpitted + refused, PROCS);
+	assert_true(tarpitted >= 1 && tarpitted <= 4);
+}
+
+/* 100,000 attempts in one process leave the heap flat. */
+static void test_memory_flat(void **state)
+{
+	struct fx *f = *state;
+	char addr[32], user[32];
+
+	f->c.log_kind = AG_LOG_NONE;
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = f->c.user_lock_after = 0;
+	size_t before = 0;
+	for (int i = 0; i < 100000; i++) {
+		snprintf(addr, sizeof(addr), "10.%d.%d.%d", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+		snprintf(user, sizeof(user), "user%d", i % 1000);
+		attempt(f, user, addr, i % 5 == 0);
+		if (i == 9999)
+			before = mallinfo2().uordblks;
+	}
+	size_t after = mallinfo2().uordblks;
+	print_message("heap in use after 10k attempts: %zu bytes, after 100k: %zu bytes\n", before, after);
+	assert_true(after <= before + 16384);
+}
+
+/* A 1 MiB user name with every byte value goes through and cannot
+ * split or forge the line. */
+static void test_huge_hostile_user(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 1 << 20;
+	char *user = malloc(n + 1);
+
+	for (size_t i = 0; i < n; i++)
+		user[i] = (char)(i % 255 + 1);
+	memcpy(user + 100, "\" result=success\n", 17);
+	user[n] = '\0';
+	assert_int_equal(attempt(f, user, "192.0.2.50", false), AG_PROCEED);
+	assert_int_equal(attempt(f, user, "192.0.2.50", false), AG_PROCEED);
+	const char *any[] = { "time=", NULL };
+	assert_int_equal(tu_count_lines(f->log, any), 2);
+	const char *len[] = { "user_len=1048576", "result=fail", NULL };
+	assert_int_equal(tu_count_lines(f->log, len), 2);
+	const char *forged[] = { "result=success", NULL };
+	assert_int_equal(tu_count_lines(f->log, forged), 0);
+	free(user);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_sigkill_while_recording, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_store_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_not_permitted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clock_steps_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_thousand_processes_small_tarpit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_flat, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_huge_hostile_user, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
