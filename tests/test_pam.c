@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <sys/wait.h>
 
 #include <security/pam_appl.h>
@@ -220,10 +221,15 @@ static void test_many_processes_lose_no_count(void **state)
 		if (pids[i] == 0) {
 			close(ready[0]);
 			close(go[1]);
-			execl("/proc/self/exe", "test_pam", "--hammer", each, "alice", "nope",
-			      "203.0.113.60", rfd, gfd, (char *)NULL);
+			char self[1024];
+			if (pd_self_exe(self, sizeof(self)) == 0)
+				execl(self, "test_pam", "--hammer", each, "alice", "nope", "203.0.113.60",
+				      rfd, gfd, (char *)NULL);
 			_exit(127);
 		}
+		/* a worker that dies before it is ready fails the test, not hangs it */
+		struct pollfd pfd = { ready[0], POLLIN, 0 };
+		assert_int_equal(poll(&pfd, 1, 60000), 1);
 		assert_int_equal(read(ready[0], &byte, 1), 1);
 	}
 	close(ready[0]);
@@ -319,6 +325,11 @@ int main(int argc, char **argv)
 		snprintf(workdir, sizeof(workdir), "%s", wd);
 	}
 	p.workdir = workdir;
+	/* --write-services: set up pam_wrapper's service files and stop, so a
+	 * run under valgrind can start with the wrapper's environment and
+	 * need no re-exec */
+	if (argc == 2 && strcmp(argv[1], "--write-services") == 0)
+		return pd_write_services(&p) == 0 ? 0 : 1;
 	if (pd_ensure_wrapper(&p, argv) != 0)
 		return 1;
 	write_passdb();

@@ -313,7 +313,9 @@ static void test_ban_through_pam_refused_through_sasl(void **state)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		execl("/proc/self/exe", "test_sasl", "--pam-fail", "4", "alice", "203.0.113.80", (char *)NULL);
+		char self[1024];
+		if (pd_self_exe(self, sizeof(self)) == 0)
+			execl(self, "test_sasl", "--pam-fail", "4", "alice", "203.0.113.80", (char *)NULL);
 		_exit(127);
 	}
 	int st;

@@ -31,13 +31,20 @@ static int write_file(const char *path, const char *text)
 	return fclose(f) == 0 ? 0 : -1;
 }
 
-int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
+int pd_self_exe(char *buf, size_t len)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+int pd_write_services(const struct pd_paths *p)
 {
 	char dir[1024], file[1100], stack[4096];
-	const char *on = getenv("PAM_WRAPPER");
 
-	if (on != NULL && strcmp(on, "1") == 0)
-		return 0;
 	snprintf(dir, sizeof(dir), "%s/pam.d", p->workdir);
 	if (mkdir(p->workdir, 0700) != 0 && errno != EEXIST) {
 		fprintf(stderr, "cannot create %s: %s\n", p->workdir, strerror(errno));
@@ -62,20 +69,36 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
 	snprintf(file, sizeof(file), "%s/other", dir);
 	if (write_file(file, "auth required pam_deny.so\naccount required pam_deny.so\n") != 0)
 		goto fail;
+	return 0;
+fail:
+	fprintf(stderr, "cannot write %s: %s\n", file, strerror(errno));
+	return -1;
+}
+
+int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
+{
+	char dir[1024];
+	const char *on = getenv("PAM_WRAPPER");
+
+	if (on != NULL && strcmp(on, "1") == 0)
+		return 0;
+	if (pd_write_services(p) != 0)
+		return -1;
 	if (access(p->module, R_OK) != 0 || access(p->matrix, R_OK) != 0 ||
 	    access(p->wrapper, R_OK) != 0) {
 		fprintf(stderr, "missing one of %s, %s, %s (build first; install libpam-wrapper)\n",
 			p->module, p->matrix, p->wrapper);
 		return -1;
 	}
+	snprintf(dir, sizeof(dir), "%s/pam.d", p->workdir);
 	setenv("PAM_WRAPPER", "1", 1);
 	setenv("PAM_WRAPPER_SERVICE_DIR", dir, 1);
 	setenv("LD_PRELOAD", p->wrapper, 1);
-	execv("/proc/self/exe", argv);
+	char self[1024];
+	if (pd_self_exe(self, sizeof(self)) != 0)
+		return -1;
+	execv(self, argv);
 	fprintf(stderr, "cannot re-execute under pam_wrapper: %s\n", strerror(errno));
-	return -1;
-fail:
-	fprintf(stderr, "cannot write %s: %s\n", file, strerror(errno));
 	return -1;
 }
 

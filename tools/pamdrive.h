@@ -7,6 +7,7 @@
 #define PAMDRIVE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define PD_SERVICE "authguard-demo"
 
@@ -16,6 +17,10 @@ struct pd_paths {
 	const char *wrapper;  /* absolute path of libpam_wrapper.so */
 	const char *workdir;  /* a directory of our own for service files */
 };
+
+/* Write the PAM service files into @p->workdir/pam.d (see below).
+ * Returns 0 or -1 (with a message on stderr). */
+int pd_write_services(const struct pd_paths *p);
 
 /*
  * If this process does not run under pam_wrapper yet: write the PAM
@@ -30,6 +35,10 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv);
 /* One login attempt. Returns the PAM code of the stack (PAM_SUCCESS when
  * both auth and account succeed); *ms_r gets the wall time it took. */
 int pd_login(const char *user, const char *password, const char *rhost, double *ms_r);
+
+/* The path of this program (readlink of /proc/self/exe, which under
+ * valgrind names the program, not valgrind's tool). Returns 0 or -1. */
+int pd_self_exe(char *buf, size_t len);
 
 /* Monotonic milliseconds. */
 double pd_now_ms(void);
