@@ -70,12 +70,15 @@ static const struct ckey *find_key(const char *name)
 	return NULL;
 }
 
-int ag_parse_duration(const char *s, int64_t *ms_r)
+struct unit {
+	const char *u;
+	int64_t mult;
+};
+
+/* A whole number followed by exactly one of @units' suffixes; the product
+ * must fit in int64_t. */
+static int parse_scaled(const char *s, const struct unit *units, size_t n, int64_t *r)
 {
-	static const struct { const char *u; int64_t mult; } units[] = {
-		{ "ms", 1 }, { "s", SEC }, { "", SEC }, { "m", 60 * SEC },
-		{ "h", 3600 * SEC }, { "d", DAY },
-	};
 	const char *p = s;
 	int64_t v = 0;
 
@@ -86,15 +89,24 @@ int ag_parse_duration(const char *s, int64_t *ms_r)
 			return AG_ERANGE;
 		v = v * 10 + (*p - '0');
 	}
-	for (size_t i = 0; i < AG_ARRAY_LEN(units); i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (strcmp(p, units[i].u) != 0)
 			continue;
 		if (v > INT64_MAX / units[i].mult)
 			return AG_ERANGE;
-		*ms_r = v * units[i].mult;
+		*r = v * units[i].mult;
 		return 0;
 	}
 	return AG_EINVAL;
+}
+
+int ag_parse_duration(const char *s, int64_t *ms_r)
+{
+	static const struct unit units[] = {
+		{ "ms", 1 }, { "s", SEC }, { "", SEC }, { "m", 60 * SEC },
+		{ "h", 3600 * SEC }, { "d", DAY },
+	};
+	return parse_scaled(s, units, AG_ARRAY_LEN(units), ms_r);
 }
 
 void ag_format_duration(int64_t ms, char *buf, size_t len)
@@ -113,29 +125,11 @@ void ag_format_duration(int64_t ms, char *buf, size_t len)
 
 int ag_parse_size(const char *s, int64_t *bytes_r)
 {
-	static const struct { const char *u; int64_t mult; } units[] = {
+	static const struct unit units[] = {
 		{ "", 1 }, { "k", 1LL << 10 }, { "K", 1LL << 10 }, { "M", 1LL << 20 },
 		{ "G", 1LL << 30 }, { "T", 1LL << 40 },
 	};
-	const char *p = s;
-	int64_t v = 0;
-
-	if (!isdigit((unsigned char)*p))
-		return AG_EINVAL;
-	for (; isdigit((unsigned char)*p); p++) {
-		if (v > (INT64_MAX - (*p - '0')) / 10)
-			return AG_ERANGE;
-		v = v * 10 + (*p - '0');
-	}
-	for (size_t i = 0; i < AG_ARRAY_LEN(units); i++) {
-		if (strcmp(p, units[i].u) != 0)
-			continue;
-		if (v > INT64_MAX / units[i].mult)
-			return AG_ERANGE;
-		*bytes_r = v * units[i].mult;
-		return 0;
-	}
-	return AG_EINVAL;
+	return parse_scaled(s, units, AG_ARRAY_LEN(units), bytes_r);
 }
 
 static void format_size(int64_t b, char *buf, size_t len)

@@ -460,40 +460,10 @@ int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen)
 	return map_rc(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
 }
 
-int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen,
-		ag_scan_fn *fn, void *ctx)
-{
-	MDB_cursor *c;
-	MDB_val k = { plen, (void *)prefix }, v;
-	int rc;
-
-	if (db >= AG_DB_COUNT)
-		return AG_EINVAL;
-	rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
-	if (rc != 0)
-		return map_rc(rc);
-	rc = mdb_cursor_get(c, &k, &v, plen > 0 ? MDB_SET_RANGE : MDB_FIRST);
-	while (rc == 0) {
-		if (plen > 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
-			break;
-		enum ag_scan_op op = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
-		if (op == AG_SCAN_STOP)
-			break;
-		if (op == AG_SCAN_DELETE) {
-			rc = mdb_cursor_del(c, 0);
-			if (rc != 0)
-				break;
-			/* MDB_NEXT after a delete yields the entry that
-			 * followed the deleted one (LMDB keeps a C_DEL mark). */
-		}
-		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(c);
-	return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_rc(rc);
-}
-
-int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
-		     ag_scan_fn *fn, void *ctx)
+/* Visit entries from the first key >= @start (or the first key), while
+ * they start with @prefix (any key if @plen is 0). */
+static int scan(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
+		const void *prefix, size_t plen, ag_scan_fn *fn, void *ctx)
 {
 	MDB_cursor *c;
 	MDB_val k = { slen, (void *)start }, v;
@@ -506,15 +476,31 @@ int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t 
 		return map_rc(rc);
 	rc = mdb_cursor_get(c, &k, &v, slen > 0 ? MDB_SET_RANGE : MDB_FIRST);
 	while (rc == 0) {
+		if (plen > 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
+			break;
 		enum ag_scan_op op = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
 		if (op == AG_SCAN_STOP)
 			break;
+		/* after a delete, MDB_NEXT yields the entry that followed the
+		 * deleted one (LMDB keeps a C_DEL mark) */
 		if (op == AG_SCAN_DELETE && (rc = mdb_cursor_del(c, 0)) != 0)
 			break;
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(c);
 	return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_rc(rc);
+}
+
+int ag_txn_scan(struct ag_txn *t, enum ag_db db, const void *prefix, size_t plen,
+		ag_scan_fn *fn, void *ctx)
+{
+	return scan(t, db, prefix, plen, prefix, plen, fn, ctx);
+}
+
+int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
+		     ag_scan_fn *fn, void *ctx)
+{
+	return scan(t, db, start, slen, NULL, 0, fn, ctx);
 }
 
 void ag_store_maybe_sync(struct ag_store *s)
