@@ -75,8 +75,9 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 		return;
 	if (!atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now))
 		return;
-	snprintf(msg, sizeof(msg), "authguard fault: %s: %s (db_dir=%s); fail_open=%s: %s", what,
-		 ag_strerror(rc), c->db_dir, c->fail_open ? "yes" : "no",
+	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
+	snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); fail_open=%s: %s", what,
+		 ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir, c->fail_open ? "yes" : "no",
 		 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
 	emit(c, sink, AG_LVL_ERR, msg, false);
 }

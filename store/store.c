@@ -46,8 +46,18 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static struct ag_store *cache;
 static pid_t cache_pid;
 
+/* LMDB's own words for the last error of this thread (for fault lines). */
+static __thread int last_mdb_rc;
+
+const char *ag_store_detail(void)
+{
+	return last_mdb_rc != 0 ? mdb_strerror(last_mdb_rc) : "";
+}
+
 static int map_rc(int rc)
 {
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		last_mdb_rc = rc;
 	switch (rc) {
 	case 0: return 0;
 	case MDB_NOTFOUND: return AG_ENOTFOUND;

@@ -96,6 +96,9 @@ struct ag_store_info {
 /* Sizes and counts, for authguard-admin status. */
 AG_API int ag_store_info(struct ag_store *s, struct ag_store_info *info_r);
 
+/* LMDB's text for the last store error in this thread ("" if none). */
+AG_API const char *ag_store_detail(void);
+
 /* Drop this process's cached handles (tests; never needed in services). */
 AG_API void ag_store_forget_all(void);
 

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,8 +82,15 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
 	char dir[1024];
 	const char *on = getenv("PAM_WRAPPER");
 
-	if (on != NULL && strcmp(on, "1") == 0)
+	if (on != NULL && strcmp(on, "1") == 0) {
+		/* pam_wrapper has picked its directory: let the next one go */
+		const char *lk = getenv("AG_PWRAP_LOCK_FD");
+		if (lk != NULL) {
+			close(atoi(lk));
+			unsetenv("AG_PWRAP_LOCK_FD");
+		}
 		return 0;
+	}
 	if (pd_write_services(p) != 0)
 		return -1;
 	if (access(p->module, R_OK) != 0 || access(p->matrix, R_OK) != 0 ||
@@ -89,6 +98,16 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
 		fprintf(stderr, "missing one of %s, %s, %s (build first; install libpam-wrapper)\n",
 			p->module, p->matrix, p->wrapper);
 		return -1;
+	}
+	/* pam_wrapper 1.1.4 picks its runtime directory with lstat then
+	 * mkdir: processes starting together can share one and delete it
+	 * under each other. Hold a host-wide lock across the exec (it stays
+	 * with the open file) until the new image is under the wrapper. */
+	int lk = open("/tmp/authguard-pam_wrapper.lock", O_RDWR | O_CREAT, 0600);
+	if (lk >= 0 && flock(lk, LOCK_EX) == 0) {
+		char num[16];
+		snprintf(num, sizeof(num), "%d", lk);
+		setenv("AG_PWRAP_LOCK_FD", num, 1);
 	}
 	snprintf(dir, sizeof(dir), "%s/pam.d", p->workdir);
 	setenv("PAM_WRAPPER", "1", 1);
