@@ -1,134 +1,136 @@
 /*
  * bench_guard - the guard's own added time per attempt (check + record,
  * no tarpit sleep), with the store already open, at a chosen number of
- * tracked sources. Prints numbers; asserts nothing.
+ * tracked sources, and what the store holds per source. Prints numbers;
+ * asserts nothing.
  *
- *   bench_guard [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-d DIR]
+ *   bench_guard [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR]
  */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "guard.h"
 #include "store.h"
 
-static double now_us(void)
+/* Check + record of random known sources; 1 in 4 succeeds. */
+static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
 {
-	struct timespec ts;
+	char addr[32], user[32];
+	double t0 = bench_now_us();
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+	srand(42);
+	for (unsigned long i = 0; i < n; i++) {
+		unsigned long k = (unsigned long)rand() % (sources ? sources : 1);
+		bench_addr(k, addr, sizeof(addr));
+		snprintf(user, sizeof(user), "user%lu", k % 5000);
+		struct ag_attempt a = { "imap", user, strlen(user), addr, strlen(addr) };
+		struct ag_ticket t;
+		double s = bench_now_us();
+		ag_guard_check(c, &bench_sink, &a, &t);
+		ag_guard_record(c, &bench_sink, &a, i % 4 != 0, "guess", &t);
+		lat[i] = bench_now_us() - s;
+	}
+	return bench_now_us() - t0;
 }
 
-static int cmp_double(const void *a, const void *b)
+/* Bytes per source only mean something if no source was evicted to keep
+ * the store under db_max_size: then say so instead of dividing. */
+static void print_store(const struct ag_conf *c, unsigned long sources)
 {
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	if (ag_store_get(c->db_dir, &s) != 0 || ag_store_info(s, &info) != 0) {
+		printf("  store: cannot read its info\n");
+		return;
+	}
+	const uint64_t *e = info.entries;
+	/* each host, plus one record per /24 (bench_addr's layout) */
+	uint64_t want = sources + (sources + 255) / 256;
+	printf("  store: %llu bytes used (file %llu, map %llu), %llu records (src %llu, user %llu, pair %llu)\n",
+	       (unsigned long long)info.used_bytes, (unsigned long long)info.file_bytes,
+	       (unsigned long long)info.map_size,
+	       (unsigned long long)(e[AG_DB_SRC] + e[AG_DB_USER] + e[AG_DB_PAIR]),
+	       (unsigned long long)e[AG_DB_SRC], (unsigned long long)e[AG_DB_USER],
+	       (unsigned long long)e[AG_DB_PAIR]);
+	if (sources == 0)
+		return;
+	if (e[AG_DB_SRC] < want)
+		printf("  per source: n/a, %llu of %lu sources were evicted at db_max_size (raise it with -m)\n",
+		       (unsigned long long)(want - e[AG_DB_SRC]), sources);
+	else
+		printf("  per source: %.0f bytes used per tracked source (its host, pair, share of network and user records)\n",
+		       (double)info.used_bytes / (double)sources);
 }
 
-static void addr_of(unsigned long i, char *buf, size_t len)
+static int usage(const char *prog)
 {
-	/* spread over many /24s: 10.x.y.z */
-	snprintf(buf, len, "10.%lu.%lu.%lu", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR]\n",
+		prog);
+	return 2;
 }
 
-static void nop_sink(void *ctx, enum ag_level l, const char *m)
+static int measure(unsigned long sources, unsigned long attempts, const char *logmode,
+		   const char *max_size, const struct bench_dir *d)
 {
-	(void)ctx;
-	(void)l;
-	(void)m;
+	struct ag_conf c;
+
+	if (bench_conf(&c, d, "db", logmode, max_size) != 0)
+		return 1;
+	/* every rule evaluated, nothing that would cut the path short */
+	c.tarpit_base = 0;
+	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
+
+	double *lat = malloc(attempts * sizeof(*lat));
+	if (lat == NULL) {
+		ag_conf_free(&c);
+		return 1;
+	}
+	double filled = bench_fill(&c, sources);
+	double total = run(&c, sources, lat, attempts);
+	bench_sort(lat, attempts);
+
+	bench_print_settings("bench_guard", &c);
+	printf("  sources=%lu attempts=%lu\n", sources, attempts);
+	printf("  fill: %.1f s (%.1f us per recorded failure)\n", filled / 1e6,
+	       sources ? filled / (double)sources : 0);
+	printf("  check+record per attempt: p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us\n",
+	       bench_pct(lat, attempts, 50), bench_pct(lat, attempts, 90),
+	       bench_pct(lat, attempts, 99), lat[attempts - 1]);
+	printf("  throughput (one process): %.0f attempts/s\n", (double)attempts / (total / 1e6));
+	print_store(&c, sources);
+	free(lat);
+	ag_conf_free(&c);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	unsigned long sources = 1000, attempts = 20000;
-	const char *logmode = "none";
-	char dir[512] = "", err[256], addr[32], user[32];
+	const char *logmode = "none", *dir = NULL, *max_size = NULL;
+	struct bench_dir d;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
 		case 'l': logmode = optarg; break;
-		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
-		default:
-			fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-d DIR]\n", argv[0]);
-			return 2;
+		case 'm': max_size = optarg; break;
+		case 'd': dir = optarg; break;
+		default: return usage(argv[0]);
 		}
 	}
-	if (dir[0] == '\0') {
-		snprintf(dir, sizeof(dir), "/tmp/authguard-bench.XXXXXX");
-		if (mkdtemp(dir) == NULL) {
-			perror("mkdtemp");
-			return 1;
-		}
-	}
-	struct ag_conf c;
-	ag_conf_init(&c);
-	snprintf(c.db_dir, sizeof(c.db_dir), "%s/db", dir);
-	if (strcmp(logmode, "file") == 0) {
-		char v[600];
-		snprintf(v, sizeof(v), "file:%s/attempts.log", dir);
-		ag_conf_set(&c, "log", v, err, sizeof(err));
-	} else {
-		c.log_kind = AG_LOG_NONE;
-	}
-	/* every rule evaluated, nothing that would cut the path short */
-	c.tarpit_base = 0;
-	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
-	struct ag_sink sink = { nop_sink, NULL };
-
-	double t0 = now_us();
-	for (unsigned long i = 0; i < sources; i++) {
-		addr_of(i, addr, sizeof(addr));
-		snprintf(user, sizeof(user), "user%lu", i % 5000);
-		struct ag_attempt a = { "imap", user, strlen(user), addr, strlen(addr) };
-		ag_guard_record(&c, &sink, &a, false, "x", NULL);
-	}
-	double fill = now_us() - t0;
-
-	double *lat = malloc(attempts * sizeof(*lat));
-	if (lat == NULL)
+	if (attempts == 0)
+		return usage(argv[0]);
+	if (bench_dir_init(&d, dir) != 0)
 		return 1;
-	srand(42);
-	t0 = now_us();
-	for (unsigned long i = 0; i < attempts; i++) {
-		unsigned long k = (unsigned long)rand() % (sources ? sources : 1);
-		addr_of(k, addr, sizeof(addr));
-		snprintf(user, sizeof(user), "user%lu", k % 5000);
-		struct ag_attempt a = { "imap", user, strlen(user), addr, strlen(addr) };
-		struct ag_ticket t;
-		double s = now_us();
-		ag_guard_check(&c, &sink, &a, &t);
-		ag_guard_record(&c, &sink, &a, i % 4 != 0, "guess", &t);
-		lat[i] = now_us() - s;
-	}
-	double total = now_us() - t0;
-	qsort(lat, attempts, sizeof(*lat), cmp_double);
-
-	struct ag_store *s;
-	struct ag_store_info info;
-	ag_store_get(c.db_dir, &s);
-	ag_store_info(s, &info);
-	printf("bench_guard: cores=%ld sources=%lu attempts=%lu log=%s store=%s (MDB_NOSYNC, 1 s flush)\n",
-	       sysconf(_SC_NPROCESSORS_ONLN), sources, attempts, logmode, c.db_dir);
-	printf("  fill: %.1f s (%.1f us per recorded failure)\n", fill / 1e6,
-	       sources ? fill / (double)sources : 0);
-	printf("  check+record per attempt: p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us\n",
-	       lat[attempts / 2], lat[attempts * 9 / 10], lat[attempts * 99 / 100], lat[attempts - 1]);
-	printf("  throughput (one process): %.0f attempts/s\n", (double)attempts / (total / 1e6));
-	printf("  store: %llu bytes used, %llu records (src %llu, user %llu, pair %llu), %.0f bytes per source key\n",
-	       (unsigned long long)info.used_bytes,
-	       (unsigned long long)(info.entries[AG_DB_SRC] + info.entries[AG_DB_USER] + info.entries[AG_DB_PAIR]),
-	       (unsigned long long)info.entries[AG_DB_SRC], (unsigned long long)info.entries[AG_DB_USER],
-	       (unsigned long long)info.entries[AG_DB_PAIR],
-	       sources ? (double)info.used_bytes / (double)sources : 0);
-	free(lat);
-	ag_conf_free(&c);
-	return 0;
+	int rc = measure(sources, attempts, logmode, max_size, &d);
+	bench_dir_done(&d);
+	return rc;
 }

@@ -1,0 +1,244 @@
+/*
+ * bench_throughput - attempts per second when several processes share one
+ * store, as the workers of a mail server do. For each process count, a
+ * fresh store is filled, then that many children each run check + record
+ * for their own share of the sources, all starting together. Wall time
+ * runs from the common start to the end of the last child. Prints
+ * numbers; asserts nothing.
+ *
+ *   bench_throughput [-p PROCS[,PROCS...]] [-a ATTEMPTS_PER_PROC] [-n SOURCES]
+ *                    [-l none|file] [-m DB_MAX_SIZE] [-d DIR]
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+#include "guard.h"
+#include "store.h"
+
+#define MAX_PROCS 256
+#define MAX_COUNTS 16 /* process counts in one -p list */
+
+struct job {
+	const struct ag_conf *c;
+	unsigned long sources, attempts; /* attempts per process */
+	unsigned nprocs;
+	double *lat;                     /* shared: nprocs * attempts */
+};
+
+/* Child @k's attempts: random sources i with i % nprocs == k, so no two
+ * children touch the same host record (they still share networks, users
+ * and the writer lock, as real workers do). */
+static void child_run(const struct job *j, unsigned k)
+{
+	unsigned long share = (j->sources - k + j->nprocs - 1) / j->nprocs;
+	unsigned seed = 42 + k;
+	double *lat = j->lat + (size_t)k * j->attempts;
+	char addr[32], user[32];
+
+	for (unsigned long n = 0; n < j->attempts; n++) {
+		unsigned long i = k + ((unsigned long)rand_r(&seed) % (share ? share : 1)) * j->nprocs;
+		bench_addr(i, addr, sizeof(addr));
+		snprintf(user, sizeof(user), "user%lu", i % 5000);
+		struct ag_attempt a = { "imap", user, strlen(user), addr, strlen(addr) };
+		struct ag_ticket t;
+		double s = bench_now_us();
+		ag_guard_check(j->c, &bench_sink, &a, &t);
+		ag_guard_record(j->c, &bench_sink, &a, n % 4 != 0, "guess", &t);
+		lat[n] = bench_now_us() - s;
+	}
+}
+
+/* Open the store (a service does that once, not per attempt), say so on
+ * @ready, wait for @go to close, run. Never returns. */
+static void child(const struct job *j, unsigned k, int ready, int go)
+{
+	struct ag_store *s;
+	char b = 0;
+
+	if (ag_store_get(j->c->db_dir, &s) != 0)
+		_exit(1);
+	if (write(ready, &b, 1) != 1)
+		_exit(1);
+	close(ready);
+	while (read(go, &b, 1) < 0 && errno == EINTR)
+		;
+	child_run(j, k);
+	_exit(0);
+}
+
+static int reap(pid_t *pids, unsigned n)
+{
+	int bad = 0, st;
+
+	for (unsigned i = 0; i < n; i++)
+		if (waitpid(pids[i], &st, 0) != pids[i] || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			bad++;
+	return bad;
+}
+
+/* Fork the children, start them together. Returns the wall time in
+ * microseconds, or a negative value if a child failed. */
+static double run_procs(const struct job *j)
+{
+	pid_t pids[MAX_PROCS];
+	int ready[2], go[2];
+	unsigned n = 0;
+	char b;
+
+	if (pipe(ready) != 0 || pipe(go) != 0)
+		return -1;
+	fflush(stdout); /* or children flush the parent's buffered lines again */
+	for (; n < j->nprocs; n++) {
+		pids[n] = fork();
+		if (pids[n] < 0)
+			break;
+		if (pids[n] == 0) {
+			close(ready[0]);
+			close(go[1]);
+			child(j, n, ready[1], go[0]);
+		}
+	}
+	close(ready[1]);
+	close(go[0]);
+	/* start the clock only once every child has its store open */
+	unsigned up = 0;
+	while (up < n && read(ready[0], &b, 1) == 1)
+		up++;
+	close(ready[0]);
+	double t0 = bench_now_us();
+	close(go[1]);
+	int bad = reap(pids, n);
+	double wall = bench_now_us() - t0;
+	return bad || n < j->nprocs || up < n ? -1 : wall;
+}
+
+static void report(const struct job *j, double wall)
+{
+	size_t total = (size_t)j->nprocs * j->attempts;
+	double rate = (double)total / (wall / 1e6);
+
+	bench_sort(j->lat, total);
+	printf("  procs=%u: %zu attempts in %.2f s: %.0f attempts/s total, %.0f per process; "
+	       "check+record p50 %.1f us  p99 %.1f us  max %.1f us\n",
+	       j->nprocs, total, wall / 1e6, rate, rate / j->nprocs, bench_pct(j->lat, total, 50),
+	       bench_pct(j->lat, total, 99), j->lat[total - 1]);
+}
+
+/* One process count, on a fresh store so each count starts alike. */
+static int one_count(struct job *j, const struct bench_dir *d, const char *logmode,
+		     const char *max_size)
+{
+	struct ag_conf c;
+	char sub[32];
+	int rc = -1;
+
+	snprintf(sub, sizeof(sub), "db-p%u", j->nprocs);
+	if (bench_conf(&c, d, sub, logmode, max_size) != 0)
+		return -1;
+	/* every rule evaluated, nothing that would cut the path short */
+	c.tarpit_base = 0;
+	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
+	j->c = &c;
+	size_t bytes = (size_t)j->nprocs * j->attempts * sizeof(double);
+	j->lat = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (j->lat == MAP_FAILED) {
+		perror("mmap");
+		goto out;
+	}
+	bench_fill(&c, j->sources);
+	double wall = run_procs(j);
+	if (wall < 0)
+		fprintf(stderr, "bench_throughput: procs=%u: a child failed\n", j->nprocs);
+	else
+		report(j, wall);
+	rc = wall < 0 ? -1 : 0;
+	munmap(j->lat, bytes);
+out:
+	j->c = NULL;
+	ag_conf_free(&c);
+	return rc;
+}
+
+/* The settings line; also finds a bad log mode or size before any run. */
+static int print_header(const struct job *j, const char *logmode, const char *max_size,
+			const struct bench_dir *d)
+{
+	struct ag_conf c;
+
+	if (bench_conf(&c, d, "db-p<N>", logmode, max_size) != 0)
+		return -1;
+	c.tarpit_base = 0;
+	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
+	bench_print_settings("bench_throughput", &c);
+	printf("  sources=%lu (one failure each before the run) attempts=%lu per process, "
+	       "1 in 4 a success\n", j->sources, j->attempts);
+	ag_conf_free(&c);
+	return 0;
+}
+
+/* "1,2,4,8" into @counts; returns how many, or -1. */
+static int parse_counts(const char *s, unsigned *counts)
+{
+	int n = 0;
+
+	while (n < MAX_COUNTS) {
+		char *end;
+		unsigned long v = strtoul(s, &end, 10);
+		if (end == s || v == 0 || v > MAX_PROCS || (*end != ',' && *end != '\0'))
+			return -1;
+		counts[n++] = (unsigned)v;
+		if (*end == '\0')
+			return n;
+		s = end + 1;
+	}
+	return -1;
+}
+
+static int usage(const char *prog)
+{
+	fprintf(stderr, "usage: %s [-p PROCS[,PROCS...]] [-a ATTEMPTS_PER_PROC] [-n SOURCES] "
+		"[-l none|file] [-m DB_MAX_SIZE] [-d DIR]\n", prog);
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	struct job j = { .sources = 10000, .attempts = 20000 };
+	const char *procs = "1,2,4,8", *logmode = "none", *dir = NULL, *max_size = NULL;
+	unsigned counts[MAX_COUNTS];
+	struct bench_dir d;
+	int opt, rc = 0;
+
+	while ((opt = getopt(argc, argv, "p:a:n:l:m:d:")) != -1) {
+		switch (opt) {
+		case 'p': procs = optarg; break;
+		case 'a': j.attempts = strtoul(optarg, NULL, 10); break;
+		case 'n': j.sources = strtoul(optarg, NULL, 10); break;
+		case 'l': logmode = optarg; break;
+		case 'm': max_size = optarg; break;
+		case 'd': dir = optarg; break;
+		default: return usage(argv[0]);
+		}
+	}
+	int ncounts = parse_counts(procs, counts);
+	if (j.attempts == 0 || j.sources == 0 || ncounts < 0)
+		return usage(argv[0]);
+	if (bench_dir_init(&d, dir) != 0)
+		return 1;
+	if (print_header(&j, logmode, max_size, &d) != 0)
+		rc = 1;
+	for (int i = 0; i < ncounts && rc == 0; i++) {
+		j.nprocs = counts[i];
+		rc = one_count(&j, &d, logmode, max_size) == 0 ? 0 : 1;
+	}
+	bench_dir_done(&d);
+	return rc;
+}
