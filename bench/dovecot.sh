@@ -1,0 +1,140 @@
+#!/bin/bash
+# bench/dovecot.sh - what authguard costs and saves in front of a real Dovecot.
+#
+# A real Dovecot on loopback, passdb PAM through real libpam (pam_wrapper),
+# pam_unix checking yescrypt hashes (nss_wrapper provides the users: four
+# owners o1..o4 and 46 more mailboxes). bench/imapload.py runs ATTACKERS
+# threads logging in with wrong passwords as fast as Dovecot answers, and one
+# owner thread logging in with the right password from the owners' homes.
+#
+#   1. guard off (pam_unix alone) and guard on (the README's stack, default
+#      settings): the owners' LOGIN latency p50/p99 and logins/s, first
+#      without attack then under attack; attacker attempts/s; the auth
+#      worker processes' CPU seconds per attacker attempt.
+#   2. more attackers than tarpit_slots, each on its own address, with every
+#      ban and lock switched off so that they all stay in the tarpit: how many
+#      attempts slept, how many were refused because every slot was taken,
+#      and whether the owners still got in (and how fast).
+#
+#   bench/dovecot.sh [-a ATTACKERS] [-t SECONDS] [-m botnet|fixed] [-u MAILBOXES]
+#
+# Defaults: 16 attackers, 20 s under attack, botnet (a fresh address per
+# attempt) guessing 10 mailboxes (the four owners' and six more; at most 50). From a build tree, like tests/dovecot/run.sh (see bench/README.md):
+#   AG_TEST_MODULE=$PWD/pam_authguard/.libs/pam_authguard.so ../bench/dovecot.sh
+set -u
+export LC_ALL=C
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../tests/dovecot/lib.sh" || exit 1
+
+ATTACKERS=16 SECS=20 MODE=botnet QUIET_SECS=5 BOXES=10
+while getopts a:t:m:u: opt; do
+	case $opt in
+	a) ATTACKERS=$OPTARG ;;
+	t) SECS=$OPTARG ;;
+	m) MODE=$OPTARG ;;
+	u) BOXES=$OPTARG ;;
+	*) echo "usage: $0 [-a ATTACKERS] [-t SECONDS] [-m botnet|fixed] [-u MAILBOXES]" >&2; exit 2 ;;
+	esac
+done
+die() {
+	echo "bench/dovecot.sh: $*" >&2
+	exit 1
+}
+why=$(dv_missing)
+[ -z "$why" ] || die "$why"
+dv_check || die "$DV_ERR"
+
+SCRATCHES=()
+cleanup() {
+	client_stop
+	stop_dovecot
+	clean_pam_wrapper_dirs
+	[ "${AG_TEST_KEEP:-0}" = 1 ] || rm -rf "${SCRATCHES[@]}"
+}
+trap 'cleanup; exit 1' INT TERM HUP
+trap cleanup EXIT
+
+USERS="o1 o2 o3 o4"
+for i in $(seq -w 1 46); do USERS="$USERS m$i"; done
+
+# setup GUARD [authguard.conf lines...]: a fresh Dovecot; owners log in once
+setup() {
+	local g=$1 u
+	shift
+	dv_scratch ag-bench || die "$DV_ERR"
+	SCRATCHES+=("$S")
+	dv_users unix $USERS || die "$DV_ERR"
+	dv_stack "$g" || die "$DV_ERR"
+	{
+		echo "db_dir = $S/store"
+		echo "log = file:$LOG"
+		printf '%s\n' "$@"
+	} >"$S/authguard.conf"
+	start_dovecot || die "dovecot did not start: see $DLOG"
+	client_start
+	for u in 1 2 3 4; do
+		imap_login "198.51.100.$u" "o$u" "pw-o$u"
+		[ "$ST" = OK ] || die "o$u cannot log in ($ST): see $S"
+	done
+	client_stop
+}
+teardown() {
+	stop_dovecot
+	clean_pam_wrapper_dirs
+}
+# load SECONDS ATTACKERS MODE: runs imapload; sets R (its key=value line)
+# and CPU (auth worker CPU seconds used meanwhile)
+load() {
+	local c0 c1
+	c0=$(auth_worker_cpu)
+	R=$("$PYTHON" "$here/imapload.py" "$PORT" "$1" "$2" "$3" 4 "$BOXES") || die "imapload failed"
+	c1=$(auth_worker_cpu)
+	CPU=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+}
+val() { # val KEY: from R
+	local kv
+	for kv in $R; do [ "${kv%%=*}" = "$1" ] && echo "${kv#*=}" && return; done
+	echo 0
+}
+logcount() { grep -cE "$1" "$LOG" 2>/dev/null || true; }
+
+echo "# bench/dovecot.sh: Dovecot $("$DOVECOT" --version | cut -d' ' -f1), $(nproc) cores, pam_unix yescrypt," \
+	"$ATTACKERS attackers ($MODE) on $BOXES mailboxes, ${SECS}s under attack, client on the same machine"
+printf '%-9s | %-29s | %-40s | %-12s %-14s\n' guard "owners alone" "owners under attack" "attack" "auth CPU"
+printf '%-9s | %7s %7s %6s %6s | %7s %7s %8s %6s %8s | %-12s %-14s\n' '' p50_ms p99_ms per_s ok p50_ms p99_ms max_ms per_s ok tries/s "s/attempt"
+for g in none authguard; do
+	setup "$g"
+	load "$QUIET_SECS" 0 "$MODE"
+	q50=$(val owner_p50_ms) q99=$(val owner_p99_ms) qps=$(val owner_per_s)
+	qok="$(val owner_ok)/$(val owner_tried)"
+	per_login=$(awk -v c="$CPU" -v n="$(val owner_tried)" 'BEGIN { printf "%.4f", n ? c / n : 0 }')
+	load "$SECS" "$ATTACKERS" "$MODE"
+	# the owners' own share of the CPU, as measured alone, is taken out
+	per_attack=$(awk -v c="$CPU" -v o="$(val owner_tried)" -v p="$per_login" -v a="$(val attack_tried)" \
+		'BEGIN { x = c - o * p; if (x < 0) x = 0; printf "%.4f", a ? x / a : 0 }')
+	printf '%-9s | %7s %7s %6s %6s | %7s %7s %8s %6s %8s | %-12s %-14s\n' "$([ "$g" = none ] && echo off || echo on)" \
+		"$q50" "$q99" "$qps" "$qok" "$(val owner_p50_ms)" "$(val owner_p99_ms)" "$(val owner_max_ms)" \
+		"$(val owner_per_s)" "$(val owner_ok)/$(val owner_tried)" "$(val attack_per_s)" "$per_attack"
+	if [ "$g" = authguard ]; then
+		A='rhost=(10|172\.16)\.'
+		echo "#   guard on: attacker attempts $(val attack_tried): $(logcount "$A.* result=fail") reached the password check," \
+			"$(logcount "$A.* action=refuse") refused unchecked, $(logcount "$A.* action=tarpit") tarpitted;" \
+			"auth CPU alone per owner login ${per_login}s; client errors $(val attack_err)"
+	else
+		echo "#   guard off: every one of $(val attack_tried) attacker attempts reached the password check;" \
+			"auth CPU alone per owner login ${per_login}s; client errors $(val attack_err)"
+	fi
+	teardown
+done
+
+# ------------------------------------------------------ tarpit slots exhausted
+NA=$((ATTACKERS > 24 ? ATTACKERS : 24))
+echo
+echo "# $NA attackers on their own addresses (fixed), tarpit_slots = 8, bans and locks off so all stay in the tarpit (default 500ms..15s), ${SECS}s"
+setup authguard "ip_ban_after = 0" "net_ban_after = 0" "spray_users = 0" "user_lock_after = 0"
+load "$SECS" "$NA" fixed
+A='rhost=172\.16\.'
+echo "  attacker attempts $(val attack_tried): $(logcount "$A.* action=tarpit") slept in the tarpit," \
+	"$(logcount "$A.* reason=tarpit_full") refused because all 8 slots were taken, $(logcount "$A.* action=allow") let through at once"
+echo "  owners: $(val owner_ok) of $(val owner_tried) logins succeeded, LOGIN p50 $(val owner_p50_ms) ms, p99 $(val owner_p99_ms) ms, max $(val owner_max_ms) ms"
+teardown
