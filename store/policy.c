@@ -77,9 +77,19 @@ static bool source_rules(const struct ag_view *v)
 	return v->has_addr && !v->proxy && !v->trusted;
 }
 
-bool ag_pair_familiar(const struct ag_view *v, int64_t now)
+/* A place the user logged in from, until it has itself failed for this
+ * user as often as a host may before it is banned (ip_ban_after, else
+ * user_lock_after). For IPv4 the host is banned then anyway. For IPv6 the
+ * place is a whole prefix whose addresses rotate: each address fails once,
+ * so no host ban comes, and without this bound an attacker inside a
+ * familiar /64 could guess forever (the net ban spares familiar places and
+ * their failures do not count toward the lock). */
+bool ag_pair_familiar(const struct ag_conf *c, const struct ag_view *v, int64_t now)
 {
-	return v->has_addr && v->has_user && !v->proxy && v->pair.familiar_until > now;
+	if (!v->has_addr || !v->has_user || v->proxy || v->pair.familiar_until <= now)
+		return false;
+	uint32_t bound = c->ip_ban_after ? c->ip_ban_after : c->user_lock_after;
+	return !reached(ag_score_at(&v->pair.fails, now, c->decay_half_life), bound);
 }
 
 static void touch_src(struct ag_src_rec *r, int64_t now)
@@ -111,7 +121,7 @@ void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 		     struct ag_verdict *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->familiar = ag_pair_familiar(v, now);
+	out->familiar = ag_pair_familiar(c, v, now);
 	out->user_locked = v->has_user && v->user.lock_until > now;
 	out->user_score = ag_score_at(&v->user.fails, now, c->decay_half_life);
 	/* deny wins over trusted: a denied host inside a trusted network
@@ -232,7 +242,7 @@ static void record_source_failure(const struct ag_conf *c, struct ag_view *v, in
 static void record_user_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
 				struct ag_events *ev)
 {
-	bool familiar = ag_pair_familiar(v, now);
+	bool familiar = ag_pair_familiar(c, v, now);
 
 	ev->repeat_pw = note_password(c, &v->pair, v->pw_hash, now);
 	ag_score_add(&v->pair.fails, 1, now, c->decay_half_life);

@@ -82,8 +82,10 @@ AG_API void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t 
 AG_API void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now,
 			     bool success, struct ag_events *ev_r);
 
-/* True if the pair record makes the source familiar at @now. */
-AG_API bool ag_pair_familiar(const struct ag_view *v, int64_t now);
+/* True if the pair record makes the source familiar at @now: the user
+ * logged in from there within familiar_ttl, and it has not failed for the
+ * user ip_ban_after times since (user_lock_after if that is 0). */
+AG_API bool ag_pair_familiar(const struct ag_conf *c, const struct ag_view *v, int64_t now);
 
 
 

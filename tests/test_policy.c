@@ -612,7 +612,9 @@ static void test_net_ban_spares_familiar_host(void **state)
 	assert_true(ev.host_banned);
 	vd = do_check(w, 0, 0, now + 4 * SEC);
 	assert_verdict(vd, AG_ACT_REFUSE, AG_WHY_BANNED);
-	assert_true(vd.familiar);
+	/* and a place that failed for the user as often as ip_ban_after is
+	 * no longer familiar to the user */
+	assert_false(vd.familiar);
 }
 
 /* ---- 5. spraying --------------------------------------------------------- */
@@ -756,6 +758,46 @@ static void test_familiar_failures_do_not_lock(void **state)
 	}
 }
 
+/* The IPv6 case: familiarity is per prefix (the pair), each attempt comes
+ * from a fresh address of it (a fresh host record), so no host ban ever
+ * comes. Familiarity ends after ip_ban_after failures of the place itself;
+ * from then on its failures count toward the user's lock. */
+static void test_familiar_prefix_rotation_bounded(void **state)
+{
+	struct world *w = *state;
+	struct ag_events ev;
+	struct ag_verdict vd;
+	struct ag_view fresh;
+	int checked = 0, first_refused = 0;
+
+	ag_view_init(&fresh);
+	attempt(w, 0, 0, PW_ANY, true, T0, &ev); /* the owner, from the prefix */
+	attempt(w, 1, 0, PW_ANY, true, T0, &ev); /* and from elsewhere */
+	for (int i = 1; i <= 40; i++) {
+		w->src[0] = fresh.src; /* a new address each time */
+		vd = attempt(w, 0, 0, PW_ANY, false, T0 + i * SEC, &ev);
+		if (vd.action == AG_ACT_REFUSE) {
+			if (first_refused == 0) {
+				first_refused = i;
+				assert_verdict(vd, AG_ACT_REFUSE, AG_WHY_LOCKED);
+			}
+			continue;
+		}
+		checked++;
+		/* familiar while the place has failed fewer than 10 times */
+		assert_int_equal(vd.familiar, i <= 10);
+		assert_int_equal(ev.user_locked, i == 20);
+		assert_false(ev.host_banned);
+	}
+	/* 10 while familiar, then 10 toward the lock; then refused */
+	assert_int_equal(checked, 20);
+	assert_int_equal(first_refused, 21);
+	/* the owner's other place is still familiar, and let in */
+	vd = do_check(w, 1, 0, T0 + 50 * SEC);
+	assert_true(vd.familiar);
+	assert_int_not_equal(vd.action, AG_ACT_REFUSE);
+}
+
 static void test_user_lock_disabled(void **state)
 {
 	struct world *w = *state;
@@ -844,7 +886,7 @@ static void test_success_familiarity_table(void **state)
 		const struct ag_pair_rec *p = &w->pair[h >= 0 ? h : NHOST][0];
 		struct ag_view v;
 		load(w, &v, h, 0, PW_ANY);
-		if (ag_pair_familiar(&v, T0 + 2 * SEC) != rows[r].familiar ||
+		if (ag_pair_familiar(&w->c, &v, T0 + 2 * SEC) != rows[r].familiar ||
 		    (p->familiar_until > T0 + 2 * SEC) != rows[r].familiar) {
 			print_error("%s: familiar_until %" PRId64 "\n", rows[r].name,
 				    p->familiar_until);
@@ -1314,6 +1356,7 @@ int main(void)
 		T(test_spray_same_user_not_distinct),
 		T(test_user_lock_from_unfamiliar),
 		T(test_familiar_failures_do_not_lock),
+		T(test_familiar_prefix_rotation_bounded),
 		T(test_user_lock_disabled),
 		T(test_success_familiar_and_clears_pair_only),
 		T(test_success_familiarity_table),
