@@ -24,7 +24,7 @@ set -u
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
-NTESTS=31
+NTESTS=32
 
 # ------------------------------------------------------------------ skip, bail
 why=$(dv_missing)
@@ -111,7 +111,7 @@ count() { # count WORD ITEMS...: how many ITEMS equal WORD
 
 # ------------------------------------------------------------ scratch, setup
 dv_scratch ag-dovecot || bail "$DV_ERR"
-USERS="alice bob carol erin frank gina hank ivan"
+USERS="alice bob carol dora erin frank gina hank ivan"
 for i in 01 02 03 04 05 06 07 08 p1 p2 p3 p4 p5 p6; do USERS="$USERS u$i"; done
 dv_users matrix $USERS || bail "$DV_ERR"
 dv_stack authguard || bail "$DV_ERR"
@@ -279,6 +279,24 @@ main() {
 	attempt 2001:db8:1:3::1 erin pw-erin
 	ok "$([ "$ST" = OK ] && [ "${F[result]:--}" = success ]; echo $?)" \
 		"ipv6: the neighbouring /64 is not banned (erin logs in from 2001:db8:1:3::1)" "reply $ST" "log: $L"
+
+	# The owner's own /64 turned against her (SECURITY.md F10): dora logs in
+	# from 2001:db8:5:6::1, then 30 addresses of that /64 guess at her, one
+	# each. Familiar for 10 failures, then 10 count toward her lock, then
+	# refused.
+	attempt 2001:db8:5:6::1 dora pw-dora
+	r=() res=() why=() ev=()
+	r+=("$ST")
+	for n in $(seq 30); do
+		ip=$(printf '2001:db8:5:6:%x:%x:%x:%x' $((RANDOM | 0x100)) $RANDOM $RANDOM $((n + 0x100)))
+		attempt "$ip" dora "fam-$n"
+		r+=("$ST") res+=("${F[result]:--}") why+=("${F[reason]:--}") ev+=("${F[event]:--}")
+	done
+	ok "$([ "${r[*]}" = "OK$(printf ' NO%.0s' $(seq 30))" ] && [ "$(count fail "${res[@]}")" = 20 ] &&
+		[ "${res[*]:20}" = "$(printf 'unchecked %.0s' $(seq 10) | sed 's/ $//')" ] &&
+		[ "$(count locked "${why[@]}")" = 10 ] && [ "${ev[19]}" = lock ]; echo $?)" \
+		"ipv6: rotating addresses inside dora's own familiar /64: 20 reach the password check (10 while familiar, 10 toward the lock), the 20th locks her, the last 10 are refused (reason=locked)" \
+		"replies: ${r[*]}" "results: ${res[*]}" "reasons: ${why[*]}" "events: ${ev[*]}"
 
 	# ------------------------------------------------------------------- parallel
 	# Six attackers at once, each with its own address (own /24) and mailbox, 12
