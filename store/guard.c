@@ -488,7 +488,7 @@ static int record_fn(struct op *op, void *argp)
 	rc = op_load(op, t);
 	if (rc == 0) {
 		ag_policy_record(op->c, &op->v, op->now, arg->success, &arg->ev);
-		arg->vd.familiar = ag_pair_familiar(op->c, &op->v, op->now);
+		arg->vd.familiar = arg->ev.familiar;
 		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
 		arg->vd.src_score = ag_score_at(op->v.has_addr && !op->v.proxy ? &op->v.src.fails
 									       : &op->v.pair.fails,

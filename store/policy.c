@@ -77,19 +77,19 @@ static bool source_rules(const struct ag_view *v)
 	return v->has_addr && !v->proxy && !v->trusted;
 }
 
-/* A place the user logged in from, until it has itself failed for this
- * user as often as a host may before it is banned (ip_ban_after, else
- * user_lock_after). For IPv4 the host is banned then anyway. For IPv6 the
- * place is a whole prefix whose addresses rotate: each address fails once,
- * so no host ban comes, and without this bound an attacker inside a
- * familiar /64 could guess forever (the net ban spares familiar places and
- * their failures do not count toward the lock). */
-bool ag_pair_familiar(const struct ag_conf *c, const struct ag_view *v, int64_t now)
+bool ag_pair_familiar(const struct ag_view *v, int64_t now)
 {
-	if (!v->has_addr || !v->has_user || v->proxy || v->pair.familiar_until <= now)
-		return false;
-	uint32_t bound = c->ip_ban_after ? c->ip_ban_after : c->user_lock_after;
-	return !reached(ag_score_at(&v->pair.fails, now, c->decay_half_life), bound);
+	return v->has_addr && v->has_user && !v->proxy && v->pair.familiar_until > now;
+}
+
+/* How many failures of a familiar place for its user end its familiarity:
+ * as many as a host may fail before it is banned, else as many as lock the
+ * user, else as many as ban a network. 0: never. */
+static uint32_t familiar_bound(const struct ag_conf *c)
+{
+	if (c->ip_ban_after > 0)
+		return c->ip_ban_after;
+	return c->user_lock_after > 0 ? c->user_lock_after : c->net_ban_after;
 }
 
 static void touch_src(struct ag_src_rec *r, int64_t now)
@@ -121,7 +121,7 @@ void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 		     struct ag_verdict *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->familiar = ag_pair_familiar(c, v, now);
+	out->familiar = ag_pair_familiar(v, now);
 	out->user_locked = v->has_user && v->user.lock_until > now;
 	out->user_score = ag_score_at(&v->user.fails, now, c->decay_half_life);
 	/* deny wins over trusted: a denied host inside a trusted network
@@ -242,12 +242,25 @@ static void record_source_failure(const struct ag_conf *c, struct ag_view *v, in
 static void record_user_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
 				struct ag_events *ev)
 {
-	bool familiar = ag_pair_familiar(c, v, now);
+	bool familiar = ev->familiar;
 
 	ev->repeat_pw = note_password(c, &v->pair, v->pw_hash, now);
 	ag_score_add(&v->pair.fails, 1, now, c->decay_half_life);
 	v->pair.last_seen = now;
 	v->w_pair = true;
+	/* A familiar place that keeps failing for this user is familiar no
+	 * more, until the user logs in from there again. For IPv4 the host is
+	 * banned at that count anyway; for IPv6 the place is a whole prefix
+	 * whose addresses rotate, one failure each (no host ban), and without
+	 * this an attacker inside a familiar /64 could guess for ever: the net
+	 * ban spares familiar places and their failures do not count toward
+	 * the lock. The same wrong password again (a stale phone) does not
+	 * end it; it gives a guesser nothing. */
+	if (familiar && !ev->repeat_pw &&
+	    reached(ag_score_at(&v->pair.fails, now, c->decay_half_life), familiar_bound(c))) {
+		v->pair.familiar_until = 0;
+		ev->familiar_lost = true;
+	}
 	v->user.n_fail++;
 	v->user.last_seen = now;
 	if (v->user.first_seen == 0)
@@ -295,6 +308,7 @@ void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now, b
 		      struct ag_events *ev)
 {
 	memset(ev, 0, sizeof(*ev));
+	ev->familiar = ag_pair_familiar(v, now); /* as judged, before this attempt */
 	if (v->trusted)
 		return;
 	if (success) {

@@ -67,6 +67,8 @@ struct ag_verdict {
 /* What a recorded result changed. */
 struct ag_events {
 	bool host_banned, net_banned, user_locked, repeat_pw;
+	bool familiar;      /* the source was familiar for the user when judged */
+	bool familiar_lost; /* and this failure ended that */
 	enum ag_reason ban_reason;
 	int64_t ban_until, lock_until;
 };
@@ -84,8 +86,9 @@ AG_API void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t
 
 /* True if the pair record makes the source familiar at @now: the user
  * logged in from there within familiar_ttl, and it has not failed for the
- * user ip_ban_after times since (user_lock_after if that is 0). */
-AG_API bool ag_pair_familiar(const struct ag_conf *c, const struct ag_view *v, int64_t now);
+ * user ip_ban_after times since (user_lock_after if that is 0, else
+ * net_ban_after): such failures end familiarity until the next success. */
+AG_API bool ag_pair_familiar(const struct ag_view *v, int64_t now);
 
 
 

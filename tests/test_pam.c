@@ -186,9 +186,13 @@ static void test_log_line_carries_every_field(void **state)
 		" user_score=1.0", " user_state=ok", " familiar=no", NULL,
 	};
 	assert_int_equal(tu_count_lines(logpath, fields), 1);
+	/* familiar= tells how the attempt was judged: the first login from a
+	 * place was not from a familiar one, the next is */
+	assert_int_equal(lines(" result=success", " familiar=no"), 1);
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.8"), PAM_SUCCESS);
 	assert_int_equal(lines(" result=success", " familiar=yes"), 1);
 	const char *any[] = { "time=", NULL };
-	assert_int_equal(tu_count_lines(logpath, any), 2); /* one line per attempt */
+	assert_int_equal(tu_count_lines(logpath, any), 3); /* one line per attempt */
 }
 
 static void test_many_processes_lose_no_count(void **state)

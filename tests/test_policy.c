@@ -796,6 +796,66 @@ static void test_familiar_prefix_rotation_bounded(void **state)
 	vd = do_check(w, 1, 0, T0 + 50 * SEC);
 	assert_true(vd.familiar);
 	assert_int_not_equal(vd.action, AG_ACT_REFUSE);
+	/* the lost familiarity does not come back as the failures fade ... */
+	int64_t later = T0 + 2 * DAY;
+	assert_near(score(w, &w->pair[0][0].fails, later), 0, 0.001);
+	vd = do_check(w, 0, 0, later);
+	assert_false(vd.familiar);
+	/* ... only with a successful login from there */
+	attempt(w, 0, 0, PW_ANY, true, later, &ev);
+	vd = do_check(w, 0, 0, later + SEC);
+	assert_true(vd.familiar);
+}
+
+/* Which threshold ends familiarity, and what does not count toward it. */
+static void test_familiar_bound_table(void **state)
+{
+	static const struct {
+		uint32_t ip_ban, lock, net_ban;
+		int bound; /* failures that end it; 0: never (within 60) */
+	} rows[] = {
+		{ 10, 10, 30, 10 }, { 4, 10, 30, 4 }, { 0, 7, 30, 7 },
+		{ 0, 0, 12, 12 },   { 0, 0, 0, 0 },
+	};
+	struct world *w = *state;
+	struct ag_view fresh;
+
+	ag_view_init(&fresh);
+	for (size_t r = 0; r < AG_ARRAY_LEN(rows); r++) {
+		world_reset(w);
+		w->c.ip_ban_after = rows[r].ip_ban;
+		w->c.user_lock_after = rows[r].lock;
+		w->c.net_ban_after = rows[r].net_ban;
+		do_record(w, 0, 0, PW_ANY, true, T0);
+		int lost_at = 0;
+		for (int i = 1; i <= 60 && lost_at == 0; i++) {
+			w->src[0] = fresh.src;
+			w->net = fresh.net; /* no net ban in the way */
+			struct ag_events ev = do_record(w, 0, 0, 1000 + i, false, T0 + i * SEC);
+			if (!ev.familiar) {
+				print_error("row %zu: failure %d judged unfamiliar\n", r, i);
+				fail();
+			}
+			if (ev.familiar_lost)
+				lost_at = i;
+		}
+		if (lost_at != rows[r].bound) {
+			print_error("row %zu: familiarity lost at failure %d, expected %d\n", r,
+				    lost_at, rows[r].bound);
+			fail();
+		}
+	}
+
+	/* the same wrong password again does not end it (a stale phone) */
+	world_reset(w);
+	do_record(w, 0, 0, PW_ANY, true, T0);
+	for (int i = 1; i <= 30; i++) {
+		w->src[0] = fresh.src;
+		w->net = fresh.net;
+		struct ag_events ev = do_record(w, 0, 0, 77, false, T0 + i * SEC);
+		assert_false(ev.familiar_lost);
+	}
+	assert_true(do_check(w, 0, 0, T0 + 31 * SEC).familiar);
 }
 
 static void test_user_lock_disabled(void **state)
@@ -886,7 +946,7 @@ static void test_success_familiarity_table(void **state)
 		const struct ag_pair_rec *p = &w->pair[h >= 0 ? h : NHOST][0];
 		struct ag_view v;
 		load(w, &v, h, 0, PW_ANY);
-		if (ag_pair_familiar(&w->c, &v, T0 + 2 * SEC) != rows[r].familiar ||
+		if (ag_pair_familiar(&v, T0 + 2 * SEC) != rows[r].familiar ||
 		    (p->familiar_until > T0 + 2 * SEC) != rows[r].familiar) {
 			print_error("%s: familiar_until %" PRId64 "\n", rows[r].name,
 				    p->familiar_until);
@@ -1357,6 +1417,7 @@ int main(void)
 		T(test_user_lock_from_unfamiliar),
 		T(test_familiar_failures_do_not_lock),
 		T(test_familiar_prefix_rotation_bounded),
+		T(test_familiar_bound_table),
 		T(test_user_lock_disabled),
 		T(test_success_familiar_and_clears_pair_only),
 		T(test_success_familiarity_table),
