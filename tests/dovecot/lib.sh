@@ -40,7 +40,11 @@ dv_missing() {
 		echo "dovecot not found ($DOVECOT): install dovecot-imapd (or set AG_TEST_DOVECOT)"
 	elif ! "$PYTHON" -c 'import imaplib' 2>/dev/null; then
 		echo "python3 with imaplib not found ($PYTHON): install python3 (or set AG_TEST_PYTHON)"
-	elif [ -r "$MODULE" ] && LC_ALL=C readelf -d "$MODULE" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub)san'; then
+	elif [ ! -x "${AG_TEST_DOVECOT_LIBEXEC:-/usr/lib/dovecot}/imap-login" ] &&
+		[ ! -x /usr/libexec/dovecot/imap-login ]; then
+		echo "dovecot's imap-login not found: install dovecot-imapd (or set AG_TEST_DOVECOT_LIBEXEC)"
+	elif [ -r "$MODULE" ] && { LC_ALL=C readelf -d "$MODULE" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub|m)san' ||
+		LC_ALL=C nm -D --undefined-only "$MODULE" 2>/dev/null | grep -qE ' __(a|t|ub|m)san_'; }; then
 		# the sanitizer runtime must be the first library of the process,
 		# and Dovecot's auth binary does not load it
 		echo "$MODULE is built with a sanitizer: Dovecot cannot load it (the plain build runs this test)"
@@ -403,7 +407,14 @@ imap_login() {
 	local reply=''
 	ST=ERR-client MS=0
 	printf '%s\t%s\t%s\n' "$1" "$2" "$3" >&"$CIN" 2>/dev/null || return
-	IFS= read -r -t $((IO_TIMEOUT * 3 + 5)) -u "$COUT" reply || return
+	if ! IFS= read -r -t $((IO_TIMEOUT * 4 + 5)) -u "$COUT" reply; then
+		# a late reply would be taken for the next request's: start over
+		echo "[$1] LOGIN $2 -> no answer from the client: restarted" >>"$S/client.log"
+		client_stop
+		client_start
+		ST=ERR-client-timeout
+		return
+	fi
 	ST=${reply% *} MS=${reply##* }
 	echo "[$1] LOGIN $2 -> $ST ($MS ms)" >>"$S/client.log"
 }
