@@ -21,29 +21,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../tests/dovecot/lib.sh" || exit 1
 
-KEEP=${AG_TEST_KEEP:-0}
-die() {
-	echo "compare-faillock: $*" >&2
-	KEEP=1 # what went wrong is in there
-	exit 1
-}
-why=$(dv_missing)
-[ -z "$why" ] || die "$why"
-dv_check || die "$DV_ERR"
-
-SCRATCHES=()
-cleanup() {
-	client_stop
-	stop_dovecot
-	clean_pam_wrapper_dirs
-	if [ "$KEEP" = 1 ]; then
-		[ ${#SCRATCHES[@]} = 0 ] || echo "# kept: ${SCRATCHES[*]}" >&2
-	else
-		rm -rf "${SCRATCHES[@]}"
-	fi
-}
-trap 'cleanup; exit 1' INT TERM HUP
-trap cleanup EXIT
+dv_script_init compare-faillock
 
 USERS="alice carol dave erin frank gina hank ivan u01 u02 u03 u04 u05 u06 u07 u08"
 HOME_OF_alice=198.51.100.10 HOME_OF_carol=198.51.100.20 HOME_OF_dave=198.51.100.40
@@ -160,6 +138,8 @@ run_guard() { # run_guard GUARD
 }
 
 echo "# authguard vs pam_faillock vs nothing: real Dovecot $("$DOVECOT" --version | cut -d' ' -f1), pam_unix (yescrypt), $(nproc) cores"
+echo "# authguard: defaults (ip_ban_after=10 net_ban_after=30 spray_users=6 user_lock_after=10) but" \
+	"tarpit_base=20ms tarpit_max=320ms; pam_faillock: deny=10 unlock_time=600 nodelay, preauth requisite"
 GUARDS="none faillock authguard"
 for g in $GUARDS; do run_guard "$g"; done
 

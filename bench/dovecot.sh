@@ -38,29 +38,7 @@ while getopts a:t:m:u: opt; do
 	*) echo "usage: $0 [-a ATTACKERS] [-t SECONDS] [-m botnet|fixed] [-u MAILBOXES]" >&2; exit 2 ;;
 	esac
 done
-KEEP=${AG_TEST_KEEP:-0}
-die() {
-	echo "bench/dovecot.sh: $*" >&2
-	KEEP=1 # what went wrong is in there
-	exit 1
-}
-why=$(dv_missing)
-[ -z "$why" ] || die "$why"
-dv_check || die "$DV_ERR"
-
-SCRATCHES=()
-cleanup() {
-	client_stop
-	stop_dovecot
-	clean_pam_wrapper_dirs
-	if [ "$KEEP" = 1 ]; then
-		[ ${#SCRATCHES[@]} = 0 ] || echo "# kept: ${SCRATCHES[*]}" >&2
-	else
-		rm -rf "${SCRATCHES[@]}"
-	fi
-}
-trap 'cleanup; exit 1' INT TERM HUP
-trap cleanup EXIT
+dv_script_init bench/dovecot.sh
 
 USERS="o1 o2 o3 o4"
 for i in $(seq -w 1 46); do USERS="$USERS m$i"; done
@@ -90,14 +68,19 @@ teardown() {
 	stop_dovecot
 	clean_pam_wrapper_dirs
 }
+# settings: authguard's settings in this run, on one line (when the admin
+# tool is at hand: AG_TEST_ADMIN, as make bench-dovecot sets it)
+settings() {
+	[ -n "$ADMIN" ] || { echo "(set AG_TEST_ADMIN to print them)"; return; }
+	"$ADMIN" -c "$S/authguard.conf" dump-config 2>&1 |
+		grep -vE '^(db_dir|log|trusted|proxies|deny) ' | tr '\n' ' ' | sed 's/ = /=/g'
+}
 # load SECONDS ATTACKERS MODE [OWNER_THREAD]: runs imapload; sets R (its
 # key=value line) and CPU (auth worker CPU seconds used meanwhile)
 load() {
-	local c0 c1
-	c0=$(auth_worker_cpu)
+	cpu_watch_start
 	R=$("$PYTHON" "$here/imapload.py" "$PORT" "$1" "$2" "$3" 4 "$BOXES" "${4:-1}") || die "imapload failed"
-	c1=$(auth_worker_cpu)
-	CPU=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+	CPU=$(cpu_watch_stop)
 }
 val() { # val KEY: from R
 	local kv
@@ -127,6 +110,7 @@ for g in none authguard; do
 		"$(val owner_per_s)" "$(val owner_ok)/$(val owner_tried)" "$(val attack_per_s)" "$per_attack"
 	if [ "$g" = authguard ]; then
 		A='rhost=(10|172\.16)\.'
+		echo "#   authguard: $(settings)"
 		echo "#   guard on: attacker attempts $(val attack_tried) under attack + $alone_n alone:" \
 			"$(logcount "$A.* result=fail") reached the password check, $(logcount "$A.* action=refuse") refused unchecked," \
 			"$(logcount "$A.* action=tarpit") tarpitted; client errors $(val attack_err)"
@@ -142,6 +126,7 @@ NA=$((ATTACKERS > 24 ? ATTACKERS : 24))
 echo
 echo "# $NA attackers on their own addresses (fixed), tarpit_slots = 8, bans and locks off so all stay in the tarpit (default 500ms..15s), ${SECS}s"
 setup authguard "ip_ban_after = 0" "net_ban_after = 0" "spray_users = 0" "user_lock_after = 0"
+echo "#   authguard: $(settings)"
 load "$SECS" "$NA" fixed
 A='rhost=172\.16\.'
 echo "  attacker attempts $(val attack_tried): $(logcount "$A.* action=tarpit") slept in the tarpit," \

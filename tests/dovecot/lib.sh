@@ -51,6 +51,37 @@ dv_missing() {
 	fi
 }
 
+# dv_script_init NAME: for scripts that run Dovecot one time after another
+# (the benchmarks): checks what is needed (or dies), and on exit stops
+# Dovecot and removes the scratch directories listed in SCRATCHES, unless
+# AG_TEST_KEEP=1 or the script died (die MESSAGE: on stderr, status 1).
+dv_script_init() {
+	local why
+	DV_NAME=$1
+	KEEP=${AG_TEST_KEEP:-0}
+	SCRATCHES=()
+	why=$(dv_missing)
+	[ -z "$why" ] || die "$why"
+	dv_check || die "$DV_ERR"
+	trap 'dv_script_cleanup; exit 1' INT TERM HUP
+	trap dv_script_cleanup EXIT
+}
+die() {
+	echo "${DV_NAME:-dovecot}: $*" >&2
+	KEEP=1 # what went wrong is in there
+	exit 1
+}
+dv_script_cleanup() {
+	client_stop
+	stop_dovecot
+	clean_pam_wrapper_dirs
+	if [ "$KEEP" = 1 ]; then
+		[ ${#SCRATCHES[@]} = 0 ] || echo "# kept: ${SCRATCHES[*]}" >&2
+	else
+		rm -rf "${SCRATCHES[@]}"
+	fi
+}
+
 # The dv_* functions below return 1 with the reason in DV_ERR.
 
 # dv_check: the files every run needs; finds Dovecot's auth binary (LIBEXEC)
@@ -286,6 +317,9 @@ write_dovecot_conf() {
 	fi
 	[ -z "${DV_WORKERS:-}" ] || worker="$worker
   process_limit = $DV_WORKERS"
+	# idle auth workers are not stopped during a run (cpu_watch_*)
+	worker="$worker
+  idle_kill = 1h"
 	[ -z "$worker" ] || worker="service auth-worker {
 $worker
 }"
@@ -373,17 +407,49 @@ start_dovecot() { # on a free random high port; sets PORT and DPID
 	return 1
 }
 
-# auth_worker_cpu: CPU seconds (user + system) used so far by this run's
-# auth worker processes (the ones that run PAM)
-auth_worker_cpu() {
-	local p ticks=0 f
+# auth_worker_ticks: "PID TICKS" (user + system CPU, clock ticks) for each
+# of this run's live auth worker processes (the ones that run PAM)
+auth_worker_ticks() {
+	local p st args
 	for p in $(dv_family); do
-		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'auth-worker\|auth -w' || continue
-		f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-		set -- $f
-		ticks=$((ticks + ${12} + ${13}))
+		{ mapfile -d '' -t args <"/proc/$p/cmdline"; } 2>/dev/null || continue
+		[ "${args[1]:-}" = -w ] || continue
+		{ read -r st <"/proc/$p/stat"; } 2>/dev/null || continue
+		st=${st##*) }
+		# shellcheck disable=SC2086
+		set -- $st
+		echo "$p $((${12} + ${13}))"
 	done
-	echo "$ticks $(getconf CLK_TCK)" | awk '{ printf "%.2f", $1 / $2 }'
+}
+# cpu_watch_start ... cpu_watch_stop: prints the CPU seconds this run's auth
+# workers used in between. Dovecot ends a PAM auth worker after 100
+# requests (passdb pam max_requests), taking its CPU time with it, so the
+# workers are sampled twice a second and each one's last sample counts
+# (what a worker used after its last sample is missed: at most half a
+# second of it, once per 100 requests).
+cpu_watch_start() {
+	auth_worker_ticks >"$S/cpu.base"
+	: >"$S/cpu.samples"
+	(
+		trap 'exit 0' TERM
+		while :; do
+			auth_worker_ticks >>"$S/cpu.samples"
+			sleep 0.5
+		done
+	) &
+	CPU_WATCH=$!
+}
+cpu_watch_stop() {
+	kill -TERM "$CPU_WATCH" 2>/dev/null
+	wait "$CPU_WATCH" 2>/dev/null
+	auth_worker_ticks >>"$S/cpu.samples"
+	awk -v hz="$(getconf CLK_TCK)" -v basefile="$S/cpu.base" '
+		FILENAME == basefile { base[$1] = $2; next }
+		{ if (!($1 in last) || $2 > last[$1]) last[$1] = $2 }
+		END {
+			for (p in last) t += last[p] - (p in base ? base[p] : 0)
+			printf "%.2f", t / hz
+		}' "$S/cpu.base" "$S/cpu.samples"
 }
 
 # --------------------------------------------------------------------- client
