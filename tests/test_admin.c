@@ -19,26 +19,10 @@
 
 #include "pamdrive.h"
 #include "testutil.h"
+#include "pamtest.h"
 
-static char workdir[256], logpath[400], dbdir[400], out[400], err[400];
+static char out[400], err[400];
 static const char *admin;
-static int scenario;
-
-static void use_conf(const char *extra)
-{
-	char path[400];
-	FILE *f;
-
-	scenario++;
-	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
-	snprintf(logpath, sizeof(logpath), "%s/log-%d", workdir, scenario);
-	snprintf(dbdir, sizeof(dbdir), "%s/db-%d", workdir, scenario);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "db_dir = %s\nlog = file:%s\ntarpit_base = 1ms\ntarpit_max = 4ms\n%s\n", dbdir,
-		logpath, extra);
-	fclose(f);
-}
 
 /* Run authguard-admin -c CONF ARGS... (without the pam_wrapper preload),
  * stdout to @out, stderr to @err. Returns its exit status. */
@@ -81,20 +65,6 @@ static int has(const char *path, const char *needle)
 {
 	const char *n[] = { needle, NULL };
 	return tu_count_lines(path, n);
-}
-
-static int login(const char *user, const char *pw, const char *rhost)
-{
-	return pd_login(user, pw, rhost, NULL);
-}
-
-static void fail_n(int n, const char *user, const char *rhost)
-{
-	for (int i = 0; i < n; i++) {
-		char pw[32];
-		snprintf(pw, sizeof(pw), "wrong-%d", i);
-		assert_int_equal(login(user, pw, rhost), PAM_AUTH_ERR);
-	}
 }
 
 static void test_unban_lets_the_address_through(void **state)

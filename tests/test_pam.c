@@ -20,48 +20,7 @@
 
 #include "pamdrive.h"
 #include "testutil.h"
-
-static char workdir[256];
-static char logpath[400];
-static int scenario;
-
-/* A fresh store and log for each test, with a fast tarpit; @extra lines
- * are appended to the config. */
-static void use_conf(const char *extra)
-{
-	char path[400];
-	FILE *f;
-
-	scenario++;
-	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
-	snprintf(logpath, sizeof(logpath), "%s/log-%d", workdir, scenario);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "db_dir = %s/db-%d\nlog = file:%s\n%s\n", workdir, scenario, logpath, extra);
-	if (strstr(extra, "tarpit_base") == NULL)
-		fprintf(f, "tarpit_base = 1ms\ntarpit_max = 4ms\n");
-	fclose(f);
-}
-
-static int login(const char *user, const char *pw, const char *rhost)
-{
-	return pd_login(user, pw, rhost, NULL);
-}
-
-static int lines(const char *a, const char *b)
-{
-	const char *n[] = { a, b, NULL };
-	return tu_count_lines(logpath, n);
-}
-
-static void fail_n(int n, const char *user, const char *rhost)
-{
-	for (int i = 0; i < n; i++) {
-		char pw[32];
-		snprintf(pw, sizeof(pw), "wrong-%d", i);
-		assert_int_equal(login(user, pw, rhost), PAM_AUTH_ERR);
-	}
-}
+#include "pamtest.h"
 
 static void test_bruteforce_tarpit_then_ban(void **state)
 {
