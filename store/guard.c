@@ -546,7 +546,7 @@ struct gc_ctx {
 	int64_t now;
 	enum ag_rec_kind kind;
 	bool evict;           /* also drop weak records (the map is nearly full) */
-	long dropped, batch_dropped, visited;
+	long dropped, batch_dropped, visited, max_visits;
 	uint8_t resume[512];  /* where the next batch starts */
 	size_t resume_len;
 	bool more;
@@ -582,7 +582,7 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 {
 	struct gc_ctx *g = ctxp;
 
-	if (g->batch_dropped >= GC_BATCH_DELETES || ++g->visited > GC_BATCH_VISITS) {
+	if (g->batch_dropped >= GC_BATCH_DELETES || ++g->visited > g->max_visits) {
 		/* this batch is done: the next one starts at this key */
 		g->resume_len = klen < sizeof(g->resume) ? klen : sizeof(g->resume);
 		memcpy(g->resume, key, g->resume_len);
@@ -597,15 +597,16 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 
 /* One pass over the record databases in short transactions (the writer
  * lock is held for one batch at a time, not for the whole store). */
+static const struct { enum ag_db db; enum ag_rec_kind kind; } gc_dbs[] = {
+	{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
+};
+
 static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now, bool evict)
 {
-	static const struct { enum ag_db db; enum ag_rec_kind kind; } dbs[] = {
-		{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
-	};
-	struct gc_ctx g = { .c = c, .now = now, .evict = evict };
+	struct gc_ctx g = { .c = c, .now = now, .evict = evict, .max_visits = GC_BATCH_VISITS };
 
-	for (size_t i = 0; i < AG_ARRAY_LEN(dbs); i++) {
-		g.kind = dbs[i].kind;
+	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++) {
+		g.kind = gc_dbs[i].kind;
 		g.resume_len = 0;
 		do {
 			struct ag_txn *t;
@@ -614,7 +615,7 @@ static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now, bo
 				return rc;
 			g.more = false;
 			g.batch_dropped = g.visited = 0;
-			rc = ag_txn_scan_from(t, dbs[i].db, g.resume, g.resume_len, gc_visit, &g);
+			rc = ag_txn_scan_from(t, gc_dbs[i].db, g.resume, g.resume_len, gc_visit, &g);
 			if (rc == 0)
 				rc = ag_txn_commit(t);
 			else
@@ -653,12 +654,106 @@ static long maintain(const struct ag_conf *c, struct ag_store *s, int64_t now)
 	return n;
 }
 
+/* ---- the hourly background pass ------------------------------------------ */
+
+/* Dead records (nothing a rule needs any more: names, addresses, password
+ * hashes of old failures) would otherwise stay until the store nears
+ * db_max_size. So a host-wide pass over the record databases starts at most
+ * once an hour, and goes on in small steps, one per maintenance look of any
+ * process (every 64 writes), each in its own short write transaction. Where
+ * it is, and when the last pass ended, is kept in the store ("gc" in meta):
+ * the processes share it. The stored state is checked like any record. */
+#define GC_EVERY_MS INT64_C(3600000)
+#define GC_STEP_VISITS 5000
+#define GC_STATE_VERSION 1
+
+struct gc_state {
+	uint32_t version;
+	uint32_t db;          /* index in gc_dbs */
+	int64_t done_ms;      /* when the last whole pass ended */
+	uint32_t resume_len;  /* where the next step starts in gc_dbs[db] */
+	uint8_t resume[AG_PAIR_KEY_MAX]; /* the longest key */
+};
+
+static void gc_state_get(struct ag_txn *t, struct gc_state *st)
+{
+	const void *val;
+	size_t vlen;
+
+	if (ag_txn_get(t, AG_DB_META, "gc", 2, &val, &vlen) == 0 && vlen == sizeof(*st)) {
+		memcpy(st, val, sizeof(*st));
+		if (st->version == GC_STATE_VERSION && st->db < AG_ARRAY_LEN(gc_dbs) &&
+		    st->resume_len <= sizeof(st->resume))
+			return;
+	}
+	memset(st, 0, sizeof(*st)); /* none yet, or not ours: start a pass */
+	st->version = GC_STATE_VERSION;
+}
+
+static bool gc_due(const struct gc_state *st, int64_t now)
+{
+	/* a pass under way goes on; a clock set back does not stall it */
+	return st->db != 0 || st->resume_len != 0 || now - st->done_ms >= GC_EVERY_MS ||
+	       now < st->done_ms;
+}
+
+/* One step of the hourly pass, if one is due. Returns records dropped, or
+ * a negative AG_E* code. */
+static long gc_step(const struct ag_conf *c, struct ag_store *s, int64_t now)
+{
+	struct gc_state st;
+	struct ag_txn *t;
+	int rc = ag_txn_begin(s, false, &t);
+
+	if (rc != 0)
+		return rc;
+	gc_state_get(t, &st);
+	ag_txn_abort(t);
+	if (!gc_due(&st, now))
+		return 0; /* the common case: a read, no write */
+	rc = ag_txn_begin(s, true, &t);
+	if (rc != 0)
+		return rc;
+	gc_state_get(t, &st); /* again: another process may have moved it */
+	if (!gc_due(&st, now)) {
+		ag_txn_abort(t);
+		return 0;
+	}
+	struct gc_ctx g = { .c = c, .now = now, .kind = gc_dbs[st.db].kind,
+			    .max_visits = GC_STEP_VISITS };
+	memcpy(g.resume, st.resume, st.resume_len);
+	g.resume_len = st.resume_len;
+	rc = ag_txn_scan_from(t, gc_dbs[st.db].db, g.resume, g.resume_len, gc_visit, &g);
+	if (rc == 0) {
+		if (g.more) {
+			/* a longer key than ours can only be planted: its
+			 * prefix sorts before it, so the pass still moves on */
+			size_t n = g.resume_len < sizeof(st.resume) ? g.resume_len : sizeof(st.resume);
+			st.resume_len = (uint32_t)n;
+			memcpy(st.resume, g.resume, n);
+		} else {
+			st.resume_len = 0;
+			if (++st.db == AG_ARRAY_LEN(gc_dbs)) {
+				st.db = 0;
+				st.done_ms = now;
+			}
+		}
+		rc = ag_txn_put(t, AG_DB_META, "gc", 2, &st, sizeof(st));
+	}
+	if (rc == 0)
+		rc = ag_txn_commit(t);
+	else
+		ag_txn_abort(t);
+	return rc != 0 ? rc : g.batch_dropped;
+}
+
 static _Atomic int64_t last_maintain_ms;
 
 /* Every 64 writes a process looks at how full the store is (a short read
  * transaction; memory reads, no system call). Past 3/4 of the map, or of
  * db_max_size if that is smaller, it grows the map; once at db_max_size
- * it makes room (at most once a second per process) before writes fail. */
+ * it makes room (at most once a second per process) before writes fail.
+ * Below that, it takes a step of the hourly clean-up when one is due. */
 static _Atomic uint32_t writes_since_look;
 
 static void maybe_maintain(struct op *op)
@@ -670,8 +765,12 @@ static void maybe_maintain(struct op *op)
 	if (ag_store_usage(op->s, &used, &map) != 0)
 		return;
 	uint64_t max = (uint64_t)op->c->db_max_size, limit = map < max ? map : max;
-	if (used * 4 <= limit * 3)
+	if (used * 4 <= limit * 3) {
+		long n = gc_step(op->c, op->s, op->now);
+		if (n < 0)
+			fault(op->c, op->sink, FAULT_TXN, (int)n, "the hourly clean-up");
 		return;
+	}
 	if (map < max && ag_store_grow(op->s, op->c->db_max_size) == 0)
 		return;
 	int64_t now = ag_now_ms(), last = last_maintain_ms;

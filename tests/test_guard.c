@@ -342,6 +342,41 @@ static void test_gc_drops_dead_records(void **state)
 	assert_int_equal(info.entries[AG_DB_USER], 0);
 }
 
+/* Nobody runs authguard-admin gc: dead records go by themselves within
+ * the hour after they died (SECURITY.md F5), in steps taken while the
+ * guard writes. */
+static void test_gc_runs_by_itself(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 20; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "10.%d.0.1", i);
+		try(f, "gina", addr, false, NULL);
+	}
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_SRC], 40); /* 20 hosts + 20 /24s */
+	assert_int_equal(info.entries[AG_DB_PAIR], 20);
+	/* 400 days on, one user logs in from one place, again and again; a
+	 * pass under way when gina's records died may have gone past some of
+	 * them, the next one (at most an hour later) takes them */
+	fake_ms += 400LL * 86400000LL;
+	for (int i = 0; i < 200; i++)
+		try(f, "hal", "192.0.2.1", true, NULL);
+	fake_ms += 2 * 3600000LL;
+	for (int i = 0; i < 200; i++)
+		try(f, "hal", "192.0.2.1", true, NULL);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_SRC], 1); /* hal's host (a success makes no /24 record) */
+	assert_int_equal(info.entries[AG_DB_PAIR], 1);
+	assert_int_equal(info.entries[AG_DB_USER], 1);
+}
+
 /* A flood of one-shot addresses (distinct /64s, distinct user names) far
  * beyond db_max_size does not stop the guard: dead and weak records make
  * room, the store stays near its cap, and a brute force that starts after
@@ -508,6 +543,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_address_and_hostile_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_same_wrong_password_counts_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_drops_dead_records, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_runs_by_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
