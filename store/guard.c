@@ -45,7 +45,7 @@ struct op {
 
 /* ---- faults ------------------------------------------------------------ */
 
-enum fault_kind { FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_KINDS };
+enum fault_kind { FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING, FAULT_KINDS };
 static _Atomic int64_t last_fault_ms[FAULT_KINDS];
 
 static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
@@ -76,9 +76,14 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 	if (!atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now))
 		return;
 	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
-	snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); fail_open=%s: %s", what,
-		 ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir, c->fail_open ? "yes" : "no",
-		 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
+	if (kind == FAULT_HOUSEKEEPING)
+		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); attempts are not affected",
+			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir);
+	else
+		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); fail_open=%s: %s",
+			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir,
+			 c->fail_open ? "yes" : "no",
+			 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
 	emit(c, sink, AG_LVL_ERR, msg, false);
 }
 
@@ -546,6 +551,7 @@ struct gc_ctx {
 	int64_t now;
 	enum ag_rec_kind kind;
 	bool evict;           /* also drop weak records (the map is nearly full) */
+	bool keep_unknown;    /* keep what does not decode (the background pass) */
 	long dropped, batch_dropped, visited, max_visits;
 	uint8_t resume[512];  /* where the next batch starts */
 	size_t resume_len;
@@ -561,7 +567,7 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 	} r;
 
 	if (ag_rec_decode(g->kind, val, vlen, &r) != 0)
-		return true;
+		return !g->keep_unknown; /* damaged, or another version's */
 	switch (g->kind) {
 	case AG_REC_SRC:
 		if (r.s.ban_by_admin != 0 && r.s.ban_until > g->now)
@@ -666,88 +672,108 @@ static long maintain(const struct ag_conf *c, struct ag_store *s, int64_t now)
 #define GC_EVERY_MS INT64_C(3600000)
 #define GC_STEP_VISITS 5000
 #define GC_STATE_VERSION 1
+#define GC_RETRY_MS 60000
 
 struct gc_state {
 	uint32_t version;
 	uint32_t db;          /* index in gc_dbs */
 	int64_t done_ms;      /* when the last whole pass ended */
 	uint32_t resume_len;  /* where the next step starts in gc_dbs[db] */
-	uint8_t resume[AG_PAIR_KEY_MAX]; /* the longest key */
+	uint8_t resume[512];  /* any key the store takes (at most 511 bytes) */
 };
 
-static void gc_state_get(struct ag_txn *t, struct gc_state *st)
+/* Reads the pass state into @st. Returns false when it belongs to another
+ * (newer) version of authguard sharing the store: leave the pass to it. */
+static bool gc_state_get(struct ag_txn *t, struct gc_state *st)
 {
 	const void *val;
 	size_t vlen;
+	uint32_t version = 0;
 
-	if (ag_txn_get(t, AG_DB_META, "gc", 2, &val, &vlen) == 0 && vlen == sizeof(*st)) {
-		memcpy(st, val, sizeof(*st));
-		if (st->version == GC_STATE_VERSION && st->db < AG_ARRAY_LEN(gc_dbs) &&
-		    st->resume_len <= sizeof(st->resume))
-			return;
+	if (ag_txn_get(t, AG_DB_META, "gc", 2, &val, &vlen) == 0 && vlen >= sizeof(version)) {
+		memcpy(&version, val, sizeof(version));
+		if (version > GC_STATE_VERSION)
+			return false;
+		if (version == GC_STATE_VERSION && vlen == sizeof(*st)) {
+			memcpy(st, val, sizeof(*st));
+			if (st->db < AG_ARRAY_LEN(gc_dbs) && st->resume_len <= sizeof(st->resume) &&
+			    st->done_ms >= 0)
+				return true;
+		}
 	}
-	memset(st, 0, sizeof(*st)); /* none yet, or not ours: start a pass */
+	memset(st, 0, sizeof(*st)); /* none yet, or damaged: start a pass */
 	st->version = GC_STATE_VERSION;
+	return true;
 }
 
 static bool gc_due(const struct gc_state *st, int64_t now)
 {
-	/* a pass under way goes on; a clock set back does not stall it */
-	return st->db != 0 || st->resume_len != 0 || now - st->done_ms >= GC_EVERY_MS ||
-	       now < st->done_ms;
+	if (st->db != 0 || st->resume_len != 0 || st->done_ms == 0)
+		return true; /* under way, or never run */
+	if (now >= st->done_ms)
+		return now - st->done_ms >= GC_EVERY_MS;
+	/* processes read the clock at slightly different times; only a clock
+	 * set back by more than the period starts a pass early */
+	return st->done_ms - now > GC_EVERY_MS;
 }
 
-/* One step of the hourly pass, if one is due. Returns records dropped, or
- * a negative AG_E* code. */
+/* One step of the hourly pass, if one is due: up to GC_STEP_VISITS records
+ * looked at, going on into the next database while that budget lasts (so a
+ * small store is done in one step). Returns records dropped, or a negative
+ * AG_E* code. */
 static long gc_step(const struct ag_conf *c, struct ag_store *s, int64_t now)
 {
 	struct gc_state st;
 	struct ag_txn *t;
+	long dropped = 0, budget = GC_STEP_VISITS;
 	int rc = ag_txn_begin(s, false, &t);
 
 	if (rc != 0)
 		return rc;
-	gc_state_get(t, &st);
+	bool ours = gc_state_get(t, &st);
 	ag_txn_abort(t);
-	if (!gc_due(&st, now))
+	if (!ours || !gc_due(&st, now))
 		return 0; /* the common case: a read, no write */
 	rc = ag_txn_begin(s, true, &t);
 	if (rc != 0)
 		return rc;
-	gc_state_get(t, &st); /* again: another process may have moved it */
-	if (!gc_due(&st, now)) {
+	/* again: another process may have moved it on */
+	if (!gc_state_get(t, &st) || !gc_due(&st, now)) {
 		ag_txn_abort(t);
 		return 0;
 	}
-	struct gc_ctx g = { .c = c, .now = now, .kind = gc_dbs[st.db].kind,
-			    .max_visits = GC_STEP_VISITS };
-	memcpy(g.resume, st.resume, st.resume_len);
-	g.resume_len = st.resume_len;
-	rc = ag_txn_scan_from(t, gc_dbs[st.db].db, g.resume, g.resume_len, gc_visit, &g);
-	if (rc == 0) {
+	while (rc == 0 && budget > 0) {
+		struct gc_ctx g = { .c = c, .now = now, .kind = gc_dbs[st.db].kind,
+				    .keep_unknown = true, .max_visits = budget };
+		memcpy(g.resume, st.resume, st.resume_len);
+		g.resume_len = st.resume_len;
+		rc = ag_txn_scan_from(t, gc_dbs[st.db].db, g.resume, g.resume_len, gc_visit, &g);
+		if (rc != 0)
+			break;
+		dropped += g.batch_dropped;
 		if (g.more) {
-			/* a longer key than ours can only be planted: its
-			 * prefix sorts before it, so the pass still moves on */
-			size_t n = g.resume_len < sizeof(st.resume) ? g.resume_len : sizeof(st.resume);
-			st.resume_len = (uint32_t)n;
-			memcpy(st.resume, g.resume, n);
-		} else {
-			st.resume_len = 0;
-			if (++st.db == AG_ARRAY_LEN(gc_dbs)) {
-				st.db = 0;
-				st.done_ms = now;
-			}
+			st.resume_len = (uint32_t)g.resume_len;
+			memcpy(st.resume, g.resume, g.resume_len);
+			break;
 		}
-		rc = ag_txn_put(t, AG_DB_META, "gc", 2, &st, sizeof(st));
+		st.resume_len = 0;
+		if (++st.db == AG_ARRAY_LEN(gc_dbs)) {
+			st.db = 0;
+			st.done_ms = now > 0 ? now : 1;
+			break;
+		}
+		budget -= g.visited;
 	}
+	if (rc == 0)
+		rc = ag_txn_put(t, AG_DB_META, "gc", 2, &st, sizeof(st));
 	if (rc == 0)
 		rc = ag_txn_commit(t);
 	else
 		ag_txn_abort(t);
-	return rc != 0 ? rc : g.batch_dropped;
+	return rc != 0 ? rc : dropped;
 }
 
-static _Atomic int64_t last_maintain_ms;
+static _Atomic int64_t last_maintain_ms, last_gc_fail_ms;
 
 /* Every 64 writes a process looks at how full the store is (a short read
  * transaction; memory reads, no system call). Past 3/4 of the map, or of
@@ -766,9 +792,16 @@ static void maybe_maintain(struct op *op)
 		return;
 	uint64_t max = (uint64_t)op->c->db_max_size, limit = map < max ? map : max;
 	if (used * 4 <= limit * 3) {
+		/* after a failed step (a damaged page, a full map) this process
+		 * leaves the pass alone for a minute */
+		int64_t failed = last_gc_fail_ms, now = ag_now_ms();
+		if (failed != 0 && now - failed < GC_RETRY_MS && now >= failed)
+			return;
 		long n = gc_step(op->c, op->s, op->now);
-		if (n < 0)
-			fault(op->c, op->sink, FAULT_TXN, (int)n, "the hourly clean-up");
+		if (n < 0) {
+			last_gc_fail_ms = now;
+			fault(op->c, op->sink, FAULT_HOUSEKEEPING, (int)n, "the hourly clean-up");
+		}
 		return;
 	}
 	if (map < max && ag_store_grow(op->s, op->c->db_max_size) == 0)

@@ -377,6 +377,67 @@ static void test_gc_runs_by_itself(void **state)
 	assert_int_equal(info.entries[AG_DB_USER], 1);
 }
 
+static void put_gc_state(struct ag_store *s, const void *v, size_t n)
+{
+	struct ag_txn *t;
+
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "gc", 2, v, n), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+/* The hourly pass leaves a newer version's pass alone, starts over from a
+ * damaged state, goes through a database larger than one step, and keeps
+ * what a rule still needs (a live lock, recent failures, familiarity). */
+static void test_gc_pass_state(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = 0;
+	f->c.user_lock_after = 0;
+	/* 3000 addresses in 3000 /24s: 6000 source records, more than one
+	 * step (5000) looks at */
+	for (int i = 0; i < 3000; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "10.%d.%d.1", i >> 8, i & 255);
+		try(f, "gina", addr, false, NULL);
+	}
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	const uint32_t newer[4] = { 99, 0, 0, 0 };
+	put_gc_state(s, newer, sizeof(newer));
+	fake_ms += 400LL * 86400000LL;
+	for (int i = 0; i < 300; i++)
+		try(f, "hal", "192.0.2.1", true, NULL);
+	fake_ms += 2 * 3600000LL;
+	for (int i = 0; i < 300; i++)
+		try(f, "hal", "192.0.2.1", true, NULL);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_SRC], 6001); /* left to the newer version */
+
+	/* a damaged state (database 7, a resume key longer than any) */
+	const uint32_t bad[4] = { 1, 7, 0, 9999 };
+	put_gc_state(s, bad, sizeof(bad));
+	/* kim is locked now: three failures from three strangers */
+	f->c.user_lock_after = 3;
+	for (int i = 0; i < 3; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "100.64.%d.1", i);
+		try(f, "kim", addr, false, NULL);
+	}
+	for (int i = 0; i < 400; i++)
+		try(f, "hal", "192.0.2.1", true, NULL);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	/* gina's 6000 sources, 3000 pairs and user are gone; kept: hal's host,
+	 * pair and user, kim's user (locked), 3 pairs, 3 hosts and 3 /24s */
+	assert_int_equal(info.entries[AG_DB_SRC], 7);
+	assert_int_equal(info.entries[AG_DB_PAIR], 4);
+	assert_int_equal(info.entries[AG_DB_USER], 2);
+	assert_int_equal(try(f, "kim", "100.99.0.1", true, NULL), AG_REFUSE);
+	assert_int_equal(try(f, "hal", "192.0.2.1", true, NULL), AG_PROCEED);
+}
+
 /* A flood of one-shot addresses (distinct /64s, distinct user names) far
  * beyond db_max_size does not stop the guard: dead and weak records make
  * room, the store stays near its cap, and a brute force that starts after
@@ -544,6 +605,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_same_wrong_password_counts_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_drops_dead_records, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_runs_by_itself, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_pass_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
