@@ -82,10 +82,39 @@ static void atfork_setup(void)
 /* The directory must be ours (or root's), a real directory, and not
  * writable by everyone: a planted symlink or a world-writable directory
  * would let another user swap the store. Creates it (0700) if missing. */
+/* Refuse a store below a directory that everyone may write without the
+ * sticky bit: anyone could rename the store's directory away and put their
+ * own in its place (SECURITY.md F8). @dir is absolute. */
+static int check_parents(const char *dir)
+{
+	char path[1100];
+	struct stat st;
+	size_t len = strlen(dir);
+
+	if (len >= sizeof(path))
+		return AG_EINVAL;
+	memcpy(path, dir, len + 1);
+	for (char *slash = path; (slash = strchr(slash + 1, '/')) != NULL;) {
+		*slash = '\0';
+		int rc = stat(path, &st); /* "/a", then "/a/b", ...: every parent */
+		*slash = '/';
+		if (rc != 0)
+			return 0; /* missing: creating the store fails there */
+		if (S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
+			return AG_EUNSAFE;
+	}
+	if (stat("/", &st) == 0 && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
+		return AG_EUNSAFE;
+	return 0;
+}
+
 static int check_dir(const char *dir)
 {
 	struct stat st;
+	int rc = check_parents(dir);
 
+	if (rc != 0)
+		return rc;
 	if (lstat(dir, &st) != 0) {
 		if (errno != ENOENT)
 			return errno == EACCES ? AG_EPERM : AG_EIO;

@@ -29,8 +29,9 @@ struct ag_txn;
 /*
  * The process's handle on the store in @dir, opening (and creating, with
  * mode 0700 for a new directory) on first use. Thread-safe.
- * Errors: AG_EUNSAFE (a symlink, not a directory, writable by others, or
- * owned by another non-root user), AG_EIO (cannot create or open),
+ * Errors: AG_EUNSAFE (a symlink, not a directory, writable by others,
+ * owned by another non-root user, or below a directory everyone may write
+ * without the sticky bit), AG_EIO (cannot create or open),
  * AG_ENEWER (schema newer than this build), AG_ECORRUPT (not an LMDB
  * store, or its meta records are damaged), AG_ESTORE, AG_ENOMEM.
  */

@@ -140,6 +140,18 @@ static void test_unsafe_dirs(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	/* below a directory everyone may write (no sticky bit): anyone could
+	 * swap the store's directory for their own */
+	snprintf(p, sizeof(p), "%s/pub", f->dir);
+	assert_int_equal(mkdir(p, 0700), 0);
+	assert_int_equal(chmod(p, 0777), 0);
+	snprintf(p, sizeof(p), "%s/pub/db", f->dir);
+	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	/* with the sticky bit (like /tmp) others cannot rename it away */
+	snprintf(p, sizeof(p), "%s/pub", f->dir);
+	assert_int_equal(chmod(p, 01777), 0);
+	snprintf(p, sizeof(p), "%s/pub/db", f->dir);
+	assert_int_equal(ag_store_get(p, &s), 0);
 	/* parent missing */
 	snprintf(p, sizeof(p), "%s/no/such/dir", f->dir);
 	assert_int_equal(ag_store_get(p, &s), AG_EIO);
