@@ -79,9 +79,6 @@ static void atfork_setup(void)
 	pthread_atfork(atfork_prepare, atfork_release, atfork_release);
 }
 
-/* The directory must be ours (or root's), a real directory, and not
- * writable by everyone: a planted symlink or a world-writable directory
- * would let another user swap the store. Creates it (0700) if missing. */
 /* Refuse a store below a directory that everyone may write without the
  * sticky bit: anyone could rename the store's directory away and put their
  * own in its place (SECURITY.md F8). @dir is absolute. */
@@ -108,6 +105,9 @@ static int check_parents(const char *dir)
 	return 0;
 }
 
+/* The directory must be ours (or root's), a real directory, and not
+ * writable by everyone: a planted symlink or a world-writable directory
+ * would let another user swap the store. Creates it (0700) if missing. */
 static int check_dir(const char *dir)
 {
 	struct stat st;
