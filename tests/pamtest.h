@@ -52,4 +52,21 @@ static inline void fail_n(int n, const char *user, const char *rhost)
 	}
 }
 
+/* pam_matrix's password file: alice, bob and carol, and @extra users
+ * u00.. with passwords pw00.. */
+static inline void write_passdb(int extra)
+{
+	char path[400];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/passdb", workdir);
+	f = fopen(path, "w");
+	if (f == NULL)
+		abort();
+	fprintf(f, "alice:alice-pw:%1$s\nbob:bob-pw:%1$s\ncarol:carol-pw:%1$s\n", PD_SERVICE);
+	for (int i = 0; i < extra; i++)
+		fprintf(f, "u%02d:pw%02d:%s\n", i, i, PD_SERVICE);
+	fclose(f);
+}
+
 #endif

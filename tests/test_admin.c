@@ -269,19 +269,6 @@ static void test_bad_arguments(void **state)
 	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "ban", "192.0.2.1", NULL), 3);
 }
 
-static void write_passdb(void)
-{
-	char path[400];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/passdb", workdir);
-	f = fopen(path, "w");
-	if (f == NULL)
-		abort();
-	fprintf(f, "alice:alice-pw:%1$s\nbob:bob-pw:%1$s\ncarol:carol-pw:%1$s\n", PD_SERVICE);
-	fclose(f);
-}
-
 int main(int argc, char **argv)
 {
 	const char *wd = getenv("AG_TEST_DIR");
@@ -305,7 +292,7 @@ int main(int argc, char **argv)
 		return 1;
 	snprintf(out, sizeof(out), "%s/out", workdir);
 	snprintf(err, sizeof(err), "%s/err", workdir);
-	write_passdb();
+	write_passdb(0);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unban_lets_the_address_through),
 		cmocka_unit_test(test_unlock_lets_the_user_in),

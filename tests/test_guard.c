@@ -318,12 +318,10 @@ static void test_same_wrong_password_counts_once(void **state)
 	assert_int_equal(lines(f, "repeat=yes", "user=\"ivy\""), 0);
 }
 
-static void test_gc_drops_dead_records(void **state)
+/* gina fails once from each of 20 addresses in 20 /24s, no rule firing:
+ * 40 source records, 20 pairs, one user. */
+static void gina_fails_from_20(struct fx *f)
 {
-	struct fx *f = *state;
-	struct ag_store *s;
-	struct ag_store_info info;
-
 	f->c.ip_ban_after = 0;
 	f->c.user_lock_after = 0;
 	for (int i = 0; i < 20; i++) {
@@ -331,6 +329,15 @@ static void test_gc_drops_dead_records(void **state)
 		snprintf(addr, sizeof(addr), "10.%d.0.1", i);
 		try(f, "gina", addr, false, NULL);
 	}
+}
+
+static void test_gc_drops_dead_records(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	gina_fails_from_20(f);
 	assert_int_equal(ag_guard_gc(&f->c, fake_ms), 0); /* all still live */
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_info(s, &info), 0);
@@ -351,13 +358,7 @@ static void test_gc_runs_by_itself(void **state)
 	struct ag_store *s;
 	struct ag_store_info info;
 
-	f->c.ip_ban_after = 0;
-	f->c.user_lock_after = 0;
-	for (int i = 0; i < 20; i++) {
-		char addr[32];
-		snprintf(addr, sizeof(addr), "10.%d.0.1", i);
-		try(f, "gina", addr, false, NULL);
-	}
+	gina_fails_from_20(f);
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_info(s, &info), 0);
 	assert_int_equal(info.entries[AG_DB_SRC], 40); /* 20 hosts + 20 /24s */

@@ -234,21 +234,6 @@ static void test_hostile_rhost_and_user(void **state)
 	assert_int_equal(lines("user_len=4095", "result=fail"), 1);
 }
 
-static void write_passdb(void)
-{
-	char path[400];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/passdb", workdir);
-	f = fopen(path, "w");
-	if (f == NULL)
-		abort();
-	fprintf(f, "alice:alice-pw:%1$s\nbob:bob-pw:%1$s\ncarol:carol-pw:%1$s\n", PD_SERVICE);
-	for (int i = 0; i < 50; i++)
-		fprintf(f, "u%02d:pw%02d:%s\n", i, i, PD_SERVICE);
-	fclose(f);
-}
-
 /* test_pam --hammer N USER PASSWORD RHOST READY_FD GO_FD: say ready,
  * wait for go, make N failed logins; exit 0 if every one failed. */
 static int hammer(char **argv)
@@ -295,7 +280,7 @@ int main(int argc, char **argv)
 		return pd_write_services(&p) == 0 ? 0 : 1;
 	if (pd_ensure_wrapper(&p, argv) != 0)
 		return 1;
-	write_passdb();
+	write_passdb(50);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bruteforce_tarpit_then_ban),
 		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
