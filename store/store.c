@@ -30,6 +30,8 @@ struct ag_store {
 	MDB_env *env;
 	MDB_dbi dbi[AG_DB_COUNT];
 	uint8_t secret[AG_SECRET_LEN];
+	int file_fd[2];        /* lock.mdb, data.mdb: held while env is open */
+	struct stat file_id[2];
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
 	_Atomic int64_t last_sync, last_reader_check;
 };
@@ -130,53 +132,81 @@ static int check_dir(const char *dir)
 	if ((st.st_mode & S_IWOTH) != 0)
 		return AG_EUNSAFE;
 	/* Root must not open a store whose entries others can replace:
-	 * LMDB opens data.mdb and lock.mdb by name, O_RDWR | O_CREAT,
-	 * following symlinks, and initialises lock.mdb in place. */
+	 * LMDB opens data.mdb and lock.mdb by name and initialises lock.mdb
+	 * in place (the files themselves are checked by open_store_file()). */
 	if (geteuid() == 0 && (st.st_mode & S_IWGRP) != 0 && st.st_uid == 0)
 		return AG_EUNSAFE;
-	static const char *const files[] = { "data.mdb", "lock.mdb" };
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		char path[1100];
-		struct stat fst;
-		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
-		if (lstat(path, &fst) != 0) {
-			if (errno == ENOENT)
-				continue;
-			return errno == EACCES ? AG_EPERM : AG_EIO;
-		}
-		if (!S_ISREG(fst.st_mode) || fst.st_nlink != 1 || (fst.st_mode & S_IWOTH) != 0)
-			return AG_EUNSAFE;
-	}
 	return 0;
 }
 
-/* In a directory shared through its group (setgid or group-writable), the
- * files this process created must be writable by that group whatever the
- * process's umask, or every other service fails open. */
-static void share_file(int fd)
+/* A map size for a store of @used bytes: an eighth more and a MiB, in
+ * whole MiB, at least the initial map. */
+static size_t map_with_room(size_t used)
 {
-	struct stat st;
+	const size_t mib = (size_t)1 << 20;
+	size_t want = (used + used / 8 + mib + mib - 1) & ~(mib - 1);
 
-	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-	    (st.st_mode & 0060) != 0060)
-		(void)fchmod(fd, (st.st_mode & 0777) | 0060);
+	return want > AG_MAP_INITIAL ? want : AG_MAP_INITIAL;
 }
 
-static void share_files(MDB_env *env, const char *dir)
+/* Open (creating if need be) one of the store's files before LMDB does,
+ * without following a symlink, and check what it is. In a directory
+ * shared through its group (setgid or group-writable) the file must be
+ * writable by that group whatever this process's umask, or every other
+ * service fails open: the mode is set here, through this descriptor.
+ *
+ * The descriptor stays open until the environment is closed: closing any
+ * descriptor of a file drops every POSIX lock the process holds on it,
+ * LMDB's shared lock on lock.mdb included, and the next process to open
+ * the store would then believe it is alone and re-initialise the lock
+ * table under the others' feet. Returns the descriptor or AG_E*. */
+static int open_store_file(const char *dir, const char *name, bool shared, struct stat *st_r)
 {
-	struct stat st;
 	char path[1100];
 	int fd;
 
-	if (stat(dir, &st) != 0 || (st.st_mode & (S_ISGID | S_IWGRP)) == 0)
-		return;
-	if (mdb_env_get_fd(env, &fd) == 0)
-		share_file(fd);
-	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	share_file(fd);
-	if (fd >= 0)
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0660);
+	if (fd < 0)
+		return errno == ELOOP ? AG_EUNSAFE : errno == EACCES || errno == EPERM ? AG_EPERM : AG_EIO;
+	if (fstat(fd, st_r) != 0 || !S_ISREG(st_r->st_mode) || st_r->st_nlink != 1 ||
+	    (st_r->st_mode & S_IWOTH) != 0) {
 		close(fd);
+		return AG_EUNSAFE;
+	}
+	if (shared && st_r->st_uid == geteuid() && (st_r->st_mode & 0060) != 0060)
+		(void)fchmod(fd, (st_r->st_mode & 0777) | 0060);
+	return fd;
+}
+
+/* LMDB opened data.mdb and lock.mdb again, by name: they must still be
+ * the files checked above (a member of a group-writable directory could
+ * have swapped one in between). */
+static int same_files(struct ag_store *s, const char *dir)
+{
+	char path[1100];
+	struct stat st;
+	int fd;
+
+	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
+	    st.st_dev != s->file_id[1].st_dev || st.st_ino != s->file_id[1].st_ino)
+		return AG_EUNSAFE;
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[0].st_dev ||
+	    st.st_ino != s->file_id[0].st_ino)
+		return AG_EUNSAFE;
+	return 0;
+}
+
+static void close_store(struct ag_store *s)
+{
+	if (s->env != NULL)
+		mdb_env_close(s->env); /* before our descriptors: see open_store_file() */
+	for (int i = 0; i < 2; i++)
+		if (s->file_fd[i] >= 0)
+			close(s->file_fd[i]);
+	pthread_rwlock_destroy(&s->resize_lock);
+	free(s);
 }
 
 static int get_meta(MDB_txn *txn, MDB_dbi meta, const char *name, void *out, size_t len, bool *found)
@@ -222,13 +252,16 @@ static int make_secret(uint8_t out[AG_SECRET_LEN])
  * the schema of an existing one, load the secret. */
 static int init_dbs(struct ag_store *s)
 {
-	MDB_txn *txn = NULL;
+	struct ag_txn *t;
 	uint32_t schema;
 	bool found;
-	int rc = map_rc(mdb_txn_begin(s->env, NULL, 0, &txn));
+	/* through ag_txn_begin(): the store may grow past the new map while
+	 * this process opens it */
+	int rc = ag_txn_begin(s, true, &t);
 
 	if (rc != 0)
 		return rc;
+	MDB_txn *txn = t->txn;
 	for (int i = 0; i < AG_DB_COUNT && rc == 0; i++)
 		rc = map_rc(mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]));
 	if (rc == 0)
@@ -254,53 +287,64 @@ static int init_dbs(struct ag_store *s)
 			rc = AG_ECORRUPT;
 	}
 	if (rc != 0) {
-		mdb_txn_abort(txn);
+		ag_txn_abort(t);
 		return rc;
 	}
-	return map_rc(mdb_txn_commit(txn));
+	return ag_txn_commit(t);
 }
 
 static int open_store(const char *dir, struct ag_store **s_r)
 {
+	/* lock.mdb first: a planted lock.mdb is refused before data.mdb is made */
+	static const char *const files[2] = { "lock.mdb", "data.mdb" };
 	struct ag_store *s = calloc(1, sizeof(*s));
+	struct stat st = { 0 };
 	int rc, dead;
 
 	if (s == NULL)
 		return AG_ENOMEM;
 	snprintf(s->path, sizeof(s->path), "%s", dir);
+	s->file_fd[0] = s->file_fd[1] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	rc = check_dir(dir);
-	if (rc == 0)
-		rc = map_rc(mdb_env_create(&s->env));
-	if (rc == 0)
-		rc = map_rc(mdb_env_set_maxdbs(s->env, AG_DB_COUNT + 2));
-	if (rc == 0)
-		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_INITIAL));
-	if (rc == 0)
-		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
-	if (rc == 0)
-		rc = map_rc(mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0660));
-	if (rc == 0) {
-		share_files(s->env, dir);
-		(void)mdb_reader_check(s->env, &dead);
-		rc = init_dbs(s);
-	}
-	struct stat st;
 	if (rc == 0 && stat(dir, &st) != 0)
 		rc = AG_EIO;
 	if (rc == 0) {
 		s->dev = st.st_dev;
 		s->ino = st.st_ino;
-		(void)mdb_env_sync(s->env, 1);
-		s->last_sync = s->last_reader_check = ag_now_ms();
-		*s_r = s;
-		return 0;
 	}
-	if (s->env != NULL)
-		mdb_env_close(s->env);
-	pthread_rwlock_destroy(&s->resize_lock);
-	free(s);
-	return rc;
+	bool shared = (st.st_mode & (S_ISGID | S_IWGRP)) != 0;
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		int fd = open_store_file(dir, files[i], shared, &s->file_id[i]);
+		if (fd < 0)
+			rc = fd;
+		else
+			s->file_fd[i] = fd;
+	}
+	if (rc == 0)
+		rc = map_rc(mdb_env_create(&s->env));
+	if (rc == 0)
+		rc = map_rc(mdb_env_set_maxdbs(s->env, AG_DB_COUNT + 2));
+	if (rc == 0) /* a store file larger than the initial map: room to grow */
+		rc = map_rc(mdb_env_set_mapsize(s->env, map_with_room((size_t)s->file_id[1].st_size)));
+	if (rc == 0)
+		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
+	if (rc == 0)
+		rc = map_rc(mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0660));
+	if (rc == 0)
+		rc = same_files(s, dir);
+	if (rc == 0) {
+		(void)mdb_reader_check(s->env, &dead);
+		rc = init_dbs(s);
+	}
+	if (rc != 0) {
+		close_store(s);
+		return rc;
+	}
+	(void)mdb_env_sync(s->env, 1);
+	s->last_sync = s->last_reader_check = ag_now_ms();
+	*s_r = s;
+	return 0;
 }
 
 int ag_store_get(const char *dir, struct ag_store **s_r)
@@ -351,9 +395,7 @@ void ag_store_forget_all(void)
 	while (cache_pid == getpid() && cache != NULL) {
 		struct ag_store *s = cache;
 		cache = s->next;
-		mdb_env_close(s->env);
-		pthread_rwlock_destroy(&s->resize_lock);
-		free(s);
+		close_store(s);
 	}
 	pthread_mutex_unlock(&cache_mu);
 }
@@ -363,12 +405,23 @@ const uint8_t *ag_store_secret(const struct ag_store *s)
 	return s->secret;
 }
 
-/* Another process grew the map: adopt its size (no transaction of ours
- * may be open meanwhile, hence the write lock). */
+/* Another process grew the store past this process's map: map what the
+ * store holds now and an eighth more (no transaction of ours may be open
+ * meanwhile, hence the write lock). Adopting the exact size (LMDB's
+ * mdb_env_set_mapsize(env, 0)) would fall behind again at the next page
+ * another writer adds, and the attempt would fail open. */
 static void adopt_map_size(struct ag_store *s)
 {
+	MDB_envinfo ei;
+	MDB_stat st;
+
 	pthread_rwlock_wrlock(&s->resize_lock);
-	(void)mdb_env_set_mapsize(s->env, 0);
+	if (mdb_env_info(s->env, &ei) == 0 && mdb_env_stat(s->env, &st) == 0) {
+		size_t size = map_with_room(((size_t)ei.me_last_pgno + 1) * st.ms_psize);
+		(void)mdb_env_set_mapsize(s->env, size > ei.me_mapsize ? size : ei.me_mapsize);
+	} else {
+		(void)mdb_env_set_mapsize(s->env, 0);
+	}
 	pthread_rwlock_unlock(&s->resize_lock);
 }
 
@@ -396,8 +449,9 @@ int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 	uint64_t pages = 4; /* two meta pages, two roots */
 	int rc;
 
-	if (mdb_env_info(s->env, &ei) != 0)
+	if (mdb_env_info(s->env, &ei) != 0 || mdb_env_stat(s->env, &st) != 0)
 		return AG_ESTORE;
+	uint64_t psize = st.ms_psize;
 	rc = ag_txn_begin(s, false, &t);
 	if (rc != 0)
 		return rc;
@@ -405,7 +459,7 @@ int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 		if (mdb_stat(t->txn, s->dbi[i], &st) == 0)
 			pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	ag_txn_abort(t);
-	*used_r = pages * st.ms_psize;
+	*used_r = pages * psize;
 	*map_r = ei.me_mapsize;
 	return 0;
 }
@@ -423,17 +477,24 @@ int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r)
 		s->last_reader_check = now;
 		(void)mdb_reader_check(s->env, &dead);
 	}
-	for (int attempt = 0; attempt < 2; attempt++) {
+	/* Other processes may grow the map again and again while this one
+	 * adopts their size (a store growing under load): adopt until it
+	 * holds still. Each round is a few system calls; the bound only
+	 * keeps a map that never stops moving from spinning here. */
+	for (int round = 0;; round++) {
 		pthread_rwlock_rdlock(&s->resize_lock);
 		rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
 		if (rc != MDB_MAP_RESIZED)
 			break;
 		pthread_rwlock_unlock(&s->resize_lock);
+		if (round == 64) {
+			free(t);
+			return map_rc(rc);
+		}
 		adopt_map_size(s);
 	}
 	if (rc != 0) {
-		if (rc != MDB_MAP_RESIZED)
-			pthread_rwlock_unlock(&s->resize_lock);
+		pthread_rwlock_unlock(&s->resize_lock);
 		free(t);
 		return map_rc(rc);
 	}

@@ -2,7 +2,8 @@
  * test_faults.c - faults and hostile conditions: processes killed while
  * recording, a damaged store file, a store the process may not open, the
  * clock stepping back, a thousand processes at once against a small
- * tarpit, memory over 100,000 attempts, a 1 MiB user name. Authentication
+ * tarpit, memory over 100,000 attempts, a 1 MiB user name, processes
+ * coming and going in a group-shared store directory. Authentication
  * must go on (or be refused, as fail_open says), the fault must be
  * logged, and no committed record may be lost.
  */
@@ -154,6 +155,132 @@ static void test_sigkill_while_recording(void **state)
 	for (int i = 0; i < 10; i++)
 		assert_int_equal(attempt(f, "after", "203.0.113.1", false), AG_PROCEED);
 	assert_int_equal(n_fail_of(f, "203.0.113.1"), 10);
+	assert_int_equal(f->faults, 0);
+}
+
+/* The layout SECURITY.md recommends shares the store through its
+ * directory's group (setgid). Processes come and go there all the time
+ * (Dovecot's auth workers, Postfix's smtpd): long-lived writers keep going
+ * while short-lived ones open the store, record a few attempts and exit.
+ * No process may crash or hang, no committed attempt may be lost, and the
+ * store must read back whole. (An open and close of lock.mdb by path after
+ * the environment was open dropped the process's lock on it, and the next
+ * newcomer re-initialised the lock file under the others' feet.) */
+enum { SHARED_LONG = 3, SHARED_SHORT = 120, SHARED_SHORT_N = 4, SHARED_AT_ONCE = 4 };
+
+static void shared_long_worker(struct fx *f, int i, int stop_fd, int out_fd)
+{
+	char addr[32], msg[32];
+	long n = 0;
+
+	alarm(120);
+	snprintf(addr, sizeof(addr), "198.51.100.%d", i + 1);
+	for (;;) {
+		struct pollfd pfd = { stop_fd, POLLIN, 0 };
+		if (n >= 200 && poll(&pfd, 1, 0) != 0)
+			break; /* the parent closed its end: the short ones are done */
+		attempt(f, "long", addr, false);
+		n++;
+	}
+	int len = snprintf(msg, sizeof(msg), "%ld", n);
+	_exit(write(out_fd, msg, (size_t)len) == len && f->faults == 0 ? 0 : 5);
+}
+
+static void shared_short_worker(struct fx *f, int j)
+{
+	char addr[32];
+
+	alarm(60);
+	snprintf(addr, sizeof(addr), "10.1.%d.%d", j / 200, j % 200 + 1);
+	for (int k = 0; k < SHARED_SHORT_N; k++)
+		attempt(f, "short", addr, false);
+	_exit(f->faults == 0 ? 0 : 5);
+}
+
+/* Waits for one child; a crash, a hang (SIGALRM) or a fault is counted. */
+static int shared_reap(pid_t pid)
+{
+	int st;
+	pid_t got = waitpid(pid, &st, 0);
+
+	if (got <= 0)
+		return 1;
+	if (WIFSIGNALED(st)) {
+		print_message("process %d died of signal %d\n", (int)got, WTERMSIG(st));
+		return 1;
+	}
+	return WEXITSTATUS(st) != 0;
+}
+
+static void test_shared_group_dir_processes_come_and_go(void **state)
+{
+	struct fx *f = *state;
+	pid_t lpid[SHARED_LONG], spid[SHARED_AT_ONCE] = { 0 };
+	int stop[2], out[SHARED_LONG][2], bad = 0;
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = f->c.user_lock_after = 0;
+	f->c.log_kind = AG_LOG_NONE;
+	assert_int_equal(mkdir(f->c.db_dir, 0750), 0);
+	assert_int_equal(chmod(f->c.db_dir, 02750), 0); /* root:authguard 2750, as documented */
+	attempt(f, "init", "192.0.2.1", false);      /* the store exists; nothing of it stays open */
+	ag_store_forget_all();
+	assert_int_equal(pipe(stop), 0);
+	fflush(NULL);
+	for (int i = 0; i < SHARED_LONG; i++) {
+		assert_int_equal(pipe(out[i]), 0);
+		lpid[i] = fork();
+		assert_true(lpid[i] >= 0);
+		if (lpid[i] == 0) {
+			close(stop[1]);
+			close(out[i][0]);
+			shared_long_worker(f, i, stop[0], out[i][1]);
+		}
+		close(out[i][1]);
+	}
+	close(stop[0]);
+	for (int j = 0; j < SHARED_SHORT; j++) {
+		int slot = j % SHARED_AT_ONCE;
+		if (spid[slot] > 0)
+			bad += shared_reap(spid[slot]);
+		spid[slot] = fork();
+		assert_true(spid[slot] >= 0);
+		if (spid[slot] == 0) {
+			close(stop[1]);
+			shared_short_worker(f, j);
+		}
+	}
+	for (int slot = 0; slot < SHARED_AT_ONCE; slot++)
+		bad += shared_reap(spid[slot]);
+	close(stop[1]);
+	long told[SHARED_LONG];
+	for (int i = 0; i < SHARED_LONG; i++) {
+		char buf[32] = "";
+		ssize_t n = read(out[i][0], buf, sizeof(buf) - 1);
+		close(out[i][0]);
+		told[i] = n > 0 ? strtol(buf, NULL, 10) : -1;
+		bad += shared_reap(lpid[i]);
+	}
+	assert_int_equal(bad, 0);
+	/* nothing lost, and every record reads back */
+	for (int i = 0; i < SHARED_LONG; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "198.51.100.%d", i + 1);
+		assert_int_equal(n_fail_of(f, addr), told[i]);
+	}
+	for (int j = 0; j < SHARED_SHORT; j++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "10.1.%d.%d", j / 200, j % 200 + 1);
+		assert_int_equal(n_fail_of(f, addr), SHARED_SHORT_N);
+	}
+	struct ag_store *s;
+	struct ag_store_info info;
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	print_message("long-lived writers recorded %ld, %ld, %ld attempts; store file %llu bytes, map %llu\n",
+		      told[0], told[1], told[2], (unsigned long long)info.file_bytes,
+		      (unsigned long long)info.map_size);
+	/* hosts and their /24s: the first store, the long-lived, the short-lived */
+	assert_int_equal(info.entries[AG_DB_SRC], 2 + (SHARED_LONG + 1) + (SHARED_SHORT + (SHARED_SHORT + 199) / 200));
 	assert_int_equal(f->faults, 0);
 }
 
@@ -399,6 +526,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sigkill_while_recording, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_group_dir_processes_come_and_go, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_store_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_not_permitted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clock_steps_back, setup, teardown),
