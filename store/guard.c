@@ -445,6 +445,14 @@ enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *s
 			/* the store could be read and said no: a failed
 			 * write of the refusal count must not lift it */
 			vd = op.ro;
+		} else if (op.s != NULL && op.have_ro && op.ro.action == AG_ACT_TARPIT) {
+			/* it said "slow down", but no tarpit slot could be
+			 * taken: what a tarpit does when every slot is busy,
+			 * rather than let the source go on at full speed */
+			vd = op.ro;
+			vd.action = AG_ACT_REFUSE;
+			vd.reason = AG_WHY_TARPIT_FULL;
+			vd.delay_ms = 0;
 		} else if (!c->fail_open) {
 			vd.action = AG_ACT_REFUSE;
 			vd.reason = AG_WHY_FAULT;

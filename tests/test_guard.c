@@ -151,6 +151,59 @@ static void test_tarpit_slots_full(void **state)
 	assert_int_equal(ag_guard_check(&f->c, &s, &a1, &t1), AG_REFUSE);
 }
 
+/* Fill the store's map with values no clean-up drops, until not even a
+ * small write commits. */
+static void fill_store(struct fx *f)
+{
+	static char junk[4000];
+	struct ag_store *st;
+	unsigned k = 0;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &st), 0);
+	for (size_t len = sizeof(junk); len >= 16; len /= 4) {
+		for (;;) {
+			struct ag_txn *t;
+			char key[32];
+			int rc = ag_txn_begin(st, true, &t);
+			assert_int_equal(rc, 0);
+			snprintf(key, sizeof(key), "junk%u", k++);
+			rc = ag_txn_put(t, AG_DB_META, key, strlen(key), junk, len);
+			if (rc == 0)
+				rc = ag_txn_commit(t);
+			else
+				ag_txn_abort(t);
+			if (rc != 0)
+				break;
+		}
+	}
+}
+
+/* The read-only pass says "tarpit", but the write that takes the slot
+ * fails (a full store): the source is refused as if every slot were
+ * busy, never let through at full speed. */
+static void test_tarpit_without_slot_write_refuses(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = att("u1", "198.51.100.7");
+	struct ag_ticket t;
+
+	f->c.tarpit_free = 2;
+	f->c.tarpit_base = f->c.tarpit_max = 20;
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.user_lock_after = f->c.spray_users = 0;
+	f->c.db_max_size = 8 << 20; /* the smallest: the map cannot grow */
+	f->c.fail_open = 1;
+	/* two failures: not a record that making room may drop */
+	for (int i = 0; i < 2; i++)
+		ag_guard_record(&f->c, &s, &a, false, NULL, NULL);
+	fill_store(f);
+	assert_int_equal(ag_guard_check(&f->c, &s, &a, &t), AG_REFUSE);
+	assert_int_equal(t.reason, AG_WHY_TARPIT_FULL);
+	assert_int_equal(t.fault, 1);
+	assert_true(f->nerr >= 1); /* and the fault is logged */
+	assert_int_equal(lines(f, "action=refuse reason=fault", "result=unchecked"), 1);
+}
+
 static void test_fault_fail_open_and_closed(void **state)
 {
 	struct fx *f = *state;
@@ -599,6 +652,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bruteforce_ban_and_log, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_fail_open_and_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_without_slot_write_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_record_is_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runtime_lists, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_only, setup, teardown),
