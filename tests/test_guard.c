@@ -521,6 +521,78 @@ static void test_tarpit_slots_per_source(void **state)
 	assert_int_equal(t.action, AG_ACT_TARPIT);
 }
 
+/* Tarpit checks of @user from @rhost (NULL: no address) while no time
+ * passes, each holding its slot: how many slept before the first refusal
+ * (at most @n). */
+static int sleepers(struct fx *f, const char *user, const char *rhost, int n)
+{
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = att(user, rhost);
+	struct ag_ticket t;
+	int slept = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (ag_guard_check(&f->c, &s, &a, &t) != AG_PROCEED)
+			break;
+		assert_int_equal(t.action, AG_ACT_TARPIT);
+		slept++;
+	}
+	return slept;
+}
+
+static void slots_setup(struct fx *f)
+{
+	char err[256];
+
+	f->c.tarpit_free = 1;
+	f->c.tarpit_slots = 8; /* two a source */
+	f->c.tarpit_base = f->c.tarpit_max = 20;
+	f->c.ip_ban_after = f->c.user_lock_after = f->c.net_ban_after = f->c.spray_users = 0;
+	assert_int_equal(ag_conf_set(&f->c, "proxies", "192.0.2.10, 192.0.2.11", err, sizeof(err)), 0);
+	/* one failure each: every further attempt would sleep */
+	static const struct { const char *user, *rhost; } who[] = {
+		{ "u1", NULL }, { "u2", NULL }, { "u1", "192.0.2.10" }, { "u1", "192.0.2.11" },
+		{ "u2", "192.0.2.11" }, { "u3", "192.0.2.10" }, { "u4", "198.51.100.4" }, { "u5", NULL },
+	};
+	for (size_t i = 0; i < AG_ARRAY_LEN(who); i++)
+		assert_int_equal(try(f, who[i].user, who[i].rhost, false, NULL), AG_PROCEED);
+}
+
+/* Address-less attempts are capped per user as addresses are per network:
+ * one user without an address cannot take the whole tarpit, and a user
+ * from an ordinary address with a typo still gets a slot. */
+static void test_tarpit_slots_addressless_per_user(void **state)
+{
+	struct fx *f = *state;
+
+	slots_setup(f);
+	int n1 = sleepers(f, "u1", NULL, 8), n2 = sleepers(f, "u2", NULL, 8);
+	printf("# address-less sleepers: u1 took %d, u2 %d of 8 slots\n", n1, n2);
+	assert_int_equal(n1, 2);
+	assert_int_equal(n2, 2);
+	assert_int_equal(sleepers(f, "u4", "198.51.100.4", 1), 1);
+	assert_int_equal(sleepers(f, "u5", NULL, 1), 1);
+}
+
+/* Behind a proxy each user is capped, not the proxy's network: two users
+ * guessed through the webmail proxies take two slots each, and a third
+ * user there with a typo, or one from an ordinary address, still sleeps
+ * instead of being refused with the right password. */
+static void test_tarpit_slots_proxy_per_user(void **state)
+{
+	struct fx *f = *state;
+
+	slots_setup(f);
+	int n1 = sleepers(f, "u1", "192.0.2.10", 8), n2 = sleepers(f, "u2", "192.0.2.11", 8);
+	printf("# through the proxies: u1 took %d, u2 %d of 8 slots\n", n1, n2);
+	assert_int_equal(n1, 2);
+	assert_int_equal(n2, 2);
+	/* the same user through the other proxy is the same user */
+	assert_int_equal(sleepers(f, "u1", "192.0.2.11", 1), 0);
+	assert_int_equal(sleepers(f, "u3", "192.0.2.10", 1), 1);
+	assert_int_equal(sleepers(f, "u4", "198.51.100.4", 1), 1);
+}
+
 /* log-only never refuses, not even when the store fails and
  * fail_open = no; the line says what would have happened. */
 static void test_log_only_fault_never_refuses(void **state)
@@ -610,6 +682,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_slots_addressless_per_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_slots_proxy_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_only_fault_never_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};
