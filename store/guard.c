@@ -117,14 +117,18 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 		return rc;
 	const uint8_t *secret = ag_store_secret(op->s);
 	if (op->v.has_user) {
-		uint8_t skey[AG_SRC_KEY_LEN] = { 0 };
+		uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, xkey[AG_USER_KEY_MAX];
 		rc = ag_user_canon(secret, c->user_fold, a->user, a->user_len, op->ukey, &op->ulen,
 				   &op->v.user_hash);
 		if (rc != 0)
 			return rc;
 		if (op->v.has_addr)
 			ag_src_key(&op->pairsrc, skey);
-		op->plen = ag_pair_key(op->ukey, op->ulen, skey, op->pkey);
+		/* failures and locks are the folded user's; the pair (and so
+		 * familiarity) is the exact name's, or the owner of "Alice"
+		 * would make her places familiar for "alice" */
+		size_t xlen = ag_user_key(secret, a->user, a->user_len, xkey);
+		op->plen = ag_pair_key(xkey, xlen, skey, op->pkey);
 	}
 	return 0;
 }

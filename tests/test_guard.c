@@ -593,6 +593,48 @@ static void test_tarpit_slots_proxy_per_user(void **state)
 	assert_int_equal(sleepers(f, "u4", "198.51.100.4", 1), 1);
 }
 
+/* With user_fold and a back end that tells "Alice" from "alice", the
+ * owner of "Alice" logs in from a /64 between guesses at "alice" (one
+ * fresh address each, so no host ban). Familiarity goes to the exact name
+ * that logged in: the guesses at "alice" count toward her lock and stop
+ * there, while the real alice still gets in from her own familiar place.
+ * Returns how many of @n guesses reached the password check. */
+static int washed_guesses(struct fx *f, int n)
+{
+	int reached = 0;
+
+	for (int i = 0; i < n; i++) {
+		char addr[64], pw[32];
+		snprintf(addr, sizeof(addr), "2001:db8:1:2::%x", 2 * i + 1);
+		snprintf(pw, sizeof(pw), "guess-%d", i);
+		if (i % 9 == 0) {
+			snprintf(addr, sizeof(addr), "2001:db8:1:2::%x", 2 * i + 2);
+			assert_int_equal(try(f, "Alice", addr, true, NULL), AG_PROCEED);
+		}
+		reached += try(f, "alice", addr, false, pw) == AG_PROCEED;
+	}
+	return reached;
+}
+
+static void test_user_fold_familiar_only_to_exact_name(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.log_kind = AG_LOG_NONE;
+	assert_true(f->c.user_fold);
+	assert_int_equal(f->c.user_lock_after, 10);
+	assert_int_equal(try(f, "alice", "198.51.100.20", true, NULL), AG_PROCEED); /* her home */
+	int reached = washed_guesses(f, 200);
+	printf("# %d of 200 guesses at \"alice\" reached the check\n", reached);
+	assert_int_equal(reached, 10);
+	/* locked for strangers, with the right password too ... */
+	assert_int_equal(try(f, "alice", "2001:db8:1:2::ffff", true, NULL), AG_REFUSE);
+	assert_int_equal(try(f, "ALICE", "203.0.113.77", true, NULL), AG_REFUSE);
+	/* ... not for her at home, nor for "Alice" where that logged in */
+	assert_int_equal(try(f, "alice", "198.51.100.20", true, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "Alice", "2001:db8:1:2::fffe", true, NULL), AG_PROCEED);
+}
+
 /* log-only never refuses, not even when the store fails and
  * fail_open = no; the line says what would have happened. */
 static void test_log_only_fault_never_refuses(void **state)
@@ -682,6 +724,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_fold_familiar_only_to_exact_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_addressless_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_proxy_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_only_fault_never_refuses, setup, teardown),
