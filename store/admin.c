@@ -19,8 +19,9 @@ bool ag_user_locked(const struct ag_user_rec *r, int64_t now)
 struct visit {
 	void *fn;
 	void *ctx;
-	const uint8_t *ukey;
+	const uint8_t *ukey;  /* pairs of this user only, or NULL */
 	size_t ulen;
+	bool fold;            /* and of every name filed under it */
 	const uint8_t *skey; /* forget: pairs whose source is this */
 	long n;
 };
@@ -88,26 +89,33 @@ static enum ag_scan_op pair_visit(void *vp, const void *key, size_t klen, const 
 
 	if (!pair_split(key, klen, &ukey, &ulen, &src))
 		return AG_SCAN_NEXT;
-	if (v->ukey != NULL && (ulen != v->ulen || memcmp(ukey, v->ukey, ulen) != 0))
+	if (v->ukey != NULL && !ag_user_key_folds_to(v->fold, ukey, ulen, v->ukey, v->ulen))
 		return AG_SCAN_NEXT;
 	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &r) == 0)
 		((ag_pair_visit_fn *)v->fn)(v->ctx, ukey, ulen, &src, &r);
 	return AG_SCAN_NEXT;
 }
 
-int ag_admin_each_pair(struct ag_txn *t, const uint8_t *ukey, size_t ulen, ag_pair_visit_fn *fn,
-		       void *ctx)
+/* Where the pairs of @ukey start: without folding they all begin with its
+ * key; folded, they are filed under the names as given, so all are read. */
+static size_t pair_prefix(bool fold, const uint8_t *ukey, size_t ulen,
+			  uint8_t prefix[2 + AG_USER_KEY_MAX])
 {
-	struct visit v = { .fn = (void *)fn, .ctx = ctx, .ukey = ukey, .ulen = ulen };
-	uint8_t prefix[2 + AG_USER_KEY_MAX];
-	size_t plen = 0;
+	if (ukey == NULL || fold)
+		return 0;
+	prefix[0] = (uint8_t)(ulen >> 8);
+	prefix[1] = (uint8_t)ulen;
+	memcpy(prefix + 2, ukey, ulen);
+	return 2 + ulen;
+}
 
-	if (ukey != NULL) {
-		prefix[0] = (uint8_t)(ulen >> 8);
-		prefix[1] = (uint8_t)ulen;
-		memcpy(prefix + 2, ukey, ulen);
-		plen = 2 + ulen;
-	}
+int ag_admin_each_pair(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t ulen,
+		       ag_pair_visit_fn *fn, void *ctx)
+{
+	struct visit v = { .fn = (void *)fn, .ctx = ctx, .ukey = ukey, .ulen = ulen, .fold = fold };
+	uint8_t prefix[2 + AG_USER_KEY_MAX];
+	size_t plen = pair_prefix(fold, ukey, ulen, prefix);
+
 	return ag_txn_scan(t, AG_DB_PAIR, prefix, plen, pair_visit, &v);
 }
 
@@ -207,13 +215,19 @@ static enum ag_scan_op forget_pair_by_src(void *vp, const void *key, size_t klen
 	return AG_SCAN_NEXT;
 }
 
-static enum ag_scan_op forget_all(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
+static enum ag_scan_op forget_pair_by_user(void *vp, const void *key, size_t klen, const void *val,
+					   size_t vlen)
 {
 	struct visit *v = vp;
-	(void)key;
-	(void)klen;
+	const uint8_t *ukey;
+	size_t ulen;
+	struct ag_addr src;
+
 	(void)val;
 	(void)vlen;
+	if (!pair_split(key, klen, &ukey, &ulen, &src) ||
+	    !ag_user_key_folds_to(v->fold, ukey, ulen, v->ukey, v->ulen))
+		return AG_SCAN_NEXT;
 	v->n++;
 	return AG_SCAN_DELETE;
 }
@@ -239,10 +253,11 @@ int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r)
 	return v.n > 0 ? 0 : AG_ENOTFOUND;
 }
 
-int ag_admin_forget_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, long *n_r)
+int ag_admin_forget_user(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t ulen, long *n_r)
 {
 	uint8_t prefix[2 + AG_USER_KEY_MAX];
-	struct visit v = { 0 };
+	struct visit v = { .ukey = ukey, .ulen = ulen, .fold = fold };
+	size_t plen = pair_prefix(fold, ukey, ulen, prefix);
 	int rc;
 
 	*n_r = 0;
@@ -251,10 +266,7 @@ int ag_admin_forget_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, lon
 		v.n++;
 	else if (rc != AG_ENOTFOUND)
 		return rc;
-	prefix[0] = (uint8_t)(ulen >> 8);
-	prefix[1] = (uint8_t)ulen;
-	memcpy(prefix + 2, ukey, ulen);
-	rc = ag_txn_scan(t, AG_DB_PAIR, prefix, 2 + ulen, forget_all, &v);
+	rc = ag_txn_scan(t, AG_DB_PAIR, prefix, plen, forget_pair_by_user, &v);
 	if (rc != 0)
 		return rc;
 	*n_r = v.n;

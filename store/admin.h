@@ -25,8 +25,12 @@ typedef void ag_pair_visit_fn(void *ctx, const uint8_t *ukey, size_t ulen, const
 AG_API int ag_admin_each_src(struct ag_txn *t, ag_src_visit_fn *fn, void *ctx);
 /* Visit every readable user record. */
 AG_API int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx);
-/* Visit the pairs of one user (@ukey), or of every user (@ukey NULL). */
-AG_API int ag_admin_each_pair(struct ag_txn *t, const uint8_t *ukey, size_t ulen,
+/* Visit the pairs of one user (@ukey, from ag_admin_user_key()), or of
+ * every user (@ukey NULL). Pairs are filed under the name as the service
+ * passed it: with @fold (user_fold), those of every name that folds to
+ * @ukey are visited, the callback getting each one's own key (see
+ * ag_user_key_folds_to() for names over 200 bytes). */
+AG_API int ag_admin_each_pair(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t ulen,
 			      ag_pair_visit_fn *fn, void *ctx);
 
 /* Read one record. AG_ENOTFOUND if absent, AG_ECORRUPT if unreadable. */
@@ -47,10 +51,12 @@ AG_API int ag_admin_unban(struct ag_txn *t, const struct ag_addr *a, int64_t now
  * user has no record or is not locked. */
 AG_API int ag_admin_unlock(struct ag_txn *t, const uint8_t *ukey, size_t ulen, int64_t now);
 /* Drop every record of an address (host record and the pairs with it as
- * source) or of a user (user record and its pairs). Sets *n_r to the
- * number dropped; AG_ENOTFOUND if there were none. */
+ * source) or of a user (user record and its pairs, with @fold those of
+ * every name filed under it, as ag_admin_each_pair() visits them). Sets
+ * *n_r to the number dropped; AG_ENOTFOUND if there were none. */
 AG_API int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r);
-AG_API int ag_admin_forget_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, long *n_r);
+AG_API int ag_admin_forget_user(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t ulen,
+				long *n_r);
 
 /* Host-wide counters. */
 AG_API int ag_admin_stats(struct ag_txn *t, struct ag_stats *st_r);

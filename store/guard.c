@@ -117,14 +117,18 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 		return rc;
 	const uint8_t *secret = ag_store_secret(op->s);
 	if (op->v.has_user) {
-		uint8_t skey[AG_SRC_KEY_LEN] = { 0 };
+		uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, xkey[AG_USER_KEY_MAX];
 		rc = ag_user_canon(secret, c->user_fold, a->user, a->user_len, op->ukey, &op->ulen,
 				   &op->v.user_hash);
 		if (rc != 0)
 			return rc;
 		if (op->v.has_addr)
 			ag_src_key(&op->pairsrc, skey);
-		op->plen = ag_pair_key(op->ukey, op->ulen, skey, op->pkey);
+		/* failures and locks are the folded user's; the pair (and so
+		 * familiarity) is the exact name's, or the owner of "Alice"
+		 * would make her places familiar for "alice" */
+		size_t xlen = ag_user_key(secret, a->user, a->user_len, xkey);
+		op->plen = ag_pair_key(xkey, xlen, skey, op->pkey);
 	}
 	return 0;
 }
@@ -223,9 +227,28 @@ static _Atomic uint32_t slot_seq;
 struct slot_scan {
 	int64_t now;
 	uint32_t live, max;
-	const uint8_t *src;   /* this attempt's source key, or NULL */
-	uint32_t mine;        /* live slots held by that source */
+	uint8_t owner[AG_SRC_KEY_LEN]; /* see slot_owner() */
+	size_t olen;
+	uint32_t mine;        /* live slots held by that owner */
 };
+
+/* Whom a slot is counted against: the sleeper's network (its key), or,
+ * for an attempt without an address or through a proxy (where one
+ * address stands for many clients), its user: a marker byte and the
+ * user's keyed hash. The lengths differ, so the two never match. */
+#define SLOT_USER_MARK 0xff
+
+static void slot_owner(const struct op *op, struct slot_scan *ss)
+{
+	if (op->v.has_addr && !op->v.proxy) {
+		memcpy(ss->owner, op->nkey, AG_SRC_KEY_LEN);
+		ss->olen = AG_SRC_KEY_LEN;
+		return;
+	}
+	ss->owner[0] = SLOT_USER_MARK;
+	memcpy(ss->owner + 1, &op->v.user_hash, sizeof(op->v.user_hash));
+	ss->olen = 1 + sizeof(op->v.user_hash);
+}
 
 static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const void *val,
 				  size_t vlen)
@@ -239,20 +262,20 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 			end = (end << 8) | k[i];
 	if (klen != 16 || end <= ss->now)
 		return AG_SCAN_DELETE;
-	if (ss->src != NULL && vlen == AG_SRC_KEY_LEN && memcmp(val, ss->src, vlen) == 0)
+	if (vlen == ss->olen && memcmp(val, ss->owner, vlen) == 0)
 		ss->mine++;
 	return ++ss->live >= ss->max ? AG_SCAN_STOP : AG_SCAN_NEXT;
 }
 
 /* Take one of tarpit_slots host-wide sleeping places until now + @ms.
  * A place frees itself when its time is up, so a killed sleeper never
- * leaks one. One source may hold at most a quarter of the places (at
- * least one), so a single address cannot starve everyone else's tarpit.
+ * leaks one. One owner (a network; a user without an address or behind a
+ * proxy) may hold at most a quarter of the places (at least one), so a
+ * single source cannot starve everyone else's tarpit.
  * Returns 0, 1 when no place may be taken, or AG_E*. */
 static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 {
-	struct slot_scan ss = { op->now, 0, op->c->tarpit_slots,
-				op->v.has_addr ? op->nkey : NULL, 0 };
+	struct slot_scan ss = { .now = op->now, .max = op->c->tarpit_slots };
 	uint32_t per_source = op->c->tarpit_slots / 4 > 0 ? op->c->tarpit_slots / 4 : 1;
 	uint8_t key[16];
 	int64_t end = op->now + ms;
@@ -260,6 +283,7 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 
 	if (ss.max == 0)
 		return 1;
+	slot_owner(op, &ss);
 	int rc = ag_txn_scan(t, AG_DB_SLOT, NULL, 0, slot_visit, &ss);
 	if (rc != 0)
 		return rc;
@@ -269,9 +293,7 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 		key[i] = (uint8_t)(end >> (56 - 8 * i));
 	memcpy(key + 8, &pid, 4);
 	memcpy(key + 12, &seq, 4);
-	if (op->v.has_addr)
-		return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), op->nkey, sizeof(op->nkey));
-	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), "", 0);
+	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), ss.owner, ss.olen);
 }
 
 static void sleep_ms(int64_t ms)

@@ -111,6 +111,24 @@ size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
 	return AG_USER_KEY_MAX;
 }
 
+/* The bounds [*a_r, *b_r) of @s without its surrounding blanks. */
+static void trim(const char *s, size_t len, size_t *a_r, size_t *b_r)
+{
+	size_t a = 0, b = len;
+
+	while (a < b && (s[a] == ' ' || s[a] == '\t'))
+		a++;
+	while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+		b--;
+	*a_r = a;
+	*b_r = b;
+}
+
+static char lower(char ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+}
+
 int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
 		  uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r)
 {
@@ -119,19 +137,14 @@ int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t 
 	size_t n = len;
 
 	if (fold) {
-		size_t a = 0, b = len;
-		while (a < b && (user[a] == ' ' || user[a] == '\t'))
-			a++;
-		while (b > a && (user[b - 1] == ' ' || user[b - 1] == '\t'))
-			b--;
+		size_t a, b;
+		trim(user, len, &a, &b);
 		if (b > a) {
 			n = b - a;
 			if (n > sizeof(small) && (buf = malloc(n)) == NULL)
 				return AG_ENOMEM;
-			for (size_t i = 0; i < n; i++) {
-				char ch = user[a + i];
-				buf[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
-			}
+			for (size_t i = 0; i < n; i++)
+				buf[i] = lower(user[a + i]);
 			name = buf;
 		}
 	}
@@ -141,6 +154,45 @@ int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t 
 	if (buf != small)
 		free(buf);
 	return 0;
+}
+
+/* The name a user key shows: all of it, or the first 184 bytes of a long
+ * name's key. */
+static size_t key_shown(const uint8_t *key, size_t len)
+{
+	return len == AG_USER_KEY_MAX && key[184] == 0 ? 184 : len;
+}
+
+bool ag_user_key_folds_to(bool fold, const uint8_t *xkey, size_t xlen, const uint8_t *ukey,
+			  size_t ulen)
+{
+	const char *x = (const char *)xkey;
+	size_t shown = key_shown(xkey, xlen), a, b;
+
+	if (xlen == ulen && memcmp(xkey, ukey, ulen) == 0)
+		return true;
+	if (!fold)
+		return false;
+	trim(x, shown, &a, &b);
+	if (b == a)
+		return false; /* blanks only: a short name is kept as it is */
+	if (shown == xlen) {
+		/* the whole name (at most 200 bytes): fold it and compare */
+		if (b - a != ulen)
+			return false;
+		for (size_t i = 0; i < ulen; i++)
+			if (lower(x[a + i]) != (char)ukey[i])
+				return false;
+		return true;
+	}
+	/* a long name, known by its first 184 bytes: those, folded, must
+	 * begin the folded name */
+	if (b - a > key_shown(ukey, ulen))
+		return false;
+	for (size_t i = a; i < b; i++)
+		if (lower(x[i]) != (char)ukey[i - a])
+			return false;
+	return true;
 }
 
 size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],

@@ -103,7 +103,18 @@ AG_API size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len
 AG_API int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
 			 uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r);
 
-/* Pair key: 2-byte user key length, user key, source key. */
+/* True if the name kept in user key @xkey (from ag_user_key(), the name as
+ * a service passed it) is filed, with @fold, under the user key @ukey
+ * (from ag_user_canon()). Without @fold: the keys are equal. A name of
+ * over 200 bytes is known by its first 184 only: it matches every user
+ * whose folded name begins with those, folded. */
+AG_API bool ag_user_key_folds_to(bool fold, const uint8_t *xkey, size_t xlen, const uint8_t *ukey,
+				 size_t ulen);
+
+/* Pair key: 2-byte user key length, user key, source key. Pairs are
+ * filed under the exact name (ag_user_key()), not the folded one: with
+ * user_fold, the owner of "Alice" must not make a place familiar for
+ * "alice". */
 AG_API size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
 			  uint8_t key[AG_PAIR_KEY_MAX]);
 

@@ -205,6 +205,35 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(has(out, "dropped "), 1);
 }
 
+/* With user_fold, pairs are filed under the names as given ("Alice",
+ * "ALICE"), the user under "alice": show and forget --user find them all. */
+static void test_user_fold_pairs_of_every_spelling(void **state)
+{
+	(void)state;
+	use_conf("user_fold = yes\n");
+	fail_n(1, "Alice", "203.0.113.50");
+	fail_n(1, " ALICE", "203.0.113.51");
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.52"), PAM_SUCCESS);
+	fail_n(1, "bob", "203.0.113.50");
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "users:    2 tracked, 4 user x source pairs"), 1);
+	assert_int_equal(run("show", "--user", "ALICE", NULL), 0);
+	assert_int_equal(has(out, "user \"alice\""), 1);
+	assert_int_equal(has(out, "203.0.113."), 3);
+	assert_int_equal(has(out, "\"Alice\""), 1);
+	assert_int_equal(has(out, "\"\\x20ALICE\""), 1);
+	const char *home[] = { "203.0.113.52 ", " yes ", "\"alice\"", NULL };
+	assert_int_equal(tu_count_lines(out, home), 1);
+	assert_int_equal(run("show", "--user", "alice", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"name\": \"Alice\"}"), 1);
+	/* the user and its three pairs; bob's pair stays */
+	assert_int_equal(run("forget", "--user", "Alice", NULL), 0);
+	assert_int_equal(has(out, "forgot Alice (4 records)"), 1);
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "users:    1 tracked, 1 user x source pairs"), 1);
+	assert_int_equal(run("show", "alice", NULL), 2);
+}
+
 static void test_config_commands(void **state)
 {
 	char path[400];
@@ -299,6 +328,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_runtime_lists_take_effect_at_once),
 		cmocka_unit_test(test_ban_and_export),
 		cmocka_unit_test(test_forget_status_stats_gc),
+		cmocka_unit_test(test_user_fold_pairs_of_every_spelling),
 		cmocka_unit_test(test_config_commands),
 		cmocka_unit_test(test_bad_arguments),
 	};

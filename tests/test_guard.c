@@ -574,6 +574,120 @@ static void test_tarpit_slots_per_source(void **state)
 	assert_int_equal(t.action, AG_ACT_TARPIT);
 }
 
+/* Tarpit checks of @user from @rhost (NULL: no address) while no time
+ * passes, each holding its slot: how many slept before the first refusal
+ * (at most @n). */
+static int sleepers(struct fx *f, const char *user, const char *rhost, int n)
+{
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = att(user, rhost);
+	struct ag_ticket t;
+	int slept = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (ag_guard_check(&f->c, &s, &a, &t) != AG_PROCEED)
+			break;
+		assert_int_equal(t.action, AG_ACT_TARPIT);
+		slept++;
+	}
+	return slept;
+}
+
+static void slots_setup(struct fx *f)
+{
+	char err[256];
+
+	f->c.tarpit_free = 1;
+	f->c.tarpit_slots = 8; /* two a source */
+	f->c.tarpit_base = f->c.tarpit_max = 20;
+	f->c.ip_ban_after = f->c.user_lock_after = f->c.net_ban_after = f->c.spray_users = 0;
+	assert_int_equal(ag_conf_set(&f->c, "proxies", "192.0.2.10, 192.0.2.11", err, sizeof(err)), 0);
+	/* one failure each: every further attempt would sleep */
+	static const struct { const char *user, *rhost; } who[] = {
+		{ "u1", NULL }, { "u2", NULL }, { "u1", "192.0.2.10" }, { "u1", "192.0.2.11" },
+		{ "u2", "192.0.2.11" }, { "u3", "192.0.2.10" }, { "u4", "198.51.100.4" }, { "u5", NULL },
+	};
+	for (size_t i = 0; i < AG_ARRAY_LEN(who); i++)
+		assert_int_equal(try(f, who[i].user, who[i].rhost, false, NULL), AG_PROCEED);
+}
+
+/* Address-less attempts are capped per user as addresses are per network:
+ * one user without an address cannot take the whole tarpit, and a user
+ * from an ordinary address with a typo still gets a slot. */
+static void test_tarpit_slots_addressless_per_user(void **state)
+{
+	struct fx *f = *state;
+
+	slots_setup(f);
+	int n1 = sleepers(f, "u1", NULL, 8), n2 = sleepers(f, "u2", NULL, 8);
+	printf("# address-less sleepers: u1 took %d, u2 %d of 8 slots\n", n1, n2);
+	assert_int_equal(n1, 2);
+	assert_int_equal(n2, 2);
+	assert_int_equal(sleepers(f, "u4", "198.51.100.4", 1), 1);
+	assert_int_equal(sleepers(f, "u5", NULL, 1), 1);
+}
+
+/* Behind a proxy each user is capped, not the proxy's network: two users
+ * guessed through the webmail proxies take two slots each, and a third
+ * user there with a typo, or one from an ordinary address, still sleeps
+ * instead of being refused with the right password. */
+static void test_tarpit_slots_proxy_per_user(void **state)
+{
+	struct fx *f = *state;
+
+	slots_setup(f);
+	int n1 = sleepers(f, "u1", "192.0.2.10", 8), n2 = sleepers(f, "u2", "192.0.2.11", 8);
+	printf("# through the proxies: u1 took %d, u2 %d of 8 slots\n", n1, n2);
+	assert_int_equal(n1, 2);
+	assert_int_equal(n2, 2);
+	/* the same user through the other proxy is the same user */
+	assert_int_equal(sleepers(f, "u1", "192.0.2.11", 1), 0);
+	assert_int_equal(sleepers(f, "u3", "192.0.2.10", 1), 1);
+	assert_int_equal(sleepers(f, "u4", "198.51.100.4", 1), 1);
+}
+
+/* With user_fold and a back end that tells "Alice" from "alice", the
+ * owner of "Alice" logs in from a /64 between guesses at "alice" (one
+ * fresh address each, so no host ban). Familiarity goes to the exact name
+ * that logged in: the guesses at "alice" count toward her lock and stop
+ * there, while the real alice still gets in from her own familiar place.
+ * Returns how many of @n guesses reached the password check. */
+static int washed_guesses(struct fx *f, int n)
+{
+	int reached = 0;
+
+	for (int i = 0; i < n; i++) {
+		char addr[64], pw[32];
+		snprintf(addr, sizeof(addr), "2001:db8:1:2::%x", 2 * i + 1);
+		snprintf(pw, sizeof(pw), "guess-%d", i);
+		if (i % 9 == 0) {
+			snprintf(addr, sizeof(addr), "2001:db8:1:2::%x", 2 * i + 2);
+			assert_int_equal(try(f, "Alice", addr, true, NULL), AG_PROCEED);
+		}
+		reached += try(f, "alice", addr, false, pw) == AG_PROCEED;
+	}
+	return reached;
+}
+
+static void test_user_fold_familiar_only_to_exact_name(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.log_kind = AG_LOG_NONE;
+	assert_true(f->c.user_fold);
+	assert_int_equal(f->c.user_lock_after, 10);
+	assert_int_equal(try(f, "alice", "198.51.100.20", true, NULL), AG_PROCEED); /* her home */
+	int reached = washed_guesses(f, 200);
+	printf("# %d of 200 guesses at \"alice\" reached the check\n", reached);
+	assert_int_equal(reached, 10);
+	/* locked for strangers, with the right password too ... */
+	assert_int_equal(try(f, "alice", "2001:db8:1:2::ffff", true, NULL), AG_REFUSE);
+	assert_int_equal(try(f, "ALICE", "203.0.113.77", true, NULL), AG_REFUSE);
+	/* ... not for her at home, nor for "Alice" where that logged in */
+	assert_int_equal(try(f, "alice", "198.51.100.20", true, NULL), AG_PROCEED);
+	assert_int_equal(try(f, "Alice", "2001:db8:1:2::fffe", true, NULL), AG_PROCEED);
+}
+
 /* log-only never refuses, not even when the store fails and
  * fail_open = no; the line says what would have happened. */
 static void test_log_only_fault_never_refuses(void **state)
@@ -664,6 +778,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_fold_familiar_only_to_exact_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_slots_addressless_per_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tarpit_slots_proxy_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_only_fault_never_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	};

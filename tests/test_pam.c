@@ -97,6 +97,43 @@ static void test_proxy_never_banned_users_still_protected(void **state)
 	assert_int_equal(lines("reason=locked", "rhost=192.0.2.10"), 1);
 }
 
+/* pam_matrix tells "Alice" from "alice", as pam_unix does; user_fold (the
+ * default) counts them as one user. The owner of "Alice" logs in from a
+ * /64 every 9 guesses at "alice" there, one fresh address each: that makes
+ * the /64 familiar for "Alice" only, so the guesses at "alice" lock her
+ * after user_lock_after, and she still gets in from home. */
+static void test_user_fold_familiar_only_to_exact_name(void **state)
+{
+	char path[400];
+	int n = 60;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/passdb", workdir);
+	FILE *f = fopen(path, "a");
+	assert_non_null(f);
+	fprintf(f, "Alice:Alice-pw:%s\n", PD_SERVICE);
+	fclose(f);
+	use_conf("");
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
+	for (int i = 0; i < n; i++) {
+		char addr[64], pw[32];
+		if (i % 9 == 0) {
+			snprintf(addr, sizeof(addr), "2001:db8:5:6::%x", 2 * i + 2);
+			assert_int_equal(login("Alice", "Alice-pw", addr), PAM_SUCCESS);
+		}
+		snprintf(addr, sizeof(addr), "2001:db8:5:6::%x", 2 * i + 1);
+		snprintf(pw, sizeof(pw), "guess-%d", i);
+		assert_int_equal(login("alice", pw, addr), PAM_AUTH_ERR);
+	}
+	int reached = lines("result=fail", "user=\"alice\"");
+	printf("# %d of %d guesses at \"alice\" reached the password check\n", reached, n);
+	assert_int_equal(reached, 10);
+	assert_int_equal(lines("result=unchecked action=refuse reason=locked", "user=\"alice\""), n - 10);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:5:6::ffff"), PAM_AUTH_ERR);
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
+	assert_int_equal(login("Alice", "Alice-pw", "2001:db8:5:6::fffe"), PAM_SUCCESS);
+}
+
 static void test_trusted_untouched(void **state)
 {
 	(void)state;
@@ -286,6 +323,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
 		cmocka_unit_test(test_ipv6_rotation_banned_as_prefix),
 		cmocka_unit_test(test_proxy_never_banned_users_still_protected),
+		cmocka_unit_test(test_user_fold_familiar_only_to_exact_name),
 		cmocka_unit_test(test_trusted_untouched),
 		cmocka_unit_test(test_deny_always_refuses),
 		cmocka_unit_test(test_log_only_changes_no_outcome),

@@ -540,6 +540,69 @@ static void test_user_key_long(void **state)
 	free(name);
 }
 
+/* "n*c" stands for n bytes c, "s" for the string s; a name is up to
+ * three of them. */
+struct spelled { size_t n[3]; const char *s[3]; };
+
+static size_t spell(const struct spelled *sp, char *buf)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < 3 && sp->s[i] != NULL; i++) {
+		size_t k = sp->n[i] != 0 ? sp->n[i] : strlen(sp->s[i]);
+		for (size_t j = 0; j < k; j++)
+			buf[len++] = sp->n[i] != 0 ? sp->s[i][0] : sp->s[i][j];
+	}
+	return len;
+}
+
+/* Which pairs (filed under the name as given) a user (filed under its
+ * folded name) owns: what authguard-admin show/forget --user find. */
+static void test_user_key_folds_to(void **state)
+{
+	static const struct {
+		struct spelled given, user;
+		bool fold, want;
+	} cases[] = {
+		{ { { 0 }, { "alice" } }, { { 0 }, { "alice" } }, true, true },
+		{ { { 0 }, { "Alice" } }, { { 0 }, { "alice" } }, true, true },
+		{ { { 0 }, { " ALICE\t" } }, { { 0 }, { "alice" } }, true, true },
+		{ { { 0 }, { "AL ice" } }, { { 0 }, { "al ice" } }, true, true },
+		{ { { 0 }, { "Alice" } }, { { 0 }, { "alice" } }, false, false },
+		{ { { 0 }, { "alice" } }, { { 0 }, { "alice" } }, false, true },
+		{ { { 0 }, { "alicia" } }, { { 0 }, { "alice" } }, true, false },
+		{ { { 0 }, { "Alic" } }, { { 0 }, { "alice" } }, true, false },
+		{ { { 0 }, { "Alice2" } }, { { 0 }, { "alice" } }, true, false },
+		{ { { 0 }, { "   " } }, { { 0 }, { "   " } }, true, true },   /* kept as it is */
+		{ { { 0 }, { "  " } }, { { 0 }, { "   " } }, true, false },
+		/* long names are known by their first 184 bytes */
+		{ { { 300 }, { "A" } }, { { 300 }, { "a" } }, true, true },
+		{ { { 300 }, { "a" } }, { { 300 }, { "a" } }, false, true },
+		{ { { 300 }, { "A" } }, { { 300 }, { "a" } }, false, false },
+		{ { { 299, 0 }, { "A", "b" } }, { { 300 }, { "a" } }, true, true },
+		{ { { 0, 299 }, { "b", "A" } }, { { 300 }, { "a" } }, true, false },
+		{ { { 2, 250 }, { " ", "A" } }, { { 250 }, { "a" } }, true, true },
+		{ { { 100, 150 }, { "A", " " } }, { { 100 }, { "a" } }, true, true },
+		{ { { 100, 150 }, { "A", " " } }, { { 99 }, { "a" } }, true, false },
+		{ { { 184, 100 }, { " ", "x" } }, { { 100 }, { "x" } }, true, false },
+		{ { { 300 }, { "A" } }, { { 0 }, { "alice" } }, true, false },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < AG_ARRAY_LEN(cases); i++) {
+		char given[512], user[512];
+		uint8_t xkey[AG_USER_KEY_MAX], ukey[AG_USER_KEY_MAX];
+		size_t ulen;
+		uint32_t h;
+		size_t glen = spell(&cases[i].given, given), len = spell(&cases[i].user, user);
+		size_t xlen = ag_user_key(secret_a, given, glen, xkey);
+
+		assert_int_equal(ag_user_canon(secret_a, cases[i].fold, user, len, ukey, &ulen, &h), 0);
+		if (ag_user_key_folds_to(cases[i].fold, xkey, xlen, ukey, ulen) != cases[i].want)
+			fail_msg("case %zu", i);
+	}
+}
+
 static void test_pair_key(void **state)
 {
 	static const char *srcs[] = { "192.0.2.7", "2001:db8::/64" };
@@ -711,6 +774,7 @@ int main(void)
 		cmocka_unit_test(test_src_key_reject),
 		cmocka_unit_test(test_user_key_short),
 		cmocka_unit_test(test_user_key_long),
+		cmocka_unit_test(test_user_key_folds_to),
 		cmocka_unit_test(test_pair_key),
 		cmocka_unit_test(test_score_at),
 		cmocka_unit_test(test_score_add),

@@ -444,16 +444,16 @@ struct pairs {
 	int n;
 };
 
+/* A pair row: familiarity belongs to the name as the service passed it,
+ * which user_fold may file under another user key; each row names it. */
 static void pair_row(void *vp, const uint8_t *k, size_t n, const struct ag_addr *src,
 		     const struct ag_pair_rec *p)
 {
 	struct pairs *ps = vp;
 	struct ctx *x = ps->x;
-	char a[AG_ADDR_STRLEN], until[40], ok[40];
+	char a[AG_ADDR_STRLEN], until[40], ok[40], name[1024];
 	bool fam = p->familiar_until > x->now;
 
-	(void)k;
-	(void)n;
 	if (src->family == AG_AF_NONE)
 		snprintf(a, sizeof(a), "none");
 	else
@@ -462,15 +462,18 @@ static void pair_row(void *vp, const uint8_t *k, size_t n, const struct ag_addr 
 	fmt_time(p->last_success, ok, sizeof(ok));
 	if (x->json) {
 		printf("%s\n    {\"source\": \"%s\", \"familiar\": %s, \"familiar_until\": \"%s\", "
-		       "\"failures\": %.2f, \"last_success\": \"%s\"}",
+		       "\"failures\": %.2f, \"last_success\": \"%s\", \"name\": ",
 		       ps->n ? "," : "", a, fam ? "true" : "false", until,
 		       ag_score_at(&p->fails, x->now, x->c.decay_half_life), ok);
+		json_user(k, n);
+		printf("}");
 	} else {
 		if (ps->n == 0)
-			printf("  %-40s %-9s %-25s %8s  %s\n", "SOURCE", "FAMILIAR", "UNTIL", "FAILS",
-			       "LAST_SUCCESS");
-		printf("  %-40s %-9s %-25s %8.1f  %s\n", a, fam ? "yes" : "no", until,
-		       ag_score_at(&p->fails, x->now, x->c.decay_half_life), ok);
+			printf("  %-40s %-9s %-25s %8s  %-25s %s\n", "SOURCE", "FAMILIAR", "UNTIL",
+			       "FAILS", "LAST_SUCCESS", "AS");
+		fmt_user(k, n, name, sizeof(name));
+		printf("  %-40s %-9s %-25s %8.1f  %-25s %s\n", a, fam ? "yes" : "no", until,
+		       ag_score_at(&p->fails, x->now, x->c.decay_half_life), ok, name);
 	}
 	ps->n++;
 }
@@ -518,7 +521,7 @@ static int show_user(struct ctx *x, struct ag_txn *t, const char *name)
 		       (unsigned long long)u.n_refused);
 		printf("  first seen: %s\n  last seen:  %s\nsources:\n", first, seen);
 	}
-	rc = ag_admin_each_pair(t, k, n, pair_row, &ps);
+	rc = ag_admin_each_pair(t, x->c.user_fold, k, n, pair_row, &ps);
 	if (x->json)
 		printf("%s]\n}\n", ps.n ? "\n  " : "");
 	else if (ps.n == 0)
@@ -675,7 +678,7 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 	} else {
 		uint8_t k[AG_USER_KEY_MAX];
 		size_t kl = ag_admin_user_key(x->s, &x->c, argv[0], k);
-		rc = ag_admin_forget_user(t, k, kl, &n);
+		rc = ag_admin_forget_user(t, x->c.user_fold, k, kl, &n);
 	}
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
