@@ -111,6 +111,15 @@ size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
 	return AG_USER_KEY_MAX;
 }
 
+/* The bytes user_fold trims at both ends of a name: what libsasl2's own
+ * canonicalisation trims (isspace() in the C locale), so every front end
+ * files a name under the key libsasl2 authenticates it as. Fixed, not
+ * the process's locale: the store is shared by daemons in any locale. */
+static bool user_blank(char ch)
+{
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
 int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
 		  uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r)
 {
@@ -120,9 +129,9 @@ int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t 
 
 	if (fold) {
 		size_t a = 0, b = len;
-		while (a < b && (user[a] == ' ' || user[a] == '\t'))
+		while (a < b && user_blank(user[a]))
 			a++;
-		while (b > a && (user[b - 1] == ' ' || user[b - 1] == '\t'))
+		while (b > a && user_blank(user[b - 1]))
 			b--;
 		if (b > a) {
 			n = b - a;
