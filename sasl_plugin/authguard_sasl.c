@@ -525,6 +525,15 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 
 /* ---- canonuser: the sasl_checkpass() path ------------------------------------ */
 
+/* What libsasl2 2.1.28's internal canonicalization (lib/canonusr.c)
+ * trims at both ends of a name: isspace(), which in the C locale is
+ * space, \t, \n, \v, \f and \r. Fixed rather than the daemon's locale:
+ * no glibc locale counts a byte >= 0x80 as space. */
+static bool canon_blank(char ch)
+{
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
 /* What libsasl2's internal canonicalization does: trim blanks; with a
  * user realm, qualify a bare name with "@realm". */
 static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char *out,
@@ -532,12 +541,11 @@ static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char 
 {
 	if (len == 0)
 		len = (unsigned)strlen(user);
-	while (len > 0 && (user[0] == ' ' || user[0] == '\t' || user[0] == '\r' || user[0] == '\n')) {
+	while (len > 0 && canon_blank(user[0])) {
 		user++;
 		len--;
 	}
-	while (len > 0 && (user[len - 1] == ' ' || user[len - 1] == '\t' || user[len - 1] == '\r' ||
-			   user[len - 1] == '\n'))
+	while (len > 0 && canon_blank(user[len - 1]))
 		len--;
 	if (len == 0)
 		return SASL_BADPROT;

@@ -163,6 +163,38 @@ static int auth(const char *mech, const char *user, const char *pw, const char *
 	return r;
 }
 
+/* One authentication as a hand-made client sends it, the name's bytes
+ * as given (libsasl2's own client would trim them): PLAIN's one message,
+ * or LOGIN's name and password. Returns the server's result. */
+static int raw_auth(const char *mech, const char *user, const char *pw, const char *rhost)
+{
+	sasl_conn_t *s = NULL;
+	const char *out = NULL;
+	unsigned outlen = 0;
+	char msg[512];
+	size_t ul = strlen(user), pl = strlen(pw);
+	int r;
+
+	assert_true(ul + pl + 2 <= sizeof(msg));
+	assert_int_equal(sasl_server_new("smtp", "mail.test", REALM, "127.0.0.1;25", rhost, NULL, 0, &s),
+			 SASL_OK);
+	if (strcmp(mech, "PLAIN") == 0) {
+		msg[0] = '\0';
+		memcpy(msg + 1, user, ul);
+		msg[1 + ul] = '\0';
+		memcpy(msg + 2 + ul, pw, pl);
+		r = sasl_server_start(s, mech, msg, (unsigned)(ul + pl + 2), &out, &outlen);
+	} else {
+		r = sasl_server_start(s, mech, NULL, 0, &out, &outlen);
+		if (r == SASL_CONTINUE)
+			r = sasl_server_step(s, user, (unsigned)ul, &out, &outlen);
+		if (r == SASL_CONTINUE)
+			r = sasl_server_step(s, pw, (unsigned)pl, &out, &outlen);
+	}
+	sasl_dispose(&s);
+	return r;
+}
+
 /* sasl_checkpass(), as Cyrus imapd's IMAP LOGIN uses it. */
 static int checkpass(const char *user, const char *pw, const char *rhost)
 {
@@ -277,6 +309,57 @@ static void test_proxy_and_log_only(void **state)
 		assert_int_equal(auth(mechs[m], "alice", "alice-pw", NULL, "203.0.113.50;2"), SASL_OK);
 		assert_int_equal(lines("mode=log-only would=refuse", "reason=banned"), 4);
 		assert_int_equal(lines("result=unchecked", "time="), 0);
+	}
+}
+
+/* The canonuser plugin libsasl2 uses in the mechanisms: its own (no
+ * canon_user_plugin, as in the README's Postfix set-up) or ours (imapd). */
+static const char *const canon_plugins[] = { NULL, "authguard" };
+
+static int restore_canon(void **state)
+{
+	(void)state;
+	canon_plugin = "authguard";
+	return 0;
+}
+
+static int attempt_lines(void)
+{
+	return lines(" result=", "time=");
+}
+
+/* Spellings libsasl2 trims to "alice" (isspace() at both ends). */
+static const char *const blank_alice[] = {
+	"\valice\v", "\falice", "alice\f", " \t\valice\r\n", "\r\nalice", "\v\f alice\t",
+};
+
+/* Every spelling libsasl2 authenticates as alice counts toward alice: the
+ * lock comes after user_lock_after failures, as for "alice", and then
+ * every spelling is refused before the check; one line per attempt. */
+static void test_blank_spellings_are_one_user(void **state)
+{
+	(void)state;
+	for (size_t p = 0; p < AG_ARRAY_LEN(canon_plugins); p++) {
+		for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
+			canon_plugin = canon_plugins[p];
+			use_conf("user_lock_after = 5\nip_ban_after = 0\n");
+			int n = 3 * (int)AG_ARRAY_LEN(blank_alice);
+			for (int i = 0; i < n; i++) {
+				char addr[40];
+				snprintf(addr, sizeof(addr), "100.64.%d.1;2525", i);
+				assert_int_equal(raw_auth(mechs[m], blank_alice[i % AG_ARRAY_LEN(blank_alice)],
+							  "wrong", addr),
+						 SASL_BADAUTH);
+				assert_int_equal(lines("event=lock", "time="), i >= 4);
+			}
+			assert_int_equal(lines("result=fail", "user=\"alice@test.example\""), 5);
+			assert_int_equal(lines("result=unchecked action=refuse reason=locked", "time="), n - 5);
+			/* locked: the right password from a stranger is refused */
+			assert_int_equal(raw_auth(mechs[m], "\valice\v", "alice-pw", "100.65.0.1;1"),
+					 SASL_BADAUTH);
+			assert_int_equal(lines("reason=locked", "rhost=100.65.0.1"), 1);
+			assert_int_equal(attempt_lines(), n + 1);
+		}
 	}
 }
 
@@ -474,6 +557,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
 		cmocka_unit_test(test_cram_md5),
 		cmocka_unit_test(test_proxy_and_log_only),
+		cmocka_unit_test_teardown(test_blank_spellings_are_one_user, restore_canon),
 		cmocka_unit_test(test_failed_authorization_counts),
 		cmocka_unit_test(test_checkpass_path),
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
