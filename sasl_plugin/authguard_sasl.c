@@ -11,12 +11,14 @@
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
  *     for PLAIN and LOGIN the user name is read from the client's data,
- *     for the others only source rules apply there, and the user's lock
- *     is applied right after the step (a locked user's correct password
- *     from an unfamiliar source is refused like a wrong one);
- *   - after the final step, ag_guard_record() with the outcome; a step
- *     that succeeds but whose authorization (proxy policy) fails counts
- *     as a failure.
+ *     for the others only source rules apply there;
+ *   - after a successful step, if libsasl2 authenticated another user
+ *     than the one checked (none, or a name only libsasl2 resolved), that
+ *     user's rules: a locked user's correct password from an unfamiliar
+ *     source is refused like a wrong one;
+ *   - after the final step, ag_guard_record() with the outcome, under the
+ *     user libsasl2 authenticated; a step that succeeds but whose
+ *     authorization (proxy policy) fails counts as a failure.
  *
  * The password check itself stays libsasl2's (pwcheck_method).
  *
