@@ -11,12 +11,14 @@
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
  *     for PLAIN and LOGIN the user name is read from the client's data,
- *     for the others only source rules apply there, and the user's lock
- *     is applied right after the step (a locked user's correct password
- *     from an unfamiliar source is refused like a wrong one);
- *   - after the final step, ag_guard_record() with the outcome; a step
- *     that succeeds but whose authorization (proxy policy) fails counts
- *     as a failure.
+ *     for the others only source rules apply there;
+ *   - after a successful step, if libsasl2 authenticated another user
+ *     than the one checked (none, or a name only libsasl2 resolved), that
+ *     user's rules: a locked user's correct password from an unfamiliar
+ *     source is refused like a wrong one;
+ *   - after the final step, ag_guard_record() with the outcome, under the
+ *     user libsasl2 authenticated; a step that succeeds but whose
+ *     authorization (proxy policy) fails counts as a failure.
  *
  * The password check itself stays libsasl2's (pwcheck_method).
  *
@@ -129,17 +131,25 @@ static int sasl_code(enum ag_decision d)
 	return d == AG_REFUSE ? SASL_BADAUTH : SASL_OK;
 }
 
-static enum ag_decision check(sasl_server_params_t *sp, const char *user, struct ag_ticket *t)
+static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, struct ag_ticket *t,
+				 bool tarpit)
 {
 	struct ag_conf c;
 	struct ag_attempt a;
 	struct ag_sink s = { sink_fn, (void *)sp->utils };
 
 	load_conf(sp->utils, &c);
+	if (!tarpit)
+		c.tarpit_base = 0; /* no delay, no slot taken */
 	attempt_of(sp, user, &a);
 	enum ag_decision d = ag_guard_check(&c, &s, &a, t);
 	ag_conf_free(&c);
 	return d;
+}
+
+static enum ag_decision check(sasl_server_params_t *sp, const char *user, struct ag_ticket *t)
+{
+	return check_as(sp, user, t, true);
 }
 
 static void record(sasl_server_params_t *sp, struct wctx *w, const char *user, bool ok)
@@ -295,13 +305,48 @@ static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char
 	return true;
 }
 
+/* Whom the attempt is about: the user libsasl2 canonicalised in the step
+ * (its own trimming, the application's canon_user callback, the
+ * canon_user_plugin), else the name read from the client's data. */
+static const char *step_user(const struct wctx *w, const sasl_out_params_t *op)
+{
+	return op != NULL && op->authid != NULL ? op->authid : w->user;
+}
+
+/* Is that another user than the one checked before the step (none, or a
+ * spelling the client's data did not show)? */
+static bool needs_recheck(const struct wctx *w, const char *who)
+{
+	if (!w->checked || who == NULL)
+		return false;
+	return !w->user_checked || strcmp(w->user, who) != 0;
+}
+
+/* The user's rules once more, after the step. One delay per attempt: the
+ * tarpit only if check did not sleep one. A refusal writes the attempt's
+ * line; else the harder of the two verdicts (a delay slept here, what
+ * log-only mode would have done) goes into the ticket for record's line. */
+static enum ag_decision recheck(sasl_server_params_t *sp, struct wctx *w, const char *who)
+{
+	struct ag_ticket t;
+	enum ag_decision d = check_as(sp, who, &t, w->ticket.action != AG_ACT_TARPIT);
+
+	t.fault |= w->ticket.fault;
+	if (t.action > w->ticket.action || t.would > w->ticket.would)
+		w->ticket = t;
+	else
+		w->ticket.fault = t.fault;
+	return d;
+}
+
 static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, unsigned inlen,
 		  const char **out, unsigned *outlen, sasl_out_params_t *op)
 {
 	struct wctx *w = conn_context;
+	bool cred = credential_step(w, sp, in, inlen);
 	int rc;
 
-	if (credential_step(w, sp, in, inlen) && !w->checked) {
+	if (cred && !w->checked) {
 		w->checked = true;
 		w->user_checked = w->user != NULL;
 		if (check(sp, w->user, &w->ticket) == AG_REFUSE) {
@@ -311,20 +356,22 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 			return sasl_code(AG_REFUSE);
 		}
 	}
+	if (cred && w->g->kind != MK_OTHER && op != NULL) {
+		/* PLAIN and LOGIN canonicalise the user in this step, before
+		 * the password check: what op holds is an earlier attempt's */
+		op->authid = NULL;
+		op->alen = 0;
+	}
 	in_wrapped_step++;
 	rc = w->g->inner->mech_step(w->inner, sp, in, inlen, out, outlen, op);
 	in_wrapped_step--;
-	const char *who = w->user != NULL ? w->user : op != NULL ? op->authid : NULL;
-	if (rc == SASL_OK) {
-		if (w->checked && !w->user_checked && who != NULL) {
-			/* first time the user is known: apply the user's rules */
-			struct ag_ticket t;
-			if (check(sp, who, &t) == AG_REFUSE) {
-				w->recorded = true;
-				sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
-				return sasl_code(AG_REFUSE);
-			}
-		}
+	const char *who = step_user(w, op);
+	if (rc == SASL_OK && needs_recheck(w, who) && recheck(sp, w, who) == AG_REFUSE) {
+		/* a locked user's right password: refused like a wrong one */
+		w->recorded = true; /* the refusal wrote its line */
+		sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
+		rc = sasl_code(AG_REFUSE);
+	} else if (rc == SASL_OK) {
 		record(sp, w, who, authorized(sp, op));
 	} else if (is_auth_failure(rc)) {
 		record(sp, w, who, false);
@@ -525,6 +572,17 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 
 /* ---- canonuser: the sasl_checkpass() path ------------------------------------ */
 
+/* What libsasl2 2.1.28's internal canonicalization (lib/canonusr.c)
+ * trims at both ends of a name: isspace(), which in the C locale is
+ * space, \t, \n, \v, \f and \r. Fixed rather than the daemon's locale:
+ * no glibc locale counts a byte >= 0x80 as space, and where some other
+ * libc's would, the user is still checked again after the step under
+ * the name libsasl2 reports (w_step). */
+static bool canon_blank(char ch)
+{
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
 /* What libsasl2's internal canonicalization does: trim blanks; with a
  * user realm, qualify a bare name with "@realm". */
 static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char *out,
@@ -532,12 +590,11 @@ static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char 
 {
 	if (len == 0)
 		len = (unsigned)strlen(user);
-	while (len > 0 && (user[0] == ' ' || user[0] == '\t' || user[0] == '\r' || user[0] == '\n')) {
+	while (len > 0 && canon_blank(user[0])) {
 		user++;
 		len--;
 	}
-	while (len > 0 && (user[len - 1] == ' ' || user[len - 1] == '\t' || user[len - 1] == '\r' ||
-			   user[len - 1] == '\n'))
+	while (len > 0 && canon_blank(user[len - 1]))
 		len--;
 	if (len == 0)
 		return SASL_BADPROT;

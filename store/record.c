@@ -111,14 +111,23 @@ size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
 	return AG_USER_KEY_MAX;
 }
 
+/* The bytes user_fold trims at both ends of a name: what libsasl2's own
+ * canonicalisation trims (isspace() in the C locale), so every front end
+ * files a name under the key libsasl2 authenticates it as. Fixed, not
+ * the process's locale: the store is shared by daemons in any locale. */
+static bool user_blank(char ch)
+{
+	return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
 /* The bounds [*a_r, *b_r) of @s without its surrounding blanks. */
 static void trim(const char *s, size_t len, size_t *a_r, size_t *b_r)
 {
 	size_t a = 0, b = len;
 
-	while (a < b && (s[a] == ' ' || s[a] == '\t'))
+	while (a < b && user_blank(s[a]))
 		a++;
-	while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+	while (b > a && user_blank(s[b - 1]))
 		b--;
 	*a_r = a;
 	*b_r = b;

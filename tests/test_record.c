@@ -490,6 +490,59 @@ static void test_user_key_short(void **state)
 	}
 }
 
+/* user_fold trims at both ends exactly the bytes libsasl2's own
+ * canonicalisation trims (isspace() in the C locale: space, \t, \n, \v,
+ * \f, \r), so PAM, SASL and the admin tool file a name under one key;
+ * no other byte, and nothing inside the name. */
+static void test_user_canon_fold_trim(void **state)
+{
+#define N(lit) lit, sizeof(lit) - 1
+	static const struct {
+		const char *name;
+		size_t len;
+		bool same; /* as "alice" */
+	} cases[] = {
+		{ N("alice"), true },
+		{ N(" alice\t"), true },
+		{ N("\valice\v"), true },
+		{ N("\falice"), true },
+		{ N("alice\f"), true },
+		{ N("\ralice\n"), true },
+		{ N(" \t\valice\r\n"), true },
+		{ N("\r\n\v\f\t ALICE \t\f\v\n\r"), true },
+		{ N("al\vice"), false },
+		{ N("\balice"), false },
+		{ N("alice\x1c"), false },   /* isspace() in C: no */
+		{ N("\x85" "alice"), false }, /* NEL */
+		{ N("alice\xa0"), false },   /* NO-BREAK SPACE in Latin-1 */
+		{ N("alice\0"), false },
+	};
+#undef N
+	uint8_t want[AG_USER_KEY_MAX], key[AG_USER_KEY_MAX];
+	size_t wlen, klen;
+	uint32_t wh, h;
+
+	(void)state;
+	assert_int_equal(ag_user_canon(secret_a, true, "alice", 5, want, &wlen, &wh), 0);
+	for (size_t i = 0; i < AG_ARRAY_LEN(cases); i++) {
+		assert_int_equal(ag_user_canon(secret_a, true, cases[i].name, cases[i].len, key, &klen,
+					       &h), 0);
+		bool same = klen == wlen && memcmp(key, want, wlen) == 0;
+		if (same != cases[i].same || (h == wh) != cases[i].same) {
+			print_error("case %zu: same=%d, expected %d\n", i, same, cases[i].same);
+			fail();
+		}
+	}
+	/* without fold nothing is trimmed */
+	assert_int_equal(ag_user_canon(secret_a, false, "\valice", 6, key, &klen, &h), 0);
+	assert_int_equal(klen, 6);
+	assert_memory_equal(key, "\valice", 6);
+	/* a name of blanks only is kept as it is */
+	assert_int_equal(ag_user_canon(secret_a, true, "\v\f", 2, key, &klen, &h), 0);
+	assert_int_equal(klen, 2);
+	assert_memory_equal(key, "\v\f", 2);
+}
+
 static void test_user_key_long(void **state)
 {
 	static const size_t lens[] = { 201, 202, 255, 1000, 65536 };
@@ -775,6 +828,7 @@ int main(void)
 		cmocka_unit_test(test_user_key_short),
 		cmocka_unit_test(test_user_key_long),
 		cmocka_unit_test(test_user_key_folds_to),
+		cmocka_unit_test(test_user_canon_fold_trim),
 		cmocka_unit_test(test_pair_key),
 		cmocka_unit_test(test_score_at),
 		cmocka_unit_test(test_score_add),

@@ -91,11 +91,31 @@ static int srv_authorize(sasl_conn_t *conn, void *ctx, const char *requested, un
 	return alen >= 4 && strncmp(auth, "boss", 4) == 0 ? SASL_OK : SASL_NOAUTHZ;
 }
 
+/* An application's canon_user callback, as Cyrus imapd's "magic plus":
+ * "alice+box" is alice. libsasl2 runs it before any canonuser plugin, so
+ * the plugin's reading of the client's data cannot know it. */
+static int srv_canon(sasl_conn_t *conn, void *ctx, const char *in, unsigned inlen, unsigned flags,
+		     const char *realm, char *out, unsigned out_max, unsigned *out_len)
+{
+	(void)conn; (void)ctx; (void)flags; (void)realm;
+	unsigned n = 0;
+	bool skip = false;
+	for (unsigned i = 0; i < inlen; i++) {
+		skip = in[i] == '+' || (skip && in[i] != '@');
+		if (!skip && n + 1 < out_max)
+			out[n++] = in[i];
+	}
+	out[n] = '\0';
+	*out_len = n;
+	return SASL_OK;
+}
+
 static sasl_callback_t srv_cbs[] = {
 	{ SASL_CB_GETPATH, (cb_fn)(void (*)(void))srv_getpath, NULL },
 	{ SASL_CB_GETOPT, (cb_fn)(void (*)(void))srv_getopt, NULL },
 	{ SASL_CB_LOG, (cb_fn)(void (*)(void))srv_log, NULL },
 	{ SASL_CB_PROXY_POLICY, (cb_fn)(void (*)(void))srv_authorize, NULL },
+	{ SASL_CB_CANON_USER, (cb_fn)(void (*)(void))srv_canon, NULL },
 	{ SASL_CB_LIST_END, NULL, NULL },
 };
 
@@ -160,6 +180,38 @@ static int auth(const char *mech, const char *user, const char *pw, const char *
 	sasl_dispose(&c);
 	sasl_dispose(&s);
 	free(w.secret);
+	return r;
+}
+
+/* One authentication as a hand-made client sends it, the name's bytes
+ * as given (libsasl2's own client would trim them): PLAIN's one message,
+ * or LOGIN's name and password. Returns the server's result. */
+static int raw_auth(const char *mech, const char *user, const char *pw, const char *rhost)
+{
+	sasl_conn_t *s = NULL;
+	const char *out = NULL;
+	unsigned outlen = 0;
+	char msg[512];
+	size_t ul = strlen(user), pl = strlen(pw);
+	int r;
+
+	assert_true(ul + pl + 2 <= sizeof(msg));
+	assert_int_equal(sasl_server_new("smtp", "mail.test", REALM, "127.0.0.1;25", rhost, NULL, 0, &s),
+			 SASL_OK);
+	if (strcmp(mech, "PLAIN") == 0) {
+		msg[0] = '\0';
+		memcpy(msg + 1, user, ul);
+		msg[1 + ul] = '\0';
+		memcpy(msg + 2 + ul, pw, pl);
+		r = sasl_server_start(s, mech, msg, (unsigned)(ul + pl + 2), &out, &outlen);
+	} else {
+		r = sasl_server_start(s, mech, NULL, 0, &out, &outlen);
+		if (r == SASL_CONTINUE)
+			r = sasl_server_step(s, user, (unsigned)ul, &out, &outlen);
+		if (r == SASL_CONTINUE)
+			r = sasl_server_step(s, pw, (unsigned)pl, &out, &outlen);
+	}
+	sasl_dispose(&s);
 	return r;
 }
 
@@ -278,6 +330,140 @@ static void test_proxy_and_log_only(void **state)
 		assert_int_equal(lines("mode=log-only would=refuse", "reason=banned"), 4);
 		assert_int_equal(lines("result=unchecked", "time="), 0);
 	}
+}
+
+/* The canonuser plugin libsasl2 uses in the mechanisms: its own (no
+ * canon_user_plugin, as in the README's Postfix set-up) or ours (imapd). */
+static const char *const canon_plugins[] = { NULL, "authguard" };
+
+static int restore_canon(void **state)
+{
+	(void)state;
+	canon_plugin = "authguard";
+	return 0;
+}
+
+static int attempt_lines(void)
+{
+	return lines(" result=", "time=");
+}
+
+/* Spellings libsasl2 trims to "alice" (isspace() at both ends). */
+static const char *const blank_alice[] = {
+	"\valice\v", "\falice", "alice\f", " \t\valice\r\n", "\r\nalice", "\v\f alice\t",
+};
+
+/* Every spelling libsasl2 authenticates as alice counts toward alice: the
+ * lock comes after user_lock_after failures, as for "alice", and then
+ * every spelling is refused before the check; one line per attempt. */
+static void test_blank_spellings_are_one_user(void **state)
+{
+	(void)state;
+	for (size_t p = 0; p < AG_ARRAY_LEN(canon_plugins); p++) {
+		for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
+			canon_plugin = canon_plugins[p];
+			use_conf("user_lock_after = 5\nip_ban_after = 0\n");
+			int n = 3 * (int)AG_ARRAY_LEN(blank_alice);
+			for (int i = 0; i < n; i++) {
+				char addr[40];
+				snprintf(addr, sizeof(addr), "100.64.%d.1;2525", i);
+				assert_int_equal(raw_auth(mechs[m], blank_alice[i % AG_ARRAY_LEN(blank_alice)],
+							  "wrong", addr),
+						 SASL_BADAUTH);
+				assert_int_equal(lines("event=lock", "time="), i >= 4);
+			}
+			assert_int_equal(lines("result=fail", "user=\"alice@test.example\""), 5);
+			assert_int_equal(lines("result=unchecked action=refuse reason=locked", "time="), n - 5);
+			/* locked: the right password from a stranger is refused */
+			assert_int_equal(raw_auth(mechs[m], "\valice\v", "alice-pw", "100.65.0.1;1"),
+					 SASL_BADAUTH);
+			assert_int_equal(lines("reason=locked", "rhost=100.65.0.1"), 1);
+			assert_int_equal(attempt_lines(), n + 1);
+		}
+	}
+}
+
+/* A name only the application's canon_user callback maps to alice: the
+ * plugin cannot tell before the step, so it records the outcome under
+ * the user libsasl2 authenticated and applies that user's lock after
+ * the step: the right password from a stranger is refused like a wrong
+ * one, the owner's familiar address still gets in. */
+static void test_alias_is_checked_after_the_step(void **state)
+{
+	(void)state;
+	for (size_t p = 0; p < AG_ARRAY_LEN(canon_plugins); p++) {
+		for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
+			canon_plugin = canon_plugins[p];
+			use_conf("user_lock_after = 5\nip_ban_after = 0\n");
+			assert_int_equal(raw_auth(mechs[m], "alice", "alice-pw", "198.51.100.20;1"),
+					 SASL_OK);
+			for (int i = 0; i < 5; i++) {
+				char addr[40], user[40];
+				snprintf(addr, sizeof(addr), "100.64.%d.1;2525", i);
+				snprintf(user, sizeof(user), "alice+%d", i);
+				assert_int_equal(raw_auth(mechs[m], user, "wrong", addr), SASL_BADAUTH);
+			}
+			assert_int_equal(lines("result=fail", "user=\"alice@test.example\""), 5);
+			assert_int_equal(lines("event=lock", "user=\"alice@test.example\""), 1);
+			assert_int_equal(raw_auth(mechs[m], "alice+box", "alice-pw", "100.65.0.2;1"),
+					 SASL_BADAUTH);
+			assert_int_equal(lines("result=unchecked action=refuse reason=locked",
+					       "rhost=100.65.0.2"), 1);
+			assert_int_equal(lines("result=success", "time="), 1);
+			assert_int_equal(raw_auth(mechs[m], "alice+box", "alice-pw", "198.51.100.20;2"),
+					 SASL_OK);
+			assert_int_equal(lines("result=success", "user=\"alice@test.example\""), 2);
+			assert_int_equal(attempt_lines(), 8);
+		}
+	}
+	/* log-only: let in, and the one line tells what would have been done */
+	use_conf("mode = log-only\nuser_lock_after = 2\nip_ban_after = 0\n");
+	fail_n("PLAIN", 2, "alice", "100.64.9.1;1");
+	assert_int_equal(raw_auth("PLAIN", "alice+box", "alice-pw", "100.65.0.3;1"), SASL_OK);
+	assert_int_equal(lines("result=success action=allow mode=log-only would=refuse reason=locked",
+			       "rhost=100.65.0.3"), 1);
+	assert_int_equal(attempt_lines(), 3);
+}
+
+/* A counter of authguard-admin stats on this scenario's store. */
+static long admin_stat(const char *name)
+{
+	const char *admin = getenv("AG_TEST_ADMIN");
+	char path[420], cmd[1400], line[256];
+	size_t n = strlen(name);
+	long v = -1;
+
+	assert_non_null(admin);
+	snprintf(path, sizeof(path), "%s/stats.out", workdir);
+	snprintf(cmd, sizeof(cmd), "env -u LD_PRELOAD '%s' -c '%s' stats > '%s'", admin, confpath, path);
+	assert_int_equal(system(cmd), 0);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, name, n) == 0 && line[n] == ' ')
+			v = strtol(line + n, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+/* The check after the step (the user's rules, for CRAM-MD5 and for a
+ * name only libsasl2 resolved) delays an attempt only if the check before
+ * did not: the store counts one delay for each line that shows one. */
+static void test_one_tarpit_per_attempt(void **state)
+{
+	(void)state;
+	use_conf("tarpit_free = 1\nip_ban_after = 0\nuser_lock_after = 0\nproxies = 192.0.2.10\n");
+	fail_n("CRAM-MD5", 3, "bob", "203.0.113.90;1");
+	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.90;2"), SASL_OK);
+	for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++)
+		assert_int_equal(raw_auth(mechs[m], "alice+box", "alice-pw", "203.0.113.90;3"), SASL_OK);
+	assert_int_equal(lines("result=success action=tarpit", "rhost=203.0.113.90"), 3);
+	/* behind a proxy only the user's score counts, known after the step */
+	fail_n("CRAM-MD5", 3, "bob", "192.0.2.10;1");
+	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "192.0.2.10;2"), SASL_OK);
+	assert_int_equal(lines("result=success action=tarpit", "rhost=192.0.2.10"), 1);
+	assert_int_equal(admin_stat("tarpitted_total"), lines("action=tarpit", "time="));
+	assert_int_equal(attempt_lines(), 10);
 }
 
 /* A successful step whose authorization fails is a failure. */
@@ -474,6 +660,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
 		cmocka_unit_test(test_cram_md5),
 		cmocka_unit_test(test_proxy_and_log_only),
+		cmocka_unit_test_teardown(test_blank_spellings_are_one_user, restore_canon),
+		cmocka_unit_test_teardown(test_alias_is_checked_after_the_step, restore_canon),
+		cmocka_unit_test(test_one_tarpit_per_attempt),
 		cmocka_unit_test(test_failed_authorization_counts),
 		cmocka_unit_test(test_checkpass_path),
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
