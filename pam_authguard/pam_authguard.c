@@ -63,7 +63,6 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 		      enum phase *ph)
 {
 	const char *path = AG_DEFAULT_CONF;
-	bool explicit_path = false;
 	int64_t now = ag_now_ms(), last = last_conf_report;
 	struct report_ctx r = { pamh, last != 0 && now - last < 60000 && now >= last };
 	int errors = 0;
@@ -73,7 +72,6 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 	for (int i = 0; i < argc; i++) {
 		if (strncmp(argv[i], "conf=", 5) == 0) {
 			path = argv[i] + 5;
-			explicit_path = true;
 		} else if (strcmp(argv[i], "preauth") == 0) {
 			*ph = PH_PREAUTH;
 		} else if (strcmp(argv[i], "authfail") == 0) {
@@ -87,8 +85,9 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 		}
 	}
 	ag_conf_init(c);
-	if (explicit_path || access(path, F_OK) == 0)
-		errors += ag_conf_load(c, path, report_fn, &r) != 0;
+	/* a missing file is an error too (a chroot without it, a typo):
+	 * the guard would run on defaults without its lists */
+	errors += ag_conf_load(c, path, report_fn, &r) != 0;
 	errors += ag_conf_apply_args(c, argc, argv, report_fn, &r);
 	if (errors != 0 && !r.quiet)
 		last_conf_report = now;

@@ -106,8 +106,8 @@ static void load_conf(const sasl_utils_t *u, struct ag_conf *c)
 	    u->getopt(u->getopt_context, "authguard", "authguard_conf", &path, &len) != SASL_OK ||
 	    path == NULL || path[0] == '\0')
 		path = AG_DEFAULT_CONF;
-	if (strcmp(path, AG_DEFAULT_CONF) != 0 || access(path, F_OK) == 0)
-		(void)ag_conf_load(c, path, report_fn, (void *)u);
+	/* a missing file is an error too: see pam_authguard.c */
+	(void)ag_conf_load(c, path, report_fn, (void *)u);
 }
 
 static void attempt_of(sasl_server_params_t *sp, const char *user, struct ag_attempt *a)

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "conf.h"
 
@@ -421,9 +422,18 @@ int ag_conf_load(struct ag_conf *c, const char *path, ag_conf_report_fn *report,
 	char line[4096], err[512];
 	unsigned lineno = 0;
 	int errors = 0;
+	struct stat st;
 
+	c->load_errno = 0;
+	if (f != NULL && fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+		fclose(f);
+		f = NULL;
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+	}
 	if (f == NULL) {
-		snprintf(err, sizeof(err), "cannot read: %s", strerror(errno));
+		c->load_errno = errno != 0 ? errno : EIO;
+		snprintf(c->load_path, sizeof(c->load_path), "%s", path);
+		snprintf(err, sizeof(err), "cannot read: %s", strerror(c->load_errno));
 		report_at(report, ctx, path, 0, err);
 		return AG_EIO;
 	}

@@ -48,6 +48,11 @@ struct ag_conf {
 	struct ag_cidrs deny;
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[32];
+	/* the last ag_conf_load() could not read its file (errno; 0 = it
+	 * could): the built-in defaults are in force, and every attempt line
+	 * and a fault line say so */
+	int load_errno;
+	char load_path[AG_PATH_MAX];
 };
 
 /* Error report: @msg is a complete "where: what" sentence without newline. */
@@ -73,7 +78,8 @@ AG_API int ag_conf_set(struct ag_conf *c, const char *key, const char *value,
 /*
  * Read a config file. Each bad line is reported as "PATH:LINE: message"
  * and skipped (the key keeps its previous value). Returns the number of
- * errors (0 = clean), or AG_EIO if the file cannot be read (reported too).
+ * errors (0 = clean), or AG_EIO if the file cannot be read, is missing or
+ * is not a regular file (reported too, and kept in load_errno/load_path).
  * In a file, a list key may be given on several lines; entries accumulate.
  */
 AG_API int ag_conf_load(struct ag_conf *c, const char *path,

@@ -45,7 +45,7 @@ struct op {
 
 /* ---- faults ------------------------------------------------------------ */
 
-enum fault_kind { FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING, FAULT_KINDS };
+enum fault_kind { FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING, FAULT_CONFIG, FAULT_KINDS };
 static _Atomic int64_t last_fault_ms[FAULT_KINDS];
 
 static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
@@ -85,6 +85,33 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 			 c->fail_open ? "yes" : "no",
 			 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
 	emit(c, sink, AG_LVL_ERR, msg, false);
+}
+
+/* The config file could not be read: the built-in defaults are in force,
+ * so its deny, trusted and proxies lists and its thresholds are not. Each
+ * attempt line says so (config=); this line says why, once a minute, at
+ * the attempt log's destination and the front end's. */
+static void config_fault(const struct ag_conf *c, const struct ag_sink *sink)
+{
+	int64_t now = ag_now_ms(), last = last_fault_ms[FAULT_CONFIG];
+	char msg[AG_PATH_MAX + 256];
+
+	if (c->load_errno == 0 || (last != 0 && now - last < 60000 && now >= last))
+		return;
+	if (!atomic_compare_exchange_strong(&last_fault_ms[FAULT_CONFIG], &last, now))
+		return;
+	snprintf(msg, sizeof(msg),
+		 "authguard fault: config %s: cannot read: %s; running on built-in defaults: "
+		 "the file's lists (deny, trusted, proxies) and settings are NOT applied",
+		 c->load_path, strerror(c->load_errno));
+	emit(c, sink, AG_LVL_ERR, msg, false);
+}
+
+static const char *config_state(const struct ag_conf *c)
+{
+	if (c->load_errno == 0)
+		return NULL;
+	return c->load_errno == ENOENT ? "missing" : "unreadable";
 }
 
 /* ---- resolving an attempt ---------------------------------------------- */
@@ -338,6 +365,7 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 		l.until = vd->until;
 	}
 	l.user_state = !op->v.has_user ? "none" : op->v.user.lock_until > op->now ? "locked" : "ok";
+	l.config = config_state(op->c);
 	if (ev != NULL) {
 		snprintf(event, sizeof(event), "%s%s%s%s", ev->host_banned ? "ban" : "",
 			 ev->host_banned && ev->net_banned ? "+" : "", ev->net_banned ? "net_ban" : "",
@@ -457,6 +485,7 @@ enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *s
 	struct op op;
 	int rc = op_prepare(&op, c, sink, a);
 
+	config_fault(c, sink);
 	if (rc == 0)
 		rc = with_retry(&op, check_fn, &vd);
 	if (rc != 0) {
@@ -556,6 +585,7 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 
 	if (tk != NULL && tk->magic == AG_TICKET_MAGIC)
 		t = *tk;
+	config_fault(c, sink);
 	rc = op_prepare(&op, c, sink, a);
 	if (rc == 0 && !success && password != NULL && password[0] != '\0') {
 		uint64_t h = ag_siphash(ag_store_secret(op.s), password, strlen(password));

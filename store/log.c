@@ -159,6 +159,8 @@ void ag_log_format(const struct ag_logline *l, char *buf, size_t len)
 		ag_log_time(l->until, t, sizeof(t));
 		add(&b, " until=%s", t);
 	}
+	if (l->config != NULL)
+		add(&b, " config=%s", l->config);
 }
 
 static pthread_mutex_t file_mu = PTHREAD_MUTEX_INITIALIZER;

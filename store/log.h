@@ -48,6 +48,7 @@ struct ag_logline {
 	const char *user_state;  /* ok, locked, unknown */
 	bool familiar;
 	bool repeat_pw;
+	const char *config;      /* NULL, or "missing"/"unreadable": defaults in force */
 };
 
 /*

@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
+
 #include <pthread.h>
 #include <sys/stat.h>
 
@@ -202,6 +204,32 @@ static void test_tarpit_without_slot_write_refuses(void **state)
 	assert_int_equal(t.fault, 1);
 	assert_true(f->nerr >= 1); /* and the fault is logged */
 	assert_int_equal(lines(f, "action=refuse reason=fault", "result=unchecked"), 1);
+}
+
+/* A config file that cannot be read (here: a directory) leaves the
+ * defaults in force: every attempt line says config=unreadable, one fault
+ * line a minute says why, at the attempt log's destination and the
+ * front end's; once the file reads again, the lines are clean. */
+static void test_unreadable_config_is_loud(void **state)
+{
+	struct fx *f = *state;
+	char good[400];
+
+	assert_int_equal(ag_conf_load(&f->c, f->dir, NULL, NULL), AG_EIO);
+	assert_int_equal(f->c.load_errno, EISDIR);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(try(f, "u", "192.0.2.60", true, NULL), AG_PROCEED);
+	assert_int_equal(lines(f, "config=unreadable", "result=success"), 3);
+	assert_int_equal(lines(f, "authguard fault: config ", "cannot read: Is a directory"), 1);
+	assert_int_equal(f->nerr, 1);
+	assert_non_null(strstr(f->errors[0], "NOT applied"));
+	snprintf(good, sizeof(good), "%s/good.conf", f->dir);
+	FILE *fp = fopen(good, "w");
+	fclose(fp);
+	assert_int_equal(ag_conf_load(&f->c, good, NULL, NULL), 0);
+	assert_int_equal(f->c.load_errno, 0);
+	assert_int_equal(try(f, "u", "192.0.2.60", true, NULL), AG_PROCEED);
+	assert_int_equal(lines(f, "config=", "result=success"), 3);
 }
 
 static void test_fault_fail_open_and_closed(void **state)
@@ -766,6 +794,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bruteforce_ban_and_log, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_fail_open_and_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_config_is_loud, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_without_slot_write_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_record_is_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_runtime_lists, setup, teardown),

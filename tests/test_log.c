@@ -255,7 +255,7 @@ static const struct ag_addr addr_none = { AG_AF_NONE, 0, { 0 } };
 static const char *const line_keys[] = {
 	"time", "service", "user", "user_len", "rhost", "rhost_raw", "result", "action",
 	"mode", "would", "reason", "delay_ms", "src_score", "user_score", "user_state",
-	"familiar", "repeat", "event", "until",
+	"familiar", "repeat", "event", "until", "config",
 };
 
 struct field {
@@ -436,7 +436,7 @@ static const struct {
 	{ V_ALL, "time=" T0_TEXT " service=dovecot user=\"bob\" rhost=2001:db8::1"
 		 " result=unchecked action=refuse mode=log-only would=refuse reason=net_banned"
 		 " delay_ms=60000 src_score=120.5 user_score=30.0 user_state=locked familiar=yes"
-		 " repeat=yes event=ban+net_ban+lock until=2026-11-24T13:41:26.123Z" },
+		 " repeat=yes event=ban+net_ban+lock until=2026-11-24T13:41:26.123Z config=unreadable" },
 };
 
 static char long_user[300];
@@ -508,6 +508,7 @@ static struct ag_logline variant_line(enum variant v)
 		l.repeat_pw = true;
 		l.event = "ban+net_ban+lock";
 		l.until = T0 + 86400000;
+		l.config = "unreadable";
 		break;
 	}
 	return l;
@@ -681,13 +682,14 @@ static void test_format_worst_case(void **state)
 		l.repeat_pw = true;
 		l.event = "ban+net_ban+lock";
 		l.until = 253402300799999LL; /* 9999-12-31 */
+		l.config = "unreadable";
 
 		int n = format_checked(&l, line, f, 32);
 		if (n != (int)AG_ARRAY_LEN(line_keys))
 			print_error("fill %zu: %d fields, line of %zu bytes: %s\n", i, n, strlen(line),
 				    line);
 		assert_int_equal(n, (int)AG_ARRAY_LEN(line_keys));
-		const char *tail = " until=9999-12-31T23:59:59.999Z";
+		const char *tail = " until=9999-12-31T23:59:59.999Z config=unreadable";
 		assert_string_equal(line + strlen(line) - strlen(tail), tail);
 		assert_non_null(strstr(line, " user_len=1048576 "));
 		free(user);

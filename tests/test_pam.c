@@ -247,6 +247,30 @@ static void test_many_processes_lose_no_count(void **state)
 	assert_int_equal(login("alice", "alice-pw", "203.0.113.60"), PAM_AUTH_ERR);
 }
 
+/* A config file the module cannot read (missing, as in a chroot that
+ * lacks it): the defaults are in force and the file's lists are not, so
+ * every attempt line says config=missing, and a fault line names the file
+ * and the cause (once a minute per process). */
+static void test_missing_config_is_loud(void **state)
+{
+	char log[600];
+	const char *every[] = { "config=missing", "service=" PD_SERVICE_NOCONF, NULL };
+	const char *attempts[] = { " result=", NULL };
+	const char *why[] = { "authguard fault: config ", "/no-such.conf: cannot read: No such file or directory",
+			      "NOT applied", NULL };
+
+	(void)state;
+	snprintf(log, sizeof(log), "%s/log-noconf", workdir);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pd_login_service(PD_SERVICE_NOCONF, "bob", "bob-pw", "192.0.2.44", NULL),
+				 PAM_SUCCESS);
+	assert_int_equal(pd_login_service(PD_SERVICE_NOCONF, "bob", "nope", "192.0.2.44", NULL),
+			 PAM_AUTH_ERR);
+	assert_int_equal(tu_count_lines(log, attempts), 4);
+	assert_int_equal(tu_count_lines(log, every), 4);
+	assert_int_equal(tu_count_lines(log, why), 1);
+}
+
 static void test_hostile_rhost_and_user(void **state)
 {
 	static char big[10240];
@@ -328,6 +352,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_deny_always_refuses),
 		cmocka_unit_test(test_log_only_changes_no_outcome),
 		cmocka_unit_test(test_log_line_carries_every_field),
+		cmocka_unit_test(test_missing_config_is_loud),
 		cmocka_unit_test(test_many_processes_lose_no_count),
 		cmocka_unit_test(test_hostile_rhost_and_user),
 	};

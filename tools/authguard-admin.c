@@ -28,6 +28,7 @@ struct ctx {
 	int64_t now;
 	bool json;
 	int conf_errors;
+	const char *conf_path;
 };
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -1014,6 +1015,11 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	human_bytes(info.map_size, mb, sizeof(mb));
 	printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
 	printf("schema:   %u\n", info.schema);
+	if (x->c.load_errno != 0)
+		printf("config:   %s: %s: the built-in defaults are in force\n", x->c.load_path,
+		       strerror(x->c.load_errno));
+	else
+		printf("config:   %s\n", x->conf_path);
 	printf("mode:     %s, fail_open=%s\n", x->c.mode == AG_MODE_LOG_ONLY ? "log-only" : "enforce",
 	       x->c.fail_open ? "yes" : "no");
 	printf("sources:  %lu addresses, %lu prefixes tracked\n", c.hosts, c.nets);
@@ -1191,6 +1197,7 @@ int main(int argc, char **argv)
 	}
 	ag_conf_init(&x.c);
 	const char *path = conf != NULL ? conf : AG_DEFAULT_CONF;
+	x.conf_path = path;
 	if (conf != NULL || access(path, F_OK) == 0) {
 		int rc = ag_conf_load(&x.c, path, report_stderr, &x);
 		if (rc < 0 && x.conf_errors == 0)
@@ -1201,6 +1208,11 @@ int main(int argc, char **argv)
 			ag_conf_free(&x.c);
 			return EX_CONFIG;
 		}
+	} else {
+		/* no config file at the default path: defaults, as the
+		 * services have them; status says so */
+		x.c.load_errno = ENOENT;
+		snprintf(x.c.load_path, sizeof(x.c.load_path), "%s", path);
 	}
 	if (db != NULL) {
 		char err[256];

@@ -45,7 +45,7 @@ int pd_self_exe(char *buf, size_t len)
 
 int pd_write_services(const struct pd_paths *p)
 {
-	char dir[1024], file[1100], stack[4096];
+	char dir[1024], file[1100], stack[16384];
 
 	snprintf(dir, sizeof(dir), "%s/pam.d", p->workdir);
 	if (mkdir(p->workdir, 0700) != 0 && errno != EEXIST) {
@@ -57,17 +57,26 @@ int pd_write_services(const struct pd_paths *p)
 		return -1;
 	}
 	/* The README's stack; pam_matrix reports an unknown user as
-	 * authinfo_unavail, so that counts as a failure here too. */
-	snprintf(stack, sizeof(stack),
-		 "auth     requisite      %1$s preauth conf=%3$s/authguard.conf\n"
-		 "auth     [success=1 auth_err=ignore user_unknown=ignore authinfo_unavail=ignore default=die] %2$s passdb=%3$s/passdb\n"
-		 "auth     [default=die]  %1$s authfail conf=%3$s/authguard.conf\n"
-		 "auth     sufficient     %1$s authsucc conf=%3$s/authguard.conf\n"
-		 "account  required       %1$s conf=%3$s/authguard.conf\n",
-		 p->module, p->matrix, p->workdir);
-	snprintf(file, sizeof(file), "%s/%s", dir, PD_SERVICE);
-	if (write_file(file, stack) != 0)
-		goto fail;
+	 * authinfo_unavail, so that counts as a failure here too. The
+	 * second service names a config file that does not exist (its store
+	 * and log given as arguments): the guard must say so on every line. */
+	static const char *const names[2] = { PD_SERVICE, PD_SERVICE_NOCONF };
+	char args[2][1200];
+	snprintf(args[0], sizeof(args[0]), "conf=%s/authguard.conf", p->workdir);
+	snprintf(args[1], sizeof(args[1]),
+		 "conf=%1$s/no-such.conf db_dir=%1$s/db-noconf log=file:%1$s/log-noconf", p->workdir);
+	for (int i = 0; i < 2; i++) {
+		snprintf(stack, sizeof(stack),
+			 "auth     requisite      %1$s preauth %4$s\n"
+			 "auth     [success=1 auth_err=ignore user_unknown=ignore authinfo_unavail=ignore default=die] %2$s passdb=%3$s/passdb\n"
+			 "auth     [default=die]  %1$s authfail %4$s\n"
+			 "auth     sufficient     %1$s authsucc %4$s\n"
+			 "account  required       %1$s %4$s\n",
+			 p->module, p->matrix, p->workdir, args[i]);
+		snprintf(file, sizeof(file), "%s/%s", dir, names[i]);
+		if (write_file(file, stack) != 0)
+			goto fail;
+	}
 	snprintf(file, sizeof(file), "%s/other", dir);
 	if (write_file(file, "auth required pam_deny.so\naccount required pam_deny.so\n") != 0)
 		goto fail;
@@ -137,10 +146,16 @@ static int conv(int n, const struct pam_message **msg, struct pam_response **res
 
 int pd_login(const char *user, const char *password, const char *rhost, double *ms_r)
 {
+	return pd_login_service(PD_SERVICE, user, password, rhost, ms_r);
+}
+
+int pd_login_service(const char *service, const char *user, const char *password,
+		     const char *rhost, double *ms_r)
+{
 	struct pam_conv c = { conv, (void *)password };
 	pam_handle_t *pamh = NULL;
 	double t0 = pd_now_ms();
-	int rc = pam_start(PD_SERVICE, user, &c, &pamh);
+	int rc = pam_start(service, user, &c, &pamh);
 
 	if (rc == PAM_SUCCESS && rhost != NULL)
 		rc = pam_set_item(pamh, PAM_RHOST, rhost);

@@ -10,6 +10,8 @@
 #include <stddef.h>
 
 #define PD_SERVICE "authguard-demo"
+/* the same stack with a config file that does not exist */
+#define PD_SERVICE_NOCONF "authguard-noconf"
 
 struct pd_paths {
 	const char *module;   /* absolute path of pam_authguard.so */
@@ -35,6 +37,9 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv);
 /* One login attempt. Returns the PAM code of the stack (PAM_SUCCESS when
  * both auth and account succeed); *ms_r gets the wall time it took. */
 int pd_login(const char *user, const char *password, const char *rhost, double *ms_r);
+/* The same through PAM service @service. */
+int pd_login_service(const char *service, const char *user, const char *password,
+		     const char *rhost, double *ms_r);
 
 /* The path of this program (readlink of /proc/self/exe, which under
  * valgrind names the program, not valgrind's tool). Returns 0 or -1. */
