@@ -58,12 +58,14 @@ AG_API int ag_admin_stats(struct ag_txn *t, struct ag_stats *st_r);
  * struct, so struct ag_stats keeps its layout). Written by the guard after
  * each eviction round (guard.c), read by authguard-admin. */
 #define AG_EVICT_VERSION 1
+/* Records written this recently are evicted only when nothing older may be. */
+#define AG_EVICT_RECENT_MS 10000
 struct ag_evict_stats {
 	uint32_t version;
 	uint32_t pad;
 	uint64_t rounds;         /* eviction rounds */
 	uint64_t records;        /* records evicted in them */
-	uint64_t recent_rounds;  /* rounds that had to take recently written records */
+	uint64_t recent_rounds;  /* rounds that had to take records younger than AG_EVICT_RECENT_MS */
 	int64_t last_ms;         /* when the last round ended; 0: never */
 	int64_t last_cutoff_ms;  /* it took records last written this long ago or more */
 	uint64_t last_records;   /* records it evicted */

@@ -563,13 +563,12 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
  * round costs a pass over the whole store, so each one frees a quarter of
  * it or more (from 3/4) and the next is that far away; what the lower
  * target costs is the oldest records, the ones a rule is least likely to
- * need. Records written in the last EVICT_RECENT_MS go only when nothing
+ * need. Records written in the last AG_EVICT_RECENT_MS go only when nothing
  * older may (a flood that fills the store that fast), and that is said.
  * Ages are counted in log-scale buckets, four to each power of two of
  * milliseconds, so the cutoff is off by at most a quarter of its age. */
 #define EVICT_TARGET_NUM 1
 #define EVICT_TARGET_DEN 2
-#define EVICT_RECENT_MS 10000
 #define EVICT_BUCKETS 184 /* ages up to 2^47 ms */
 #define EVICT_IDLE_MS 1000
 
@@ -755,12 +754,12 @@ long ag_guard_gc(const struct ag_conf *c, int64_t now)
 struct evict_round {
 	uint64_t before, need, weak, dropped;
 	int64_t cutoff;
-	bool recent;  /* it takes records written in the last EVICT_RECENT_MS */
+	bool recent;  /* it takes records written in the last AG_EVICT_RECENT_MS */
 };
 
 /* Count the weak records by age (read-only batches) and pick the cutoff:
  * the least age such that the weak records at least that old number
- * @r->need, but not below EVICT_RECENT_MS while any older one is left. */
+ * @r->need, but not below AG_EVICT_RECENT_MS while any older one is left. */
 static int evict_plan(const struct ag_conf *c, struct ag_store *s, int64_t now,
 		      struct evict_round *r)
 {
@@ -774,12 +773,12 @@ static int evict_plan(const struct ag_conf *c, struct ag_store *s, int64_t now,
 	for (unsigned i = 0; i < EVICT_BUCKETS; i++)
 		r->weak += ages[i];
 	while (b > 0 && got < r->need) {
-		if (bucket_floor(b - 1) < EVICT_RECENT_MS && got > 0)
+		if (bucket_floor(b - 1) < AG_EVICT_RECENT_MS && got > 0)
 			break; /* enough older ones to go on with */
 		got += ages[--b];
 	}
 	r->cutoff = b < EVICT_BUCKETS ? bucket_floor(b) : INT64_MAX;
-	r->recent = r->cutoff < EVICT_RECENT_MS;
+	r->recent = r->cutoff < AG_EVICT_RECENT_MS;
 	return 0;
 }
 

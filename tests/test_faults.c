@@ -328,6 +328,38 @@ static enum ag_decision guess(struct fx *f, const char *user, const char *rhost,
 	return d;
 }
 
+/* Run authguard-admin -c CONF -d DB ARGS... with the store at @f, its
+ * stdout to @out. Returns its exit status. */
+static int admin_run(struct fx *f, const char *out, const char *a0, const char *a1)
+{
+	const char *admin = getenv("AG_TEST_ADMIN");
+	char conf[400];
+	const char *argv[] = { admin, "-c", conf, "-d", f->c.db_dir, a0, a1, NULL };
+	FILE *cf;
+	int st;
+
+	if (admin == NULL)
+		fail_msg("AG_TEST_ADMIN is not set (run through make check)");
+	snprintf(conf, sizeof(conf), "%s/authguard.conf", f->dir);
+	cf = fopen(conf, "w");
+	assert_non_null(cf);
+	fprintf(cf, "log = none\n");
+	fclose(cf);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (o < 0 || dup2(o, 1) < 0)
+			_exit(126);
+		execv(admin, (char *const *)argv);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
 /* @n fresh (user, /64) places, two different wrong passwords each, 2 ms
  * apart on the fake clock (500 failures a second): each makes four
  * records (host, /64, user, pair) with two failures, none weak in the old
@@ -427,6 +459,22 @@ static void test_store_kept_full(void **state)
 	/* the old offender's repeat-ban memory survived: twice as long */
 	assert_int_equal(os.ban_count, 1);
 	assert_int_equal(next_ban, 2 * f->c.ip_ban_time);
+
+	/* authguard-admin says so */
+	struct ag_evict_stats e = evictions_of(f);
+	char out[400], want[200];
+	snprintf(out, sizeof(out), "%s/admin.out", f->dir);
+	assert_int_equal(admin_run(f, out, "status", NULL), 0);
+	snprintf(want, sizeof(want), "evicted:  %" PRIu64 " records in %" PRIu64 " rounds (",
+		 e.records, e.rounds);
+	const char *st[] = { want, "raise db_max_size", NULL };
+	assert_int_equal(tu_count_lines(out, st), 1);
+	assert_int_equal(admin_run(f, out, "stats", "--prometheus"), 0);
+	snprintf(want, sizeof(want), "authguard_evicted_total %" PRIu64 "\n", e.records);
+	const char *m1[] = { want, NULL };
+	assert_int_equal(tu_count_lines(out, m1), 1);
+	const char *m2[] = { "# TYPE authguard_eviction_rounds_total counter", NULL };
+	assert_int_equal(tu_count_lines(out, m2), 1);
 	ag_guard_set_clock(NULL);
 }
 

@@ -455,19 +455,24 @@ static void test_flood_beyond_db_max_size(void **state)
 	f->c.db_max_size = 8LL << 20;
 	f->c.log_kind = AG_LOG_NONE;
 	f->c.ip_ban_after = 5;
+	/* damaged eviction counters are started again, not trusted */
+	try(f, "first", "192.0.2.1", false, NULL);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	struct ag_txn *t;
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "evict", 5, "\1\0\0", 3), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
 	for (int i = 0; i < 40000; i++) {
 		snprintf(addr, sizeof(addr), "2001:db8:%x:%x::1", i >> 12, i & 0xfff);
 		snprintf(user, sizeof(user), "flood%d", i);
 		try(f, user, addr, false, NULL);
 	}
-	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_usage(s, &used, &map), 0);
 	assert_true(used <= (uint64_t)f->c.db_max_size);
 	/* no fault was logged but the eviction's own line (once a minute) */
 	assert_int_equal(f->nerr, 1);
 	assert_non_null(strstr(f->errors[0], "evicted"));
 	assert_non_null(strstr(f->errors[0], "raise db_max_size"));
-	struct ag_txn *t;
 	struct ag_evict_stats e;
 	assert_int_equal(ag_txn_begin(s, false, &t), 0);
 	assert_int_equal(ag_admin_evictions(t, &e), 0);
@@ -482,6 +487,38 @@ static void test_flood_beyond_db_max_size(void **state)
 		assert_int_equal(try(f, "victim", "198.51.100.200", false, NULL), AG_PROCEED);
 	assert_int_equal(try(f, "victim", "198.51.100.200", true, NULL), AG_REFUSE);
 	assert_int_equal(lines(f, "event=ban", "198.51.100.200"), 1);
+}
+
+/* The eviction counters are read like a record: anything that could not
+ * have been written is refused, a newer version's is told apart. */
+static void test_evict_counters_decode(void **state)
+{
+	struct ag_evict_stats good = { .version = AG_EVICT_VERSION, .rounds = 3, .records = 900,
+				       .recent_rounds = 1, .last_ms = 1700000000000LL,
+				       .last_cutoff_ms = 20480, .last_records = 300, .last_before = 1000 };
+	struct ag_evict_stats none = { .version = AG_EVICT_VERSION };
+	struct ag_evict_stats rows[8], out;
+	const int want[8] = { 0, 0, AG_ENEWER, AG_ECORRUPT, AG_ECORRUPT, AG_ECORRUPT, AG_ECORRUPT,
+			      AG_ECORRUPT };
+
+	(void)state;
+	for (int i = 0; i < 8; i++)
+		rows[i] = good;
+	rows[1] = none;
+	rows[2].version = AG_EVICT_VERSION + 1;
+	rows[3].version = 0;
+	rows[4].last_ms = -1;
+	rows[5].recent_rounds = 4;  /* more than all rounds */
+	rows[6].last_records = 901; /* more than all records */
+	rows[7].rounds = 0;         /* no round, yet a last one */
+	rows[7].recent_rounds = 0;
+	for (int i = 0; i < 8; i++)
+		if (ag_evict_decode(&rows[i], sizeof(rows[i]), &out) != want[i])
+			fail_msg("row %d: expected %d", i, want[i]);
+	assert_int_equal(ag_evict_decode(&good, sizeof(good) - 1, &out), AG_ECORRUPT);
+	assert_int_equal(ag_evict_decode(&good, 2, &out), AG_ECORRUPT);
+	assert_int_equal(ag_evict_decode(&good, sizeof(good), &out), 0);
+	assert_memory_equal(&out, &good, sizeof(good));
 }
 
 /* User names are compared as directories compare them: "Alice ",
@@ -619,6 +656,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc_runs_by_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_pass_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
+		cmocka_unit_test(test_evict_counters_decode),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_only_fault_never_refuses, setup, teardown),
