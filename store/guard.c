@@ -582,6 +582,7 @@ struct gc_ctx {
 	int64_t cutoff;       /* evict: drop weak records last written this long ago */
 	uint64_t goal;        /* evict: stop once the store holds this many records */
 	long dropped, batch_dropped, visited, max_visits;
+	long max_deletes;     /* per batch; 0: GC_BATCH_DELETES */
 	uint8_t resume[512];  /* where the next batch starts */
 	size_t resume_len;
 	bool more;
@@ -675,7 +676,9 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 {
 	struct gc_ctx *g = ctxp;
 
-	if (g->batch_dropped >= GC_BATCH_DELETES || ++g->visited > g->max_visits) {
+	long max_deletes = g->max_deletes > 0 ? g->max_deletes : GC_BATCH_DELETES;
+
+	if (g->batch_dropped >= max_deletes || ++g->visited > g->max_visits) {
 		/* this batch is done: the next one starts at this key */
 		g->resume_len = klen < sizeof(g->resume) ? klen : sizeof(g->resume);
 		memcpy(g->resume, key, g->resume_len);
@@ -703,33 +706,53 @@ static uint64_t store_records(struct ag_store *s)
 	return info.entries[AG_DB_SRC] + info.entries[AG_DB_USER] + info.entries[AG_DB_PAIR];
 }
 
+/* One batch of @g in database @i, from g->resume. A full map can refuse
+ * even deletes (each copies the pages it touches): then the batch is
+ * tried again with half as many, down to one. */
+static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
+{
+	bool write = g->ages == NULL;
+	uint8_t from[sizeof(g->resume)];
+	size_t from_len = g->resume_len;
+	int rc;
+
+	memcpy(from, g->resume, from_len);
+	g->max_deletes = GC_BATCH_DELETES;
+	for (;;) {
+		struct ag_txn *t;
+		rc = ag_txn_begin(s, write, &t);
+		if (rc != 0)
+			return rc;
+		g->more = false;
+		g->batch_dropped = g->visited = 0;
+		rc = ag_txn_scan_from(t, gc_dbs[i].db, from, from_len, gc_visit, g);
+		if (rc == 0 && write)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+		if (rc != AG_EFULL || g->max_deletes == 1)
+			break;
+		g->max_deletes /= 2;
+	}
+	if (rc == 0)
+		g->dropped += g->batch_dropped;
+	return rc;
+}
+
 /* Run @g over the record databases: in write transactions that drop what
  * rec_droppable() says, or (counting) in read-only ones. */
 static long gc_run(struct gc_ctx *g, struct ag_store *s)
 {
-	bool write = g->ages == NULL;
-
 	g->max_visits = GC_BATCH_VISITS;
 	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++) {
 		g->kind = gc_dbs[i].kind;
 		g->resume_len = 0;
 		do {
-			struct ag_txn *t;
 			if (g->goal != 0 && store_records(s) <= g->goal)
 				return g->dropped; /* another process evicts too */
-			int rc = ag_txn_begin(s, write, &t);
+			int rc = gc_batch(g, s, i);
 			if (rc != 0)
 				return rc;
-			g->more = false;
-			g->batch_dropped = g->visited = 0;
-			rc = ag_txn_scan_from(t, gc_dbs[i].db, g->resume, g->resume_len, gc_visit, g);
-			if (rc == 0 && write)
-				rc = ag_txn_commit(t);
-			else
-				ag_txn_abort(t);
-			if (rc != 0)
-				return rc;
-			g->dropped += g->batch_dropped;
 		} while (g->more);
 	}
 	return g->dropped;
@@ -763,20 +786,21 @@ struct evict_round {
 static int evict_plan(const struct ag_conf *c, struct ag_store *s, int64_t now,
 		      struct evict_round *r)
 {
-	uint64_t ages[EVICT_BUCKETS] = { 0 }, got = 0;
+	uint64_t ages[EVICT_BUCKETS] = { 0 }, got = 0, older = 0;
 	struct gc_ctx g = { .c = c, .now = now, .evict = true, .ages = ages };
 	long rc = gc_run(&g, s);
-	unsigned b = EVICT_BUCKETS;
+	unsigned b = EVICT_BUCKETS, least = 0;
 
 	if (rc < 0)
 		return (int)rc;
-	for (unsigned i = 0; i < EVICT_BUCKETS; i++)
+	for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
 		r->weak += ages[i];
-	while (b > 0 && got < r->need) {
-		if (bucket_floor(b - 1) < AG_EVICT_RECENT_MS && got > 0)
-			break; /* enough older ones to go on with */
-		got += ages[--b];
+		older += bucket_floor(i) >= AG_EVICT_RECENT_MS ? ages[i] : 0;
 	}
+	while (older > 0 && bucket_floor(least) < AG_EVICT_RECENT_MS)
+		least++; /* enough older ones to go on with: spare the recent */
+	while (b > least && got < r->need)
+		got += ages[--b];
 	r->cutoff = b < EVICT_BUCKETS ? bucket_floor(b) : INT64_MAX;
 	r->recent = r->cutoff < AG_EVICT_RECENT_MS;
 	return 0;
