@@ -4,7 +4,12 @@
  * tracked sources, and what the store holds per source. Prints numbers;
  * asserts nothing.
  *
- *   bench_guard [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR]
+ *   bench_guard [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F]
+ *
+ * -F: the attempts are a flood instead, each place (user, /64) new and
+ * failing twice with two passwords, as in issue 16: it keeps the store at
+ * db_max_size, and the worst attempts are the ones that paid for an
+ * eviction round.
  */
 #include "config.h"
 
@@ -14,6 +19,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "admin.h"
 #include "guard.h"
 #include "store.h"
 
@@ -36,6 +42,45 @@ static double run(const struct ag_conf *c, unsigned long sources, double *lat, u
 		lat[i] = bench_now_us() - s;
 	}
 	return bench_now_us() - t0;
+}
+
+/* A flood: place i/2 is new, its two attempts fail with two passwords. */
+static double run_flood(const struct ag_conf *c, double *lat, unsigned long n)
+{
+	char addr[64], user[32];
+	double t0 = bench_now_us();
+
+	for (unsigned long i = 0; i < n; i++) {
+		unsigned long k = i / 2;
+		snprintf(addr, sizeof(addr), "2001:db8:%lx:%lx::1", (k >> 16) & 0xffff, k & 0xffff);
+		snprintf(user, sizeof(user), "flood%lu", k);
+		struct ag_attempt a = { "imap", user, strlen(user), addr, strlen(addr) };
+		struct ag_ticket t;
+		double s = bench_now_us();
+		ag_guard_check(c, &bench_sink, &a, &t);
+		ag_guard_record(c, &bench_sink, &a, false, i % 2 ? "guess1" : "guess0", &t);
+		lat[i] = bench_now_us() - s;
+	}
+	return bench_now_us() - t0;
+}
+
+static void print_evictions(const struct ag_conf *c)
+{
+#ifdef AG_EVICT_VERSION
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_evict_stats e;
+
+	if (ag_store_get(c->db_dir, &s) != 0 || ag_txn_begin(s, false, &t) != 0)
+		return;
+	if (ag_admin_evictions(t, &e) == 0)
+		printf("  evicted: %llu records in %llu rounds (%llu took recent records), last cutoff %.1f s\n",
+		       (unsigned long long)e.records, (unsigned long long)e.rounds,
+		       (unsigned long long)e.recent_rounds, (double)e.last_cutoff_ms / 1000.0);
+	ag_txn_abort(t);
+#else
+	(void)c;
+#endif
 }
 
 /* Bytes per source only mean something if no source was evicted to keep
@@ -70,13 +115,13 @@ static void print_store(const struct ag_conf *c, unsigned long sources)
 
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR]\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F]\n",
 		prog);
 	return 2;
 }
 
 static int measure(unsigned long sources, unsigned long attempts, const char *logmode,
-		   const char *max_size, const struct bench_dir *d)
+		   const char *max_size, const struct bench_dir *d, bool flood)
 {
 	struct ag_conf c;
 
@@ -92,18 +137,26 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 		return 1;
 	}
 	double filled = bench_fill(&c, sources);
-	double total = run(&c, sources, lat, attempts);
+	double total = flood ? run_flood(&c, lat, attempts) : run(&c, sources, lat, attempts);
 	bench_sort(lat, attempts);
 
 	bench_print_settings("bench_guard", &c);
-	printf("  sources=%lu attempts=%lu\n", sources, attempts);
+	printf("  sources=%lu attempts=%lu%s\n", sources, attempts,
+	       flood ? " (a flood: new (user, /64) places, two failures each)" : "");
 	printf("  fill: %.1f s (%.1f us per recorded failure)\n", filled / 1e6,
 	       sources ? filled / (double)sources : 0);
 	printf("  check+record per attempt: p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us\n",
 	       bench_pct(lat, attempts, 50), bench_pct(lat, attempts, 90),
 	       bench_pct(lat, attempts, 99), lat[attempts - 1]);
 	printf("  throughput (one process): %.0f attempts/s\n", (double)attempts / (total / 1e6));
+	if (flood) {
+		printf("  worst attempts (eviction rounds are among them):");
+		for (unsigned long i = attempts > 5 ? attempts - 5 : 0; i < attempts; i++)
+			printf(" %.1f ms", lat[i] / 1000.0);
+		printf("\n");
+	}
 	print_store(&c, sources);
+	print_evictions(&c);
 	free(lat);
 	ag_conf_free(&c);
 	return 0;
@@ -114,15 +167,17 @@ int main(int argc, char **argv)
 	unsigned long sources = 1000, attempts = 20000;
 	const char *logmode = "none", *dir = NULL, *max_size = NULL;
 	struct bench_dir d;
+	bool flood = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:F")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
 		case 'l': logmode = optarg; break;
 		case 'm': max_size = optarg; break;
 		case 'd': dir = optarg; break;
+		case 'F': flood = true; break;
 		default: return usage(argv[0]);
 		}
 	}
@@ -130,7 +185,7 @@ int main(int argc, char **argv)
 		return usage(argv[0]);
 	if (bench_dir_init(&d, dir) != 0)
 		return 1;
-	int rc = measure(sources, attempts, logmode, max_size, &d);
+	int rc = measure(sources, attempts, logmode, max_size, &d, flood);
 	bench_dir_done(&d);
 	return rc;
 }

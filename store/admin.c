@@ -284,6 +284,39 @@ int ag_admin_stats(struct ag_txn *t, struct ag_stats *st)
 	return rc;
 }
 
+int ag_evict_decode(const void *data, size_t len, struct ag_evict_stats *e)
+{
+	uint32_t version = 0;
+
+	if (len >= sizeof(version))
+		memcpy(&version, data, sizeof(version));
+	if (version > AG_EVICT_VERSION)
+		return AG_ENEWER;
+	if (version != AG_EVICT_VERSION || len != sizeof(*e))
+		return AG_ECORRUPT;
+	memcpy(e, data, sizeof(*e));
+	if (e->last_ms < 0 || e->last_cutoff_ms < 0 || e->records < e->last_records ||
+	    e->rounds < e->recent_rounds || (e->rounds == 0) != (e->last_ms == 0))
+		return AG_ECORRUPT;
+	return 0;
+}
+
+int ag_admin_evictions(struct ag_txn *t, struct ag_evict_stats *e)
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, AG_DB_META, "evict", 5, &val, &vlen);
+
+	if (rc == 0)
+		rc = ag_evict_decode(val, vlen, e);
+	if (rc == AG_ENOTFOUND) {
+		memset(e, 0, sizeof(*e));
+		e->version = AG_EVICT_VERSION;
+		return 0;
+	}
+	return rc;
+}
+
 struct sleepers {
 	int64_t now;
 	unsigned n;

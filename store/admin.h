@@ -60,6 +60,30 @@ AG_API int ag_admin_forget_user(struct ag_txn *t, bool fold, const uint8_t *ukey
 
 /* Host-wide counters. */
 AG_API int ag_admin_stats(struct ag_txn *t, struct ag_stats *st_r);
+/* Eviction counters, host-wide ("evict" in meta; its own versioned
+ * struct, so struct ag_stats keeps its layout). Written by the guard after
+ * each eviction round (guard.c), read by authguard-admin. */
+#define AG_EVICT_VERSION 1
+/* Records written this recently are evicted only when nothing older may be. */
+#define AG_EVICT_RECENT_MS 10000
+struct ag_evict_stats {
+	uint32_t version;
+	uint32_t pad;
+	uint64_t rounds;         /* eviction rounds */
+	uint64_t records;        /* records evicted in them */
+	uint64_t recent_rounds;  /* rounds that had to take records younger than AG_EVICT_RECENT_MS */
+	int64_t last_ms;         /* when the last round ended; 0: never */
+	int64_t last_cutoff_ms;  /* it took records last written this long ago or more */
+	uint64_t last_records;   /* records it evicted */
+	uint64_t last_before;    /* records in the store when it began */
+};
+/* Validate @len bytes at @data as eviction counters of this version and
+ * copy them to @e. Returns 0, AG_ENEWER (a newer authguard's), or
+ * AG_ECORRUPT. */
+AG_API int ag_evict_decode(const void *data, size_t len, struct ag_evict_stats *e);
+/* The eviction counters; all zero if none were written yet. */
+AG_API int ag_admin_evictions(struct ag_txn *t, struct ag_evict_stats *e_r);
+
 /* Tarpit sleepers at @now. */
 AG_API int ag_admin_sleepers(struct ag_txn *t, int64_t now, unsigned *n_r);
 

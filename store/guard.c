@@ -3,12 +3,14 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "guard.h"
 #include "hash.h"
 #include "lists.h"
@@ -45,7 +47,12 @@ struct op {
 
 /* ---- faults ------------------------------------------------------------ */
 
-enum fault_kind { FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING, FAULT_CONFIG, FAULT_KINDS };
+enum fault_kind {
+	FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING,
+	FAULT_EVICT, /* eviction round; @what says it all */
+	FAULT_CONFIG, /* the config file could not be read */
+	FAULT_KINDS
+};
 static _Atomic int64_t last_fault_ms[FAULT_KINDS];
 
 static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
@@ -68,7 +75,8 @@ static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_le
 static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum fault_kind kind,
 		  int rc, const char *what)
 {
-	int64_t now = ag_now_ms(), last = last_fault_ms[kind];
+	/* the guard's clock: tests that move it on see each fault again */
+	int64_t now = clock_fn(), last = last_fault_ms[kind];
 	char msg[AG_PATH_MAX + 256];
 
 	if (last != 0 && now - last < 60000 && now >= last)
@@ -76,7 +84,10 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 	if (!atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now))
 		return;
 	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
-	if (kind == FAULT_HOUSEKEEPING)
+	if (kind == FAULT_EVICT)
+		snprintf(msg, sizeof(msg), "authguard fault: %s; raise db_max_size (db_dir=%s)", what,
+			 c->db_dir);
+	else if (kind == FAULT_HOUSEKEEPING)
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); attempts are not affected",
 			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir);
 	else
@@ -93,7 +104,7 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
  * the attempt log's destination and the front end's. */
 static void config_fault(const struct ag_conf *c, const struct ag_sink *sink)
 {
-	int64_t now = ag_now_ms(), last = last_fault_ms[FAULT_CONFIG];
+	int64_t now = clock_fn(), last = last_fault_ms[FAULT_CONFIG];
 	char msg[AG_PATH_MAX + 256];
 
 	if (c->load_errno == 0 || (last != 0 && now - last < 60000 && now >= last))
@@ -436,7 +447,8 @@ fail:
 /* Run @fn in a write transaction; on a full map, drop dead records and
  * try once more. */
 static void maybe_maintain(struct op *op);
-static long maintain(const struct ag_conf *c, struct ag_store *s, int64_t now);
+static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct ag_store *s,
+		     int64_t now, bool full);
 
 /* Run @fn in a write transaction; on a full map, grow it (up to
  * db_max_size) or make room, and try once more. */
@@ -446,7 +458,7 @@ static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 
 	if (rc == AG_EFULL) {
 		int grown = ag_store_grow(op->s, op->c->db_max_size);
-		if (grown == 0 || maintain(op->c, op->s, op->now) > 0)
+		if (grown == 0 || maintain(op->c, op->sink, op->s, op->now, true) > 0)
 			rc = fn(op, arg);
 		else if (grown == AG_ENOMEM)
 			rc = AG_ENOMEM;
@@ -606,17 +618,83 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 #define GC_BATCH_DELETES 1000
 #define GC_BATCH_VISITS 20000
 
+/* Eviction: when the store is at db_max_size and still over 3/4 full after
+ * the dead records went, records that no rule protects (see ag_src_weak())
+ * go by the age of their last write, oldest first, until the store would
+ * be down to EVICT_TARGET_NUM/EVICT_TARGET_DEN of db_max_size. Half: a
+ * round costs a pass over the whole store, so each one frees a quarter of
+ * it or more (from 3/4) and the next is that far away; what the lower
+ * target costs is the oldest records, the ones a rule is least likely to
+ * need. Records written in the last AG_EVICT_RECENT_MS go only when nothing
+ * older may (a flood that fills the store that fast), and that is said.
+ * Ages are counted in log-scale buckets, four to each power of two of
+ * milliseconds, so the cutoff is off by at most a quarter of its age. */
+#define EVICT_TARGET_NUM 1
+#define EVICT_TARGET_DEN 2
+#define EVICT_BUCKETS 184 /* ages up to 2^47 ms */
+#define EVICT_IDLE_MS 1000
+
 struct gc_ctx {
 	const struct ag_conf *c;
 	int64_t now;
 	enum ag_rec_kind kind;
-	bool evict;           /* also drop weak records (the map is nearly full) */
+	bool evict;           /* also drop weak records (the store is full) */
 	bool keep_unknown;    /* keep what does not decode (the background pass) */
+	uint64_t *ages;       /* evict: count weak records by age, drop nothing */
+	int64_t cutoff;       /* evict: drop weak records last written this long ago */
+	uint64_t goal;        /* evict: stop once the store holds this many records */
 	long dropped, batch_dropped, visited, max_visits;
+	long max_deletes;     /* per batch; 0: GC_BATCH_DELETES */
 	uint8_t resume[512];  /* where the next batch starts */
 	size_t resume_len;
 	bool more;
 };
+
+static unsigned age_bucket(int64_t age)
+{
+	unsigned e = 3;
+
+	if (age < 8)
+		return age > 0 ? (unsigned)age : 0;
+	if (age >= INT64_C(1) << 47)
+		age = (INT64_C(1) << 47) - 1;
+	while ((age >> (e + 1)) != 0)
+		e++;
+	return 8 + (e - 3) * 4 + (unsigned)((age >> (e - 2)) & 3);
+}
+
+/* The least age in bucket @b. */
+static int64_t bucket_floor(unsigned b)
+{
+	if (b < 8)
+		return b;
+	return (int64_t)(4 + (b - 8) % 4) << (3 + (b - 8) / 4 - 2);
+}
+
+static int64_t last_write(const struct gc_ctx *g, const void *r)
+{
+	switch (g->kind) {
+	case AG_REC_SRC: return ((const struct ag_src_rec *)r)->last_seen;
+	case AG_REC_USER: return ((const struct ag_user_rec *)r)->last_seen;
+	case AG_REC_PAIR: return ((const struct ag_pair_rec *)r)->last_seen;
+	case AG_REC_STATS: break;
+	}
+	return 0;
+}
+
+/* Whether a weak record goes: in the counting pass it is counted and kept. */
+static bool evictable(struct gc_ctx *g, const void *r)
+{
+	int64_t age = g->now - last_write(g, r);
+
+	if (age < 0)
+		age = 0; /* written "in the future": a clock step, treat as now */
+	if (g->ages != NULL) {
+		g->ages[age_bucket(age)]++;
+		return false;
+	}
+	return age >= g->cutoff;
+}
 
 static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 {
@@ -625,22 +703,34 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 		struct ag_user_rec u;
 		struct ag_pair_rec p;
 	} r;
+	bool dead = false, weak = false;
 
 	if (ag_rec_decode(g->kind, val, vlen, &r) != 0)
-		return !g->keep_unknown; /* damaged, or another version's */
+		return !g->keep_unknown && g->ages == NULL; /* damaged, or another version's */
 	switch (g->kind) {
 	case AG_REC_SRC:
 		if (r.s.ban_by_admin != 0 && r.s.ban_until > g->now)
 			return false;
-		return ag_src_dead(g->c, &r.s, g->now) || (g->evict && ag_src_weak(g->c, &r.s, g->now));
-	case AG_REC_USER:
-		return ag_user_dead(g->c, &r.u, g->now) || (g->evict && ag_user_weak(g->c, &r.u, g->now));
-	case AG_REC_PAIR:
-		return ag_pair_dead(g->c, &r.p, g->now) || (g->evict && ag_pair_weak(g->c, &r.p, g->now));
-	case AG_REC_STATS:
+		dead = ag_src_dead(g->c, &r.s, g->now);
+		weak = g->evict && ag_src_weak(g->c, &r.s, g->now);
 		break;
+	case AG_REC_USER:
+		dead = ag_user_dead(g->c, &r.u, g->now);
+		weak = g->evict && ag_user_weak(g->c, &r.u, g->now);
+		break;
+	case AG_REC_PAIR:
+		dead = ag_pair_dead(g->c, &r.p, g->now);
+		weak = g->evict && ag_pair_weak(g->c, &r.p, g->now);
+		break;
+	case AG_REC_STATS:
+		return false;
 	}
-	return false;
+	if (g->ages != NULL) { /* counting; the dead go in the deleting pass anyway */
+		if (weak && !dead)
+			(void)evictable(g, &r);
+		return false;
+	}
+	return dead || (weak && evictable(g, &r));
 }
 
 static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const void *val,
@@ -648,7 +738,9 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 {
 	struct gc_ctx *g = ctxp;
 
-	if (g->batch_dropped >= GC_BATCH_DELETES || ++g->visited > g->max_visits) {
+	long max_deletes = g->max_deletes > 0 ? g->max_deletes : GC_BATCH_DELETES;
+
+	if (g->batch_dropped >= max_deletes || ++g->visited > g->max_visits) {
 		/* this batch is done: the next one starts at this key */
 		g->resume_len = klen < sizeof(g->resume) ? klen : sizeof(g->resume);
 		memcpy(g->resume, key, g->resume_len);
@@ -667,31 +759,72 @@ static const struct { enum ag_db db; enum ag_rec_kind kind; } gc_dbs[] = {
 	{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
 };
 
-static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now, bool evict)
+static uint64_t store_records(struct ag_store *s)
 {
-	struct gc_ctx g = { .c = c, .now = now, .evict = evict, .max_visits = GC_BATCH_VISITS };
+	struct ag_store_info info;
 
-	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++) {
-		g.kind = gc_dbs[i].kind;
-		g.resume_len = 0;
-		do {
-			struct ag_txn *t;
-			int rc = ag_txn_begin(s, true, &t);
-			if (rc != 0)
-				return rc;
-			g.more = false;
-			g.batch_dropped = g.visited = 0;
-			rc = ag_txn_scan_from(t, gc_dbs[i].db, g.resume, g.resume_len, gc_visit, &g);
-			if (rc == 0)
-				rc = ag_txn_commit(t);
-			else
-				ag_txn_abort(t);
-			if (rc != 0)
-				return rc;
-			g.dropped += g.batch_dropped;
-		} while (g.more);
+	if (ag_store_info(s, &info) != 0)
+		return 0;
+	return info.entries[AG_DB_SRC] + info.entries[AG_DB_USER] + info.entries[AG_DB_PAIR];
+}
+
+/* One batch of @g in database @i, from g->resume. A full map can refuse
+ * even deletes (each copies the pages it touches): then the batch is
+ * tried again with half as many, down to one. */
+static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
+{
+	bool write = g->ages == NULL;
+	uint8_t from[sizeof(g->resume)];
+	size_t from_len = g->resume_len;
+	int rc;
+
+	memcpy(from, g->resume, from_len);
+	g->max_deletes = GC_BATCH_DELETES;
+	for (;;) {
+		struct ag_txn *t;
+		rc = ag_txn_begin(s, write, &t);
+		if (rc != 0)
+			return rc;
+		g->more = false;
+		g->batch_dropped = g->visited = 0;
+		rc = ag_txn_scan_from(t, gc_dbs[i].db, from, from_len, gc_visit, g);
+		if (rc == 0 && write)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+		if (rc != AG_EFULL || g->max_deletes == 1)
+			break;
+		g->max_deletes /= 2;
 	}
-	return g.dropped;
+	if (rc == 0)
+		g->dropped += g->batch_dropped;
+	return rc;
+}
+
+/* Run @g over the record databases: in write transactions that drop what
+ * rec_droppable() says, or (counting) in read-only ones. */
+static long gc_run(struct gc_ctx *g, struct ag_store *s)
+{
+	g->max_visits = GC_BATCH_VISITS;
+	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++) {
+		g->kind = gc_dbs[i].kind;
+		g->resume_len = 0;
+		do {
+			if (g->goal != 0 && store_records(s) <= g->goal)
+				return g->dropped; /* another process evicts too */
+			int rc = gc_batch(g, s, i);
+			if (rc != 0)
+				return rc;
+		} while (g->more);
+	}
+	return g->dropped;
+}
+
+static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now)
+{
+	struct gc_ctx g = { .c = c, .now = now };
+
+	return gc_run(&g, s);
 }
 
 long ag_guard_gc(const struct ag_conf *c, int64_t now)
@@ -699,20 +832,159 @@ long ag_guard_gc(const struct ag_conf *c, int64_t now)
 	struct ag_store *s;
 	int rc = ag_store_get(c->db_dir, &s);
 
-	return rc != 0 ? rc : gc_pass(c, s, now, false);
+	return rc != 0 ? rc : gc_pass(c, s, now);
+}
+
+/* One eviction round's plan and result. */
+struct evict_round {
+	uint64_t before, need, weak, dropped;
+	int64_t cutoff;
+	bool recent;  /* it takes records written in the last AG_EVICT_RECENT_MS */
+};
+
+/* Count the weak records by age (read-only batches) and pick the cutoff:
+ * the least age such that the weak records at least that old number
+ * @r->need, but not below AG_EVICT_RECENT_MS while any older one is left. */
+static int evict_plan(const struct ag_conf *c, struct ag_store *s, int64_t now,
+		      struct evict_round *r)
+{
+	uint64_t ages[EVICT_BUCKETS] = { 0 }, got = 0, older = 0;
+	struct gc_ctx g = { .c = c, .now = now, .evict = true, .ages = ages };
+	long rc = gc_run(&g, s);
+	unsigned b = EVICT_BUCKETS, least = 0;
+
+	if (rc < 0)
+		return (int)rc;
+	for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
+		r->weak += ages[i];
+		older += bucket_floor(i) >= AG_EVICT_RECENT_MS ? ages[i] : 0;
+	}
+	while (older > 0 && bucket_floor(least) < AG_EVICT_RECENT_MS)
+		least++; /* enough older ones to go on with: spare the recent */
+	while (b > least && got < r->need)
+		got += ages[--b];
+	r->cutoff = b < EVICT_BUCKETS ? bucket_floor(b) : INT64_MAX;
+	r->recent = r->cutoff < AG_EVICT_RECENT_MS;
+	return 0;
+}
+
+/* Add the round to the host-wide counters (leaving a newer version's alone). */
+static int evict_note(struct ag_store *s, int64_t now, const struct evict_round *r,
+		      struct ag_evict_stats *e)
+{
+	struct ag_txn *t;
+	int rc = ag_txn_begin(s, true, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_admin_evictions(t, e);
+	if (rc == AG_ENEWER) {
+		ag_txn_abort(t);
+		return 0;
+	}
+	if (rc != 0) { /* damaged: start again */
+		memset(e, 0, sizeof(*e));
+		e->version = AG_EVICT_VERSION;
+	}
+	e->rounds++;
+	e->records += r->dropped;
+	e->recent_rounds += r->recent;
+	e->last_ms = now > 0 ? now : 1;
+	e->last_cutoff_ms = r->cutoff;
+	e->last_records = r->dropped;
+	e->last_before = r->before;
+	rc = ag_txn_put(t, AG_DB_META, "evict", 5, e, sizeof(*e));
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	return ag_txn_commit(t);
+}
+
+static void evict_say(const struct ag_conf *c, const struct ag_sink *sink,
+		      const struct evict_round *r, const struct ag_evict_stats *e)
+{
+	char what[320];
+
+	if (r->weak == 0)
+		snprintf(what, sizeof(what),
+			 "store full at db_max_size=%" PRId64 "M and nothing may be evicted (%" PRIu64
+			 " records, all banned, remembered bans, locked or familiar)",
+			 c->db_max_size >> 20, r->before);
+	else
+		snprintf(what, sizeof(what),
+			 "store full at db_max_size=%" PRId64 "M: evicted %" PRIu64 " of %" PRIu64
+			 " records, oldest first: those last written %.1f s ago or more%s"
+			 " (%" PRIu64 " rounds, %" PRIu64 " records in all)",
+			 c->db_max_size >> 20, r->dropped, r->before, (double)r->cutoff / 1000.0,
+			 r->recent ? ", RECENT ONES TOO: nothing older was left" : "", e->rounds,
+			 e->records);
+	fault(c, sink, FAULT_EVICT, 0, what);
+}
+
+static _Atomic int64_t last_evict_idle_ms;
+
+/* One eviction round. @full: a write has just failed for want of room;
+ * otherwise (the periodic look) a round is only started once the store
+ * holds more than half of what the last round took again, since pages
+ * that deletes left half empty keep the store looking full. Returns the
+ * records evicted, or AG_E*. */
+static long evict(const struct ag_conf *c, const struct ag_sink *sink, struct ag_store *s,
+		  int64_t now, uint64_t used, bool full)
+{
+	struct evict_round r = { .before = store_records(s) };
+	struct ag_evict_stats e;
+	struct ag_txn *t;
+	int64_t wall = ag_now_ms(), idle = last_evict_idle_ms;
+	uint64_t target = (uint64_t)c->db_max_size / EVICT_TARGET_DEN * EVICT_TARGET_NUM;
+
+	if (idle != 0 && wall - idle < EVICT_IDLE_MS && wall >= idle)
+		return 0; /* this process found nothing to evict a moment ago */
+	if (!full && ag_txn_begin(s, false, &t) == 0) {
+		int rc = ag_admin_evictions(t, &e);
+		ag_txn_abort(t);
+		if (rc == 0 && e.rounds > 0) {
+			uint64_t left = e.last_before > e.last_records ? e.last_before - e.last_records : 0;
+			if (r.before <= left + e.last_records / 2)
+				return 0;
+		}
+	}
+	/* records go in proportion to the bytes that must */
+	if (used > target)
+		r.need = (uint64_t)((double)r.before * (double)(used - target) / (double)used);
+	if (r.need == 0)
+		return 0;
+	int rc = evict_plan(c, s, now, &r);
+	if (rc != 0)
+		return rc;
+	if (r.weak > 0) {
+		struct gc_ctx g = { .c = c, .now = now, .evict = true, .cutoff = r.cutoff,
+				    .goal = r.before - r.need };
+		long n = gc_run(&g, s);
+		if (n < 0)
+			return n;
+		r.dropped = (uint64_t)n;
+		rc = evict_note(s, now, &r, &e);
+	} else {
+		last_evict_idle_ms = wall;
+		memset(&e, 0, sizeof(e));
+	}
+	evict_say(c, sink, &r, &e);
+	return rc != 0 ? rc : (long)r.dropped;
 }
 
 /* Make room: drop dead records; if the store is still over 3/4 full at
- * db_max_size, drop weak ones too (see ag_src_weak()). */
-static long maintain(const struct ag_conf *c, struct ag_store *s, int64_t now)
+ * db_max_size, evict (see evict()). */
+static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct ag_store *s,
+		     int64_t now, bool full)
 {
 	uint64_t used, map;
-	long n = gc_pass(c, s, now, false);
+	long n = gc_pass(c, s, now);
 
 	if (n < 0)
 		return n;
 	if (ag_store_usage(s, &used, &map) == 0 && used * 4 > (uint64_t)c->db_max_size * 3) {
-		long m = gc_pass(c, s, now, true);
+		long m = evict(c, sink, s, now, used, full);
 		if (m < 0)
 			return m;
 		n += m;
@@ -871,7 +1143,7 @@ static void maybe_maintain(struct op *op)
 		return;
 	if (!atomic_compare_exchange_strong(&last_maintain_ms, &last, now))
 		return;
-	long n = maintain(op->c, op->s, op->now);
+	long n = maintain(op->c, op->sink, op->s, op->now, false);
 	if (n < 0)
 		fault(op->c, op->sink, FAULT_TXN, (int)n, "making room in the store");
 }

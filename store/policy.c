@@ -351,18 +351,26 @@ bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t 
 	return true;
 }
 
+/* Eviction takes records oldest first, whatever their counts (a flood of
+ * places that fail twice each must not make a brute force's fresh records
+ * the only ones that may go); these say what it must never take. */
 bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
 {
-	return r->ban_until <= now && count(ag_score_at(&r->fails, now, c->decay_half_life)) <= 1 &&
-	       count(ag_score_at(&r->spray, now, c->decay_half_life)) <= 1;
+	if (r->ban_until > now)
+		return false; /* banned, by a rule or by an admin */
+	/* the repeat-ban memory ban() reads: the next ban doubles while the
+	 * last one ended at most ip_ban_max ago */
+	return r->ban_count == 0 || now - r->ban_until > c->ip_ban_max;
 }
 
 bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)
 {
-	return r->lock_until <= now && count(ag_score_at(&r->fails, now, c->decay_half_life)) <= 1;
+	(void)c;
+	return r->lock_until <= now;
 }
 
 bool ag_pair_weak(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now)
 {
-	return r->familiar_until <= now && count(ag_score_at(&r->fails, now, c->decay_half_life)) <= 1;
+	(void)c;
+	return r->familiar_until <= now;
 }

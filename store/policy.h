@@ -99,11 +99,14 @@ AG_API bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int
 AG_API bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
 AG_API bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);
 
-/* Weak records: what may go when the store is at db_max_size and still
- * 3/4 full after dead records are dropped. A source with at most one
- * recent failure and no ban, a user with at most one and no lock, a pair
- * that is not familiar with at most one. A flood of one-shot addresses is
- * made of exactly these; its network prefixes (not weak) keep counting. */
+/* Weak records: what may be evicted when the store is at db_max_size and
+ * still 3/4 full after dead records are dropped (the guard takes them by
+ * age of last write, oldest first). Never weak: a source that is banned
+ * (by a rule or an admin) or still carries repeat-ban memory (ban_count >
+ * 0 and its last ban ended at most ip_ban_max ago), a locked user, a
+ * familiar pair. Counts do not protect a record: a flood of places that
+ * fail twice each must not leave a brute force's fresh records as the
+ * only ones that may go. */
 AG_API bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
 AG_API bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
 AG_API bool ag_pair_weak(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);

@@ -187,12 +187,15 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(run("status", NULL), 0);
 	assert_int_equal(has(out, "schema:   1"), 1);
 	assert_int_equal(has(out, "sources:  2 addresses, 1 prefixes tracked"), 1);
+	assert_int_equal(has(out, "evicted:  none (the store has not been full)"), 1);
 	assert_int_equal(run("stats", NULL), 0);
 	assert_int_equal(has(out, "attempts_total               3"), 1);
 	assert_int_equal(has(out, "failures_total               2"), 1);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
 	assert_int_equal(has(out, "# TYPE authguard_attempts_total counter"), 1);
 	assert_int_equal(has(out, "authguard_successes_total 1"), 1);
+	assert_int_equal(has(out, "authguard_evicted_total 0"), 1);
+	assert_int_equal(has(out, "authguard_last_eviction_timestamp_seconds 0"), 1);
 	assert_int_equal(run("list", "sources", NULL), 0);
 	assert_int_equal(has(out, "203.0.113.40 "), 1);
 	assert_int_equal(run("forget", "203.0.113.40", NULL), 0);

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +33,7 @@ struct fx {
 	char log[300];
 	struct ag_conf c;
 	int faults;
+	int evict_lines; /* fault lines about eviction */
 };
 
 static void sink(void *ctx, enum ag_level lvl, const char *msg)
@@ -39,6 +41,8 @@ static void sink(void *ctx, enum ag_level lvl, const char *msg)
 	struct fx *f = ctx;
 	if (lvl >= AG_LVL_WARN && strstr(msg, "authguard fault") != NULL)
 		f->faults++;
+	if (lvl >= AG_LVL_WARN && strstr(msg, "raise db_max_size") != NULL)
+		f->evict_lines++;
 }
 
 static int setup(void **state)
@@ -389,6 +393,218 @@ static void test_clock_steps_back(void **state)
 	ag_guard_set_clock(NULL);
 }
 
+/* ---- a store kept full (issue 16) ------------------------------------------ */
+
+static struct ag_src_rec src_of(struct fx *f, const char *addr)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_addr a;
+	struct ag_src_rec r = { 0 };
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (ag_admin_get_src(t, &a, &r) != 0)
+		memset(&r, 0, sizeof(r));
+	ag_txn_abort(t);
+	return r;
+}
+
+static struct ag_user_rec user_of(struct fx *f, const char *user)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_user_rec r = { 0 };
+	uint8_t key[AG_USER_KEY_MAX];
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	size_t klen = ag_admin_user_key(s, &f->c, user, key);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (ag_admin_get_user(t, key, klen, &r) != 0)
+		memset(&r, 0, sizeof(r));
+	ag_txn_abort(t);
+	return r;
+}
+
+static struct ag_evict_stats evictions_of(struct fx *f)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_evict_stats e;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_evictions(t, &e), 0);
+	ag_txn_abort(t);
+	return e;
+}
+
+/* A wrong password, the @k-th of the guesser's list. */
+static enum ag_decision guess(struct fx *f, const char *user, const char *rhost, int k)
+{
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = { "imap", user, strlen(user), rhost, strlen(rhost) };
+	struct ag_ticket t;
+	char pw[32];
+	enum ag_decision d = ag_guard_check(&f->c, &s, &a, &t);
+
+	snprintf(pw, sizeof(pw), "guess%d", k);
+	if (d == AG_PROCEED)
+		ag_guard_record(&f->c, &s, &a, false, pw, &t);
+	return d;
+}
+
+/* Run authguard-admin -c CONF -d DB ARGS... with the store at @f, its
+ * stdout to @out. Returns its exit status. */
+static int admin_run(struct fx *f, const char *out, const char *a0, const char *a1)
+{
+	const char *admin = getenv("AG_TEST_ADMIN");
+	char conf[400];
+	const char *argv[] = { admin, "-c", conf, "-d", f->c.db_dir, a0, a1, NULL };
+	FILE *cf;
+	int st;
+
+	if (admin == NULL)
+		fail_msg("AG_TEST_ADMIN is not set (run through make check)");
+	snprintf(conf, sizeof(conf), "%s/authguard.conf", f->dir);
+	cf = fopen(conf, "w");
+	assert_non_null(cf);
+	fprintf(cf, "log = none\n");
+	fclose(cf);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (o < 0 || dup2(o, 1) < 0)
+			_exit(126);
+		execv(admin, (char *const *)argv);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* @n fresh (user, /64) places, two different wrong passwords each, 2 ms
+ * apart on the fake clock (500 failures a second): each makes four
+ * records (host, /64, user, pair) with two failures, none weak in the old
+ * sense, none reaching a rule. */
+static void flood(struct fx *f, int from, int n)
+{
+	char addr[64], user[32];
+
+	for (int i = from; i < from + n; i++) {
+		snprintf(addr, sizeof(addr), "2001:db8:%x:%x::1", i >> 12, i & 0xfff);
+		snprintf(user, sizeof(user), "flood%d", i);
+		for (int k = 0; k < 2; k++) {
+			guess(f, user, addr, k);
+			fake_ms += 2;
+		}
+	}
+}
+
+/* A flood of one-shot (user, /64) places keeps an 8M store at
+ * db_max_size while one fresh IPv4 address guesses at one user, a guess
+ * every 300 places (1.2 s; halfway to its ban, as long as it takes an
+ * eviction round to run). The records the guesser writes are the
+ * newest in the store, so eviction, oldest first, never takes them: it
+ * is banned after ip_ban_after guesses, the user is locked. Before the
+ * fix its records went as weak between guesses and every guess reached
+ * the password check. An address banned once an hour before the flood
+ * keeps its repeat-ban memory through it: its next ban is twice as long.
+ * Eviction is logged and counted. */
+static void test_store_kept_full(void **state)
+{
+	struct fx *f = *state;
+	const char *guesser = "198.51.100.7", *old = "203.0.113.50";
+	enum { GUESSES = 20, SPACING = 300 };
+	int reached = 0, place = 0;
+
+	fake_ms = 1800000000000LL;
+	ag_guard_set_clock(fake_now);
+	f->c.db_max_size = 8LL << 20;
+	f->c.log_kind = AG_LOG_NONE;
+	/* the old offender: banned for ip_ban_time, the ban over an hour on */
+	for (uint32_t i = 0; i < f->c.ip_ban_after; i++)
+		guess(f, "root", old, (int)i);
+	assert_int_equal(src_of(f, old).ban_until - fake_ms, f->c.ip_ban_time);
+	fake_ms += f->c.ip_ban_time + 60000;
+
+	flood(f, place, 12000); /* the store is full */
+	place += 12000;
+	struct ag_evict_stats e0 = evictions_of(f);
+	uint64_t rounds_at_first = 0, rounds_at_ban = 0;
+	for (int g = 0; g < GUESSES; g++) {
+		flood(f, place, SPACING);
+		place += SPACING;
+		if (g == 0)
+			rounds_at_first = evictions_of(f).rounds;
+		/* halfway to a ban, the flood goes on until a round has run */
+		for (int k = 0; g == GUESSES / 4 && k < 200 &&
+				evictions_of(f).rounds == rounds_at_first; k++) {
+			flood(f, place, 100);
+			place += 100;
+		}
+		enum ag_decision d = guess(f, "victim", guesser, g);
+		fake_ms += 2;
+		reached += d == AG_PROCEED;
+		if (d == AG_PROCEED)
+			rounds_at_ban = evictions_of(f).rounds;
+	}
+	struct ag_src_rec gs = src_of(f, guesser);
+	struct ag_user_rec vu = user_of(f, "victim");
+	struct ag_src_rec os = src_of(f, old);
+	struct ag_evict_stats e1 = evictions_of(f);
+	/* the old offender comes back */
+	for (uint32_t i = 0; i < f->c.ip_ban_after; i++)
+		guess(f, "root", old, (int)i);
+	int64_t next_ban = src_of(f, old).ban_until - fake_ms;
+	struct ag_store *s;
+	uint64_t used, map;
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_usage(s, &used, &map), 0);
+	print_message("guesses that reached the check: %d of %d; guesser n_fail %" PRIu64
+		      ", banned %d; victim locked %d; old offender ban_count %u, next ban %" PRId64
+		      " min; eviction rounds %" PRIu64 " (%" PRIu64 " during the guesses), records %" PRIu64
+		      ", lines %d, faults %d; used %" PRIu64 " of %" PRIu64 "\n",
+		      reached, GUESSES, gs.n_fail, gs.ban_until > fake_ms, vu.lock_until > fake_ms,
+		      os.ban_count, next_ban / 60000, e1.rounds, rounds_at_ban - rounds_at_first,
+		      e1.records, f->evict_lines, f->faults, used, map);
+	assert_true(used <= map && map <= (uint64_t)f->c.db_max_size);
+	/* the guesser got ip_ban_after guesses, no more, and was banned */
+	assert_int_equal(reached, (int)f->c.ip_ban_after);
+	assert_int_equal(gs.n_fail, f->c.ip_ban_after);
+	assert_true(gs.ban_until > fake_ms);
+	assert_true(vu.lock_until > fake_ms);
+	/* ... while the store was being evicted around it */
+	assert_true(e0.rounds >= 1);
+	assert_true(rounds_at_ban > rounds_at_first);
+	assert_true(e1.records > e0.records && e1.last_ms > 0);
+	assert_true(f->evict_lines >= 1);
+	/* the old offender's repeat-ban memory survived: twice as long */
+	assert_int_equal(os.ban_count, 1);
+	assert_int_equal(next_ban, 2 * f->c.ip_ban_time);
+
+	/* authguard-admin says so */
+	struct ag_evict_stats e = evictions_of(f);
+	char out[400], want[200];
+	snprintf(out, sizeof(out), "%s/admin.out", f->dir);
+	assert_int_equal(admin_run(f, out, "status", NULL), 0);
+	snprintf(want, sizeof(want), "evicted:  %" PRIu64 " records in %" PRIu64 " rounds (",
+		 e.records, e.rounds);
+	const char *st[] = { want, "raise db_max_size", NULL };
+	assert_int_equal(tu_count_lines(out, st), 1);
+	assert_int_equal(admin_run(f, out, "stats", "--prometheus"), 0);
+	snprintf(want, sizeof(want), "authguard_evicted_total %" PRIu64 "\n", e.records);
+	const char *m1[] = { want, NULL };
+	assert_int_equal(tu_count_lines(out, m1), 1);
+	const char *m2[] = { "# TYPE authguard_eviction_rounds_total counter", NULL };
+	assert_int_equal(tu_count_lines(out, m2), 1);
+	ag_guard_set_clock(NULL);
+}
+
 /* A thousand processes at once, each a different source due for the
  * tarpit, against tarpit_slots = 4: never more than four sleep. Each
  * sleep lasts 60 s, so no slot frees while the test runs, however slow
@@ -530,6 +746,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_damaged_store_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_not_permitted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clock_steps_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_kept_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_processes_small_tarpit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_flat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_huge_hostile_user, setup, teardown),

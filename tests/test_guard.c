@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 
+#include "admin.h"
 #include "guard.h"
 #include "lists.h"
 #include "store.h"
@@ -27,15 +28,19 @@ struct fx {
 	char log[300];
 	struct ag_conf c;
 	char errors[4][512];
-	int nerr;
+	int nerr, nevict; /* every error line; those of them about eviction */
 };
 
 static void sink(void *ctx, enum ag_level lvl, const char *msg)
 {
 	struct fx *f = ctx;
 
-	if (lvl >= AG_LVL_WARN && f->nerr < 4)
-		snprintf(f->errors[f->nerr++], sizeof(f->errors[0]), "%s", msg);
+	if (lvl < AG_LVL_WARN)
+		return;
+	if (f->nerr < 4)
+		snprintf(f->errors[f->nerr], sizeof(f->errors[0]), "%s", msg);
+	f->nerr++;
+	f->nevict += strstr(msg, "raise db_max_size") != NULL;
 }
 
 static int setup(void **state)
@@ -187,17 +192,22 @@ static void test_tarpit_without_slot_write_refuses(void **state)
 {
 	struct fx *f = *state;
 	struct ag_sink s = { sink, f };
-	struct ag_attempt a = att("u1", "198.51.100.7");
+	struct ag_attempt a = att(NULL, "198.51.100.7"); /* no user: no user or pair record */
 	struct ag_ticket t;
 
 	f->c.tarpit_free = 2;
 	f->c.tarpit_base = f->c.tarpit_max = 20;
-	f->c.ip_ban_after = f->c.net_ban_after = f->c.user_lock_after = f->c.spray_users = 0;
+	f->c.decay_half_life = 86400000; /* the two failures stay two */
+	f->c.ip_ban_after = f->c.net_ban_after = 2;
+	f->c.ip_ban_time = 1000;
+	f->c.user_lock_after = f->c.spray_users = 0;
 	f->c.db_max_size = 8 << 20; /* the smallest: the map cannot grow */
 	f->c.fail_open = 1;
-	/* two failures: not a record that making room may drop */
+	/* two failures ban the host and its /24; once the bans are over their
+	 * memory keeps both records from eviction, so nothing can make room */
 	for (int i = 0; i < 2; i++)
 		ag_guard_record(&f->c, &s, &a, false, NULL, NULL);
+	fake_ms += 1001;
 	fill_store(f);
 	assert_int_equal(ag_guard_check(&f->c, &s, &a, &t), AG_REFUSE);
 	assert_int_equal(t.reason, AG_WHY_TARPIT_FULL);
@@ -521,9 +531,10 @@ static void test_gc_pass_state(void **state)
 }
 
 /* A flood of one-shot addresses (distinct /64s, distinct user names) far
- * beyond db_max_size does not stop the guard: dead and weak records make
- * room, the store stays near its cap, and a brute force that starts after
- * the flood is still counted and banned. */
+ * beyond db_max_size does not stop the guard: dead records and the oldest
+ * others make room, the store stays near its cap, eviction is logged and
+ * counted, and a brute force that starts after the flood is still counted
+ * and banned. */
 static void test_flood_beyond_db_max_size(void **state)
 {
 	struct fx *f = *state;
@@ -534,15 +545,31 @@ static void test_flood_beyond_db_max_size(void **state)
 	f->c.db_max_size = 8LL << 20;
 	f->c.log_kind = AG_LOG_NONE;
 	f->c.ip_ban_after = 5;
+	/* damaged eviction counters are started again, not trusted */
+	try(f, "first", "192.0.2.1", false, NULL);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	struct ag_txn *t;
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "evict", 5, "\1\0\0", 3), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
 	for (int i = 0; i < 40000; i++) {
 		snprintf(addr, sizeof(addr), "2001:db8:%x:%x::1", i >> 12, i & 0xfff);
 		snprintf(user, sizeof(user), "flood%d", i);
 		try(f, user, addr, false, NULL);
 	}
-	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_usage(s, &used, &map), 0);
 	assert_true(used <= (uint64_t)f->c.db_max_size);
-	assert_int_equal(f->nerr, 0); /* no fault was logged */
+	/* no fault was logged but the eviction's own line (once a minute of
+	 * the guard's clock, which the flood moves on by 400 s) */
+	assert_true(f->nevict >= 1);
+	assert_int_equal(f->nerr, f->nevict);
+	assert_non_null(strstr(f->errors[0], "evicted"));
+	assert_non_null(strstr(f->errors[0], "raise db_max_size"));
+	struct ag_evict_stats e;
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_evictions(t, &e), 0);
+	ag_txn_abort(t);
+	assert_true(e.rounds >= 1 && e.records > 0 && e.last_ms > 0);
 	snprintf(f->log, sizeof(f->log), "%s/after.log", f->dir);
 	char v[400];
 	char err[256];
@@ -552,6 +579,38 @@ static void test_flood_beyond_db_max_size(void **state)
 		assert_int_equal(try(f, "victim", "198.51.100.200", false, NULL), AG_PROCEED);
 	assert_int_equal(try(f, "victim", "198.51.100.200", true, NULL), AG_REFUSE);
 	assert_int_equal(lines(f, "event=ban", "198.51.100.200"), 1);
+}
+
+/* The eviction counters are read like a record: anything that could not
+ * have been written is refused, a newer version's is told apart. */
+static void test_evict_counters_decode(void **state)
+{
+	struct ag_evict_stats good = { .version = AG_EVICT_VERSION, .rounds = 3, .records = 900,
+				       .recent_rounds = 1, .last_ms = 1700000000000LL,
+				       .last_cutoff_ms = 20480, .last_records = 300, .last_before = 1000 };
+	struct ag_evict_stats none = { .version = AG_EVICT_VERSION };
+	struct ag_evict_stats rows[8], out;
+	const int want[8] = { 0, 0, AG_ENEWER, AG_ECORRUPT, AG_ECORRUPT, AG_ECORRUPT, AG_ECORRUPT,
+			      AG_ECORRUPT };
+
+	(void)state;
+	for (int i = 0; i < 8; i++)
+		rows[i] = good;
+	rows[1] = none;
+	rows[2].version = AG_EVICT_VERSION + 1;
+	rows[3].version = 0;
+	rows[4].last_ms = -1;
+	rows[5].recent_rounds = 4;  /* more than all rounds */
+	rows[6].last_records = 901; /* more than all records */
+	rows[7].rounds = 0;         /* no round, yet a last one */
+	rows[7].recent_rounds = 0;
+	for (int i = 0; i < 8; i++)
+		if (ag_evict_decode(&rows[i], sizeof(rows[i]), &out) != want[i])
+			fail_msg("row %d: expected %d", i, want[i]);
+	assert_int_equal(ag_evict_decode(&good, sizeof(good) - 1, &out), AG_ECORRUPT);
+	assert_int_equal(ag_evict_decode(&good, 2, &out), AG_ECORRUPT);
+	assert_int_equal(ag_evict_decode(&good, sizeof(good), &out), 0);
+	assert_memory_equal(&out, &good, sizeof(good));
 }
 
 /* User names are compared as directories compare them: "Alice ",
@@ -805,6 +864,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc_runs_by_itself, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_pass_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flood_beyond_db_max_size, setup, teardown),
+		cmocka_unit_test(test_evict_counters_decode),
 		cmocka_unit_test_setup_teardown(test_user_fold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tarpit_slots_per_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_fold_familiar_only_to_exact_name, setup, teardown),

@@ -1379,6 +1379,115 @@ static void test_pair_dead_table(void **state)
 		}
 }
 
+/* What eviction may take (issue 16): counts do not protect a record, its
+ * age decides (in the guard); bans, the repeat-ban memory, locks and
+ * familiarity do. */
+static void test_src_weak_table(void **state)
+{
+	struct world *w = *state;
+
+	w->c.ip_ban_after = 3;
+	w->c.net_ban_after = 0;
+	do_record(w, 0, 0, PW_ANY, false, T0);              /* one failure */
+	for (int i = 0; i < 2; i++)
+		do_record(w, 1, i, PW_ANY, false, T0);      /* two, not banned */
+	for (int i = 0; i < 3; i++)
+		do_record(w, 2, 2, PW_ANY, false, T0);      /* banned until T0 + 1h */
+	assert_i64(w->src[2].ban_until, T0 + HOUR);
+	struct ag_src_rec admin = w->src[5];
+	admin.ban_until = T0 + DAY; /* an admin's ban, no failures */
+	admin.ban_by_admin = 1;
+	const struct {
+		const struct ag_src_rec *r;
+		int64_t at;
+		bool weak;
+	} rows[] = {
+		{ &w->src[0], T0, true },
+		{ &w->src[1], T0, true },  /* two recent failures: still evictable by age */
+		{ &w->src[2], T0, false }, /* banned */
+		{ &w->src[2], T0 + 30 * MIN, false },
+		{ &w->src[2], T0 - HOUR, false }, /* clock stepped back: still banned */
+		{ &w->src[2], T0 + HOUR + 12 * HOUR, false }, /* repeat-ban memory */
+		{ &w->src[2], T0 + HOUR + DAY, false },       /* its last moment */
+		{ &w->src[2], T0 + HOUR + DAY + 1, true },    /* forgotten, as ban() forgets */
+		{ &w->net, T0, true },
+		{ &admin, T0 + DAY - 1, false },
+		{ &admin, T0 + DAY, true },
+		{ &w->src[6], T0, true },
+	};
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(rows); i++)
+		if (ag_src_weak(&w->c, rows[i].r, rows[i].at) != rows[i].weak) {
+			print_error("row %zu: expected weak=%d\n", i, rows[i].weak);
+			fail();
+		}
+	/* the boundary is ban()'s: one ms later the next ban is not doubled */
+	struct ag_view v;
+	struct ag_events ev;
+	load(w, &v, 2, 2, PW_ANY);
+	for (int i = 0; i < 3; i++)
+		ag_policy_record(&w->c, &v, T0 + HOUR + DAY, false, &ev);
+	assert_i64(v.src.ban_until, T0 + HOUR + DAY + 2 * HOUR);
+	load(w, &v, 2, 2, PW_ANY);
+	for (int i = 0; i < 3; i++)
+		ag_policy_record(&w->c, &v, T0 + HOUR + DAY + 1, false, &ev);
+	assert_i64(v.src.ban_until, T0 + HOUR + DAY + 1 + HOUR);
+}
+
+static void test_user_pair_weak_table(void **state)
+{
+	struct world *w = *state;
+
+	w->c.user_lock_after = 0;
+	w->c.ip_ban_after = 0;
+	do_record(w, 0, 0, PW_ANY, false, T0);
+	for (int h = 0; h < 5; h++)
+		do_record(w, h, 2, PW_ANY, false, T0);  /* five failures, no lock */
+	w->c.user_lock_after = 2;
+	do_record(w, 2, 1, PW_ANY, false, T0);
+	do_record(w, 3, 1, PW_ANY, false, T0);      /* user 1 locked until T0 + 15m */
+	assert_i64(w->user[1].lock_until, T0 + 15 * MIN);
+	do_record(w, 4, 3, PW_ANY, true, T0);       /* pair 4/3 familiar until T0 + 30d */
+	do_record(w, 4, 3, PW_ANY, false, T0);
+	for (int i = 0; i < 4; i++)
+		do_record(w, 5, 4, PW_ANY, false, T0); /* pair 5/4: four failures */
+	const struct {
+		const struct ag_user_rec *r;
+		int64_t at;
+		bool weak;
+	} users[] = {
+		{ &w->user[0], T0, true },
+		{ &w->user[2], T0, true }, /* five failures, no lock: by age */
+		{ &w->user[1], T0 + 10 * MIN, false },
+		{ &w->user[1], T0 - HOUR, false },
+		{ &w->user[1], T0 + 15 * MIN, true },
+		{ &w->user[7], T0, true },
+	};
+	const struct {
+		const struct ag_pair_rec *r;
+		int64_t at;
+		bool weak;
+	} pairs[] = {
+		{ &w->pair[0][0], T0, true },
+		{ &w->pair[5][4], T0, true }, /* four failures: by age */
+		{ &w->pair[4][3], T0 + DAY, false }, /* familiar, even with a failure */
+		{ &w->pair[4][3], T0 + 30 * DAY - 1, false },
+		{ &w->pair[4][3], T0 + 30 * DAY, true },
+		{ &w->pair[7][7], T0, true },
+	};
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(users); i++)
+		if (ag_user_weak(&w->c, users[i].r, users[i].at) != users[i].weak) {
+			print_error("user row %zu: expected weak=%d\n", i, users[i].weak);
+			fail();
+		}
+	for (size_t i = 0; i < AG_ARRAY_LEN(pairs); i++)
+		if (ag_pair_weak(&w->c, pairs[i].r, pairs[i].at) != pairs[i].weak) {
+			print_error("pair row %zu: expected weak=%d\n", i, pairs[i].weak);
+			fail();
+		}
+}
+
 /* ---- names --------------------------------------------------------------- */
 
 static void test_names(void **state)
@@ -1431,6 +1540,8 @@ int main(void)
 		T(test_src_dead_table),
 		T(test_user_dead_table),
 		T(test_pair_dead_table),
+		T(test_src_weak_table),
+		T(test_user_pair_weak_table),
 		T(test_names),
 	};
 

@@ -925,6 +925,8 @@ static int cmd_export(struct ctx *x, int argc, char **argv)
 struct counts {
 	int64_t now;
 	unsigned long hosts, nets, host_bans, net_bans, users, locks, pairs, timed, lists[5];
+	struct ag_evict_stats ev; /* all zero if unreadable */
+	int ev_rc;                /* 0, or why the eviction counters could not be read */
 };
 
 static void count_src(void *vp, const struct ag_addr *a, const struct ag_src_rec *r)
@@ -976,6 +978,8 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 		rc = ag_admin_stats(t, st);
 	if (rc == 0)
 		rc = ag_admin_sleepers(t, x->now, sleepers);
+	if (rc == 0 && (c->ev_rc = ag_admin_evictions(t, &c->ev)) != 0)
+		memset(&c->ev, 0, sizeof(c->ev)); /* said by status; the rest still counts */
 	ag_txn_abort(t);
 	if (rc == 0)
 		rc = ag_store_info(x->s, info);
@@ -992,6 +996,29 @@ static void human_bytes(uint64_t n, char *buf, size_t len)
 		snprintf(buf, len, "%.1f MiB", (double)n / (1ULL << 20));
 	else
 		snprintf(buf, len, "%.1f KiB", (double)n / 1024);
+}
+
+/* The store was full and records were evicted: say how much, and when. */
+static void print_evictions(const struct counts *c)
+{
+	const struct ag_evict_stats *e = &c->ev;
+	char t[40];
+
+	if (c->ev_rc != 0) {
+		printf("evicted:  counters unreadable (%s)\n", ag_strerror(c->ev_rc));
+		return;
+	}
+	if (e->rounds == 0) {
+		printf("evicted:  none (the store has not been full)\n");
+		return;
+	}
+	fmt_time(e->last_ms, t, sizeof(t));
+	printf("evicted:  %llu records in %llu rounds (%llu had to take records written in the"
+	       " last %d s); last %s: %llu of %llu, last written %.1f s ago or more;"
+	       " raise db_max_size\n",
+	       (unsigned long long)e->records, (unsigned long long)e->rounds,
+	       (unsigned long long)e->recent_rounds, AG_EVICT_RECENT_MS / 1000, t,
+	       (unsigned long long)e->last_records, (unsigned long long)e->last_before, (double)e->last_cutoff_ms / 1000.0);
 }
 
 static int cmd_status(struct ctx *x, int argc, char **argv)
@@ -1032,6 +1059,7 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
 	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
 	printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+	print_evictions(&c);
 	return EX_OK;
 }
 
@@ -1060,6 +1088,10 @@ static int cmd_stats(struct ctx *x, int argc, char **argv)
 		{ "bans_total", "Bans of addresses and prefixes.", (double)st.bans, true },
 		{ "locks_total", "User lockouts.", (double)st.locks, true },
 		{ "faults_total", "Store faults seen while recording.", (double)st.faults, true },
+		{ "evicted_total", "Records evicted, oldest first, because the store was full.", (double)c.ev.records, true },
+		{ "eviction_rounds_total", "Eviction rounds (raise db_max_size if this grows).", (double)c.ev.rounds, true },
+		{ "eviction_recent_rounds_total", "Eviction rounds that had to take records written in the last 10 s.", (double)c.ev.recent_rounds, true },
+		{ "last_eviction_timestamp_seconds", "When the last eviction round ended (0: never).", (double)c.ev.last_ms / 1000.0, false },
 		{ "active_bans", "Addresses and prefixes banned now.", (double)(c.host_bans + c.net_bans + c.timed), false },
 		{ "active_locks", "Users locked now.", (double)c.locks, false },
 		{ "tracked_sources", "Addresses and prefixes in the store.", (double)(c.hosts + c.nets), false },
