@@ -168,7 +168,7 @@ static int open_store_file(const char *dir, const char *name, bool shared, struc
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0660);
 	if (fd < 0)
-		return errno == ELOOP ? AG_EUNSAFE : errno == EACCES || errno == EPERM ? AG_EPERM : AG_EIO;
+		return errno == ELOOP ? AG_EUNSAFE : map_rc(errno);
 	if (fstat(fd, st_r) != 0 || !S_ISREG(st_r->st_mode) || st_r->st_nlink != 1 ||
 	    (st_r->st_mode & S_IWOTH) != 0) {
 		close(fd);
