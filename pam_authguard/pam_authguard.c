@@ -39,8 +39,8 @@ static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
 	pam_syslog((pam_handle_t *)ctx, prio, "%s", msg);
 }
 
-/* Config errors are reported with the first load and then at most once a
- * minute per process, not on every attempt. */
+/* Errors in the module arguments are reported with the first attempt and
+ * then at most once a minute per process, not on every attempt. */
 static _Atomic int64_t last_conf_report;
 
 struct report_ctx {
@@ -84,10 +84,12 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 			errors++;
 		}
 	}
-	ag_conf_init(c);
-	/* a missing file is an error too (a chroot without it, a typo):
-	 * the guard would run on defaults without its lists */
-	errors += ag_conf_load(c, path, report_fn, &r) != 0;
+	/* parsed once per change of the file, and its errors reported then
+	 * (not rate-limited: that is once already); a missing file is an
+	 * error too (a chroot without it, a typo): the guard would run on
+	 * defaults without its lists, and says so on every attempt line */
+	struct report_ctx fr = { pamh, false };
+	(void)ag_conf_cached(c, path, report_fn, &fr);
 	errors += ag_conf_apply_args(c, argc, argv, report_fn, &r);
 	if (errors != 0 && !r.quiet)
 		last_conf_report = now;

@@ -95,19 +95,19 @@ static void report_fn(void *ctx, const char *msg)
 
 /* The authguard config: the file named by the SASL option authguard_conf
  * (in the application's SASL config, e.g. Postfix's smtpd.conf), else the
- * default. Read for each authentication, like the PAM module does. */
+ * default. Checked with one stat() for each authentication and parsed
+ * again when it changed (conf.h: ag_conf_cached), like the PAM module. */
 static void load_conf(const sasl_utils_t *u, struct ag_conf *c)
 {
 	const char *path = NULL;
 	unsigned len = 0;
 
-	ag_conf_init(c);
 	if (u->getopt == NULL ||
 	    u->getopt(u->getopt_context, "authguard", "authguard_conf", &path, &len) != SASL_OK ||
 	    path == NULL || path[0] == '\0')
 		path = AG_DEFAULT_CONF;
 	/* a missing file is an error too: see pam_authguard.c */
-	(void)ag_conf_load(c, path, report_fn, (void *)u);
+	(void)ag_conf_cached(c, path, report_fn, (void *)u);
 }
 
 static void attempt_of(sasl_server_params_t *sp, const char *user, struct ag_attempt *a)

@@ -3,10 +3,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf.h"
 
@@ -416,60 +418,132 @@ static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, 
 	return 0;
 }
 
-int ag_conf_load(struct ag_conf *c, const char *path, ag_conf_report_fn *report, void *ctx)
+/* Read all of @fd (a regular file of @size bytes at fstat() time) into
+ * @f; returns 0 or an errno. */
+static int read_all(int fd, off_t size, struct ag_conf_file *f)
 {
-	FILE *f = fopen(path, "re");
+	size_t cap = (size_t)size + 1;
+
+	f->text = malloc(cap);
+	if (f->text == NULL)
+		return ENOMEM;
+	for (;;) {
+		ssize_t n = read(fd, f->text + f->len, cap - f->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno != 0 ? errno : EIO;
+		if (n == 0)
+			return 0;
+		f->len += (size_t)n;
+		if (f->len < cap)
+			continue;
+		/* it grew since fstat() */
+		if (cap > AG_CONF_FILE_MAX)
+			return EFBIG;
+		char *t = realloc(f->text, cap * 2);
+		if (t == NULL)
+			return ENOMEM;
+		f->text = t;
+		cap *= 2;
+	}
+}
+
+int ag_conf_file_read(struct ag_conf_file *f, const char *path)
+{
+	struct stat st;
+	int fd;
+
+	memset(f, 0, sizeof(*f));
+	/* O_NONBLOCK: a FIFO in its place is refused, not waited on */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		f->err = errno != 0 ? errno : EIO;
+	else if (fstat(fd, &st) != 0)
+		f->err = errno != 0 ? errno : EIO;
+	else if (!S_ISREG(st.st_mode))
+		f->err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+	else if (st.st_size > AG_CONF_FILE_MAX)
+		f->err = EFBIG;
+	else
+		f->err = read_all(fd, st.st_size, f);
+	if (fd >= 0)
+		close(fd);
+	if (f->err == 0)
+		return 0;
+	ag_conf_file_free(f);
+	return AG_EIO;
+}
+
+void ag_conf_file_free(struct ag_conf_file *f)
+{
+	int err = f->err;
+
+	free(f->text);
+	memset(f, 0, sizeof(*f));
+	f->err = err;
+}
+
+/* The file could not be read: defaults, and the guard is told. */
+static int load_failed(struct ag_conf *c, const char *path, int err, ag_conf_report_fn *report,
+		       void *ctx)
+{
+	char msg[128];
+
+	c->load_errno = err;
+	snprintf(c->load_path, sizeof(c->load_path), "%s", path);
+	if (err == EFBIG)
+		snprintf(msg, sizeof(msg), "cannot read: larger than %d KiB", AG_CONF_FILE_MAX / 1024);
+	else
+		snprintf(msg, sizeof(msg), "cannot read: %s", strerror(err));
+	report_at(report, ctx, path, 0, msg);
+	return AG_EIO;
+}
+
+int ag_conf_file_parse(struct ag_conf *c, const char *path, const struct ag_conf_file *f,
+		       ag_conf_report_fn *report, void *ctx)
+{
 	char line[4096], err[512];
 	unsigned lineno = 0;
 	int errors = 0;
-	struct stat st;
 
 	c->load_errno = 0;
-	if (f != NULL && fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
-		fclose(f);
-		f = NULL;
-		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-	}
-	if (f == NULL) {
-		c->load_errno = errno != 0 ? errno : EIO;
-		snprintf(c->load_path, sizeof(c->load_path), "%s", path);
-		snprintf(err, sizeof(err), "cannot read: %s", strerror(c->load_errno));
-		report_at(report, ctx, path, 0, err);
-		return AG_EIO;
-	}
+	if (f->err != 0)
+		return load_failed(c, path, f->err, report, ctx);
 	memset(c->set_line, 0, sizeof(c->set_line));
-	/* fgets() ends what it read with a NUL; with the buffer pre-filled
-	 * with non-NUL bytes, the last NUL is that end even if the line
-	 * itself holds NUL bytes (which strlen() would stop at). */
-	while (memset(line, '\n', sizeof(line)), fgets(line, sizeof(line), f) != NULL) {
-		lineno++;
-		size_t n = sizeof(line) - 1;
-		while (n > 0 && line[n] != '\0')
-			n--;
-		if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
-			int ch;
-			while ((ch = fgetc(f)) != EOF && ch != '\n')
-				;
-			report_at(report, ctx, path, lineno, "line too long");
-			errors++;
-			continue;
+	/* one pass: each line is found with memchr() and copied once; it is
+	 * too long past sizeof(line) - 1 bytes before its newline */
+	for (size_t at = 0; at < f->len; lineno++) {
+		const char *p = f->text + at, *nl = memchr(p, '\n', f->len - at);
+		size_t n = nl != NULL ? (size_t)(nl - p) : f->len - at;
+		const char *why = NULL;
+
+		at += n + (nl != NULL);
+		if (n >= sizeof(line) - 1)
+			why = "line too long";
+		else if (memchr(p, '\0', n) != NULL)
+			why = "NUL byte in line";
+		if (why == NULL) {
+			memcpy(line, p, n);
+			line[n] = '\0';
+			if (load_line(c, line, lineno + 1, err, sizeof(err)) == 0)
+				continue;
+			why = err;
 		}
-		if (memchr(line, '\0', n) != NULL || strlen(line) != n) {
-			report_at(report, ctx, path, lineno, "NUL byte in line");
-			errors++;
-			continue;
-		}
-		if (load_line(c, line, lineno, err, sizeof(err)) != 0) {
-			report_at(report, ctx, path, lineno, err);
-			errors++;
-		}
-	}
-	if (ferror(f)) {
-		report_at(report, ctx, path, lineno, "read error");
+		report_at(report, ctx, path, lineno + 1, why);
 		errors++;
 	}
-	fclose(f);
 	return errors;
+}
+
+int ag_conf_load(struct ag_conf *c, const char *path, ag_conf_report_fn *report, void *ctx)
+{
+	struct ag_conf_file f;
+
+	(void)ag_conf_file_read(&f, path);
+	int rc = ag_conf_file_parse(c, path, &f, report, ctx);
+	ag_conf_file_free(&f);
+	return rc;
 }
 
 int ag_conf_apply_args(struct ag_conf *c, int argc, const char **argv,

@@ -78,12 +78,67 @@ AG_API int ag_conf_set(struct ag_conf *c, const char *key, const char *value,
 /*
  * Read a config file. Each bad line is reported as "PATH:LINE: message"
  * and skipped (the key keeps its previous value). Returns the number of
- * errors (0 = clean), or AG_EIO if the file cannot be read, is missing or
- * is not a regular file (reported too, and kept in load_errno/load_path).
+ * errors (0 = clean), or AG_EIO if the file cannot be read, is missing,
+ * is not a regular file or is larger than AG_CONF_FILE_MAX (reported too,
+ * and kept in load_errno/load_path). Reads the file on every call: the
+ * front ends use ag_conf_cached().
  * In a file, a list key may be given on several lines; entries accumulate.
  */
 AG_API int ag_conf_load(struct ag_conf *c, const char *path,
 			ag_conf_report_fn *report, void *ctx);
+
+/*
+ * The config file @path as this process last parsed it, revalidated on
+ * every call with one stat() (device, inode, size, mtime and ctime to the
+ * nanosecond; a file changed in the last few seconds is also read again
+ * and compared, since two writes in one clock tick share a timestamp):
+ * an edit, a replaced file, or a file that appears or disappears is seen
+ * on the next call. When the file is parsed (first use, or a change), its
+ * bad lines are reported through @report as ag_conf_load() does; an
+ * unchanged file is not reported again. A file that cannot be read gives
+ * the defaults with load_errno/load_path set on every call, and is
+ * reported when that state is first seen.
+ *
+ * @c receives a deep copy (defaults overlaid by the file) which the caller
+ * owns: release it with ag_conf_free(); module arguments go on top of it.
+ * Returns what parsing the file returned (0 or the number of bad lines,
+ * or AG_EIO), or AG_ENOMEM (then @c holds the defaults, with load_errno
+ * ENOMEM so the guard says config=unreadable). Thread-safe and fork-safe;
+ * at most AG_CONF_CACHE_PATHS paths are kept (the least recently used is
+ * dropped, and parsed and reported again when next used).
+ */
+#define AG_CONF_CACHE_PATHS 4
+AG_API int ag_conf_cached(struct ag_conf *c, const char *path, ag_conf_report_fn *report,
+			  void *ctx);
+
+/* Test hooks: drop every cached file; the clock (ms since the epoch) that
+ * decides whether a file changed too recently to trust its timestamps
+ * (NULL: the real one); how many times a cached file was read. */
+AG_API void ag_conf_cache_forget(void);
+AG_API void ag_conf_cache_set_clock(int64_t (*now_fn)(void));
+AG_API unsigned long ag_conf_cache_reads(void);
+
+/* ---- inside the core: the file reader, shared with the cache ------------ */
+
+/* Config files larger than this are refused (load_errno EFBIG). */
+#define AG_CONF_FILE_MAX (256 * 1024)
+
+/* A config file's bytes, or why it could not be read. */
+struct ag_conf_file {
+	char *text;  /* malloc'ed, @len bytes, not NUL-terminated */
+	size_t len;
+	int err;     /* 0, or the errno (EISDIR/EINVAL: not a regular file) */
+};
+
+/* Read @path whole into @f. Returns 0 or AG_EIO (f->err says why; no text). */
+AG_API int ag_conf_file_read(struct ag_conf_file *f, const char *path);
+
+/* Release f->text (f->err is kept). */
+AG_API void ag_conf_file_free(struct ag_conf_file *f);
+
+/* Parse @f (as read from @path) into @c; returns as ag_conf_load(). */
+AG_API int ag_conf_file_parse(struct ag_conf *c, const char *path, const struct ag_conf_file *f,
+			      ag_conf_report_fn *report, void *ctx);
 
 /*
  * Apply "key=value" words (PAM module arguments). Words that are not of

@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "testutil.h"
@@ -1160,6 +1164,292 @@ static void test_load_unreadable(void **state)
 
 /* ---- module arguments ----------------------------------------------------- */
 
+static void truncate_to(const char *path, off_t len)
+{
+	assert_int_equal(truncate(path, len), 0);
+}
+
+/* A file larger than the reader's bound is refused, loudly. */
+static void test_load_too_big(void **state)
+{
+	struct fx *f = *state;
+	size_t n = AG_CONF_FILE_MAX + 1;
+	char *text = malloc(n);
+
+	assert_non_null(text);
+	memset(text, '\n', n);
+	write_file(f->path, text, n);
+	free(text);
+	assert_int_equal(ag_conf_load(&f->c, f->path, capture, &f->cap), AG_EIO);
+	assert_int_equal(f->cap.n, 1);
+	assert_non_null(strstr(f->cap.msg[0], "larger than"));
+	assert_int_equal(f->c.load_errno, EFBIG);
+	/* one byte less is a file of blank lines */
+	truncate_to(f->path, AG_CONF_FILE_MAX);
+	f->cap.n = 0;
+	assert_int_equal(ag_conf_load(&f->c, f->path, capture, &f->cap), 0);
+	assert_int_equal(f->c.load_errno, 0);
+}
+
+/* ---- ag_conf_cached -------------------------------------------------------- */
+
+/* A clock an hour ahead: no test file counts as just changed, so only the
+ * stat() stamp can reveal an edit. */
+static int64_t clock_ahead(void)
+{
+	return ag_now_ms() + 3600 * 1000;
+}
+
+/* The epoch: every file counts as just changed, read again on each use. */
+static int64_t clock_epoch(void)
+{
+	return 0;
+}
+
+static void set_mtime(const char *path, time_t sec, long nsec)
+{
+	struct timespec ts[2] = { { sec, nsec }, { sec, nsec } };
+
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static int cache_setup(void **state)
+{
+	ag_conf_cache_forget();
+	ag_conf_cache_set_clock(NULL);
+	return setup(state);
+}
+
+static int cache_teardown(void **state)
+{
+	ag_conf_cache_forget();
+	ag_conf_cache_set_clock(NULL);
+	return teardown(state);
+}
+
+/* ag_conf_cached() into f->c (freed first); returns its result. */
+static int cached(struct fx *f, const char *path)
+{
+	ag_conf_free(&f->c);
+	return ag_conf_cached(&f->c, path, capture, &f->cap);
+}
+
+/* An unchanged file is parsed (and its bad line reported) once; each call
+ * gets the same values in a copy of its own. */
+static void test_cache_unchanged(void **state)
+{
+	struct fx *f = *state;
+	static const char text[] = "mode = log-only\nbogus = 1\ntrusted = 192.0.2.0/24\n";
+	static const struct {
+		int64_t (*clock)(void);
+		unsigned long reads; /* in 20 calls; 0: not checked */
+	} cases[] = {
+		{ NULL, 0 },           /* the real clock: read again or not */
+		{ clock_ahead, 1 },    /* old enough: only stat() */
+		{ clock_epoch, 20 },   /* just changed: read, compared, not parsed */
+	};
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(cases); i++) {
+		ag_conf_cache_forget();
+		ag_conf_cache_set_clock(cases[i].clock);
+		write_file(f->path, text, sizeof(text) - 1);
+		f->cap.n = 0;
+		unsigned long reads0 = ag_conf_cache_reads();
+		for (int k = 0; k < 20; k++) {
+			assert_int_equal(cached(f, f->path), 1);
+			assert_int_equal(f->cap.n, 1);
+			assert_int_equal(f->c.mode, AG_MODE_LOG_ONLY);
+			assert_int_equal(f->c.load_errno, 0);
+			assert_dump_value(&f->c, "trusted", "192.0.2.0/24");
+			/* the caller's copy: changing it changes nothing cached */
+			f->c.mode = AG_MODE_ENFORCE;
+			ag_cidrs_clear(&f->c.trusted);
+		}
+		assert_non_null(strstr(f->cap.msg[0], ":2: unknown key"));
+		if (cases[i].reads != 0)
+			assert_int_equal(ag_conf_cache_reads() - reads0, cases[i].reads);
+	}
+}
+
+/* The ways a file changes; each must be seen on the next call. Contents
+ * A and B have the same size; the mtime is set back to the same second. */
+enum edit { ED_NSEC, ED_SIZE, ED_RENAME, ED_SAME_STAMP };
+
+static const char text_a[] = "ipv4_prefix = 20\n", text_b[] = "ipv4_prefix = 21\n";
+static const time_t edit_sec = 1000000000;
+
+static void do_edit(struct fx *f, enum edit how)
+{
+	char tmp[400];
+
+	switch (how) {
+	case ED_NSEC: /* same size, same second, other nanoseconds */
+		write_file(f->path, text_b, sizeof(text_b) - 1);
+		set_mtime(f->path, edit_sec, 200);
+		break;
+	case ED_SIZE: /* only the size differs (and the content) */
+		write_file(f->path, "ipv4_prefix = 21  \n", 19);
+		set_mtime(f->path, edit_sec, 100);
+		break;
+	case ED_RENAME: /* a new inode renamed over it, stamps alike */
+		snprintf(tmp, sizeof(tmp), "%s.new", f->path);
+		write_file(tmp, text_b, sizeof(text_b) - 1);
+		set_mtime(tmp, edit_sec, 100);
+		assert_int_equal(rename(tmp, f->path), 0);
+		break;
+	case ED_SAME_STAMP: /* rewritten in place, size and mtime kept */
+		write_file(f->path, text_b, sizeof(text_b) - 1);
+		set_mtime(f->path, edit_sec, 100);
+		break;
+	}
+}
+
+static void test_cache_edits(void **state)
+{
+	struct fx *f = *state;
+	static const struct {
+		enum edit how;
+		int64_t (*clock)(void); /* NULL: the real one */
+	} cases[] = {
+		{ ED_NSEC, clock_ahead },
+		{ ED_SIZE, clock_ahead },
+		{ ED_RENAME, clock_ahead },
+		/* stamps alike but for the ctime, which one clock tick can
+		 * hide: a file changed just now is compared byte by byte */
+		{ ED_SAME_STAMP, clock_epoch },
+	};
+	int missed = 0;
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(cases); i++) {
+		ag_conf_cache_forget();
+		ag_conf_cache_set_clock(cases[i].clock);
+		write_file(f->path, text_a, sizeof(text_a) - 1);
+		set_mtime(f->path, edit_sec, 100);
+		assert_int_equal(cached(f, f->path), 0);
+		assert_int_equal(f->c.ipv4_prefix, 20);
+		assert_int_equal(cached(f, f->path), 0);
+		do_edit(f, cases[i].how);
+		assert_int_equal(cached(f, f->path), 0);
+		if (f->c.ipv4_prefix != 21) {
+			print_error("case %zu: the edit was missed\n", i);
+			missed++;
+		}
+	}
+	assert_int_equal(missed, 0);
+	assert_int_equal(f->cap.n, 0);
+}
+
+/* A missing file: ENOENT on every call, reported once; it appears, goes
+ * away and comes back, each seen on the next call. */
+static void test_cache_missing(void **state)
+{
+	struct fx *f = *state;
+
+	ag_conf_cache_set_clock(clock_ahead);
+	for (int k = 0; k < 5; k++) {
+		assert_int_equal(cached(f, f->path), AG_EIO);
+		assert_int_equal(f->c.load_errno, ENOENT);
+		assert_string_equal(f->c.load_path, f->path);
+	}
+	assert_int_equal(f->cap.n, 1);
+	assert_non_null(strstr(f->cap.msg[0], strerror(ENOENT)));
+
+	write_file(f->path, text_a, sizeof(text_a) - 1);
+	assert_int_equal(cached(f, f->path), 0);
+	assert_int_equal(f->c.load_errno, 0);
+	assert_int_equal(f->c.ipv4_prefix, 20);
+
+	assert_int_equal(unlink(f->path), 0);
+	assert_int_equal(cached(f, f->path), AG_EIO);
+	assert_int_equal(f->c.load_errno, ENOENT);
+	assert_int_equal(f->c.ipv4_prefix, 24); /* defaults */
+	assert_int_equal(f->cap.n, 2);
+
+	write_file(f->path, text_b, sizeof(text_b) - 1);
+	assert_int_equal(cached(f, f->path), 0);
+	assert_int_equal(f->c.load_errno, 0);
+	assert_int_equal(f->c.ipv4_prefix, 21);
+	assert_int_equal(f->cap.n, 2);
+}
+
+/* More paths than the cache holds: each still right; the least recently
+ * used was dropped, so it is parsed (and reported) again. */
+static void test_cache_bounded(void **state)
+{
+	struct fx *f = *state;
+	char path[AG_CONF_CACHE_PATHS + 2][400];
+	const int n = AG_CONF_CACHE_PATHS + 2;
+
+	ag_conf_cache_set_clock(clock_ahead);
+	for (int i = 0; i < n; i++) {
+		char text[64];
+		snprintf(path[i], sizeof(path[i]), "%s/c%d.conf", f->dir, i);
+		int len = snprintf(text, sizeof(text), "ipv4_prefix = %d\nbogus = 1\n", 10 + i);
+		write_file(path[i], text, (size_t)len);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < n; i++) {
+			assert_int_equal(cached(f, path[i]), 1);
+			assert_int_equal(f->c.ipv4_prefix, 10 + i);
+		}
+	}
+	assert_int_equal(f->cap.n, 2 * n);
+	/* the most recent ones are still cached */
+	assert_int_equal(cached(f, path[n - 1]), 1);
+	assert_int_equal(f->cap.n, 2 * n);
+}
+
+/* Threads hammering one path while it is replaced: every copy is one
+ * whole version of the file, and the last version wins. */
+struct hammer {
+	const char *path;
+	atomic_int bad;
+	atomic_bool stop;
+};
+
+static void *hammer_fn(void *arg)
+{
+	struct hammer *h = arg;
+
+	for (int k = 0; k < 3000 && !atomic_load(&h->stop); k++) {
+		struct ag_conf c;
+		int rc = ag_conf_cached(&c, h->path, NULL, NULL);
+		bool a = c.ipv4_prefix == 20 && c.trusted.n == 1;
+		bool b = c.ipv4_prefix == 21 && c.trusted.n == 2;
+		if (rc != 0 || c.load_errno != 0 || !(a || b))
+			atomic_fetch_add(&h->bad, 1);
+		ag_conf_free(&c);
+	}
+	return NULL;
+}
+
+static void test_cache_threads(void **state)
+{
+	struct fx *f = *state;
+	static const char *const text[] = {
+		"ipv4_prefix = 20\ntrusted = 192.0.2.0/24\n",
+		"ipv4_prefix = 21\ntrusted = 192.0.2.0/24, 198.51.100.0/24\n",
+	};
+	struct hammer h = { .path = f->path };
+	pthread_t t[4];
+	char tmp[400];
+
+	snprintf(tmp, sizeof(tmp), "%s.new", f->path);
+	write_file(f->path, text[0], strlen(text[0]));
+	for (size_t i = 0; i < AG_ARRAY_LEN(t); i++)
+		assert_int_equal(pthread_create(&t[i], NULL, hammer_fn, &h), 0);
+	for (int k = 1; k <= 200; k++) {
+		write_file(tmp, text[k % 2], strlen(text[k % 2]));
+		assert_int_equal(rename(tmp, f->path), 0);
+	}
+	for (size_t i = 0; i < AG_ARRAY_LEN(t); i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(atomic_load(&h.bad), 0);
+	assert_int_equal(cached(f, f->path), 0);
+	assert_int_equal(f->c.ipv4_prefix, 20); /* k = 200 */
+	assert_int_equal(f->cap.n, 0);
+}
+
 static void test_apply_args(void **state)
 {
 	struct fx *f = *state;
@@ -1327,6 +1617,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_load_nul, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_messages_control_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_unreadable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_too_big, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_unchanged, cache_setup, cache_teardown),
+		cmocka_unit_test_setup_teardown(test_cache_edits, cache_setup, cache_teardown),
+		cmocka_unit_test_setup_teardown(test_cache_missing, cache_setup, cache_teardown),
+		cmocka_unit_test_setup_teardown(test_cache_bounded, cache_setup, cache_teardown),
+		cmocka_unit_test_setup_teardown(test_cache_threads, cache_setup, cache_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_args, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
 	};
