@@ -933,7 +933,7 @@ static long evict(const struct ag_conf *c, const struct ag_sink *sink, struct ag
 		  int64_t now, uint64_t used, bool full)
 {
 	struct evict_round r = { .before = store_records(s) };
-	struct ag_evict_stats e;
+	struct ag_evict_stats e = { 0 };
 	struct ag_txn *t;
 	int64_t wall = ag_now_ms(), idle = last_evict_idle_ms;
 	uint64_t target = (uint64_t)c->db_max_size / EVICT_TARGET_DEN * EVICT_TARGET_NUM;

@@ -139,16 +139,6 @@ static int check_dir(const char *dir)
 	return 0;
 }
 
-/* A map size for a store of @used bytes: an eighth more and a MiB, in
- * whole MiB, at least the initial map. */
-static size_t map_with_room(size_t used)
-{
-	const size_t mib = (size_t)1 << 20;
-	size_t want = (used + used / 8 + mib + mib - 1) & ~(mib - 1);
-
-	return want > AG_MAP_INITIAL ? want : AG_MAP_INITIAL;
-}
-
 /* Open (creating if need be) one of the store's files before LMDB does,
  * without following a symlink, and check what it is. In a directory
  * shared through its group (setgid or group-writable) the file must be
@@ -325,8 +315,8 @@ static int open_store(const char *dir, struct ag_store **s_r)
 		rc = map_rc(mdb_env_create(&s->env));
 	if (rc == 0)
 		rc = map_rc(mdb_env_set_maxdbs(s->env, AG_DB_COUNT + 2));
-	if (rc == 0) /* a store file larger than the initial map: room to grow */
-		rc = map_rc(mdb_env_set_mapsize(s->env, map_with_room((size_t)s->file_id[1].st_size)));
+	if (rc == 0) /* LMDB maps a larger store file at its own size */
+		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_INITIAL));
 	if (rc == 0)
 		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
 	if (rc == 0)
@@ -405,23 +395,16 @@ const uint8_t *ag_store_secret(const struct ag_store *s)
 	return s->secret;
 }
 
-/* Another process grew the store past this process's map: map what the
- * store holds now and an eighth more (no transaction of ours may be open
- * meanwhile, hence the write lock). Adopting the exact size (LMDB's
- * mdb_env_set_mapsize(env, 0)) would fall behind again at the next page
- * another writer adds, and the attempt would fail open. */
+/* Another process grew the map: adopt the size the store records (no
+ * transaction of ours may be open meanwhile, hence the write lock). It
+ * is never more than some process's map, itself never grown past
+ * db_max_size (ag_store_grow): adding room here would let every new
+ * process raise the store's size for the next. Others may grow it again
+ * before our next begin: ag_txn_begin() adopts until it holds still. */
 static void adopt_map_size(struct ag_store *s)
 {
-	MDB_envinfo ei;
-	MDB_stat st;
-
 	pthread_rwlock_wrlock(&s->resize_lock);
-	if (mdb_env_info(s->env, &ei) == 0 && mdb_env_stat(s->env, &st) == 0) {
-		size_t size = map_with_room(((size_t)ei.me_last_pgno + 1) * st.ms_psize);
-		(void)mdb_env_set_mapsize(s->env, size > ei.me_mapsize ? size : ei.me_mapsize);
-	} else {
-		(void)mdb_env_set_mapsize(s->env, 0);
-	}
+	(void)mdb_env_set_mapsize(s->env, 0);
 	pthread_rwlock_unlock(&s->resize_lock);
 }
 
@@ -619,7 +602,6 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	MDB_envinfo ei;
 	MDB_stat st;
 	struct ag_txn *t;
-	char file[1100];
 	struct stat fst;
 	bool found;
 	int rc;
@@ -632,8 +614,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
 	info->max_readers = ei.me_maxreaders;
-	snprintf(file, sizeof(file), "%s/data.mdb", s->path);
-	if (stat(file, &fst) == 0)
+	if (fstat(s->file_fd[1], &fst) == 0)
 		info->file_bytes = (uint64_t)fst.st_size;
 	rc = ag_txn_begin(s, false, &t);
 	if (rc != 0)

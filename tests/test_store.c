@@ -184,6 +184,66 @@ static void test_planted_store_files(void **state)
 	assert_int_equal(tu_count_lines(target, n), 1); /* untouched */
 }
 
+/* Fill the store with values that stay, growing the map up to @max. */
+static void fill_to(const char *dir, int64_t max)
+{
+	static char val[3000];
+	struct ag_store *s;
+	unsigned long k = 0;
+
+	if (ag_store_get(dir, &s) != 0)
+		_exit(2);
+	for (;;) {
+		struct ag_txn *t;
+		int rc = 0;
+		if (ag_txn_begin(s, true, &t) != 0)
+			_exit(3);
+		for (int i = 0; i < 50 && rc == 0; i++) {
+			char key[48];
+			snprintf(key, sizeof(key), "junk%lu-%d", ++k, (int)getpid());
+			rc = ag_txn_put(t, AG_DB_META, key, strlen(key), val, sizeof(val));
+		}
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+		if (rc == AG_EFULL && ag_store_grow(s, max) == 0)
+			continue;
+		if (rc == AG_EFULL)
+			return;
+		if (rc != 0)
+			_exit(4);
+	}
+}
+
+/* db_max_size holds across processes: each new process maps the store
+ * as the store records it, never with room of its own on top (which the
+ * next process would then take as its starting size). */
+static void test_map_never_past_max_across_processes(void **state)
+{
+	struct fx *f = *state;
+	const int64_t max = 8 << 20;
+	char p[400];
+	struct stat st;
+
+	for (int gen = 0; gen < 4; gen++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			fill_to(f->db, max);
+			_exit(0);
+		}
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		snprintf(p, sizeof(p), "%s/data.mdb", f->db);
+		assert_int_equal(stat(p, &st), 0);
+		if (st.st_size > max)
+			print_error("generation %d: data.mdb %lld bytes\n", gen, (long long)st.st_size);
+		assert_true(st.st_size <= max);
+	}
+}
+
 static void test_newer_schema(void **state)
 {
 	struct fx *f = *state;
@@ -372,6 +432,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_same_dir_other_spelling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsafe_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_planted_store_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map_never_past_max_across_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_prefix_and_delete, setup, teardown),
