@@ -268,6 +268,7 @@ struct slot_scan {
 	uint8_t owner[AG_SRC_KEY_LEN]; /* see slot_owner() */
 	size_t olen;
 	uint32_t mine;        /* live slots held by that owner */
+	uint32_t by_user;     /* live slots held by users (see slot_owner()) */
 };
 
 /* Whom a slot is counted against: the sleeper's network (its key), or,
@@ -302,6 +303,8 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 		return AG_SCAN_DELETE;
 	if (vlen == ss->olen && memcmp(val, ss->owner, vlen) == 0)
 		ss->mine++;
+	if (vlen == 1 + sizeof(uint32_t) && *(const uint8_t *)val == SLOT_USER_MARK)
+		ss->by_user++;
 	return ++ss->live >= ss->max ? AG_SCAN_STOP : AG_SCAN_NEXT;
 }
 
@@ -309,7 +312,9 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
  * A place frees itself when its time is up, so a killed sleeper never
  * leaks one. One owner (a network; a user without an address or behind a
  * proxy) may hold at most a quarter of the places (at least one), so a
- * single source cannot starve everyone else's tarpit.
+ * single source cannot starve everyone else's tarpit; and users (names an
+ * attacker picks freely) hold at most half of them together, so guesses
+ * through a proxy cannot starve the clients that come directly.
  * Returns 0, 1 when no place may be taken, or AG_E*. */
 static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 {
@@ -325,7 +330,10 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 	int rc = ag_txn_scan(t, AG_DB_SLOT, NULL, 0, slot_visit, &ss);
 	if (rc != 0)
 		return rc;
+	uint32_t users = ss.max / 2 > 0 ? ss.max / 2 : 1;
 	if (ss.live >= ss.max || ss.mine >= per_source)
+		return 1;
+	if (ss.olen != AG_SRC_KEY_LEN && ss.by_user >= users)
 		return 1;
 	for (int i = 0; i < 8; i++)
 		key[i] = (uint8_t)(end >> (56 - 8 * i));
