@@ -64,6 +64,8 @@ static double run_flood(const struct ag_conf *c, double *lat, unsigned long n)
 	return bench_now_us() - t0;
 }
 
+/* (The #ifdef lets this file build against a tree from before eviction
+ * counters, to measure the anchor side by side.) */
 static void print_evictions(const struct ag_conf *c)
 {
 #ifdef AG_EVICT_VERSION

@@ -572,30 +572,23 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 
 /* ---- canonuser: the sasl_checkpass() path ------------------------------------ */
 
-/* What libsasl2 2.1.28's internal canonicalization (lib/canonusr.c)
- * trims at both ends of a name: isspace(), which in the C locale is
- * space, \t, \n, \v, \f and \r. Fixed rather than the daemon's locale:
- * no glibc locale counts a byte >= 0x80 as space, and where some other
- * libc's would, the user is still checked again after the step under
- * the name libsasl2 reports (w_step). */
-static bool canon_blank(char ch)
-{
-	return ch == ' ' || (ch >= '\t' && ch <= '\r');
-}
-
 /* What libsasl2's internal canonicalization does: trim blanks; with a
  * user realm, qualify a bare name with "@realm". */
 static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char *out,
 		 unsigned out_max, unsigned *out_len)
 {
+	size_t a, b;
+
 	if (len == 0)
 		len = (unsigned)strlen(user);
-	while (len > 0 && canon_blank(user[0])) {
-		user++;
-		len--;
-	}
-	while (len > 0 && canon_blank(user[len - 1]))
-		len--;
+	/* what libsasl2 2.1.28's own canonicalisation (lib/canonusr.c) trims:
+	 * isspace() in the C locale, fixed rather than the daemon's locale (no
+	 * glibc locale counts a byte >= 0x80 as space; where another libc's
+	 * would, the user is checked again after the step under the name
+	 * libsasl2 reports, see w_step) */
+	ag_user_trim(user, len, &a, &b);
+	user += a;
+	len = (unsigned)(b - a);
 	if (len == 0)
 		return SASL_BADPROT;
 	bool qualify = sp != NULL && sp->user_realm != NULL && sp->user_realm[0] != '\0' &&

@@ -70,18 +70,25 @@ static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_le
 		sink->fn(sink->ctx, lvl, line);
 }
 
-/* Log a fault at most once a minute per process and kind, so a flood of
- * one fault neither fills the log nor hides a different one. */
+/* True at most once a minute per process and kind, so a flood of one
+ * fault neither fills the log nor hides a different one (on the guard's
+ * clock: tests that move it on see each fault again). */
+static bool fault_due(enum fault_kind kind)
+{
+	int64_t now = clock_fn(), last = last_fault_ms[kind];
+
+	if (last != 0 && now - last < 60000 && now >= last)
+		return false;
+	return atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now);
+}
+
+/* Log a fault (rate-limited: fault_due()). */
 static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum fault_kind kind,
 		  int rc, const char *what)
 {
-	/* the guard's clock: tests that move it on see each fault again */
-	int64_t now = clock_fn(), last = last_fault_ms[kind];
 	char msg[AG_PATH_MAX + 256];
 
-	if (last != 0 && now - last < 60000 && now >= last)
-		return;
-	if (!atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now))
+	if (!fault_due(kind))
 		return;
 	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
 	if (kind == FAULT_EVICT)
@@ -104,12 +111,9 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
  * the attempt log's destination and the front end's. */
 static void config_fault(const struct ag_conf *c, const struct ag_sink *sink)
 {
-	int64_t now = clock_fn(), last = last_fault_ms[FAULT_CONFIG];
 	char msg[AG_PATH_MAX + 256];
 
-	if (c->load_errno == 0 || (last != 0 && now - last < 60000 && now >= last))
-		return;
-	if (!atomic_compare_exchange_strong(&last_fault_ms[FAULT_CONFIG], &last, now))
+	if (c->load_errno == 0 || !fault_due(FAULT_CONFIG))
 		return;
 	snprintf(msg, sizeof(msg),
 		 "authguard fault: config %s: cannot read: %s; running on built-in defaults: "

@@ -120,8 +120,7 @@ static bool user_blank(char ch)
 	return ch == ' ' || (ch >= '\t' && ch <= '\r');
 }
 
-/* The bounds [*a_r, *b_r) of @s without its surrounding blanks. */
-static void trim(const char *s, size_t len, size_t *a_r, size_t *b_r)
+void ag_user_trim(const char *s, size_t len, size_t *a_r, size_t *b_r)
 {
 	size_t a = 0, b = len;
 
@@ -147,7 +146,7 @@ int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t 
 
 	if (fold) {
 		size_t a, b;
-		trim(user, len, &a, &b);
+		ag_user_trim(user, len, &a, &b);
 		if (b > a) {
 			n = b - a;
 			if (n > sizeof(small) && (buf = malloc(n)) == NULL)
@@ -182,7 +181,7 @@ bool ag_user_key_folds_to(bool fold, const uint8_t *xkey, size_t xlen, const uin
 		return true;
 	if (!fold)
 		return false;
-	trim(x, shown, &a, &b);
+	ag_user_trim(x, shown, &a, &b);
 	if (b == a)
 		return false; /* blanks only: a short name is kept as it is */
 	if (shown == xlen) {

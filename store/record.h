@@ -111,6 +111,11 @@ AG_API int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, 
 AG_API bool ag_user_key_folds_to(bool fold, const uint8_t *xkey, size_t xlen, const uint8_t *ukey,
 				 size_t ulen);
 
+/* The bounds [*a_r, *b_r) of the name @s without the blanks around it that
+ * user_fold and libsasl2's canonicalisation drop: space, \t, \n, \v, \f
+ * and \r (isspace() in the C locale), whatever the process's locale. */
+AG_API void ag_user_trim(const char *s, size_t len, size_t *a_r, size_t *b_r);
+
 /* Pair key: 2-byte user key length, user key, source key. Pairs are
  * filed under the exact name (ag_user_key()), not the folded one: with
  * user_fold, the owner of "Alice" must not make a place familiar for
