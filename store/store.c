@@ -1,6 +1,7 @@
 /* store.c - LMDB environment handling, per-process cache, transactions. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -169,10 +170,35 @@ static int open_store_file(const char *dir, const char *name, bool shared, struc
 	return fd;
 }
 
+/* How many of this process's descriptors are open on the file @id, or -1
+ * when /proc/self/fd cannot be read (a chroot without /proc). */
+static int fds_on(const struct stat *id)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+		struct stat st;
+		if (e->d_name[0] == '.' || *end != '\0' || fd == dirfd(d))
+			continue;
+		if (fstat((int)fd, &st) == 0 && st.st_dev == id->st_dev && st.st_ino == id->st_ino)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
 /* LMDB opened data.mdb and lock.mdb again, by name: they must still be
  * the files checked above (a member of a group-writable directory could
- * have swapped one in between). */
-static int same_files(struct ag_store *s, const char *dir)
+ * have swapped one in between). data.mdb: LMDB's descriptor says. lock.mdb:
+ * LMDB's descriptor must be one more on the checked file (@lock_fds were
+ * open on it before); without /proc, the name must still lead there. */
+static int same_files(struct ag_store *s, const char *dir, int lock_fds)
 {
 	char path[1100];
 	struct stat st;
@@ -181,6 +207,8 @@ static int same_files(struct ag_store *s, const char *dir)
 	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
 	    st.st_dev != s->file_id[1].st_dev || st.st_ino != s->file_id[1].st_ino)
 		return AG_EUNSAFE;
+	if (lock_fds >= 0)
+		return fds_on(&s->file_id[0]) == lock_fds + 1 ? 0 : AG_EUNSAFE;
 	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
 	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[0].st_dev ||
 	    st.st_ino != s->file_id[0].st_ino)
@@ -319,10 +347,11 @@ static int open_store(const char *dir, struct ag_store **s_r)
 		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_INITIAL));
 	if (rc == 0)
 		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
+	int lock_fds = rc == 0 ? fds_on(&s->file_id[0]) : -1;
 	if (rc == 0)
 		rc = map_rc(mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0660));
 	if (rc == 0)
-		rc = same_files(s, dir);
+		rc = same_files(s, dir, lock_fds);
 	if (rc == 0) {
 		(void)mdb_reader_check(s->env, &dead);
 		rc = init_dbs(s);
