@@ -4,12 +4,14 @@
  * tracked sources, and what the store holds per source. Prints numbers;
  * asserts nothing.
  *
- *   bench_guard [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F]
+ *   bench_guard [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]]
  *
  * -F: the attempts are a flood instead, each place (user, /64) new and
  * failing twice with two passwords, as in issue 16: it keeps the store at
  * db_max_size, and the worst attempts are the ones that paid for an
- * eviction round.
+ * eviction round. -B: before the flood, the store is filled to
+ * db_max_size with sources banned for an hour (nothing may evict them), so
+ * the flood's writes find no room: what each attempt costs then.
  */
 #include "config.h"
 
@@ -21,6 +23,7 @@
 #include "util.h"
 #include "admin.h"
 #include "guard.h"
+#include "record.h"
 #include "store.h"
 
 /* Check + record of random known sources; 1 in 4 succeeds. */
@@ -63,6 +66,42 @@ static double run_flood(const struct ag_conf *c, double *lat, unsigned long n)
 	}
 	return bench_now_us() - t0;
 }
+
+/* Fill the store to db_max_size with banned sources (an hour to go). */
+static unsigned long fill_banned(const struct ag_conf *c)
+{
+	struct ag_store *s;
+	struct ag_src_rec r = { .version = AG_REC_VERSION, .ban_count = 1 };
+	unsigned long n = 0;
+	int rc = 0;
+
+	if (ag_store_get(c->db_dir, &s) != 0)
+		return 0;
+	(void)ag_store_grow(s, c->db_max_size);
+	r.first_seen = r.last_seen = ag_now_ms();
+	r.ban_until = r.first_seen + 3600000;
+	while (rc == 0) {
+		struct ag_txn *t;
+		if (ag_txn_begin(s, true, &t) != 0)
+			break;
+		for (int k = 0; k < 200 && rc == 0; k++, n++) {
+			char addr[64];
+			struct ag_addr a;
+			uint8_t key[AG_SRC_KEY_LEN];
+			snprintf(addr, sizeof(addr), "2001:db8:bad:%lx::1", n);
+			if (ag_addr_parse(addr, strlen(addr), &a) != 0)
+				break;
+			ag_src_key(&a, key);
+			rc = ag_txn_put(t, AG_DB_SRC, key, sizeof(key), &r, sizeof(r));
+		}
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+	}
+	return n;
+}
+
 
 /* (The #ifdef lets this file build against a tree from before eviction
  * counters, to measure the anchor side by side.) */
@@ -117,13 +156,13 @@ static void print_store(const struct ag_conf *c, unsigned long sources)
 
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F]\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]]\n",
 		prog);
 	return 2;
 }
 
 static int measure(unsigned long sources, unsigned long attempts, const char *logmode,
-		   const char *max_size, const struct bench_dir *d, bool flood)
+		   const char *max_size, const struct bench_dir *d, bool flood, bool banned)
 {
 	struct ag_conf c;
 
@@ -139,12 +178,15 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 		return 1;
 	}
 	double filled = bench_fill(&c, sources);
+	unsigned long nbanned = banned ? fill_banned(&c) : 0;
 	double total = flood ? run_flood(&c, lat, attempts) : run(&c, sources, lat, attempts);
 	bench_sort(lat, attempts);
 
 	bench_print_settings("bench_guard", &c);
 	printf("  sources=%lu attempts=%lu%s\n", sources, attempts,
 	       flood ? " (a flood: new (user, /64) places, two failures each)" : "");
+	if (banned)
+		printf("  before it: %lu banned sources, the store full at db_max_size\n", nbanned);
 	printf("  fill: %.1f s (%.1f us per recorded failure)\n", filled / 1e6,
 	       sources ? filled / (double)sources : 0);
 	printf("  check+record per attempt: p50 %.1f us  p90 %.1f us  p99 %.1f us  max %.1f us\n",
@@ -157,7 +199,7 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 			printf(" %.1f ms", lat[i] / 1000.0);
 		printf("\n");
 	}
-	print_store(&c, sources);
+	print_store(&c, banned ? 0 : sources); /* per source means nothing then */
 	print_evictions(&c);
 	free(lat);
 	ag_conf_free(&c);
@@ -169,10 +211,10 @@ int main(int argc, char **argv)
 	unsigned long sources = 1000, attempts = 20000;
 	const char *logmode = "none", *dir = NULL, *max_size = NULL;
 	struct bench_dir d;
-	bool flood = false;
+	bool flood = false, banned = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:F")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FB")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -180,6 +222,7 @@ int main(int argc, char **argv)
 		case 'm': max_size = optarg; break;
 		case 'd': dir = optarg; break;
 		case 'F': flood = true; break;
+		case 'B': banned = true; break;
 		default: return usage(argv[0]);
 		}
 	}
@@ -187,7 +230,7 @@ int main(int argc, char **argv)
 		return usage(argv[0]);
 	if (bench_dir_init(&d, dir) != 0)
 		return 1;
-	int rc = measure(sources, attempts, logmode, max_size, &d, flood);
+	int rc = measure(sources, attempts, logmode, max_size, &d, flood || banned, banned);
 	bench_dir_done(&d);
 	return rc;
 }

@@ -639,12 +639,25 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
  * target costs is the oldest records, the ones a rule is least likely to
  * need. Records written in the last AG_EVICT_RECENT_MS go only when nothing
  * older may (a flood that fills the store that fast), and that is said.
+ * Repeat-ban memory (ag_src_ban_memory()) is a second tier: only when the
+ * weak records cannot make enough room does it go too, oldest ban end
+ * first (the memory with the least time left before ban() forgets it; a
+ * failure after the ban moves last_seen, never the ban's end), and that
+ * is said; then recent weak records spared above. Active bans, locks and
+ * familiar pairs never go.
  * Ages are counted in log-scale buckets, four to each power of two of
- * milliseconds, so the cutoff is off by at most a quarter of its age. */
+ * milliseconds, so the cutoff is off by at most a quarter of its age.
+ * A full store costs passes over it, so per process: a write that fails
+ * for want of room starts a round at most every EVICT_FULL_GAP_MS; after
+ * a round that dropped less than half of what it needed, none for
+ * EVICT_IDLE_MS; the dead records are looked for at most every
+ * GC_PASS_GAP_MS. */
 #define EVICT_TARGET_NUM 1
 #define EVICT_TARGET_DEN 2
 #define EVICT_BUCKETS 184 /* ages up to 2^47 ms */
 #define EVICT_IDLE_MS 1000
+#define EVICT_FULL_GAP_MS 250
+#define GC_PASS_GAP_MS 1000
 
 struct gc_ctx {
 	const struct ag_conf *c;
@@ -653,9 +666,14 @@ struct gc_ctx {
 	bool evict;           /* also drop weak records (the store is full) */
 	bool keep_unknown;    /* keep what does not decode (the background pass) */
 	uint64_t *ages;       /* evict: count weak records by age, drop nothing */
+	uint64_t *mem_ages;   /* ... and ban-memory records by age of the ban's end */
 	int64_t cutoff;       /* evict: drop weak records last written this long ago */
+	bool take_mem;        /* evict: drop ban memory too, ... */
+	int64_t mem_cutoff;   /* ... of bans that ended this long ago */
 	uint64_t goal;        /* evict: stop once the store holds this many records */
 	long dropped, batch_dropped, visited, max_visits;
+	long mem_dropped, batch_mem; /* of them, ban memory */
+	bool is_mem;          /* the record just judged went as ban memory */
 	long max_deletes;     /* per batch; 0: GC_BATCH_DELETES */
 	uint8_t resume[512];  /* where the next batch starts */
 	size_t resume_len;
@@ -708,6 +726,19 @@ static bool evictable(struct gc_ctx *g, const void *r)
 	return age >= g->cutoff;
 }
 
+/* Whether a source's repeat-ban memory goes (tier two); counted instead
+ * in the counting pass. */
+static bool mem_evictable(struct gc_ctx *g, const struct ag_src_rec *r)
+{
+	int64_t age = g->now - r->ban_until; /* >= 0: the ban is over */
+
+	if (g->ages != NULL) {
+		g->mem_ages[age_bucket(age)]++;
+		return false;
+	}
+	return g->take_mem && age >= g->mem_cutoff;
+}
+
 static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 {
 	union {
@@ -715,7 +746,7 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 		struct ag_user_rec u;
 		struct ag_pair_rec p;
 	} r;
-	bool dead = false, weak = false;
+	bool dead = false, weak = false, mem = false;
 
 	if (ag_rec_decode(g->kind, val, vlen, &r) != 0)
 		return !g->keep_unknown && g->ages == NULL; /* damaged, or another version's */
@@ -725,6 +756,7 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 			return false;
 		dead = ag_src_dead(g->c, &r.s, g->now);
 		weak = g->evict && ag_src_weak(g->c, &r.s, g->now);
+		mem = g->evict && !dead && ag_src_ban_memory(g->c, &r.s, g->now);
 		break;
 	case AG_REC_USER:
 		dead = ag_user_dead(g->c, &r.u, g->now);
@@ -740,9 +772,14 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 	if (g->ages != NULL) { /* counting; the dead go in the deleting pass anyway */
 		if (weak && !dead)
 			(void)evictable(g, &r);
+		else if (mem)
+			(void)mem_evictable(g, &r.s);
 		return false;
 	}
-	return dead || (weak && evictable(g, &r));
+	if (dead || (weak && evictable(g, &r)))
+		return true;
+	g->is_mem = mem && mem_evictable(g, &r.s);
+	return g->is_mem;
 }
 
 static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const void *val,
@@ -759,9 +796,11 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 		g->more = true;
 		return AG_SCAN_STOP;
 	}
+	g->is_mem = false;
 	if (!rec_droppable(g, val, vlen))
 		return AG_SCAN_NEXT;
 	g->batch_dropped++;
+	g->batch_mem += g->is_mem;
 	return AG_SCAN_DELETE;
 }
 
@@ -798,7 +837,7 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 		if (rc != 0)
 			return rc;
 		g->more = false;
-		g->batch_dropped = g->visited = 0;
+		g->batch_dropped = g->batch_mem = g->visited = 0;
 		rc = ag_txn_scan_from(t, gc_dbs[i].db, from, from_len, gc_visit, g);
 		if (rc == 0 && write)
 			rc = ag_txn_commit(t);
@@ -808,22 +847,29 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 			break;
 		g->max_deletes /= 2;
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		g->dropped += g->batch_dropped;
+		g->mem_dropped += g->batch_mem;
+	}
 	return rc;
 }
 
 /* Run @g over the record databases: in write transactions that drop what
- * rec_droppable() says, or (counting) in read-only ones. */
+ * rec_droppable() says, or (counting) in read-only ones. With a goal, the
+ * store's own count is read once per database (another process may evict
+ * too), and what this one drops is subtracted from it in between. */
 static long gc_run(struct gc_ctx *g, struct ag_store *s)
 {
 	g->max_visits = GC_BATCH_VISITS;
 	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++) {
+		uint64_t held = g->goal != 0 ? store_records(s) : 0;
+		long from = g->dropped;
 		g->kind = gc_dbs[i].kind;
 		g->resume_len = 0;
 		do {
-			if (g->goal != 0 && store_records(s) <= g->goal)
-				return g->dropped; /* another process evicts too */
+			uint64_t mine = (uint64_t)(g->dropped - from);
+			if (g->goal != 0 && (held <= mine || held - mine <= g->goal))
+				return g->dropped;
 			int rc = gc_batch(g, s, i);
 			if (rc != 0)
 				return rc;
@@ -849,33 +895,59 @@ long ag_guard_gc(const struct ag_conf *c, int64_t now)
 
 /* One eviction round's plan and result. */
 struct evict_round {
-	uint64_t before, need, weak, dropped;
-	int64_t cutoff;
+	uint64_t before, need, weak, mem, dropped, mem_dropped;
+	int64_t cutoff, mem_cutoff;
 	bool recent;  /* it takes records written in the last AG_EVICT_RECENT_MS */
+	bool take_mem; /* it takes repeat-ban memory */
 };
 
-/* Count the weak records by age (read-only batches) and pick the cutoff:
- * the least age such that the weak records at least that old number
- * @r->need, but not below AG_EVICT_RECENT_MS while any older one is left. */
+/* The oldest buckets of @ages down to @least that hold @want records (or
+ * all of them): the least age to take, INT64_MAX for none; adds what it
+ * takes to @got. */
+static int64_t evict_cut(const uint64_t *ages, unsigned least, uint64_t want, uint64_t *got)
+{
+	unsigned b = EVICT_BUCKETS;
+	uint64_t n = 0;
+
+	while (b > least && n < want)
+		n += ages[--b];
+	*got += n;
+	return b < EVICT_BUCKETS && n > 0 ? bucket_floor(b) : INT64_MAX;
+}
+
+/* Count the weak and the ban-memory records by age (read-only batches)
+ * and pick the cutoffs: the weak ones oldest first until @r->need, but
+ * none younger than AG_EVICT_RECENT_MS while any older one is left; if
+ * that is not enough, ban memory oldest ban end first; then the recent
+ * weak ones. */
 static int evict_plan(const struct ag_conf *c, struct ag_store *s, int64_t now,
 		      struct evict_round *r)
 {
-	uint64_t ages[EVICT_BUCKETS] = { 0 }, got = 0, older = 0;
-	struct gc_ctx g = { .c = c, .now = now, .evict = true, .ages = ages };
+	uint64_t ages[EVICT_BUCKETS] = { 0 }, mem_ages[EVICT_BUCKETS] = { 0 }, got = 0, older = 0;
+	struct gc_ctx g = { .c = c, .now = now, .evict = true, .ages = ages, .mem_ages = mem_ages };
 	long rc = gc_run(&g, s);
-	unsigned b = EVICT_BUCKETS, least = 0;
+	unsigned least = 0;
 
 	if (rc < 0)
 		return (int)rc;
 	for (unsigned i = 0; i < EVICT_BUCKETS; i++) {
 		r->weak += ages[i];
+		r->mem += mem_ages[i];
 		older += bucket_floor(i) >= AG_EVICT_RECENT_MS ? ages[i] : 0;
 	}
 	while (older > 0 && bucket_floor(least) < AG_EVICT_RECENT_MS)
 		least++; /* enough older ones to go on with: spare the recent */
-	while (b > least && got < r->need)
-		got += ages[--b];
-	r->cutoff = b < EVICT_BUCKETS ? bucket_floor(b) : INT64_MAX;
+	r->cutoff = evict_cut(ages, least, r->need, &got);
+	r->mem_cutoff = INT64_MAX;
+	if (got < r->need && r->mem > 0) {
+		r->mem_cutoff = evict_cut(mem_ages, 0, r->need - got, &got);
+		r->take_mem = r->mem_cutoff != INT64_MAX;
+	}
+	if (got < r->need && least > 0) { /* the spared recent ones last */
+		uint64_t all = 0; /* from the oldest: all the older ones, then these */
+		int64_t recent = evict_cut(ages, 0, older + (r->need - got), &all);
+		r->cutoff = recent != INT64_MAX ? recent : r->cutoff;
+	}
 	r->recent = r->cutoff < AG_EVICT_RECENT_MS;
 	return 0;
 }
@@ -916,25 +988,41 @@ static int evict_note(struct ag_store *s, int64_t now, const struct evict_round 
 static void evict_say(const struct ag_conf *c, const struct ag_sink *sink,
 		      const struct evict_round *r, const struct ag_evict_stats *e)
 {
-	char what[320];
+	char what[480], mem[160] = "";
 
-	if (r->weak == 0)
+	if (r->take_mem)
+		snprintf(mem, sizeof(mem),
+			 ", REPEAT-BAN MEMORY TOO: %" PRIu64 " sources whose ban ended %.1f s ago or"
+			 " more (their next ban is not doubled)",
+			 r->mem_dropped, (double)r->mem_cutoff / 1000.0);
+	if (r->weak == 0 && !r->take_mem)
 		snprintf(what, sizeof(what),
 			 "store full at db_max_size=%" PRId64 "M and nothing may be evicted (%" PRIu64
-			 " records, all banned, remembered bans, locked or familiar)",
+			 " records, all banned, locked or familiar)",
 			 c->db_max_size >> 20, r->before);
 	else
 		snprintf(what, sizeof(what),
 			 "store full at db_max_size=%" PRId64 "M: evicted %" PRIu64 " of %" PRIu64
-			 " records, oldest first: those last written %.1f s ago or more%s"
+			 " records, oldest first: those last written %.1f s ago or more%s%s"
 			 " (%" PRIu64 " rounds, %" PRIu64 " records in all)",
-			 c->db_max_size >> 20, r->dropped, r->before, (double)r->cutoff / 1000.0,
-			 r->recent ? ", RECENT ONES TOO: nothing older was left" : "", e->rounds,
+			 c->db_max_size >> 20, r->dropped, r->before,
+			 r->cutoff == INT64_MAX ? 0.0 : (double)r->cutoff / 1000.0,
+			 r->recent ? ", RECENT ONES TOO: nothing older was left" : "", mem, e->rounds,
 			 e->records);
 	fault(c, sink, FAULT_EVICT, 0, what);
 }
 
-static _Atomic int64_t last_evict_idle_ms;
+/* Per process (wall clock): no round before evict_quiet_until_ms (after a
+ * round that found too little to evict, or a full round a moment ago);
+ * the last gc_pass() of maintain(). */
+static _Atomic int64_t evict_quiet_until_ms, last_gc_pass_ms;
+
+/* True while @until (a wall-clock time no more than @span ahead) is to
+ * come; a clock stepped back ends the wait. */
+static bool still_before(int64_t wall, int64_t until, int64_t span)
+{
+	return wall < until && until - wall <= span;
+}
 
 /* One eviction round. @full: a write has just failed for want of room;
  * otherwise (the periodic look) a round is only started once the store
@@ -947,11 +1035,9 @@ static long evict(const struct ag_conf *c, const struct ag_sink *sink, struct ag
 	struct evict_round r = { .before = store_records(s) };
 	struct ag_evict_stats e = { 0 };
 	struct ag_txn *t;
-	int64_t wall = ag_now_ms(), idle = last_evict_idle_ms;
+	int64_t wall = ag_now_ms();
 	uint64_t target = (uint64_t)c->db_max_size / EVICT_TARGET_DEN * EVICT_TARGET_NUM;
 
-	if (idle != 0 && wall - idle < EVICT_IDLE_MS && wall >= idle)
-		return 0; /* this process found nothing to evict a moment ago */
 	if (!full && ag_txn_begin(s, false, &t) == 0) {
 		int rc = ag_admin_evictions(t, &e);
 		ag_txn_abort(t);
@@ -969,18 +1055,23 @@ static long evict(const struct ag_conf *c, const struct ag_sink *sink, struct ag
 	int rc = evict_plan(c, s, now, &r);
 	if (rc != 0)
 		return rc;
-	if (r.weak > 0) {
+	if (r.weak > 0 || r.take_mem) {
 		struct gc_ctx g = { .c = c, .now = now, .evict = true, .cutoff = r.cutoff,
+				    .take_mem = r.take_mem, .mem_cutoff = r.mem_cutoff,
 				    .goal = r.before - r.need };
 		long n = gc_run(&g, s);
 		if (n < 0)
 			return n;
 		r.dropped = (uint64_t)n;
+		r.mem_dropped = (uint64_t)g.mem_dropped;
 		rc = evict_note(s, now, &r, &e);
 	} else {
-		last_evict_idle_ms = wall;
 		memset(&e, 0, sizeof(e));
 	}
+	if (r.dropped < r.need / 2) /* too little to be worth a pass for a while */
+		evict_quiet_until_ms = wall + EVICT_IDLE_MS;
+	else if (full)
+		evict_quiet_until_ms = wall + EVICT_FULL_GAP_MS;
 	evict_say(c, sink, &r, &e);
 	return rc != 0 ? rc : (long)r.dropped;
 }
@@ -991,8 +1082,15 @@ static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct
 		     int64_t now, bool full)
 {
 	uint64_t used, map;
-	long n = gc_pass(c, s, now);
+	int64_t wall = ag_now_ms();
+	long n = 0;
 
+	if (still_before(wall, evict_quiet_until_ms, EVICT_IDLE_MS))
+		return 0; /* a round a moment ago: it found too little, or is this recent */
+	if (!still_before(wall, last_gc_pass_ms + GC_PASS_GAP_MS, GC_PASS_GAP_MS)) {
+		last_gc_pass_ms = wall;
+		n = gc_pass(c, s, now);
+	}
 	if (n < 0)
 		return n;
 	if (ag_store_usage(s, &used, &map) == 0 && used * 4 > (uint64_t)c->db_max_size * 3) {

@@ -363,6 +363,12 @@ bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t no
 	return r->ban_count == 0 || now - r->ban_until > c->ip_ban_max;
 }
 
+bool ag_src_ban_memory(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
+{
+	return r->ban_count > 0 && r->ban_by_admin == 0 && r->ban_until <= now &&
+	       now - r->ban_until <= c->ip_ban_max;
+}
+
 bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)
 {
 	(void)c;

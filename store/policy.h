@@ -110,4 +110,10 @@ AG_API bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, i
 AG_API bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
 AG_API bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
 AG_API bool ag_pair_weak(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);
+/* True when a source record's only protection from eviction is its
+ * repeat-ban memory: its last ban (by a rule, not an admin) is over but
+ * ended at most ip_ban_max ago. Such records go only when the weak ones
+ * cannot make enough room (a store filled with them must not stop the
+ * guard), by the age of their ban's end, oldest first. */
+AG_API bool ag_src_ban_memory(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
 #endif

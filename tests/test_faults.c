@@ -34,6 +34,8 @@ struct fx {
 	struct ag_conf c;
 	int faults;
 	int evict_lines; /* fault lines about eviction */
+	int unguarded;   /* fault lines saying attempts went on unguarded */
+	int mem_lines;   /* eviction lines saying repeat-ban memory went */
 };
 
 static void sink(void *ctx, enum ag_level lvl, const char *msg)
@@ -43,6 +45,10 @@ static void sink(void *ctx, enum ag_level lvl, const char *msg)
 		f->faults++;
 	if (lvl >= AG_LVL_WARN && strstr(msg, "raise db_max_size") != NULL)
 		f->evict_lines++;
+	if (lvl >= AG_LVL_WARN && strstr(msg, "attempts go on unguarded") != NULL)
+		f->unguarded++;
+	if (lvl >= AG_LVL_WARN && strstr(msg, "REPEAT-BAN MEMORY TOO") != NULL)
+		f->mem_lines++;
 }
 
 static int setup(void **state)
@@ -605,6 +611,167 @@ static void test_store_kept_full(void **state)
 	ag_guard_set_clock(NULL);
 }
 
+/* Write @r for host @addr straight into the store. */
+static int put_src(struct fx *f, struct ag_txn *t, const char *addr, const struct ag_src_rec *r)
+{
+	struct ag_addr a;
+	uint8_t key[AG_SRC_KEY_LEN];
+
+	(void)f;
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, key);
+	return ag_txn_put(t, AG_DB_SRC, key, sizeof(key), r, sizeof(*r));
+}
+
+static void mem_addr(char *buf, size_t n, int i)
+{
+	snprintf(buf, n, "2001:db8:bad:%x::1", i);
+}
+
+/* A store at db_max_size filled with repeat-ban memory (IPv6 hosts each
+ * banned once by a rule, the bans over, ending two a second: the cheap
+ * way to fill it with records that could never be evicted) and a few
+ * ordinary records, plus an active ban and an admin's ban that is over,
+ * both older than all. A flood of one-shot places then needs room: the
+ * ordinary records are not enough, so ban memory goes, oldest ban end
+ * first; no write fails (no "attempts go on unguarded"), the newest
+ * memory stays, and the active ban and the admin's are never taken.
+ * Before the tiers every write failed once the ordinary records were
+ * gone. */
+static void test_store_full_of_ban_memory(void **state)
+{
+	struct fx *f = *state;
+	const char *banned = "192.0.2.99", *admin = "192.0.2.98";
+	struct ag_store *s;
+	struct ag_txn *t;
+	char addr[64];
+	int n = 0, rc = 0;
+
+	/* past the fault lines' once-a-minute of the tests before, and past
+	 * the second this process may stay out of eviction after their last
+	 * round (a wait for a bound, not a timed assertion) */
+	fake_ms = 1900000000000LL;
+	ag_guard_set_clock(fake_now);
+	usleep(1100 * 1000);
+	f->c.db_max_size = 8LL << 20;
+	f->c.log_kind = AG_LOG_NONE;
+	guess(f, "first", "192.0.2.1", 0); /* creates the store */
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	(void)ag_store_grow(s, f->c.db_max_size); /* to db_max_size, if it is not yet */
+	struct ag_src_rec r = { .version = AG_REC_VERSION, .first_seen = fake_ms - 2 * 86400000LL };
+	r.last_seen = r.first_seen;
+	r.ban_count = 1;
+	r.ban_until = fake_ms + 3600000; /* active, the oldest write of all */
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(put_src(f, t, banned, &r), 0);
+	r.ban_until = fake_ms - 60000; /* an admin's, over */
+	r.ban_by_admin = 1;
+	assert_int_equal(put_src(f, t, admin, &r), 0);
+	r.ban_by_admin = 0;
+	for (int i = 0; i < 50; i++) { /* ordinary, never banned */
+		struct ag_src_rec o = r;
+		o.ban_count = 0;
+		o.ban_until = 0;
+		snprintf(addr, sizeof(addr), "198.51.100.%d", i);
+		assert_int_equal(put_src(f, t, addr, &o), 0);
+	}
+	assert_int_equal(ag_txn_commit(t), 0);
+	/* ban memory until the map is full: record n's ban ended n/2 s after
+	 * the first's, the last one a minute ago or more */
+	while (rc == 0) {
+		assert_int_equal(ag_txn_begin(s, true, &t), 0);
+		for (int k = 0; k < 200 && rc == 0; k++, n++) {
+			mem_addr(addr, sizeof(addr), n);
+			r.ban_until = fake_ms - 60000 - (100000 - n) * 500LL;
+			r.last_seen = r.ban_until - f->c.ip_ban_time;
+			rc = put_src(f, t, addr, &r);
+		}
+		rc = rc == 0 ? ag_txn_commit(t) : (ag_txn_abort(t), rc);
+		if (rc != 0)
+			n -= 200; /* that batch is not in */
+	}
+	assert_int_equal(rc, AG_EFULL);
+	assert_true(n > 10000 && n < 100000);
+	f->faults = f->evict_lines = 0;
+
+	flood(f, 0, 3000);
+	struct ag_evict_stats e = evictions_of(f);
+	char first[64], last[64];
+	mem_addr(first, sizeof(first), 0);
+	mem_addr(last, sizeof(last), n - 1);
+	print_message("ban-memory records %d; rounds %" PRIu64 ", records %" PRIu64
+		      "; unguarded lines %d, memory lines %d, eviction lines %d\n",
+		      n, e.rounds, e.records, f->unguarded, f->mem_lines, f->evict_lines);
+	assert_int_equal(f->unguarded, 0);
+	assert_true(e.rounds >= 1);
+	assert_true(f->mem_lines >= 1);
+	assert_int_equal(src_of(f, first).ban_count, 0);  /* the oldest memory went */
+	assert_int_equal(src_of(f, last).ban_count, 1);   /* the newest stays */
+	assert_true(src_of(f, banned).ban_until > fake_ms); /* an active ban never goes */
+	assert_int_equal(src_of(f, admin).ban_by_admin, 1); /* nor an admin's */
+	/* one round made room for the whole flood: what it wrote after that
+	 * round all stays (before: a round per place, each taking the places
+	 * before it, the only weak records). The round itself took the
+	 * ordinary records first, the first place's first failure with them. */
+	assert_true(e.rounds < 10);
+	assert_int_equal(src_of(f, "2001:db8:0:1::1").n_fail, 2);
+	snprintf(addr, sizeof(addr), "2001:db8:%x:%x::1", 2999 >> 12, 2999 & 0xfff);
+	assert_int_equal(src_of(f, addr).n_fail, 2);
+	ag_guard_set_clock(NULL);
+}
+
+/* A store at db_max_size full of active bans (nothing may evict them)
+ * and a few ordinary records: each write that fails for want of room
+ * could start a round (a pass over the whole store holding the writer
+ * lock for a batch at a time), and each round finds the few records the
+ * flood itself just wrote. A round that finds far less than it needs
+ * keeps this process out of eviction for a second: rounds stay within one
+ * a second of the test's own run time (before: one per attempt, 600). */
+static void test_store_full_rounds_limited(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *t;
+	char addr[64];
+	int n = 0, rc = 0;
+
+	fake_ms = 2000000000000LL; /* past the tests before: see above */
+	ag_guard_set_clock(fake_now);
+	usleep(1100 * 1000);
+	f->c.db_max_size = 8LL << 20;
+	f->c.log_kind = AG_LOG_NONE;
+	guess(f, "first", "192.0.2.1", 0);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	(void)ag_store_grow(s, f->c.db_max_size);
+	struct ag_src_rec r = { .version = AG_REC_VERSION, .first_seen = fake_ms - 60000 };
+	r.last_seen = r.first_seen;
+	r.ban_count = 1;
+	r.ban_until = fake_ms + 3600000;
+	while (rc == 0) {
+		assert_int_equal(ag_txn_begin(s, true, &t), 0);
+		for (int k = 0; k < 200 && rc == 0; k++, n++) {
+			mem_addr(addr, sizeof(addr), n);
+			rc = put_src(f, t, addr, &r);
+		}
+		rc = rc == 0 ? ag_txn_commit(t) : (ag_txn_abort(t), rc);
+	}
+	assert_int_equal(rc, AG_EFULL);
+	int64_t t0 = ag_now_ms();
+	flood(f, 0, 300);
+	int64_t ran_ms = ag_now_ms() - t0;
+	struct ag_evict_stats e = evictions_of(f);
+	print_message("active bans %d; 600 attempts in %" PRId64 " ms: rounds %" PRIu64
+		      ", records %" PRIu64 "; unguarded lines %d\n",
+		      n, ran_ms, e.rounds, e.records, f->unguarded);
+	assert_true(e.rounds >= 1);
+	assert_true(e.rounds <= (uint64_t)(2 + ran_ms / 1000));
+	/* what is lost is said: the writes that found no room went on unguarded */
+	assert_true(f->unguarded >= 1);
+	mem_addr(addr, sizeof(addr), 0);
+	assert_true(src_of(f, addr).ban_until > fake_ms);
+	ag_guard_set_clock(NULL);
+}
+
 /* A thousand processes at once, each a different source due for the
  * tarpit, against tarpit_slots = 4: never more than four sleep. Each
  * sleep lasts 60 s, so no slot frees while the test runs, however slow
@@ -747,6 +914,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_store_not_permitted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clock_steps_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_kept_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_full_of_ban_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_full_rounds_limited, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thousand_processes_small_tarpit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_flat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_huge_hostile_user, setup, teardown),

@@ -1381,7 +1381,8 @@ static void test_pair_dead_table(void **state)
 
 /* What eviction may take (issue 16): counts do not protect a record, its
  * age decides (in the guard); bans, the repeat-ban memory, locks and
- * familiarity do. */
+ * familiarity do. Repeat-ban memory (a rule's ban, over) is the second
+ * tier: evictable when the weak records cannot make room. */
 static void test_src_weak_table(void **state)
 {
 	struct world *w = *state;
@@ -1397,28 +1398,33 @@ static void test_src_weak_table(void **state)
 	struct ag_src_rec admin = w->src[5];
 	admin.ban_until = T0 + DAY; /* an admin's ban, no failures */
 	admin.ban_by_admin = 1;
+	struct ag_src_rec admin_mem = admin; /* ... with a rule's ban count */
+	admin_mem.ban_count = 1;
 	const struct {
 		const struct ag_src_rec *r;
 		int64_t at;
-		bool weak;
+		bool weak, mem; /* mem: evictable only when the weak are not enough */
 	} rows[] = {
-		{ &w->src[0], T0, true },
-		{ &w->src[1], T0, true },  /* two recent failures: still evictable by age */
-		{ &w->src[2], T0, false }, /* banned */
-		{ &w->src[2], T0 + 30 * MIN, false },
-		{ &w->src[2], T0 - HOUR, false }, /* clock stepped back: still banned */
-		{ &w->src[2], T0 + HOUR + 12 * HOUR, false }, /* repeat-ban memory */
-		{ &w->src[2], T0 + HOUR + DAY, false },       /* its last moment */
-		{ &w->src[2], T0 + HOUR + DAY + 1, true },    /* forgotten, as ban() forgets */
-		{ &w->net, T0, true },
-		{ &admin, T0 + DAY - 1, false },
-		{ &admin, T0 + DAY, true },
-		{ &w->src[6], T0, true },
+		{ &w->src[0], T0, true, false },
+		{ &w->src[1], T0, true, false },  /* two recent failures: still evictable by age */
+		{ &w->src[2], T0, false, false }, /* banned */
+		{ &w->src[2], T0 + 30 * MIN, false, false },
+		{ &w->src[2], T0 - HOUR, false, false }, /* clock stepped back: still banned */
+		{ &w->src[2], T0 + HOUR, false, true },  /* the ban is over: memory only */
+		{ &w->src[2], T0 + HOUR + 12 * HOUR, false, true }, /* repeat-ban memory */
+		{ &w->src[2], T0 + HOUR + DAY, false, true },       /* its last moment */
+		{ &w->src[2], T0 + HOUR + DAY + 1, true, false },   /* forgotten, as ban() forgets */
+		{ &w->net, T0, true, false },
+		{ &admin, T0 + DAY - 1, false, false },
+		{ &admin, T0 + DAY, true, false },
+		{ &admin_mem, T0 + DAY, false, false }, /* an admin's: never evicted */
+		{ &w->src[6], T0, true, false },
 	};
 
 	for (size_t i = 0; i < AG_ARRAY_LEN(rows); i++)
-		if (ag_src_weak(&w->c, rows[i].r, rows[i].at) != rows[i].weak) {
-			print_error("row %zu: expected weak=%d\n", i, rows[i].weak);
+		if (ag_src_weak(&w->c, rows[i].r, rows[i].at) != rows[i].weak ||
+		    ag_src_ban_memory(&w->c, rows[i].r, rows[i].at) != rows[i].mem) {
+			print_error("row %zu: expected weak=%d mem=%d\n", i, rows[i].weak, rows[i].mem);
 			fail();
 		}
 	/* the boundary is ban()'s: one ms later the next ban is not doubled */
