@@ -412,8 +412,9 @@ static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, 
 		snprintf(err, errlen, "%s is already set on line %u", key, *seen);
 		return AG_ECONF;
 	}
-	if (set_value(c, k, val, *seen != 0, err, errlen) != 0)
-		return AG_ECONF;
+	int rc = set_value(c, k, val, *seen != 0, err, errlen);
+	if (rc != 0)
+		return rc == AG_ENOMEM ? AG_ENOMEM : AG_ECONF;
 	*seen = lineno;
 	return 0;
 }
@@ -526,8 +527,15 @@ int ag_conf_file_parse(struct ag_conf *c, const char *path, const struct ag_conf
 		if (why == NULL) {
 			memcpy(line, p, n);
 			line[n] = '\0';
-			if (load_line(c, line, lineno + 1, err, sizeof(err)) == 0)
+			int rc = load_line(c, line, lineno + 1, err, sizeof(err));
+			if (rc == 0)
 				continue;
+			if (rc == AG_ENOMEM && c->load_errno == 0) {
+				/* a list cut short is not the file: say so on
+				 * every attempt line, as for a file not read */
+				c->load_errno = ENOMEM;
+				snprintf(c->load_path, sizeof(c->load_path), "%s", path);
+			}
 			why = err;
 		}
 		report_at(report, ctx, path, lineno + 1, why);

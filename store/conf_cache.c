@@ -127,13 +127,20 @@ static struct entry *lookup(const char *path)
 static void refresh(struct entry *e, const struct stamp *st, ag_conf_report_fn *report, void *ctx)
 {
 	bool known = e->used != 0 && same_stamp(&e->st, st);
+	/* the file is there but was not read whole (EMFILE, ENOMEM, EIO, an
+	 * LSM denying open but not stat): that is no property of the file,
+	 * so it is tried again at every use, not kept until the next edit */
+	bool retry = st->err == 0 && e->conf.load_errno != 0;
 	struct ag_conf_file f;
 
-	if (known && !e->recent)
+	if (known && !e->recent && !retry)
 		return;
 	(void)ag_conf_file_read(&f, e->path);
 	cache.reads++;
-	if (known && same_file(&e->file, &f)) {
+	/* the same bytes (or the same read error) again: nothing to parse or
+	 * report, unless parsing them ran out of memory last time */
+	bool oom = e->file.err == 0 && e->conf.load_errno != 0;
+	if (known && !oom && same_file(&e->file, &f)) {
 		ag_conf_file_free(&f);
 	} else {
 		struct ag_conf fresh;

@@ -307,7 +307,8 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 		return AG_SCAN_DELETE;
 	if (vlen == ss->olen && memcmp(val, ss->owner, vlen) == 0)
 		ss->mine++;
-	if (vlen == 1 + sizeof(uint32_t) && *(const uint8_t *)val == SLOT_USER_MARK)
+	if (vlen == 1 + sizeof(((struct ag_view *)0)->user_hash) &&
+	    *(const uint8_t *)val == SLOT_USER_MARK)
 		ss->by_user++;
 	return ++ss->live >= ss->max ? AG_SCAN_STOP : AG_SCAN_NEXT;
 }
@@ -993,7 +994,7 @@ static void evict_say(const struct ag_conf *c, const struct ag_sink *sink,
 	if (r->take_mem)
 		snprintf(mem, sizeof(mem),
 			 ", REPEAT-BAN MEMORY TOO: %" PRIu64 " sources whose ban ended %.1f s ago or"
-			 " more (their next ban is not doubled)",
+			 " more (their records went, counts and all: their next ban is not doubled)",
 			 r->mem_dropped, (double)r->mem_cutoff / 1000.0);
 	if (r->weak == 0 && !r->take_mem)
 		snprintf(what, sizeof(what),

@@ -207,8 +207,9 @@ static int same_files(struct ag_store *s, const char *dir, int lock_fds)
 	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
 	    st.st_dev != s->file_id[1].st_dev || st.st_ino != s->file_id[1].st_ino)
 		return AG_EUNSAFE;
-	if (lock_fds >= 0)
-		return fds_on(&s->file_id[0]) == lock_fds + 1 ? 0 : AG_EUNSAFE;
+	int now_fds = lock_fds >= 0 ? fds_on(&s->file_id[0]) : -1;
+	if (now_fds >= 0) /* (no second count, e.g. out of descriptors: by name) */
+		return now_fds == lock_fds + 1 ? 0 : AG_EUNSAFE;
 	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
 	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[0].st_dev ||
 	    st.st_ino != s->file_id[0].st_ino)

@@ -16,7 +16,9 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -1227,6 +1229,41 @@ static int cache_teardown(void **state)
 	return teardown(state);
 }
 
+/* A file stat() sees but open() cannot (here: no descriptor left, as in a
+ * busy daemon) is not kept as unreadable until its next edit: the next
+ * use reads it. In a child, whose descriptor limit is lowered. */
+static void test_cache_read_error_retried(void **state)
+{
+	struct fx *f = *state;
+
+	write_file(f->path, "tarpit_free = 7\n", 16);
+	ag_conf_cache_set_clock(clock_ahead); /* an old file: stat() alone would do */
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit low = { 32, 32 };
+		struct ag_conf c;
+		int held[64], n = 0;
+		if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+			_exit(4);
+		while (n < 64 && (held[n] = open("/dev/null", O_RDONLY)) >= 0)
+			n++;
+		int rc = ag_conf_cached(&c, f->path, NULL, NULL);
+		if (rc != AG_EIO || c.load_errno != EMFILE)
+			_exit(2);
+		ag_conf_free(&c);
+		while (n > 0)
+			close(held[--n]);
+		rc = ag_conf_cached(&c, f->path, NULL, NULL);
+		_exit(rc == 0 && c.load_errno == 0 && c.tarpit_free == 7 ? 0 : 3);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* ag_conf_cached() into f->c (freed first); returns its result. */
 static int cached(struct fx *f, const char *path)
 {
@@ -1623,6 +1660,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cache_missing, cache_setup, cache_teardown),
 		cmocka_unit_test_setup_teardown(test_cache_bounded, cache_setup, cache_teardown),
 		cmocka_unit_test_setup_teardown(test_cache_threads, cache_setup, cache_teardown),
+		cmocka_unit_test_setup_teardown(test_cache_read_error_retried, cache_setup, cache_teardown),
 		cmocka_unit_test_setup_teardown(test_apply_args, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
 	};

@@ -1012,13 +1012,16 @@ static void print_evictions(const struct counts *c)
 		printf("evicted:  none (the store has not been full)\n");
 		return;
 	}
+	char cut[64] = "only sources whose bans were over";
 	fmt_time(e->last_ms, t, sizeof(t));
+	if (e->last_cutoff_ms != INT64_MAX)
+		snprintf(cut, sizeof(cut), "last written %.1f s ago or more",
+			 (double)e->last_cutoff_ms / 1000.0);
 	printf("evicted:  %llu records in %llu rounds (%llu had to take records written in the"
-	       " last %d s); last %s: %llu of %llu, last written %.1f s ago or more;"
-	       " raise db_max_size\n",
+	       " last %d s); last %s: %llu of %llu, %s; raise db_max_size\n",
 	       (unsigned long long)e->records, (unsigned long long)e->rounds,
 	       (unsigned long long)e->recent_rounds, AG_EVICT_RECENT_MS / 1000, t,
-	       (unsigned long long)e->last_records, (unsigned long long)e->last_before, (double)e->last_cutoff_ms / 1000.0);
+	       (unsigned long long)e->last_records, (unsigned long long)e->last_before, cut);
 }
 
 static int cmd_status(struct ctx *x, int argc, char **argv)
