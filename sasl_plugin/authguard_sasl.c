@@ -131,8 +131,10 @@ static int sasl_code(enum ag_decision d)
 	return d == AG_REFUSE ? SASL_BADAUTH : SASL_OK;
 }
 
+/* @after_step: the mechanism step has just succeeded (the password was
+ * right), so a refusal's line says so. */
 static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, struct ag_ticket *t,
-				 bool tarpit)
+				 bool tarpit, bool after_step)
 {
 	struct ag_conf c;
 	struct ag_attempt a;
@@ -142,14 +144,14 @@ static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, str
 	if (!tarpit)
 		c.tarpit_base = 0; /* no delay, no slot taken */
 	attempt_of(sp, user, &a);
-	enum ag_decision d = ag_guard_check(&c, &s, &a, t);
+	enum ag_decision d = after_step ? ag_guard_recheck(&c, &s, &a, t) : ag_guard_check(&c, &s, &a, t);
 	ag_conf_free(&c);
 	return d;
 }
 
 static enum ag_decision check(sasl_server_params_t *sp, const char *user, struct ag_ticket *t)
 {
-	return check_as(sp, user, t, true);
+	return check_as(sp, user, t, true, false);
 }
 
 static void record(sasl_server_params_t *sp, struct wctx *w, const char *user, bool ok)
@@ -329,7 +331,7 @@ static bool needs_recheck(const struct wctx *w, const char *who)
 static enum ag_decision recheck(sasl_server_params_t *sp, struct wctx *w, const char *who)
 {
 	struct ag_ticket t;
-	enum ag_decision d = check_as(sp, who, &t, w->ticket.action != AG_ACT_TARPIT);
+	enum ag_decision d = check_as(sp, who, &t, w->ticket.action != AG_ACT_TARPIT, true);
 
 	t.fault |= w->ticket.fault;
 	if (t.action > w->ticket.action || t.would > w->ticket.would)

@@ -502,8 +502,23 @@ static int check_fn(struct op *op, void *arg)
 	return rc;
 }
 
+static enum ag_decision check(const struct ag_conf *c, const struct ag_sink *sink,
+			      const struct ag_attempt *a, struct ag_ticket *t_r, bool password_ok);
+
 enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *sink,
 				const struct ag_attempt *a, struct ag_ticket *t_r)
+{
+	return check(c, sink, a, t_r, false);
+}
+
+enum ag_decision ag_guard_recheck(const struct ag_conf *c, const struct ag_sink *sink,
+				  const struct ag_attempt *a, struct ag_ticket *t_r)
+{
+	return check(c, sink, a, t_r, true);
+}
+
+static enum ag_decision check(const struct ag_conf *c, const struct ag_sink *sink,
+			      const struct ag_attempt *a, struct ag_ticket *t_r, bool password_ok)
 {
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
 	struct ag_verdict vd = { 0 };
@@ -548,7 +563,7 @@ enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *s
 	if (t_r != NULL)
 		*t_r = t;
 	if (t.action == AG_ACT_REFUSE) {
-		log_attempt(&op, "unchecked", &t, &vd, NULL);
+		log_attempt(&op, password_ok ? "success" : "unchecked", &t, &vd, NULL);
 		return AG_REFUSE;
 	}
 	if (t.action == AG_ACT_TARPIT)

@@ -52,6 +52,14 @@ AG_API enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_
 				       const struct ag_attempt *a, struct ag_ticket *t_r);
 
 /*
+ * The same check once more after the password was found right (a SASL
+ * mechanism step that names its user only then): a refusal's log line
+ * says result=success, not unchecked.
+ */
+AG_API enum ag_decision ag_guard_recheck(const struct ag_conf *c, const struct ag_sink *sink,
+					 const struct ag_attempt *a, struct ag_ticket *t_r);
+
+/*
  * After the password check. @password (may be NULL) is hashed with the
  * install secret to spot the same wrong password again; it is never
  * stored. @t is check's ticket, or NULL if check did not run.

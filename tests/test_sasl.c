@@ -302,9 +302,10 @@ static void test_cram_md5(void **state)
 	fail_n("CRAM-MD5", 3, "bob", "203.0.113.30;1");
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.30;2"), SASL_BADAUTH);
 	assert_int_equal(lines("reason=banned", "rhost=203.0.113.30"), 1);
-	/* bob is locked now for strangers, with the right password too */
+	/* bob is locked now for strangers, with the right password too (it
+	 * was checked: the lock applies right after the exchange) */
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.31;1"), SASL_BADAUTH);
-	assert_int_equal(lines("reason=locked", "rhost=203.0.113.31"), 1);
+	assert_int_equal(lines("result=success action=refuse reason=locked", "rhost=203.0.113.31"), 1);
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;2"), SASL_OK);
 }
 
@@ -407,12 +408,14 @@ static void test_alias_is_checked_after_the_step(void **state)
 			assert_int_equal(lines("event=lock", "user=\"alice@test.example\""), 1);
 			assert_int_equal(raw_auth(mechs[m], "alice+box", "alice-pw", "100.65.0.2;1"),
 					 SASL_BADAUTH);
-			assert_int_equal(lines("result=unchecked action=refuse reason=locked",
+			/* the password was checked, and right: the line says so */
+			assert_int_equal(lines("result=success action=refuse reason=locked",
 					       "rhost=100.65.0.2"), 1);
-			assert_int_equal(lines("result=success", "time="), 1);
+			assert_int_equal(lines("result=success action=allow", "time="), 1);
 			assert_int_equal(raw_auth(mechs[m], "alice+box", "alice-pw", "198.51.100.20;2"),
 					 SASL_OK);
-			assert_int_equal(lines("result=success", "user=\"alice@test.example\""), 2);
+			assert_int_equal(lines("result=success action=allow",
+					       "user=\"alice@test.example\""), 2);
 			assert_int_equal(attempt_lines(), 8);
 		}
 	}
