@@ -1448,7 +1448,8 @@ static void *hammer_fn(void *arg)
 {
 	struct hammer *h = arg;
 
-	for (int k = 0; k < 3000 && !atomic_load(&h->stop); k++) {
+	/* at least 3000 calls, and on until the last rename is done */
+	for (int k = 0; k < 3000 || !atomic_load(&h->stop); k++) {
 		struct ag_conf c;
 		int rc = ag_conf_cached(&c, h->path, NULL, NULL);
 		bool a = c.ipv4_prefix == 20 && c.trusted.n == 1;
@@ -1479,6 +1480,7 @@ static void test_cache_threads(void **state)
 		write_file(tmp, text[k % 2], strlen(text[k % 2]));
 		assert_int_equal(rename(tmp, f->path), 0);
 	}
+	atomic_store(&h.stop, true);
 	for (size_t i = 0; i < AG_ARRAY_LEN(t); i++)
 		assert_int_equal(pthread_join(t[i], NULL), 0);
 	assert_int_equal(atomic_load(&h.bad), 0);
