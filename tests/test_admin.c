@@ -283,6 +283,11 @@ static void test_bad_arguments(void **state)
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 4);
 	assert_int_equal(run(NULL), 1);
+	/* --help works like -h: the usage on standard output, status 0 */
+	assert_int_equal(run("--help", NULL), 0);
+	assert_int_equal(has(out, "usage: authguard-admin"), 1);
+	assert_int_equal(run("-h", NULL), 0);
+	assert_int_equal(has(out, "usage: authguard-admin"), 1);
 	assert_int_equal(run("frobnicate", NULL), 1);
 	assert_int_equal(has(err, "unknown command 'frobnicate'"), 1);
 	assert_int_equal(run("unban", "not-an-address", NULL), 1);

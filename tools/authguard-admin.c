@@ -1216,7 +1216,8 @@ int main(int argc, char **argv)
 	const char *conf = NULL, *db = NULL;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "+c:d:h")) != -1) {
+	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' }, { 0 } };
+	while ((opt = getopt_long(argc, argv, "+c:d:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': conf = optarg; break;
 		case 'd': db = optarg; break;
