@@ -609,10 +609,40 @@ static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char 
 	return SASL_OK;
 }
 
+/* libsasl2 2.1.28's sasl_checkpass() with auxprop canonicalises the user
+ * twice: once as given, then its own canonical output again. One attempt
+ * must sleep one tarpit. So the call that follows a check at once (within
+ * CU_AGAIN_MS, same thread, same connection) with exactly that check's
+ * canonical name as its input is checked without the tarpit: a ban or a
+ * lock still refuses it, only the delay is not slept twice. */
+#define CU_AGAIN_MS 100
+static __thread struct {
+	const void *conn;
+	int64_t ms;
+	unsigned len;
+	char name[256];
+} cu_last;
+
+static bool cu_again(const sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	int64_t now = ag_now_ms();
+	bool again = cu_last.conn != NULL && cu_last.conn == (const void *)sp->utils->conn &&
+		     now >= cu_last.ms && now - cu_last.ms < CU_AGAIN_MS && len == cu_last.len &&
+		     memcmp(in, cu_last.name, len) == 0;
+
+	cu_last.conn = NULL; /* one repeat at most */
+	return again;
+}
+
 static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, unsigned len,
 		     unsigned flags, char *out, unsigned out_max, unsigned *out_len)
 {
 	(void)glob;
+	if (len == 0 && user != NULL)
+		len = (unsigned)strlen(user);
+	/* before canon(): libsasl2 passes its own buffer as both */
+	bool again = (flags & SASL_CU_AUTHID) != 0 && !in_wrapped_step && user != NULL &&
+		     cu_again(sp, user, len);
 	int rc = canon(sp, user, len, out, out_max, out_len);
 
 	if (rc != SASL_OK || in_wrapped_step || (flags & SASL_CU_AUTHID) == 0)
@@ -623,7 +653,13 @@ static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, uns
 		return SASL_NOMEM;
 	memcpy(name, out, *out_len);
 	name[*out_len] = '\0';
-	enum ag_decision d = check(sp, name, NULL);
+	enum ag_decision d = check_as(sp, name, NULL, !again, false);
+	if (!again && d == AG_PROCEED && *out_len < sizeof(cu_last.name)) {
+		cu_last.conn = sp->utils->conn;
+		cu_last.len = *out_len;
+		memcpy(cu_last.name, name, *out_len);
+		cu_last.ms = ag_now_ms(); /* after any sleep */
+	}
 	sp->utils->free(name);
 	return sasl_code(d);
 }

@@ -492,6 +492,22 @@ static void test_checkpass_path(void **state)
 	assert_int_equal(lines("reason=banned", "service=imap"), 1);
 }
 
+/* sasl_checkpass() with auxprop canonicalises the user twice (libsasl2
+ * 2.1.28): one attempt must still be one delay (before: two), and a name
+ * given already in its canonical form is no way around the tarpit. */
+static void test_checkpass_one_tarpit(void **state)
+{
+	(void)state;
+	use_conf("tarpit_free = 1\nip_ban_after = 0\nuser_lock_after = 0\n");
+	fail_n("PLAIN", 1, "alice", "203.0.113.75;1");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(checkpass("alice", "wrong", "203.0.113.75;2"), SASL_BADAUTH);
+	assert_int_equal(admin_stat("tarpitted_total"), 3);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(checkpass("alice@" REALM, "wrong", "203.0.113.75;3"), SASL_BADAUTH);
+	assert_int_equal(admin_stat("tarpitted_total"), 6);
+}
+
 /* A ban made through the PAM module is refused through SASL: the same
  * store and config. The PAM side runs in a child under pam_wrapper. */
 static void test_ban_through_pam_refused_through_sasl(void **state)
@@ -668,6 +684,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_one_tarpit_per_attempt),
 		cmocka_unit_test(test_failed_authorization_counts),
 		cmocka_unit_test(test_checkpass_path),
+		cmocka_unit_test(test_checkpass_one_tarpit),
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
 		cmocka_unit_test(test_threads_and_fork),
 	};
