@@ -23,6 +23,11 @@
 #define AG_MAP_INITIAL ((size_t)8 << 20)
 #define AG_MAX_READERS 1022
 
+/* The store's two files, in the order they are opened: lock.mdb first, so
+ * a planted lock.mdb is refused before data.mdb is made. */
+enum { SF_LOCK, SF_DATA, SF_COUNT };
+static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb" };
+
 struct ag_store {
 	struct ag_store *next; /* the process's cache: one handle per db_dir */
 	char path[1024];
@@ -31,8 +36,8 @@ struct ag_store {
 	MDB_env *env;
 	MDB_dbi dbi[AG_DB_COUNT];
 	uint8_t secret[AG_SECRET_LEN];
-	int file_fd[2];        /* lock.mdb, data.mdb: held while env is open */
-	struct stat file_id[2];
+	int file_fd[SF_COUNT];  /* held while env is open (open_store_file()) */
+	struct stat file_id[SF_COUNT];
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
 	_Atomic int64_t last_sync, last_reader_check;
 };
@@ -205,14 +210,14 @@ static int same_files(struct ag_store *s, const char *dir, int lock_fds)
 	int fd;
 
 	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
-	    st.st_dev != s->file_id[1].st_dev || st.st_ino != s->file_id[1].st_ino)
+	    st.st_dev != s->file_id[SF_DATA].st_dev || st.st_ino != s->file_id[SF_DATA].st_ino)
 		return AG_EUNSAFE;
-	int now_fds = lock_fds >= 0 ? fds_on(&s->file_id[0]) : -1;
+	int now_fds = lock_fds >= 0 ? fds_on(&s->file_id[SF_LOCK]) : -1;
 	if (now_fds >= 0) /* (no second count, e.g. out of descriptors: by name) */
 		return now_fds == lock_fds + 1 ? 0 : AG_EUNSAFE;
-	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
-	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[0].st_dev ||
-	    st.st_ino != s->file_id[0].st_ino)
+	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_LOCK]);
+	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[SF_LOCK].st_dev ||
+	    st.st_ino != s->file_id[SF_LOCK].st_ino)
 		return AG_EUNSAFE;
 	return 0;
 }
@@ -221,7 +226,7 @@ static void close_store(struct ag_store *s)
 {
 	if (s->env != NULL)
 		mdb_env_close(s->env); /* before our descriptors: see open_store_file() */
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < SF_COUNT; i++)
 		if (s->file_fd[i] >= 0)
 			close(s->file_fd[i]);
 	pthread_rwlock_destroy(&s->resize_lock);
@@ -314,8 +319,6 @@ static int init_dbs(struct ag_store *s)
 
 static int open_store(const char *dir, struct ag_store **s_r)
 {
-	/* lock.mdb first: a planted lock.mdb is refused before data.mdb is made */
-	static const char *const files[2] = { "lock.mdb", "data.mdb" };
 	struct ag_store *s = calloc(1, sizeof(*s));
 	struct stat st = { 0 };
 	int rc, dead;
@@ -323,7 +326,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	if (s == NULL)
 		return AG_ENOMEM;
 	snprintf(s->path, sizeof(s->path), "%s", dir);
-	s->file_fd[0] = s->file_fd[1] = -1;
+	s->file_fd[SF_LOCK] = s->file_fd[SF_DATA] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
@@ -333,8 +336,8 @@ static int open_store(const char *dir, struct ag_store **s_r)
 		s->ino = st.st_ino;
 	}
 	bool shared = (st.st_mode & (S_ISGID | S_IWGRP)) != 0;
-	for (int i = 0; i < 2 && rc == 0; i++) {
-		int fd = open_store_file(dir, files[i], shared, &s->file_id[i]);
+	for (int i = 0; i < SF_COUNT && rc == 0; i++) {
+		int fd = open_store_file(dir, file_names[i], shared, &s->file_id[i]);
 		if (fd < 0)
 			rc = fd;
 		else
@@ -348,7 +351,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 		rc = map_rc(mdb_env_set_mapsize(s->env, AG_MAP_INITIAL));
 	if (rc == 0)
 		rc = map_rc(mdb_env_set_maxreaders(s->env, AG_MAX_READERS));
-	int lock_fds = rc == 0 ? fds_on(&s->file_id[0]) : -1;
+	int lock_fds = rc == 0 ? fds_on(&s->file_id[SF_LOCK]) : -1;
 	if (rc == 0)
 		rc = map_rc(mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0660));
 	if (rc == 0)
@@ -644,7 +647,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
 	info->max_readers = ei.me_maxreaders;
-	if (fstat(s->file_fd[1], &fst) == 0)
+	if (fstat(s->file_fd[SF_DATA], &fst) == 0)
 		info->file_bytes = (uint64_t)fst.st_size;
 	rc = ag_txn_begin(s, false, &t);
 	if (rc != 0)
