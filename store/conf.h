@@ -48,9 +48,9 @@ struct ag_conf {
 	struct ag_cidrs deny;
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[32];
-	/* the last ag_conf_load() could not read its file (errno; 0 = it
-	 * could): the built-in defaults are in force, and every attempt line
-	 * and a fault line say so */
+	/* the last load could not read its file, or ran out of memory
+	 * parsing it (errno; 0 = neither): the built-in defaults are in force
+	 * (all or in part), and every attempt line and a fault line say so */
 	int load_errno;
 	char load_path[AG_PATH_MAX];
 };

@@ -457,8 +457,6 @@ fail:
 	return rc;
 }
 
-/* Run @fn in a write transaction; on a full map, drop dead records and
- * try once more. */
 static void maybe_maintain(struct op *op);
 static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct ag_store *s,
 		     int64_t now, bool full);

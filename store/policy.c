@@ -354,19 +354,23 @@ bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t 
 /* Eviction takes records oldest first, whatever their counts (a flood of
  * places that fail twice each must not make a brute force's fresh records
  * the only ones that may go); these say what it must never take. */
+/* The repeat-ban memory ban() reads, of a ban that is over: the next ban
+ * doubles while the last one ended at most ip_ban_max ago. */
+static bool remembers_ban(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
+{
+	return r->ban_count > 0 && now - r->ban_until <= c->ip_ban_max;
+}
+
 bool ag_src_weak(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
 {
 	if (r->ban_until > now)
 		return false; /* banned, by a rule or by an admin */
-	/* the repeat-ban memory ban() reads: the next ban doubles while the
-	 * last one ended at most ip_ban_max ago */
-	return r->ban_count == 0 || now - r->ban_until > c->ip_ban_max;
+	return !remembers_ban(c, r, now);
 }
 
 bool ag_src_ban_memory(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
 {
-	return r->ban_count > 0 && r->ban_by_admin == 0 && r->ban_until <= now &&
-	       now - r->ban_until <= c->ip_ban_max;
+	return r->ban_by_admin == 0 && r->ban_until <= now && remembers_ban(c, r, now);
 }
 
 bool ag_user_weak(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)
