@@ -12,7 +12,11 @@
 
 #include "conf.h"
 
-enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_SIZE, T_CIDRS };
+/* T_STRING and T_STRLIST values are taken verbatim to the end of the line
+ * (a '#' in them is not a comment: regular expressions use it); T_STRLIST
+ * and T_CIDRS keys may be given on several lines, entries accumulate. */
+enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_SIZE, T_CIDRS, T_STRING,
+	     T_STRLIST };
 
 struct ckey {
 	const char *name;
@@ -217,6 +221,38 @@ static int parse_cidrs(const char *s, struct ag_cidrs *out, char *err, size_t er
 	return 0;
 }
 
+static void strlist_clear(struct ag_strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static int strlist_add(struct ag_strlist *l, const char *v)
+{
+	char *dup = strdup(v);
+	char **nv = dup != NULL ? realloc(l->v, (l->n + 1) * sizeof(*nv)) : NULL;
+
+	if (nv == NULL) {
+		free(dup);
+		return AG_ENOMEM;
+	}
+	l->v = nv;
+	l->v[l->n++] = dup;
+	return 0;
+}
+
+static int strlist_copy(struct ag_strlist *dst, const struct ag_strlist *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	for (size_t i = 0; i < src->n; i++)
+		if (strlist_add(dst, src->v[i]) != 0)
+			return AG_ENOMEM;
+	return 0;
+}
+
 static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, bool append,
 		     char *err, size_t errlen)
 {
@@ -308,6 +344,30 @@ static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, boo
 		*(struct ag_cidrs *)field = tmp;
 		return 0;
 	}
+	case T_STRING:
+		if (strlen(v) >= AG_CONF_STR_MAX) {
+			snprintf(err, errlen, "%s is longer than %d bytes", k->name, AG_CONF_STR_MAX - 1);
+			return AG_ECONF;
+		}
+		strcpy(field, v);
+		return 0;
+	case T_STRLIST: {
+		struct ag_strlist *l = field;
+		if (!append)
+			strlist_clear(l);
+		if (*v == '\0')
+			return 0;
+		if (strlen(v) >= AG_CONF_STR_MAX) {
+			snprintf(err, errlen, "%s entry is longer than %d bytes", k->name,
+				 AG_CONF_STR_MAX - 1);
+			return AG_ECONF;
+		}
+		if (strlist_add(l, v) != 0) {
+			snprintf(err, errlen, "out of memory");
+			return AG_ENOMEM;
+		}
+		return 0;
+	}
 	}
 	return AG_ECONF;
 }
@@ -323,20 +383,34 @@ void ag_conf_init(struct ag_conf *c)
 
 void ag_conf_free(struct ag_conf *c)
 {
-	ag_cidrs_clear(&c->trusted);
-	ag_cidrs_clear(&c->proxies);
-	ag_cidrs_clear(&c->deny);
+	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++) {
+		void *field = (char *)c + keys[i].off;
+		if (keys[i].type == T_CIDRS)
+			ag_cidrs_clear(field);
+		else if (keys[i].type == T_STRLIST)
+			strlist_clear(field);
+	}
 }
 
 int ag_conf_copy(struct ag_conf *dst, const struct ag_conf *src)
 {
+	int rc = 0;
+
 	*dst = *src;
-	memset(&dst->trusted, 0, sizeof(dst->trusted));
-	memset(&dst->proxies, 0, sizeof(dst->proxies));
-	memset(&dst->deny, 0, sizeof(dst->deny));
-	if (ag_cidrs_copy(&dst->trusted, &src->trusted) != 0 ||
-	    ag_cidrs_copy(&dst->proxies, &src->proxies) != 0 ||
-	    ag_cidrs_copy(&dst->deny, &src->deny) != 0) {
+	for (size_t i = 0; i < AG_ARRAY_LEN(keys); i++) {
+		void *d = (char *)dst + keys[i].off;
+		const void *f = (const char *)src + keys[i].off;
+		if (keys[i].type == T_CIDRS) {
+			memset(d, 0, sizeof(struct ag_cidrs));
+			if (rc == 0)
+				rc = ag_cidrs_copy(d, f);
+		} else if (keys[i].type == T_STRLIST) {
+			memset(d, 0, sizeof(struct ag_strlist));
+			if (rc == 0)
+				rc = strlist_copy(d, f);
+		}
+	}
+	if (rc != 0) {
 		ag_conf_free(dst);
 		ag_conf_init(dst);
 		return AG_ENOMEM;
@@ -383,32 +457,47 @@ static char *trim(char *s)
 }
 
 /* Handle one line of a config file; returns 0 or AG_ECONF with @err set. */
+static bool verbatim(const struct ckey *k)
+{
+	return k->type == T_STRING || k->type == T_STRLIST;
+}
+
+static bool is_list(const struct ckey *k)
+{
+	return k->type == T_CIDRS || k->type == T_STRLIST;
+}
+
 static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, size_t errlen)
 {
-	char *hash = strchr(line, '#');
-	if (hash != NULL)
-		*hash = '\0';
 	char *s = trim(line);
-	if (*s == '\0')
+	if (*s == '#' || *s == '\0')
 		return 0;
-	char *eq = strchr(s, '=');
+	char *eq = strchr(s, '='), *hash = strchr(s, '#');
+	if (hash != NULL && (eq == NULL || hash < eq)) {
+		*hash = '\0';
+		eq = NULL;
+	}
 	if (eq == NULL) {
 		snprintf(err, errlen, "expected 'key = value'");
 		return AG_ECONF;
 	}
 	*eq = '\0';
-	char *key = trim(s), *val = trim(eq + 1);
+	char *key = trim(s);
 	const struct ckey *k = find_key(key);
 	if (k == NULL) {
 		snprintf(err, errlen, "unknown key '%.64s'", key);
 		return AG_ECONF;
 	}
-	if (*val == '\0' && k->type != T_CIDRS) {
+	char *val = eq + 1;
+	if (!verbatim(k) && (hash = strchr(val, '#')) != NULL)
+		*hash = '\0';
+	val = trim(val);
+	if (*val == '\0' && !is_list(k)) {
 		snprintf(err, errlen, "%s has no value", key);
 		return AG_ECONF;
 	}
 	unsigned *seen = &c->set_line[k - keys];
-	if (*seen != 0 && k->type != T_CIDRS) {
+	if (*seen != 0 && !is_list(k)) {
 		snprintf(err, errlen, "%s is already set on line %u", key, *seen);
 		return AG_ECONF;
 	}
@@ -621,6 +710,17 @@ void ag_conf_dump(const struct ag_conf *c, FILE *out)
 			fputs(d, out);
 			break;
 		case T_CIDRS: dump_cidrs(field, out); break;
+		case T_STRING: fputs(field, out); break;
+		case T_STRLIST: {
+			const struct ag_strlist *l = field;
+			/* one "key = value" line per entry */
+			for (size_t j = 0; j < l->n; j++) {
+				if (j > 0)
+					fprintf(out, "\n%s = ", k->name);
+				fputs(l->v[j], out);
+			}
+			break;
+		}
 		}
 		fputc('\n', out);
 	}

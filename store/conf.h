@@ -17,6 +17,15 @@
 #define AG_DEFAULT_CONF SYSCONFDIR "/security/authguard.conf"
 #define AG_PATH_MAX 1024
 
+/* A list of strings (a key given on several lines adds to it). */
+struct ag_strlist {
+	char **v;
+	size_t n;
+};
+
+/* Longest value of a string key (with NUL). */
+#define AG_CONF_STR_MAX 1024
+
 enum ag_mode { AG_MODE_ENFORCE = 0, AG_MODE_LOG_ONLY = 1 };
 enum ag_log_kind { AG_LOG_SYSLOG = 0, AG_LOG_FILE = 1, AG_LOG_NONE = 2 };
 
@@ -46,8 +55,10 @@ struct ag_conf {
 	struct ag_cidrs trusted;
 	struct ag_cidrs proxies;
 	struct ag_cidrs deny;
+	/* keys of the daemons (authguard-policyd, -watch, -sync) go below;
+	 * string keys as char[AG_CONF_STR_MAX], lists as struct ag_strlist */
 	/* bookkeeping: line on which each key was set (0 = default) */
-	unsigned set_line[32];
+	unsigned set_line[64];
 	/* the last load could not read its file, or ran out of memory
 	 * parsing it (errno; 0 = neither): the built-in defaults are in force
 	 * (all or in part), and every attempt line and a fault line say so */

@@ -500,24 +500,22 @@ static int check_fn(struct op *op, void *arg)
 	return rc;
 }
 
-static enum ag_decision check(const struct ag_conf *c, const struct ag_sink *sink,
-			      const struct ag_attempt *a, struct ag_ticket *t_r, bool password_ok);
-
 enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_sink *sink,
 				const struct ag_attempt *a, struct ag_ticket *t_r)
 {
-	return check(c, sink, a, t_r, false);
+	return ag_guard_check_ex(c, sink, a, 0, t_r);
 }
 
 enum ag_decision ag_guard_recheck(const struct ag_conf *c, const struct ag_sink *sink,
 				  const struct ag_attempt *a, struct ag_ticket *t_r)
 {
-	return check(c, sink, a, t_r, true);
+	return ag_guard_check_ex(c, sink, a, AG_CHECK_PASSWORD_OK, t_r);
 }
 
-static enum ag_decision check(const struct ag_conf *c, const struct ag_sink *sink,
-			      const struct ag_attempt *a, struct ag_ticket *t_r, bool password_ok)
+enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink *sink,
+				   const struct ag_attempt *a, unsigned flags, struct ag_ticket *t_r)
 {
+	bool password_ok = (flags & AG_CHECK_PASSWORD_OK) != 0;
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
 	struct ag_verdict vd = { 0 };
 	struct op op;
@@ -564,7 +562,7 @@ static enum ag_decision check(const struct ag_conf *c, const struct ag_sink *sin
 		log_attempt(&op, password_ok ? "success" : "unchecked", &t, &vd, NULL);
 		return AG_REFUSE;
 	}
-	if (t.action == AG_ACT_TARPIT)
+	if (t.action == AG_ACT_TARPIT && !(flags & AG_CHECK_NOSLEEP))
 		sleep_ms(t.delay_ms);
 	return AG_PROCEED;
 }
@@ -573,6 +571,8 @@ static enum ag_decision check(const struct ag_conf *c, const struct ag_sink *sin
 
 struct rec_arg {
 	bool success;
+	int (*in_txn)(struct ag_txn *t, void *arg);
+	void *in_arg;
 	struct ag_events ev;
 	struct ag_verdict vd;
 };
@@ -605,6 +605,8 @@ static int record_fn(struct op *op, void *argp)
 	}
 	if (rc == 0)
 		rc = bump_stats(t, &d);
+	if (rc == 0 && arg->in_txn != NULL)
+		rc = arg->in_txn(t, arg->in_arg);
 	if (rc == 0)
 		return ag_txn_commit(t);
 	ag_txn_abort(t);
@@ -616,8 +618,18 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 		    const struct ag_attempt *a, bool success, const char *password,
 		    const struct ag_ticket *tk)
 {
+	struct ag_record_opts o = { .pw = password };
+
+	o.pw_len = password != NULL ? strlen(password) : 0;
+	return ag_guard_record_ex(c, sink, a, success, &o, tk);
+}
+
+int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
+		       const struct ag_attempt *a, bool success, const struct ag_record_opts *o,
+		       const struct ag_ticket *tk)
+{
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
-	struct rec_arg arg = { .success = success };
+	struct rec_arg arg = { .success = success, .in_txn = o->in_txn, .in_arg = o->arg };
 	struct op op;
 	int rc;
 
@@ -625,8 +637,10 @@ int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 		t = *tk;
 	config_fault(c, sink);
 	rc = op_prepare(&op, c, sink, a);
-	if (rc == 0 && !success && password != NULL && password[0] != '\0') {
-		uint64_t h = ag_siphash(ag_store_secret(op.s), password, strlen(password));
+	if (o->when_ms > 0 && o->when_ms < op.now)
+		op.now = o->when_ms;
+	if (rc == 0 && !success && o->pw != NULL && o->pw_len > 0) {
+		uint64_t h = ag_siphash(ag_store_secret(op.s), o->pw, o->pw_len);
 		op.v.pw_hash = (int)(h & 0xffff);
 	}
 	if (rc == 0)

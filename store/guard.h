@@ -59,6 +59,22 @@ AG_API enum ag_decision ag_guard_check(const struct ag_conf *c, const struct ag_
 AG_API enum ag_decision ag_guard_recheck(const struct ag_conf *c, const struct ag_sink *sink,
 					 const struct ag_attempt *a, struct ag_ticket *t_r);
 
+/* ag_guard_check_ex() flags */
+enum ag_check_flag {
+	/* the caller delays the attempt itself (Dovecot's policy reply,
+	 * a script's hook): a tarpit verdict takes its slot as usual, and
+	 * t_r->delay_ms says how long; nothing sleeps */
+	AG_CHECK_NOSLEEP = 1u << 0,
+	/* the password was already found right: as ag_guard_recheck() */
+	AG_CHECK_PASSWORD_OK = 1u << 1,
+};
+
+/* ag_guard_check() with AG_CHECK_* @flags. A tarpit verdict returns
+ * AG_PROCEED with t_r->action AG_ACT_TARPIT. */
+AG_API enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink *sink,
+					  const struct ag_attempt *a, unsigned flags,
+					  struct ag_ticket *t_r);
+
 /*
  * After the password check. @password (may be NULL) is hashed with the
  * install secret to spot the same wrong password again; it is never
@@ -68,6 +84,31 @@ AG_API enum ag_decision ag_guard_recheck(const struct ag_conf *c, const struct a
 AG_API int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 			   const struct ag_attempt *a, bool success, const char *password,
 			   const struct ag_ticket *t);
+
+struct ag_txn;
+
+/* What ag_guard_record_ex() adds to ag_guard_record(). Zero is "as
+ * ag_guard_record() with no password". */
+struct ag_record_opts {
+	/* the password, or a digest of it the server made (Dovecot's
+	 * pwhash): @pw_len bytes, hashed with the install secret like a
+	 * password, never stored; NULL or empty: none */
+	const char *pw;
+	size_t pw_len;
+	/* when the attempt happened (ms since the epoch; a log line's
+	 * time), 0: now. A time in the future is taken as now. */
+	int64_t when_ms;
+	/* Called inside the write transaction that records the attempt
+	 * (each time it is tried), so what it writes commits with the
+	 * attempt or not at all: a log follower's position. A non-zero
+	 * (AG_E*) return rolls the attempt back and is returned. */
+	int (*in_txn)(struct ag_txn *t, void *arg);
+	void *arg;
+};
+
+AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
+			      const struct ag_attempt *a, bool success,
+			      const struct ag_record_opts *o, const struct ag_ticket *t);
 
 /* Drop records that no rule needs any more. Returns the number dropped,
  * or a negative AG_E* code. */
