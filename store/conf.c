@@ -56,6 +56,14 @@ static const struct ckey keys[] = {
 	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
 	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
 	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
+	/* authguard-policyd (Dovecot's auth policy server) */
+	{ "policyd_listen", T_STRLIST, OFF(policyd_listen), 0, 0, "127.0.0.1:8642" },
+	{ "policyd_allow_remote", T_BOOL, OFF(policyd_allow_remote), 0, 0, "no" },
+	{ "policyd_api_key_file", T_STRING, OFF(policyd_api_key_file), 0, 0, "" },
+	{ "policyd_threads", T_COUNT, OFF(policyd_threads), 1, 64, "4" },
+	{ "policyd_max_connections", T_COUNT, OFF(policyd_max_connections), 1, 100000, "512" },
+	{ "policyd_max_request", T_SIZE, OFF(policyd_max_request), 1024, 1LL << 20, "8k" },
+	{ "policyd_timeout", T_DURATION, OFF(policyd_timeout), 100, 60 * SEC, "1s" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),
@@ -492,7 +500,8 @@ static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, 
 	if (!verbatim(k) && (hash = strchr(val, '#')) != NULL)
 		*hash = '\0';
 	val = trim(val);
-	if (*val == '\0' && !is_list(k)) {
+	/* an empty string key is "not set" (a path to no file) */
+	if (*val == '\0' && !is_list(k) && k->type != T_STRING) {
 		snprintf(err, errlen, "%s has no value", key);
 		return AG_ECONF;
 	}

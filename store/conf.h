@@ -57,6 +57,14 @@ struct ag_conf {
 	struct ag_cidrs deny;
 	/* keys of the daemons (authguard-policyd, -watch, -sync) go below;
 	 * string keys as char[AG_CONF_STR_MAX], lists as struct ag_strlist */
+	/* authguard-policyd: Dovecot's auth policy server */
+	struct ag_strlist policyd_listen;  /* host:port, one per entry */
+	uint32_t policyd_allow_remote;     /* bool: addresses beyond loopback */
+	char policyd_api_key_file[AG_CONF_STR_MAX]; /* "" = no key */
+	uint32_t policyd_threads;          /* per listening address */
+	uint32_t policyd_max_connections;  /* per listening address */
+	int64_t policyd_max_request;       /* body bytes */
+	int64_t policyd_timeout;           /* ms for one request to arrive */
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[64];
 	/* the last load could not read its file, or ran out of memory
