@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record}
+harnesses=${FUZZ_ONLY:-addr conf log record policyd}
 
 max_len() {
 	case $1 in
@@ -77,6 +77,7 @@ max_len() {
 	conf) echo 5000 ;;     # past the 4095-byte config line
 	log) echo 1024 ;;      # past AG_LOG_USER_MAX and the 64-byte fields
 	record) echo 512 ;;    # header + four records (440 bytes)
+	policyd) echo 4096 ;;  # Dovecot's requests are a few hundred bytes
 	esac
 }
 
@@ -86,10 +87,19 @@ sources() {
 	conf) echo "store/conf.c store/addr.c" ;;
 	log) echo "store/log.c store/addr.c" ;;
 	record) echo "store/record.c store/hash.c store/policy.c store/conf.c store/addr.c" ;;
+	policyd) echo "policyd/map.c store/ag.c store/addr.c store/conf.c store/conf_cache.c store/hash.c
+		store/record.c store/policy.c store/store.c store/lists.c store/log.c store/guard.c store/admin.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
 		exit 2
 		;;
+	esac
+}
+
+# libraries beyond libc, libm and pthreads
+libs() {
+	case $1 in
+	policyd) echo "-ljansson -llmdb" ;;
 	esac
 }
 
@@ -103,8 +113,8 @@ for h in $harnesses; do
 	src=$(sources "$h")
 	# shellcheck disable=SC2086 # word splitting of the source list and flags is wanted
 	if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -DSYSCONFDIR='"/etc"' \
-		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src -lm -pthread \
+		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Ipolicyd -DSYSCONFDIR='"/etc"' \
+		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src -lm -pthread $(libs "$h") \
 		>"$work/build_$h.log" 2>&1; then
 		cat "$work/build_$h.log" >&2
 		echo "fuzz_$h: build failed (clang needs its fuzzer runtime: apt-get install clang libclang-rt-14-dev)" >&2

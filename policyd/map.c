@@ -28,6 +28,16 @@ enum pd_command pd_command_of(const char *arg)
 	return PD_CMD_NONE;
 }
 
+/* A reason may quote what a peer sent (jansson's "near '...'", a listen
+ * value): one line of printable bytes, whatever it quotes. */
+static int fail(char *err, size_t errlen)
+{
+	for (size_t i = 0; i < errlen && err[i] != '\0'; i++)
+		if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+			err[i] = '?';
+	return -1;
+}
+
 /* ---- the request ------------------------------------------------------------ */
 
 /* Member @name of @doc as a string into @out; absent leaves @out NULL.
@@ -92,7 +102,7 @@ int pd_request_parse(enum pd_command cmd, const char *body, size_t len, struct p
 	doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 	if (doc == NULL) {
 		snprintf(err, errlen, "not JSON: %s at byte %d", je.text, je.position);
-		return -1;
+		return fail(err, errlen);
 	}
 	if (!json_is_object(doc)) {
 		snprintf(err, errlen, "not a JSON object");
@@ -114,7 +124,7 @@ int pd_request_parse(enum pd_command cmd, const char *body, size_t len, struct p
 	return 0;
 bad:
 	pd_request_free(r);
-	return -1;
+	return fail(err, errlen);
 }
 
 void pd_request_free(struct pd_request *r)
@@ -256,7 +266,7 @@ int pd_listen_parse(const char *s, struct pd_listen *l, char *err, size_t errlen
 	snprintf(l->text, sizeof(l->text), "%s", s);
 	if (colon == NULL) {
 		snprintf(err, errlen, "'%.64s' is not host:port", s);
-		return -1;
+		return fail(err, errlen);
 	}
 	hl = (size_t)(colon - s);
 	if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
@@ -264,11 +274,11 @@ int pd_listen_parse(const char *s, struct pd_listen *l, char *err, size_t errlen
 		hl -= 2;
 	} else if (memchr(s, ':', hl) != NULL) {
 		snprintf(err, errlen, "'%.64s': an IPv6 address goes in brackets, [::1]:port", s);
-		return -1;
+		return fail(err, errlen);
 	}
 	if (hl == 0 || hl >= sizeof(host)) {
 		snprintf(err, errlen, "'%.64s' has no host, or one too long", s);
-		return -1;
+		return fail(err, errlen);
 	}
 	memcpy(host, h, hl);
 	host[hl] = '\0';
@@ -276,7 +286,7 @@ int pd_listen_parse(const char *s, struct pd_listen *l, char *err, size_t errlen
 	port = strtoul(colon + 1, &e, 10);
 	if (!isdigit((unsigned char)colon[1]) || *e != '\0' || errno != 0 || port == 0 || port > 65535) {
 		snprintf(err, errlen, "'%.64s': the port must be a number from 1 to 65535", s);
-		return -1;
+		return fail(err, errlen);
 	}
 	if (strcmp(host, "localhost") == 0)
 		snprintf(host, sizeof(host), "127.0.0.1");
@@ -294,7 +304,7 @@ int pd_listen_parse(const char *s, struct pd_listen *l, char *err, size_t errlen
 		l->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
 	} else {
 		snprintf(err, errlen, "'%.64s': the host must be an IPv4 address, [IPv6] or localhost", s);
-		return -1;
+		return fail(err, errlen);
 	}
 	return 0;
 }
