@@ -116,10 +116,12 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
 		msg[--n] = '\0';
-	agd_log(AG_LVL_WARN, "http: %s", msg);
+	complain("http: %s", msg); /* a peer can make the library talk too */
 }
 
 /* ---- one request ------------------------------------------------------------------ */
+
+static const char *peer_of(struct MHD_Connection *c, char *buf, size_t len);
 
 struct req {
 	int64_t start;
@@ -151,7 +153,11 @@ static void req_end(void *cls, struct MHD_Connection *c, void **req_cls,
 	struct req *r = *req_cls;
 
 	(void)cls;
-	(void)toe;
+	if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && r != NULL && !r->answered) {
+		char peer[64];
+		complain("%s: request not complete in time (policyd_timeout): connection closed",
+			 c != NULL ? peer_of(c, peer, sizeof(peer)) : "?");
+	}
 	if (c != NULL)
 		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S);
 	if (r == NULL)
