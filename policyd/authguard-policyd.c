@@ -220,19 +220,25 @@ static bool screen(struct server *srv, struct MHD_Connection *c, struct req *r, 
 		*rc = reply_error(c, r, MHD_HTTP_METHOD_NOT_ALLOWED, "POST only");
 		return true;
 	}
-	if (srv->have_key) {
-		const char *got = NULL;
-		size_t got_len = 0;
+	/* the key may change under SIGHUP: read it under the config's lock */
+	pthread_rwlock_rdlock(&srv->conf_lock);
+	bool need = srv->have_key, good = true;
+	const char *got = NULL;
+	size_t got_len = 0;
+	char header[sizeof(srv->key.header)];
+	memcpy(header, srv->key.header, sizeof(header));
+	if (need) {
 		if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, srv->key.header,
 						  strlen(srv->key.header), &got, &got_len) != MHD_YES)
 			got = NULL;
-		if (!pd_key_matches(&srv->key, got, got_len)) {
-			complain("%s: request refused (401): %s header %s (auth_policy_server_api_header must be the key file's text)",
-				 peer_of(c, peer, sizeof(peer)), srv->key.header,
-				 got == NULL ? "missing" : "wrong");
-			*rc = reply_error(c, r, MHD_HTTP_UNAUTHORIZED, "API key missing or wrong");
-			return true;
-		}
+		good = pd_key_matches(&srv->key, got, got_len);
+	}
+	pthread_rwlock_unlock(&srv->conf_lock);
+	if (need && !good) {
+		complain("%s: request refused (401): %s header %s (auth_policy_server_api_header must be the key file's text)",
+			 peer_of(c, peer, sizeof(peer)), header, got == NULL ? "missing" : "wrong");
+		*rc = reply_error(c, r, MHD_HTTP_UNAUTHORIZED, "API key missing or wrong");
+		return true;
 	}
 	cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (cl != NULL && strtoull(cl, NULL, 10) > srv->max_request) {
