@@ -52,6 +52,7 @@ static const char usage[] =
 #define IDLE_TIMEOUT_S 15
 
 #define MAX_LISTEN 16
+#define CONN_MEMORY (8 * 1024)
 
 struct server {
 	struct agd d;
@@ -428,6 +429,10 @@ static int start_http(struct server *srv)
 			MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->policyd_threads,
 			MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->policyd_max_connections,
 			MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S,
+			/* a connection's buffer, cleared for every request:
+			 * Dovecot's headers are a few hundred bytes, and the
+			 * body is copied out as it comes (not the default 32K) */
+			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
 			MHD_OPTION_URI_LOG_CALLBACK, req_begin, srv,
 			MHD_OPTION_NOTIFY_COMPLETED, req_end, srv,
 			MHD_OPTION_END);
