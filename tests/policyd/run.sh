@@ -31,7 +31,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../dovecot/lib.sh" || exit 1
 POLICYD=${AG_TEST_POLICYD:-$(command -v authguard-policyd 2>/dev/null || true)}
 TIMEOUT=${AG_TEST_TIMEOUT:-90}
-NTESTS=33
+NTESTS=34
 
 # ------------------------------------------------------------------ skip, bail
 skip_all() {
@@ -334,6 +334,22 @@ post() {
 main() {
 	set -f
 	echo "1..$NTESTS"
+	# -t: nothing beyond the loopback unless allowed, and then only with a key
+	sed "s|^policyd_listen = .*|policyd_listen = 0.0.0.0:$PPORT|" "$S/authguard.conf" >"$S/remote.conf"
+	"$POLICYD" -t -c "$S/remote.conf" >"$S/t1.out" 2>&1
+	t1=$?
+	printf 'policyd_allow_remote = yes\n' >>"$S/remote.conf"
+	"$POLICYD" -t -c "$S/remote.conf" >"$S/t2.out" 2>&1
+	t2=$?
+	grep -v '^policyd_api_key_file' "$S/remote.conf" >"$S/remote2.conf"
+	"$POLICYD" -t -c "$S/remote2.conf" >"$S/t3.out" 2>&1
+	t3=$?
+	"$POLICYD" -t -c "$S/authguard.conf" >"$S/t4.out" 2>&1
+	t4=$?
+	ok "$([ "$t1/$t2/$t3/$t4" = 2/0/2/0 ] && grep -q 'not a loopback address: set policyd_allow_remote' "$S/t1.out" &&
+		grep -q 'it needs policyd_api_key_file' "$S/t3.out"; echo $?)" \
+		"policyd -t: 0.0.0.0 refused (exit 2), taken with policyd_allow_remote and a key (0), refused without the key (2); the test's config passes" \
+		"exit: $t1/$t2/$t3/$t4" "$(cat "$S/t1.out" "$S/t3.out")"
 	start_policyd
 	ok $? "authguard-policyd answers on 127.0.0.1:$PPORT" "$(cat "$PLOG")"
 	[ -n "$PPID_D" ] || bail "authguard-policyd did not start"
