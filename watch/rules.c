@@ -479,6 +479,15 @@ static int parse_bsd_time(const char *p, size_t len, int64_t now_ms, int64_t *ms
 	if (!digits(d, 2, &day) || !digits(p + 7, 2, &hh) || !digits(p + 10, 2, &mm) ||
 	    !digits(p + 13, 2, &ss) || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
 		return AG_EINVAL;
+	/* mktime() looks up the zone each time: a log has the same second
+	 * on many lines in a row */
+	static __thread char last[15];
+	static __thread int64_t last_ms, last_now;
+	if (last_now != 0 && memcmp(p, last, 15) == 0 && now_ms >= last_now &&
+	    now_ms - last_now < 60000) {
+		*ms_r = last_ms;
+		return 0;
+	}
 	time_t now = (time_t)(now_ms / 1000);
 	struct tm lt;
 	if (localtime_r(&now, &lt) == NULL)
@@ -491,6 +500,9 @@ static int parse_bsd_time(const char *p, size_t len, int64_t now_ms, int64_t *ms
 			return AG_EINVAL;
 		if ((int64_t)v * 1000 <= now_ms + 86400000LL || back == 1) {
 			*ms_r = (int64_t)v * 1000;
+			memcpy(last, p, 15);
+			last_ms = *ms_r;
+			last_now = now_ms;
 			return 0;
 		}
 	}
