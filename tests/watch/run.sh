@@ -18,7 +18,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 WATCH=${AG_TEST_WATCH:-$here/../../build/watch/authguard-watch}
 ADMIN=${AG_TEST_ADMIN:-$here/../../build/tools/authguard-admin}
-NTESTS=25
+NTESTS=29
 
 for b in "$WATCH" "$ADMIN"; do
 	if [ ! -x "$b" ]; then
@@ -168,9 +168,17 @@ ok $? "after $kills SIGKILLs, $want records for $want counting lines of $TOTAL (
 ok $([ "$mid" -ge 3 ] && echo 0 || echo 1) "at least 3 of the SIGKILLs came mid-stream ($mid)"
 is "$(stat_of "$C" failures_total)" $((TOTAL * 6 / 10)) "failures_total: each failure line once"
 is "$(stat_of "$C" successes_total)" $((TOTAL / 10)) "successes_total: each plaintext success once"
-is "$(wc -l <"$S/kill.attempts")" "$want" "one attempt line per counted line"
-is "$(grep -c ' result=success ' "$S/kill.attempts")" $((TOTAL / 10)) "attempt lines: successes"
-is "$(grep -c 'service=pop ' "$S/kill.attempts")" $((TOTAL / 10)) "attempt lines: POP3 failures as service pop"
+# the attempt line is written after the record's commit: a SIGKILL in
+# between costs that line (never the record), so at most one per kill
+within() { # within GOT WANT SLACK NAME
+	[ "$1" -le "$2" ] && [ "$1" -ge $(($2 - $3)) ]
+	local r=$?
+	[ $r = 0 ] || echo "# got $1, want $2 (at most $3 fewer)"
+	ok $r "$4"
+}
+within "$(wc -l <"$S/kill.attempts")" "$want" "$kills" "one attempt line per counted line (a SIGKILL may cost the line being written)"
+within "$(grep -c ' result=success ' "$S/kill.attempts")" $((TOTAL / 10)) "$kills" "attempt lines: successes"
+within "$(grep -c 'service=pop ' "$S/kill.attempts")" $((TOTAL / 10)) "$kills" "attempt lines: POP3 failures as service pop"
 # no address recorded twice: every failing address fails exactly once
 dups=$(grep -o ' rhost=[^ ]* result=fail' "$S/kill.attempts" | sort | uniq -d | wc -l)
 is "$dups" 0 "no failure line recorded twice"
@@ -263,6 +271,61 @@ mkconf stdin stdin
 lines 0 100 | "$WATCH" -c "$S/stdin.conf" 2>>"$S/watch.err"
 is $? 0 "stdin: exit 0 at the end of input"
 is "$(stat_of "$S/stdin.conf" attempts_total)" "$(counted 0 100)" "stdin: every counting line recorded"
+
+# ---------------------------------------------------------------- the journal
+# A test machine runs no journald: systemd-journal-remote writes journal
+# files from export-format entries, and the watcher reads that directory
+# (AG_TEST_JOURNAL_DIR, a test hook) as it reads the system's journal.
+JR=${AG_TEST_JOURNAL_REMOTE:-/lib/systemd/systemd-journal-remote}
+if [ -x "$JR" ]; then
+	mkdir -p "$S/journal"
+	BOOT=$(tr -d - </proc/sys/kernel/random/boot_id)
+	MONO=1000
+	jentry() { # jentry UNIT IDENT MESSAGE [USEC]
+		MONO=$((MONO + 1))
+		printf '__REALTIME_TIMESTAMP=%s\n__MONOTONIC_TIMESTAMP=%s\n_BOOT_ID=%s\n_HOSTNAME=mail\n_SYSTEMD_UNIT=%s\nSYSLOG_IDENTIFIER=%s\nMESSAGE=%s\n\n' \
+			"${4:-$(date +%s%6N)}" "$MONO" "$BOOT" "$1" "$2" "$3"
+	}
+	jwrite() { "$JR" --output="$S/journal/remote.journal" "$1" 2>>"$S/jr.err"; }
+	jbad() { echo "badlogin: localhost [$1] plaintext ($2) [SASL(-13): authentication failure: checkpass failed]"; }
+	{
+		jentry cyrus-imapd.service cyrus/imap "$(jbad 192.0.2.101 carol)" $(($(date +%s%6N) - 7200000000))
+		for i in 1 2 3; do jentry cyrus-imapd.service cyrus/imap "$(jbad 198.51.100.$i carol)"; done
+		jentry cyrus-imapd.service cyrus/pop3 "login: localhost [198.51.100.9] carol plaintext User logged in"
+		# the same words under the ident from another unit: not Cyrus
+		jentry evil.service cyrus/imap "$(jbad 192.0.2.102 carol)"
+	} >"$S/j1.export"
+	jwrite "$S/j1.export"
+	mkconf journal "journal:cyrus-imapd.service" "watch_max_age = 1h"
+	export AG_TEST_JOURNAL_DIR=$S/journal
+	start "$S/journal.conf"
+	wait_attempts "$S/journal.conf" 4
+	ok $? "journal by unit: 3 failures and a POP3 success recorded ($(stat_of "$S/journal.conf" attempts_total) of 4)"
+	"$ADMIN" -c "$S/journal.conf" show 192.0.2.102 >/dev/null 2>&1
+	r1=$?
+	"$ADMIN" -c "$S/journal.conf" show 192.0.2.101 >/dev/null 2>&1
+	r2=$?
+	ok $([ $r1 = 2 ] && [ $r2 = 2 ] && echo 0 || echo 1) "journal: another unit's line and a line older than watch_max_age are not counted"
+	# SIGKILL, more entries while it is down, restart: from the cursor
+	kill -KILL "$WPID"
+	wait "$WPID" 2>/dev/null
+	{ for i in 4 5; do jentry cyrus-imapd.service cyrus/imap "$(jbad 198.51.100.$i carol)"; done; } >"$S/j2.export"
+	jwrite "$S/j2.export"
+	start "$S/journal.conf"
+	wait_attempts "$S/journal.conf" 6
+	ok $? "journal: after SIGKILL, on from the kept cursor ($(stat_of "$S/journal.conf" attempts_total) of 6)"
+	{ jentry cyrus-imapd.service cyrus/imap "$(jbad 198.51.100.6 carol)"; } >"$S/j3.export"
+	jwrite "$S/j3.export"
+	wait_attempts "$S/journal.conf" 7
+	ok $? "journal: a new entry is followed ($(stat_of "$S/journal.conf" attempts_total) of 7)"
+	stop
+	unset AG_TEST_JOURNAL_DIR
+else
+	for i in 1 2 3 4; do
+		TESTNO=$((TESTNO + 1))
+		echo "ok $TESTNO # SKIP journal: $JR not installed (Debian: systemd-journal-remote)"
+	done
+fi
 
 # ---------------------------------------------------------------- bad config
 mkconf bad "file:$S/x.log" "watch_rule = broken imapd failure (?<user>a"
