@@ -18,7 +18,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 WATCH=${AG_TEST_WATCH:-$here/../../build/watch/authguard-watch}
 ADMIN=${AG_TEST_ADMIN:-$here/../../build/tools/authguard-admin}
-NTESTS=29
+NTESTS=33
 
 for b in "$WATCH" "$ADMIN"; do
 	if [ ! -x "$b" ]; then
@@ -94,6 +94,15 @@ wait_attempts() {
 	done
 	return 1
 }
+# wait until CONF's store knows ADDRESS (at most 30 s)
+wait_addr() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		"$ADMIN" -c "$1" show "$2" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
 start() { # start CONF
 	"$WATCH" -c "$1" 2>>"$S/watch.err" &
 	WPID=$!
@@ -165,6 +174,7 @@ WRPID=
 want=$(counted 0 $TOTAL)
 wait_attempts "$C" "$want"
 ok $? "after $kills SIGKILLs, $want records for $want counting lines of $TOTAL (got $(stat_of "$C" attempts_total))"
+sleep 0.5 # a count on its way past $want would have moved on by now
 ok $([ "$mid" -ge 3 ] && echo 0 || echo 1) "at least 3 of the SIGKILLs came mid-stream ($mid)"
 is "$(stat_of "$C" failures_total)" $((TOTAL * 6 / 10)) "failures_total: each failure line once"
 is "$(stat_of "$C" successes_total)" $((TOTAL / 10)) "successes_total: each plaintext success once"
@@ -216,7 +226,9 @@ want=$((want + $(counted 20250 20350)))
 start "$C"
 wait_attempts "$C" "$want"
 ok $? "rotated while stopped: PATH.1's rest, then the new file ($(stat_of "$C" attempts_total) of $want)"
+sleep 0.3
 stop
+is "$(stat_of "$C" attempts_total)" "$want" "rotation and truncation: nothing read twice"
 
 # ---------------------------------------------------------------- first start: the age bound
 mkconf old "file:$S/old.log" "watch_max_age = 1h"
@@ -265,6 +277,34 @@ grep -q 'user="a\\x00b\\xff\\xc3"' "$S/hostile.attempts"
 ok $? "a user with NUL and invalid UTF-8 is recorded byte for byte, escaped in the line"
 stop
 is "$STOP_RC" 0 "the watcher survived the hostile lines and stopped cleanly"
+
+# ---------------------------------------------------------------- SIGHUP
+# the rules are read again: an admin's ignore rule takes effect; a config
+# with an error is refused and the running one kept
+mkconf hup "file:$S/hup.log"
+: >"$S/hup.log"
+start "$S/hup.conf"
+sleep 0.3
+lines 0 10 >>"$S/hup.log"
+wait_attempts "$S/hup.conf" "$(counted 0 10)"
+ok $? "SIGHUP: counting before"
+echo 'watch_rule = quiet cyrus/imap ignore badlogin: \S+ \[10\.0\.0\.\d+\] .*' >>"$S/hup.conf"
+kill -HUP "$WPID"
+sleep 0.5
+lines 0 10 >>"$S/hup.log"
+echo "$(stamp) mail cyrus/imap[1]: badlogin: [203.0.113.90] plaintext (z) [SASL(-13): authentication failure: x]" >>"$S/hup.log"
+# the same ten lines again: only the pop3 failure and the success count,
+# plus the new address
+want=$(($(counted 0 10) + 3))
+wait_addr "$S/hup.conf" 203.0.113.90
+is "$(stat_of "$S/hup.conf" attempts_total)" "$want" "SIGHUP: the new ignore rule applies (the last line is in, and the count is exact)"
+echo 'watch_rule = broken x failure (' >>"$S/hup.conf"
+kill -HUP "$WPID"
+sleep 0.5
+echo "$(stamp) mail cyrus/imap[1]: badlogin: [203.0.113.91] plaintext (z) [SASL(-13): authentication failure: x]" >>"$S/hup.log"
+wait_attempts "$S/hup.conf" $((want + 1))
+ok $? "SIGHUP with a broken rule: still running on the rules read before"
+stop
 
 # ---------------------------------------------------------------- stdin
 mkconf stdin stdin
