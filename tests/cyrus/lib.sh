@@ -15,6 +15,8 @@
 #                       and unpacks the .debs if not there yet)
 #   cy_scratch PREFIX   a fresh scratch directory $S, laid out below
 #   cy_users USER...    sasldb users; each one's password is pw-USER
+#   cy_sysdir           $S/sysdir: a stand-in for libsasl2's own plugin
+#                       directory with README.md's libauthguard.so link in it
 #   cy_agconf [LINE...] writes $AGCONF: the test defaults (db_dir = $S/store,
 #                       log = file:$LOG, tarpit_base = 20ms, tarpit_max =
 #                       320ms), then each LINE ("key = value"; the default
@@ -193,6 +195,21 @@ cy_scratch() {
 		{ CY_ERR="cannot give $S to $CY_USER"; return 1; }
 	chmod 0700 "$S/store"
 	cy_agconf
+}
+
+# cy_sysdir: $S/sysdir, a stand-in for libsasl2's own plugin directory (the
+# one it reads without SASL_PATH; the test must not touch the real one):
+# links to every plugin there, plus README.md's libauthguard.so link.
+# Cyrus uses it with CY_SASL_PATH=$S/sysdir and, since the plugin loads the
+# stock mechanisms from there too, sasl_authguard_mech_dir: $S/sysdir.
+cy_sysdir() {
+	local f -
+	set +f
+	mkdir -p "$S/sysdir" || { CY_ERR="cannot make $S/sysdir"; return 1; }
+	for f in "$SASL_SYSDIR"/*.so*; do
+		ln -sf "$f" "$S/sysdir/${f##*/}" || { CY_ERR="cannot link $f"; return 1; }
+	done
+	ln -sf "$PLUGIN" "$S/sysdir/libauthguard.so" || { CY_ERR="cannot link $PLUGIN"; return 1; }
 }
 
 # cy_users USER...: each USER gets the password pw-USER (sasldb, realm CY_REALM)

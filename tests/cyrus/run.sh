@@ -28,7 +28,7 @@ set -u
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
-NTESTS=25
+NTESTS=28
 
 # ------------------------------------------------------------------ skip, bail
 why=$(cy_missing)
@@ -255,6 +255,21 @@ main() {
 		"Cyrus stopped on SIGTERM: its $nfam processes (master and services) are gone" "left: $CY_LEFT"
 
 
+	# ------------------------------------ pop3d without sasl_log_level: 4
+	# Not asserted: what README's sasl_log_level line is for. pop3d leaves
+	# SASL's log to libsasl2, whose default callback drops notices (the
+	# attempt lines) below sasl_log_level 4 (issue 10, item 5).
+	CY_SASL_LOG_LEVEL=
+	cy_start || bail "Cyrus did not start again: $CY_ERR"
+	cy_client_start
+	cy_try pop3 PLAIN 127.0.2.2 bob pw-bob
+	cy_try pop3 PLAIN 127.0.88.8 bob wrong
+	out=$(syslog_since | grep -cE "$ATTEMPT_RE")
+	echo "# note: pop3d without sasl_log_level: 4 (log = syslog): $out attempt lines for 2 attempts"
+	cy_client_stop
+	cy_stop
+	unset CY_SASL_LOG_LEVEL
+
 	# ------------------------------------------------------ broken: the store
 	# A store directory Cyrus's user cannot write: fail_open = yes (the
 	# default) lets the login through, and the fault is in Cyrus's log.
@@ -268,6 +283,15 @@ main() {
 	ok "$([ "$ST" = OK ] && printf '%s\n' "$out" | grep -q "authguard fault: .*db_dir=$S/rostore"; echo $?)" \
 		"store not writable: alice logs in (fail_open = yes) and Cyrus's log has the fault naming db_dir" \
 		"reply $ST" "log: $out"
+	printf '%s\n' "$out" | grep -m1 'authguard fault' | sed 's/^.*authguard fault/# authguard fault/'
+	# the config is read again when it changes: fail_open = no refuses
+	sleep 1 # a new mtime second for the config cache
+	echo "fail_open = no" >>"$AGCONF"
+	cy_try imap PLAIN 127.0.1.1 alice pw-alice
+	out=$(syslog_since)
+	# (the fault itself is logged once a minute per process: the line says it)
+	ok "$([ "$ST" = NO ] && printf '%s\n' "$out" | grep -qE "$ATTEMPT_RE.*result=unchecked action=refuse reason=fault"; echo $?)" \
+		"store not writable, fail_open = no: alice is refused, and Cyrus's log says why (result=unchecked action=refuse reason=fault)" "reply $ST" "log: $out"
 	# ----------------------------------------------------- broken: no config
 	cp "$S/authguard.conf.good" "$AGCONF"
 	CY_AGCONF_PATH=$S/missing.conf
@@ -279,6 +303,8 @@ main() {
 		"config missing: Cyrus's log names the missing authguard.conf (reply $ST)" "log: $out"
 
 	# ------------------------------------------- item 4: no SASL_PATH at all
+	# README's imapd.conf, Cyrus started without SASL_PATH, and no link in
+	# libsasl2's own directory: libsasl2 finds no canonuser "authguard".
 	CY_SASL_PATH=-
 	restart || bail "Cyrus did not start again: $CY_ERR"
 	r=()
@@ -288,9 +314,37 @@ main() {
 	done
 	out=$(syslog_since)
 	ok "$([ "${r[*]}" = "NO NO NO NO" ] && printf '%s\n' "$out" | grep -q 'desired canon_user plugin authguard not found'; echo $?)" \
-		"README's imapd.conf without SASL_PATH: every login of the owner from home is refused (IMAP PLAIN, LOGIN, POP3 PLAIN, USER/PASS: ${r[*]}), Cyrus logs 'desired canon_user plugin authguard not found'" \
+		"without SASL_PATH and without README's link, every login is refused, the owner's from home too (IMAP PLAIN, LOGIN, POP3 PLAIN, USER/PASS: ${r[*]}); Cyrus logs 'desired canon_user plugin authguard not found'" \
 		"replies: ${r[*]}" "log: $out"
-	unset CY_SASL_PATH
+
+	# The same, with README's link to the plugin in libsasl2's own directory
+	# (a stand-in: $S/sysdir, all of that directory's plugins and the link;
+	# the plugin loads the stock mechanisms from the same place). No outage,
+	# the fallback says so loudly, and banned sources are still refused.
+	cy_sysdir || bail "$CY_ERR"
+	CY_SASL_PATH=$S/sysdir
+	CY_IMAPD_EXTRA="sasl_authguard_mech_dir: $S/sysdir"
+	restart || bail "Cyrus did not start again: $CY_ERR"
+	r=()
+	for x in "imap PLAIN" "imap LOGIN" "pop3 PLAIN" "pop3 LOGIN"; do
+		cy_try $x 127.0.1.1 alice pw-alice
+		r+=("$ST")
+	done
+	out=$(syslog_since)
+	ok "$([ "${r[*]}" = "OK OK OK OK" ] && ! printf '%s\n' "$out" | grep -qE "$ATTEMPT_RE" &&
+		[ "$(printf '%s\n' "$out" | grep -c "cyrus/imap\[.*authguard fault: plugin loaded from the stock mechanisms' directory $S/sysdir")" -ge 1 ] &&
+		[ "$(printf '%s\n' "$out" | grep -c "cyrus/pop3\[.*authguard fault: plugin loaded from the stock mechanisms' directory $S/sysdir")" -ge 1 ]; echo $?)" \
+		"without SASL_PATH, with README's libauthguard.so link in libsasl2's directory: the owner logs in (IMAP PLAIN, LOGIN, POP3 PLAIN, USER/PASS: ${r[*]}), imapd and pop3d each log that the mechanisms are not guarded, and they are not (no wrapped mechanism beside the stock ones: no attempt line)" \
+		"replies: ${r[*]}" "log: $out"
+	r=() why=()
+	for x in "imap PLAIN" "imap LOGIN" "pop3 PLAIN" "pop3 LOGIN"; do
+		attempt $x 127.0.66.6 alice pw-alice
+		r+=("$ST") why+=("${F[reason]:--}")
+	done
+	ok "$([ "${r[*]}" = "NO NO NO NO" ] && [ "${why[*]}" = "banned banned banned banned" ]; echo $?)" \
+		"the same: the address banned earlier is still refused on every path with the right password (${r[*]}: reason=${why[*]})" \
+		"replies: ${r[*]}" "reasons: ${why[*]}"
+	unset CY_SASL_PATH CY_IMAPD_EXTRA
 
 	echo "# $ATTEMPTS attempts in ${SECONDS}s"
 	if [ "$TESTNO" != "$NTESTS" ]; then
