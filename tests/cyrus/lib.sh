@@ -126,6 +126,7 @@ cy_fetch() {
 	tmp=$(mktemp -d "$CY_DEBS/fetch.XXXXXX") || { CY_ERR="mktemp in $CY_DEBS failed"; return 1; }
 	chmod 0755 "$tmp" # apt's _apt user writes the download as root's helper
 	command -v apt-get >/dev/null || { CY_ERR="no apt-get: cannot fetch $CY_PKGS"; rm -rf "$tmp"; return 1; }
+	# shellcheck disable=SC2086 # a list of package names
 	if ! (cd "$tmp" && apt-get download -q $CY_PKGS) >"$tmp/apt.log" 2>&1; then
 		CY_ERR="apt-get download $CY_PKGS failed: $(grep -E '^E:' "$tmp/apt.log" | head -n 1)"
 		rm -rf "$tmp"
@@ -183,6 +184,19 @@ cy_scratch() {
 			{ CY_ERR="user nobody missing"; return 1; }
 	else
 		CY_USER=$(id -un) CY_GROUP=$(id -gn)
+	fi
+	# Cyrus's services run as CY_USER and exec or load these: in a tree that
+	# user cannot reach (a build under /root) they would not start, so they
+	# are copied into $S then.
+	if ! cy_as_user test -x "$CY_BIN/imapd" -a -r "$PLUGIN" -a -r "$SHIM" 2>/dev/null; then
+		mkdir -p "$S/copy" && cp -a "$CY_ROOT" "$S/copy/root" && cp "$PLUGIN" "$SHIM" "$S/copy/" ||
+			{ CY_ERR="cannot copy Cyrus and the plugin into $S"; return 1; }
+		CY_ROOT=$S/copy/root CY_BIN=$S/copy/root/usr/lib/cyrus/bin CY_LIBS=$S/copy/root/usr/lib/$triplet
+		PLUGIN=$S/copy/${PLUGIN##*/} SHIM=$S/copy/${SHIM##*/}
+	fi
+	if [ -n "$ADMIN" ] && ! cy_as_user test -x "$ADMIN" 2>/dev/null; then
+		mkdir -p "$S/copy" && cp "$ADMIN" "$S/copy/" && ADMIN=$S/copy/${ADMIN##*/} ||
+			{ CY_ERR="cannot copy $ADMIN into $S"; return 1; }
 	fi
 	for d in etc config config/db config/socket config/proc config/lock spool sasl2 store; do
 		mkdir -p "$S/$d" || { CY_ERR="cannot populate $S"; return 1; }
@@ -341,7 +355,8 @@ cy_start() {
 		env -u SASL_PATH "${env[@]}" "$CY_BIN/master" -C "$S/etc/imapd.conf" -M "$S/etc/cyrus.conf" \
 			-p "$S/master.pid" </dev/null >>"$S/master.out" 2>&1 &
 		MPID=$!
-		for i in $(seq 100); do
+		i=$((SECONDS + 10))
+		while [ "$SECONDS" -le "$i" ]; do
 			greets "$POP_PORT" && greets "$IMAP_PORT" && return 0
 			alive "$MPID" || break
 			sleep 0.1

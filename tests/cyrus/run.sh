@@ -166,7 +166,7 @@ brute() {
 
 # ======================================================================== run
 main() {
-	local out r x ver
+	local out r x
 	set -f
 	echo "1..$NTESTS"
 	cy_scratch ag-cyrus || bail "$CY_ERR"
