@@ -28,7 +28,7 @@ set -u
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
-NTESTS=28
+NTESTS=29
 
 # ------------------------------------------------------------------ skip, bail
 why=$(cy_missing)
@@ -242,6 +242,11 @@ main() {
 	else
 		skip "authguard-admin list bans" "AG_TEST_ADMIN not set and no authguard-admin in PATH"
 	fi
+	# what syslog_shim.so writes, for every reader of the file (the format
+	# rsyslog writes: "Mmm dd hh:mm:ss host ident[pid]: message")
+	out=$(grep -vE '^[A-Z][a-z]{2} [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] [^ ]+ [^ []+\[[0-9]+\]: ' "$SYSLOG" | head -n 3)
+	ok "$([ -z "$out" ] && [ "$(wc -l <"$SYSLOG")" -ge "$ATTEMPTS" ]; echo $?)" \
+		"Cyrus's log: $(wc -l <"$SYSLOG") lines, each in rsyslog's format (Mmm dd hh:mm:ss host ident[pid]: message)" "$out"
 	out=$(grep -E 'DBERROR|IOERROR|fatal|segfault|signal' "$SYSLOG" | head -n 5)
 	ok "$([ -z "$out" ]; echo $?)" "Cyrus logged no database error, fatal error or crash" "$out"
 
