@@ -497,7 +497,8 @@ static bool loaded_from(const char *dir)
 	char here[PATH_MAX];
 	memcpy(here, info.dli_fname, (size_t)(slash - info.dli_fname));
 	here[slash - info.dli_fname] = '\0';
-	/* the directory as opened (not the link's target): where libsasl2 looked */
+	/* the directory the library was opened from (a link's, not its
+	 * target's): where libsasl2 looked */
 	if (realpath(here[0] != '\0' ? here : "/", mine) == NULL || realpath(dir, theirs) == NULL)
 		return false;
 	return strcmp(mine, theirs) == 0;
@@ -588,6 +589,7 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 		atomic_store(&fallback_role, true);
 		return SASL_NOMECH;
 	}
+	atomic_store(&fallback_role, false);
 	if (utils->getopt != NULL)
 		(void)utils->getopt(utils->getopt_context, "authguard", "authguard_mechs", &want, &len);
 	pthread_mutex_lock(&init_mu);
