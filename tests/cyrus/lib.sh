@@ -352,7 +352,10 @@ cy_start() {
 		-) ;;
 		*) env+=(SASL_PATH="${CY_SASL_PATH-$S/sasl2}") ;;
 		esac
-		env -u SASL_PATH "${env[@]}" "$CY_BIN/master" -C "$S/etc/imapd.conf" -M "$S/etc/cyrus.conf" \
+		# in a session of its own: on SIGTERM the master signals its whole
+		# process group, which would otherwise be this script's (when both
+		# run as one user); not a group leader here, setsid does not fork
+		setsid env -u SASL_PATH "${env[@]}" "$CY_BIN/master" -C "$S/etc/imapd.conf" -M "$S/etc/cyrus.conf" \
 			-p "$S/master.pid" </dev/null >>"$S/master.out" 2>&1 &
 		MPID=$!
 		i=$((SECONDS + 10))
