@@ -90,6 +90,7 @@ static struct {
 	size_t n;
 	int sigfd, ino_fd;
 	bool stop, hup;
+	int64_t start_ms;
 	struct counts c;
 } w;
 
@@ -229,10 +230,15 @@ static void record(struct src *s, const struct aw_match *m, int64_t when_ms, off
 	s->pos_saved_ms = ag_now_ms();
 }
 
+/* On a first start (and from stdin, which has no position), lines from
+ * more than watch_max_age before the start. Measured from the start, not
+ * from now: the lines written while the watcher runs are never old, and
+ * a syslog time has whole seconds (the second of the start is not
+ * "before" it). */
 static bool too_old(const struct src *s, int64_t when_ms)
 {
 	bool bounded = s->first_start || s->kind == SRC_STDIN;
-	return bounded && when_ms > 0 && when_ms < ag_now_ms() - w.d.conf.watch_max_age;
+	return bounded && when_ms > 0 && when_ms < w.start_ms - 1000 - w.d.conf.watch_max_age;
 }
 
 /* A message from program @ident, of time @when_ms, ending at @after. */
@@ -805,6 +811,7 @@ int main(int argc, char **argv)
 		agd_finish(&w.d);
 		return 2;
 	}
+	w.start_ms = ag_now_ms();
 	w.sigfd = agd_signals();
 	if (w.sigfd < 0) {
 		agd_log(AG_LVL_ERR, "signals: %s", strerror(errno));

@@ -18,7 +18,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 WATCH=${AG_TEST_WATCH:-$here/../../build/watch/authguard-watch}
 ADMIN=${AG_TEST_ADMIN:-$here/../../build/tools/authguard-admin}
-NTESTS=33
+NTESTS=34
 
 for b in "$WATCH" "$ADMIN"; do
 	if [ ! -x "$b" ]; then
@@ -242,6 +242,21 @@ wait_attempts "$S/old.conf" "$(counted 0 10)"
 ok $? "first start: the fresh lines are counted"
 "$ADMIN" -c "$S/old.conf" show 192.0.2.200 >/dev/null 2>&1
 is $? 2 "first start: a line older than watch_max_age is skipped"
+stop
+
+# watch_max_age = 0: nothing from before the start, everything after it
+# (a syslog time has whole seconds: the start's own second counts)
+mkconf zero "file:$S/zero.log" "watch_max_age = 0"
+echo "$(date -d '-3 seconds' '+%b %e %H:%M:%S') mail cyrus/imap[1]: badlogin: [192.0.2.210] plaintext (z) [SASL(-13): authentication failure: x]" >"$S/zero.log"
+start "$S/zero.conf"
+sleep 0.3
+for i in 1 2 3; do
+	echo "$(stamp) mail cyrus/imap[1]: badlogin: [192.0.2.21$i] plaintext (z) [SASL(-13): authentication failure: x]" >>"$S/zero.log"
+	sleep 0.4
+done
+wait_addr "$S/zero.conf" 192.0.2.213
+sleep 0.3
+is "$(stat_of "$S/zero.conf" attempts_total)" 3 "watch_max_age = 0: the lines written after the start are counted, the one before is not"
 stop
 
 # ---------------------------------------------------------------- hostile lines
