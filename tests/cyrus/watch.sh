@@ -26,7 +26,7 @@ export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 WATCH=${AG_TEST_WATCH:-$CY_HERE/../../build/watch/authguard-watch}
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
-NTESTS=26
+NTESTS=28
 
 why=$(cy_missing)
 [ -n "$why" ] || [ -x "$WATCH" ] || why="$WATCH not built"
@@ -87,11 +87,10 @@ ok() { # ok STATUS DESCRIPTION [DIAGNOSTIC...]
 		for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
 	fi
 }
-t() { "$@" && echo 0 || echo 1; } # a condition as ok's STATUS
 
 # ---------------------------------------------------------------- set-up
 cy_scratch ag-cywatch || bail "$CY_ERR"
-cy_users alice bob carol dave || bail "$CY_ERR"
+cy_users alice bob carol dave erin || bail "$CY_ERR"
 # small thresholds, so the run is short; each actor in a /24 of its own
 cy_agconf "ip_ban_after = 5" "user_lock_after = 8" "net_ban_after = 0" "spray_users = 0" \
 	"watch_source = file:$SYSLOG" "watch_rules = cyrus"
@@ -171,53 +170,68 @@ for i in 1 2 3 4 5 6; do
 done
 NOWAIT=1 attempt imap LOGIN 127.0.55.5 dave pw-dave
 BEFORE+="$ST"
-ok "$(t [ "$BEFORE" = "NO NO NO NO NO NO OK" ])" \
+ok "$({ [ "$BEFORE" = "NO NO NO NO NO NO OK" ]; } && echo 0 || echo 1)" \
 	"before: 6 wrong IMAP LOGINs, then the right password is accepted (issue 12)" "replies: $BEFORE"
-ok "$(t [ "$(nlines)" = 0 ])" "before: no attempt line for them" "$(cat "$LOG")"
+ok "$({ [ "$(nlines)" = 0 ]; } && echo 0 || echo 1)" "before: no attempt line for them" "$(cat "$LOG")"
 
 # ---------------------------------------------------------------- the watcher starts
 start_watch
 wait_lines 7
 n=$(grep -c 'user="dave" rhost=127.0.55.5 result=fail' "$LOG")
 s=$(grep -c 'user="dave" rhost=127.0.55.5 result=success' "$LOG")
-ok "$(t [ "$n" = 6 ] && [ "$s" = 1 ] && [ "$(nlines)" = 7 ])" \
+ok "$({ [ "$n" = 6 ] && [ "$s" = 1 ] && [ "$(nlines)" = 7 ]; } && echo 0 || echo 1)" \
 	"first start: what Cyrus logged before (within watch_max_age) is recorded once: 6 failures, 1 success" \
 	"$(cat "$LOG")" "$(tail -n 3 "$S/watch.err")"
 
 # ---------------------------------------------------------------- a LOGIN-only owner at home
 attempt imap LOGIN 127.0.1.1 alice pw-alice
-ok "$(t [ "$ST" = OK ] && [ "${F[result]:-}" = success ] && [ "${F[rhost]:-}" = 127.0.1.1 ] &&
-	[ "${F[service]:-}" = imap ] && [ "${F[user]:-}" = '"alice"' ])" \
+ok "$({ [ "$ST" = OK ] && [ "${F[result]:-}" = success ] && [ "${F[rhost]:-}" = 127.0.1.1 ] &&
+	[ "${F[service]:-}" = imap ] && [ "${F[user]:-}" = '"alice"' ]; } && echo 0 || echo 1)" \
 	"alice's IMAP LOGIN from home: OK, recorded as a success (service=imap)" "$ST: $L"
 admin show --user alice >"$S/show.out" 2>&1
-ok "$(t grep -q 127.0.1.1 "$S/show.out")" "the LOGIN made her home familiar" "$(cat "$S/show.out")"
+ok "$({ grep -q 127.0.1.1 "$S/show.out"; } && echo 0 || echo 1)" "the LOGIN made her home familiar" "$(cat "$S/show.out")"
 
 # ---------------------------------------------------------------- IMAP LOGIN brute force
 brute imap 127.0.66.6 carol
-ok "$(t [ "${STS[*]}" = "NO NO NO NO NO NO NO NO NO NO NO NO" ])" "IMAP LOGIN brute force: 12 wrong passwords refused" "${STS[*]}"
+ok "$({ [ "${STS[*]}" = "NO NO NO NO NO NO NO NO NO NO NO NO" ]; } && echo 0 || echo 1)" "IMAP LOGIN brute force: 12 wrong passwords refused" "${STS[*]}"
 w=$(want_brute imap)
-ok "$(t [ "${RES[*]}" = "$w" ])" \
+ok "$({ [ "${RES[*]}" = "$w" ]; } && echo 0 || echo 1)" \
 	"IMAP LOGIN: 5 failures counted, the 5th bans (event=ban), the next 7 refused before the check" \
 	"got:  ${RES[*]}" "want: $w"
 # past tarpit_free (3) the canonuser check sleeps before the 4th and 5th
-ok "$(t [ "${MSS[3]}" -ge 20 ] && [ "${MSS[4]}" -ge 40 ])" \
+ok "$({ [ "${MSS[3]}" -ge 20 ] && [ "${MSS[4]}" -ge 40 ]; } && echo 0 || echo 1)" \
 	"IMAP LOGIN: the 4th and 5th are tarpitted (>= 20 and 40 ms)" "ms: ${MSS[*]}"
 attempt imap LOGIN 127.0.66.6 carol pw-carol
-ok "$(t [ "$ST" = NO ] && [ "${F[reason]:-}" = banned ] && [ "${F[result]:-}" = unchecked ])" \
+ok "$({ [ "$ST" = NO ] && [ "${F[reason]:-}" = banned ] && [ "${F[result]:-}" = unchecked ]; } && echo 0 || echo 1)" \
 	"IMAP LOGIN: then the right password is refused (reason=banned)" "$ST: $L"
+
+# ---------------------------------------------------------------- many LOGINs in one connection
+# issue 12: "30 failed LOGINs inside one connection, the same": 8 here,
+# counted, tarpitted and banned like separate connections
+before=$ATTEMPTS
+"$PYTHON" "$CY_HERE/loginmany.py" "$IMAP_PORT" 127.0.44.4 erin "$LOG" w1 w2 w3 w4 w5 w6 w7 w8 >"$S/many.out" 2>>"$S/client.log"
+ATTEMPTS=$((ATTEMPTS + $(wc -l <"$S/many.out")))
+replies=$(awk '{ print $1 }' "$S/many.out" | tr '\n' ' ')
+got=$(grep 'rhost=127.0.44.4 ' "$LOG" | sed -E 's/.* result=([a-z]+) .*/\1/; s/$//' | tr '\n' ' ')
+ev=$(grep 'rhost=127.0.44.4 ' "$LOG" | grep -c ' event=ban')
+ms=($(awk '{ print $2 }' "$S/many.out"))
+ok "$({ [ "$replies" = "NO NO NO NO NO NO NO NO " ] && [ "$got" = "fail fail fail fail fail unchecked unchecked unchecked " ] && [ "$ev" = 1 ]; } && echo 0 || echo 1)" \
+	"8 LOGINs in one connection: 5 counted, the 5th bans, 3 refused" "replies: $replies" "results: $got"
+ok "$({ [ "${ms[3]:-0}" -ge 20 ] && [ "${ms[4]:-0}" -ge 40 ]; } && echo 0 || echo 1)" \
+	"8 LOGINs in one connection: the 4th and 5th tarpitted (>= 20 and 40 ms)" "ms: ${ms[*]}"
 
 # ---------------------------------------------------------------- POP3 USER/PASS brute force
 brute pop3 127.0.77.7 bob
-ok "$(t [ "${STS[*]}" = "NO NO NO NO NO NO NO NO NO NO NO NO" ])" "POP3 USER/PASS brute force: 12 wrong passwords refused" "${STS[*]}"
+ok "$({ [ "${STS[*]}" = "NO NO NO NO NO NO NO NO NO NO NO NO" ]; } && echo 0 || echo 1)" "POP3 USER/PASS brute force: 12 wrong passwords refused" "${STS[*]}"
 w=$(want_brute pop)
-ok "$(t [ "${RES[*]}" = "$w" ])" \
+ok "$({ [ "${RES[*]}" = "$w" ]; } && echo 0 || echo 1)" \
 	"POP3 PASS: 5 failures counted (service=pop), the 5th bans, the next 7 refused" \
 	"got:  ${RES[*]}" "want: $w"
 attempt pop3 LOGIN 127.0.77.7 bob pw-bob
-ok "$(t [ "$ST" = NO ] && [ "${F[reason]:-}" = banned ])" \
+ok "$({ [ "$ST" = NO ] && [ "${F[reason]:-}" = banned ]; } && echo 0 || echo 1)" \
 	"POP3 PASS: then the right password is refused (reason=banned)" "$ST: $L"
 attempt pop3 LOGIN 127.0.66.6 bob pw-bob
-ok "$(t [ "$ST" = NO ] && [ "${F[reason]:-}" = banned ])" \
+ok "$({ [ "$ST" = NO ] && [ "${F[reason]:-}" = banned ]; } && echo 0 || echo 1)" \
 	"the address banned over IMAP LOGIN is refused over POP3 for another user" "$ST: $L"
 
 # ---------------------------------------------------------------- a botnet locks alice
@@ -235,53 +249,53 @@ for i in 6 7 8; do attempt imap LOGIN 127.0.$((100 + i)).1 alice "bot-$i"; done
 LOCKLINE=$L
 sleep 0.3
 per=$(for i in 1 2 3 4 5 6 7 8; do grep -c "user=\"alice\" rhost=127.0.$((100 + i)).1 result=fail" "$LOG"; done | tr '\n' ' ')
-ok "$(t [ "$per" = "1 1 1 1 1 1 1 1 " ])" \
+ok "$({ [ "$per" = "1 1 1 1 1 1 1 1 " ]; } && echo 0 || echo 1)" \
 	"botnet: each of 8 failures recorded exactly once across the watcher's SIGKILL and restart" "per address: $per"
 case $LOCKLINE in *" event=lock"*) lk=0 ;; *) lk=1 ;; esac
 ok "$lk" "botnet: the 8th failure locks alice (user_lock_after = 8)" "$LOCKLINE"
 attempt imap LOGIN 127.0.200.1 alice pw-alice
-ok "$(t [ "$ST" = NO ] && [ "${F[reason]:-}" = locked ])" \
+ok "$({ [ "$ST" = NO ] && [ "${F[reason]:-}" = locked ]; } && echo 0 || echo 1)" \
 	"locked: alice's right password from a stranger's address is refused (reason=locked)" "$ST: $L"
 attempt imap LOGIN 127.0.1.1 alice pw-alice
-ok "$(t [ "$ST" = OK ] && [ "${F[familiar]:-}" = yes ] && [ "${F[user_state]:-}" = locked ] &&
-	[ "${F[result]:-}" = success ])" \
+ok "$({ [ "$ST" = OK ] && [ "${F[familiar]:-}" = yes ] && [ "${F[user_state]:-}" = locked ] &&
+	[ "${F[result]:-}" = success ]; } && echo 0 || echo 1)" \
 	"locked: alice still gets in from home over IMAP LOGIN (familiar=yes user_state=locked)" "$ST: $L"
 attempt pop3 LOGIN 127.0.1.1 alice pw-alice
-ok "$(t [ "$ST" = OK ] && [ "${F[service]:-}" = pop ])" "locked: and over POP3 USER/PASS" "$ST: $L"
+ok "$({ [ "$ST" = OK ] && [ "${F[service]:-}" = pop ]; } && echo 0 || echo 1)" "locked: and over POP3 USER/PASS" "$ST: $L"
 
 # ---------------------------------------------------------------- AUTHENTICATE PLAIN: never twice
 attempt imap PLAIN 127.0.88.8 dave wrong
-ok "$(t [ "$ST" = NO ] && [ "${F[result]:-}" = fail ])" "AUTHENTICATE PLAIN: the plugin records the failure" "$ST: $L"
+ok "$({ [ "$ST" = NO ] && [ "${F[result]:-}" = fail ]; } && echo 0 || echo 1)" "AUTHENTICATE PLAIN: the plugin records the failure" "$ST: $L"
 # a line from the watcher after it: Cyrus's PLAIN badlogin line was read by then
 attempt imap LOGIN 127.0.2.2 dave pw-dave
 n=$(grep -c 'rhost=127.0.88.8 ' "$LOG")
-ok "$(t [ "$ST" = OK ] && [ "$n" = 1 ])" \
+ok "$({ [ "$ST" = OK ] && [ "$n" = 1 ]; } && echo 0 || echo 1)" \
 	"AUTHENTICATE PLAIN: the watcher does not count Cyrus's line for it again" "$n lines for 127.0.88.8"
 
 # ---------------------------------------------------------------- the whole run
 sleep 0.3
-ok "$(t [ "$(nlines)" = "$ATTEMPTS" ])" "one attempt line per attempt ($ATTEMPTS attempts)" \
+ok "$({ [ "$(nlines)" = "$ATTEMPTS" ]; } && echo 0 || echo 1)" "one attempt line per attempt ($ATTEMPTS attempts)" \
 	"$(nlines) lines"
 refused=$(grep -c ' result=unchecked action=refuse ' "$LOG")
 marked=$(grep -c 'plaintext (.*) \[SASL(-13): .*authguard: refused\]$' "$SYSLOG")
-ok "$(t [ "$refused" -gt 0 ] && [ "$refused" = "$marked" ])" \
+ok "$({ [ "$refused" -gt 0 ] && [ "$refused" = "$marked" ]; } && echo 0 || echo 1)" \
 	"each refusal is marked in Cyrus's badlogin line (authguard: refused) and not counted again" \
 	"$refused refusals, $marked marked lines"
 admin list bans >"$S/bans.out" 2>&1
-ok "$(t grep -q '127.0.66.6' "$S/bans.out" && grep -q '127.0.77.7' "$S/bans.out" &&
-	! grep -q '127.0.1.1' "$S/bans.out")" "authguard-admin list bans: both attackers, not the owner's home" \
+ok "$({ grep -q '127.0.66.6' "$S/bans.out" && grep -q '127.0.77.7' "$S/bans.out" &&
+	! grep -q '127.0.1.1' "$S/bans.out"; } && echo 0 || echo 1)" "authguard-admin list bans: both attackers, not the owner's home" \
 	"$(cat "$S/bans.out")"
 admin stats >"$S/stats.out" 2>&1
 f=$(awk '$1 == "failures_total" { print $2 }' "$S/stats.out")
-# failures: dave 6 + carol 5 + bob 5 + botnet 8 + PLAIN 1
-ok "$(t [ "$f" = 25 ])" "failures_total 25: every counted failure once" "$(cat "$S/stats.out")"
+# failures: dave 6 + carol 5 + one connection 5 + bob 5 + botnet 8 + PLAIN 1
+ok "$({ [ "$f" = 30 ]; } && echo 0 || echo 1)" "failures_total 30: every counted failure once" "$(cat "$S/stats.out")"
 kill -TERM "$WPID"
 wait "$WPID"
 rc=$?
 WPID=
-ok "$(t [ "$rc" = 0 ])" "the watcher stops on SIGTERM (exit 0)" "exit $rc" "$(tail -n 3 "$S/watch.err")"
+ok "$({ [ "$rc" = 0 ]; } && echo 0 || echo 1)" "the watcher stops on SIGTERM (exit 0)" "exit $rc" "$(tail -n 3 "$S/watch.err")"
 bad=$(grep -E 'DBERROR|IOERROR|fatal|segfault|AddressSanitizer|runtime error' "$SYSLOG" "$S/watch.err" | head -n 3)
-ok "$(t [ -z "$bad" ])" "no error, crash or sanitizer report in Cyrus's log or the watcher's" "$bad"
+ok "$({ [ -z "$bad" ]; } && echo 0 || echo 1)" "no error, crash or sanitizer report in Cyrus's log or the watcher's" "$bad"
 echo "# the watcher: $(grep stopping "$S/watch.err" | tail -n 1)"
 
 [ "$TESTNO" = "$NTESTS" ] || { echo "# ran $TESTNO checks, planned $NTESTS"; FAILED=1; }
