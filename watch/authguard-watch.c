@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
 #include "ag.h"
@@ -738,6 +739,20 @@ static bool all_done(void)
 	return true;
 }
 
+/* systemctl status shows what the watcher has done, every STATUS_MS */
+#define STATUS_MS 10000
+static void status(void)
+{
+	static int64_t last;
+	int64_t now = ag_now_ms();
+
+	if (now - last < STATUS_MS)
+		return;
+	last = now;
+	sd_notifyf(0, "STATUS=%lu lines: %lu failures and %lu successes recorded, %lu ignored, %lu faults",
+		   w.c.lines, w.c.failure, w.c.success, w.c.ignored, w.c.faults);
+}
+
 static int run(void)
 {
 	struct pollfd pf[SOURCES_MAX + 2];
@@ -745,6 +760,7 @@ static int run(void)
 	for (;;) {
 		poll_all();
 		checkpoint(false);
+		status();
 		if (w.stop || all_done())
 			break;
 		nfds_t n = 0;
