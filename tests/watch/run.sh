@@ -18,7 +18,7 @@ export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 WATCH=${AG_TEST_WATCH:-$here/../../build/watch/authguard-watch}
 ADMIN=${AG_TEST_ADMIN:-$here/../../build/tools/authguard-admin}
-NTESTS=34
+NTESTS=36
 
 for b in "$WATCH" "$ADMIN"; do
 	if [ ! -x "$b" ]; then
@@ -388,6 +388,17 @@ out=$("$WATCH" -c "$S/bad.conf" -t 2>&1)
 rc=$?
 [ $rc = 2 ] && echo "$out" | grep -q "rule broken: message pattern"
 ok $? "-t: a rule that does not compile refuses the start (exit $rc)"
+
+out=$("$WATCH" -c "$S/kill.conf" -t 2>&1)
+rc=$?
+[ $rc = 0 ] && echo "$out" | grep -q "6 rules, 1 sources"
+ok $? "-t: a good config, its rules and sources and the store are usable (exit $rc)"
+mkconf nosrc "file:/x"
+grep -v '^watch_source' "$S/nosrc.conf" >"$S/nosrc2.conf"
+out=$("$WATCH" -c "$S/nosrc2.conf" 2>&1)
+rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q "no watch_source"
+ok $? "no watch_source: the start is refused (exit $rc)"
 
 if grep -E 'AddressSanitizer|runtime error|LeakSanitizer' "$S/watch.err" >/dev/null; then
 	grep -E -A5 'AddressSanitizer|runtime error|LeakSanitizer' "$S/watch.err" | sed 's/^/# /'
