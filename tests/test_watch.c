@@ -251,6 +251,12 @@ static void test_bytes(void **state)
 	assert_int_equal(match(r, "cyrus/imap", l2, sizeof(l2) - 1, &m), AW_NONE);
 	static const char l2b[] = "badlogin: localhost [203.0\0.113.5] plaintext (u) [SASL(-13): x]";
 	assert_int_equal(match(r, "cyrus/imap", l2b, sizeof(l2b) - 1, &m), AW_NONE);
+	/* a newline in a journal message (a user "alice\n") is a byte like
+	 * any other: the line still counts, for that user and address */
+	static const char l4[] = "badlogin: localhost [203.0.113.9] plaintext (alice\n) [SASL(-13): authentication failure: x]";
+	assert_int_equal(match(r, "cyrus/imap", l4, sizeof(l4) - 1, &m), AW_FAILURE);
+	assert_string_equal(m.user, "alice\n");
+	assert_string_equal(m.addr, "203.0.113.9");
 	/* a NUL before the line's end is no end */
 	static const char l3[] = "login: localhost [203.0.113.5] alice plaintext User logged in\0 SESSIONID=<x>";
 	assert_int_equal(match(r, "cyrus/imap", l3, sizeof(l3) - 1, &m), AW_NONE);

@@ -85,9 +85,13 @@ static pcre2_code *compile(const char *pat, const char *rule, const char *what, 
 			   size_t errlen)
 {
 	/* bytes, never UTF (a pattern cannot turn it on: (*UTF) is refused),
-	 * anchored at both ends of the field */
+	 * anchored at both ends of the field; '.' matches a newline too: a
+	 * journal message may hold one (a user name "alice\n", which
+	 * libsasl2 trims to alice), and a line that no rule matched because
+	 * of it would be a guess nobody counts */
 	const uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_NEVER_UTF |
-			      PCRE2_NEVER_UCP | PCRE2_DUPNAMES | PCRE2_NEVER_BACKSLASH_C;
+			      PCRE2_NEVER_UCP | PCRE2_DUPNAMES | PCRE2_NEVER_BACKSLASH_C |
+			      PCRE2_DOTALL;
 	int code;
 	PCRE2_SIZE off;
 	pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &code, &off,
