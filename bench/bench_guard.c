@@ -26,8 +26,9 @@
 #include "record.h"
 #include "store.h"
 
-/* Check + record of random known sources; 1 in 4 succeeds. */
-static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
+/* Check + record of random known sources; 1 in 4 succeeds. (By name
+ * for callgrind's --toggle-collect: bench/instr.sh.) */
+__attribute__((noinline)) static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
 {
 	char addr[32], user[32];
 	double t0 = bench_now_us();
@@ -179,7 +180,9 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 	}
 	double filled = bench_fill(&c, sources);
 	unsigned long nbanned = banned ? fill_banned(&c) : 0;
+	long long w0 = bench_written();
 	double total = flood ? run_flood(&c, lat, attempts) : run(&c, sources, lat, attempts);
+	long long written = bench_written() - w0;
 	bench_sort(lat, attempts);
 
 	bench_print_settings("bench_guard", &c);
@@ -193,6 +196,9 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 	       bench_pct(lat, attempts, 50), bench_pct(lat, attempts, 90),
 	       bench_pct(lat, attempts, 99), lat[attempts - 1]);
 	printf("  throughput (one process): %.0f attempts/s\n", (double)attempts / (total / 1e6));
+	if (w0 >= 0 && c.log_kind == AG_LOG_NONE)
+		printf("  written per attempt: %.0f bytes (%.1f pages of 4096: the pages each commit dirties)\n",
+		       (double)written / (double)attempts, (double)written / 4096.0 / (double)attempts);
 	if (flood) {
 		printf("  worst attempts (eviction rounds are among them):");
 		for (unsigned long i = attempts > 5 ? attempts - 5 : 0; i < attempts; i++)
