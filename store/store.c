@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "record.h"
 #include "store.h"
 
@@ -23,10 +24,11 @@
 #define AG_MAP_INITIAL ((size_t)8 << 20)
 #define AG_MAX_READERS 1022
 
-/* The store's two files, in the order they are opened: lock.mdb first, so
- * a planted lock.mdb is refused before data.mdb is made. */
-enum { SF_LOCK, SF_DATA, SF_COUNT };
-static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb" };
+/* The store's files, in the order they are opened: lock.mdb first, so
+ * a planted lock.mdb is refused before data.mdb is made; then the counter
+ * file (counters.h), which only this code opens, by its descriptor. */
+enum { SF_LOCK, SF_DATA, SF_COUNTERS, SF_COUNT };
+static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb", AG_COUNTERS_NAME };
 
 struct ag_store {
 	struct ag_store *next; /* the process's cache: one handle per db_dir */
@@ -38,6 +40,7 @@ struct ag_store {
 	uint8_t secret[AG_SECRET_LEN];
 	int file_fd[SF_COUNT];  /* held while env is open (open_store_file()) */
 	struct stat file_id[SF_COUNT];
+	struct ag_counters *counters; /* the counter file, mapped */
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
 	_Atomic int64_t last_sync, last_reader_check;
 };
@@ -229,6 +232,7 @@ static void close_store(struct ag_store *s)
 	for (int i = 0; i < SF_COUNT; i++)
 		if (s->file_fd[i] >= 0)
 			close(s->file_fd[i]);
+	ag_counters_unmap(s->counters);
 	pthread_rwlock_destroy(&s->resize_lock);
 	free(s);
 }
@@ -326,7 +330,8 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	if (s == NULL)
 		return AG_ENOMEM;
 	snprintf(s->path, sizeof(s->path), "%s", dir);
-	s->file_fd[SF_LOCK] = s->file_fd[SF_DATA] = -1;
+	for (int i = 0; i < SF_COUNT; i++)
+		s->file_fd[i] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
@@ -343,6 +348,8 @@ static int open_store(const char *dir, struct ag_store **s_r)
 		else
 			s->file_fd[i] = fd;
 	}
+	if (rc == 0)
+		rc = ag_counters_map(s->file_fd[SF_COUNTERS], &s->counters);
 	if (rc == 0)
 		rc = map_rc(mdb_env_create(&s->env));
 	if (rc == 0)
@@ -421,6 +428,16 @@ void ag_store_forget_all(void)
 		close_store(s);
 	}
 	pthread_mutex_unlock(&cache_mu);
+}
+
+struct ag_counters *ag_store_counters(struct ag_store *s)
+{
+	return s->counters;
+}
+
+struct ag_store *ag_txn_store(struct ag_txn *t)
+{
+	return t->s;
 }
 
 const uint8_t *ag_store_secret(const struct ag_store *s)
@@ -646,6 +663,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->map_size = ei.me_mapsize;
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
+	info->last_txnid = ei.me_last_txnid;
 	info->max_readers = ei.me_maxreaders;
 	if (fstat(s->file_fd[SF_DATA], &fst) == 0)
 		info->file_bytes = (uint64_t)fst.st_size;

@@ -93,6 +93,7 @@ struct ag_store_info {
 	unsigned readers, max_readers;
 	uint32_t schema;
 	char path[1024];
+	uint64_t last_txnid; /* of the last committed write transaction */
 };
 /* Sizes and counts, for authguard-admin status. */
 AG_API int ag_store_info(struct ag_store *s, struct ag_store_info *info_r);
