@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "log.h"
 
@@ -1091,6 +1092,7 @@ static int cmd_stats(struct ctx *x, int argc, char **argv)
 		{ "bans_total", "Bans of addresses and prefixes.", (double)st.bans, true },
 		{ "locks_total", "User lockouts.", (double)st.locks, true },
 		{ "faults_total", "Store faults seen while recording.", (double)st.faults, true },
+		{ "refused_unattributed_total", "Refusals in refused_total that no record's n_refused holds (the counter file's table was full near the record).", (double)ag_counted_unattributed(x->s), true },
 		{ "evicted_total", "Records evicted, oldest first, because the store was full.", (double)c.ev.records, true },
 		{ "eviction_rounds_total", "Eviction rounds (raise db_max_size if this grows).", (double)c.ev.rounds, true },
 		{ "eviction_recent_rounds_total", "Eviction rounds that had to take records written in the last 10 s.", (double)c.ev.recent_rounds, true },
