@@ -112,6 +112,8 @@ void ag_counters_sync(struct ag_counters *cn)
 
 void ag_count_stats(struct ag_store *s, const struct ag_stats *d)
 {
+	if (ag_store_counters(s) == NULL)
+		return;
 	struct cn_header *h = ag_store_counters(s)->h;
 	const uint64_t v[] = { d->attempts, d->failures, d->successes, d->refused, d->tarpitted,
 			       d->delay_ms, d->bans, d->locks, d->faults };
@@ -123,6 +125,8 @@ void ag_count_stats(struct ag_store *s, const struct ag_stats *d)
 
 void ag_counted_stats(struct ag_store *s, struct ag_stats *st)
 {
+	if (ag_store_counters(s) == NULL)
+		return;
 	struct cn_header *h = ag_store_counters(s)->h;
 	uint64_t *f[] = { &st->attempts, &st->failures, &st->successes, &st->refused, &st->tarpitted,
 			  &st->delay_ms, &st->bans, &st->locks, &st->faults };
@@ -149,6 +153,8 @@ static uint64_t rec_hash(struct ag_store *s, enum ag_db db, const void *key, siz
 void ag_count_refusal(struct ag_store *s, enum ag_db db, const void *key, size_t klen, int64_t now)
 {
 	struct ag_counters *cn = ag_store_counters(s);
+	if (cn == NULL)
+		return;
 	uint64_t h = rec_hash(s, db, key, klen), tag = TAG(h);
 	size_t first = (size_t)h & (AG_COUNTERS_SLOTS - 1);
 
@@ -190,6 +196,8 @@ void ag_counted_refusals(struct ag_store *s, enum ag_db db, const void *key, siz
 			 uint64_t *n_refused, int64_t *last_seen)
 {
 	struct ag_counters *cn = ag_store_counters(s);
+	if (cn == NULL)
+		return;
 	uint64_t h = rec_hash(s, db, key, klen), tag = TAG(h);
 	size_t first = (size_t)h & (AG_COUNTERS_SLOTS - 1);
 
@@ -208,6 +216,8 @@ void ag_counted_refusals(struct ag_store *s, enum ag_db db, const void *key, siz
 void ag_count_forget(struct ag_store *s, enum ag_db db, const void *key, size_t klen)
 {
 	struct ag_counters *cn = ag_store_counters(s);
+	if (cn == NULL)
+		return;
 	uint64_t h = rec_hash(s, db, key, klen), tag = TAG(h);
 	size_t first = (size_t)h & (AG_COUNTERS_SLOTS - 1);
 
@@ -221,6 +231,8 @@ void ag_count_forget(struct ag_store *s, enum ag_db db, const void *key, size_t 
 
 uint64_t ag_counted_unattributed(struct ag_store *s)
 {
+	if (ag_store_counters(s) == NULL)
+		return 0;
 	return atomic_load_explicit(&ag_store_counters(s)->h->stat[CN_UNATTRIBUTED],
 				    memory_order_relaxed);
 }

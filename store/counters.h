@@ -53,9 +53,13 @@ AG_API void ag_counters_unmap(struct ag_counters *cn);
 /* Flush the file to disk (msync). */
 AG_API void ag_counters_sync(struct ag_counters *cn);
 
-/* The store's counters (never NULL for an open store); the store a
- * transaction belongs to. */
+/* The store's counters, or NULL when the file could not be used: then
+ * ag_store_counters_error() says why (AG_EPERM: this process may not
+ * create it; AG_ECORRUPT: another layout) and the guard counts in LMDB as
+ * before the file existed; every ag_count*() function is then a no-op. */
 AG_API struct ag_counters *ag_store_counters(struct ag_store *s);
+AG_API int ag_store_counters_error(struct ag_store *s);
+/* The store a transaction belongs to. */
 AG_API struct ag_store *ag_txn_store(struct ag_txn *t);
 
 /* Add @d to the host-wide counters (its created field is ignored). */

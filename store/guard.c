@@ -248,6 +248,33 @@ static int op_save(struct op *op, struct ag_txn *t)
 	return rc;
 }
 
+/* Add to the host-wide counters in the store: only when there is no
+ * counter file (counters.h), which holds them otherwise. */
+static int bump_stats(struct ag_txn *t, const struct ag_stats *d)
+{
+	if (ag_store_counters(ag_txn_store(t)) != NULL)
+		return 0; /* added after the commit: ag_count_stats() */
+	struct ag_stats st = { .version = AG_REC_VERSION };
+	const void *val;
+	size_t vlen;
+
+	if (ag_txn_get(t, AG_DB_META, "stats", 5, &val, &vlen) != 0 ||
+	    ag_rec_decode(AG_REC_STATS, val, vlen, &st) != 0) {
+		memset(&st, 0, sizeof(st));
+		st.version = AG_REC_VERSION;
+	}
+	st.attempts += d->attempts;
+	st.failures += d->failures;
+	st.successes += d->successes;
+	st.refused += d->refused;
+	st.tarpitted += d->tarpitted;
+	st.delay_ms += d->delay_ms;
+	st.bans += d->bans;
+	st.locks += d->locks;
+	st.faults += d->faults;
+	return ag_txn_put(t, AG_DB_META, "stats", 5, &st, sizeof(st));
+}
+
 /* ---- the tarpit ---------------------------------------------------------- */
 
 static _Atomic uint32_t slot_seq;
@@ -431,10 +458,12 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 		ag_txn_abort(t);
 		if (op->damaged)
 			return AG_EAGAIN_WRITE;
-		if (enforce && vd->action == AG_ACT_REFUSE) {
+		if (enforce && vd->action == AG_ACT_REFUSE && ag_store_counters(op->s) != NULL) {
 			count_refusal(op);
 			return 0;
 		}
+		if (enforce && vd->action == AG_ACT_REFUSE)
+			return AG_EAGAIN_WRITE; /* no counter file: counted in the store */
 		return enforce && vd->action == AG_ACT_TARPIT ? AG_EAGAIN_WRITE : 0;
 	}
 	if (enforce && vd->action == AG_ACT_TARPIT) {
@@ -459,6 +488,8 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 		op->v.w_src = op->v.w_user = false; /* nothing was refused */
 	d.faults = op->damaged;
 	rc = op_save(op, t);
+	if (rc == 0)
+		rc = bump_stats(t, &d);
 	if (rc != 0)
 		goto fail;
 	rc = ag_txn_commit(t);
@@ -619,6 +650,8 @@ static int record_fn(struct op *op, void *argp)
 		d.faults = op->damaged;
 		rc = op_save(op, t);
 	}
+	if (rc == 0)
+		rc = bump_stats(t, &d);
 	if (rc == 0 && arg->in_txn != NULL)
 		rc = arg->in_txn(t, arg->in_arg);
 	if (rc == 0) {

@@ -40,9 +40,10 @@ struct ag_store {
 	uint8_t secret[AG_SECRET_LEN];
 	int file_fd[SF_COUNT];  /* held while env is open (open_store_file()) */
 	struct stat file_id[SF_COUNT];
-	struct ag_counters *counters; /* the counter file, mapped */
+	struct ag_counters *counters; /* the counter file, mapped; NULL: see counters_rc */
+	int counters_rc;              /* why there is none (AG_E*), or 0 */
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
-	_Atomic int64_t last_sync, last_reader_check;
+	_Atomic int64_t last_sync, last_reader_check; /* last_sync: without counters */
 };
 
 struct ag_txn {
@@ -343,13 +344,21 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	bool shared = (st.st_mode & (S_ISGID | S_IWGRP)) != 0;
 	for (int i = 0; i < SF_COUNT && rc == 0; i++) {
 		int fd = open_store_file(dir, file_names[i], shared, &s->file_id[i]);
-		if (fd < 0)
-			rc = fd;
-		else
+		if (fd >= 0)
 			s->file_fd[i] = fd;
+		else if (i == SF_COUNTERS && fd != AG_EUNSAFE)
+			s->counters_rc = fd; /* see below */
+		else
+			rc = fd;
 	}
-	if (rc == 0)
-		rc = ag_counters_map(s->file_fd[SF_COUNTERS], &s->counters);
+	/* The counter file is a saving, not a need: one this process may not
+	 * create (a directory shared as SECURITY.md says, set up before the
+	 * file existed) or of another layout leaves the counts in LMDB, as
+	 * before it (refusals then take the writer lock). A planted one
+	 * (a symlink, a second name, writable by all) refuses the store, like
+	 * a planted lock.mdb. */
+	if (rc == 0 && s->file_fd[SF_COUNTERS] >= 0)
+		s->counters_rc = ag_counters_map(s->file_fd[SF_COUNTERS], &s->counters);
 	if (rc == 0)
 		rc = map_rc(mdb_env_create(&s->env));
 	if (rc == 0)
@@ -433,6 +442,11 @@ void ag_store_forget_all(void)
 struct ag_counters *ag_store_counters(struct ag_store *s)
 {
 	return s->counters;
+}
+
+int ag_store_counters_error(struct ag_store *s)
+{
+	return s->counters_rc;
 }
 
 struct ag_store *ag_txn_store(struct ag_txn *t)
@@ -636,15 +650,49 @@ int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t 
 	return scan(t, db, start, slen, NULL, 0, fn, ctx);
 }
 
+/* The flush itself: LMDB's data file (fdatasync), then the counter file. */
+static void flush(struct ag_store *s)
+{
+	(void)mdb_env_sync(s->env, 1);
+	if (s->counters != NULL)
+		ag_counters_sync(s->counters);
+}
+
+/* When the store was last flushed: host-wide in the counter file, so a
+ * flush by any process (authguard-admin sync --every, which keeps it from
+ * ever being due) counts for all; without one, this process's own. */
+static int64_t last_sync(struct ag_store *s)
+{
+	return s->counters != NULL ? ag_counters_last_sync(s) : atomic_load(&s->last_sync);
+}
+
+static bool sync_claim(struct ag_store *s, int64_t seen, int64_t now)
+{
+	if (s->counters != NULL)
+		return ag_counters_sync_claim(s, seen, now);
+	return atomic_compare_exchange_strong(&s->last_sync, &seen, now);
+}
+
 void ag_store_maybe_sync(struct ag_store *s)
 {
-	int64_t now = ag_now_ms(), last = s->last_sync;
+	int64_t now = ag_now_ms(), last = last_sync(s);
 
-	if (now - last < 1000 && now >= last)
+	if (now - last < AG_SYNC_MS && now >= last)
 		return;
-	if (!atomic_compare_exchange_strong(&s->last_sync, &last, now))
-		return;
-	(void)mdb_env_sync(s->env, 1);
+	if (!sync_claim(s, last, now))
+		return; /* another thread or process is at it */
+	flush(s);
+}
+
+void ag_store_sync(struct ag_store *s)
+{
+	int64_t now = ag_now_ms(), last = last_sync(s);
+
+	/* claimed first, so that no attempt starts a flush of its own while
+	 * this one runs (it may take a while on a busy disk) */
+	while (!sync_claim(s, last, now))
+		last = last_sync(s);
+	flush(s);
 }
 
 int ag_store_info(struct ag_store *s, struct ag_store_info *info)

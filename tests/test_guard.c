@@ -1139,6 +1139,36 @@ static void test_log_none_formats_nothing(void **state)
 	assert_int_equal(tu_count_lines(f->log, any), 0);
 }
 
+/* A counter file this process cannot use (here: another layout) leaves
+ * the counting to LMDB, as before the file existed: refusals are counted
+ * in a write transaction, and nothing is lost or let through. */
+static void test_refusals_without_counter_file(void **state)
+{
+	struct fx *f = *state;
+	char p[1100], junk[4096];
+	uint64_t n_src, n_user;
+
+	assert_int_equal(mkdir(f->c.db_dir, 0700), 0);
+	snprintf(p, sizeof(p), "%s/counters.ag", f->c.db_dir);
+	FILE *fp = fopen(p, "w");
+	assert_non_null(fp);
+	memset(junk, 'x', sizeof(junk));
+	assert_int_equal(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+	fclose(fp);
+	f->c.ip_ban_after = 2;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 2; i++)
+		try(f, "tess", "192.0.2.204", false, "guess");
+	uint64_t txn = last_txnid(f), before = refused_total(f);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(try(f, "tess", "192.0.2.204", true, NULL), AG_REFUSE);
+	assert_true(last_txnid(f) > txn);
+	shown(f, "192.0.2.204", "tess", &n_src, &n_user, NULL);
+	assert_int_equal(n_src, 3);
+	assert_int_equal(n_user, 3);
+	assert_int_equal(refused_total(f), before + 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1170,6 +1200,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refusal_counts_survive_kill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dropped_record_forgets_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_none_formats_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusals_without_counter_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

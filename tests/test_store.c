@@ -428,8 +428,9 @@ static void test_concurrent_writers(void **state)
 
 /* The counter file beside the store (counters.h) is opened as carefully
  * as lock.mdb and data.mdb: never through a symlink, never a file with a
- * second name, never one everyone may write; a file of another layout is
- * refused, not reinterpreted; and it is counted in across a reopen. */
+ * second name, never one everyone may write (the store is refused); a
+ * file of another layout is not reinterpreted (the store opens without
+ * it: the counts stay in LMDB); and its counts last across a reopen. */
 static void test_counter_file_checks(void **state)
 {
 	struct fx *f = *state;
@@ -467,13 +468,22 @@ static void test_counter_file_checks(void **state)
 	memset(junk, 'x', sizeof(junk));
 	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
 	close(fd);
-	assert_int_equal(ag_store_get(f->db, &s), AG_ECORRUPT);
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_null(ag_store_counters(s));
+	assert_int_equal(ag_store_counters_error(s), AG_ECORRUPT);
+	ag_store_forget_all();
 	assert_int_equal(truncate(p, 64 << 20), 0); /* too long */
-	assert_int_equal(ag_store_get(f->db, &s), AG_ECORRUPT);
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_int_equal(ag_store_counters_error(s), AG_ECORRUPT);
+	ag_store_forget_all();
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_size, 64 << 20); /* left as it was */
 	assert_int_equal(unlink(p), 0);
 
 	/* made afresh; its counts stay across a reopen */
 	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_non_null(ag_store_counters(s));
+	assert_int_equal(ag_store_counters_error(s), 0);
 	struct ag_stats d = { .attempts = 3, .refused = 2 }, got = { 0 };
 	ag_count_stats(s, &d);
 	ag_count_refusal(s, AG_DB_SRC, "k1", 2, 1234);

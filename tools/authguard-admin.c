@@ -10,10 +10,12 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -1134,6 +1136,47 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 	return EX_OK;
 }
 
+/* Flush the store to disk: once, or with --every DURATION until SIGTERM
+ * or SIGINT (a service: see systemd/authguard-sync.service). While it
+ * runs at no more than half of AG_SYNC_MS, no login attempt ever waits for
+ * the disk: the attempts flush only when no process did for AG_SYNC_MS. */
+static int cmd_sync(struct ctx *x, int argc, char **argv)
+{
+	int64_t every = 0;
+
+	if (argc == 2 && strcmp(argv[0], "--every") == 0) {
+		if (ag_parse_duration(argv[1], &every) != 0 || every < 10 || every > AG_SYNC_MS / 2) {
+			fprintf(stderr, "sync --every: a duration from 10ms to %dms\n", AG_SYNC_MS / 2);
+			return EX_USAGE;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin sync [--every DURATION]\n");
+		return EX_USAGE;
+	}
+	int rc = open_store(x);
+	if (rc != 0)
+		return rc;
+	if (every == 0) {
+		ag_store_sync(x->s);
+		return EX_OK;
+	}
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &stop, NULL) != 0) {
+		perror("sigprocmask");
+		return EX_STORE;
+	}
+	for (;;) {
+		struct timespec ts = { (time_t)(every / 1000), (long)(every % 1000) * 1000000L };
+		ag_store_sync(x->s);
+		int sig = sigtimedwait(&stop, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			return EX_OK;
+	}
+}
+
 static int cmd_check_config(struct ctx *x, int argc, char **argv)
 {
 	(void)argv;
@@ -1177,6 +1220,7 @@ static void usage(FILE *f)
 		"  export nft|ipset|plain [--name NAME] [--sets-only]\n"
 		"  stats [--prometheus]\n"
 		"  gc\n"
+		"  sync [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
 		"  check-config\n"
 		"  dump-config\n"
 		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors\n");
@@ -1211,7 +1255,7 @@ int main(int argc, char **argv)
 		{ "status", cmd_status }, { "list", cmd_list }, { "show", cmd_show },
 		{ "unban", cmd_unban }, { "unlock", cmd_unlock }, { "ban", cmd_ban },
 		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
-		{ "gc", cmd_gc }, { "check-config", cmd_check_config },
+		{ "gc", cmd_gc }, { "sync", cmd_sync }, { "check-config", cmd_check_config },
 		{ "dump-config", cmd_dump_config },
 	};
 	struct ctx x = { 0 };
