@@ -1065,6 +1065,13 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
 	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
 	printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+	if (ag_store_counters(x->s) != NULL)
+		printf("counters: %s/%s (refusals not in any record's count: %llu)\n", info.path,
+		       AG_COUNTERS_NAME, (unsigned long long)ag_counted_unattributed(x->s));
+	else
+		printf("counters: %s/%s unusable (%s): counts are kept in data.mdb, each refusal takes"
+		       " the writer lock; see SECURITY.md\n", info.path, AG_COUNTERS_NAME,
+		       ag_strerror(ag_store_counters_error(x->s)));
 	print_evictions(&c);
 	return EX_OK;
 }
