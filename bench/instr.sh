@@ -2,7 +2,7 @@
 # bench/instr.sh BUILDDIR - instructions per attempt in the core, by
 # callgrind (they do not vary with the load of the machine, unlike times):
 # check + record (bench_guard) and a refused check (bench_refuse), at the
-# source counts given in BENCH_INSTR_SOURCES (default "1000 100000"),
+# source counts given in BENCH_INSTR_SOURCES (default "1000 10000"),
 # collecting only inside the timed loop of each program. Needs valgrind;
 # without it, says so and does nothing. Prints numbers; asserts nothing.
 set -u
@@ -37,7 +37,7 @@ for p in bench_guard bench_refuse; do
 done
 export LD_LIBRARY_PATH="$b/store/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "# instructions by callgrind ($("$vg" --version)), log=none"
-for n in ${BENCH_INSTR_SOURCES:-1000 100000}; do
+for n in ${BENCH_INSTR_SOURCES:-1000 10000}; do
 	printf 'check+record, %s sources: ' "$n"
 	count 2000 run "$bin_bench_guard" -n "$n" -a 2000 -m 1G
 	printf 'refused check, %s sources: ' "$n"
