@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -577,6 +578,66 @@ static void test_counter_file_concurrent(void **state)
 	}
 }
 
+/* SECURITY.md's layout 3 as it was before the counter file: a root-owned
+ * 2750 directory, data.mdb and lock.mdb made in advance for the group, no
+ * counters.ag. A group member may not create it there: the store still
+ * opens, counting in LMDB as before; with the file made in advance as
+ * SECURITY.md now says, the member uses it. (Needs root, to be the
+ * member: nobody, nogroup.) */
+static void test_counter_file_group_layout_upgrade(void **state)
+{
+	struct fx *f = *state;
+	const uid_t member = 65534;
+	const gid_t group = 65534;
+	char p[400];
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(mkdir(f->db, 0750), 0);
+	assert_int_equal(chown(f->db, 0, group), 0);
+	assert_int_equal(chmod(f->db, 02750), 0);
+	static const char *const pre[] = { "data.mdb", "lock.mdb", "counters.ag" };
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 2 + round; i++) {
+			snprintf(p, sizeof(p), "%s/%s", f->db, pre[i]);
+			int fd = open(p, O_CREAT | O_WRONLY, 0660);
+			assert_true(fd >= 0);
+			assert_int_equal(fchown(fd, 0, group), 0);
+			assert_int_equal(fchmod(fd, 0660), 0);
+			close(fd);
+		}
+		fflush(NULL);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct ag_store *s;
+			if (setgroups(1, &group) != 0 || setgid(group) != 0 || setuid(member) != 0)
+				_exit(10);
+			if (ag_store_get(f->db, &s) != 0)
+				_exit(11);
+			if (round == 0)
+				_exit(ag_store_counters(s) == NULL &&
+				      ag_store_counters_error(s) == AG_EPERM ? 0 : 12);
+			if (ag_store_counters(s) == NULL)
+				_exit(13);
+			ag_count_refusal(s, AG_DB_SRC, "k", 1, 7);
+			_exit(0);
+		}
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+	/* root sees the member's count */
+	struct ag_store *s;
+	uint64_t n = 0;
+	int64_t seen = 0;
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	ag_counted_refusals(s, AG_DB_SRC, "k", 1, &n, &seen);
+	assert_int_equal(n, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -586,6 +647,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_planted_store_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_group_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counter_file_group_layout_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_never_past_max_across_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
