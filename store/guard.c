@@ -90,7 +90,10 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 
 	if (!fault_due(kind))
 		return;
-	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
+	/* the store's words: LMDB's, or which rule or system call failed
+	 * on which path (an unsafe directory, a missing parent, ...) */
+	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT || rc == AG_EUNSAFE ||
+			     rc == AG_EIO || rc == AG_EPERM ? ag_store_detail() : "";
 	if (kind == FAULT_EVICT)
 		snprintf(msg, sizeof(msg), "authguard fault: %s; raise db_max_size (db_dir=%s)", what,
 			 c->db_dir);
