@@ -532,6 +532,76 @@ static void test_ban_through_pam_refused_through_sasl(void **state)
 	assert_int_equal(lines("reason=banned", "service=smtp"), 1);
 }
 
+/* Run this test as a PAM client under pam_wrapper (see main): ARGS...
+ * after the program name. Returns its exit status. */
+static int pam_child(const char *mode, const char *a1, const char *a2, const char *a3)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char self[1024];
+		if (pd_self_exe(self, sizeof(self)) == 0)
+			execl(self, "test_sasl", mode, a1, a2, a3, (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* authguard-admin -c CONF ARGS (a shell word list); its exit status. */
+static int admin_run(const char *args)
+{
+	const char *admin = getenv("AG_TEST_ADMIN");
+	char cmd[1400];
+
+	assert_non_null(admin);
+	snprintf(cmd, sizeof(cmd), "env -u LD_PRELOAD '%s' -c '%s' %s >/dev/null 2>&1", admin,
+		 confpath, args);
+	int st = system(cmd);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* With a user realm (Postfix's smtpd_sasl_local_domain; here the
+ * server's realm) libsasl2 names the user "alice@test.example", while a
+ * PAM service (Dovecot, saslauthd) names her "alice". user_strip_domains
+ * makes them one user: failures through both count toward one lock, the
+ * lock and her familiar places hold on both, and authguard-admin finds
+ * her under either name. Without it, neither front end locks her. */
+static void test_one_user_across_pam_and_sasl(void **state)
+{
+	(void)state;
+	use_conf("user_lock_after = 5\nip_ban_after = 0\nuser_strip_domains = " REALM "\n");
+	assert_int_equal(pam_child("--pam-login", "alice", "alice-pw", "198.51.100.20"), 0);
+	assert_int_equal(pam_child("--pam-fail", "3", "alice", "100.64.1.1"), 0);
+	fail_n("PLAIN", 2, "alice", "100.64.2.1;1");
+	assert_int_equal(lines("event=lock", "time="), 1);
+	/* SASL, a stranger, the right password: refused for the lock */
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "100.65.0.1;1"), SASL_BADAUTH);
+	assert_int_equal(lines("reason=locked", "rhost=100.65.0.1"), 1);
+	/* PAM, a stranger: refused too (the wrong password's guess is not
+	 * even checked) */
+	assert_int_equal(pam_child("--pam-fail", "1", "alice", "100.65.0.2"), 0);
+	assert_int_equal(lines("result=unchecked action=refuse reason=locked", "rhost=100.65.0.2"), 1);
+	/* SASL from home, where she logged in through PAM: in */
+	assert_int_equal(auth("LOGIN", "alice", "alice-pw", NULL, "198.51.100.20;2"), SASL_OK);
+	/* the admin's name for her may be either */
+	assert_int_equal(admin_run("unlock alice@" REALM), 0);
+	assert_int_equal(admin_run("unlock alice"), 2); /* (no longer locked) */
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "100.65.0.3;1"), SASL_OK);
+	assert_int_equal(admin_run("forget alice"), 0);
+	assert_int_equal(admin_run("show alice@" REALM), 2);
+
+	/* the same without the key: two users, neither locked */
+	use_conf("user_lock_after = 5\nip_ban_after = 0\n");
+	assert_int_equal(pam_child("--pam-fail", "3", "alice", "100.64.1.1"), 0);
+	fail_n("PLAIN", 2, "alice", "100.64.2.1;1");
+	assert_int_equal(lines("event=lock", "time="), 0);
+}
+
 static void *thread_auths(void *p)
 {
 	intptr_t id = (intptr_t)p;
@@ -607,13 +677,16 @@ static void mutex_free(void *m)
 }
 
 /* test_sasl --pam-fail N USER RHOST: N failed logins through the PAM
- * module (under pam_wrapper, with the same authguard.conf). */
+ * module (under pam_wrapper, with the same authguard.conf);
+ * test_sasl --pam-login USER PW RHOST: one that must succeed. */
 static int pam_fail(char **argv)
 {
 	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
 			      getenv("AG_TEST_WRAPPER"), workdir };
 	if (pd_ensure_wrapper(&p, argv) != 0)
 		return 2;
+	if (strcmp(argv[1], "--pam-login") == 0)
+		return pd_login(argv[2], argv[3], argv[4], NULL) == PAM_SUCCESS ? 0 : 3;
 	for (int i = 0; i < atoi(argv[2]); i++)
 		if (pd_login(argv[3], "wrong", argv[4], NULL) != PAM_AUTH_ERR)
 			return 3;
@@ -637,7 +710,7 @@ int main(int argc, char **argv)
 		snprintf(workdir, sizeof(workdir), "%s", wd);
 	}
 	snprintf(confpath, sizeof(confpath), "%s/authguard.conf", workdir);
-	if (argc == 5 && strcmp(argv[1], "--pam-fail") == 0)
+	if (argc == 5 && (strcmp(argv[1], "--pam-fail") == 0 || strcmp(argv[1], "--pam-login") == 0))
 		return pam_fail(argv);
 	snprintf(plugdir, sizeof(plugdir), "%s/plugins", workdir);
 	snprintf(dbpath, sizeof(dbpath), "%s/sasldb2", workdir);
@@ -686,6 +759,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_checkpass_path),
 		cmocka_unit_test(test_checkpass_one_tarpit),
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
+		cmocka_unit_test(test_one_user_across_pam_and_sasl),
 		cmocka_unit_test(test_threads_and_fork),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
