@@ -292,21 +292,63 @@ static void test_botnet_locks_strangers_not_the_owner(void **state)
 	}
 }
 
-/* Non-plaintext mechanisms: source rules before the exchange, the
- * user's lock right after it. */
+/* CRAM-MD5 as a hand-made client sends it: the server's challenge
+ * answered with @resp as given. Returns the server's result. */
+static int raw_cram(const char *resp, const char *rhost)
+{
+	sasl_conn_t *s = NULL;
+	const char *out = NULL;
+	unsigned outlen = 0;
+
+	assert_int_equal(sasl_server_new("smtp", "mail.test", REALM, "127.0.0.1;25", rhost, NULL, 0, &s),
+			 SASL_OK);
+	int r = sasl_server_start(s, "CRAM-MD5", NULL, 0, &out, &outlen);
+	if (r == SASL_CONTINUE)
+		r = sasl_server_step(s, resp, (unsigned)strlen(resp), &out, &outlen);
+	sasl_dispose(&s);
+	return r;
+}
+
+/* CRAM-MD5: the user is read from the client's answer ("user digest"),
+ * so source and user rules apply before the exchange and every line
+ * names the user (a banned attempt logged user=none before); a name
+ * only libsasl2 resolves gets the user's lock right after it. */
 static void test_cram_md5(void **state)
 {
 	(void)state;
 	use_conf("ip_ban_after = 3\nuser_lock_after = 3\n");
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;1"), SASL_OK);
 	fail_n("CRAM-MD5", 3, "bob", "203.0.113.30;1");
+	assert_int_equal(lines("result=fail", "user=\"bob@test.example\""), 3);
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.30;2"), SASL_BADAUTH);
-	assert_int_equal(lines("reason=banned", "rhost=203.0.113.30"), 1);
-	/* bob is locked now for strangers, with the right password too (it
-	 * was checked: the lock applies right after the exchange) */
+	assert_int_equal(lines("result=unchecked action=refuse reason=banned",
+			       "user=\"bob@test.example\""), 1);
+	assert_int_equal(lines("user=none", "time="), 0);
+	/* bob is locked now for strangers: refused before the exchange */
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.31;1"), SASL_BADAUTH);
-	assert_int_equal(lines("result=success action=refuse reason=locked", "rhost=203.0.113.31"), 1);
+	assert_int_equal(lines("result=unchecked action=refuse reason=locked", "rhost=203.0.113.31"), 1);
+	/* a name only the application's canon_user maps to bob: the right
+	 * password was checked, then the lock applied, and the line says so */
+	assert_int_equal(auth("CRAM-MD5", "bob+box", "bob-pw", NULL, "203.0.113.32;1"), SASL_BADAUTH);
+	assert_int_equal(lines("result=success action=refuse reason=locked", "rhost=203.0.113.32"), 1);
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;2"), SASL_OK);
+
+	/* odd answers fail; one without a name names none, the others are
+	 * recorded under the name the mechanism itself read from them */
+	use_conf("");
+	static const char *const odd[] = {
+		"nospace", " 0123456789abcdef0123456789abcdef",
+		"carol 0123456789abcdef0123456789abcdeg", "carol 0123456789abcdef0123456789abcde",
+		"carol  0123456789abcdef0123456789abcdef0",
+	};
+	for (size_t i = 0; i < AG_ARRAY_LEN(odd); i++)
+		assert_true(raw_cram(odd[i], "192.0.2.50;1") != SASL_OK);
+	assert_int_equal(lines("user=none", "rhost=192.0.2.50"), 2);
+	assert_int_equal(lines("user=\"carol@test.example\"", "result=fail"), 3);
+	/* a well-formed answer with a wrong digest (hex in any case) */
+	assert_true(raw_cram("carol 0123456789ABCDEF0123456789abcdef", "192.0.2.51;1") != SASL_OK);
+	assert_int_equal(lines("user=\"carol@test.example\"", "rhost=192.0.2.51"), 1);
+	assert_int_equal(lines(" result=", "time="), 6);
 }
 
 static void test_proxy_and_log_only(void **state)
