@@ -461,7 +461,7 @@ auth_worker_ids() {
 		while read -r k v; do
 			case $k in
 			Uid:) uid=${v%%[[:space:]]*} ;;
-			Groups:) groups=$(echo $v | tr ' ' ,) ;;
+			Groups:) groups=$(printf "%s" "$v" | tr -s " \t" ",") groups=${groups%,} ;;
 			esac
 		done <"/proc/$p/status" 2>/dev/null
 		[ -n "$uid" ] && echo "$uid ${groups:--}"

@@ -174,7 +174,7 @@ NONROOT_CHECKS=(
 	"non-root worker, extra_groups: authguard-admin list bans (as root) on the store the worker wrote"
 )
 nonroot_worker() {
-	local d ids wgid groups r=() res=() why=() ev=() i faults extra n0
+	local d ids wgid r=() res=() why=() ev=() i faults extra n0
 	if [ "$(id -u)" != 0 ]; then
 		for d in "${NONROOT_CHECKS[@]}"; do skip "$d" "not root: cannot make the test's system user"; done
 		return
@@ -206,7 +206,7 @@ nonroot_worker() {
 	chmod 0644 "$S/authguard.conf"
 
 	# the wrong recipe: user only
-	DV_WORKER_USER=$WUSER DV_WORKER_GROUPS=
+	DV_WORKER_USER=$WUSER DV_WORKER_GROUPS=''
 	start_dovecot || bail "dovecot did not start with a non-root auth worker: $(tail -n 5 "$DLOG")"
 	client_start
 	for i in 1 2 3 4 5 6; do
@@ -264,7 +264,7 @@ nonroot_worker() {
 	fi
 	client_stop
 	stop_dovecot
-	DV_WORKER_USER= DV_WORKER_GROUPS=
+	DV_WORKER_USER='' DV_WORKER_GROUPS=''
 }
 
 # ======================================================================== run
