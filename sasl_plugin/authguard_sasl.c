@@ -10,8 +10,8 @@
  *
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
- *     for PLAIN and LOGIN the user name is read from the client's data,
- *     for the others only source rules apply there;
+ *     for PLAIN, LOGIN and CRAM-MD5 the user name is read from the
+ *     client's data, for the others only source rules apply there;
  *   - after a successful step, if libsasl2 authenticated another user
  *     than the one checked (none, or a name only libsasl2 resolved), that
  *     user's rules: a locked user's correct password from an unfamiliar
@@ -48,7 +48,7 @@
 #define AG_SASL_SYSTEM_DIR "/usr/lib/sasl2"
 #endif
 
-enum mech_kind { MK_PLAIN, MK_LOGIN, MK_OTHER };
+enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_OTHER };
 
 /* One wrapped mechanism: our glob_context. */
 struct wglob {
@@ -230,6 +230,25 @@ static void sniff_plain(struct wctx *w, sasl_server_params_t *sp, const char *in
 	w->pass = dup_n(u, nul2 + 1, w->pass_len);
 }
 
+/* CRAM-MD5: the client's one message is "user SP digest", the digest 32
+ * hex digits (RFC 2195). The user is the claim the digest is checked
+ * against; anything else is left to the mechanism to refuse. */
+static void sniff_cram(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	enum { DIGEST_LEN = 32 };
+
+	if (len < DIGEST_LEN + 2 || in[len - DIGEST_LEN - 1] != ' ')
+		return;
+	for (unsigned i = len - DIGEST_LEN; i < len; i++) {
+		char ch = in[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+			return;
+	}
+	size_t n = len - DIGEST_LEN - 1;
+	if (memchr(in, '\0', n) == NULL)
+		w->user = canon_dup(sp, in, n);
+}
+
 /* ---- the wrapped mechanism ----------------------------------------------- */
 
 static int w_new(void *glob, sasl_server_params_t *sp, const char *challenge, unsigned challen,
@@ -301,6 +320,10 @@ static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char
 		w->pass_len = len;
 		w->pass = dup_n(u, in, len);
 		return true;
+	case MK_CRAM:
+		if (w->user == NULL)
+			sniff_cram(w, sp, in, len);
+		return true;
 	case MK_OTHER:
 		return true;
 	}
@@ -359,7 +382,7 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 		}
 	}
 	if (cred && w->g->kind != MK_OTHER && op != NULL) {
-		/* PLAIN and LOGIN canonicalise the user in this step, before
+		/* PLAIN, LOGIN and CRAM-MD5 canonicalise the user in this step, before
 		 * the password check: what op holds is an earlier attempt's */
 		op->authid = NULL;
 		op->alen = 0;
@@ -457,6 +480,8 @@ static enum mech_kind kind_of(const char *name)
 		return MK_PLAIN;
 	if (strcmp(name, "LOGIN") == 0)
 		return MK_LOGIN;
+	if (strcmp(name, "CRAM-MD5") == 0)
+		return MK_CRAM;
 	return MK_OTHER;
 }
 
