@@ -26,11 +26,18 @@
  * covers sasl_checkpass() (IMAP LOGIN and POP3 PASS in Cyrus imapd), which
  * never reaches a mechanism: there it refuses banned and locked sources
  * and tarpits before the check; the outcome is not reported by libsasl2.
+ *
+ * Loaded from the stock mechanisms' own directory (a link to it there, so
+ * that a daemon started without SASL_PATH still finds the canonuser plugin
+ * its config names, instead of failing every login), it offers no
+ * mechanism and works as the canonuser plugin alone: see fallback_role.
  */
 #include "config.h"
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -485,6 +492,58 @@ static enum mech_kind kind_of(const char *name)
 	return MK_OTHER;
 }
 
+/* ---- fallback role: loaded from libsasl2's own directory ------------------- */
+
+/* Without SASL_PATH, libsasl2 loads only its own directory, where the stock
+ * mechanisms are. A daemon whose config names canon_user_plugin authguard
+ * (Cyrus imapd: README) then fails every authentication if the plugin is
+ * not there ("desired canon_user plugin authguard not found"). A link to
+ * this plugin in that directory prevents the outage; there it must not
+ * offer its wrapped mechanisms (two plugins would offer each one, picked
+ * in readdir() order), so only the canonuser part works: banned, denied
+ * and locked sources are refused and the tarpit applies on every path
+ * (the stock mechanisms call the canonuser too), but no outcome is
+ * counted. It says so, loudly, when it is first used in a process. */
+static atomic_bool fallback_role;
+static atomic_bool fallback_told;
+static char fallback_dir[256];
+
+/* Was this library loaded from DIR (the same directory, through links)? */
+static bool loaded_from(const char *dir)
+{
+	Dl_info info;
+	char mine[PATH_MAX], theirs[PATH_MAX];
+
+	if (dladdr((void *)&loaded_from, &info) == 0 || info.dli_fname == NULL)
+		return false;
+	const char *slash = strrchr(info.dli_fname, '/');
+	if (slash == NULL || (size_t)(slash - info.dli_fname) >= sizeof(mine))
+		return false;
+	char here[PATH_MAX];
+	memcpy(here, info.dli_fname, (size_t)(slash - info.dli_fname));
+	here[slash - info.dli_fname] = '\0';
+	/* the directory the library was opened from (a link's, not its
+	 * target's): where libsasl2 looked */
+	if (realpath(here[0] != '\0' ? here : "/", mine) == NULL || realpath(dir, theirs) == NULL)
+		return false;
+	return strcmp(mine, theirs) == 0;
+}
+
+static void tell_fallback(const sasl_utils_t *u)
+{
+	char msg[640];
+
+	if (atomic_exchange(&fallback_told, true))
+		return;
+	snprintf(msg, sizeof(msg),
+		 "authguard fault: plugin loaded from the stock mechanisms' directory %s (SASL_PATH does "
+		 "not name authguard's private directory): only its canonuser part runs; the SASL "
+		 "mechanisms are not guarded and no attempt is counted (banned and locked sources are "
+		 "still refused); set SASL_PATH as README.md says",
+		 fallback_dir);
+	sink_fn((void *)u, AG_LVL_ERR, msg);
+}
+
 /* Append the mechanisms of one stock plugin library. */
 static void load_one(const sasl_utils_t *u, const char *dir, const char *file, int max_version)
 {
@@ -548,6 +607,14 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 	    utils->getopt(utils->getopt_context, "authguard", "authguard_mech_dir", &dir, &len) != SASL_OK ||
 	    dir == NULL || dir[0] == '\0')
 		dir = AG_SASL_SYSTEM_DIR;
+	if (loaded_from(dir)) {
+		/* libsasl2 notes a plugin that offers nothing at debug level only;
+		 * the canonuser part tells when it is used (tell_fallback) */
+		snprintf(fallback_dir, sizeof(fallback_dir), "%s", dir);
+		atomic_store(&fallback_role, true);
+		return SASL_NOMECH;
+	}
+	atomic_store(&fallback_role, false);
 	if (utils->getopt != NULL)
 		(void)utils->getopt(utils->getopt_context, "authguard", "authguard_mechs", &want, &len);
 	pthread_mutex_lock(&init_mu);
@@ -672,7 +739,10 @@ static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, uns
 
 	if (rc != SASL_OK || in_wrapped_step || (flags & SASL_CU_AUTHID) == 0)
 		return rc;
-	/* sasl_checkpass(): the password has not been checked yet */
+	if (atomic_load(&fallback_role))
+		tell_fallback(sp->utils);
+	/* sasl_checkpass() (or, in the fallback role, a stock mechanism): the
+	 * password has not been checked yet */
 	char *name = sp->utils->malloc(*out_len + 1);
 	if (name == NULL)
 		return SASL_NOMEM;
