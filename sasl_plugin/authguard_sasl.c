@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <sasl/sasl.h>
@@ -79,35 +80,53 @@ static __thread int in_wrapped_step;
 
 /* ---- the guard's side --------------------------------------------------- */
 
+/* Lines for log = syslog go to syslog(3) at facility authpriv, as the
+ * PAM module's do: the application's SASL log callback is no place for
+ * them (Postfix shows SASL_LOG_NOTE only with -v, so SMTP AUTH would log
+ * no attempt at all). No openlog(): the facility goes with each message,
+ * so the host's ident and its own facility stay as it set them; glibc's
+ * syslog() is thread-safe, and a chrooted host keeps the socket it opened
+ * before the chroot (Postfix opens it at start). Warnings and faults also
+ * go to the application's log, so the mail admin sees them where the
+ * daemon's own errors are. */
 static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
 {
 	const sasl_utils_t *u = ctx;
-	int level = lvl == AG_LVL_ERR ? SASL_LOG_ERR : lvl == AG_LVL_WARN ? SASL_LOG_WARN : SASL_LOG_NOTE;
+	int prio = lvl == AG_LVL_ERR ? LOG_ERR : lvl == AG_LVL_WARN ? LOG_WARNING : LOG_INFO;
 
-	if (u != NULL && u->log != NULL)
-		u->log(u->conn, level, "%s", msg);
+	syslog(LOG_AUTHPRIV | prio, "%s", msg);
+	if (lvl != AG_LVL_INFO && u != NULL && u->log != NULL)
+		u->log(u->conn, lvl == AG_LVL_ERR ? SASL_LOG_ERR : SASL_LOG_WARN, "%s", msg);
 }
 
 static void report_fn(void *ctx, const char *msg)
 {
-	sink_fn(ctx, AG_LVL_ERR, msg);
+	struct ag_notes *n = ctx;
+	char line[2 * sizeof(n->msg[0])]; /* cut to fit by ag_notes_add() */
+
+	snprintf(line, sizeof(line), "authguard: config: %s (that setting was not applied)", msg);
+	ag_notes_add(n, line);
 }
 
 /* The authguard config: the file named by the SASL option authguard_conf
  * (in the application's SASL config, e.g. Postfix's smtpd.conf), else the
  * default. Checked with one stat() for each authentication and parsed
- * again when it changed (conf.h: ag_conf_cached), like the PAM module. */
-static void load_conf(const sasl_utils_t *u, struct ag_conf *c)
+ * again when it changed (conf.h: ag_conf_cached), like the PAM module.
+ * Its errors are said once it is loaded, so that with log = file: they go
+ * to that file too. */
+static void load_conf(const sasl_utils_t *u, const struct ag_sink *sink, struct ag_conf *c)
 {
 	const char *path = NULL;
 	unsigned len = 0;
+	struct ag_notes notes = { 0 };
 
 	if (u->getopt == NULL ||
 	    u->getopt(u->getopt_context, "authguard", "authguard_conf", &path, &len) != SASL_OK ||
 	    path == NULL || path[0] == '\0')
 		path = AG_DEFAULT_CONF;
 	/* a missing file is an error too: see pam_authguard.c */
-	(void)ag_conf_cached(c, path, report_fn, (void *)u);
+	(void)ag_conf_cached(c, path, report_fn, &notes);
+	ag_guard_say_notes(c, sink, &notes);
 }
 
 static void attempt_of(sasl_server_params_t *sp, const char *user, struct ag_attempt *a)
@@ -140,7 +159,7 @@ static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, str
 	struct ag_attempt a;
 	struct ag_sink s = { sink_fn, (void *)sp->utils };
 
-	load_conf(sp->utils, &c);
+	load_conf(sp->utils, &s, &c);
 	if (!tarpit)
 		c.tarpit_base = 0; /* no delay, no slot taken */
 	attempt_of(sp, user, &a);
@@ -166,7 +185,7 @@ static void record(sasl_server_params_t *sp, struct wctx *w, const char *user, b
 	w->recorded = true;
 	if (!ok && w->pass != NULL)
 		pw = w->pass; /* NUL-terminated copy */
-	load_conf(sp->utils, &c);
+	load_conf(sp->utils, &s, &c);
 	attempt_of(sp, user, &a);
 	(void)ag_guard_record(&c, &s, &a, ok, pw, w->checked ? &w->ticket : NULL);
 	ag_conf_free(&c);

@@ -57,9 +57,26 @@ static pid_t cache_pid;
 /* LMDB's own words for the last error of this thread (for fault lines). */
 static __thread int last_mdb_rc;
 
+/* The system call that failed on the store's path, and why ("mkdir
+ * /var/lib/authguard: No such file or directory"): a chroot without the
+ * store's parent directory must not read as "input/output error". */
+static __thread char last_path_err[1100 + 96]; /* a path as in open_store_file() */
+
 const char *ag_store_detail(void)
 {
 	return last_mdb_rc != 0 ? mdb_strerror(last_mdb_rc) : "";
+}
+
+const char *ag_store_path_error(void)
+{
+	return last_path_err;
+}
+
+/* Note what failed on @path (errno says why); returns @rc. */
+static int path_error(const char *call, const char *path, int rc)
+{
+	snprintf(last_path_err, sizeof(last_path_err), "%s %s: %s", call, path, strerror(errno));
+	return rc;
 }
 
 static int map_rc(int rc)
@@ -125,11 +142,11 @@ static int check_dir(const char *dir)
 		return rc;
 	if (lstat(dir, &st) != 0) {
 		if (errno != ENOENT)
-			return errno == EACCES ? AG_EPERM : AG_EIO;
+			return path_error("lstat", dir, errno == EACCES ? AG_EPERM : AG_EIO);
 		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-			return errno == EACCES ? AG_EPERM : AG_EIO;
+			return path_error("mkdir", dir, errno == EACCES ? AG_EPERM : AG_EIO);
 		if (lstat(dir, &st) != 0)
-			return AG_EIO;
+			return path_error("lstat", dir, AG_EIO);
 	}
 	if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode))
 		return AG_EUNSAFE;
@@ -164,7 +181,7 @@ static int open_store_file(const char *dir, const char *name, bool shared, struc
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0660);
 	if (fd < 0)
-		return errno == ELOOP ? AG_EUNSAFE : map_rc(errno);
+		return path_error("open", path, errno == ELOOP ? AG_EUNSAFE : map_rc(errno));
 	if (fstat(fd, st_r) != 0 || !S_ISREG(st_r->st_mode) || st_r->st_nlink != 1 ||
 	    (st_r->st_mode & S_IWOTH) != 0) {
 		close(fd);
@@ -328,6 +345,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	snprintf(s->path, sizeof(s->path), "%s", dir);
 	s->file_fd[SF_LOCK] = s->file_fd[SF_DATA] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
+	last_path_err[0] = '\0';
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
 		rc = AG_EIO;
