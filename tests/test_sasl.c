@@ -750,6 +750,55 @@ static void test_faults_are_seen_everywhere(void **state)
 	assert_int_equal(caught_count(&app_lines, SASL_LOG_ERR, "mkdir ", "No such file or directory"), 1);
 }
 
+/* The README's SASL_PATH names the private directory for the whole
+ * process, so a program that is also a SASL client (Postfix's smtp
+ * delivering to a relay that wants AUTH) finds its client mechanisms
+ * there: the plugin offers the stock ones, untouched. Run in a process of
+ * its own (--private-client), whose client library loads from plugdir. */
+static int private_client(void)
+{
+	static const char *const want[] = { "PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256" };
+
+	scenario = 1000; /* its own store and log */
+	use_conf("");
+	if (sasl_server_init(srv_cbs, "authguard-test") != SASL_OK)
+		return 2;
+	static sasl_callback_t cbs[] = {
+		{ SASL_CB_GETPATH, (cb_fn)(void (*)(void))srv_getpath, NULL },
+		{ SASL_CB_LIST_END, NULL, NULL },
+	};
+	if (sasl_client_init(cbs) != SASL_OK)
+		return 3;
+	for (size_t i = 0; i < AG_ARRAY_LEN(want); i++) {
+		int r = auth(want[i], "alice", "alice-pw", NULL, "198.51.100.80;1");
+		if (r != SASL_OK) {
+			fprintf(stderr, "client mechanism %s from the private directory: %s\n", want[i],
+				sasl_errstring(r, NULL, NULL));
+			return 4;
+		}
+	}
+	sasl_done();
+	return 0;
+}
+
+static void test_private_dir_serves_clients(void **state)
+{
+	char self[600];
+
+	(void)state;
+	assert_int_equal(pd_self_exe(self, sizeof(self)), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(self, self, "--private-client", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *plugin = getenv("AG_TEST_SASL_PLUGIN");
@@ -771,6 +820,10 @@ int main(int argc, char **argv)
 		return pam_fail(argv);
 	snprintf(plugdir, sizeof(plugdir), "%s/plugins", workdir);
 	snprintf(dbpath, sizeof(dbpath), "%s/sasldb2", workdir);
+	if (argc == 2 && strcmp(argv[1], "--private-client") == 0) {
+		sasl_set_mutex(mutex_alloc, mutex_lock, mutex_unlock, mutex_free);
+		return private_client();
+	}
 	mkdir(plugdir, 0700);
 	/* the private plugin directory: authguard.so and the sasldb auxprop */
 	snprintf(link, sizeof(link), "%s/authguard.so", plugdir);
@@ -819,6 +872,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_threads_and_fork),
 		cmocka_unit_test(test_syslog_is_the_default),
 		cmocka_unit_test(test_faults_are_seen_everywhere),
+		cmocka_unit_test(test_private_dir_serves_clients),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	sasl_done();
