@@ -88,6 +88,8 @@ static struct caught sys_lines = { PTHREAD_MUTEX_INITIALIZER, 0, { 0 }, { "" } }
 static struct caught app_lines = { PTHREAD_MUTEX_INITIALIZER, 0, { 0 }, { "" } };
 
 static void catch_line(struct caught *c, int level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+static void catch_line(struct caught *c, int level, const char *fmt, va_list ap)
 {
 	pthread_mutex_lock(&c->mu);
 	if (c->n < CAUGHT_MAX) {

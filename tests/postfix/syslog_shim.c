@@ -49,6 +49,7 @@ static const char *facility_name(int f)
 static const char *const prio_names[] = { "emerg", "alert", "crit", "err",
 					  "warning", "notice", "info", "debug" };
 
+static void shim_vlog(int pri, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void shim_vlog(int pri, const char *fmt, va_list ap)
 {
 	char msg[2048], line[2300];
@@ -84,11 +85,13 @@ SHIM_API void closelog(void)
 {
 }
 
+SHIM_API void vsyslog(int pri, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 SHIM_API void vsyslog(int pri, const char *fmt, va_list ap)
 {
 	shim_vlog(pri, fmt, ap);
 }
 
+SHIM_API void syslog(int pri, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 SHIM_API void syslog(int pri, const char *fmt, ...)
 {
 	va_list ap;
@@ -98,11 +101,15 @@ SHIM_API void syslog(int pri, const char *fmt, ...)
 }
 
 SHIM_API void __vsyslog_chk(int pri, int flag, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+SHIM_API void __vsyslog_chk(int pri, int flag, const char *fmt, va_list ap)
 {
 	(void)flag;
 	shim_vlog(pri, fmt, ap);
 }
 
+SHIM_API void __syslog_chk(int pri, int flag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 SHIM_API void __syslog_chk(int pri, int flag, const char *fmt, ...)
 {
 	va_list ap;
