@@ -127,12 +127,12 @@ void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *sink,
 			const struct ag_notes *n)
 {
 	for (unsigned i = 0; i < n->n; i++)
-		emit(c, sink, AG_LVL_ERR, n->msg[i], false);
+		ag_guard_say(c, sink, AG_LVL_ERR, n->msg[i]);
 	if (n->more > 0) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "authguard: config: %u more errors not shown "
 			 "(authguard-admin check-config lists them all)", n->more);
-		emit(c, sink, AG_LVL_ERR, msg, false);
+		ag_guard_say(c, sink, AG_LVL_ERR, msg);
 	}
 }
 
