@@ -144,23 +144,24 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 
 	if (!fault_due(kind))
 		return;
-	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
-	const char *path_err = kind == FAULT_OPEN ? ag_store_path_error() : "";
-	if (kind == FAULT_OPEN && path_err[0] != '\0')
-		/* the call, the path and errno's words: in a chroot without the
-		 * store's parent this says "mkdir ...: No such file or directory" */
-		snprintf(msg, sizeof(msg), "authguard fault: %s: cannot open the store: %s (db_dir=%s); fail_open=%s: %s",
-			 what, path_err, c->db_dir, c->fail_open ? "yes" : "no",
-			 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
-	else if (kind == FAULT_EVICT)
+	/* the store's words: LMDB's, or which rule or system call failed
+	 * on which path (an unsafe directory, a missing parent, ...) */
+	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT || rc == AG_EUNSAFE ||
+			     rc == AG_EIO || rc == AG_EPERM ? ag_store_detail() : "";
+	/* a system call's failure on a path names itself: "mkdir
+	 * /var/lib/authguard: No such file or directory" (a chroot without
+	 * the store) must not read as "input/output error" */
+	const char *code = rc == AG_EIO && detail[0] ? "" : ag_strerror(rc);
+	const char *sep = detail[0] && code[0] ? ": " : "";
+	if (kind == FAULT_EVICT)
 		snprintf(msg, sizeof(msg), "authguard fault: %s; raise db_max_size (db_dir=%s)", what,
 			 c->db_dir);
 	else if (kind == FAULT_HOUSEKEEPING)
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); attempts are not affected",
-			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir);
+			 what, code, sep, detail, c->db_dir);
 	else
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); fail_open=%s: %s",
-			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir,
+			 what, code, sep, detail, c->db_dir,
 			 c->fail_open ? "yes" : "no",
 			 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
 	emit(c, sink, AG_LVL_ERR, msg, false);
@@ -221,7 +222,11 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 	const uint8_t *secret = ag_store_secret(op->s);
 	if (op->v.has_user) {
 		uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, xkey[AG_USER_KEY_MAX];
-		rc = ag_user_canon(secret, c->user_fold, a->user, a->user_len, op->ukey, &op->ulen,
+		/* one mailbox, one user on every service: a listed domain
+		 * goes before the name is keyed (user_strip_domains) */
+		size_t ulen = ag_user_strip(c->user_fold, a->user, a->user_len,
+					    c->user_strip_domains.v, c->user_strip_domains.n);
+		rc = ag_user_canon(secret, c->user_fold, a->user, ulen, op->ukey, &op->ulen,
 				   &op->v.user_hash);
 		if (rc != 0)
 			return rc;
@@ -229,8 +234,10 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 			ag_src_key(&op->pairsrc, skey);
 		/* failures and locks are the folded user's; the pair (and so
 		 * familiarity) is the exact name's, or the owner of "Alice"
-		 * would make her places familiar for "alice" */
-		size_t xlen = ag_user_key(secret, a->user, a->user_len, xkey);
+		 * would make her places familiar for "alice"; a stripped
+		 * domain is the same mailbox, so her places are hers with or
+		 * without it */
+		size_t xlen = ag_user_key(secret, a->user, ulen, xkey);
 		op->plen = ag_pair_key(xkey, xlen, skey, op->pkey);
 	}
 	return 0;

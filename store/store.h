@@ -99,10 +99,6 @@ AG_API int ag_store_info(struct ag_store *s, struct ag_store_info *info_r);
 
 /* LMDB's text for the last store error in this thread ("" if none). */
 AG_API const char *ag_store_detail(void);
-/* The call on the store's path that made this thread's last open fail,
- * with the path and errno's words ("mkdir /var/lib/authguard: No such file
- * or directory"), or "". */
-AG_API const char *ag_store_path_error(void);
 
 /* Drop this process's cached handles (tests; never needed in services). */
 AG_API void ag_store_forget_all(void);

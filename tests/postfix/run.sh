@@ -424,17 +424,17 @@ is "$(lines "$SYSLOG" "time=" " result=")" 15 "no attempt line went anywhere els
 # no config, and the store directory cannot be made
 r=$(client "$PC" "127.0.2.1,PLAIN,bob,bob-pw")
 want_cfg="authguard fault: config $S/authguard.conf: cannot read: No such file or directory"
-want_mk="cannot open the store: mkdir /var/lib/authguard: No such file or directory"
+want_mk="check: mkdir /var/lib/authguard: No such file or directory (db_dir=/var/lib/authguard)"
 is "$(lines "$SYSLOG" "pf-a-chroot/smtpd[" "warning: SASL authentication problem: $want_cfg")" 1 \
 	"chroot: the missing config is in the mail log"
-is "$(lines "$SYSLOG" "pf-a-chroot/smtpd[" "warning: SASL authentication problem: authguard fault: check: $want_mk")" 1 \
+is "$(lines "$SYSLOG" "pf-a-chroot/smtpd[" "warning: SASL authentication problem: authguard fault: $want_mk")" 1 \
 	"chroot: the store directory that cannot be made is in the mail log, named with its errno"
 is "$(lines "$SYSLOG" "authpriv.err pf-a-chroot/smtpd[" "$want_mk" "fail_open=yes: attempts go on unguarded")" 1 \
 	"chroot: and in authpriv, saying the attempt went on unguarded"
 
 # the store not writable for postfix
 r=$(client "$PD" "127.0.3.1,PLAIN,bob,bob-pw")
-is "$(lines "$SYSLOG" "pf-a-broken/smtpd[" "warning: SASL authentication problem: authguard fault: check: cannot open the store: " "$S/rootonly/db: Permission denied")" 1 \
+is "$(lines "$SYSLOG" "pf-a-broken/smtpd[" "warning: SASL authentication problem: authguard fault: check: permission denied: " "$S/rootonly/db: Permission denied")" 1 \
 	"a store postfix cannot write is in the mail log, named with its errno"
 
 # 7. the README's chrooted setup: inside the chroot (A's queue directory)
