@@ -240,8 +240,10 @@ installed_checks() {
 	# the SASL section's link, and every multiarch path the docs name
 	run_block sasldb-link "$tree"
 	local paths
-	paths=$(grep -ohE "/usr/lib/$triplet/(security/pam_authguard|authguard)[^] \`'\")*]*" \
-		"$top/README.md" "$top/SECURITY.md" "$top"/doc/*.[58] | sed 's/[.,:;]*$//' | sort -u)
+	paths=$(sed 's/\\-/-/g' "$top/README.md" "$top/SECURITY.md" "$top"/doc/*.[58] |
+		grep -ohE "/usr/lib/$triplet/(security/pam_authguard|authguard)[^] \`'\")*]*" |
+		sed 's/[.,:;]*$//' | sort -u)
+	ok "$([ "$(echo "$paths" | wc -w)" -ge 4 ]; echo $?)" "the docs name the module's and the plugin's paths"
 	for f in $paths; do
 		ok "$([ -e "$f" ]; echo $?)" "a path the docs name exists: $f"
 	done
