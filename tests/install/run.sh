@@ -77,7 +77,7 @@ esac
 [ "$(id -u)" -eq 0 ] || skip_all "needs root"
 arch=$(dpkg --print-architecture 2>/dev/null)
 [ "$arch" = amd64 ] || skip_all "the README's commands name amd64 paths; this is '$arch'"
-git -C "$top" rev-parse --git-dir >/dev/null 2>&1 || skip_all "needs a git checkout (the README's 'autoreconf -fi' path)"
+git -c safe.directory="$top" -C "$top" rev-parse --git-dir >/dev/null 2>&1 || skip_all "needs a git checkout (the README's 'autoreconf -fi' path)"
 for cmd in python3 setpriv; do
 	command -v "$cmd" >/dev/null || skip_all "no $cmd"
 done
@@ -189,7 +189,7 @@ run_block() {
 # fresh_tree DIR: the source tree as a clone has it (git's files, edits included)
 fresh_tree() {
 	mkdir -p "$1" &&
-		(cd "$top" && git ls-files -co --exclude-standard -z | grep -zv '^build' |
+		(cd "$top" && git -c safe.directory="$top" ls-files -co --exclude-standard -z | grep -zv '^build' |
 			xargs -0 cp -P --parents -t "$1")
 }
 
