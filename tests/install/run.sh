@@ -226,9 +226,9 @@ installed_checks() {
 	modes "store file" /var/lib/authguard/data.mdb "root:authguard 660"
 	modes "store file" /var/lib/authguard/lock.mdb "root:authguard 660"
 	if command -v systemd-analyze >/dev/null; then
+		# every unit, the daemons' too once they come
 		check "systemd-analyze verify accepts the units" systemd-analyze verify --man=no \
-			"$unitdir"/authguard-gc.service "$unitdir"/authguard-gc.timer \
-			"$unitdir"/authguard-nft.service "$unitdir"/authguard-nft.timer
+			"$unitdir"/authguard*.service "$unitdir"/authguard*.timer
 	else
 		ok 0 "systemd-analyze verify # SKIP no systemd-analyze"
 	fi
