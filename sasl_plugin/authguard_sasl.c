@@ -10,8 +10,8 @@
  *
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
- *     for PLAIN and LOGIN the user name is read from the client's data,
- *     for the others only source rules apply there;
+ *     for PLAIN, LOGIN and CRAM-MD5 the user name is read from the
+ *     client's data, for the others only source rules apply there;
  *   - after a successful step, if libsasl2 authenticated another user
  *     than the one checked (none, or a name only libsasl2 resolved), that
  *     user's rules: a locked user's correct password from an unfamiliar
@@ -26,11 +26,18 @@
  * covers sasl_checkpass() (IMAP LOGIN and POP3 PASS in Cyrus imapd), which
  * never reaches a mechanism: there it refuses banned and locked sources
  * and tarpits before the check; the outcome is not reported by libsasl2.
+ *
+ * Loaded from the stock mechanisms' own directory (a link to it there, so
+ * that a daemon started without SASL_PATH still finds the canonuser plugin
+ * its config names, instead of failing every login), it offers no
+ * mechanism and works as the canonuser plugin alone: see fallback_role.
  */
 #include "config.h"
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +55,7 @@
 #define AG_SASL_SYSTEM_DIR "/usr/lib/sasl2"
 #endif
 
-enum mech_kind { MK_PLAIN, MK_LOGIN, MK_OTHER };
+enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_OTHER };
 
 /* One wrapped mechanism: our glob_context. */
 struct wglob {
@@ -230,6 +237,25 @@ static void sniff_plain(struct wctx *w, sasl_server_params_t *sp, const char *in
 	w->pass = dup_n(u, nul2 + 1, w->pass_len);
 }
 
+/* CRAM-MD5: the client's one message is "user SP digest", the digest 32
+ * hex digits (RFC 2195). The user is the claim the digest is checked
+ * against; anything else is left to the mechanism to refuse. */
+static void sniff_cram(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	enum { DIGEST_LEN = 32 };
+
+	if (len < DIGEST_LEN + 2 || in[len - DIGEST_LEN - 1] != ' ')
+		return;
+	for (unsigned i = len - DIGEST_LEN; i < len; i++) {
+		char ch = in[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+			return;
+	}
+	size_t n = len - DIGEST_LEN - 1;
+	if (memchr(in, '\0', n) == NULL)
+		w->user = canon_dup(sp, in, n);
+}
+
 /* ---- the wrapped mechanism ----------------------------------------------- */
 
 static int w_new(void *glob, sasl_server_params_t *sp, const char *challenge, unsigned challen,
@@ -301,6 +327,10 @@ static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char
 		w->pass_len = len;
 		w->pass = dup_n(u, in, len);
 		return true;
+	case MK_CRAM:
+		if (w->user == NULL)
+			sniff_cram(w, sp, in, len);
+		return true;
 	case MK_OTHER:
 		return true;
 	}
@@ -359,7 +389,7 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 		}
 	}
 	if (cred && w->g->kind != MK_OTHER && op != NULL) {
-		/* PLAIN and LOGIN canonicalise the user in this step, before
+		/* PLAIN, LOGIN and CRAM-MD5 canonicalise the user in this step, before
 		 * the password check: what op holds is an earlier attempt's */
 		op->authid = NULL;
 		op->alen = 0;
@@ -457,7 +487,61 @@ static enum mech_kind kind_of(const char *name)
 		return MK_PLAIN;
 	if (strcmp(name, "LOGIN") == 0)
 		return MK_LOGIN;
+	if (strcmp(name, "CRAM-MD5") == 0)
+		return MK_CRAM;
 	return MK_OTHER;
+}
+
+/* ---- fallback role: loaded from libsasl2's own directory ------------------- */
+
+/* Without SASL_PATH, libsasl2 loads only its own directory, where the stock
+ * mechanisms are. A daemon whose config names canon_user_plugin authguard
+ * (Cyrus imapd: README) then fails every authentication if the plugin is
+ * not there ("desired canon_user plugin authguard not found"). A link to
+ * this plugin in that directory prevents the outage; there it must not
+ * offer its wrapped mechanisms (two plugins would offer each one, picked
+ * in readdir() order), so only the canonuser part works: banned, denied
+ * and locked sources are refused and the tarpit applies on every path
+ * (the stock mechanisms call the canonuser too), but no outcome is
+ * counted. It says so, loudly, when it is first used in a process. */
+static atomic_bool fallback_role;
+static atomic_bool fallback_told;
+static char fallback_dir[256];
+
+/* Was this library loaded from DIR (the same directory, through links)? */
+static bool loaded_from(const char *dir)
+{
+	Dl_info info;
+	char mine[PATH_MAX], theirs[PATH_MAX];
+
+	if (dladdr((void *)&loaded_from, &info) == 0 || info.dli_fname == NULL)
+		return false;
+	const char *slash = strrchr(info.dli_fname, '/');
+	if (slash == NULL || (size_t)(slash - info.dli_fname) >= sizeof(mine))
+		return false;
+	char here[PATH_MAX];
+	memcpy(here, info.dli_fname, (size_t)(slash - info.dli_fname));
+	here[slash - info.dli_fname] = '\0';
+	/* the directory the library was opened from (a link's, not its
+	 * target's): where libsasl2 looked */
+	if (realpath(here[0] != '\0' ? here : "/", mine) == NULL || realpath(dir, theirs) == NULL)
+		return false;
+	return strcmp(mine, theirs) == 0;
+}
+
+static void tell_fallback(const sasl_utils_t *u)
+{
+	char msg[640];
+
+	if (atomic_exchange(&fallback_told, true))
+		return;
+	snprintf(msg, sizeof(msg),
+		 "authguard fault: plugin loaded from the stock mechanisms' directory %s (SASL_PATH does "
+		 "not name authguard's private directory): only its canonuser part runs; the SASL "
+		 "mechanisms are not guarded and no attempt is counted (banned and locked sources are "
+		 "still refused); set SASL_PATH as README.md says",
+		 fallback_dir);
+	sink_fn((void *)u, AG_LVL_ERR, msg);
 }
 
 /* Append the mechanisms of one stock plugin library. */
@@ -523,6 +607,14 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 	    utils->getopt(utils->getopt_context, "authguard", "authguard_mech_dir", &dir, &len) != SASL_OK ||
 	    dir == NULL || dir[0] == '\0')
 		dir = AG_SASL_SYSTEM_DIR;
+	if (loaded_from(dir)) {
+		/* libsasl2 notes a plugin that offers nothing at debug level only;
+		 * the canonuser part tells when it is used (tell_fallback) */
+		snprintf(fallback_dir, sizeof(fallback_dir), "%s", dir);
+		atomic_store(&fallback_role, true);
+		return SASL_NOMECH;
+	}
+	atomic_store(&fallback_role, false);
 	if (utils->getopt != NULL)
 		(void)utils->getopt(utils->getopt_context, "authguard", "authguard_mechs", &want, &len);
 	pthread_mutex_lock(&init_mu);
@@ -647,7 +739,10 @@ static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, uns
 
 	if (rc != SASL_OK || in_wrapped_step || (flags & SASL_CU_AUTHID) == 0)
 		return rc;
-	/* sasl_checkpass(): the password has not been checked yet */
+	if (atomic_load(&fallback_role))
+		tell_fallback(sp->utils);
+	/* sasl_checkpass() (or, in the fallback role, a stock mechanism): the
+	 * password has not been checked yet */
 	char *name = sp->utils->malloc(*out_len + 1);
 	if (name == NULL)
 		return SASL_NOMEM;

@@ -147,11 +147,12 @@ int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, struct
 size_t ag_admin_user_key(struct ag_store *s, const struct ag_conf *c, const char *user,
 			 uint8_t key[AG_USER_KEY_MAX])
 {
-	size_t n = 0;
+	size_t n = 0, len = ag_user_strip(c->user_fold, user, strlen(user), c->user_strip_domains.v,
+					  c->user_strip_domains.n);
 	uint32_t h;
 
-	if (ag_user_canon(ag_store_secret(s), c->user_fold, user, strlen(user), key, &n, &h) != 0)
-		return ag_user_key(ag_store_secret(s), user, strlen(user), key);
+	if (ag_user_canon(ag_store_secret(s), c->user_fold, user, len, key, &n, &h) != 0)
+		return ag_user_key(ag_store_secret(s), user, len, key);
 	return n;
 }
 

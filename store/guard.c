@@ -90,7 +90,10 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 
 	if (!fault_due(kind))
 		return;
-	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
+	/* the store's words: LMDB's, or which rule or system call failed
+	 * on which path (an unsafe directory, a missing parent, ...) */
+	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT || rc == AG_EUNSAFE ||
+			     rc == AG_EIO || rc == AG_EPERM ? ag_store_detail() : "";
 	if (kind == FAULT_EVICT)
 		snprintf(msg, sizeof(msg), "authguard fault: %s; raise db_max_size (db_dir=%s)", what,
 			 c->db_dir);
@@ -160,7 +163,11 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 	const uint8_t *secret = ag_store_secret(op->s);
 	if (op->v.has_user) {
 		uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, xkey[AG_USER_KEY_MAX];
-		rc = ag_user_canon(secret, c->user_fold, a->user, a->user_len, op->ukey, &op->ulen,
+		/* one mailbox, one user on every service: a listed domain
+		 * goes before the name is keyed (user_strip_domains) */
+		size_t ulen = ag_user_strip(c->user_fold, a->user, a->user_len,
+					    c->user_strip_domains.v, c->user_strip_domains.n);
+		rc = ag_user_canon(secret, c->user_fold, a->user, ulen, op->ukey, &op->ulen,
 				   &op->v.user_hash);
 		if (rc != 0)
 			return rc;
@@ -168,8 +175,10 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 			ag_src_key(&op->pairsrc, skey);
 		/* failures and locks are the folded user's; the pair (and so
 		 * familiarity) is the exact name's, or the owner of "Alice"
-		 * would make her places familiar for "alice" */
-		size_t xlen = ag_user_key(secret, a->user, a->user_len, xkey);
+		 * would make her places familiar for "alice"; a stripped
+		 * domain is the same mailbox, so her places are hers with or
+		 * without it */
+		size_t xlen = ag_user_key(secret, a->user, ulen, xkey);
 		op->plen = ag_pair_key(xkey, xlen, skey, op->pkey);
 	}
 	return 0;

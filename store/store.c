@@ -54,18 +54,35 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static struct ag_store *cache;
 static pid_t cache_pid;
 
-/* LMDB's own words for the last error of this thread (for fault lines). */
-static __thread int last_mdb_rc;
+/* The last store error of this thread in words (for fault lines): LMDB's
+ * text, or which safety rule refused which path, or which system call
+ * failed on which path. Cleared when ag_store_get() starts. */
+static __thread char last_detail[1400];
 
 const char *ag_store_detail(void)
 {
-	return last_mdb_rc != 0 ? mdb_strerror(last_mdb_rc) : "";
+	return last_detail;
+}
+
+/* Refuse @path for breaking @rule (AG_EUNSAFE), saying so in the detail. */
+static int unsafe(const char *path, const char *rule)
+{
+	snprintf(last_detail, sizeof(last_detail), "%s: %s", path, rule);
+	return AG_EUNSAFE;
+}
+
+/* A system call @op failed on @path with @err: say so in the detail.
+ * Returns AG_EPERM for access errors, AG_EIO for the rest. */
+static int sys_fail(const char *op, const char *path, int err)
+{
+	snprintf(last_detail, sizeof(last_detail), "%s %s: %s", op, path, strerror(err));
+	return err == EACCES || err == EPERM || err == EROFS ? AG_EPERM : AG_EIO;
 }
 
 static int map_rc(int rc)
 {
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		last_mdb_rc = rc;
+		snprintf(last_detail, sizeof(last_detail), "%s", mdb_strerror(rc));
 	switch (rc) {
 	case 0: return 0;
 	case MDB_NOTFOUND: return AG_ENOTFOUND;
@@ -92,6 +109,8 @@ static void atfork_setup(void)
  * own in its place (SECURITY.md F8). @dir is absolute. */
 static int check_parents(const char *dir)
 {
+	static const char rule[] = "a parent of db_dir that everyone may write without the "
+				   "sticky bit (anyone could swap the store)";
 	char path[1100];
 	struct stat st;
 	size_t len = strlen(dir);
@@ -99,23 +118,25 @@ static int check_parents(const char *dir)
 	if (len >= sizeof(path))
 		return AG_EINVAL;
 	memcpy(path, dir, len + 1);
+	if (stat("/", &st) == 0 && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
+		return unsafe("/", rule);
 	for (char *slash = path; (slash = strchr(slash + 1, '/')) != NULL;) {
 		*slash = '\0';
 		int rc = stat(path, &st); /* "/a", then "/a/b", ...: every parent */
+		if (rc == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) != 0 &&
+		    (st.st_mode & S_ISVTX) == 0)
+			return unsafe(path, rule);
 		*slash = '/';
 		if (rc != 0)
 			return 0; /* missing: creating the store fails there */
-		if (S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
-			return AG_EUNSAFE;
 	}
-	if (stat("/", &st) == 0 && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
-		return AG_EUNSAFE;
 	return 0;
 }
 
 /* The directory must be ours (or root's), a real directory, and not
  * writable by everyone: a planted symlink or a world-writable directory
- * would let another user swap the store. Creates it (0700) if missing. */
+ * would let another user swap the store. Creates it (0700) if missing.
+ * Every refusal names its rule and the path (ag_store_detail()). */
 static int check_dir(const char *dir)
 {
 	struct stat st;
@@ -125,23 +146,31 @@ static int check_dir(const char *dir)
 		return rc;
 	if (lstat(dir, &st) != 0) {
 		if (errno != ENOENT)
-			return errno == EACCES ? AG_EPERM : AG_EIO;
+			return sys_fail("lstat", dir, errno);
 		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-			return errno == EACCES ? AG_EPERM : AG_EIO;
+			return sys_fail("mkdir", dir, errno);
 		if (lstat(dir, &st) != 0)
-			return AG_EIO;
+			return sys_fail("lstat", dir, errno);
 	}
-	if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode))
-		return AG_EUNSAFE;
-	if (st.st_uid != geteuid() && st.st_uid != 0)
-		return AG_EUNSAFE;
+	if (S_ISLNK(st.st_mode))
+		return unsafe(dir, "db_dir is a symbolic link (it must be the directory itself)");
+	if (!S_ISDIR(st.st_mode))
+		return unsafe(dir, "db_dir is not a directory");
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		char rule[160];
+		snprintf(rule, sizeof(rule),
+			 "db_dir is owned by uid %lu, neither root nor this process's user (uid %lu)",
+			 (unsigned long)st.st_uid, (unsigned long)geteuid());
+		return unsafe(dir, rule);
+	}
 	if ((st.st_mode & S_IWOTH) != 0)
-		return AG_EUNSAFE;
+		return unsafe(dir, "db_dir is writable by others");
 	/* Root must not open a store whose entries others can replace:
 	 * LMDB opens data.mdb and lock.mdb by name and initialises lock.mdb
 	 * in place (the files themselves are checked by open_store_file()). */
 	if (geteuid() == 0 && (st.st_mode & S_IWGRP) != 0 && st.st_uid == 0)
-		return AG_EUNSAFE;
+		return unsafe(dir, "root opens no root-owned db_dir that its group may write "
+				   "(use mode 2750, SECURITY.md section 1)");
 	return 0;
 }
 
@@ -159,16 +188,25 @@ static int check_dir(const char *dir)
 static int open_store_file(const char *dir, const char *name, bool shared, struct stat *st_r)
 {
 	char path[1100];
+	const char *rule = NULL;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0660);
 	if (fd < 0)
-		return errno == ELOOP ? AG_EUNSAFE : map_rc(errno);
-	if (fstat(fd, st_r) != 0 || !S_ISREG(st_r->st_mode) || st_r->st_nlink != 1 ||
-	    (st_r->st_mode & S_IWOTH) != 0) {
+		return errno == ELOOP ? unsafe(path, "a store file is a symbolic link")
+				      : sys_fail("open", path, errno);
+	if (fstat(fd, st_r) != 0)
+		rule = "a store file cannot be examined (fstat failed)";
+	else if (!S_ISREG(st_r->st_mode))
+		rule = "a store file is not a regular file";
+	else if (st_r->st_nlink != 1)
+		rule = "a store file has more than one hard link";
+	else if ((st_r->st_mode & S_IWOTH) != 0)
+		rule = "a store file is writable by others";
+	if (rule != NULL) {
 		close(fd);
-		return AG_EUNSAFE;
+		return unsafe(path, rule);
 	}
 	if (shared && st_r->st_uid == geteuid() && (st_r->st_mode & 0060) != 0060)
 		(void)fchmod(fd, (st_r->st_mode & 0777) | 0060);
@@ -205,20 +243,22 @@ static int fds_on(const struct stat *id)
  * open on it before); without /proc, the name must still lead there. */
 static int same_files(struct ag_store *s, const char *dir, int lock_fds)
 {
+	static const char rule[] = "a store file was replaced while LMDB opened it";
 	char path[1100];
 	struct stat st;
 	int fd;
 
+	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_DATA]);
 	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
 	    st.st_dev != s->file_id[SF_DATA].st_dev || st.st_ino != s->file_id[SF_DATA].st_ino)
-		return AG_EUNSAFE;
+		return unsafe(path, rule);
+	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_LOCK]);
 	int now_fds = lock_fds >= 0 ? fds_on(&s->file_id[SF_LOCK]) : -1;
 	if (now_fds >= 0) /* (no second count, e.g. out of descriptors: by name) */
-		return now_fds == lock_fds + 1 ? 0 : AG_EUNSAFE;
-	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_LOCK]);
+		return now_fds == lock_fds + 1 ? 0 : unsafe(path, rule);
 	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[SF_LOCK].st_dev ||
 	    st.st_ino != s->file_id[SF_LOCK].st_ino)
-		return AG_EUNSAFE;
+		return unsafe(path, rule);
 	return 0;
 }
 
@@ -330,7 +370,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
-		rc = AG_EIO;
+		rc = sys_fail("stat", dir, errno);
 	if (rc == 0) {
 		s->dev = st.st_dev;
 		s->ino = st.st_ino;
@@ -377,8 +417,11 @@ int ag_store_get(const char *dir, struct ag_store **s_r)
 	int rc = 0;
 
 	*s_r = NULL;
-	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(s->path))
+	last_detail[0] = '\0';
+	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(s->path)) {
+		snprintf(last_detail, sizeof(last_detail), "db_dir must be an absolute path");
 		return AG_EINVAL;
+	}
 	pthread_once(&atfork_once, atfork_setup);
 	pthread_mutex_lock(&cache_mu);
 	if (cache_pid != pid) {

@@ -268,10 +268,28 @@ static void test_fault_fail_open_and_closed(void **state)
 	assert_true(f->nerr >= 1);
 	assert_non_null(strstr(f->errors[0], "authguard fault"));
 	assert_non_null(strstr(f->errors[0], "fail_open=yes"));
+	/* the cause, not just a code: the system call and the path */
+	char want[AG_PATH_MAX + 128];
+	snprintf(want, sizeof(want), "lstat %s: Not a directory", f->c.db_dir);
+	if (strstr(f->errors[0], want) == NULL)
+		fail_msg("fault '%s' lacks '%s'", f->errors[0], want);
 	assert_int_equal(lines(f, "reason=fault", "user=\"bob\""), 1);
 	f->c.fail_open = 0;
 	assert_int_equal(try(f, "bob", "192.0.2.1", true, NULL), AG_REFUSE);
 	assert_int_equal(lines(f, "action=refuse reason=fault", "result=unchecked"), 1);
+	/* an unsafe directory: the rule it breaks and the path */
+	snprintf(f->c.db_dir, sizeof(f->c.db_dir), "%s/open", f->dir);
+	assert_int_equal(mkdir(f->c.db_dir, 0700), 0);
+	assert_int_equal(chmod(f->c.db_dir, 0777), 0);
+	f->c.fail_open = 1;
+	f->nerr = 0;
+	fake_ms += 61000; /* past the once-a-minute limit of fault lines */
+	assert_int_equal(try(f, "bob", "192.0.2.1", false, NULL), AG_PROCEED);
+	assert_true(f->nerr >= 1);
+	snprintf(want, sizeof(want), "refused: unsafe path or ownership: %s: db_dir is writable by others",
+		 f->c.db_dir);
+	if (strstr(f->errors[0], want) == NULL)
+		fail_msg("fault '%s' lacks '%s'", f->errors[0], want);
 }
 
 static void test_damaged_record_is_reset(void **state)

@@ -118,6 +118,15 @@ static void test_same_dir_other_spelling(void **state)
 	assert_ptr_equal(a, c);
 }
 
+/* The last refusal's detail starts with @path and holds @rule. */
+static void assert_detail(const char *path, const char *rule)
+{
+	const char *d = ag_store_detail();
+
+	if (strncmp(d, path, strlen(path)) != 0 || strstr(d, rule) == NULL)
+		fail_msg("detail '%s', want '%s...%s'", d, path, rule);
+}
+
 static void test_unsafe_dirs(void **state)
 {
 	struct fx *f = *state;
@@ -129,17 +138,20 @@ static void test_unsafe_dirs(void **state)
 	assert_int_equal(mkdir(f->db, 0700), 0);
 	assert_int_equal(symlink(f->db, p), 0);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	assert_detail(p, ": db_dir is a symbolic link");
 	/* a world-writable directory */
 	snprintf(p, sizeof(p), "%s/open", f->dir);
 	assert_int_equal(mkdir(p, 0700), 0);
 	assert_int_equal(chmod(p, 0777), 0);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	assert_detail(p, ": db_dir is writable by others");
 	/* a plain file */
 	snprintf(p, sizeof(p), "%s/file", f->dir);
 	int fd = open(p, O_CREAT | O_WRONLY, 0600);
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	assert_detail(p, ": db_dir is not a directory");
 	/* below a directory everyone may write (no sticky bit): anyone could
 	 * swap the store's directory for their own */
 	snprintf(p, sizeof(p), "%s/pub", f->dir);
@@ -147,6 +159,8 @@ static void test_unsafe_dirs(void **state)
 	assert_int_equal(chmod(p, 0777), 0);
 	snprintf(p, sizeof(p), "%s/pub/db", f->dir);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	snprintf(p, sizeof(p), "%s/pub", f->dir); /* the parent is named */
+	assert_detail(p, ": a parent of db_dir that everyone may write without the sticky bit");
 	/* with the sticky bit (like /tmp) others cannot rename it away */
 	snprintf(p, sizeof(p), "%s/pub", f->dir);
 	assert_int_equal(chmod(p, 01777), 0);
@@ -155,6 +169,25 @@ static void test_unsafe_dirs(void **state)
 	/* parent missing */
 	snprintf(p, sizeof(p), "%s/no/such/dir", f->dir);
 	assert_int_equal(ag_store_get(p, &s), AG_EIO);
+	char want[500];
+	snprintf(want, sizeof(want), "mkdir %s", p);
+	assert_detail(want, ": No such file or directory");
+	/* the detail belongs to the last call: a good one clears it */
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_string_equal(ag_store_detail(), "");
+	if (geteuid() == 0) {
+		/* another user's directory; root's that its group may write */
+		snprintf(p, sizeof(p), "%s/theirs", f->dir);
+		assert_int_equal(mkdir(p, 0700), 0);
+		assert_int_equal(chown(p, 12345, 12345), 0);
+		assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+		assert_detail(p, ": db_dir is owned by uid 12345, neither root nor");
+		snprintf(p, sizeof(p), "%s/grp", f->dir);
+		assert_int_equal(mkdir(p, 0700), 0);
+		assert_int_equal(chmod(p, 0770), 0);
+		assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+		assert_detail(p, ": root opens no root-owned db_dir that its group may write");
+	}
 	/* relative path */
 	assert_int_equal(ag_store_get("relative/db", &s), AG_EINVAL);
 	assert_int_equal(ag_store_get(NULL, &s), AG_EINVAL);
@@ -176,10 +209,12 @@ static void test_planted_store_files(void **state)
 	snprintf(p, sizeof(p), "%s/lock.mdb", f->db);
 	assert_int_equal(symlink(target, p), 0);
 	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_detail(p, ": a store file is a symbolic link");
 	assert_int_equal(unlink(p), 0);
 	snprintf(p, sizeof(p), "%s/data.mdb", f->db);
 	assert_int_equal(link(target, p), 0);
 	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_detail(p, ": a store file has more than one hard link");
 	const char *n[] = { "precious", NULL };
 	assert_int_equal(tu_count_lines(target, n), 1); /* untouched */
 }

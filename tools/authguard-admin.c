@@ -29,13 +29,17 @@ struct ctx {
 	bool json;
 	int conf_errors;
 	const char *conf_path;
+	bool no_store; /* none yet: read-only commands see an empty one */
 };
 
 /* ---- small helpers --------------------------------------------------------- */
 
 static int die_store(const struct ctx *x, int rc, const char *what)
 {
-	fprintf(stderr, "authguard-admin: %s: %s (db_dir %s)\n", what, ag_strerror(rc), x->c.db_dir);
+	const char *detail = ag_store_detail();
+
+	fprintf(stderr, "authguard-admin: %s: %s%s%s (db_dir %s)\n", what, ag_strerror(rc),
+		detail[0] != '\0' ? ": " : "", detail, x->c.db_dir);
 	return EX_STORE;
 }
 
@@ -125,31 +129,70 @@ static int parse_for(const char *arg, int64_t *ms)
 	return 0;
 }
 
-static int open_store(struct ctx *x)
+/* True when there is no store yet: db_dir does not exist. (A directory
+ * made in advance is opened, which makes the files in it as the module
+ * would, or says what is wrong with it; any other stat() failure is left
+ * to ag_store_get() to report.) */
+static bool store_missing(const struct ctx *x)
 {
 	struct stat st;
 
-	/* The module creates the store (with the service's owner); the
-	 * admin tool never does, so a typo cannot leave a directory the
-	 * service cannot open. */
-	if (x->s == NULL && stat(x->c.db_dir, &st) != 0) {
-		fprintf(stderr, "authguard-admin: no store at %s (%s); the module creates it on first use\n",
-			x->c.db_dir, strerror(errno));
-		return EX_STORE;
-	}
-	int rc = ag_store_get(x->c.db_dir, &x->s);
-
-	return rc != 0 ? die_store(x, rc, "cannot open the store") : 0;
+	return stat(x->c.db_dir, &st) != 0 && errno == ENOENT;
 }
 
+/* Open the store. A command that writes creates a missing one exactly as
+ * the module does (ag_store_get(): the directory 0700 if missing, its
+ * parent must exist; the files 0660 less the umask, group-writable in a
+ * shared directory), and says so. A command that only reads finds a
+ * missing store empty, which is the truth before the first login: it
+ * creates nothing (x->no_store; x->s stays NULL) and says so on stderr. */
+static int open_store(struct ctx *x, bool write)
+{
+	struct stat st;
+
+	if (x->s != NULL || x->no_store)
+		return 0;
+	if (!write && store_missing(x)) {
+		x->no_store = true;
+		fprintf(stderr, "authguard-admin: no store yet at %s: nothing is recorded so far "
+				"(the module creates it at the first attempt)\n", x->c.db_dir);
+		return 0;
+	}
+	bool new_dir = stat(x->c.db_dir, &st) != 0 && errno == ENOENT;
+	int rc = ag_store_get(x->c.db_dir, &x->s);
+	if (rc != 0)
+		return die_store(x, rc, "cannot open the store");
+	if (new_dir)
+		fprintf(stderr, "authguard-admin: created a new store at %s (mode 0700, owned by uid %lu, "
+				"as the module would; services under other accounts need the layout of "
+				"SECURITY.md section 1)\n", x->c.db_dir, (unsigned long)geteuid());
+	return 0;
+}
+
+/* Begin a transaction; *t is NULL (and the result 0) for a read-only
+ * one when there is no store yet (open_store()): callers read nothing. */
 static int begin(struct ctx *x, bool write, struct ag_txn **t)
 {
-	int rc = open_store(x);
+	int rc = open_store(x, write);
 
-	if (rc != 0)
+	*t = NULL;
+	if (rc != 0 || x->no_store)
 		return rc;
 	rc = ag_txn_begin(x->s, write, t);
 	return rc != 0 ? die_store(x, rc, "cannot begin a transaction") : 0;
+}
+
+/* Begin a write transaction that undoes something (unban, unlock,
+ * forget): without a store there is nothing to undo, and none is made
+ * for it (*t NULL, result 0: the caller says "not found"). */
+static int begin_undo(struct ctx *x, struct ag_txn **t)
+{
+	int rc = open_store(x, false);
+
+	*t = NULL;
+	if (rc != 0 || x->no_store)
+		return rc;
+	return begin(x, true, t);
 }
 
 static int commit(struct ctx *x, struct ag_txn *t)
@@ -320,11 +363,13 @@ static int cmd_list(struct ctx *x, int argc, char **argv)
 	}
 	if ((rc = begin(x, false, &t)) != 0)
 		return rc;
-	if (r.what == R_BANS || r.what == R_SOURCES)
+	if (t == NULL) /* no store yet: nothing to list */
+		;
+	else if (r.what == R_BANS || r.what == R_SOURCES)
 		rc = ag_admin_each_src(t, src_row, &r);
 	else
 		rc = ag_admin_each_user(t, user_row, &r);
-	if (rc == 0 && r.what == R_BANS)
+	if (t != NULL && rc == 0 && r.what == R_BANS)
 		rc = ag_list_each(t, AG_LIST_DENY, timed_ban_row, &r);
 	ag_txn_abort(t);
 	if (rc != 0)
@@ -400,18 +445,20 @@ static int show_addr(struct ctx *x, struct ag_txn *t, const struct ag_addr *a)
 	struct ag_addr pfx = *a;
 	bool is_host = a->plen == ag_addr_width(a);
 	struct member m = { a, x->now, "" };
-	int rc, rc2 = AG_ENOTFOUND;
+	int rc = AG_ENOTFOUND, rc2 = AG_ENOTFOUND;
 
-	rc = ag_admin_get_src(t, a, &host);
-	if (rc != 0 && rc != AG_ENOTFOUND && rc != AG_ECORRUPT)
-		return die_store(x, rc, "cannot read");
-	if (is_host) {
+	if (is_host)
 		ag_addr_prefix(a, a->family == AG_AF_INET ? x->c.ipv4_prefix : x->c.ipv6_prefix, &pfx);
-		rc2 = ag_admin_get_src(t, &pfx, &net);
+	if (t != NULL) { /* (NULL: no store yet, only the config's lists) */
+		rc = ag_admin_get_src(t, a, &host);
+		if (rc != 0 && rc != AG_ENOTFOUND && rc != AG_ECORRUPT)
+			return die_store(x, rc, "cannot read");
+		if (is_host)
+			rc2 = ag_admin_get_src(t, &pfx, &net);
+		static const enum ag_list all[] = { AG_LIST_ALLOW, AG_LIST_PROXY, AG_LIST_DENY };
+		for (size_t i = 0; i < AG_ARRAY_LEN(all); i++)
+			ag_list_each(t, all[i], member_visit, &m);
 	}
-	static const enum ag_list all[] = { AG_LIST_ALLOW, AG_LIST_PROXY, AG_LIST_DENY };
-	for (size_t i = 0; i < AG_ARRAY_LEN(all); i++)
-		ag_list_each(t, all[i], member_visit, &m);
 	const char *conf = ag_cidrs_match(&x->c.deny, a) ? "deny" :
 			   ag_cidrs_match(&x->c.trusted, a) ? "trusted" :
 			   ag_cidrs_match(&x->c.proxies, a) ? "proxies" : "";
@@ -482,11 +529,11 @@ static void pair_row(void *vp, const uint8_t *k, size_t n, const struct ag_addr 
 static int show_user(struct ctx *x, struct ag_txn *t, const char *name)
 {
 	uint8_t k[AG_USER_KEY_MAX];
-	size_t n = ag_admin_user_key(x->s, &x->c, name, k);
 	struct ag_user_rec u;
 	struct pairs ps = { x, 0 };
 	char until[40], first[40], seen[40], esc[1024];
-	int rc = ag_admin_get_user(t, k, n, &u);
+	size_t n = t != NULL ? ag_admin_user_key(x->s, &x->c, name, k) : 0;
+	int rc = t != NULL ? ag_admin_get_user(t, k, n, &u) : AG_ENOTFOUND;
 
 	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
 		ag_log_quote(esc, sizeof(esc), name, strlen(name), 200);
@@ -564,9 +611,9 @@ static int cmd_unban(struct ctx *x, int argc, char **argv)
 		fprintf(stderr, "usage: authguard-admin unban ADDRESS|PREFIX\n");
 		return EX_USAGE;
 	}
-	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin(x, true, &t)) != 0)
+	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin_undo(x, &t)) != 0)
 		return rc;
-	rc = ag_admin_unban(t, &a, x->now);
+	rc = t != NULL ? ag_admin_unban(t, &a, x->now) : AG_ENOTFOUND;
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
 		fprintf(stderr, "authguard-admin: %s is not banned\n", argv[0]);
@@ -593,10 +640,14 @@ static int cmd_unlock(struct ctx *x, int argc, char **argv)
 		fprintf(stderr, "usage: authguard-admin unlock USER\n");
 		return EX_USAGE;
 	}
-	if ((rc = begin(x, true, &t)) != 0)
+	if ((rc = begin_undo(x, &t)) != 0)
 		return rc;
-	size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
-	rc = ag_admin_unlock(t, k, n, x->now);
+	if (t != NULL) {
+		size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
+		rc = ag_admin_unlock(t, k, n, x->now);
+	} else {
+		rc = AG_ENOTFOUND;
+	}
 	ag_log_quote(esc, sizeof(esc), argv[0], strlen(argv[0]), 200);
 	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
 		ag_txn_abort(t);
@@ -671,9 +722,11 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 	}
 	if (as_user)
 		argv++;
-	if ((rc = begin(x, true, &t)) != 0)
+	if ((rc = begin_undo(x, &t)) != 0)
 		return rc;
-	if (!as_user &&
+	if (t == NULL) {
+		rc = AG_ENOTFOUND;
+	} else if (!as_user &&
 	    (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0)) {
 		rc = ag_admin_forget_addr(t, &a, &n);
 	} else {
@@ -736,7 +789,7 @@ static int cmd_listop(struct ctx *x, enum ag_list which, int argc, char **argv)
 		struct lrows r = { x, 0 };
 		if ((rc = begin(x, false, &t)) != 0)
 			return rc;
-		rc = ag_list_each(t, which, list_row, &r);
+		rc = t != NULL ? ag_list_each(t, which, list_row, &r) : 0;
 		ag_txn_abort(t);
 		if (rc != 0)
 			return die_store(x, rc, "cannot read");
@@ -861,8 +914,9 @@ static int cmd_export(struct ctx *x, int argc, char **argv)
 	}
 	if ((rc = begin(x, false, &t)) != 0)
 		return rc;
-	rc = ag_admin_each_src(t, banned_src, &b);
-	if (rc == 0)
+	/* no store yet: no bans, but the config's deny list still goes out */
+	rc = t != NULL ? ag_admin_each_src(t, banned_src, &b) : 0;
+	if (rc == 0 && t != NULL)
 		rc = ag_list_each(t, AG_LIST_DENY, banned_deny, &b);
 	ag_txn_abort(t);
 	if (rc != 0)
@@ -969,6 +1023,13 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 	c->now = x->now;
 	if ((rc = begin(x, false, &t)) != 0)
 		return rc;
+	if (t == NULL) { /* no store yet: every count is zero */
+		memset(st, 0, sizeof(*st));
+		memset(info, 0, sizeof(*info));
+		snprintf(info->path, sizeof(info->path), "%s", x->c.db_dir);
+		*sleepers = 0;
+		return 0;
+	}
 	rc = ag_admin_each_src(t, count_src, c);
 	if (rc == 0)
 		rc = ag_admin_each_user(t, count_user, c);
@@ -1043,8 +1104,12 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	human_bytes(info.file_bytes, fb, sizeof(fb));
 	human_bytes(info.used_bytes, ub, sizeof(ub));
 	human_bytes(info.map_size, mb, sizeof(mb));
-	printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
-	printf("schema:   %u\n", info.schema);
+	if (x->no_store) {
+		printf("store:    %s (no store yet: created at the first attempt)\n", info.path);
+	} else {
+		printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
+		printf("schema:   %u\n", info.schema);
+	}
 	if (x->c.load_errno != 0)
 		printf("config:   %s: %s: the built-in defaults are in force\n", x->c.load_path,
 		       strerror(x->c.load_errno));
@@ -1061,7 +1126,8 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	printf("lists:    allow %lu, proxy %lu, deny %lu (run-time); trusted %zu, proxies %zu, deny %zu (config)\n",
 	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
 	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
-	printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+	if (!x->no_store)
+		printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
 	print_evictions(&c);
 	return EX_OK;
 }
@@ -1122,9 +1188,15 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 		fprintf(stderr, "usage: authguard-admin gc\n");
 		return EX_USAGE;
 	}
-	int rc = open_store(x);
+	/* gc writes, but a store that does not exist has nothing to drop:
+	 * it is not made just for that */
+	int rc = open_store(x, false);
 	if (rc != 0)
 		return rc;
+	if (x->no_store) {
+		printf("dropped 0 expired records\n");
+		return EX_OK;
+	}
 	long n = ag_guard_gc(&x->c, x->now);
 	if (n < 0)
 		return die_store(x, (int)n, "gc failed");
