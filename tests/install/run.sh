@@ -381,6 +381,10 @@ case " $parts " in *" src "*) ;; *) note "B skipped (AG_INSTALL_PARTS=$parts)" ;
 if [ "${parts#*src}" != "$parts" ] && note "B. from source" && fresh_tree "$work/src/authguard" &&
 	run_block src-build "$work/src/authguard" && run_block src-store "$work/src/authguard"; then
 	installed_checks /usr/lib/systemd/system "$work/src/authguard"
+	# the README says it is safe to run again
+	run_block src-store "$work/src/authguard"
+	check "src-store again keeps the store" sh -c "authguard-admin stats | grep -Eq '^attempts_total +13\$'"
+	modes "store directory" /var/lib/authguard "root:authguard 2750"
 	rm -f "$libdir/authguard/sasl2/libsasldb.so"
 	command -v systemctl >/dev/null && systemctl disable authguard-gc.timer >/dev/null 2>&1
 	(cd "$work/src/authguard" && make uninstall) >"$work/uninstall.log" 2>&1
