@@ -192,7 +192,7 @@ PRIV=$S/authguard/sasl2
 mkdir -p "$PRIV"
 cp "$PLUGIN" "$PRIV/authguard.so"
 # the README's ln -s, with this system's directory
-readme_ln=$(grep -m1 '^ln -s .*libsasldb' "$README")
+readme_ln=$(grep -m1 -E '^(sudo )?ln -s .*libsasldb' "$README")
 [ -n "$readme_ln" ] || bail "no ln -s line for libsasldb in $README"
 ln -s "$SYSMECH/libsasldb.so.2" "$PRIV/libsasldb.so"
 chmod -R a+rX "$S/authguard"
