@@ -54,24 +54,10 @@ enum fault_kind {
 	FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING,
 	FAULT_EVICT, /* eviction round; @what says it all */
 	FAULT_CONFIG, /* the config file could not be read */
+	FAULT_LOGFILE, /* the log file could not be written */
 	FAULT_KINDS
 };
 static _Atomic int64_t last_fault_ms[FAULT_KINDS];
-
-static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
-		 const char *line, bool attempt_line)
-{
-	if (attempt_line && c->log_kind == AG_LOG_NONE)
-		return;
-	if (c->log_kind == AG_LOG_FILE) {
-		if (ag_log_file_write(c->log_path, line) == 0 && attempt_line)
-			return;
-		if (attempt_line)
-			lvl = AG_LVL_WARN; /* the file failed: do not lose the line */
-	}
-	if (sink != NULL && sink->fn != NULL)
-		sink->fn(sink->ctx, lvl, line);
-}
 
 /* True at most once a minute per process and kind, so a flood of one
  * fault neither fills the log nor hides a different one (on the guard's
@@ -83,6 +69,74 @@ static bool fault_due(enum fault_kind kind)
 	if (last != 0 && now - last < 60000 && now >= last)
 		return false;
 	return atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now);
+}
+
+static void to_sink(const struct ag_sink *sink, enum ag_level lvl, const char *line)
+{
+	if (sink != NULL && sink->fn != NULL)
+		sink->fn(sink->ctx, lvl, line);
+}
+
+/* The log file cannot be written: say so, and why, where the front end
+ * logs (the file is the one thing that cannot carry the message). */
+static void logfile_fault(const struct ag_conf *c, const struct ag_sink *sink, int err)
+{
+	char msg[AG_PATH_MAX + 256];
+
+	if (!fault_due(FAULT_LOGFILE))
+		return;
+	snprintf(msg, sizeof(msg),
+		 "authguard fault: log file %s: cannot write: %s (uid %ld, gid %ld); "
+		 "its lines go to syslog instead",
+		 c->log_path, strerror(err), (long)geteuid(), (long)getegid());
+	to_sink(sink, AG_LVL_ERR, msg);
+}
+
+static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
+		 const char *line, bool attempt_line)
+{
+	if (attempt_line && c->log_kind == AG_LOG_NONE)
+		return;
+	if (c->log_kind == AG_LOG_FILE) {
+		if (ag_log_file_write(c->log_path, line) == 0) {
+			if (attempt_line)
+				return;
+		} else {
+			logfile_fault(c, sink, errno);
+			if (attempt_line)
+				lvl = AG_LVL_WARN; /* the file failed: do not lose the line */
+		}
+	}
+	to_sink(sink, lvl, line);
+}
+
+void ag_guard_say(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
+		  const char *msg)
+{
+	emit(c, sink, lvl, msg, false);
+}
+
+void ag_notes_add(void *ctx, const char *msg)
+{
+	struct ag_notes *n = ctx;
+
+	if (n->n < AG_NOTES_MAX)
+		snprintf(n->msg[n->n++], sizeof(n->msg[0]), "%s", msg);
+	else
+		n->more++;
+}
+
+void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *sink,
+			const struct ag_notes *n)
+{
+	for (unsigned i = 0; i < n->n; i++)
+		ag_guard_say(c, sink, AG_LVL_ERR, n->msg[i]);
+	if (n->more > 0) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "authguard: config: %u more errors not shown "
+			 "(authguard-admin check-config lists them all)", n->more);
+		ag_guard_say(c, sink, AG_LVL_ERR, msg);
+	}
 }
 
 /* Log a fault (rate-limited: fault_due()). */
@@ -97,15 +151,20 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 	 * on which path (an unsafe directory, a missing parent, ...) */
 	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT || rc == AG_EUNSAFE ||
 			     rc == AG_EIO || rc == AG_EPERM ? ag_store_detail() : "";
+	/* a system call's failure on a path names itself: "mkdir
+	 * /var/lib/authguard: No such file or directory" (a chroot without
+	 * the store) must not read as "input/output error" */
+	const char *code = rc == AG_EIO && detail[0] ? "" : ag_strerror(rc);
+	const char *sep = detail[0] && code[0] ? ": " : "";
 	if (kind == FAULT_EVICT)
 		snprintf(msg, sizeof(msg), "authguard fault: %s; raise db_max_size (db_dir=%s)", what,
 			 c->db_dir);
 	else if (kind == FAULT_HOUSEKEEPING)
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); attempts are not affected",
-			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir);
+			 what, code, sep, detail, c->db_dir);
 	else
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); fail_open=%s: %s",
-			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir,
+			 what, code, sep, detail, c->db_dir,
 			 c->fail_open ? "yes" : "no",
 			 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
 	emit(c, sink, AG_LVL_ERR, msg, false);

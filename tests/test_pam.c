@@ -306,6 +306,30 @@ static void test_missing_config_is_loud(void **state)
 	assert_int_equal(tu_count_lines(log, why), 1);
 }
 
+/* A bad line in the config is reported where the attempts go (log =
+ * file:), not only to syslog: on a host without a syslog daemon it would
+ * be seen nowhere. The bad line comes before the log key: the report
+ * waits until the destination is known. */
+static void test_config_errors_in_the_log_file(void **state)
+{
+	char path[400];
+	FILE *f;
+	const char *bad[] = { "config: ", "authguard.conf:1: ", "tarpit_free", "not applied", NULL };
+
+	(void)state;
+	use_conf("");
+	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "tarpit_free = banana\ndb_dir = %s\nlog = file:%s\n", dbdir, logpath);
+	fclose(f);
+	assert_int_equal(login("bob", "bob-pw", "192.0.2.61"), PAM_SUCCESS);
+	assert_int_equal(login("bob", "bob-pw", "192.0.2.61"), PAM_SUCCESS);
+	/* once per change of the file, not once per attempt */
+	assert_int_equal(tu_count_lines(logpath, bad), 1);
+	assert_int_equal(lines("result=success", "192.0.2.61"), 2);
+}
+
 static void test_hostile_rhost_and_user(void **state)
 {
 	static char big[10240];
@@ -389,6 +413,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_log_only_changes_no_outcome),
 		cmocka_unit_test(test_log_line_carries_every_field),
 		cmocka_unit_test(test_missing_config_is_loud),
+		cmocka_unit_test(test_config_errors_in_the_log_file),
 		cmocka_unit_test(test_many_processes_lose_no_count),
 		cmocka_unit_test(test_hostile_rhost_and_user),
 	};

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <syslog.h>
 
 #include <sasl/sasl.h>
 #include <security/pam_appl.h>
@@ -72,11 +73,87 @@ static int srv_getopt(void *ctx, const char *plugin, const char *option, const c
 	return SASL_OK;
 }
 
+/* What went to syslog(3) and to the application's SASL log callback, for
+ * the tests of where lines go. The test program's syslog() takes the
+ * place of libc's for the plugin (linked --export-dynamic; the fortified
+ * entry point too, for a plugin built with _FORTIFY_SOURCE). */
+#define CAUGHT_MAX 64
+struct caught {
+	pthread_mutex_t mu;
+	int n;
+	int level[CAUGHT_MAX];
+	char msg[CAUGHT_MAX][1100];
+};
+static struct caught sys_lines = { PTHREAD_MUTEX_INITIALIZER, 0, { 0 }, { "" } };
+static struct caught app_lines = { PTHREAD_MUTEX_INITIALIZER, 0, { 0 }, { "" } };
+
+static void catch_line(struct caught *c, int level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+static void catch_line(struct caught *c, int level, const char *fmt, va_list ap)
+{
+	pthread_mutex_lock(&c->mu);
+	if (c->n < CAUGHT_MAX) {
+		c->level[c->n] = level;
+		vsnprintf(c->msg[c->n], sizeof(c->msg[0]), fmt, ap);
+		c->n++;
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void caught_reset(void)
+{
+	pthread_mutex_lock(&sys_lines.mu);
+	sys_lines.n = 0;
+	pthread_mutex_unlock(&sys_lines.mu);
+	pthread_mutex_lock(&app_lines.mu);
+	app_lines.n = 0;
+	pthread_mutex_unlock(&app_lines.mu);
+}
+
+/* Lines caught with exactly @level that contain @a and @b (NULL: any). */
+static int caught_count(struct caught *c, int level, const char *a, const char *b)
+{
+	int n = 0;
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < c->n; i++)
+		if (c->level[i] == level && (a == NULL || strstr(c->msg[i], a) != NULL) &&
+		    (b == NULL || strstr(c->msg[i], b) != NULL))
+			n++;
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+__attribute__((visibility("default"))) void syslog(int pri, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void syslog(int pri, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	catch_line(&sys_lines, pri, fmt, ap);
+	va_end(ap);
+}
+
+__attribute__((visibility("default"))) void __syslog_chk(int pri, int flag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void __syslog_chk(int pri, int flag, const char *fmt, ...)
+{
+	va_list ap;
+	(void)flag;
+	va_start(ap, fmt);
+	catch_line(&sys_lines, pri, fmt, ap);
+	va_end(ap);
+}
+
 static int srv_log(void *ctx, int level, const char *msg)
 {
 	(void)ctx;
-	(void)level;
-	(void)msg;
+	pthread_mutex_lock(&app_lines.mu);
+	if (app_lines.n < CAUGHT_MAX) {
+		app_lines.level[app_lines.n] = level;
+		snprintf(app_lines.msg[app_lines.n], sizeof(app_lines.msg[0]), "%s", msg);
+		app_lines.n++;
+	}
+	pthread_mutex_unlock(&app_lines.mu);
 	return SASL_OK;
 }
 
@@ -735,6 +812,110 @@ static int pam_fail(char **argv)
 	return 0;
 }
 
+/* log = syslog, the default: one line per attempt through syslog(3) at
+ * authpriv.info, none through the application's SASL log callback
+ * (Postfix shows SASL_LOG_NOTE only with -v: SMTP AUTH would log no
+ * attempt at all). */
+static void test_syslog_is_the_default(void **state)
+{
+	FILE *f;
+
+	(void)state;
+	use_conf("");
+	f = fopen(confpath, "w");
+	assert_non_null(f);
+	fprintf(f, "db_dir = %s/db-%d\ntarpit_base = 0\n", workdir, scenario);
+	fclose(f);
+	caught_reset();
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "203.0.113.71;1"), SASL_OK);
+	assert_int_equal(auth("LOGIN", "alice", "nope", NULL, "203.0.113.71;2"), SASL_BADAUTH);
+	assert_int_equal(auth("CRAM-MD5", "alice", "nope", NULL, "203.0.113.71;3"), SASL_BADAUTH);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_INFO, " result=", NULL), 3);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_INFO, "result=success", "rhost=203.0.113.71"), 1);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_INFO, "result=fail", "rhost=203.0.113.71"), 2);
+	for (int lvl = SASL_LOG_NONE; lvl <= SASL_LOG_PASS; lvl++)
+		assert_int_equal(caught_count(&app_lines, lvl, " result=", NULL), 0);
+}
+
+/* Faults and config errors: to syslog (authpriv.err), to the
+ * application's log (SASL_LOG_ERR: Postfix logs it as a warning), and with
+ * log = file: to that file, even when the bad line comes before the log
+ * key. A store directory that cannot be made says why: mkdir, the
+ * directory and the errno's words. */
+static void test_faults_are_seen_everywhere(void **state)
+{
+	FILE *f;
+	char missing[600];
+	const char *cfg[] = { "config: ", "authguard.conf:1: ", "tarpit_free", NULL };
+	const char *mk[] = { "authguard fault: ", "mkdir ", "/no-such-dir/db", "No such file or directory", NULL };
+
+	(void)state;
+	use_conf("");
+	snprintf(missing, sizeof(missing), "%s/no-such-dir/db", workdir);
+	f = fopen(confpath, "w");
+	assert_non_null(f);
+	fprintf(f, "tarpit_free = banana\ndb_dir = %s\nlog = file:%s\n", missing, logpath);
+	fclose(f);
+	caught_reset();
+	/* fail_open = yes: the attempt goes on, unguarded and said so */
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "203.0.113.72;1"), SASL_OK);
+	assert_int_equal(tu_count_lines(logpath, cfg), 1);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_ERR, "config: ", "tarpit_free"), 1);
+	assert_int_equal(caught_count(&app_lines, SASL_LOG_ERR, "config: ", "tarpit_free"), 1);
+	assert_int_equal(tu_count_lines(logpath, mk), 1);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_ERR, "mkdir ", "No such file or directory"), 1);
+	assert_int_equal(caught_count(&app_lines, SASL_LOG_ERR, "mkdir ", "No such file or directory"), 1);
+}
+
+/* The README's SASL_PATH names the private directory for the whole
+ * process, so a program that is also a SASL client (Postfix's smtp
+ * delivering to a relay that wants AUTH) finds its client mechanisms
+ * there: the plugin offers the stock ones, untouched. Run in a process of
+ * its own (--private-client), whose client library loads from plugdir. */
+static int private_client(void)
+{
+	static const char *const want[] = { "PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256" };
+
+	scenario = 1000; /* its own store and log */
+	use_conf("");
+	if (sasl_server_init(srv_cbs, "authguard-test") != SASL_OK)
+		return 2;
+	static sasl_callback_t cbs[] = {
+		{ SASL_CB_GETPATH, (cb_fn)(void (*)(void))srv_getpath, NULL },
+		{ SASL_CB_LIST_END, NULL, NULL },
+	};
+	if (sasl_client_init(cbs) != SASL_OK)
+		return 3;
+	for (size_t i = 0; i < AG_ARRAY_LEN(want); i++) {
+		int r = auth(want[i], "alice", "alice-pw", NULL, "198.51.100.80;1");
+		if (r != SASL_OK) {
+			fprintf(stderr, "client mechanism %s from the private directory: %s\n", want[i],
+				sasl_errstring(r, NULL, NULL));
+			return 4;
+		}
+	}
+	sasl_done();
+	return 0;
+}
+
+static void test_private_dir_serves_clients(void **state)
+{
+	char self[600];
+
+	(void)state;
+	assert_int_equal(pd_self_exe(self, sizeof(self)), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(self, self, "--private-client", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *plugin = getenv("AG_TEST_SASL_PLUGIN");
@@ -756,6 +937,10 @@ int main(int argc, char **argv)
 		return pam_fail(argv);
 	snprintf(plugdir, sizeof(plugdir), "%s/plugins", workdir);
 	snprintf(dbpath, sizeof(dbpath), "%s/sasldb2", workdir);
+	if (argc == 2 && strcmp(argv[1], "--private-client") == 0) {
+		sasl_set_mutex(mutex_alloc, mutex_lock, mutex_unlock, mutex_free);
+		return private_client();
+	}
 	mkdir(plugdir, 0700);
 	/* the private plugin directory: authguard.so and the sasldb auxprop */
 	snprintf(link, sizeof(link), "%s/authguard.so", plugdir);
@@ -803,6 +988,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
 		cmocka_unit_test(test_one_user_across_pam_and_sasl),
 		cmocka_unit_test(test_threads_and_fork),
+		cmocka_unit_test(test_syslog_is_the_default),
+		cmocka_unit_test(test_faults_are_seen_everywhere),
+		cmocka_unit_test(test_private_dir_serves_clients),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	sasl_done();

@@ -1217,7 +1217,7 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 }
 
 /* Flush the store to disk: once, or with --every DURATION until SIGTERM
- * or SIGINT (a service: see systemd/authguard-sync.service). While it
+ * or SIGINT (a service: systemd/authguard-sync.service.in). While it
  * runs at no more than half of AG_SYNC_MS, no login attempt ever waits for
  * the disk: the attempts flush only when no process did for AG_SYNC_MS. */
 static int cmd_sync(struct ctx *x, int argc, char **argv)
