@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "hash.h"
 #include "lists.h"
@@ -41,6 +42,8 @@ struct op {
 	size_t plen;
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
+	bool have_src, have_user; /* the host's and the user's records exist */
+	bool wrote; /* a write transaction was committed */
 	struct ag_verdict ro; /* check: the read-only pass's verdict */
 	bool have_ro;
 };
@@ -244,7 +247,7 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 }
 
 static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
-		    enum ag_rec_kind kind, void *out)
+		    enum ag_rec_kind kind, void *out, bool *found)
 {
 	const void *val;
 	size_t vlen;
@@ -260,6 +263,8 @@ static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *
 		return 0;
 	}
 	memcpy(out, tmp, ag_rec_size(kind));
+	if (found != NULL)
+		*found = true;
 	return 0;
 }
 
@@ -277,15 +282,20 @@ static int op_load(struct op *op, struct ag_txn *t)
 	}
 	if (op->v.trusted && !op->v.denied)
 		return 0;
+	op->have_src = op->have_user = false;
 	if (op->v.has_addr) {
-		rc = read_rec(op, t, AG_DB_SRC, op->hkey, sizeof(op->hkey), AG_REC_SRC, &op->v.src);
+		rc = read_rec(op, t, AG_DB_SRC, op->hkey, sizeof(op->hkey), AG_REC_SRC, &op->v.src,
+			      &op->have_src);
 		if (rc == 0)
-			rc = read_rec(op, t, AG_DB_SRC, op->nkey, sizeof(op->nkey), AG_REC_SRC, &op->v.net);
+			rc = read_rec(op, t, AG_DB_SRC, op->nkey, sizeof(op->nkey), AG_REC_SRC, &op->v.net,
+				      NULL);
 	}
 	if (rc == 0 && op->v.has_user) {
-		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user);
+		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user,
+			      &op->have_user);
 		if (rc == 0)
-			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair);
+			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair,
+				      NULL);
 	}
 	return rc;
 }
@@ -306,9 +316,12 @@ static int op_save(struct op *op, struct ag_txn *t)
 	return rc;
 }
 
-/* Add to the host-wide counters. */
+/* Add to the host-wide counters in the store: only when there is no
+ * counter file (counters.h), which holds them otherwise. */
 static int bump_stats(struct ag_txn *t, const struct ag_stats *d)
 {
+	if (ag_store_counters(ag_txn_store(t)) != NULL)
+		return 0; /* added after the commit: ag_count_stats() */
 	struct ag_stats st = { .version = AG_REC_VERSION };
 	const void *val;
 	size_t vlen;
@@ -433,6 +446,9 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 	char event[32] = "";
 	bool log_only = op->c->mode == AG_MODE_LOG_ONLY;
 
+	if (op->c->log_kind == AG_LOG_NONE)
+		return; /* emit() would drop it: do not format it either */
+
 	l.time_ms = op->now;
 	l.service = op->a->service;
 	l.user = op->v.has_user ? op->a->user : NULL;
@@ -472,9 +488,27 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 
 /* ---- check --------------------------------------------------------------- */
 
-/* Decide in a read-only transaction; only a verdict that changes the
- * store (a refusal is counted, a tarpit takes a slot) or a damaged record
- * needs the write transaction, which decides again from fresh data. */
+/* A refusal by the read-only pass: counted in the counter file (the
+ * records the store holds, and host-wide), never in a write transaction.
+ * The records' last_seen stays as the last write left it (the refusal
+ * time is in the counter file): a refused source is banned, or its
+ * network, or on the deny list, and a refused user is locked, so no rule
+ * and no eviction order reads it. */
+static void count_refusal(struct op *op)
+{
+	struct ag_stats d = { .attempts = 1, .refused = 1 };
+
+	if (op->have_src)
+		ag_count_refusal(op->s, AG_DB_SRC, op->hkey, sizeof(op->hkey), op->now);
+	if (op->have_user)
+		ag_count_refusal(op->s, AG_DB_USER, op->ukey, op->ulen, op->now);
+	ag_count_stats(op->s, &d);
+}
+
+/* Decide in a read-only transaction; a refusal is counted without a
+ * write (count_refusal()); only a verdict that takes a tarpit slot or a
+ * damaged record needs the write transaction, which decides again from
+ * fresh data. */
 static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 {
 	struct ag_txn *t;
@@ -490,8 +524,15 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 	ag_policy_check(op->c, &op->v, op->now, vd);
 	if (!write) {
 		ag_txn_abort(t);
-		bool changes = (enforce && vd->action != AG_ACT_ALLOW) || op->damaged;
-		return changes ? AG_EAGAIN_WRITE : 0;
+		if (op->damaged)
+			return AG_EAGAIN_WRITE;
+		if (enforce && vd->action == AG_ACT_REFUSE && ag_store_counters(op->s) != NULL) {
+			count_refusal(op);
+			return 0;
+		}
+		if (enforce && vd->action == AG_ACT_REFUSE)
+			return AG_EAGAIN_WRITE; /* no counter file: counted in the store */
+		return enforce && vd->action == AG_ACT_TARPIT ? AG_EAGAIN_WRITE : 0;
 	}
 	if (enforce && vd->action == AG_ACT_TARPIT) {
 		rc = slot_take(op, t, vd->delay_ms);
@@ -519,7 +560,12 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 		rc = bump_stats(t, &d);
 	if (rc != 0)
 		goto fail;
-	return ag_txn_commit(t);
+	rc = ag_txn_commit(t);
+	if (rc == 0) {
+		op->wrote = true;
+		ag_count_stats(op->s, &d); /* host-wide: counters.h */
+	}
+	return rc;
 fail:
 	ag_txn_abort(t);
 	return rc;
@@ -545,7 +591,8 @@ static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 	if (rc == 0 && op->damaged)
 		fault(op->c, op->sink, FAULT_DAMAGED, AG_ECORRUPT, "damaged record reset");
 	if (rc == 0) {
-		ag_store_maybe_sync(op->s);
+		if (op->wrote)
+			ag_store_maybe_sync(op->s);
 		maybe_maintain(op);
 	}
 	return rc;
@@ -675,8 +722,16 @@ static int record_fn(struct op *op, void *argp)
 		rc = bump_stats(t, &d);
 	if (rc == 0 && arg->in_txn != NULL)
 		rc = arg->in_txn(t, arg->in_arg);
-	if (rc == 0)
-		return ag_txn_commit(t);
+	if (rc == 0) {
+		rc = ag_txn_commit(t);
+		if (rc == 0) {
+			op->wrote = true;
+			ag_count_stats(op->s, &d); /* host-wide: counters.h */
+			return 0;
+		}
+		op->v = fresh;
+		return rc;
+	}
 	ag_txn_abort(t);
 	op->v = fresh;
 	return rc;
@@ -757,6 +812,7 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 
 struct gc_ctx {
 	const struct ag_conf *c;
+	struct ag_store *s;   /* dropped records' refusal counts go too */
 	int64_t now;
 	enum ag_rec_kind kind;
 	bool evict;           /* also drop weak records (the store is full) */
@@ -897,6 +953,8 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 		return AG_SCAN_NEXT;
 	g->batch_dropped++;
 	g->batch_mem += g->is_mem;
+	if (g->s != NULL && (g->kind == AG_REC_SRC || g->kind == AG_REC_USER))
+		ag_count_forget(g->s, g->kind == AG_REC_SRC ? AG_DB_SRC : AG_DB_USER, key, klen);
 	return AG_SCAN_DELETE;
 }
 
@@ -927,6 +985,7 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 
 	memcpy(from, g->resume, from_len);
 	g->max_deletes = GC_BATCH_DELETES;
+	g->s = s;
 	for (;;) {
 		struct ag_txn *t;
 		rc = ag_txn_begin(s, write, &t);
@@ -1281,7 +1340,7 @@ static long gc_step(const struct ag_conf *c, struct ag_store *s, int64_t now)
 		return 0;
 	}
 	while (rc == 0 && budget > 0) {
-		struct gc_ctx g = { .c = c, .now = now, .kind = gc_dbs[st.db].kind,
+		struct gc_ctx g = { .c = c, .s = s, .now = now, .kind = gc_dbs[st.db].kind,
 				    .keep_unknown = true, .max_visits = budget };
 		memcpy(g.resume, st.resume, st.resume_len);
 		g.resume_len = st.resume_len;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "record.h"
 #include "store.h"
 
@@ -23,10 +24,11 @@
 #define AG_MAP_INITIAL ((size_t)8 << 20)
 #define AG_MAX_READERS 1022
 
-/* The store's two files, in the order they are opened: lock.mdb first, so
- * a planted lock.mdb is refused before data.mdb is made. */
-enum { SF_LOCK, SF_DATA, SF_COUNT };
-static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb" };
+/* The store's files, in the order they are opened: lock.mdb first, so
+ * a planted lock.mdb is refused before data.mdb is made; then the counter
+ * file (counters.h), which only this code opens, by its descriptor. */
+enum { SF_LOCK, SF_DATA, SF_COUNTERS, SF_COUNT };
+static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb", AG_COUNTERS_NAME };
 
 struct ag_store {
 	struct ag_store *next; /* the process's cache: one handle per db_dir */
@@ -38,8 +40,10 @@ struct ag_store {
 	uint8_t secret[AG_SECRET_LEN];
 	int file_fd[SF_COUNT];  /* held while env is open (open_store_file()) */
 	struct stat file_id[SF_COUNT];
+	struct ag_counters *counters; /* the counter file, mapped; NULL: see counters_rc */
+	int counters_rc;              /* why there is none (AG_E*), or 0 */
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
-	_Atomic int64_t last_sync, last_reader_check;
+	_Atomic int64_t last_sync, last_reader_check; /* last_sync: without counters */
 };
 
 struct ag_txn {
@@ -269,6 +273,7 @@ static void close_store(struct ag_store *s)
 	for (int i = 0; i < SF_COUNT; i++)
 		if (s->file_fd[i] >= 0)
 			close(s->file_fd[i]);
+	ag_counters_unmap(s->counters);
 	pthread_rwlock_destroy(&s->resize_lock);
 	free(s);
 }
@@ -366,7 +371,8 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	if (s == NULL)
 		return AG_ENOMEM;
 	snprintf(s->path, sizeof(s->path), "%s", dir);
-	s->file_fd[SF_LOCK] = s->file_fd[SF_DATA] = -1;
+	for (int i = 0; i < SF_COUNT; i++)
+		s->file_fd[i] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
@@ -378,11 +384,21 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	bool shared = (st.st_mode & (S_ISGID | S_IWGRP)) != 0;
 	for (int i = 0; i < SF_COUNT && rc == 0; i++) {
 		int fd = open_store_file(dir, file_names[i], shared, &s->file_id[i]);
-		if (fd < 0)
-			rc = fd;
-		else
+		if (fd >= 0)
 			s->file_fd[i] = fd;
+		else if (i == SF_COUNTERS && fd != AG_EUNSAFE)
+			s->counters_rc = fd; /* see below */
+		else
+			rc = fd;
 	}
+	/* The counter file is a saving, not a need: one this process may not
+	 * create (a directory shared as SECURITY.md says, set up before the
+	 * file existed) or of another layout leaves the counts in LMDB, as
+	 * before it (refusals then take the writer lock). A planted one
+	 * (a symlink, a second name, writable by all) refuses the store, like
+	 * a planted lock.mdb. */
+	if (rc == 0 && s->file_fd[SF_COUNTERS] >= 0)
+		s->counters_rc = ag_counters_map(s->file_fd[SF_COUNTERS], &s->counters);
 	if (rc == 0)
 		rc = map_rc(mdb_env_create(&s->env));
 	if (rc == 0)
@@ -464,6 +480,21 @@ void ag_store_forget_all(void)
 		close_store(s);
 	}
 	pthread_mutex_unlock(&cache_mu);
+}
+
+struct ag_counters *ag_store_counters(struct ag_store *s)
+{
+	return s->counters;
+}
+
+int ag_store_counters_error(struct ag_store *s)
+{
+	return s->counters_rc;
+}
+
+struct ag_store *ag_txn_store(struct ag_txn *t)
+{
+	return t->s;
 }
 
 const uint8_t *ag_store_secret(const struct ag_store *s)
@@ -662,15 +693,49 @@ int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t 
 	return scan(t, db, start, slen, NULL, 0, fn, ctx);
 }
 
+/* The flush itself: LMDB's data file (fdatasync), then the counter file. */
+static void flush(struct ag_store *s)
+{
+	(void)mdb_env_sync(s->env, 1);
+	if (s->counters != NULL)
+		ag_counters_sync(s->counters);
+}
+
+/* When the store was last flushed: host-wide in the counter file, so a
+ * flush by any process (authguard-admin sync --every, which keeps it from
+ * ever being due) counts for all; without one, this process's own. */
+static int64_t last_sync(struct ag_store *s)
+{
+	return s->counters != NULL ? ag_counters_last_sync(s) : atomic_load(&s->last_sync);
+}
+
+static bool sync_claim(struct ag_store *s, int64_t seen, int64_t now)
+{
+	if (s->counters != NULL)
+		return ag_counters_sync_claim(s, seen, now);
+	return atomic_compare_exchange_strong(&s->last_sync, &seen, now);
+}
+
 void ag_store_maybe_sync(struct ag_store *s)
 {
-	int64_t now = ag_now_ms(), last = s->last_sync;
+	int64_t now = ag_now_ms(), last = last_sync(s);
 
-	if (now - last < 1000 && now >= last)
+	if (now - last < AG_SYNC_MS && now >= last)
 		return;
-	if (!atomic_compare_exchange_strong(&s->last_sync, &last, now))
-		return;
-	(void)mdb_env_sync(s->env, 1);
+	if (!sync_claim(s, last, now))
+		return; /* another thread or process is at it */
+	flush(s);
+}
+
+void ag_store_sync(struct ag_store *s)
+{
+	int64_t now = ag_now_ms(), last = last_sync(s);
+
+	/* claimed first, so that no attempt starts a flush of its own while
+	 * this one runs (it may take a while on a busy disk) */
+	while (!sync_claim(s, last, now))
+		last = last_sync(s);
+	flush(s);
 }
 
 int ag_store_info(struct ag_store *s, struct ag_store_info *info)
@@ -689,6 +754,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->map_size = ei.me_mapsize;
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
+	info->last_txnid = ei.me_last_txnid;
 	info->max_readers = ei.me_maxreaders;
 	if (fstat(s->file_fd[SF_DATA], &fst) == 0)
 		info->file_bytes = (uint64_t)fst.st_size;

@@ -14,7 +14,9 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <security/pam_appl.h>
 
@@ -335,6 +337,9 @@ static void test_no_store_yet(void **state)
 	assert_int_equal(run("deny", "list", NULL), 0);
 	assert_int_equal(run("gc", NULL), 0);
 	assert_int_equal(has(out, "dropped 0 expired records"), 1);
+	assert_int_equal(run("sync", NULL), 0); /* nothing to flush: none is made for it */
+	assert_int_equal(run("stats", NULL), 0);
+	assert_int_equal(has(out, "refused_unattributed_total"), 1);
 	/* nothing to undo: not found, and still no store */
 	assert_int_equal(run("unban", "192.0.2.1", NULL), 2);
 	assert_int_equal(run("unlock", "alice", NULL), 2);
@@ -379,6 +384,72 @@ static void test_unsafe_store_named(void **state)
 	tu_rmrf(dir);
 }
 
+/* Refusals are counted without an LMDB write (the counter file beside the
+ * store): show, list and stats still show them. And the flush that keeps
+ * a login from waiting for the disk: sync once, or as a service until
+ * SIGTERM. */
+static void test_refusals_shown_and_sync(void **state)
+{
+	char want[64];
+
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 0\n");
+	fail_n(3, "carl", "203.0.113.60");
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(login("carl", "carl-pw", "203.0.113.60"), PAM_AUTH_ERR);
+	assert_int_equal(run("show", "203.0.113.60", NULL), 0);
+	assert_int_equal(has(out, "  refused:    4"), 1);
+	assert_int_equal(run("list", "sources", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"n_refused\": 4"), 1);
+	assert_int_equal(run("stats", NULL), 0);
+	snprintf(want, sizeof(want), "%-28s %d", "refused_total", 4);
+	assert_int_equal(has(out, want), 1);
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "/counters.ag (refusals not in any record's count: 0)"), 1);
+	assert_int_equal(run("sync", NULL), 0);
+	assert_int_equal(run("sync", "--every", "2s", NULL), 1);
+	assert_int_equal(run("sync", "now", NULL), 1);
+
+	char conf[400];
+	snprintf(conf, sizeof(conf), "%s/authguard.conf", workdir);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int o = open("/dev/null", O_WRONLY);
+		if (o < 0 || dup2(o, 1) < 0)
+			_exit(126);
+		unsetenv("LD_PRELOAD");
+		unsetenv("PAM_WRAPPER");
+		execl(admin, admin, "-c", conf, "sync", "--every", "50ms", (char *)NULL);
+		_exit(127);
+	}
+	/* logins go on while it runs */
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.61"), PAM_SUCCESS);
+	/* SIGTERM once it waits for it (blocked: taken by sigtimedwait), at
+	 * most 10 s from now */
+	bool waiting = false;
+	for (int i = 0; i < 1000 && !waiting; i++) {
+		char path[64], line[128];
+		unsigned long long mask = 0;
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+		FILE *fs = fopen(path, "r");
+		while (fs != NULL && fgets(line, sizeof(line), fs) != NULL)
+			if (sscanf(line, "SigBlk: %llx", &mask) == 1)
+				waiting = (mask >> (SIGTERM - 1)) & 1;
+		if (fs != NULL)
+			fclose(fs);
+		if (!waiting)
+			usleep(10000);
+	}
+	assert_true(waiting);
+	assert_int_equal(kill(pid, SIGTERM), 0);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *wd = getenv("AG_TEST_DIR");
@@ -414,6 +485,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_no_store_yet),
 		cmocka_unit_test(test_unsafe_store_named),
+		cmocka_unit_test(test_refusals_shown_and_sync),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0)

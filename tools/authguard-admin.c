@@ -10,13 +10,16 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "log.h"
 
@@ -1126,8 +1129,16 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	printf("lists:    allow %lu, proxy %lu, deny %lu (run-time); trusted %zu, proxies %zu, deny %zu (config)\n",
 	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
 	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
-	if (!x->no_store)
+	if (!x->no_store) {
 		printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+		if (ag_store_counters(x->s) != NULL)
+			printf("counters: %s/%s (refusals not in any record's count: %llu)\n", info.path,
+			       AG_COUNTERS_NAME, (unsigned long long)ag_counted_unattributed(x->s));
+		else
+			printf("counters: %s/%s unusable (%s): counts are kept in data.mdb, each refusal"
+			       " takes the writer lock; see SECURITY.md\n", info.path, AG_COUNTERS_NAME,
+			       ag_strerror(ag_store_counters_error(x->s)));
+	}
 	print_evictions(&c);
 	return EX_OK;
 }
@@ -1157,6 +1168,7 @@ static int cmd_stats(struct ctx *x, int argc, char **argv)
 		{ "bans_total", "Bans of addresses and prefixes.", (double)st.bans, true },
 		{ "locks_total", "User lockouts.", (double)st.locks, true },
 		{ "faults_total", "Store faults seen while recording.", (double)st.faults, true },
+		{ "refused_unattributed_total", "Refusals in refused_total that no record's n_refused holds (the counter file's table was full near the record).", x->s != NULL ? (double)ag_counted_unattributed(x->s) : 0.0, true },
 		{ "evicted_total", "Records evicted, oldest first, because the store was full.", (double)c.ev.records, true },
 		{ "eviction_rounds_total", "Eviction rounds (raise db_max_size if this grows).", (double)c.ev.rounds, true },
 		{ "eviction_recent_rounds_total", "Eviction rounds that had to take records written in the last 10 s.", (double)c.ev.recent_rounds, true },
@@ -1204,6 +1216,56 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 	return EX_OK;
 }
 
+/* Flush the store to disk: once, or with --every DURATION until SIGTERM
+ * or SIGINT (a service: systemd/authguard-sync.service.in). While it
+ * runs at no more than half of AG_SYNC_MS, no login attempt ever waits for
+ * the disk: the attempts flush only when no process did for AG_SYNC_MS. */
+static int cmd_sync(struct ctx *x, int argc, char **argv)
+{
+	int64_t every = 0;
+
+	if (argc == 2 && strcmp(argv[0], "--every") == 0) {
+		if (ag_parse_duration(argv[1], &every) != 0 || every < 10 || every > AG_SYNC_MS / 2) {
+			fprintf(stderr, "sync --every: a duration from 10ms to %dms\n", AG_SYNC_MS / 2);
+			return EX_USAGE;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin sync [--every DURATION]\n");
+		return EX_USAGE;
+	}
+	/* a store is never made for this: the module makes it, with the
+	 * owner and mode its services need (SECURITY.md) */
+	int rc = open_store(x, false);
+	if (rc != 0)
+		return rc;
+	if (every == 0) {
+		if (!x->no_store)
+			ag_store_sync(x->s);
+		return EX_OK;
+	}
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &stop, NULL) != 0) {
+		perror("sigprocmask");
+		return EX_STORE;
+	}
+	for (;;) {
+		struct timespec ts = { (time_t)(every / 1000), (long)(every % 1000) * 1000000L };
+		if (x->no_store && !store_missing(x)) {
+			x->no_store = false; /* made since: open it now */
+			if ((rc = open_store(x, false)) != 0)
+				return rc;
+		}
+		if (!x->no_store)
+			ag_store_sync(x->s);
+		int sig = sigtimedwait(&stop, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			return EX_OK;
+	}
+}
+
 static int cmd_check_config(struct ctx *x, int argc, char **argv)
 {
 	(void)argv;
@@ -1247,6 +1309,7 @@ static void usage(FILE *f)
 		"  export nft|ipset|plain [--name NAME] [--sets-only]\n"
 		"  stats [--prometheus]\n"
 		"  gc\n"
+		"  sync [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
 		"  check-config\n"
 		"  dump-config\n"
 		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors\n");
@@ -1281,7 +1344,7 @@ int main(int argc, char **argv)
 		{ "status", cmd_status }, { "list", cmd_list }, { "show", cmd_show },
 		{ "unban", cmd_unban }, { "unlock", cmd_unlock }, { "ban", cmd_ban },
 		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
-		{ "gc", cmd_gc }, { "check-config", cmd_check_config },
+		{ "gc", cmd_gc }, { "sync", cmd_sync }, { "check-config", cmd_check_config },
 		{ "dump-config", cmd_dump_config },
 	};
 	struct ctx x = { 0 };
