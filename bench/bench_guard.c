@@ -13,7 +13,7 @@
  * db_max_size with sources banned for an hour (nothing may evict them), so
  * the flood's writes find no room: what each attempt costs then.
  * -S: a child process flushes the store every 500 ms while the attempts
- * run, as authguard-admin sync --every 500ms does (issue 15): then no
+ * run, as authguard-admin flush --every 500ms does (issue 15): then no
  * attempt flushes itself. Compare the slowest attempts with and without.
  */
 #include "config.h"

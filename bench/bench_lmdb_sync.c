@@ -3,7 +3,7 @@
  * the disk the store lives on (issue 15): a write transaction with one
  * 200-byte put among -n keys, -c commits per setting:
  *   nosync       MDB_NOSYNC, never flushed (what an attempt pays when the
- *                flush is someone else's: authguard-admin sync --every)
+ *                flush is someone else's: authguard-admin flush --every)
  *   nosync+1s    MDB_NOSYNC, flushed by the committer once a second (the
  *                attempt that finds the flush due waits for the disk)
  *   nometasync   MDB_NOMETASYNC: the data flushed at every commit, the

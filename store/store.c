@@ -702,7 +702,7 @@ static void flush(struct ag_store *s)
 }
 
 /* When the store was last flushed: host-wide in the counter file, so a
- * flush by any process (authguard-admin sync --every, which keeps it from
+ * flush by any process (authguard-admin flush --every, which keeps it from
  * ever being due) counts for all; without one, this process's own. */
 static int64_t last_sync(struct ag_store *s)
 {

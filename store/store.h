@@ -89,7 +89,7 @@ AG_API int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 #define AG_SYNC_MS 1000
 
 /* After a commit: flush to disk if no process on the host has flushed the
- * store for AG_SYNC_MS. With authguard-admin sync --every running (it
+ * store for AG_SYNC_MS. With authguard-admin flush --every running (it
  * flushes twice as often), this never flushes: no attempt waits for the
  * disk. */
 AG_API void ag_store_maybe_sync(struct ag_store *s);

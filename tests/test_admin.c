@@ -337,7 +337,7 @@ static void test_no_store_yet(void **state)
 	assert_int_equal(run("deny", "list", NULL), 0);
 	assert_int_equal(run("gc", NULL), 0);
 	assert_int_equal(has(out, "dropped 0 expired records"), 1);
-	assert_int_equal(run("sync", NULL), 0); /* nothing to flush: none is made for it */
+	assert_int_equal(run("flush", NULL), 0); /* nothing to flush: none is made for it */
 	assert_int_equal(run("stats", NULL), 0);
 	assert_int_equal(has(out, "refused_unattributed_total"), 1);
 	/* nothing to undo: not found, and still no store */
@@ -406,9 +406,9 @@ static void test_refusals_shown_and_sync(void **state)
 	assert_int_equal(has(out, want), 1);
 	assert_int_equal(run("status", NULL), 0);
 	assert_int_equal(has(out, "/counters.ag (refusals not in any record's count: 0)"), 1);
-	assert_int_equal(run("sync", NULL), 0);
-	assert_int_equal(run("sync", "--every", "2s", NULL), 1);
-	assert_int_equal(run("sync", "now", NULL), 1);
+	assert_int_equal(run("flush", NULL), 0);
+	assert_int_equal(run("flush", "--every", "2s", NULL), 1);
+	assert_int_equal(run("flush", "now", NULL), 1);
 
 	char conf[400];
 	snprintf(conf, sizeof(conf), "%s/authguard.conf", workdir);
@@ -421,7 +421,7 @@ static void test_refusals_shown_and_sync(void **state)
 			_exit(126);
 		unsetenv("LD_PRELOAD");
 		unsetenv("PAM_WRAPPER");
-		execl(admin, admin, "-c", conf, "sync", "--every", "50ms", (char *)NULL);
+		execl(admin, admin, "-c", conf, "flush", "--every", "50ms", (char *)NULL);
 		_exit(127);
 	}
 	/* logins go on while it runs */

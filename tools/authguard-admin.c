@@ -1217,20 +1217,20 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 }
 
 /* Flush the store to disk: once, or with --every DURATION until SIGTERM
- * or SIGINT (a service: systemd/authguard-sync.service.in). While it
+ * or SIGINT (a service: systemd/authguard-flush.service.in). While it
  * runs at no more than half of AG_SYNC_MS, no login attempt ever waits for
  * the disk: the attempts flush only when no process did for AG_SYNC_MS. */
-static int cmd_sync(struct ctx *x, int argc, char **argv)
+static int cmd_flush(struct ctx *x, int argc, char **argv)
 {
 	int64_t every = 0;
 
 	if (argc == 2 && strcmp(argv[0], "--every") == 0) {
 		if (ag_parse_duration(argv[1], &every) != 0 || every < 10 || every > AG_SYNC_MS / 2) {
-			fprintf(stderr, "sync --every: a duration from 10ms to %dms\n", AG_SYNC_MS / 2);
+			fprintf(stderr, "flush --every: a duration from 10ms to %dms\n", AG_SYNC_MS / 2);
 			return EX_USAGE;
 		}
 	} else if (argc != 0) {
-		fprintf(stderr, "usage: authguard-admin sync [--every DURATION]\n");
+		fprintf(stderr, "usage: authguard-admin flush [--every DURATION]\n");
 		return EX_USAGE;
 	}
 	/* a store is never made for this: the module makes it, with the
@@ -1309,7 +1309,7 @@ static void usage(FILE *f)
 		"  export nft|ipset|plain [--name NAME] [--sets-only]\n"
 		"  stats [--prometheus]\n"
 		"  gc\n"
-		"  sync [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
+		"  flush [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
 		"  check-config\n"
 		"  dump-config\n"
 		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors\n");
@@ -1344,7 +1344,7 @@ int main(int argc, char **argv)
 		{ "status", cmd_status }, { "list", cmd_list }, { "show", cmd_show },
 		{ "unban", cmd_unban }, { "unlock", cmd_unlock }, { "ban", cmd_ban },
 		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
-		{ "gc", cmd_gc }, { "sync", cmd_sync }, { "check-config", cmd_check_config },
+		{ "gc", cmd_gc }, { "flush", cmd_flush }, { "check-config", cmd_check_config },
 		{ "dump-config", cmd_dump_config },
 	};
 	struct ctx x = { 0 };
