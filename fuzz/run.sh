@@ -84,7 +84,7 @@ max_len() {
 sources() {
 	case $1 in
 	addr) echo "store/addr.c" ;;
-	conf) echo "store/conf.c store/addr.c" ;;
+	conf) echo "store/conf.c store/addr.c store/record.c store/hash.c" ;;
 	log) echo "store/log.c store/addr.c" ;;
 	record) echo "store/record.c store/hash.c store/policy.c store/conf.c store/addr.c" ;;
 	watch) echo "watch/rules.c" ;;

@@ -52,6 +52,9 @@ struct ag_conf {
 	int64_t user_lock_time;
 	int64_t familiar_ttl;
 	uint32_t user_fold;       /* bool: ASCII case and surrounding blanks do not matter */
+	/* domains whose "@domain" ends a name that is the same user without
+	 * it (lower case, without '@'; see ag_user_strip()) */
+	struct ag_strlist user_strip_domains;
 	struct ag_cidrs trusted;
 	struct ag_cidrs proxies;
 	struct ag_cidrs deny;
