@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record}
+harnesses=${FUZZ_ONLY:-addr conf log record watch}
 
 max_len() {
 	case $1 in
@@ -77,6 +77,7 @@ max_len() {
 	conf) echo 5000 ;;     # past the 4095-byte config line
 	log) echo 1024 ;;      # past AG_LOG_USER_MAX and the 64-byte fields
 	record) echo 512 ;;    # header + four records (440 bytes)
+	watch) echo 9000 ;;    # past AW_LINE_MAX (8192)
 	esac
 }
 
@@ -86,10 +87,18 @@ sources() {
 	conf) echo "store/conf.c store/addr.c store/record.c store/hash.c" ;;
 	log) echo "store/log.c store/addr.c" ;;
 	record) echo "store/record.c store/hash.c store/policy.c store/conf.c store/addr.c" ;;
+	watch) echo "watch/rules.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
 		exit 2
 		;;
+	esac
+}
+
+# libraries a harness needs beyond libc
+libs() {
+	case $1 in
+	watch) pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8 ;;
 	esac
 }
 
@@ -103,8 +112,8 @@ for h in $harnesses; do
 	src=$(sources "$h")
 	# shellcheck disable=SC2086 # word splitting of the source list and flags is wanted
 	if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -DSYSCONFDIR='"/etc"' \
-		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src -lm -pthread \
+		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Iwatch -DSYSCONFDIR='"/etc"' \
+		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src $(libs "$h") -lm -pthread \
 		>"$work/build_$h.log" 2>&1; then
 		cat "$work/build_$h.log" >&2
 		echo "fuzz_$h: build failed (clang needs its fuzzer runtime: apt-get install clang libclang-rt-14-dev)" >&2

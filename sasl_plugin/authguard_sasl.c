@@ -888,6 +888,13 @@ static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, uns
 	memcpy(name, out, *out_len);
 	name[*out_len] = '\0';
 	enum ag_decision d = check_as(sp, name, NULL, !again, false);
+	if (d == AG_REFUSE) {
+		/* Cyrus writes a refused LOGIN's badlogin line like a wrong
+		 * password's, with this in its [SASL(-13): ...] detail: so
+		 * authguard-watch does not count again what the check just
+		 * counted and logged. The client sees only the code. */
+		sp->utils->seterror(sp->utils->conn, SASL_NOLOG, "authguard: refused");
+	}
 	if (!again && d == AG_PROCEED && *out_len < sizeof(cu_last.name)) {
 		cu_last.conn = sp->utils->conn;
 		cu_last.len = *out_len;

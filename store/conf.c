@@ -58,6 +58,11 @@ static const struct ckey keys[] = {
 	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
 	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
 	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
+	/* authguard-watch (checked further when the watcher starts) */
+	{ "watch_source", T_STRLIST, OFF(watch_source), 0, 0, "" },
+	{ "watch_rules", T_STRING, OFF(watch_rules), 0, 0, "cyrus" },
+	{ "watch_rule", T_STRLIST, OFF(watch_rule), 0, 0, "" },
+	{ "watch_max_age", T_DURATION, OFF(watch_max_age), 0, 365 * DAY, "1h" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),

@@ -60,6 +60,11 @@ struct ag_conf {
 	struct ag_cidrs deny;
 	/* keys of the daemons (authguard-policyd, -watch, -sync) go below;
 	 * string keys as char[AG_CONF_STR_MAX], lists as struct ag_strlist */
+	/* authguard-watch */
+	struct ag_strlist watch_source;    /* journal:ID,..., file:/path, stdin */
+	char watch_rules[AG_CONF_STR_MAX]; /* built-in rule sets */
+	struct ag_strlist watch_rule;      /* "NAME IDENT OUTCOME REGEX" */
+	int64_t watch_max_age;             /* first start: older lines are skipped */
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[64];
 	/* the last load could not read its file, or ran out of memory

@@ -31,7 +31,7 @@ static const char *admin;
  * stdout to @out, stderr to @err. Returns its exit status. */
 static int run(const char *a0, ...)
 {
-	const char *argv[16];
+	const char *argv[24];
 	char conf[400];
 	int n = 0;
 	va_list ap;
@@ -41,7 +41,7 @@ static int run(const char *a0, ...)
 	argv[n++] = "-c";
 	argv[n++] = conf;
 	va_start(ap, a0);
-	for (const char *a = a0; a != NULL && n < 15; a = va_arg(ap, const char *))
+	for (const char *a = a0; a != NULL && n < 23; a = va_arg(ap, const char *))
 		argv[n++] = a;
 	va_end(ap);
 	argv[n] = NULL;
@@ -450,6 +450,73 @@ static void test_refusals_shown_and_sync(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+static int out_is(const char *want)
+{
+	char buf[400] = "";
+	FILE *f = fopen(out, "r");
+
+	if (f == NULL)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if (strcmp(buf, want) != 0)
+		print_error("stdout '%s', want '%s'\n", buf, want);
+	return strcmp(buf, want) == 0;
+}
+
+#define ATT(rhost) "--service", "imap", "--user", "alice", "--rhost", rhost
+
+/* check and record: the same guard as the module's, for scripts and
+ * servers with a hook of their own. A ban made through record refuses
+ * through PAM, and one made through PAM refuses through check. */
+static void test_check_and_record(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 0\ntarpit_free = 1\n"
+		 "tarpit_base = 100ms\ntarpit_max = 1s\n");
+	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 0);
+	assert_true(out_is("allow\n"));
+	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", NULL), 0);
+	assert_true(out_is(""));
+	/* past tarpit_free: the caller is told to wait (nothing slept here) */
+	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 5);
+	assert_true(out_is("delay 100\n"));
+	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", "--delay", "100",
+			     NULL), 0);
+	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=fail action=tarpit reason=score delay_ms=100 "), 1);
+	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", NULL), 0);
+	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=fail action=allow delay_ms=0 src_score=3.0 user_score=3.0 user_state=ok familiar=no event=ban "), 1);
+	/* banned: refused by check, and through PAM with the right password */
+	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 6);
+	assert_true(out_is("refuse banned\n"));
+	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=unchecked action=refuse reason=banned"), 1);
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.20"), PAM_AUTH_ERR);
+	/* a ban made through PAM refuses through check */
+	fail_n(3, "bob", "203.0.113.21");
+	assert_int_equal(run("check", "--service", "x", "--user", "carol", "--rhost", "203.0.113.21",
+			     NULL), 6);
+	assert_true(out_is("refuse banned\n"));
+	/* a recorded success makes the place familiar */
+	assert_int_equal(run("record", ATT("198.51.100.30"), "--result", "success", NULL), 0);
+	assert_int_equal(has(logpath, "rhost=198.51.100.30 result=success action=allow"), 1);
+	assert_int_equal(run("show", "--user", "alice", NULL), 0);
+	assert_int_equal(has(out, "198.51.100.30"), 1);
+	/* no user, no address: the source or user rules alone */
+	assert_int_equal(run("check", "--service", "x", "--user", "", "--rhost", "", NULL), 0);
+	assert_true(out_is("allow\n"));
+	/* usage */
+	assert_int_equal(run("check", "--user", "alice", NULL), 1);
+	assert_int_equal(run("check", ATT("192.0.2.1"), "--result", "failure", NULL), 1);
+	assert_int_equal(run("record", ATT("192.0.2.1"), NULL), 1);
+	assert_int_equal(run("record", ATT("192.0.2.1"), "--result", "maybe", NULL), 1);
+	assert_int_equal(run("record", ATT("192.0.2.1"), "--result", "failure", "--delay", "x", NULL), 1);
+	assert_int_equal(run("check", ATT("192.0.2.1"), "--service", "y", NULL), 1);
+	assert_int_equal(run("check", "--service", NULL), 1);
+	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "record", ATT("192.0.2.1"),
+			     "--result", "failure", NULL), 3);
+}
+
 int main(int argc, char **argv)
 {
 	const char *wd = getenv("AG_TEST_DIR");
@@ -486,6 +553,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_no_store_yet),
 		cmocka_unit_test(test_unsafe_store_named),
 		cmocka_unit_test(test_refusals_shown_and_sync),
+		cmocka_unit_test(test_check_and_record),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0)

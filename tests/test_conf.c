@@ -37,6 +37,8 @@ static const char *const all_keys[] = {
 	"ip_ban_max", "net_ban_after", "ipv4_prefix", "ipv6_prefix", "spray_users",
 	"user_lock_after", "user_lock_time", "familiar_ttl", "user_fold", "user_strip_domains",
 	"trusted", "proxies", "deny",
+	/* authguard-watch */
+	"watch_source", "watch_rules", "watch_rule", "watch_max_age",
 };
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -314,6 +316,11 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->trusted.n, 0);
 	assert_int_equal(c->proxies.n, 0);
 	assert_int_equal(c->deny.n, 0);
+	/* authguard-watch */
+	assert_int_equal(c->watch_source.n, 0);
+	assert_string_equal(c->watch_rules, "cyrus");
+	assert_int_equal(c->watch_rule.n, 0);
+	assert_true(c->watch_max_age == HOUR);
 	for (size_t i = 0; i < AG_ARRAY_LEN(c->set_line); i++)
 		assert_int_equal(c->set_line[i], 0);
 	assert_string_equal(AG_DEFAULT_CONF, SYSCONFDIR "/security/authguard.conf");
@@ -624,6 +631,15 @@ static const struct set_case set_cases[] = {
 	{ "trusted", "192.0.2.1:25", AG_ECONF, "" },
 	{ "deny", "192.0.2.0 / 24", AG_ECONF, "" },
 	{ "proxies", "192.0.2.1\n198.51.100.1", AG_ECONF, "" },
+	/* authguard-watch: strings verbatim ('#' is no comment), durations */
+	{ "watch_source", "file:/var/log/mail.log", 0, "file:/var/log/mail.log" },
+	{ "watch_rules", "cyrus, domino", 0, "cyrus, domino" },
+	{ "watch_rules", "", 0, "" },
+	{ "watch_rule", "gw gatewayd result ^user=(?<user>\\S+) #x", 0,
+	  "gw gatewayd result ^user=(?<user>\\S+) #x" },
+	{ "watch_max_age", "0", 0, "0s" },
+	{ "watch_max_age", "30m", 0, "30m" },
+	{ "watch_max_age", "366d", AG_ECONF, "1h" },
 	/* keys */
 	{ "nope", "1", AG_ECONF, NULL },
 	{ "", "1", AG_ECONF, NULL },

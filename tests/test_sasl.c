@@ -292,15 +292,26 @@ static int raw_auth(const char *mech, const char *user, const char *pw, const ch
 	return r;
 }
 
-/* sasl_checkpass(), as Cyrus imapd's IMAP LOGIN uses it. */
-static int checkpass(const char *user, const char *pw, const char *rhost)
+/* sasl_checkpass(), as Cyrus imapd's IMAP LOGIN uses it; @detail (may be
+ * NULL) gets sasl_errdetail(), which Cyrus writes into its badlogin line. */
+static int checkpass_detail(const char *user, const char *pw, const char *rhost, char *detail,
+			    size_t dlen)
 {
 	sasl_conn_t *s = NULL;
 	assert_int_equal(sasl_server_new("imap", "mail.test", REALM, "127.0.0.1;143", rhost, NULL, 0, &s),
 			 SASL_OK);
 	int r = sasl_checkpass(s, user, (unsigned)strlen(user), pw, (unsigned)strlen(pw));
+	if (detail != NULL) {
+		const char *d = r != SASL_OK ? sasl_errdetail(s) : "";
+		snprintf(detail, dlen, "%s", d != NULL ? d : "");
+	}
 	sasl_dispose(&s);
 	return r;
+}
+
+static int checkpass(const char *user, const char *pw, const char *rhost)
+{
+	return checkpass_detail(user, pw, rhost, NULL, 0);
 }
 
 /* ---- set-up -------------------------------------------------------------------- */
@@ -609,6 +620,31 @@ static void test_checkpass_path(void **state)
 	fail_n("PLAIN", 3, "alice", "203.0.113.71;1");
 	assert_int_equal(checkpass("alice", "alice-pw", "203.0.113.71;2"), SASL_BADAUTH);
 	assert_int_equal(lines("reason=banned", "service=imap"), 1);
+}
+
+/* Cyrus logs a refused LOGIN as a badlogin, like a wrong password:
+ * sasl_errdetail() says "authguard: refused" for a refusal (so
+ * authguard-watch does not count what the check already counted and
+ * logged), and not for a wrong password. */
+static void test_checkpass_refusal_detail(void **state)
+{
+	char d[256];
+
+	(void)state;
+	use_conf("ip_ban_after = 2\n");
+	assert_int_equal(checkpass_detail("alice", "wrong", "203.0.113.72;1", d, sizeof(d)),
+			 SASL_BADAUTH);
+	assert_null(strstr(d, "authguard"));
+	assert_non_null(strstr(d, "SASL(-13)"));
+	assert_int_equal(checkpass_detail("alice", "wrong", "203.0.113.72;2", d, sizeof(d)),
+			 SASL_BADAUTH);
+	fail_n("PLAIN", 2, "alice", "203.0.113.72;3");
+	assert_int_equal(checkpass_detail("alice", "alice-pw", "203.0.113.72;4", d, sizeof(d)),
+			 SASL_BADAUTH);
+	assert_non_null(strstr(d, "SASL(-13): "));
+	assert_non_null(strstr(d, ": authguard: refused"));
+	/* the client is told nothing of it: the same code as a wrong password */
+	assert_string_equal(sasl_errstring(SASL_BADAUTH, NULL, NULL), "authentication failure");
 }
 
 /* sasl_checkpass() with auxprop canonicalises the user twice (libsasl2
@@ -984,6 +1020,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_one_tarpit_per_attempt),
 		cmocka_unit_test(test_failed_authorization_counts),
 		cmocka_unit_test(test_checkpass_path),
+		cmocka_unit_test(test_checkpass_refusal_detail),
 		cmocka_unit_test(test_checkpass_one_tarpit),
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
 		cmocka_unit_test(test_one_user_across_pam_and_sasl),

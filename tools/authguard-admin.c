@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +25,8 @@
 #include "log.h"
 
 enum { EX_OK = 0, EX_USAGE = 1, EX_NOTFOUND = 2, EX_STORE = 3, EX_CONFIG = 4 };
+/* check's verdicts (authguard-admin(8)) */
+enum { EX_DELAY = 5, EX_REFUSE = 6 };
 
 struct ctx {
 	struct ag_conf c;
@@ -1292,6 +1295,142 @@ static int cmd_dump_config(struct ctx *x, int argc, char **argv)
 	return EX_OK;
 }
 
+/* ---- check and record: the guard for scripts and servers' hooks --------------- */
+
+/* Attempt lines (log = syslog) to syslog, LOG_AUTHPRIV, as the PAM module
+ * writes them; faults and warnings to stderr as well. stdout is the
+ * verdict's alone. */
+static void attempt_sink(void *ctx, enum ag_level lvl, const char *msg)
+{
+	static const int prio[] = { LOG_INFO, LOG_WARNING, LOG_ERR };
+
+	(void)ctx;
+	syslog(LOG_AUTHPRIV | prio[lvl], "%s", msg);
+	if (lvl != AG_LVL_INFO)
+		fprintf(stderr, "authguard-admin: %s\n", msg);
+}
+
+struct attempt_args {
+	const char *service, *user, *rhost, *result, *delay;
+};
+
+/* --service S --user U --rhost A [--result R]: each at most once; user
+ * and rhost may be empty (none) */
+static int take_attempt(int argc, char **argv, bool want_result, struct attempt_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	for (int i = 0; i < argc; i++) {
+		const char **slot = NULL;
+		if (strcmp(argv[i], "--service") == 0)
+			slot = &a->service;
+		else if (strcmp(argv[i], "--user") == 0)
+			slot = &a->user;
+		else if (strcmp(argv[i], "--rhost") == 0)
+			slot = &a->rhost;
+		else if (want_result && strcmp(argv[i], "--result") == 0)
+			slot = &a->result;
+		else if (want_result && strcmp(argv[i], "--delay") == 0)
+			slot = &a->delay;
+		if (slot == NULL || i + 1 >= argc || *slot != NULL) {
+			fprintf(stderr, "authguard-admin: %s: want --service S --user U --rhost A%s (each once)\n",
+				argv[i], want_result ? " --result success|failure [--delay MS]" : "");
+			return EX_USAGE;
+		}
+		*slot = argv[++i];
+	}
+	if (a->service == NULL || a->service[0] == '\0') {
+		fprintf(stderr, "authguard-admin: --service is needed\n");
+		return EX_USAGE;
+	}
+	if (want_result && (a->result == NULL || (strcmp(a->result, "success") != 0 &&
+						  strcmp(a->result, "failure") != 0))) {
+		fprintf(stderr, "authguard-admin: --result success or --result failure is needed\n");
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+static void attempt_of(const struct attempt_args *x, struct ag_attempt *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->service = x->service;
+	if (x->user != NULL && x->user[0] != '\0') {
+		a->user = x->user;
+		a->user_len = strlen(x->user);
+	}
+	if (x->rhost != NULL && x->rhost[0] != '\0') {
+		a->rhost = x->rhost;
+		a->rhost_len = strlen(x->rhost);
+	}
+}
+
+/* Before the password check: "allow", "delay MS" (the caller waits, then
+ * goes on) or "refuse REASON". Nothing sleeps here. */
+static int cmd_check(struct ctx *x, int argc, char **argv)
+{
+	struct attempt_args aa;
+	struct ag_attempt a;
+	struct ag_ticket t;
+	struct ag_sink sink = { attempt_sink, NULL };
+	int rc = take_attempt(argc, argv, false, &aa);
+
+	if (rc != 0)
+		return rc;
+	attempt_of(&aa, &a);
+	openlog("authguard", LOG_PID, LOG_AUTHPRIV);
+	enum ag_decision d = ag_guard_check_ex(&x->c, &sink, &a, AG_CHECK_NOSLEEP, &t);
+	closelog();
+	if (d == AG_REFUSE) {
+		printf("refuse %s\n", ag_reason_name((enum ag_reason)t.reason));
+		return EX_REFUSE;
+	}
+	if (t.action == AG_ACT_TARPIT) {
+		printf("delay %lld\n", (long long)t.delay_ms);
+		return EX_DELAY;
+	}
+	printf("allow\n");
+	return EX_OK;
+}
+
+/* After it: count the outcome (may ban or lock) and write the line. */
+static int cmd_record(struct ctx *x, int argc, char **argv)
+{
+	struct attempt_args aa;
+	struct ag_attempt a;
+	struct ag_sink sink = { attempt_sink, NULL };
+	struct ag_record_opts o = { 0 };
+	int rc = take_attempt(argc, argv, true, &aa);
+
+	if (rc != 0)
+		return rc;
+	attempt_of(&aa, &a);
+	/* "delay MS" from check, waited by the caller: the attempt's one
+	 * line says so, as a front end's ticket would */
+	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
+	if (aa.delay != NULL) {
+		char *end;
+		errno = 0;
+		long long ms = strtoll(aa.delay, &end, 10);
+		if (errno != 0 || end == aa.delay || *end != '\0' || ms < 0 || ms > 3600000) {
+			fprintf(stderr, "authguard-admin: --delay %s: want the milliseconds check printed\n",
+				aa.delay);
+			return EX_USAGE;
+		}
+		t.would = AG_ACT_TARPIT;
+		t.would_reason = AG_WHY_SCORE;
+		t.action = x->c.mode == AG_MODE_LOG_ONLY ? AG_ACT_ALLOW : AG_ACT_TARPIT;
+		t.reason = x->c.mode == AG_MODE_LOG_ONLY ? AG_WHY_NONE : AG_WHY_SCORE;
+		t.delay_ms = ms;
+	}
+	openlog("authguard", LOG_PID, LOG_AUTHPRIV);
+	rc = ag_guard_record_ex(&x->c, &sink, &a, strcmp(aa.result, "success") == 0, &o,
+				aa.delay != NULL ? &t : NULL);
+	closelog();
+	if (rc != 0)
+		return die_store(x, rc, "record");
+	return EX_OK;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -1312,7 +1451,10 @@ static void usage(FILE *f)
 		"  flush [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
 		"  check-config\n"
 		"  dump-config\n"
-		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors\n");
+		"  check --service S --user U --rhost A    prints allow | delay MS | refuse REASON\n"
+		"  record --service S --user U --rhost A --result success|failure [--delay MS]\n"
+		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors;\n"
+		"  check: 0 allow, 5 delay, 6 refuse\n");
 }
 
 static void report_stderr(void *ctx, const char *msg)
@@ -1345,7 +1487,8 @@ int main(int argc, char **argv)
 		{ "unban", cmd_unban }, { "unlock", cmd_unlock }, { "ban", cmd_ban },
 		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
 		{ "gc", cmd_gc }, { "flush", cmd_flush }, { "check-config", cmd_check_config },
-		{ "dump-config", cmd_dump_config },
+		{ "dump-config", cmd_dump_config }, { "check", cmd_check },
+		{ "record", cmd_record },
 	};
 	struct ctx x = { 0 };
 	const char *conf = NULL, *db = NULL;
