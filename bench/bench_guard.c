@@ -12,12 +12,17 @@
  * eviction round. -B: before the flood, the store is filled to
  * db_max_size with sources banned for an hour (nothing may evict them), so
  * the flood's writes find no room: what each attempt costs then.
+ * -S: a child process flushes the store every 500 ms while the attempts
+ * run, as authguard-admin flush --every 500ms does (issue 15): then no
+ * attempt flushes itself. Compare the slowest attempts with and without.
  */
 #include "config.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -26,8 +31,9 @@
 #include "record.h"
 #include "store.h"
 
-/* Check + record of random known sources; 1 in 4 succeeds. */
-static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
+/* Check + record of random known sources; 1 in 4 succeeds. (By name
+ * for callgrind's --toggle-collect: bench/instr.sh.) */
+__attribute__((noinline)) static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
 {
 	char addr[32], user[32];
 	double t0 = bench_now_us();
@@ -154,15 +160,38 @@ static void print_store(const struct ag_conf *c, unsigned long sources)
 		       (double)info.used_bytes / (double)sources);
 }
 
+/* The syncer of -S: a process of its own, as the service is. Returns its
+ * pid, or -1. */
+static pid_t start_syncer(const struct ag_conf *c)
+{
+#ifdef AG_SYNC_MS
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	struct ag_store *s;
+	if (ag_store_get(c->db_dir, &s) != 0)
+		_exit(1);
+	for (;;) {
+		ag_store_sync(s);
+		usleep(500000);
+	}
+#else
+	(void)c;
+	fprintf(stderr, "bench_guard: -S needs ag_store_sync() (issue 15)\n");
+	return -1;
+#endif
+}
+
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]]\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S]\n",
 		prog);
 	return 2;
 }
 
 static int measure(unsigned long sources, unsigned long attempts, const char *logmode,
-		   const char *max_size, const struct bench_dir *d, bool flood, bool banned)
+		   const char *max_size, const struct bench_dir *d, bool flood, bool banned, bool syncer)
 {
 	struct ag_conf c;
 
@@ -179,7 +208,19 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 	}
 	double filled = bench_fill(&c, sources);
 	unsigned long nbanned = banned ? fill_banned(&c) : 0;
+	pid_t sp = syncer ? start_syncer(&c) : 0;
+	if (sp < 0) {
+		free(lat);
+		ag_conf_free(&c);
+		return 1;
+	}
+	long long w0 = bench_written();
 	double total = flood ? run_flood(&c, lat, attempts) : run(&c, sources, lat, attempts);
+	long long written = bench_written() - w0;
+	if (sp > 0) {
+		kill(sp, SIGKILL);
+		waitpid(sp, NULL, 0);
+	}
 	bench_sort(lat, attempts);
 
 	bench_print_settings("bench_guard", &c);
@@ -193,6 +234,15 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 	       bench_pct(lat, attempts, 50), bench_pct(lat, attempts, 90),
 	       bench_pct(lat, attempts, 99), lat[attempts - 1]);
 	printf("  throughput (one process): %.0f attempts/s\n", (double)attempts / (total / 1e6));
+	unsigned long slow = 0;
+	for (unsigned long i = 0; i < attempts; i++)
+		slow += lat[i] > 1000.0;
+	printf("  slowest: p99.9 %.1f us, max %.1f us, %lu attempts over 1 ms (%s)\n",
+	       bench_pct(lat, attempts, 99.9), lat[attempts - 1], slow,
+	       syncer ? "a separate process flushes every 500 ms" : "the attempts flush the store themselves");
+	if (w0 >= 0 && c.log_kind == AG_LOG_NONE)
+		printf("  written per attempt: %.0f bytes (%.1f pages of 4096: the pages each commit dirties)\n",
+		       (double)written / (double)attempts, (double)written / 4096.0 / (double)attempts);
 	if (flood) {
 		printf("  worst attempts (eviction rounds are among them):");
 		for (unsigned long i = attempts > 5 ? attempts - 5 : 0; i < attempts; i++)
@@ -211,10 +261,10 @@ int main(int argc, char **argv)
 	unsigned long sources = 1000, attempts = 20000;
 	const char *logmode = "none", *dir = NULL, *max_size = NULL;
 	struct bench_dir d;
-	bool flood = false, banned = false;
+	bool flood = false, banned = false, syncer = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:FB")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBS")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -223,6 +273,7 @@ int main(int argc, char **argv)
 		case 'd': dir = optarg; break;
 		case 'F': flood = true; break;
 		case 'B': banned = true; break;
+		case 'S': syncer = true; break;
 		default: return usage(argv[0]);
 		}
 	}
@@ -230,7 +281,7 @@ int main(int argc, char **argv)
 		return usage(argv[0]);
 	if (bench_dir_init(&d, dir) != 0)
 		return 1;
-	int rc = measure(sources, attempts, logmode, max_size, &d, flood || banned, banned);
+	int rc = measure(sources, attempts, logmode, max_size, &d, flood || banned, banned, syncer);
 	bench_dir_done(&d);
 	return rc;
 }

@@ -7,7 +7,13 @@
  * numbers; asserts nothing.
  *
  *   bench_throughput [-p PROCS[,PROCS...]] [-a ATTEMPTS_PER_PROC] [-n SOURCES]
- *                    [-l none|file] [-m DB_MAX_SIZE] [-d DIR]
+ *                    [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-A [-b BANNED]]
+ *
+ * -A: an attack mix instead: 95 attempts in 100 come from one of -b
+ * banned sources (1,000 by default) and are refused by the check (the
+ * front ends then record nothing), the other 5 are check + record of a
+ * known source, 1 in 4 a success. Refusals and the rest are reported
+ * apart.
  */
 #include "config.h"
 
@@ -31,6 +37,10 @@ struct job {
 	unsigned long sources, attempts; /* attempts per process */
 	unsigned nprocs;
 	double *lat;                     /* shared: nprocs * attempts */
+	bool attack;                     /* -A */
+	unsigned long banned;            /* -b */
+	uint8_t *refused;                /* shared: lat[i] was a refusal */
+	unsigned long *let_in;           /* shared: banned sources not refused */
 };
 
 /* Child @k's attempts: random sources i with i % nprocs == k, so no two
@@ -43,16 +53,28 @@ static void child_run(const struct job *j, unsigned k)
 	double *lat = j->lat + (size_t)k * j->attempts;
 	char addr[32], user[32];
 
+	unsigned long bshare = (j->banned - k + j->nprocs - 1) / j->nprocs;
 	for (unsigned long n = 0; n < j->attempts; n++) {
-		unsigned long i = k + ((unsigned long)rand_r(&seed) % (share ? share : 1)) * j->nprocs;
-		bench_addr(i, addr, sizeof(addr));
+		bool bad = j->attack && bshare > 0 && (unsigned)rand_r(&seed) % 100 < 95;
+		unsigned long i;
+		if (bad) {
+			i = k + ((unsigned long)rand_r(&seed) % bshare) * j->nprocs;
+			bench_attacker(i, addr, sizeof(addr));
+		} else {
+			i = k + ((unsigned long)rand_r(&seed) % (share ? share : 1)) * j->nprocs;
+			bench_addr(i, addr, sizeof(addr));
+		}
 		snprintf(user, sizeof(user), "user%lu", i % 5000);
 		struct ag_attempt a = { "imap", user, strlen(user), addr, strlen(addr) };
 		struct ag_ticket t;
 		double s = bench_now_us();
-		ag_guard_check(j->c, &bench_sink, &a, &t);
-		ag_guard_record(j->c, &bench_sink, &a, n % 4 == 0, "guess", &t);
+		if (ag_guard_check(j->c, &bench_sink, &a, &t) == AG_REFUSE)
+			j->refused[(size_t)k * j->attempts + n] = 1;
+		else
+			ag_guard_record(j->c, &bench_sink, &a, n % 4 == 0, "guess", &t);
 		lat[n] = bench_now_us() - s;
+		if (bad && !j->refused[(size_t)k * j->attempts + n])
+			__atomic_fetch_add(j->let_in, 1, __ATOMIC_RELAXED);
 	}
 }
 
@@ -122,14 +144,38 @@ static double run_procs(const struct job *j)
 
 static void report(const struct job *j, double wall)
 {
-	size_t total = (size_t)j->nprocs * j->attempts;
+	size_t total = (size_t)j->nprocs * j->attempts, nr = 0, no = 0;
 	double rate = (double)total / (wall / 1e6);
+	double *ref = malloc(total * sizeof(double)), *other = malloc(total * sizeof(double));
 
+	if (ref == NULL || other == NULL) {
+		free(ref);
+		free(other);
+		return;
+	}
+	for (size_t i = 0; i < total; i++) {
+		if (j->refused[i])
+			ref[nr++] = j->lat[i];
+		else
+			other[no++] = j->lat[i];
+	}
 	bench_sort(j->lat, total);
 	printf("  procs=%u: %zu attempts in %.2f s: %.0f attempts/s total, %.0f per process; "
-	       "check+record p50 %.1f us  p99 %.1f us  max %.1f us\n",
+	       "all: p50 %.1f us  p99 %.1f us  max %.1f us\n",
 	       j->nprocs, total, wall / 1e6, rate, rate / j->nprocs, bench_pct(j->lat, total, 50),
 	       bench_pct(j->lat, total, 99), j->lat[total - 1]);
+	bench_sort(ref, nr);
+	bench_sort(other, no);
+	if (nr > 0)
+		printf("    refused (%zu): p50 %.1f us  p99 %.1f us  max %.1f us\n", nr,
+		       bench_pct(ref, nr, 50), bench_pct(ref, nr, 99), ref[nr - 1]);
+	if (j->attack && no > 0)
+		printf("    check+record (%zu): p50 %.1f us  p99 %.1f us  max %.1f us\n", no,
+		       bench_pct(other, no, 50), bench_pct(other, no, 99), other[no - 1]);
+	if (*j->let_in > 0)
+		printf("    NOTE: %lu attempts from banned sources were not refused\n", *j->let_in);
+	free(ref);
+	free(other);
 }
 
 /* One process count, on a fresh store so each count starts alike. */
@@ -147,20 +193,29 @@ static int one_count(struct job *j, const struct bench_dir *d, const char *logmo
 	c.tarpit_base = 0;
 	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
 	j->c = &c;
-	size_t bytes = (size_t)j->nprocs * j->attempts * sizeof(double);
-	j->lat = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (j->lat == MAP_FAILED) {
+	size_t n = (size_t)j->nprocs * j->attempts;
+	size_t bytes = n * (sizeof(double) + 1) + sizeof(unsigned long);
+	void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED) {
 		perror("mmap");
 		goto out;
 	}
+	j->lat = mem;
+	j->let_in = (unsigned long *)(j->lat + n);
+	j->refused = (uint8_t *)(j->let_in + 1);
 	bench_fill(&c, j->sources);
+	if (j->attack && bench_ban(&c, j->banned) < 0) {
+		fprintf(stderr, "bench_throughput: cannot ban the attackers\n");
+		munmap(mem, bytes);
+		goto out;
+	}
 	double wall = run_procs(j);
 	if (wall < 0)
 		fprintf(stderr, "bench_throughput: procs=%u: a child failed\n", j->nprocs);
 	else
 		report(j, wall);
 	rc = wall < 0 ? -1 : 0;
-	munmap(j->lat, bytes);
+	munmap(mem, bytes);
 out:
 	j->c = NULL;
 	ag_conf_free(&c);
@@ -180,6 +235,9 @@ static int print_header(const struct job *j, const char *logmode, const char *ma
 	bench_print_settings("bench_throughput", &c);
 	printf("  sources=%lu (one failure each before the run) attempts=%lu per process, "
 	       "1 in 4 a success\n", j->sources, j->attempts);
+	if (j->attack)
+		printf("  attack mix: 95%% of attempts from %lu banned sources (check alone, refused), "
+		       "5%% check+record as above\n", j->banned);
 	ag_conf_free(&c);
 	return 0;
 }
@@ -205,19 +263,19 @@ static int parse_counts(const char *s, unsigned *counts)
 static int usage(const char *prog)
 {
 	fprintf(stderr, "usage: %s [-p PROCS[,PROCS...]] [-a ATTEMPTS_PER_PROC] [-n SOURCES] "
-		"[-l none|file] [-m DB_MAX_SIZE] [-d DIR]\n", prog);
+		"[-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-A [-b BANNED]]\n", prog);
 	return 2;
 }
 
 int main(int argc, char **argv)
 {
-	struct job j = { .sources = 10000, .attempts = 20000 };
+	struct job j = { .sources = 10000, .attempts = 20000, .banned = 1000 };
 	const char *procs = "1,2,4,8", *logmode = "none", *dir = NULL, *max_size = NULL;
 	unsigned counts[MAX_COUNTS];
 	struct bench_dir d;
 	int opt, rc = 0;
 
-	while ((opt = getopt(argc, argv, "p:a:n:l:m:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:a:n:l:m:d:Ab:")) != -1) {
 		switch (opt) {
 		case 'p': procs = optarg; break;
 		case 'a': j.attempts = strtoul(optarg, NULL, 10); break;
@@ -225,6 +283,8 @@ int main(int argc, char **argv)
 		case 'l': logmode = optarg; break;
 		case 'm': max_size = optarg; break;
 		case 'd': dir = optarg; break;
+		case 'A': j.attack = true; break;
+		case 'b': j.banned = strtoul(optarg, NULL, 10); break;
 		default: return usage(argv[0]);
 		}
 	}

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "record.h"
+#include "store.h"
 
 static void nop_sink(void *ctx, enum ag_level l, const char *m)
 {
@@ -60,6 +62,63 @@ double bench_mean(const double *v, size_t n)
 void bench_addr(unsigned long i, char *buf, size_t len)
 {
 	snprintf(buf, len, "10.%lu.%lu.%lu", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+}
+
+void bench_attacker(unsigned long i, char *buf, size_t len)
+{
+	snprintf(buf, len, "172.%lu.%lu.%lu", 16 + ((i >> 16) & 15), (i >> 8) & 255, i & 255);
+}
+
+long bench_ban(const struct ag_conf *c, unsigned long n)
+{
+	struct ag_store *s;
+	struct ag_src_rec r = { .version = AG_REC_VERSION, .ban_count = 1,
+				.ban_reason = AG_WHY_FAILURES };
+	unsigned long done = 0;
+
+	if (ag_store_get(c->db_dir, &s) != 0)
+		return -1;
+	r.first_seen = r.last_seen = ag_now_ms();
+	r.ban_until = r.first_seen + 3600000;
+	while (done < n) {
+		struct ag_txn *t;
+		unsigned long at = done;
+		int rc = ag_txn_begin(s, true, &t);
+		for (int k = 0; k < 500 && at < n && rc == 0; k++, at++) {
+			char addr[32];
+			struct ag_addr a;
+			uint8_t key[AG_SRC_KEY_LEN];
+			bench_attacker(at, addr, sizeof(addr));
+			rc = ag_addr_parse(addr, strlen(addr), &a);
+			ag_src_key(&a, key);
+			if (rc == 0)
+				rc = ag_txn_put(t, AG_DB_SRC, key, sizeof(key), &r, sizeof(r));
+		}
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+		if (rc == AG_EFULL && ag_store_grow(s, c->db_max_size) == 0)
+			continue; /* the batch again, in a larger map */
+		if (rc != 0)
+			return -1;
+		done = at;
+	}
+	return (long)done;
+}
+
+long long bench_written(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	long long v = -1;
+
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "wchar: %lld", &v) == 1)
+			break;
+	if (f != NULL)
+		fclose(f);
+	return v;
 }
 
 double bench_fill(const struct ag_conf *c, unsigned long sources)

@@ -30,6 +30,18 @@ double bench_mean(const double *v, size_t n);
 /* The i-th synthetic source: 10.x.y.z, spread over many /24s. */
 void bench_addr(unsigned long i, char *buf, size_t len);
 
+/* The i-th attacker: 172.16-31.y.z, none of them a bench_addr() source. */
+void bench_attacker(unsigned long i, char *buf, size_t len);
+
+/* Ban attackers 0..@n-1 for an hour (their records written directly, as
+ * authguard-admin ban would, in batches). Returns how many, or -1. */
+long bench_ban(const struct ag_conf *c, unsigned long n);
+
+/* Bytes this process has passed to write(2)/pwrite(2) so far
+ * (/proc/self/io wchar), or -1: LMDB pwrites each page a commit dirties,
+ * so the growth over N attempts with log=none is pages times page size. */
+long long bench_written(void);
+
 /* Record one failure from each of the first @sources sources (users
  * user0..user4999 in turn), so each holds a record. Returns the time taken
  * in microseconds. */

@@ -6,6 +6,8 @@
  *    LINE a line of the input and no control bytes; one report per error
  *    counted in the return value; every key ends within its documented
  *    range (the checks below restate README's table, not conf.c's);
+ *  - ag_user_strip() on the input as a user name with the loaded
+ *    user_strip_domains: the whole name, or a prefix ending at an '@';
  *  - the dump of the loaded config (ag_conf_dump) is itself a clean config
  *    that loads back to the same values;
  *  - ag_conf_set() with the input split at the first '=': on error a
@@ -26,6 +28,7 @@
 
 #include "conf.h"
 #include "fuzz.h"
+#include "record.h"
 
 #define SEC 1000LL
 #define DAY (86400LL * SEC)
@@ -167,6 +170,28 @@ static bool cidrs_eq(const struct ag_cidrs *x, const struct ag_cidrs *y)
 }
 
 /* Every value the config holds (not the bookkeeping). */
+static bool strlist_eq(const struct ag_strlist *x, const struct ag_strlist *y)
+{
+	if (x->n != y->n)
+		return false;
+	for (size_t i = 0; i < x->n; i++)
+		if (strcmp(x->v[i], y->v[i]) != 0)
+			return false;
+	return true;
+}
+
+/* ag_user_strip() on the input as a user name, with the loaded domains:
+ * it keeps a prefix that ends before an '@', or the whole name. */
+static void check_strip(const struct ag_conf *c, const uint8_t *data, size_t size)
+{
+	for (int fold = 0; fold < 2; fold++) {
+		size_t n = ag_user_strip(fold, (const char *)data, size, c->user_strip_domains.v,
+					 c->user_strip_domains.n);
+		CHECK(n == size || (n > 0 && n < size && data[n] == '@'),
+		      "ag_user_strip kept %zu of %zu bytes", n, size);
+	}
+}
+
 static bool conf_eq(const struct ag_conf *x, const struct ag_conf *y)
 {
 	return strcmp(x->db_dir, y->db_dir) == 0 && x->db_max_size == y->db_max_size &&
@@ -180,6 +205,7 @@ static bool conf_eq(const struct ag_conf *x, const struct ag_conf *y)
 	       x->ipv6_prefix == y->ipv6_prefix && x->spray_users == y->spray_users &&
 	       x->user_lock_after == y->user_lock_after && x->user_lock_time == y->user_lock_time &&
 	       x->familiar_ttl == y->familiar_ttl && x->user_fold == y->user_fold &&
+	       strlist_eq(&x->user_strip_domains, &y->user_strip_domains) &&
 	       cidrs_eq(&x->trusted, &y->trusted) && cidrs_eq(&x->proxies, &y->proxies) &&
 	       cidrs_eq(&x->deny, &y->deny);
 }
@@ -296,6 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(errors >= 0, "ag_conf_load returned %d on a readable file", errors);
 	CHECK(errors == rctx.count, "%d errors returned, %d reported", errors, rctx.count);
 	check_conf(&c);
+	check_strip(&c, data, size);
 	ag_conf_dump(&c, devnull);
 	/* the round trip reads a second file: only when it can tell something */
 	struct ag_conf defaults;

@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record policyd}
+harnesses=${FUZZ_ONLY:-addr conf log record watch policyd}
 
 max_len() {
 	case $1 in
@@ -77,6 +77,7 @@ max_len() {
 	conf) echo 5000 ;;     # past the 4095-byte config line
 	log) echo 1024 ;;      # past AG_LOG_USER_MAX and the 64-byte fields
 	record) echo 512 ;;    # header + four records (440 bytes)
+	watch) echo 9000 ;;    # past AW_LINE_MAX (8192)
 	policyd) echo 4096 ;;  # Dovecot's requests are a few hundred bytes
 	esac
 }
@@ -84,11 +85,13 @@ max_len() {
 sources() {
 	case $1 in
 	addr) echo "store/addr.c" ;;
-	conf) echo "store/conf.c store/addr.c" ;;
+	conf) echo "store/conf.c store/addr.c store/record.c store/hash.c" ;;
 	log) echo "store/log.c store/addr.c" ;;
 	record) echo "store/record.c store/hash.c store/policy.c store/conf.c store/addr.c" ;;
+	watch) echo "watch/rules.c" ;;
 	policyd) echo "policyd/map.c store/ag.c store/addr.c store/conf.c store/conf_cache.c store/hash.c
-		store/record.c store/policy.c store/store.c store/lists.c store/log.c store/guard.c store/admin.c" ;;
+		store/record.c store/policy.c store/store.c store/counters.c store/lists.c store/log.c store/guard.c
+		store/admin.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
 		exit 2
@@ -96,9 +99,10 @@ sources() {
 	esac
 }
 
-# libraries beyond libc, libm and pthreads
+# libraries a harness needs beyond libc
 libs() {
 	case $1 in
+	watch) pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8 ;;
 	policyd) echo "-ljansson -llmdb" ;;
 	esac
 }
@@ -113,8 +117,8 @@ for h in $harnesses; do
 	src=$(sources "$h")
 	# shellcheck disable=SC2086 # word splitting of the source list and flags is wanted
 	if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Ipolicyd -DSYSCONFDIR='"/etc"' \
-		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src -lm -pthread $(libs "$h") \
+		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Iwatch -Ipolicyd -DSYSCONFDIR='"/etc"' \
+		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src $(libs "$h") -lm -pthread \
 		>"$work/build_$h.log" 2>&1; then
 		cat "$work/build_$h.log" >&2
 		echo "fuzz_$h: build failed (clang needs its fuzzer runtime: apt-get install clang libclang-rt-14-dev)" >&2

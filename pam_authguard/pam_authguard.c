@@ -43,28 +43,35 @@ static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
  * then at most once a minute per process, not on every attempt. */
 static _Atomic int64_t last_conf_report;
 
+/* Config errors are gathered while the config is read, and said once it
+ * is: with log = file: they go to that file as well as to syslog. */
 struct report_ctx {
-	pam_handle_t *pamh;
+	struct ag_notes *notes;
 	bool quiet;
 };
 
 static void report_fn(void *ctx, const char *msg)
 {
 	struct report_ctx *r = ctx;
+	char line[2 * sizeof(r->notes->msg[0])]; /* cut to fit by ag_notes_add() */
 
-	if (!r->quiet)
-		pam_syslog(r->pamh, LOG_ERR, "config: %s (that setting was not applied)", msg);
+	if (r->quiet)
+		return;
+	snprintf(line, sizeof(line), "config: %s (that setting was not applied)", msg);
+	ag_notes_add(r->notes, line);
 }
 
 /* Read the config: file (conf=PATH or the default), then key=value
- * arguments over it; bad lines are logged and keep their defaults.
- * Also picks the phase out of the arguments. */
-static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag_conf *c,
+ * arguments over it; bad lines are logged (to syslog through @sink, and to
+ * the log file with log = file:) and keep their defaults. Also picks the
+ * phase out of the arguments. */
+static void load_conf(const struct ag_sink *sink, int argc, const char **argv, struct ag_conf *c,
 		      enum phase *ph)
 {
 	const char *path = AG_DEFAULT_CONF;
 	int64_t now = ag_now_ms(), last = last_conf_report;
-	struct report_ctx r = { pamh, last != 0 && now - last < 60000 && now >= last };
+	struct ag_notes notes = { 0 };
+	struct report_ctx r = { &notes, last != 0 && now - last < 60000 && now >= last };
 	int errors = 0;
 	char msg[300];
 
@@ -88,11 +95,12 @@ static void load_conf(pam_handle_t *pamh, int argc, const char **argv, struct ag
 	 * (not rate-limited: that is once already); a missing file is an
 	 * error too (a chroot without it, a typo): the guard would run on
 	 * defaults without its lists, and says so on every attempt line */
-	struct report_ctx fr = { pamh, false };
+	struct report_ctx fr = { &notes, false };
 	(void)ag_conf_cached(c, path, report_fn, &fr);
 	errors += ag_conf_apply_args(c, argc, argv, report_fn, &r);
 	if (errors != 0 && !r.quiet)
 		last_conf_report = now;
+	ag_guard_say_notes(c, sink, &notes);
 }
 
 /* Fill @a from the PAM items; strings stay owned by PAM. */
@@ -212,7 +220,7 @@ PAG_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, cons
 	enum phase ph;
 
 	(void)flags;
-	load_conf(pamh, argc, argv, &c, &ph);
+	load_conf(&sink, argc, argv, &c, &ph);
 	switch (ph) {
 	case PH_NONE:
 	case PH_PREAUTH:
@@ -247,7 +255,7 @@ PAG_EXPORT int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const c
 	enum phase ph;
 
 	(void)flags;
-	load_conf(pamh, argc, argv, &c, &ph);
+	load_conf(&sink, argc, argv, &c, &ph);
 	run_record(pamh, &c, &sink, true);
 	ag_conf_free(&c);
 	return PAM_SUCCESS;

@@ -10,8 +10,8 @@
  *
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
- *     for PLAIN and LOGIN the user name is read from the client's data,
- *     for the others only source rules apply there;
+ *     for PLAIN, LOGIN and CRAM-MD5 the user name is read from the
+ *     client's data, for the others only source rules apply there;
  *   - after a successful step, if libsasl2 authenticated another user
  *     than the one checked (none, or a name only libsasl2 resolved), that
  *     user's rules: a locked user's correct password from an unfamiliar
@@ -26,14 +26,25 @@
  * covers sasl_checkpass() (IMAP LOGIN and POP3 PASS in Cyrus imapd), which
  * never reaches a mechanism: there it refuses banned and locked sources
  * and tarpits before the check; the outcome is not reported by libsasl2.
+ *
+ * Loaded from the stock mechanisms' own directory (a link to it there, so
+ * that a daemon started without SASL_PATH still finds the canonuser plugin
+ * its config names, instead of failing every login), it offers no
+ * mechanism and works as the canonuser plugin alone: see fallback_role.
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <sasl/sasl.h>
@@ -48,7 +59,7 @@
 #define AG_SASL_SYSTEM_DIR "/usr/lib/sasl2"
 #endif
 
-enum mech_kind { MK_PLAIN, MK_LOGIN, MK_OTHER };
+enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_OTHER };
 
 /* One wrapped mechanism: our glob_context. */
 struct wglob {
@@ -79,35 +90,53 @@ static __thread int in_wrapped_step;
 
 /* ---- the guard's side --------------------------------------------------- */
 
+/* Lines for log = syslog go to syslog(3) at facility authpriv, as the
+ * PAM module's do: the application's SASL log callback is no place for
+ * them (Postfix shows SASL_LOG_NOTE only with -v, so SMTP AUTH would log
+ * no attempt at all). No openlog(): the facility goes with each message,
+ * so the host's ident and its own facility stay as it set them; glibc's
+ * syslog() is thread-safe, and a chrooted host keeps the socket it opened
+ * before the chroot (Postfix opens it at start). Warnings and faults also
+ * go to the application's log, so the mail admin sees them where the
+ * daemon's own errors are. */
 static void sink_fn(void *ctx, enum ag_level lvl, const char *msg)
 {
 	const sasl_utils_t *u = ctx;
-	int level = lvl == AG_LVL_ERR ? SASL_LOG_ERR : lvl == AG_LVL_WARN ? SASL_LOG_WARN : SASL_LOG_NOTE;
+	int prio = lvl == AG_LVL_ERR ? LOG_ERR : lvl == AG_LVL_WARN ? LOG_WARNING : LOG_INFO;
 
-	if (u != NULL && u->log != NULL)
-		u->log(u->conn, level, "%s", msg);
+	syslog(LOG_AUTHPRIV | prio, "%s", msg);
+	if (lvl != AG_LVL_INFO && u != NULL && u->log != NULL)
+		u->log(u->conn, lvl == AG_LVL_ERR ? SASL_LOG_ERR : SASL_LOG_WARN, "%s", msg);
 }
 
 static void report_fn(void *ctx, const char *msg)
 {
-	sink_fn(ctx, AG_LVL_ERR, msg);
+	struct ag_notes *n = ctx;
+	char line[2 * sizeof(n->msg[0])]; /* cut to fit by ag_notes_add() */
+
+	snprintf(line, sizeof(line), "authguard: config: %s (that setting was not applied)", msg);
+	ag_notes_add(n, line);
 }
 
 /* The authguard config: the file named by the SASL option authguard_conf
  * (in the application's SASL config, e.g. Postfix's smtpd.conf), else the
  * default. Checked with one stat() for each authentication and parsed
- * again when it changed (conf.h: ag_conf_cached), like the PAM module. */
-static void load_conf(const sasl_utils_t *u, struct ag_conf *c)
+ * again when it changed (conf.h: ag_conf_cached), like the PAM module.
+ * Its errors are said once it is loaded, so that with log = file: they go
+ * to that file too. */
+static void load_conf(const sasl_utils_t *u, const struct ag_sink *sink, struct ag_conf *c)
 {
 	const char *path = NULL;
 	unsigned len = 0;
+	struct ag_notes notes = { 0 };
 
 	if (u->getopt == NULL ||
 	    u->getopt(u->getopt_context, "authguard", "authguard_conf", &path, &len) != SASL_OK ||
 	    path == NULL || path[0] == '\0')
 		path = AG_DEFAULT_CONF;
 	/* a missing file is an error too: see pam_authguard.c */
-	(void)ag_conf_cached(c, path, report_fn, (void *)u);
+	(void)ag_conf_cached(c, path, report_fn, &notes);
+	ag_guard_say_notes(c, sink, &notes);
 }
 
 static void attempt_of(sasl_server_params_t *sp, const char *user, struct ag_attempt *a)
@@ -140,7 +169,7 @@ static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, str
 	struct ag_attempt a;
 	struct ag_sink s = { sink_fn, (void *)sp->utils };
 
-	load_conf(sp->utils, &c);
+	load_conf(sp->utils, &s, &c);
 	if (!tarpit)
 		c.tarpit_base = 0; /* no delay, no slot taken */
 	attempt_of(sp, user, &a);
@@ -166,7 +195,7 @@ static void record(sasl_server_params_t *sp, struct wctx *w, const char *user, b
 	w->recorded = true;
 	if (!ok && w->pass != NULL)
 		pw = w->pass; /* NUL-terminated copy */
-	load_conf(sp->utils, &c);
+	load_conf(sp->utils, &s, &c);
 	attempt_of(sp, user, &a);
 	(void)ag_guard_record(&c, &s, &a, ok, pw, w->checked ? &w->ticket : NULL);
 	ag_conf_free(&c);
@@ -228,6 +257,25 @@ static void sniff_plain(struct wctx *w, sasl_server_params_t *sp, const char *in
 	w->user = canon_dup(sp, authcid, (size_t)(nul2 - authcid));
 	w->pass_len = rest - (size_t)(nul2 - authcid) - 1;
 	w->pass = dup_n(u, nul2 + 1, w->pass_len);
+}
+
+/* CRAM-MD5: the client's one message is "user SP digest", the digest 32
+ * hex digits (RFC 2195). The user is the claim the digest is checked
+ * against; anything else is left to the mechanism to refuse. */
+static void sniff_cram(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	enum { DIGEST_LEN = 32 };
+
+	if (len < DIGEST_LEN + 2 || in[len - DIGEST_LEN - 1] != ' ')
+		return;
+	for (unsigned i = len - DIGEST_LEN; i < len; i++) {
+		char ch = in[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
+			return;
+	}
+	size_t n = len - DIGEST_LEN - 1;
+	if (memchr(in, '\0', n) == NULL)
+		w->user = canon_dup(sp, in, n);
 }
 
 /* ---- the wrapped mechanism ----------------------------------------------- */
@@ -301,6 +349,10 @@ static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char
 		w->pass_len = len;
 		w->pass = dup_n(u, in, len);
 		return true;
+	case MK_CRAM:
+		if (w->user == NULL)
+			sniff_cram(w, sp, in, len);
+		return true;
 	case MK_OTHER:
 		return true;
 	}
@@ -359,7 +411,7 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 		}
 	}
 	if (cred && w->g->kind != MK_OTHER && op != NULL) {
-		/* PLAIN and LOGIN canonicalise the user in this step, before
+		/* PLAIN, LOGIN and CRAM-MD5 canonicalise the user in this step, before
 		 * the password check: what op holds is an earlier attempt's */
 		op->authid = NULL;
 		op->alen = 0;
@@ -457,7 +509,61 @@ static enum mech_kind kind_of(const char *name)
 		return MK_PLAIN;
 	if (strcmp(name, "LOGIN") == 0)
 		return MK_LOGIN;
+	if (strcmp(name, "CRAM-MD5") == 0)
+		return MK_CRAM;
 	return MK_OTHER;
+}
+
+/* ---- fallback role: loaded from libsasl2's own directory ------------------- */
+
+/* Without SASL_PATH, libsasl2 loads only its own directory, where the stock
+ * mechanisms are. A daemon whose config names canon_user_plugin authguard
+ * (Cyrus imapd: README) then fails every authentication if the plugin is
+ * not there ("desired canon_user plugin authguard not found"). A link to
+ * this plugin in that directory prevents the outage; there it must not
+ * offer its wrapped mechanisms (two plugins would offer each one, picked
+ * in readdir() order), so only the canonuser part works: banned, denied
+ * and locked sources are refused and the tarpit applies on every path
+ * (the stock mechanisms call the canonuser too), but no outcome is
+ * counted. It says so, loudly, when it is first used in a process. */
+static atomic_bool fallback_role;
+static atomic_bool fallback_told;
+static char fallback_dir[256];
+
+/* Was this library loaded from DIR (the same directory, through links)? */
+static bool loaded_from(const char *dir)
+{
+	Dl_info info;
+	char mine[PATH_MAX], theirs[PATH_MAX];
+
+	if (dladdr((void *)&loaded_from, &info) == 0 || info.dli_fname == NULL)
+		return false;
+	const char *slash = strrchr(info.dli_fname, '/');
+	if (slash == NULL || (size_t)(slash - info.dli_fname) >= sizeof(mine))
+		return false;
+	char here[PATH_MAX];
+	memcpy(here, info.dli_fname, (size_t)(slash - info.dli_fname));
+	here[slash - info.dli_fname] = '\0';
+	/* the directory the library was opened from (a link's, not its
+	 * target's): where libsasl2 looked */
+	if (realpath(here[0] != '\0' ? here : "/", mine) == NULL || realpath(dir, theirs) == NULL)
+		return false;
+	return strcmp(mine, theirs) == 0;
+}
+
+static void tell_fallback(const sasl_utils_t *u)
+{
+	char msg[640];
+
+	if (atomic_exchange(&fallback_told, true))
+		return;
+	snprintf(msg, sizeof(msg),
+		 "authguard fault: plugin loaded from the stock mechanisms' directory %s (SASL_PATH does "
+		 "not name authguard's private directory): only its canonuser part runs; the SASL "
+		 "mechanisms are not guarded and no attempt is counted (banned and locked sources are "
+		 "still refused); set SASL_PATH as README.md says",
+		 fallback_dir);
+	sink_fn((void *)u, AG_LVL_ERR, msg);
 }
 
 /* Append the mechanisms of one stock plugin library. */
@@ -523,6 +629,14 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 	    utils->getopt(utils->getopt_context, "authguard", "authguard_mech_dir", &dir, &len) != SASL_OK ||
 	    dir == NULL || dir[0] == '\0')
 		dir = AG_SASL_SYSTEM_DIR;
+	if (loaded_from(dir)) {
+		/* libsasl2 notes a plugin that offers nothing at debug level only;
+		 * the canonuser part tells when it is used (tell_fallback) */
+		snprintf(fallback_dir, sizeof(fallback_dir), "%s", dir);
+		atomic_store(&fallback_role, true);
+		return SASL_NOMECH;
+	}
+	atomic_store(&fallback_role, false);
 	if (utils->getopt != NULL)
 		(void)utils->getopt(utils->getopt_context, "authguard", "authguard_mechs", &want, &len);
 	pthread_mutex_lock(&init_mu);
@@ -569,6 +683,123 @@ int sasl_server_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 	*out_version = SASL_SERVER_PLUG_VERSION;
 	*pluglist = plugs;
 	*plugcount = nplugs;
+	return SASL_OK;
+}
+
+/* ---- client mechanisms: the stock ones, untouched ------------------------------- */
+
+/* SASL_PATH names the private directory for the whole process, so a
+ * program that is a SASL client too (Postfix's smtp, delivering to a relay
+ * that wants AUTH; it reads the same import_environment) would find no
+ * client mechanism there. So the plugin offers, as a client plugin, the
+ * client mechanisms of every plugin library in the mechanism directory,
+ * exactly as they are: the guard has nothing to do on the client side. */
+static pthread_mutex_t client_mu = PTHREAD_MUTEX_INITIALIZER;
+static sasl_client_plug_t *cplugs;
+static int ncplugs;
+
+/* Is @path this very library (mech_dir pointed at the private directory)? */
+static bool is_self(const char *path)
+{
+	static const char self_anchor = 0;
+	Dl_info info;
+	struct stat a, b;
+
+	return dladdr(&self_anchor, &info) != 0 && info.dli_fname != NULL &&
+	       stat(info.dli_fname, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
+/* Append the client mechanisms of the library at @path, if it has any. */
+static void load_client(const sasl_utils_t *u, const char *path, int max_version)
+{
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+
+	if (h == NULL) {
+		u->log(NULL, SASL_LOG_DEBUG, "authguard: no %s (%s)", path, dlerror());
+		return;
+	}
+	sasl_client_plug_init_t *init = (sasl_client_plug_init_t *)dlsym(h, "sasl_client_plug_init");
+	sasl_client_plug_t *list = NULL;
+	int version = 0, count = 0;
+	if (init == NULL)
+		return; /* an auxprop or canonuser library: nothing for clients */
+	if (init(u, max_version, &version, &list, &count) != SASL_OK || count <= 0 ||
+	    version < SASL_CLIENT_PLUG_VERSION) {
+		u->log(NULL, SASL_LOG_ERR, "authguard: cannot use the client mechanisms of %s", path);
+		return; /* the library stays loaded: its code may be referenced */
+	}
+	sasl_client_plug_t *np = realloc(cplugs, (size_t)(ncplugs + count) * sizeof(*np));
+	if (np == NULL) {
+		u->log(NULL, SASL_LOG_ERR, "authguard: out of memory loading %s", path);
+		return;
+	}
+	cplugs = np;
+	memcpy(cplugs + ncplugs, list, (size_t)count * sizeof(*list));
+	ncplugs += count;
+}
+
+/* libsasl2 loads the files of a plugin directory whose names end in .so
+ * (Debian's libplain.so ... links): the same here, in name order. */
+static bool plugin_name(const char *name)
+{
+	size_t n = strlen(name);
+	return n > 3 && strcmp(name + n - 3, ".so") == 0 && strcmp(name, "authguard.so") != 0;
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int only_plugins(const struct dirent *e)
+{
+	return plugin_name(e->d_name);
+}
+
+AGS_EXPORT int sasl_client_plug_init(const sasl_utils_t *utils, int max_version, int *out_version,
+				     sasl_client_plug_t **pluglist, int *plugcount);
+
+int sasl_client_plug_init(const sasl_utils_t *utils, int max_version, int *out_version,
+			  sasl_client_plug_t **pluglist, int *plugcount)
+{
+	const char *dir = NULL;
+	unsigned len = 0;
+	struct dirent **names = NULL;
+
+	if (max_version < SASL_CLIENT_PLUG_VERSION)
+		return SASL_BADVERS;
+	if (utils->getopt == NULL ||
+	    utils->getopt(utils->getopt_context, "authguard", "authguard_mech_dir", &dir, &len) != SASL_OK ||
+	    dir == NULL || dir[0] == '\0')
+		dir = AG_SASL_SYSTEM_DIR;
+	int n = scandir(dir, &names, only_plugins, by_name);
+	if (n < 0) {
+		utils->log(NULL, SASL_LOG_ERR, "authguard: cannot read %s: %s", dir, strerror(errno));
+		return SASL_NOMECH;
+	}
+	pthread_mutex_lock(&client_mu);
+	/* each sasl_client_init() builds the list anew */
+	free(cplugs);
+	cplugs = NULL;
+	ncplugs = 0;
+	for (int i = 0; i < n; i++) {
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
+		if (!is_self(path))
+			load_client(utils, path, max_version);
+		free(names[i]);
+	}
+	free(names);
+	int count = ncplugs;
+	pthread_mutex_unlock(&client_mu);
+	if (count == 0) {
+		utils->log(NULL, SASL_LOG_ERR, "authguard: no client mechanism found in %s", dir);
+		return SASL_NOMECH;
+	}
+	*out_version = SASL_CLIENT_PLUG_VERSION;
+	*pluglist = cplugs;
+	*plugcount = count;
 	return SASL_OK;
 }
 
@@ -647,13 +878,23 @@ static int cu_server(void *glob, sasl_server_params_t *sp, const char *user, uns
 
 	if (rc != SASL_OK || in_wrapped_step || (flags & SASL_CU_AUTHID) == 0)
 		return rc;
-	/* sasl_checkpass(): the password has not been checked yet */
+	if (atomic_load(&fallback_role))
+		tell_fallback(sp->utils);
+	/* sasl_checkpass() (or, in the fallback role, a stock mechanism): the
+	 * password has not been checked yet */
 	char *name = sp->utils->malloc(*out_len + 1);
 	if (name == NULL)
 		return SASL_NOMEM;
 	memcpy(name, out, *out_len);
 	name[*out_len] = '\0';
 	enum ag_decision d = check_as(sp, name, NULL, !again, false);
+	if (d == AG_REFUSE) {
+		/* Cyrus writes a refused LOGIN's badlogin line like a wrong
+		 * password's, with this in its [SASL(-13): ...] detail: so
+		 * authguard-watch does not count again what the check just
+		 * counted and logged. The client sees only the code. */
+		sp->utils->seterror(sp->utils->conn, SASL_NOLOG, "authguard: refused");
+	}
 	if (!again && d == AG_PROCEED && *out_len < sizeof(cu_last.name)) {
 		cu_last.conn = sp->utils->conn;
 		cu_last.len = *out_len;

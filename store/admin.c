@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "hash.h"
 
 bool ag_src_banned(const struct ag_src_rec *r, int64_t now)
@@ -17,6 +18,7 @@ bool ag_user_locked(const struct ag_user_rec *r, int64_t now)
 }
 
 struct visit {
+	struct ag_txn *t;
 	void *fn;
 	void *ctx;
 	const uint8_t *ukey;  /* pairs of this user only, or NULL */
@@ -26,20 +28,31 @@ struct visit {
 	long n;
 };
 
+/* What a reader is shown: the record's own refusal count (older versions
+ * and refusals made in a write transaction) plus the counter file's (the
+ * read-only refusals, counters.h). Never written back. */
+static void with_refusals(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+			  uint64_t *n_refused, int64_t *last_seen)
+{
+	ag_counted_refusals(ag_txn_store(t), db, key, klen, n_refused, last_seen);
+}
+
 static enum ag_scan_op src_visit(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	struct visit *v = vp;
 	struct ag_addr a;
 	struct ag_src_rec r;
 
-	if (ag_src_key_decode(key, klen, &a) == 0 && ag_rec_decode(AG_REC_SRC, val, vlen, &r) == 0)
+	if (ag_src_key_decode(key, klen, &a) == 0 && ag_rec_decode(AG_REC_SRC, val, vlen, &r) == 0) {
+		with_refusals(v->t, AG_DB_SRC, key, klen, &r.n_refused, &r.last_seen);
 		((ag_src_visit_fn *)v->fn)(v->ctx, &a, &r);
+	}
 	return AG_SCAN_NEXT;
 }
 
 int ag_admin_each_src(struct ag_txn *t, ag_src_visit_fn *fn, void *ctx)
 {
-	struct visit v = { .fn = (void *)fn, .ctx = ctx };
+	struct visit v = { .t = t, .fn = (void *)fn, .ctx = ctx };
 	return ag_txn_scan(t, AG_DB_SRC, NULL, 0, src_visit, &v);
 }
 
@@ -48,14 +61,16 @@ static enum ag_scan_op user_visit(void *vp, const void *key, size_t klen, const 
 	struct visit *v = vp;
 	struct ag_user_rec r;
 
-	if (ag_rec_decode(AG_REC_USER, val, vlen, &r) == 0)
+	if (ag_rec_decode(AG_REC_USER, val, vlen, &r) == 0) {
+		with_refusals(v->t, AG_DB_USER, key, klen, &r.n_refused, &r.last_seen);
 		((ag_user_visit_fn *)v->fn)(v->ctx, key, klen, &r);
+	}
 	return AG_SCAN_NEXT;
 }
 
 int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx)
 {
-	struct visit v = { .fn = (void *)fn, .ctx = ctx };
+	struct visit v = { .t = t, .fn = (void *)fn, .ctx = ctx };
 	return ag_txn_scan(t, AG_DB_USER, NULL, 0, user_visit, &v);
 }
 
@@ -136,22 +151,29 @@ int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag_src_re
 	uint8_t key[AG_SRC_KEY_LEN];
 
 	ag_src_key(a, key);
-	return get_rec(t, AG_DB_SRC, key, sizeof(key), AG_REC_SRC, r);
+	int rc = get_rec(t, AG_DB_SRC, key, sizeof(key), AG_REC_SRC, r);
+	if (rc == 0)
+		with_refusals(t, AG_DB_SRC, key, sizeof(key), &r->n_refused, &r->last_seen);
+	return rc;
 }
 
 int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, struct ag_user_rec *r)
 {
-	return get_rec(t, AG_DB_USER, ukey, ulen, AG_REC_USER, r);
+	int rc = get_rec(t, AG_DB_USER, ukey, ulen, AG_REC_USER, r);
+	if (rc == 0)
+		with_refusals(t, AG_DB_USER, ukey, ulen, &r->n_refused, &r->last_seen);
+	return rc;
 }
 
 size_t ag_admin_user_key(struct ag_store *s, const struct ag_conf *c, const char *user,
 			 uint8_t key[AG_USER_KEY_MAX])
 {
-	size_t n = 0;
+	size_t n = 0, len = ag_user_strip(c->user_fold, user, strlen(user), c->user_strip_domains.v,
+					  c->user_strip_domains.n);
 	uint32_t h;
 
-	if (ag_user_canon(ag_store_secret(s), c->user_fold, user, strlen(user), key, &n, &h) != 0)
-		return ag_user_key(ag_store_secret(s), user, strlen(user), key);
+	if (ag_user_canon(ag_store_secret(s), c->user_fold, user, len, key, &n, &h) != 0)
+		return ag_user_key(ag_store_secret(s), user, len, key);
 	return n;
 }
 
@@ -241,8 +263,10 @@ int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r)
 	*n_r = 0;
 	ag_src_key(a, key);
 	rc = ag_txn_del(t, AG_DB_SRC, key, sizeof(key));
-	if (rc == 0)
+	if (rc == 0) {
 		v.n++;
+		ag_count_forget(ag_txn_store(t), AG_DB_SRC, key, sizeof(key));
+	}
 	else if (rc != AG_ENOTFOUND)
 		return rc;
 	/* pairs are keyed by user first: visit them all */
@@ -262,8 +286,10 @@ int ag_admin_forget_user(struct ag_txn *t, bool fold, const uint8_t *ukey, size_
 
 	*n_r = 0;
 	rc = ag_txn_del(t, AG_DB_USER, ukey, ulen);
-	if (rc == 0)
+	if (rc == 0) {
 		v.n++;
+		ag_count_forget(ag_txn_store(t), AG_DB_USER, ukey, ulen);
+	}
 	else if (rc != AG_ENOTFOUND)
 		return rc;
 	rc = ag_txn_scan(t, AG_DB_PAIR, prefix, plen, forget_pair_by_user, &v);
@@ -279,8 +305,12 @@ int ag_admin_stats(struct ag_txn *t, struct ag_stats *st)
 
 	if (rc == AG_ENOTFOUND) {
 		memset(st, 0, sizeof(*st));
-		return 0;
+		rc = 0;
 	}
+	/* since the counter file: what older versions counted in the
+	 * record, plus the file's */
+	if (rc == 0)
+		ag_counted_stats(ag_txn_store(t), st);
 	return rc;
 }
 

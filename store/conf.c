@@ -16,7 +16,8 @@
  * (a '#' in them is not a comment: regular expressions use it); T_STRLIST
  * and T_CIDRS keys may be given on several lines, entries accumulate. */
 enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_SIZE, T_CIDRS, T_STRING,
-	     T_STRLIST };
+	     T_STRLIST,
+	     T_DOMAINS /* mail domains, comma- or blank-separated, into a struct ag_strlist */ };
 
 struct ckey {
 	const char *name;
@@ -53,9 +54,15 @@ static const struct ckey keys[] = {
 	{ "user_lock_time", T_DURATION, OFF(user_lock_time), SEC, 365 * DAY, "15m" },
 	{ "familiar_ttl", T_DURATION, OFF(familiar_ttl), SEC, 3650 * DAY, "30d" },
 	{ "user_fold", T_BOOL, OFF(user_fold), 0, 0, "yes" },
+	{ "user_strip_domains", T_DOMAINS, OFF(user_strip_domains), 0, 0, "" },
 	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
 	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
 	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
+	/* authguard-watch (checked further when the watcher starts) */
+	{ "watch_source", T_STRLIST, OFF(watch_source), 0, 0, "" },
+	{ "watch_rules", T_STRING, OFF(watch_rules), 0, 0, "cyrus" },
+	{ "watch_rule", T_STRLIST, OFF(watch_rule), 0, 0, "" },
+	{ "watch_max_age", T_DURATION, OFF(watch_max_age), 0, 365 * DAY, "1h" },
 	/* authguard-policyd (Dovecot's auth policy server) */
 	{ "policyd_listen", T_STRLIST, OFF(policyd_listen), 0, 0, "127.0.0.1:8642" },
 	{ "policyd_allow_remote", T_BOOL, OFF(policyd_allow_remote), 0, 0, "no" },
@@ -229,6 +236,12 @@ static int parse_cidrs(const char *s, struct ag_cidrs *out, char *err, size_t er
 	return 0;
 }
 
+/* The lists kept as struct ag_strlist. */
+static bool strlist_type(enum ctype t)
+{
+	return t == T_STRLIST || t == T_DOMAINS;
+}
+
 static void strlist_clear(struct ag_strlist *l)
 {
 	for (size_t i = 0; i < l->n; i++)
@@ -258,6 +271,47 @@ static int strlist_copy(struct ag_strlist *dst, const struct ag_strlist *src)
 	for (size_t i = 0; i < src->n; i++)
 		if (strlist_add(dst, src->v[i]) != 0)
 			return AG_ENOMEM;
+	return 0;
+}
+
+/* Parse mail domains separated by commas and/or blanks into @out
+ * (appended), each lowered and without a leading '@': what ag_user_strip()
+ * compares. A domain is letters, digits, '-', '_' and inner dots. */
+static int parse_domains(const char *key, const char *s, struct ag_strlist *out, char *err,
+			 size_t errlen)
+{
+	char word[256];
+
+	while (*s != '\0') {
+		size_t n = strcspn(s, ", \t");
+		if (n == 0) {
+			s++;
+			continue;
+		}
+		const char *w = s;
+		s += n;
+		if (*w == '@') {
+			w++;
+			n--;
+		}
+		bool ok = n > 0 && n < sizeof(word) && w[0] != '.' && w[n - 1] != '.';
+		for (size_t i = 0; ok && i < n; i++) {
+			char ch = (char)tolower((unsigned char)w[i]);
+			ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+			     ch == '_' || (ch == '.' && w[i + 1] != '.');
+			word[i] = ch;
+		}
+		if (!ok) {
+			snprintf(err, errlen, "%s: '%.*s' is not a mail domain", key,
+				 (int)(n < 64 ? n : 64), w);
+			return AG_EINVAL;
+		}
+		word[n] = '\0';
+		if (strlist_add(out, word) != 0) {
+			snprintf(err, errlen, "out of memory");
+			return AG_ENOMEM;
+		}
+	}
 	return 0;
 }
 
@@ -376,6 +430,22 @@ static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, boo
 		}
 		return 0;
 	}
+	case T_DOMAINS: {
+		struct ag_strlist tmp = { 0 };
+		if (append && strlist_copy(&tmp, field) != 0) {
+			strlist_clear(&tmp);
+			snprintf(err, errlen, "out of memory");
+			return AG_ENOMEM;
+		}
+		rc = parse_domains(k->name, v, &tmp, err, errlen);
+		if (rc != 0) {
+			strlist_clear(&tmp);
+			return rc == AG_ENOMEM ? AG_ENOMEM : AG_ECONF;
+		}
+		strlist_clear(field);
+		*(struct ag_strlist *)field = tmp;
+		return 0;
+	}
 	}
 	return AG_ECONF;
 }
@@ -395,7 +465,7 @@ void ag_conf_free(struct ag_conf *c)
 		void *field = (char *)c + keys[i].off;
 		if (keys[i].type == T_CIDRS)
 			ag_cidrs_clear(field);
-		else if (keys[i].type == T_STRLIST)
+		else if (strlist_type(keys[i].type))
 			strlist_clear(field);
 	}
 }
@@ -412,7 +482,7 @@ int ag_conf_copy(struct ag_conf *dst, const struct ag_conf *src)
 			memset(d, 0, sizeof(struct ag_cidrs));
 			if (rc == 0)
 				rc = ag_cidrs_copy(d, f);
-		} else if (keys[i].type == T_STRLIST) {
+		} else if (strlist_type(keys[i].type)) {
 			memset(d, 0, sizeof(struct ag_strlist));
 			if (rc == 0)
 				rc = strlist_copy(d, f);
@@ -472,7 +542,7 @@ static bool verbatim(const struct ckey *k)
 
 static bool is_list(const struct ckey *k)
 {
-	return k->type == T_CIDRS || k->type == T_STRLIST;
+	return k->type == T_CIDRS || strlist_type(k->type);
 }
 
 static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, size_t errlen)
@@ -720,6 +790,12 @@ void ag_conf_dump(const struct ag_conf *c, FILE *out)
 			break;
 		case T_CIDRS: dump_cidrs(field, out); break;
 		case T_STRING: fputs(field, out); break;
+		case T_DOMAINS: {
+			const struct ag_strlist *l = field;
+			for (size_t j = 0; j < l->n; j++)
+				fprintf(out, "%s%s", j ? ", " : "", l->v[j]);
+			break;
+		}
 		case T_STRLIST: {
 			const struct ag_strlist *l = field;
 			/* one "key = value" line per entry */

@@ -52,11 +52,19 @@ struct ag_conf {
 	int64_t user_lock_time;
 	int64_t familiar_ttl;
 	uint32_t user_fold;       /* bool: ASCII case and surrounding blanks do not matter */
+	/* domains whose "@domain" ends a name that is the same user without
+	 * it (lower case, without '@'; see ag_user_strip()) */
+	struct ag_strlist user_strip_domains;
 	struct ag_cidrs trusted;
 	struct ag_cidrs proxies;
 	struct ag_cidrs deny;
 	/* keys of the daemons (authguard-policyd, -watch, -sync) go below;
 	 * string keys as char[AG_CONF_STR_MAX], lists as struct ag_strlist */
+	/* authguard-watch */
+	struct ag_strlist watch_source;    /* journal:ID,..., file:/path, stdin */
+	char watch_rules[AG_CONF_STR_MAX]; /* built-in rule sets */
+	struct ag_strlist watch_rule;      /* "NAME IDENT OUTCOME REGEX" */
+	int64_t watch_max_age;             /* first start: older lines are skipped */
 	/* authguard-policyd: Dovecot's auth policy server */
 	struct ag_strlist policyd_listen;  /* host:port, one per entry */
 	uint32_t policyd_allow_remote;     /* bool: addresses beyond loopback */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "hash.h"
 #include "lists.h"
@@ -41,6 +42,8 @@ struct op {
 	size_t plen;
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
+	bool have_src, have_user; /* the host's and the user's records exist */
+	bool wrote; /* a write transaction was committed */
 	struct ag_verdict ro; /* check: the read-only pass's verdict */
 	bool have_ro;
 };
@@ -51,24 +54,10 @@ enum fault_kind {
 	FAULT_OPEN, FAULT_TXN, FAULT_DAMAGED, FAULT_HOUSEKEEPING,
 	FAULT_EVICT, /* eviction round; @what says it all */
 	FAULT_CONFIG, /* the config file could not be read */
+	FAULT_LOGFILE, /* the log file could not be written */
 	FAULT_KINDS
 };
 static _Atomic int64_t last_fault_ms[FAULT_KINDS];
-
-static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
-		 const char *line, bool attempt_line)
-{
-	if (attempt_line && c->log_kind == AG_LOG_NONE)
-		return;
-	if (c->log_kind == AG_LOG_FILE) {
-		if (ag_log_file_write(c->log_path, line) == 0 && attempt_line)
-			return;
-		if (attempt_line)
-			lvl = AG_LVL_WARN; /* the file failed: do not lose the line */
-	}
-	if (sink != NULL && sink->fn != NULL)
-		sink->fn(sink->ctx, lvl, line);
-}
 
 /* True at most once a minute per process and kind, so a flood of one
  * fault neither fills the log nor hides a different one (on the guard's
@@ -82,6 +71,74 @@ static bool fault_due(enum fault_kind kind)
 	return atomic_compare_exchange_strong(&last_fault_ms[kind], &last, now);
 }
 
+static void to_sink(const struct ag_sink *sink, enum ag_level lvl, const char *line)
+{
+	if (sink != NULL && sink->fn != NULL)
+		sink->fn(sink->ctx, lvl, line);
+}
+
+/* The log file cannot be written: say so, and why, where the front end
+ * logs (the file is the one thing that cannot carry the message). */
+static void logfile_fault(const struct ag_conf *c, const struct ag_sink *sink, int err)
+{
+	char msg[AG_PATH_MAX + 256];
+
+	if (!fault_due(FAULT_LOGFILE))
+		return;
+	snprintf(msg, sizeof(msg),
+		 "authguard fault: log file %s: cannot write: %s (uid %ld, gid %ld); "
+		 "its lines go to syslog instead",
+		 c->log_path, strerror(err), (long)geteuid(), (long)getegid());
+	to_sink(sink, AG_LVL_ERR, msg);
+}
+
+static void emit(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
+		 const char *line, bool attempt_line)
+{
+	if (attempt_line && c->log_kind == AG_LOG_NONE)
+		return;
+	if (c->log_kind == AG_LOG_FILE) {
+		if (ag_log_file_write(c->log_path, line) == 0) {
+			if (attempt_line)
+				return;
+		} else {
+			logfile_fault(c, sink, errno);
+			if (attempt_line)
+				lvl = AG_LVL_WARN; /* the file failed: do not lose the line */
+		}
+	}
+	to_sink(sink, lvl, line);
+}
+
+void ag_guard_say(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
+		  const char *msg)
+{
+	emit(c, sink, lvl, msg, false);
+}
+
+void ag_notes_add(void *ctx, const char *msg)
+{
+	struct ag_notes *n = ctx;
+
+	if (n->n < AG_NOTES_MAX)
+		snprintf(n->msg[n->n++], sizeof(n->msg[0]), "%s", msg);
+	else
+		n->more++;
+}
+
+void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *sink,
+			const struct ag_notes *n)
+{
+	for (unsigned i = 0; i < n->n; i++)
+		ag_guard_say(c, sink, AG_LVL_ERR, n->msg[i]);
+	if (n->more > 0) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "authguard: config: %u more errors not shown "
+			 "(authguard-admin check-config lists them all)", n->more);
+		ag_guard_say(c, sink, AG_LVL_ERR, msg);
+	}
+}
+
 /* Log a fault (rate-limited: fault_due()). */
 static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum fault_kind kind,
 		  int rc, const char *what)
@@ -90,16 +147,24 @@ static void fault(const struct ag_conf *c, const struct ag_sink *sink, enum faul
 
 	if (!fault_due(kind))
 		return;
-	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT ? ag_store_detail() : "";
+	/* the store's words: LMDB's, or which rule or system call failed
+	 * on which path (an unsafe directory, a missing parent, ...) */
+	const char *detail = rc == AG_ESTORE || rc == AG_ECORRUPT || rc == AG_EUNSAFE ||
+			     rc == AG_EIO || rc == AG_EPERM ? ag_store_detail() : "";
+	/* a system call's failure on a path names itself: "mkdir
+	 * /var/lib/authguard: No such file or directory" (a chroot without
+	 * the store) must not read as "input/output error" */
+	const char *code = rc == AG_EIO && detail[0] ? "" : ag_strerror(rc);
+	const char *sep = detail[0] && code[0] ? ": " : "";
 	if (kind == FAULT_EVICT)
 		snprintf(msg, sizeof(msg), "authguard fault: %s; raise db_max_size (db_dir=%s)", what,
 			 c->db_dir);
 	else if (kind == FAULT_HOUSEKEEPING)
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); attempts are not affected",
-			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir);
+			 what, code, sep, detail, c->db_dir);
 	else
 		snprintf(msg, sizeof(msg), "authguard fault: %s: %s%s%s (db_dir=%s); fail_open=%s: %s",
-			 what, ag_strerror(rc), detail[0] ? ": " : "", detail, c->db_dir,
+			 what, code, sep, detail, c->db_dir,
 			 c->fail_open ? "yes" : "no",
 			 c->fail_open ? "attempts go on unguarded" : "attempts are refused");
 	emit(c, sink, AG_LVL_ERR, msg, false);
@@ -160,7 +225,11 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 	const uint8_t *secret = ag_store_secret(op->s);
 	if (op->v.has_user) {
 		uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, xkey[AG_USER_KEY_MAX];
-		rc = ag_user_canon(secret, c->user_fold, a->user, a->user_len, op->ukey, &op->ulen,
+		/* one mailbox, one user on every service: a listed domain
+		 * goes before the name is keyed (user_strip_domains) */
+		size_t ulen = ag_user_strip(c->user_fold, a->user, a->user_len,
+					    c->user_strip_domains.v, c->user_strip_domains.n);
+		rc = ag_user_canon(secret, c->user_fold, a->user, ulen, op->ukey, &op->ulen,
 				   &op->v.user_hash);
 		if (rc != 0)
 			return rc;
@@ -168,15 +237,17 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 			ag_src_key(&op->pairsrc, skey);
 		/* failures and locks are the folded user's; the pair (and so
 		 * familiarity) is the exact name's, or the owner of "Alice"
-		 * would make her places familiar for "alice" */
-		size_t xlen = ag_user_key(secret, a->user, a->user_len, xkey);
+		 * would make her places familiar for "alice"; a stripped
+		 * domain is the same mailbox, so her places are hers with or
+		 * without it */
+		size_t xlen = ag_user_key(secret, a->user, ulen, xkey);
 		op->plen = ag_pair_key(xkey, xlen, skey, op->pkey);
 	}
 	return 0;
 }
 
 static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
-		    enum ag_rec_kind kind, void *out)
+		    enum ag_rec_kind kind, void *out, bool *found)
 {
 	const void *val;
 	size_t vlen;
@@ -192,6 +263,8 @@ static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *
 		return 0;
 	}
 	memcpy(out, tmp, ag_rec_size(kind));
+	if (found != NULL)
+		*found = true;
 	return 0;
 }
 
@@ -209,15 +282,20 @@ static int op_load(struct op *op, struct ag_txn *t)
 	}
 	if (op->v.trusted && !op->v.denied)
 		return 0;
+	op->have_src = op->have_user = false;
 	if (op->v.has_addr) {
-		rc = read_rec(op, t, AG_DB_SRC, op->hkey, sizeof(op->hkey), AG_REC_SRC, &op->v.src);
+		rc = read_rec(op, t, AG_DB_SRC, op->hkey, sizeof(op->hkey), AG_REC_SRC, &op->v.src,
+			      &op->have_src);
 		if (rc == 0)
-			rc = read_rec(op, t, AG_DB_SRC, op->nkey, sizeof(op->nkey), AG_REC_SRC, &op->v.net);
+			rc = read_rec(op, t, AG_DB_SRC, op->nkey, sizeof(op->nkey), AG_REC_SRC, &op->v.net,
+				      NULL);
 	}
 	if (rc == 0 && op->v.has_user) {
-		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user);
+		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user,
+			      &op->have_user);
 		if (rc == 0)
-			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair);
+			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair,
+				      NULL);
 	}
 	return rc;
 }
@@ -238,9 +316,12 @@ static int op_save(struct op *op, struct ag_txn *t)
 	return rc;
 }
 
-/* Add to the host-wide counters. */
+/* Add to the host-wide counters in the store: only when there is no
+ * counter file (counters.h), which holds them otherwise. */
 static int bump_stats(struct ag_txn *t, const struct ag_stats *d)
 {
+	if (ag_store_counters(ag_txn_store(t)) != NULL)
+		return 0; /* added after the commit: ag_count_stats() */
 	struct ag_stats st = { .version = AG_REC_VERSION };
 	const void *val;
 	size_t vlen;
@@ -365,6 +446,9 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 	char event[32] = "";
 	bool log_only = op->c->mode == AG_MODE_LOG_ONLY;
 
+	if (op->c->log_kind == AG_LOG_NONE)
+		return; /* emit() would drop it: do not format it either */
+
 	l.time_ms = op->now;
 	l.service = op->a->service;
 	l.user = op->v.has_user ? op->a->user : NULL;
@@ -404,9 +488,27 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 
 /* ---- check --------------------------------------------------------------- */
 
-/* Decide in a read-only transaction; only a verdict that changes the
- * store (a refusal is counted, a tarpit takes a slot) or a damaged record
- * needs the write transaction, which decides again from fresh data. */
+/* A refusal by the read-only pass: counted in the counter file (the
+ * records the store holds, and host-wide), never in a write transaction.
+ * The records' last_seen stays as the last write left it (the refusal
+ * time is in the counter file): a refused source is banned, or its
+ * network, or on the deny list, and a refused user is locked, so no rule
+ * and no eviction order reads it. */
+static void count_refusal(struct op *op)
+{
+	struct ag_stats d = { .attempts = 1, .refused = 1 };
+
+	if (op->have_src)
+		ag_count_refusal(op->s, AG_DB_SRC, op->hkey, sizeof(op->hkey), op->now);
+	if (op->have_user)
+		ag_count_refusal(op->s, AG_DB_USER, op->ukey, op->ulen, op->now);
+	ag_count_stats(op->s, &d);
+}
+
+/* Decide in a read-only transaction; a refusal is counted without a
+ * write (count_refusal()); only a verdict that takes a tarpit slot or a
+ * damaged record needs the write transaction, which decides again from
+ * fresh data. */
 static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 {
 	struct ag_txn *t;
@@ -422,8 +524,15 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 	ag_policy_check(op->c, &op->v, op->now, vd);
 	if (!write) {
 		ag_txn_abort(t);
-		bool changes = (enforce && vd->action != AG_ACT_ALLOW) || op->damaged;
-		return changes ? AG_EAGAIN_WRITE : 0;
+		if (op->damaged)
+			return AG_EAGAIN_WRITE;
+		if (enforce && vd->action == AG_ACT_REFUSE && ag_store_counters(op->s) != NULL) {
+			count_refusal(op);
+			return 0;
+		}
+		if (enforce && vd->action == AG_ACT_REFUSE)
+			return AG_EAGAIN_WRITE; /* no counter file: counted in the store */
+		return enforce && vd->action == AG_ACT_TARPIT ? AG_EAGAIN_WRITE : 0;
 	}
 	if (enforce && vd->action == AG_ACT_TARPIT) {
 		rc = slot_take(op, t, vd->delay_ms);
@@ -451,7 +560,12 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 		rc = bump_stats(t, &d);
 	if (rc != 0)
 		goto fail;
-	return ag_txn_commit(t);
+	rc = ag_txn_commit(t);
+	if (rc == 0) {
+		op->wrote = true;
+		ag_count_stats(op->s, &d); /* host-wide: counters.h */
+	}
+	return rc;
 fail:
 	ag_txn_abort(t);
 	return rc;
@@ -477,7 +591,8 @@ static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 	if (rc == 0 && op->damaged)
 		fault(op->c, op->sink, FAULT_DAMAGED, AG_ECORRUPT, "damaged record reset");
 	if (rc == 0) {
-		ag_store_maybe_sync(op->s);
+		if (op->wrote)
+			ag_store_maybe_sync(op->s);
 		maybe_maintain(op);
 	}
 	return rc;
@@ -607,8 +722,16 @@ static int record_fn(struct op *op, void *argp)
 		rc = bump_stats(t, &d);
 	if (rc == 0 && arg->in_txn != NULL)
 		rc = arg->in_txn(t, arg->in_arg);
-	if (rc == 0)
-		return ag_txn_commit(t);
+	if (rc == 0) {
+		rc = ag_txn_commit(t);
+		if (rc == 0) {
+			op->wrote = true;
+			ag_count_stats(op->s, &d); /* host-wide: counters.h */
+			return 0;
+		}
+		op->v = fresh;
+		return rc;
+	}
 	ag_txn_abort(t);
 	op->v = fresh;
 	return rc;
@@ -689,6 +812,7 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 
 struct gc_ctx {
 	const struct ag_conf *c;
+	struct ag_store *s;   /* dropped records' refusal counts go too */
 	int64_t now;
 	enum ag_rec_kind kind;
 	bool evict;           /* also drop weak records (the store is full) */
@@ -829,6 +953,8 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 		return AG_SCAN_NEXT;
 	g->batch_dropped++;
 	g->batch_mem += g->is_mem;
+	if (g->s != NULL && (g->kind == AG_REC_SRC || g->kind == AG_REC_USER))
+		ag_count_forget(g->s, g->kind == AG_REC_SRC ? AG_DB_SRC : AG_DB_USER, key, klen);
 	return AG_SCAN_DELETE;
 }
 
@@ -859,6 +985,7 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 
 	memcpy(from, g->resume, from_len);
 	g->max_deletes = GC_BATCH_DELETES;
+	g->s = s;
 	for (;;) {
 		struct ag_txn *t;
 		rc = ag_txn_begin(s, write, &t);
@@ -1213,7 +1340,7 @@ static long gc_step(const struct ag_conf *c, struct ag_store *s, int64_t now)
 		return 0;
 	}
 	while (rc == 0 && budget > 0) {
-		struct gc_ctx g = { .c = c, .now = now, .kind = gc_dbs[st.db].kind,
+		struct gc_ctx g = { .c = c, .s = s, .now = now, .kind = gc_dbs[st.db].kind,
 				    .keep_unknown = true, .max_visits = budget };
 		memcpy(g.resume, st.resume, st.resume_len);
 		g.resume_len = st.resume_len;

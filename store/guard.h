@@ -110,6 +110,27 @@ AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sin
 			      const struct ag_attempt *a, bool success,
 			      const struct ag_record_opts *o, const struct ag_ticket *t);
 
+/*
+ * A message for where the guard's faults go: the attempt log's file with
+ * log = file: (if it can be written), and @sink. Front ends use it for
+ * config errors, which are found before the config (and so the log's
+ * destination) is known: gather them with ag_notes_add(), then say them
+ * with ag_guard_say_notes() once the config is loaded.
+ */
+AG_API void ag_guard_say(const struct ag_conf *c, const struct ag_sink *sink, enum ag_level lvl,
+			 const char *msg);
+
+#define AG_NOTES_MAX 8
+struct ag_notes {
+	unsigned n, more;   /* kept, and left out past AG_NOTES_MAX */
+	char msg[AG_NOTES_MAX][320];
+};
+/* An ag_conf_report_fn: @ctx is a zeroed struct ag_notes. */
+AG_API void ag_notes_add(void *ctx, const char *msg);
+/* Each note at AG_LVL_ERR as ag_guard_say() does, then how many were left out. */
+AG_API void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *sink,
+			       const struct ag_notes *n);
+
 /* Drop records that no rule needs any more. Returns the number dropped,
  * or a negative AG_E* code. */
 AG_API long ag_guard_gc(const struct ag_conf *c, int64_t now);

@@ -179,7 +179,49 @@ static struct {
 	char path[1024];
 } lf = { 0, -1, 0, 0, "" };
 
-/* Open (or reopen after rotation) the log file; called with file_mu held. */
+/* Is the directory holding @path shared through its group (setgid or
+ * group-writable, e.g. root:authguard 2770)? Then a file this process
+ * creates there must be writable by that group whatever its umask, or the
+ * other services sharing the log cannot write to it. */
+static bool shared_dir(const char *path)
+{
+	char dir[1024];
+	const char *slash = strrchr(path, '/');
+	struct stat st;
+
+	if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
+		return false;
+	size_t n = slash == path ? 1 : (size_t)(slash - path);
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & (S_ISGID | S_IWGRP)) != 0;
+}
+
+/* Open the log file, creating it (0640 less the umask; see shared_dir())
+ * if missing; @made_r says whether this call created it. */
+static int open_log(const char *path, bool *made_r)
+{
+	const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
+
+	*made_r = false;
+	for (int tries = 0; tries < 3; tries++) {
+		int fd = open(path, flags);
+		if (fd >= 0 || errno != ENOENT)
+			return fd;
+		fd = open(path, flags | O_CREAT | O_EXCL, 0640);
+		if (fd >= 0) {
+			*made_r = true;
+			return fd;
+		}
+		if (errno != EEXIST)
+			return -1;
+		/* another process made it just now: open that one */
+	}
+	return -1;
+}
+
+/* Open (or reopen after rotation) the log file; called with file_mu held.
+ * Returns the descriptor, or -1 with errno set. */
 static int log_fd(const char *path)
 {
 	struct stat st;
@@ -190,13 +232,22 @@ static int log_fd(const char *path)
 	if (lf.fd >= 0 && lf.pid == getpid())
 		close(lf.fd);
 	lf.fd = -1;
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, 0640);
+	bool made = false;
+	int fd = open_log(path, &made);
 	if (fd < 0)
 		return -1;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+	/* a FIFO, a device, or a hard link to another file planted there
+	 * (in a directory its group may write: see shared_dir()) */
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		int why = errno;
+		if (fstat(fd, &st) == 0)
+			why = S_ISREG(st.st_mode) ? EMLINK : EINVAL;
 		close(fd);
+		errno = why;
 		return -1;
 	}
+	if (made && shared_dir(path) && (st.st_mode & 0060) != 0060 && fchmod(fd, 0660) == 0)
+		st.st_mode = (st.st_mode & ~07777u) | 0660;
 	lf.fd = fd;
 	lf.pid = getpid();
 	lf.dev = st.st_dev;
@@ -218,8 +269,17 @@ int ag_log_file_write(const char *path, const char *line)
 	pthread_once(&file_once, file_atfork);
 	pthread_mutex_lock(&file_mu);
 	int fd = log_fd(path);
-	if (fd < 0 || write(fd, buf, n) != (ssize_t)n)
+	int err = 0;
+	if (fd < 0) {
+		err = errno;
+	} else {
+		ssize_t w = write(fd, buf, n);
+		if (w != (ssize_t)n)
+			err = w < 0 ? errno : ENOSPC; /* a short write: the disk is full */
+	}
+	if (err != 0)
 		rc = AG_EIO;
 	pthread_mutex_unlock(&file_mu);
+	errno = err; /* for the caller's fault line */
 	return rc;
 }

@@ -62,10 +62,12 @@ AG_API size_t ag_log_quote(char *out, size_t outlen, const char *in, size_t len,
 /* Format @l into @buf (AG_LOG_LINE_MAX bytes is always enough). */
 AG_API void ag_log_format(const struct ag_logline *l, char *buf, size_t len);
 
-/* Append @line and a newline to the file at @path (created 0640), with one
- * write() so lines from many processes never interleave. The descriptor is
- * kept per process and reopened when the file is rotated. Returns 0 or
- * AG_EIO. */
+/* Append @line and a newline to the file at @path, with one write() so
+ * lines from many processes never interleave. A missing file is created
+ * 0640 less the umask, or 0660 in a directory shared through its group
+ * (setgid or group-writable: several services, one log). The descriptor is
+ * kept per process and reopened when the file is rotated. Returns 0, or
+ * AG_EIO with errno saying why. */
 AG_API int ag_log_file_write(const char *path, const char *line);
 
 /* "2026-11-23T13:41:26.123Z" */

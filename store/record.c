@@ -137,6 +137,37 @@ static char lower(char ch)
 	return ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
 }
 
+size_t ag_user_strip(bool fold, const char *user, size_t len, char *const *domains, size_t n)
+{
+	size_t a = 0, b = len;
+
+	if (n == 0)
+		return len;
+	if (fold)
+		ag_user_trim(user, len, &a, &b);
+	const char *at = NULL;
+	for (size_t i = b; i > a && at == NULL; i--)
+		if (user[i - 1] == '@')
+			at = user + i - 1;
+	if (at == NULL)
+		return len;
+	size_t keep = (size_t)(at - user), dlen = b - keep - 1;
+	size_t ka, kb;
+	ag_user_trim(user, keep, &ka, &kb);
+	if (kb == ka)
+		return len; /* "@example.org": no user left */
+	for (size_t i = 0; i < n; i++) {
+		if (strlen(domains[i]) != dlen)
+			continue;
+		size_t j = 0;
+		while (j < dlen && lower(at[1 + j]) == domains[i][j])
+			j++;
+		if (j == dlen)
+			return keep;
+	}
+	return len;
+}
+
 int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
 		  uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r)
 {

@@ -103,6 +103,15 @@ AG_API size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len
 AG_API int ag_user_canon(const uint8_t secret[16], bool fold, const char *user, size_t len,
 			 uint8_t key[AG_USER_KEY_MAX], size_t *klen_r, uint32_t *hash_r);
 
+/* The length of the name @user without a final "@DOMAIN", when DOMAIN is
+ * one of the @n lower-case @domains (user_strip_domains) in any ASCII
+ * case, so that "alice@example.org" from one service and "alice" from
+ * another are one user. With @fold, blanks after the domain are ignored
+ * (user_fold drops them anyway). The last '@' counts; a name that would
+ * be left empty or blank, or with no domain listed, keeps its @len. */
+AG_API size_t ag_user_strip(bool fold, const char *user, size_t len, char *const *domains,
+			    size_t n);
+
 /* True if the name kept in user key @xkey (from ag_user_key(), the name as
  * a service passed it) is filed, with @fold, under the user key @ukey
  * (from ag_user_canon()). Without @fold: the keys are equal. A name of

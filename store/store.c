@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "record.h"
 #include "store.h"
 
@@ -23,10 +24,11 @@
 #define AG_MAP_INITIAL ((size_t)8 << 20)
 #define AG_MAX_READERS 1022
 
-/* The store's two files, in the order they are opened: lock.mdb first, so
- * a planted lock.mdb is refused before data.mdb is made. */
-enum { SF_LOCK, SF_DATA, SF_COUNT };
-static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb" };
+/* The store's files, in the order they are opened: lock.mdb first, so
+ * a planted lock.mdb is refused before data.mdb is made; then the counter
+ * file (counters.h), which only this code opens, by its descriptor. */
+enum { SF_LOCK, SF_DATA, SF_COUNTERS, SF_COUNT };
+static const char *const file_names[SF_COUNT] = { "lock.mdb", "data.mdb", AG_COUNTERS_NAME };
 
 struct ag_store {
 	struct ag_store *next; /* the process's cache: one handle per db_dir */
@@ -38,8 +40,10 @@ struct ag_store {
 	uint8_t secret[AG_SECRET_LEN];
 	int file_fd[SF_COUNT];  /* held while env is open (open_store_file()) */
 	struct stat file_id[SF_COUNT];
+	struct ag_counters *counters; /* the counter file, mapped; NULL: see counters_rc */
+	int counters_rc;              /* why there is none (AG_E*), or 0 */
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
-	_Atomic int64_t last_sync, last_reader_check;
+	_Atomic int64_t last_sync, last_reader_check; /* last_sync: without counters */
 };
 
 struct ag_txn {
@@ -54,18 +58,35 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static struct ag_store *cache;
 static pid_t cache_pid;
 
-/* LMDB's own words for the last error of this thread (for fault lines). */
-static __thread int last_mdb_rc;
+/* The last store error of this thread in words (for fault lines): LMDB's
+ * text, or which safety rule refused which path, or which system call
+ * failed on which path. Cleared when ag_store_get() starts. */
+static __thread char last_detail[1400];
 
 const char *ag_store_detail(void)
 {
-	return last_mdb_rc != 0 ? mdb_strerror(last_mdb_rc) : "";
+	return last_detail;
+}
+
+/* Refuse @path for breaking @rule (AG_EUNSAFE), saying so in the detail. */
+static int unsafe(const char *path, const char *rule)
+{
+	snprintf(last_detail, sizeof(last_detail), "%s: %s", path, rule);
+	return AG_EUNSAFE;
+}
+
+/* A system call @op failed on @path with @err: say so in the detail.
+ * Returns AG_EPERM for access errors, AG_EIO for the rest. */
+static int sys_fail(const char *op, const char *path, int err)
+{
+	snprintf(last_detail, sizeof(last_detail), "%s %s: %s", op, path, strerror(err));
+	return err == EACCES || err == EPERM || err == EROFS ? AG_EPERM : AG_EIO;
 }
 
 static int map_rc(int rc)
 {
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		last_mdb_rc = rc;
+		snprintf(last_detail, sizeof(last_detail), "%s", mdb_strerror(rc));
 	switch (rc) {
 	case 0: return 0;
 	case MDB_NOTFOUND: return AG_ENOTFOUND;
@@ -92,6 +113,8 @@ static void atfork_setup(void)
  * own in its place (SECURITY.md F8). @dir is absolute. */
 static int check_parents(const char *dir)
 {
+	static const char rule[] = "a parent of db_dir that everyone may write without the "
+				   "sticky bit (anyone could swap the store)";
 	char path[1100];
 	struct stat st;
 	size_t len = strlen(dir);
@@ -99,23 +122,25 @@ static int check_parents(const char *dir)
 	if (len >= sizeof(path))
 		return AG_EINVAL;
 	memcpy(path, dir, len + 1);
+	if (stat("/", &st) == 0 && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
+		return unsafe("/", rule);
 	for (char *slash = path; (slash = strchr(slash + 1, '/')) != NULL;) {
 		*slash = '\0';
 		int rc = stat(path, &st); /* "/a", then "/a/b", ...: every parent */
+		if (rc == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) != 0 &&
+		    (st.st_mode & S_ISVTX) == 0)
+			return unsafe(path, rule);
 		*slash = '/';
 		if (rc != 0)
 			return 0; /* missing: creating the store fails there */
-		if (S_ISDIR(st.st_mode) && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
-			return AG_EUNSAFE;
 	}
-	if (stat("/", &st) == 0 && (st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0)
-		return AG_EUNSAFE;
 	return 0;
 }
 
 /* The directory must be ours (or root's), a real directory, and not
  * writable by everyone: a planted symlink or a world-writable directory
- * would let another user swap the store. Creates it (0700) if missing. */
+ * would let another user swap the store. Creates it (0700) if missing.
+ * Every refusal names its rule and the path (ag_store_detail()). */
 static int check_dir(const char *dir)
 {
 	struct stat st;
@@ -125,23 +150,31 @@ static int check_dir(const char *dir)
 		return rc;
 	if (lstat(dir, &st) != 0) {
 		if (errno != ENOENT)
-			return errno == EACCES ? AG_EPERM : AG_EIO;
+			return sys_fail("lstat", dir, errno);
 		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-			return errno == EACCES ? AG_EPERM : AG_EIO;
+			return sys_fail("mkdir", dir, errno);
 		if (lstat(dir, &st) != 0)
-			return AG_EIO;
+			return sys_fail("lstat", dir, errno);
 	}
-	if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode))
-		return AG_EUNSAFE;
-	if (st.st_uid != geteuid() && st.st_uid != 0)
-		return AG_EUNSAFE;
+	if (S_ISLNK(st.st_mode))
+		return unsafe(dir, "db_dir is a symbolic link (it must be the directory itself)");
+	if (!S_ISDIR(st.st_mode))
+		return unsafe(dir, "db_dir is not a directory");
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		char rule[160];
+		snprintf(rule, sizeof(rule),
+			 "db_dir is owned by uid %lu, neither root nor this process's user (uid %lu)",
+			 (unsigned long)st.st_uid, (unsigned long)geteuid());
+		return unsafe(dir, rule);
+	}
 	if ((st.st_mode & S_IWOTH) != 0)
-		return AG_EUNSAFE;
+		return unsafe(dir, "db_dir is writable by others");
 	/* Root must not open a store whose entries others can replace:
 	 * LMDB opens data.mdb and lock.mdb by name and initialises lock.mdb
 	 * in place (the files themselves are checked by open_store_file()). */
 	if (geteuid() == 0 && (st.st_mode & S_IWGRP) != 0 && st.st_uid == 0)
-		return AG_EUNSAFE;
+		return unsafe(dir, "root opens no root-owned db_dir that its group may write "
+				   "(use mode 2750, SECURITY.md section 1)");
 	return 0;
 }
 
@@ -159,16 +192,25 @@ static int check_dir(const char *dir)
 static int open_store_file(const char *dir, const char *name, bool shared, struct stat *st_r)
 {
 	char path[1100];
+	const char *rule = NULL;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0660);
 	if (fd < 0)
-		return errno == ELOOP ? AG_EUNSAFE : map_rc(errno);
-	if (fstat(fd, st_r) != 0 || !S_ISREG(st_r->st_mode) || st_r->st_nlink != 1 ||
-	    (st_r->st_mode & S_IWOTH) != 0) {
+		return errno == ELOOP ? unsafe(path, "a store file is a symbolic link")
+				      : sys_fail("open", path, errno);
+	if (fstat(fd, st_r) != 0)
+		rule = "a store file cannot be examined (fstat failed)";
+	else if (!S_ISREG(st_r->st_mode))
+		rule = "a store file is not a regular file";
+	else if (st_r->st_nlink != 1)
+		rule = "a store file has more than one hard link";
+	else if ((st_r->st_mode & S_IWOTH) != 0)
+		rule = "a store file is writable by others";
+	if (rule != NULL) {
 		close(fd);
-		return AG_EUNSAFE;
+		return unsafe(path, rule);
 	}
 	if (shared && st_r->st_uid == geteuid() && (st_r->st_mode & 0060) != 0060)
 		(void)fchmod(fd, (st_r->st_mode & 0777) | 0060);
@@ -205,20 +247,22 @@ static int fds_on(const struct stat *id)
  * open on it before); without /proc, the name must still lead there. */
 static int same_files(struct ag_store *s, const char *dir, int lock_fds)
 {
+	static const char rule[] = "a store file was replaced while LMDB opened it";
 	char path[1100];
 	struct stat st;
 	int fd;
 
+	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_DATA]);
 	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
 	    st.st_dev != s->file_id[SF_DATA].st_dev || st.st_ino != s->file_id[SF_DATA].st_ino)
-		return AG_EUNSAFE;
+		return unsafe(path, rule);
+	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_LOCK]);
 	int now_fds = lock_fds >= 0 ? fds_on(&s->file_id[SF_LOCK]) : -1;
 	if (now_fds >= 0) /* (no second count, e.g. out of descriptors: by name) */
-		return now_fds == lock_fds + 1 ? 0 : AG_EUNSAFE;
-	snprintf(path, sizeof(path), "%s/%s", dir, file_names[SF_LOCK]);
+		return now_fds == lock_fds + 1 ? 0 : unsafe(path, rule);
 	if (lstat(path, &st) != 0 || st.st_dev != s->file_id[SF_LOCK].st_dev ||
 	    st.st_ino != s->file_id[SF_LOCK].st_ino)
-		return AG_EUNSAFE;
+		return unsafe(path, rule);
 	return 0;
 }
 
@@ -229,6 +273,7 @@ static void close_store(struct ag_store *s)
 	for (int i = 0; i < SF_COUNT; i++)
 		if (s->file_fd[i] >= 0)
 			close(s->file_fd[i]);
+	ag_counters_unmap(s->counters);
 	pthread_rwlock_destroy(&s->resize_lock);
 	free(s);
 }
@@ -326,11 +371,12 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	if (s == NULL)
 		return AG_ENOMEM;
 	snprintf(s->path, sizeof(s->path), "%s", dir);
-	s->file_fd[SF_LOCK] = s->file_fd[SF_DATA] = -1;
+	for (int i = 0; i < SF_COUNT; i++)
+		s->file_fd[i] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
-		rc = AG_EIO;
+		rc = sys_fail("stat", dir, errno);
 	if (rc == 0) {
 		s->dev = st.st_dev;
 		s->ino = st.st_ino;
@@ -338,11 +384,21 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	bool shared = (st.st_mode & (S_ISGID | S_IWGRP)) != 0;
 	for (int i = 0; i < SF_COUNT && rc == 0; i++) {
 		int fd = open_store_file(dir, file_names[i], shared, &s->file_id[i]);
-		if (fd < 0)
-			rc = fd;
-		else
+		if (fd >= 0)
 			s->file_fd[i] = fd;
+		else if (i == SF_COUNTERS && fd != AG_EUNSAFE)
+			s->counters_rc = fd; /* see below */
+		else
+			rc = fd;
 	}
+	/* The counter file is a saving, not a need: one this process may not
+	 * create (a directory shared as SECURITY.md says, set up before the
+	 * file existed) or of another layout leaves the counts in LMDB, as
+	 * before it (refusals then take the writer lock). A planted one
+	 * (a symlink, a second name, writable by all) refuses the store, like
+	 * a planted lock.mdb. */
+	if (rc == 0 && s->file_fd[SF_COUNTERS] >= 0)
+		s->counters_rc = ag_counters_map(s->file_fd[SF_COUNTERS], &s->counters);
 	if (rc == 0)
 		rc = map_rc(mdb_env_create(&s->env));
 	if (rc == 0)
@@ -377,8 +433,11 @@ int ag_store_get(const char *dir, struct ag_store **s_r)
 	int rc = 0;
 
 	*s_r = NULL;
-	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(s->path))
+	last_detail[0] = '\0';
+	if (dir == NULL || dir[0] != '/' || strlen(dir) >= sizeof(s->path)) {
+		snprintf(last_detail, sizeof(last_detail), "db_dir must be an absolute path");
 		return AG_EINVAL;
+	}
 	pthread_once(&atfork_once, atfork_setup);
 	pthread_mutex_lock(&cache_mu);
 	if (cache_pid != pid) {
@@ -421,6 +480,21 @@ void ag_store_forget_all(void)
 		close_store(s);
 	}
 	pthread_mutex_unlock(&cache_mu);
+}
+
+struct ag_counters *ag_store_counters(struct ag_store *s)
+{
+	return s->counters;
+}
+
+int ag_store_counters_error(struct ag_store *s)
+{
+	return s->counters_rc;
+}
+
+struct ag_store *ag_txn_store(struct ag_txn *t)
+{
+	return t->s;
 }
 
 const uint8_t *ag_store_secret(const struct ag_store *s)
@@ -619,15 +693,49 @@ int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t 
 	return scan(t, db, start, slen, NULL, 0, fn, ctx);
 }
 
+/* The flush itself: LMDB's data file (fdatasync), then the counter file. */
+static void flush(struct ag_store *s)
+{
+	(void)mdb_env_sync(s->env, 1);
+	if (s->counters != NULL)
+		ag_counters_sync(s->counters);
+}
+
+/* When the store was last flushed: host-wide in the counter file, so a
+ * flush by any process (authguard-admin flush --every, which keeps it from
+ * ever being due) counts for all; without one, this process's own. */
+static int64_t last_sync(struct ag_store *s)
+{
+	return s->counters != NULL ? ag_counters_last_sync(s) : atomic_load(&s->last_sync);
+}
+
+static bool sync_claim(struct ag_store *s, int64_t seen, int64_t now)
+{
+	if (s->counters != NULL)
+		return ag_counters_sync_claim(s, seen, now);
+	return atomic_compare_exchange_strong(&s->last_sync, &seen, now);
+}
+
 void ag_store_maybe_sync(struct ag_store *s)
 {
-	int64_t now = ag_now_ms(), last = s->last_sync;
+	int64_t now = ag_now_ms(), last = last_sync(s);
 
-	if (now - last < 1000 && now >= last)
+	if (now - last < AG_SYNC_MS && now >= last)
 		return;
-	if (!atomic_compare_exchange_strong(&s->last_sync, &last, now))
-		return;
-	(void)mdb_env_sync(s->env, 1);
+	if (!sync_claim(s, last, now))
+		return; /* another thread or process is at it */
+	flush(s);
+}
+
+void ag_store_sync(struct ag_store *s)
+{
+	int64_t now = ag_now_ms(), last = last_sync(s);
+
+	/* claimed first, so that no attempt starts a flush of its own while
+	 * this one runs (it may take a while on a busy disk) */
+	while (!sync_claim(s, last, now))
+		last = last_sync(s);
+	flush(s);
 }
 
 int ag_store_info(struct ag_store *s, struct ag_store_info *info)
@@ -646,6 +754,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->map_size = ei.me_mapsize;
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
+	info->last_txnid = ei.me_last_txnid;
 	info->max_readers = ei.me_maxreaders;
 	if (fstat(s->file_fd[SF_DATA], &fst) == 0)
 		info->file_bytes = (uint64_t)fst.st_size;

@@ -5,8 +5,8 @@
  * One environment in db_dir serves every process on the host. Each process
  * keeps one open handle per directory, reopened when getpid() changes (an
  * LMDB environment must never be used across fork()). Commits are not
- * fsync'ed one by one (MDB_NOSYNC); the store is flushed at most once a
- * second by whichever process writes, so a power loss can cost the last
+ * fsync'ed one by one (MDB_NOSYNC); the store is flushed about once a
+ * second host-wide (ag_store_maybe_sync), so a power loss can cost the last
  * second of counts while a crashed process costs nothing. See README.
  */
 #ifndef AG_STORE_H
@@ -84,8 +84,18 @@ AG_API int ag_store_grow(struct ag_store *s, int64_t max_bytes);
  * map size. Opens a short read transaction. */
 AG_API int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r);
 
-/* Flush to disk if the last flush by this process was over a second ago. */
+/* The durability bound: a power loss or an OS crash loses at most about
+ * this much of what was committed (see README, "Durability"). */
+#define AG_SYNC_MS 1000
+
+/* After a commit: flush to disk if no process on the host has flushed the
+ * store for AG_SYNC_MS. With authguard-admin flush --every running (it
+ * flushes twice as often), this never flushes: no attempt waits for the
+ * disk. */
 AG_API void ag_store_maybe_sync(struct ag_store *s);
+
+/* Flush now (data.mdb and the counter file), for the syncer. */
+AG_API void ag_store_sync(struct ag_store *s);
 
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;
@@ -93,6 +103,7 @@ struct ag_store_info {
 	unsigned readers, max_readers;
 	uint32_t schema;
 	char path[1024];
+	uint64_t last_txnid; /* of the last committed write transaction */
 };
 /* Sizes and counts, for authguard-admin status. */
 AG_API int ag_store_info(struct ag_store *s, struct ag_store_info *info_r);

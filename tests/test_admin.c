@@ -13,7 +13,10 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <security/pam_appl.h>
 
@@ -28,7 +31,7 @@ static const char *admin;
  * stdout to @out, stderr to @err. Returns its exit status. */
 static int run(const char *a0, ...)
 {
-	const char *argv[16];
+	const char *argv[24];
 	char conf[400];
 	int n = 0;
 	va_list ap;
@@ -38,7 +41,7 @@ static int run(const char *a0, ...)
 	argv[n++] = "-c";
 	argv[n++] = conf;
 	va_start(ap, a0);
-	for (const char *a = a0; a != NULL && n < 15; a = va_arg(ap, const char *))
+	for (const char *a = a0; a != NULL && n < 23; a = va_arg(ap, const char *))
 		argv[n++] = a;
 	va_end(ap);
 	argv[n] = NULL;
@@ -299,11 +302,219 @@ static void test_bad_arguments(void **state)
 	assert_int_equal(run("allow", "add", NULL), 1);
 	assert_int_equal(run("export", "pf", NULL), 1);
 	assert_int_equal(run("-d", "relative/db", "status", NULL), 1);
-	/* the tool never creates a store (the service's module does) */
-	assert_int_equal(run("-d", "/tmp/authguard-no-such-store", "status", NULL), 3);
-	assert_int_equal(has(err, "no store at /tmp/authguard-no-such-store"), 1);
-	assert_int_equal(access("/tmp/authguard-no-such-store", F_OK), -1);
+	/* a store that cannot be made names the system call and the path */
 	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "ban", "192.0.2.1", NULL), 3);
+	assert_int_equal(has(err, "mkdir /proc/authguard-cannot-exist/db: No such file or directory"), 1);
+}
+
+/* Before the first login there is no store: reading commands answer for
+ * an empty one (a firewall export timer works on a new server) and make
+ * nothing; writing commands make it as the module would. */
+static void test_no_store_yet(void **state)
+{
+	const char *db = dbdir;
+	char path[500];
+	struct stat st;
+	mode_t mask = umask(0);
+
+	(void)state;
+	umask(mask);
+	use_conf("deny = 198.51.100.0/24\n");
+	assert_int_equal(run("export", "nft", NULL), 0);
+	assert_int_equal(has(err, "no store yet at"), 1);
+	/* the config's deny list still goes out, and nothing else */
+	assert_int_equal(has(out, "add element inet authguard authguard4 { 198.51.100.0/24 }"), 1);
+	assert_int_equal(has(out, "add element inet authguard authguard6"), 0);
+	assert_int_equal(run("export", "plain", NULL), 0);
+	assert_int_equal(run("list", "bans", NULL), 0);
+	assert_int_equal(has(out, "no active bans"), 1);
+	assert_int_equal(run("list", "users", "--json", NULL), 0);
+	assert_int_equal(has(out, "[]"), 1);
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_attempts_total 0"), 1);
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "no store yet"), 1);
+	assert_int_equal(run("deny", "list", NULL), 0);
+	assert_int_equal(run("gc", NULL), 0);
+	assert_int_equal(has(out, "dropped 0 expired records"), 1);
+	assert_int_equal(run("flush", NULL), 0); /* nothing to flush: none is made for it */
+	assert_int_equal(run("stats", NULL), 0);
+	assert_int_equal(has(out, "refused_unattributed_total"), 1);
+	/* nothing to undo: not found, and still no store */
+	assert_int_equal(run("unban", "192.0.2.1", NULL), 2);
+	assert_int_equal(run("unlock", "alice", NULL), 2);
+	assert_int_equal(run("forget", "alice", NULL), 2);
+	assert_int_equal(run("show", "alice", NULL), 2);
+	/* the config's lists still show */
+	assert_int_equal(run("show", "198.51.100.7", NULL), 0);
+	assert_int_equal(has(out, "config:deny"), 1);
+	assert_int_equal(access(db, F_OK), -1);
+	snprintf(path, sizeof(path), "%s/data.mdb", db);
+	/* a ban makes the store, as the module would: 0700, files within */
+	assert_int_equal(run("ban", "192.0.2.44", NULL), 0);
+	assert_int_equal(has(err, "created a new store at"), 1);
+	assert_int_equal(stat(db, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700 & ~mask);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0660 & ~mask);
+	assert_int_equal(run("export", "plain", NULL), 0);
+	assert_int_equal(has(out, "192.0.2.44"), 1);
+	assert_int_equal(has(err, "no store yet"), 0);
+	tu_rmrf(db);
+	assert_int_equal(run("allow", "add", "192.0.2.0/24", NULL), 0);
+	assert_int_equal(run("allow", "list", NULL), 0);
+	assert_int_equal(has(out, "192.0.2.0/24"), 1);
+	tu_rmrf(db);
+}
+
+/* "unsafe path or ownership" says which rule and which path. */
+static void test_unsafe_store_named(void **state)
+{
+	const char *dir = dbdir;
+	char conf[600];
+
+	(void)state;
+	use_conf("");
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(run("status", NULL), 3);
+	assert_int_equal(has(err, "unsafe path or ownership"), 1);
+	snprintf(conf, sizeof(conf), "%s: db_dir is writable by others", dir);
+	assert_int_equal(has(err, conf), 1);
+	tu_rmrf(dir);
+}
+
+/* Refusals are counted without an LMDB write (the counter file beside the
+ * store): show, list and stats still show them. And the flush that keeps
+ * a login from waiting for the disk: sync once, or as a service until
+ * SIGTERM. */
+static void test_refusals_shown_and_sync(void **state)
+{
+	char want[64];
+
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 0\n");
+	fail_n(3, "carl", "203.0.113.60");
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(login("carl", "carl-pw", "203.0.113.60"), PAM_AUTH_ERR);
+	assert_int_equal(run("show", "203.0.113.60", NULL), 0);
+	assert_int_equal(has(out, "  refused:    4"), 1);
+	assert_int_equal(run("list", "sources", "--json", NULL), 0);
+	assert_int_equal(has(out, "\"n_refused\": 4"), 1);
+	assert_int_equal(run("stats", NULL), 0);
+	snprintf(want, sizeof(want), "%-28s %d", "refused_total", 4);
+	assert_int_equal(has(out, want), 1);
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "/counters.ag (refusals not in any record's count: 0)"), 1);
+	assert_int_equal(run("flush", NULL), 0);
+	assert_int_equal(run("flush", "--every", "2s", NULL), 1);
+	assert_int_equal(run("flush", "now", NULL), 1);
+
+	char conf[400];
+	snprintf(conf, sizeof(conf), "%s/authguard.conf", workdir);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int o = open("/dev/null", O_WRONLY);
+		if (o < 0 || dup2(o, 1) < 0)
+			_exit(126);
+		unsetenv("LD_PRELOAD");
+		unsetenv("PAM_WRAPPER");
+		execl(admin, admin, "-c", conf, "flush", "--every", "50ms", (char *)NULL);
+		_exit(127);
+	}
+	/* logins go on while it runs */
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.61"), PAM_SUCCESS);
+	/* SIGTERM once it waits for it (blocked: taken by sigtimedwait), at
+	 * most 10 s from now */
+	bool waiting = false;
+	for (int i = 0; i < 1000 && !waiting; i++) {
+		char path[64], line[128];
+		unsigned long long mask = 0;
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+		FILE *fs = fopen(path, "r");
+		while (fs != NULL && fgets(line, sizeof(line), fs) != NULL)
+			if (sscanf(line, "SigBlk: %llx", &mask) == 1)
+				waiting = (mask >> (SIGTERM - 1)) & 1;
+		if (fs != NULL)
+			fclose(fs);
+		if (!waiting)
+			usleep(10000);
+	}
+	assert_true(waiting);
+	assert_int_equal(kill(pid, SIGTERM), 0);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static int out_is(const char *want)
+{
+	char buf[400] = "";
+	FILE *f = fopen(out, "r");
+
+	if (f == NULL)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if (strcmp(buf, want) != 0)
+		print_error("stdout '%s', want '%s'\n", buf, want);
+	return strcmp(buf, want) == 0;
+}
+
+#define ATT(rhost) "--service", "imap", "--user", "alice", "--rhost", rhost
+
+/* check and record: the same guard as the module's, for scripts and
+ * servers with a hook of their own. A ban made through record refuses
+ * through PAM, and one made through PAM refuses through check. */
+static void test_check_and_record(void **state)
+{
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 0\ntarpit_free = 1\n"
+		 "tarpit_base = 100ms\ntarpit_max = 1s\n");
+	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 0);
+	assert_true(out_is("allow\n"));
+	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", NULL), 0);
+	assert_true(out_is(""));
+	/* past tarpit_free: the caller is told to wait (nothing slept here) */
+	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 5);
+	assert_true(out_is("delay 100\n"));
+	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", "--delay", "100",
+			     NULL), 0);
+	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=fail action=tarpit reason=score delay_ms=100 "), 1);
+	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", NULL), 0);
+	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=fail action=allow delay_ms=0 src_score=3.0 user_score=3.0 user_state=ok familiar=no event=ban "), 1);
+	/* banned: refused by check, and through PAM with the right password */
+	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 6);
+	assert_true(out_is("refuse banned\n"));
+	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=unchecked action=refuse reason=banned"), 1);
+	assert_int_equal(login("alice", "alice-pw", "203.0.113.20"), PAM_AUTH_ERR);
+	/* a ban made through PAM refuses through check */
+	fail_n(3, "bob", "203.0.113.21");
+	assert_int_equal(run("check", "--service", "x", "--user", "carol", "--rhost", "203.0.113.21",
+			     NULL), 6);
+	assert_true(out_is("refuse banned\n"));
+	/* a recorded success makes the place familiar */
+	assert_int_equal(run("record", ATT("198.51.100.30"), "--result", "success", NULL), 0);
+	assert_int_equal(has(logpath, "rhost=198.51.100.30 result=success action=allow"), 1);
+	assert_int_equal(run("show", "--user", "alice", NULL), 0);
+	assert_int_equal(has(out, "198.51.100.30"), 1);
+	/* no user, no address: the source or user rules alone */
+	assert_int_equal(run("check", "--service", "x", "--user", "", "--rhost", "", NULL), 0);
+	assert_true(out_is("allow\n"));
+	/* usage */
+	assert_int_equal(run("check", "--user", "alice", NULL), 1);
+	assert_int_equal(run("check", ATT("192.0.2.1"), "--result", "failure", NULL), 1);
+	assert_int_equal(run("record", ATT("192.0.2.1"), NULL), 1);
+	assert_int_equal(run("record", ATT("192.0.2.1"), "--result", "maybe", NULL), 1);
+	assert_int_equal(run("record", ATT("192.0.2.1"), "--result", "failure", "--delay", "x", NULL), 1);
+	assert_int_equal(run("check", ATT("192.0.2.1"), "--service", "y", NULL), 1);
+	assert_int_equal(run("check", "--service", NULL), 1);
+	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "record", ATT("192.0.2.1"),
+			     "--result", "failure", NULL), 3);
 }
 
 int main(int argc, char **argv)
@@ -339,6 +550,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_user_fold_pairs_of_every_spelling),
 		cmocka_unit_test(test_config_commands),
 		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_no_store_yet),
+		cmocka_unit_test(test_unsafe_store_named),
+		cmocka_unit_test(test_refusals_shown_and_sync),
+		cmocka_unit_test(test_check_and_record),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0)

@@ -35,8 +35,10 @@ static const char *const all_keys[] = {
 	"db_dir", "db_max_size", "mode", "fail_open", "log", "decay_half_life", "tarpit_free",
 	"tarpit_base", "tarpit_max", "tarpit_slots", "ip_ban_after", "ip_ban_time",
 	"ip_ban_max", "net_ban_after", "ipv4_prefix", "ipv6_prefix", "spray_users",
-	"user_lock_after", "user_lock_time", "familiar_ttl", "user_fold", "trusted", "proxies",
-	"deny",
+	"user_lock_after", "user_lock_time", "familiar_ttl", "user_fold", "user_strip_domains",
+	"trusted", "proxies", "deny",
+	/* authguard-watch */
+	"watch_source", "watch_rules", "watch_rule", "watch_max_age",
 	/* authguard-policyd */
 	"policyd_listen", "policyd_allow_remote", "policyd_api_key_file", "policyd_threads",
 	"policyd_max_connections", "policyd_max_request", "policyd_timeout",
@@ -317,6 +319,11 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->trusted.n, 0);
 	assert_int_equal(c->proxies.n, 0);
 	assert_int_equal(c->deny.n, 0);
+	/* authguard-watch */
+	assert_int_equal(c->watch_source.n, 0);
+	assert_string_equal(c->watch_rules, "cyrus");
+	assert_int_equal(c->watch_rule.n, 0);
+	assert_true(c->watch_max_age == HOUR);
 	for (size_t i = 0; i < AG_ARRAY_LEN(c->set_line); i++)
 		assert_int_equal(c->set_line[i], 0);
 	assert_string_equal(AG_DEFAULT_CONF, SYSCONFDIR "/security/authguard.conf");
@@ -564,6 +571,20 @@ static const struct set_case set_cases[] = {
 	{ "db_max_size", "99999999999999999999G", AG_ECONF, "128M" },
 	{ "user_fold", "no", 0, "no" },
 	{ "user_fold", "sometimes", AG_ECONF, "yes" },
+	/* mail domains: lowered, without '@', commas and/or blanks */
+	{ "user_strip_domains", "example.org", 0, "example.org" },
+	{ "user_strip_domains", "@Example.ORG, mail-1.example.net\tx_y.test", 0,
+	  "example.org, mail-1.example.net, x_y.test" },
+	{ "user_strip_domains", "", 0, "" },
+	{ "user_strip_domains", " , ", 0, "" },
+	{ "user_strip_domains", "example.org, bad/domain", AG_ECONF, "" },
+	{ "user_strip_domains", "@", AG_ECONF, "" },
+	{ "user_strip_domains", "alice@example.org", AG_ECONF, "" },
+	{ "user_strip_domains", ".example.org", AG_ECONF, "" },
+	{ "user_strip_domains", "example.org.", AG_ECONF, "" },
+	{ "user_strip_domains", "example..org", AG_ECONF, "" },
+	{ "user_strip_domains", "ex\xc3\xa4mple.org", AG_ECONF, "" },
+	{ "user_strip_domains", "example.org # a comment", AG_ECONF, "" },
 	/* counts with their ranges */
 	{ "ipv4_prefix", "7", AG_ECONF, "24" },
 	{ "ipv4_prefix", "8", 0, "8" },
@@ -613,6 +634,15 @@ static const struct set_case set_cases[] = {
 	{ "trusted", "192.0.2.1:25", AG_ECONF, "" },
 	{ "deny", "192.0.2.0 / 24", AG_ECONF, "" },
 	{ "proxies", "192.0.2.1\n198.51.100.1", AG_ECONF, "" },
+	/* authguard-watch: strings verbatim ('#' is no comment), durations */
+	{ "watch_source", "file:/var/log/mail.log", 0, "file:/var/log/mail.log" },
+	{ "watch_rules", "cyrus, domino", 0, "cyrus, domino" },
+	{ "watch_rules", "", 0, "" },
+	{ "watch_rule", "gw gatewayd result ^user=(?<user>\\S+) #x", 0,
+	  "gw gatewayd result ^user=(?<user>\\S+) #x" },
+	{ "watch_max_age", "0", 0, "0s" },
+	{ "watch_max_age", "30m", 0, "30m" },
+	{ "watch_max_age", "366d", AG_ECONF, "1h" },
 	/* keys */
 	{ "nope", "1", AG_ECONF, NULL },
 	{ "", "1", AG_ECONF, NULL },
@@ -885,6 +915,27 @@ static void test_conf_set_list(void **state)
 	/* an empty value empties the list */
 	assert_int_equal(ag_conf_set(&f->c, "trusted", "", err, sizeof(err)), 0);
 	assert_int_equal(f->c.trusted.n, 0);
+}
+
+/* user_strip_domains in a file: lines add up, a bad line adds nothing
+ * (and is reported), a '#' after the domains is a comment; copies are deep. */
+static void test_strip_domains_lines(void **state)
+{
+	struct fx *f = *state;
+	static const char text[] = "user_strip_domains = example.org\n"
+				   "user_strip_domains = Example.NET, bad/one\n"
+				   "user_strip_domains = @mail.test # the submission domain\n";
+	struct ag_conf copy;
+
+	write_file(f->path, text, strlen(text));
+	assert_int_equal(ag_conf_load(&f->c, f->path, capture, &f->cap), 1);
+	assert_int_equal(f->cap.n, 1);
+	assert_non_null(strstr(f->cap.msg[0], ":2: user_strip_domains: 'bad/one' is not a mail domain"));
+	assert_dump_value(&f->c, "user_strip_domains", "example.org, mail.test");
+	assert_int_equal(ag_conf_copy(&copy, &f->c), 0);
+	assert_true(copy.user_strip_domains.v != f->c.user_strip_domains.v);
+	assert_string_equal(copy.user_strip_domains.v[1], "mail.test");
+	ag_conf_free(&copy);
 }
 
 /* ---- ag_conf_load --------------------------------------------------------- */
@@ -1702,6 +1753,7 @@ int main(void)
 		cmocka_unit_test(test_conf_set_bool),
 		cmocka_unit_test_setup_teardown(test_conf_set_log, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conf_set_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_strip_domains_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_good, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_policyd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),

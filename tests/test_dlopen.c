@@ -71,10 +71,12 @@ static void test_no_other_function_exported(void **state)
 	assert_int_equal(exported_functions(getenv("AG_TEST_MODULE"), pam), 3);
 }
 
-/* The SASL plugin loads and exports its two entry points only. */
+/* The SASL plugin loads and exports its three entry points only (the
+ * client one offers the stock client mechanisms, for SASL_PATH). */
 static void test_sasl_plugin_exports(void **state)
 {
-	static const char *const sasl[] = { "sasl_server_plug_init", "sasl_canonuser_init", NULL };
+	static const char *const sasl[] = { "sasl_server_plug_init", "sasl_canonuser_init",
+					    "sasl_client_plug_init", NULL };
 	const char *path = getenv("AG_TEST_SASL_PLUGIN");
 
 	(void)state;
@@ -84,9 +86,10 @@ static void test_sasl_plugin_exports(void **state)
 		fail_msg("dlopen(%s): %s", path, dlerror());
 	assert_non_null(dlsym(h, "sasl_server_plug_init"));
 	assert_non_null(dlsym(h, "sasl_canonuser_init"));
+	assert_non_null(dlsym(h, "sasl_client_plug_init"));
 	assert_null(dlsym(h, "ag_guard_check"));
 	dlclose(h);
-	assert_int_equal(exported_functions(path, sasl), 2);
+	assert_int_equal(exported_functions(path, sasl), 3);
 }
 
 int main(void)

@@ -36,6 +36,7 @@ struct fx {
 	int evict_lines; /* fault lines about eviction */
 	int unguarded;   /* fault lines saying attempts went on unguarded */
 	int mem_lines;   /* eviction lines saying repeat-ban memory went */
+	int logfile_lines; /* fault lines saying the log file cannot be written */
 };
 
 static void sink(void *ctx, enum ag_level lvl, const char *msg)
@@ -49,6 +50,9 @@ static void sink(void *ctx, enum ag_level lvl, const char *msg)
 		f->unguarded++;
 	if (lvl >= AG_LVL_WARN && strstr(msg, "REPEAT-BAN MEMORY TOO") != NULL)
 		f->mem_lines++;
+	if (lvl == AG_LVL_ERR && strstr(msg, "authguard fault: log file ") != NULL &&
+	    strstr(msg, ": cannot write: Permission denied") != NULL)
+		f->logfile_lines++;
 }
 
 static int setup(void **state)
@@ -344,7 +348,8 @@ static void test_damaged_store_file(void **state)
 }
 
 /* A store the service's user may not open: fail_open decides, the
- * fault is logged, nothing crashes. */
+ * fault is logged, nothing crashes. Its log file (root's, 0640) cannot
+ * be written either: that is a fault line of its own, once. */
 static void test_store_not_permitted(void **state)
 {
 	struct fx *f = *state;
@@ -358,7 +363,8 @@ static void test_store_not_permitted(void **state)
 		if (setgid(65534) != 0 || setuid(65534) != 0)
 			_exit(4); /* not root: nothing to test */
 		f->c.fail_open = 1;
-		if (attempt(f, "u", "192.0.2.1", true) != AG_PROCEED || f->faults != 1)
+		if (attempt(f, "u", "192.0.2.1", true) != AG_PROCEED || f->faults != 2 ||
+		    f->logfile_lines != 1)
 			_exit(2);
 		f->c.fail_open = 0;
 		if (attempt(f, "u", "192.0.2.1", true) != AG_REFUSE)

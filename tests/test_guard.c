@@ -12,6 +12,8 @@
 #include <errno.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -178,22 +180,30 @@ static void fill_store(struct fx *f)
 	unsigned k = 0;
 
 	assert_int_equal(ag_store_get(f->c.db_dir, &st), 0);
-	for (size_t len = sizeof(junk); len >= 16; len /= 4) {
-		for (;;) {
-			struct ag_txn *t;
-			char key[32];
-			int rc = ag_txn_begin(st, true, &t);
-			assert_int_equal(rc, 0);
-			snprintf(key, sizeof(key), "junk%u", k++);
-			rc = ag_txn_put(t, AG_DB_META, key, strlen(key), junk, len);
-			if (rc == 0)
-				rc = ag_txn_commit(t);
-			else
-				ag_txn_abort(t);
-			if (rc != 0)
-				break;
+	/* the meta database, then the tarpit's own (with slots long expired,
+	 * which the next taker must delete): no write there fits any more */
+	for (int db = 0; db < 2; db++)
+		for (size_t len = sizeof(junk); len >= 1; len /= 4) {
+			for (;;) {
+				struct ag_txn *t;
+				uint8_t key[32] = { 0 };
+				int rc = ag_txn_begin(st, true, &t);
+				assert_int_equal(rc, 0);
+				size_t klen = 16;
+				if (db == 0)
+					klen = (size_t)snprintf((char *)key, sizeof(key), "junk%u", k);
+				else
+					memcpy(key + 8, &k, sizeof(k));
+				k++;
+				rc = ag_txn_put(t, db == 0 ? AG_DB_META : AG_DB_SLOT, key, klen, junk, len);
+				if (rc == 0)
+					rc = ag_txn_commit(t);
+				else
+					ag_txn_abort(t);
+				if (rc != 0)
+					break;
+			}
 		}
-	}
 }
 
 /* The read-only pass says "tarpit", but the write that takes the slot
@@ -268,10 +278,28 @@ static void test_fault_fail_open_and_closed(void **state)
 	assert_true(f->nerr >= 1);
 	assert_non_null(strstr(f->errors[0], "authguard fault"));
 	assert_non_null(strstr(f->errors[0], "fail_open=yes"));
+	/* the cause, not just a code: the system call and the path */
+	char want[AG_PATH_MAX + 128];
+	snprintf(want, sizeof(want), "lstat %s: Not a directory", f->c.db_dir);
+	if (strstr(f->errors[0], want) == NULL)
+		fail_msg("fault '%s' lacks '%s'", f->errors[0], want);
 	assert_int_equal(lines(f, "reason=fault", "user=\"bob\""), 1);
 	f->c.fail_open = 0;
 	assert_int_equal(try(f, "bob", "192.0.2.1", true, NULL), AG_REFUSE);
 	assert_int_equal(lines(f, "action=refuse reason=fault", "result=unchecked"), 1);
+	/* an unsafe directory: the rule it breaks and the path */
+	snprintf(f->c.db_dir, sizeof(f->c.db_dir), "%s/open", f->dir);
+	assert_int_equal(mkdir(f->c.db_dir, 0700), 0);
+	assert_int_equal(chmod(f->c.db_dir, 0777), 0);
+	f->c.fail_open = 1;
+	f->nerr = 0;
+	fake_ms += 61000; /* past the once-a-minute limit of fault lines */
+	assert_int_equal(try(f, "bob", "192.0.2.1", false, NULL), AG_PROCEED);
+	assert_true(f->nerr >= 1);
+	snprintf(want, sizeof(want), "refused: unsafe path or ownership: %s: db_dir is writable by others",
+		 f->c.db_dir);
+	if (strstr(f->errors[0], want) == NULL)
+		fail_msg("fault '%s' lacks '%s'", f->errors[0], want);
 }
 
 static void test_damaged_record_is_reset(void **state)
@@ -358,13 +386,10 @@ static void test_log_only(void **state)
 	/* each attempt counted once; nothing counted as refused or tarpitted */
 	struct ag_store *s;
 	struct ag_txn *t;
-	const void *val;
-	size_t vlen;
 	struct ag_stats st;
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_txn_begin(s, false, &t), 0);
-	assert_int_equal(ag_txn_get(t, AG_DB_META, "stats", 5, &val, &vlen), 0);
-	assert_int_equal(ag_rec_decode(AG_REC_STATS, val, vlen, &st), 0);
+	assert_int_equal(ag_admin_stats(t, &st), 0); /* the record and the counter file */
 	ag_txn_abort(t);
 	assert_int_equal(st.attempts, 9);
 	assert_int_equal(st.refused, 0);
@@ -954,8 +979,6 @@ static void test_threads(void **state)
 	pthread_t th[4];
 	struct ag_store *s;
 	struct ag_txn *txn;
-	const void *val;
-	size_t vlen;
 	struct ag_stats st;
 
 	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = f->c.user_lock_after = 0;
@@ -971,11 +994,197 @@ static void test_threads(void **state)
 	}
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_txn_begin(s, false, &txn), 0);
-	assert_int_equal(ag_txn_get(txn, AG_DB_META, "stats", 5, &val, &vlen), 0);
-	assert_int_equal(ag_rec_decode(AG_REC_STATS, val, vlen, &st), 0);
+	assert_int_equal(ag_admin_stats(txn, &st), 0); /* the record and the counter file */
 	ag_txn_abort(txn);
 	assert_int_equal(st.attempts, 2000);
 	assert_int_equal(st.failures + st.successes, 2000);
+}
+
+/* The LMDB transaction id after the last commit. */
+static uint64_t last_txnid(struct fx *f)
+{
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	return info.last_txnid;
+}
+
+/* The refusals and last_seen authguard-admin shows for a host and a user. */
+static void shown(struct fx *f, const char *addr, const char *user, uint64_t *n_src,
+		  uint64_t *n_user, int64_t *seen_src)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_addr a;
+	struct ag_src_rec r;
+	struct ag_user_rec u;
+	uint8_t k[AG_USER_KEY_MAX];
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	size_t kl = ag_admin_user_key(s, &f->c, user, k);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_get_src(t, &a, &r), 0);
+	assert_int_equal(ag_admin_get_user(t, k, kl, &u), 0);
+	ag_txn_abort(t);
+	*n_src = r.n_refused;
+	*n_user = u.n_refused;
+	if (seen_src != NULL)
+		*seen_src = r.last_seen;
+}
+
+static uint64_t refused_total(struct fx *f)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_stats st;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_stats(t, &st), 0);
+	ag_txn_abort(t);
+	return st.refused;
+}
+
+/* Issue 15: a refusal by the read-only pass writes nothing to LMDB (the
+ * transaction id stays), yet every count authguard-admin shows moves:
+ * the host's and the user's n_refused, the host's last_seen, the
+ * host-wide refused; and the ban holds on the very next attempt. */
+static void test_refusal_writes_nothing(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.ip_ban_after = 3;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 3; i++)
+		try(f, "oscar", "203.0.113.77", false, "guess");
+	uint64_t txn = last_txnid(f), n_src, n_user, before = refused_total(f);
+	int64_t seen;
+	fake_ms += 5000;
+	for (int i = 0; i < 7; i++)
+		assert_int_equal(try(f, "oscar", "203.0.113.77", true, NULL), AG_REFUSE);
+	assert_int_equal(last_txnid(f), txn);
+	shown(f, "203.0.113.77", "oscar", &n_src, &n_user, &seen);
+	assert_int_equal(n_src, 7);
+	assert_int_equal(n_user, 7);
+	assert_int_equal(seen, fake_ms - 10); /* the last refusal (try() moves the clock after it) */
+	assert_int_equal(refused_total(f), before + 7);
+	assert_int_equal(lines(f, "result=unchecked action=refuse", "reason=banned"), 7);
+	/* a tarpit verdict still takes its slot: that is a write */
+	try(f, "pat", "198.51.100.99", false, "x");
+	txn = last_txnid(f);
+	f->c.tarpit_base = 1;
+	f->c.tarpit_free = 0;
+	struct ag_attempt a = att("pat", "198.51.100.99");
+	struct ag_sink sk = { sink, f };
+	struct ag_ticket t;
+	assert_int_equal(ag_guard_check_ex(&f->c, &sk, &a, AG_CHECK_NOSLEEP, &t), AG_PROCEED);
+	assert_int_equal(t.action, AG_ACT_TARPIT);
+	assert_true(last_txnid(f) > txn);
+}
+
+/* The counts are in the shared file the moment they are made: a process
+ * killed right after its refusals loses none of them. */
+static void test_refusal_counts_survive_kill(void **state)
+{
+	struct fx *f = *state;
+	uint64_t n_src, n_user;
+	int st;
+
+	f->c.ip_ban_after = 2;
+	f->c.user_lock_after = 0;
+	f->c.log_kind = AG_LOG_NONE;
+	for (int i = 0; i < 2; i++)
+		try(f, "quinn", "192.0.2.201", false, "guess");
+	uint64_t before = refused_total(f);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* a new process opens the store anew (ag_store_get after fork) */
+		for (int i = 0; i < 25; i++)
+			if (try(f, "quinn", "192.0.2.201", true, NULL) != AG_REFUSE)
+				_exit(1);
+		raise(SIGKILL);
+		_exit(2);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	shown(f, "192.0.2.201", "quinn", &n_src, &n_user, NULL);
+	assert_int_equal(n_src, 25);
+	assert_int_equal(n_user, 25);
+	assert_int_equal(refused_total(f), before + 25);
+}
+
+/* A record the clean-up drops takes its refusal counts with it: a new
+ * record for the same source starts from nothing, as it always did. */
+static void test_dropped_record_forgets_refusals(void **state)
+{
+	struct fx *f = *state;
+	uint64_t n_src, n_user;
+
+	f->c.ip_ban_after = 2;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 2; i++)
+		try(f, "rita", "192.0.2.202", false, "guess");
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(try(f, "rita", "192.0.2.202", true, NULL), AG_REFUSE);
+	shown(f, "192.0.2.202", "rita", &n_src, &n_user, NULL);
+	assert_int_equal(n_src, 4);
+	fake_ms += f->c.ip_ban_max + 30LL * 86400000; /* everything decayed and forgotten */
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 2);
+	try(f, "rita", "192.0.2.202", false, "guess");
+	shown(f, "192.0.2.202", "rita", &n_src, &n_user, NULL);
+	assert_int_equal(n_src, 0);
+	assert_int_equal(n_user, 0);
+}
+
+/* log = none: the attempt line is not even formatted (nothing reaches
+ * the sink, and no line is written anywhere). */
+static void test_log_none_formats_nothing(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.log_kind = AG_LOG_NONE;
+	f->c.ip_ban_after = 1;
+	f->c.user_lock_after = 0;
+	try(f, "sam", "192.0.2.203", false, "guess");
+	assert_int_equal(try(f, "sam", "192.0.2.203", true, NULL), AG_REFUSE);
+	assert_int_equal(f->nerr, 0);
+	const char *any[] = { "time=", NULL };
+	assert_int_equal(tu_count_lines(f->log, any), 0);
+}
+
+/* A counter file this process cannot use (here: another layout) leaves
+ * the counting to LMDB, as before the file existed: refusals are counted
+ * in a write transaction, and nothing is lost or let through. */
+static void test_refusals_without_counter_file(void **state)
+{
+	struct fx *f = *state;
+	char p[1100], junk[4096];
+	uint64_t n_src, n_user;
+
+	assert_int_equal(mkdir(f->c.db_dir, 0700), 0);
+	snprintf(p, sizeof(p), "%s/counters.ag", f->c.db_dir);
+	FILE *fp = fopen(p, "w");
+	assert_non_null(fp);
+	memset(junk, 'x', sizeof(junk));
+	assert_int_equal(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+	fclose(fp);
+	f->c.ip_ban_after = 2;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 2; i++)
+		try(f, "tess", "192.0.2.204", false, "guess");
+	uint64_t txn = last_txnid(f), before = refused_total(f);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(try(f, "tess", "192.0.2.204", true, NULL), AG_REFUSE);
+	assert_true(last_txnid(f) > txn);
+	shown(f, "192.0.2.204", "tess", &n_src, &n_user, NULL);
+	assert_int_equal(n_src, 3);
+	assert_int_equal(n_user, 3);
+	assert_int_equal(refused_total(f), before + 3);
 }
 
 int main(void)
@@ -1005,6 +1214,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_check_nosleep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_ex_in_txn_and_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusal_writes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusal_counts_survive_kill, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dropped_record_forgets_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_none_formats_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusals_without_counter_file, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

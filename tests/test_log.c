@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -795,6 +796,78 @@ static void test_file_write(void **state)
 	assert_file(f->path, "line one\nline two\n\n");
 }
 
+/* As @uid, a member of group @gid only, with umask 077: write @line. */
+static int write_as(uid_t uid, gid_t gid, const char *path, const char *line)
+{
+	pid_t pid = fork();
+	int st;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+			_exit(4);
+		umask(077);
+		_exit(ag_log_file_write(path, line) == 0 ? 0 : 5);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* One log file for several services (Postfix's smtpd as postfix, Cyrus
+ * as cyrus, Dovecot's auth as root or dovecot): in a directory shared
+ * through its group (root:authguard 2770) the first service to write
+ * creates the file, and every other member of the group can write to it,
+ * whatever the umasks. Outside such a directory the mode is 0640 less the
+ * umask, as before. */
+static void test_file_shared_dir(void **state)
+{
+	struct fx *f = *state;
+	char dir[400], path[450];
+	struct stat st;
+	const gid_t group = 40000;
+
+	snprintf(dir, sizeof(dir), "%s/shared", f->dir);
+	snprintf(path, sizeof(path), "%s/attempts.log", dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	if (geteuid() != 0) {
+		/* no other users to be: the mode, as this user */
+		assert_int_equal(chmod(dir, 02770), 0);
+		mode_t old = umask(077);
+		assert_int_equal(ag_log_file_write(path, "mine"), 0);
+		umask(old);
+		assert_int_equal(stat(path, &st), 0);
+		assert_int_equal(st.st_mode & 07777, 0660);
+		return;
+	}
+	assert_int_equal(chown(f->dir, 0, 0), 0);
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(chown(dir, 0, group), 0);
+	assert_int_equal(chmod(dir, 02770), 0);
+	assert_int_equal(write_as(40001, group, path, "from the first service"), 0);
+	assert_int_equal(write_as(40002, group, path, "from the second"), 0);
+	ag_log_file_write(path, "from root");
+	assert_file(path, "from the first service\nfrom the second\nfrom root\n");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0660);
+	assert_int_equal(st.st_uid, 40001);
+	assert_int_equal(st.st_gid, group);
+	/* not a member: cannot write (errno says so, for the fault line) */
+	assert_int_equal(write_as(40003, 40003, path, "stranger"), 5);
+
+	/* a directory that is not shared: 0640 less the umask */
+	char plain[450];
+	snprintf(plain, sizeof(plain), "%s/plain.log", f->dir);
+	mode_t old = umask(077);
+	assert_int_equal(ag_log_file_write(plain, "x"), 0);
+	umask(old);
+	assert_int_equal(stat(plain, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	errno = 0;
+	assert_int_equal(ag_log_file_write("/proc/no/such/file", "x"), AG_EIO);
+	assert_int_equal(errno, ENOENT);
+}
+
 static void test_file_append(void **state)
 {
 	struct fx *f = *state;
@@ -923,6 +996,15 @@ static void test_file_errors(void **state)
 	assert_int_equal(ag_log_file_write(f->path, "evil"), AG_EIO);
 	assert_file(target, "precious\n");
 
+	/* a hard link to another file (a member of a shared log directory's
+	 * group could make one): refused, the other file untouched */
+	assert_int_equal(unlink(f->path), 0);
+	assert_int_equal(link(target, f->path), 0);
+	errno = 0;
+	assert_int_equal(ag_log_file_write(f->path, "evil"), AG_EIO);
+	assert_int_equal(errno, EMLINK);
+	assert_file(target, "precious\n");
+
 	/* and replaced by a regular file again: back to normal */
 	assert_int_equal(unlink(f->path), 0);
 	assert_int_equal(ag_log_file_write(f->path, "back"), 0);
@@ -1000,6 +1082,7 @@ int main(void)
 		cmocka_unit_test(test_format_worst_case),
 		cmocka_unit_test(test_format_small_buffer),
 		cmocka_unit_test_setup_teardown(test_file_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_shared_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_long_line, setup, teardown),

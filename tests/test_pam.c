@@ -134,6 +134,41 @@ static void test_user_fold_familiar_only_to_exact_name(void **state)
 	assert_int_equal(login("Alice", "Alice-pw", "2001:db8:5:6::fffe"), PAM_SUCCESS);
 }
 
+/* user_strip_domains: "alice@example.org" (as a service that passes the
+ * whole address names her) and "alice" are one user: failures under
+ * every spelling count toward one lock, the lock refuses every spelling,
+ * and her familiar place is familiar under every spelling. A domain not
+ * listed is another user. */
+static void test_strip_domains_one_user(void **state)
+{
+	static const char *const names[] = {
+		"alice@example.org", "Alice@EXAMPLE.org", "alice", "alice@example.net ",
+		"alice@Example.Net",
+	};
+
+	(void)state;
+	use_conf("user_lock_after = 5\nuser_strip_domains = example.org, @Example.NET\n");
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
+	for (size_t i = 0; i < (sizeof(names) / sizeof(names[0])); i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "100.64.%zu.1", i);
+		fail_n(1, names[i], addr);
+		assert_int_equal(lines("event=lock", "time="), i == (sizeof(names) / sizeof(names[0])) - 1);
+	}
+	/* the log keeps each name as the service gave it */
+	assert_int_equal(lines("result=fail", "user=\"Alice@EXAMPLE.org\""), 1);
+	assert_int_equal(login("alice", "alice-pw", "100.65.0.1"), PAM_AUTH_ERR);
+	assert_int_equal(login("alice@example.org", "x", "100.65.0.1"), PAM_AUTH_ERR);
+	assert_int_equal(lines("result=unchecked action=refuse reason=locked", "rhost=100.65.0.1"), 2);
+	/* a domain not listed is its own user, not locked */
+	assert_int_equal(login("alice@example.com", "x", "100.65.0.2"), PAM_AUTH_ERR);
+	assert_int_equal(lines("result=fail", "user=\"alice@example.com\""), 1);
+	/* her home is familiar for alice@example.org too: checked, not refused */
+	assert_int_equal(login("alice@example.org", "x", "198.51.100.20"), PAM_AUTH_ERR);
+	assert_int_equal(lines("result=fail", "rhost=198.51.100.20"), 1);
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
+}
+
 static void test_trusted_untouched(void **state)
 {
 	(void)state;
@@ -271,6 +306,30 @@ static void test_missing_config_is_loud(void **state)
 	assert_int_equal(tu_count_lines(log, why), 1);
 }
 
+/* A bad line in the config is reported where the attempts go (log =
+ * file:), not only to syslog: on a host without a syslog daemon it would
+ * be seen nowhere. The bad line comes before the log key: the report
+ * waits until the destination is known. */
+static void test_config_errors_in_the_log_file(void **state)
+{
+	char path[400];
+	FILE *f;
+	const char *bad[] = { "config: ", "authguard.conf:1: ", "tarpit_free", "not applied", NULL };
+
+	(void)state;
+	use_conf("");
+	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "tarpit_free = banana\ndb_dir = %s\nlog = file:%s\n", dbdir, logpath);
+	fclose(f);
+	assert_int_equal(login("bob", "bob-pw", "192.0.2.61"), PAM_SUCCESS);
+	assert_int_equal(login("bob", "bob-pw", "192.0.2.61"), PAM_SUCCESS);
+	/* once per change of the file, not once per attempt */
+	assert_int_equal(tu_count_lines(logpath, bad), 1);
+	assert_int_equal(lines("result=success", "192.0.2.61"), 2);
+}
+
 static void test_hostile_rhost_and_user(void **state)
 {
 	static char big[10240];
@@ -348,11 +407,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_ipv6_rotation_banned_as_prefix),
 		cmocka_unit_test(test_proxy_never_banned_users_still_protected),
 		cmocka_unit_test(test_user_fold_familiar_only_to_exact_name),
+		cmocka_unit_test(test_strip_domains_one_user),
 		cmocka_unit_test(test_trusted_untouched),
 		cmocka_unit_test(test_deny_always_refuses),
 		cmocka_unit_test(test_log_only_changes_no_outcome),
 		cmocka_unit_test(test_log_line_carries_every_field),
 		cmocka_unit_test(test_missing_config_is_loud),
+		cmocka_unit_test(test_config_errors_in_the_log_file),
 		cmocka_unit_test(test_many_processes_lose_no_count),
 		cmocka_unit_test(test_hostile_rhost_and_user),
 	};

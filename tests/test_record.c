@@ -490,6 +490,48 @@ static void test_user_key_short(void **state)
 	}
 }
 
+/* user_strip_domains: a listed domain after the last '@' goes, in any
+ * ASCII case; nothing else does. */
+static void test_user_strip(void **state)
+{
+#define N(lit) lit, sizeof(lit) - 1
+	static char *const doms[] = { "example.org", "mail.test" };
+	static const struct {
+		bool fold;
+		const char *name;
+		size_t len, want;
+	} cases[] = {
+		{ true, N("alice@example.org"), 5 },
+		{ true, N("alice@EXAMPLE.Org"), 5 },
+		{ true, N("Alice@mail.test"), 5 },
+		{ true, N("alice@example.org \t"), 5 },   /* folded blanks after */
+		{ false, N("alice@example.org "), 18 },   /* not without fold */
+		{ false, N("alice@example.org"), 5 },
+		{ true, N("a@b@example.org"), 3 },        /* the last '@' */
+		{ true, N("alice@example.org@evil.test"), 27 },
+		{ true, N("alice@example.com"), 17 },
+		{ true, N("alice@sub.example.org"), 21 }, /* a subdomain is another */
+		{ true, N("alice@xexample.org"), 18 },
+		{ true, N("alice@example.or"), 16 },
+		{ true, N("alice"), 5 },
+		{ true, N("@example.org"), 12 },          /* nothing left */
+		{ true, N(" \t@example.org"), 14 },
+		{ true, N("example.org"), 11 },
+		{ true, N(""), 0 },
+	};
+#undef N
+	(void)state;
+	for (size_t i = 0; i < AG_ARRAY_LEN(cases); i++) {
+		size_t got = ag_user_strip(cases[i].fold, cases[i].name, cases[i].len, doms, 2);
+		if (got != cases[i].want) {
+			print_error("case %zu: %zu, expected %zu\n", i, got, cases[i].want);
+			fail();
+		}
+	}
+	/* no domains listed: every name whole */
+	assert_int_equal(ag_user_strip(true, "alice@example.org", 17, NULL, 0), 17);
+}
+
 /* user_fold trims at both ends exactly the bytes libsasl2's own
  * canonicalisation trims (isspace() in the C locale: space, \t, \n, \v,
  * \f, \r), so PAM, SASL and the admin tool file a name under one key;
@@ -829,6 +871,7 @@ int main(void)
 		cmocka_unit_test(test_user_key_long),
 		cmocka_unit_test(test_user_key_folds_to),
 		cmocka_unit_test(test_user_canon_fold_trim),
+		cmocka_unit_test(test_user_strip),
 		cmocka_unit_test(test_pair_key),
 		cmocka_unit_test(test_score_at),
 		cmocka_unit_test(test_score_add),

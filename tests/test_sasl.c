@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <syslog.h>
 
 #include <sasl/sasl.h>
 #include <security/pam_appl.h>
@@ -72,11 +73,87 @@ static int srv_getopt(void *ctx, const char *plugin, const char *option, const c
 	return SASL_OK;
 }
 
+/* What went to syslog(3) and to the application's SASL log callback, for
+ * the tests of where lines go. The test program's syslog() takes the
+ * place of libc's for the plugin (linked --export-dynamic; the fortified
+ * entry point too, for a plugin built with _FORTIFY_SOURCE). */
+#define CAUGHT_MAX 64
+struct caught {
+	pthread_mutex_t mu;
+	int n;
+	int level[CAUGHT_MAX];
+	char msg[CAUGHT_MAX][1100];
+};
+static struct caught sys_lines = { PTHREAD_MUTEX_INITIALIZER, 0, { 0 }, { "" } };
+static struct caught app_lines = { PTHREAD_MUTEX_INITIALIZER, 0, { 0 }, { "" } };
+
+static void catch_line(struct caught *c, int level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+static void catch_line(struct caught *c, int level, const char *fmt, va_list ap)
+{
+	pthread_mutex_lock(&c->mu);
+	if (c->n < CAUGHT_MAX) {
+		c->level[c->n] = level;
+		vsnprintf(c->msg[c->n], sizeof(c->msg[0]), fmt, ap);
+		c->n++;
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void caught_reset(void)
+{
+	pthread_mutex_lock(&sys_lines.mu);
+	sys_lines.n = 0;
+	pthread_mutex_unlock(&sys_lines.mu);
+	pthread_mutex_lock(&app_lines.mu);
+	app_lines.n = 0;
+	pthread_mutex_unlock(&app_lines.mu);
+}
+
+/* Lines caught with exactly @level that contain @a and @b (NULL: any). */
+static int caught_count(struct caught *c, int level, const char *a, const char *b)
+{
+	int n = 0;
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < c->n; i++)
+		if (c->level[i] == level && (a == NULL || strstr(c->msg[i], a) != NULL) &&
+		    (b == NULL || strstr(c->msg[i], b) != NULL))
+			n++;
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+__attribute__((visibility("default"))) void syslog(int pri, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void syslog(int pri, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	catch_line(&sys_lines, pri, fmt, ap);
+	va_end(ap);
+}
+
+__attribute__((visibility("default"))) void __syslog_chk(int pri, int flag, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void __syslog_chk(int pri, int flag, const char *fmt, ...)
+{
+	va_list ap;
+	(void)flag;
+	va_start(ap, fmt);
+	catch_line(&sys_lines, pri, fmt, ap);
+	va_end(ap);
+}
+
 static int srv_log(void *ctx, int level, const char *msg)
 {
 	(void)ctx;
-	(void)level;
-	(void)msg;
+	pthread_mutex_lock(&app_lines.mu);
+	if (app_lines.n < CAUGHT_MAX) {
+		app_lines.level[app_lines.n] = level;
+		snprintf(app_lines.msg[app_lines.n], sizeof(app_lines.msg[0]), "%s", msg);
+		app_lines.n++;
+	}
+	pthread_mutex_unlock(&app_lines.mu);
 	return SASL_OK;
 }
 
@@ -215,15 +292,26 @@ static int raw_auth(const char *mech, const char *user, const char *pw, const ch
 	return r;
 }
 
-/* sasl_checkpass(), as Cyrus imapd's IMAP LOGIN uses it. */
-static int checkpass(const char *user, const char *pw, const char *rhost)
+/* sasl_checkpass(), as Cyrus imapd's IMAP LOGIN uses it; @detail (may be
+ * NULL) gets sasl_errdetail(), which Cyrus writes into its badlogin line. */
+static int checkpass_detail(const char *user, const char *pw, const char *rhost, char *detail,
+			    size_t dlen)
 {
 	sasl_conn_t *s = NULL;
 	assert_int_equal(sasl_server_new("imap", "mail.test", REALM, "127.0.0.1;143", rhost, NULL, 0, &s),
 			 SASL_OK);
 	int r = sasl_checkpass(s, user, (unsigned)strlen(user), pw, (unsigned)strlen(pw));
+	if (detail != NULL) {
+		const char *d = r != SASL_OK ? sasl_errdetail(s) : "";
+		snprintf(detail, dlen, "%s", d != NULL ? d : "");
+	}
 	sasl_dispose(&s);
 	return r;
+}
+
+static int checkpass(const char *user, const char *pw, const char *rhost)
+{
+	return checkpass_detail(user, pw, rhost, NULL, 0);
 }
 
 /* ---- set-up -------------------------------------------------------------------- */
@@ -292,21 +380,63 @@ static void test_botnet_locks_strangers_not_the_owner(void **state)
 	}
 }
 
-/* Non-plaintext mechanisms: source rules before the exchange, the
- * user's lock right after it. */
+/* CRAM-MD5 as a hand-made client sends it: the server's challenge
+ * answered with @resp as given. Returns the server's result. */
+static int raw_cram(const char *resp, const char *rhost)
+{
+	sasl_conn_t *s = NULL;
+	const char *out = NULL;
+	unsigned outlen = 0;
+
+	assert_int_equal(sasl_server_new("smtp", "mail.test", REALM, "127.0.0.1;25", rhost, NULL, 0, &s),
+			 SASL_OK);
+	int r = sasl_server_start(s, "CRAM-MD5", NULL, 0, &out, &outlen);
+	if (r == SASL_CONTINUE)
+		r = sasl_server_step(s, resp, (unsigned)strlen(resp), &out, &outlen);
+	sasl_dispose(&s);
+	return r;
+}
+
+/* CRAM-MD5: the user is read from the client's answer ("user digest"),
+ * so source and user rules apply before the exchange and every line
+ * names the user (a banned attempt logged user=none before); a name
+ * only libsasl2 resolves gets the user's lock right after it. */
 static void test_cram_md5(void **state)
 {
 	(void)state;
 	use_conf("ip_ban_after = 3\nuser_lock_after = 3\n");
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;1"), SASL_OK);
 	fail_n("CRAM-MD5", 3, "bob", "203.0.113.30;1");
+	assert_int_equal(lines("result=fail", "user=\"bob@test.example\""), 3);
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.30;2"), SASL_BADAUTH);
-	assert_int_equal(lines("reason=banned", "rhost=203.0.113.30"), 1);
-	/* bob is locked now for strangers, with the right password too (it
-	 * was checked: the lock applies right after the exchange) */
+	assert_int_equal(lines("result=unchecked action=refuse reason=banned",
+			       "user=\"bob@test.example\""), 1);
+	assert_int_equal(lines("user=none", "time="), 0);
+	/* bob is locked now for strangers: refused before the exchange */
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "203.0.113.31;1"), SASL_BADAUTH);
-	assert_int_equal(lines("result=success action=refuse reason=locked", "rhost=203.0.113.31"), 1);
+	assert_int_equal(lines("result=unchecked action=refuse reason=locked", "rhost=203.0.113.31"), 1);
+	/* a name only the application's canon_user maps to bob: the right
+	 * password was checked, then the lock applied, and the line says so */
+	assert_int_equal(auth("CRAM-MD5", "bob+box", "bob-pw", NULL, "203.0.113.32;1"), SASL_BADAUTH);
+	assert_int_equal(lines("result=success action=refuse reason=locked", "rhost=203.0.113.32"), 1);
 	assert_int_equal(auth("CRAM-MD5", "bob", "bob-pw", NULL, "198.51.100.5;2"), SASL_OK);
+
+	/* odd answers fail; one without a name names none, the others are
+	 * recorded under the name the mechanism itself read from them */
+	use_conf("");
+	static const char *const odd[] = {
+		"nospace", " 0123456789abcdef0123456789abcdef",
+		"carol 0123456789abcdef0123456789abcdeg", "carol 0123456789abcdef0123456789abcde",
+		"carol  0123456789abcdef0123456789abcdef0",
+	};
+	for (size_t i = 0; i < AG_ARRAY_LEN(odd); i++)
+		assert_true(raw_cram(odd[i], "192.0.2.50;1") != SASL_OK);
+	assert_int_equal(lines("user=none", "rhost=192.0.2.50"), 2);
+	assert_int_equal(lines("user=\"carol@test.example\"", "result=fail"), 3);
+	/* a well-formed answer with a wrong digest (hex in any case) */
+	assert_true(raw_cram("carol 0123456789ABCDEF0123456789abcdef", "192.0.2.51;1") != SASL_OK);
+	assert_int_equal(lines("user=\"carol@test.example\"", "rhost=192.0.2.51"), 1);
+	assert_int_equal(lines(" result=", "time="), 6);
 }
 
 static void test_proxy_and_log_only(void **state)
@@ -492,6 +622,31 @@ static void test_checkpass_path(void **state)
 	assert_int_equal(lines("reason=banned", "service=imap"), 1);
 }
 
+/* Cyrus logs a refused LOGIN as a badlogin, like a wrong password:
+ * sasl_errdetail() says "authguard: refused" for a refusal (so
+ * authguard-watch does not count what the check already counted and
+ * logged), and not for a wrong password. */
+static void test_checkpass_refusal_detail(void **state)
+{
+	char d[256];
+
+	(void)state;
+	use_conf("ip_ban_after = 2\n");
+	assert_int_equal(checkpass_detail("alice", "wrong", "203.0.113.72;1", d, sizeof(d)),
+			 SASL_BADAUTH);
+	assert_null(strstr(d, "authguard"));
+	assert_non_null(strstr(d, "SASL(-13)"));
+	assert_int_equal(checkpass_detail("alice", "wrong", "203.0.113.72;2", d, sizeof(d)),
+			 SASL_BADAUTH);
+	fail_n("PLAIN", 2, "alice", "203.0.113.72;3");
+	assert_int_equal(checkpass_detail("alice", "alice-pw", "203.0.113.72;4", d, sizeof(d)),
+			 SASL_BADAUTH);
+	assert_non_null(strstr(d, "SASL(-13): "));
+	assert_non_null(strstr(d, ": authguard: refused"));
+	/* the client is told nothing of it: the same code as a wrong password */
+	assert_string_equal(sasl_errstring(SASL_BADAUTH, NULL, NULL), "authentication failure");
+}
+
 /* sasl_checkpass() with auxprop canonicalises the user twice (libsasl2
  * 2.1.28): one attempt must still be one delay (before: two), and a name
  * given already in its canonical form is no way around the tarpit. */
@@ -530,6 +685,76 @@ static void test_ban_through_pam_refused_through_sasl(void **state)
 	assert_int_equal(lines("event=ban", "service=" PD_SERVICE), 1);
 	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "203.0.113.80;25"), SASL_BADAUTH);
 	assert_int_equal(lines("reason=banned", "service=smtp"), 1);
+}
+
+/* Run this test as a PAM client under pam_wrapper (see main): ARGS...
+ * after the program name. Returns its exit status. */
+static int pam_child(const char *mode, const char *a1, const char *a2, const char *a3)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char self[1024];
+		if (pd_self_exe(self, sizeof(self)) == 0)
+			execl(self, "test_sasl", mode, a1, a2, a3, (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* authguard-admin -c CONF ARGS (a shell word list); its exit status. */
+static int admin_run(const char *args)
+{
+	const char *admin = getenv("AG_TEST_ADMIN");
+	char cmd[1400];
+
+	assert_non_null(admin);
+	snprintf(cmd, sizeof(cmd), "env -u LD_PRELOAD '%s' -c '%s' %s >/dev/null 2>&1", admin,
+		 confpath, args);
+	int st = system(cmd);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* With a user realm (Postfix's smtpd_sasl_local_domain; here the
+ * server's realm) libsasl2 names the user "alice@test.example", while a
+ * PAM service (Dovecot, saslauthd) names her "alice". user_strip_domains
+ * makes them one user: failures through both count toward one lock, the
+ * lock and her familiar places hold on both, and authguard-admin finds
+ * her under either name. Without it, neither front end locks her. */
+static void test_one_user_across_pam_and_sasl(void **state)
+{
+	(void)state;
+	use_conf("user_lock_after = 5\nip_ban_after = 0\nuser_strip_domains = " REALM "\n");
+	assert_int_equal(pam_child("--pam-login", "alice", "alice-pw", "198.51.100.20"), 0);
+	assert_int_equal(pam_child("--pam-fail", "3", "alice", "100.64.1.1"), 0);
+	fail_n("PLAIN", 2, "alice", "100.64.2.1;1");
+	assert_int_equal(lines("event=lock", "time="), 1);
+	/* SASL, a stranger, the right password: refused for the lock */
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "100.65.0.1;1"), SASL_BADAUTH);
+	assert_int_equal(lines("reason=locked", "rhost=100.65.0.1"), 1);
+	/* PAM, a stranger: refused too (the wrong password's guess is not
+	 * even checked) */
+	assert_int_equal(pam_child("--pam-fail", "1", "alice", "100.65.0.2"), 0);
+	assert_int_equal(lines("result=unchecked action=refuse reason=locked", "rhost=100.65.0.2"), 1);
+	/* SASL from home, where she logged in through PAM: in */
+	assert_int_equal(auth("LOGIN", "alice", "alice-pw", NULL, "198.51.100.20;2"), SASL_OK);
+	/* the admin's name for her may be either */
+	assert_int_equal(admin_run("unlock alice@" REALM), 0);
+	assert_int_equal(admin_run("unlock alice"), 2); /* (no longer locked) */
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "100.65.0.3;1"), SASL_OK);
+	assert_int_equal(admin_run("forget alice"), 0);
+	assert_int_equal(admin_run("show alice@" REALM), 2);
+
+	/* the same without the key: two users, neither locked */
+	use_conf("user_lock_after = 5\nip_ban_after = 0\n");
+	assert_int_equal(pam_child("--pam-fail", "3", "alice", "100.64.1.1"), 0);
+	fail_n("PLAIN", 2, "alice", "100.64.2.1;1");
+	assert_int_equal(lines("event=lock", "time="), 0);
 }
 
 static void *thread_auths(void *p)
@@ -607,17 +832,124 @@ static void mutex_free(void *m)
 }
 
 /* test_sasl --pam-fail N USER RHOST: N failed logins through the PAM
- * module (under pam_wrapper, with the same authguard.conf). */
+ * module (under pam_wrapper, with the same authguard.conf);
+ * test_sasl --pam-login USER PW RHOST: one that must succeed. */
 static int pam_fail(char **argv)
 {
 	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
 			      getenv("AG_TEST_WRAPPER"), workdir };
 	if (pd_ensure_wrapper(&p, argv) != 0)
 		return 2;
+	if (strcmp(argv[1], "--pam-login") == 0)
+		return pd_login(argv[2], argv[3], argv[4], NULL) == PAM_SUCCESS ? 0 : 3;
 	for (int i = 0; i < atoi(argv[2]); i++)
 		if (pd_login(argv[3], "wrong", argv[4], NULL) != PAM_AUTH_ERR)
 			return 3;
 	return 0;
+}
+
+/* log = syslog, the default: one line per attempt through syslog(3) at
+ * authpriv.info, none through the application's SASL log callback
+ * (Postfix shows SASL_LOG_NOTE only with -v: SMTP AUTH would log no
+ * attempt at all). */
+static void test_syslog_is_the_default(void **state)
+{
+	FILE *f;
+
+	(void)state;
+	use_conf("");
+	f = fopen(confpath, "w");
+	assert_non_null(f);
+	fprintf(f, "db_dir = %s/db-%d\ntarpit_base = 0\n", workdir, scenario);
+	fclose(f);
+	caught_reset();
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "203.0.113.71;1"), SASL_OK);
+	assert_int_equal(auth("LOGIN", "alice", "nope", NULL, "203.0.113.71;2"), SASL_BADAUTH);
+	assert_int_equal(auth("CRAM-MD5", "alice", "nope", NULL, "203.0.113.71;3"), SASL_BADAUTH);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_INFO, " result=", NULL), 3);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_INFO, "result=success", "rhost=203.0.113.71"), 1);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_INFO, "result=fail", "rhost=203.0.113.71"), 2);
+	for (int lvl = SASL_LOG_NONE; lvl <= SASL_LOG_PASS; lvl++)
+		assert_int_equal(caught_count(&app_lines, lvl, " result=", NULL), 0);
+}
+
+/* Faults and config errors: to syslog (authpriv.err), to the
+ * application's log (SASL_LOG_ERR: Postfix logs it as a warning), and with
+ * log = file: to that file, even when the bad line comes before the log
+ * key. A store directory that cannot be made says why: mkdir, the
+ * directory and the errno's words. */
+static void test_faults_are_seen_everywhere(void **state)
+{
+	FILE *f;
+	char missing[600];
+	const char *cfg[] = { "config: ", "authguard.conf:1: ", "tarpit_free", NULL };
+	const char *mk[] = { "authguard fault: ", "mkdir ", "/no-such-dir/db", "No such file or directory", NULL };
+
+	(void)state;
+	use_conf("");
+	snprintf(missing, sizeof(missing), "%s/no-such-dir/db", workdir);
+	f = fopen(confpath, "w");
+	assert_non_null(f);
+	fprintf(f, "tarpit_free = banana\ndb_dir = %s\nlog = file:%s\n", missing, logpath);
+	fclose(f);
+	caught_reset();
+	/* fail_open = yes: the attempt goes on, unguarded and said so */
+	assert_int_equal(auth("PLAIN", "alice", "alice-pw", NULL, "203.0.113.72;1"), SASL_OK);
+	assert_int_equal(tu_count_lines(logpath, cfg), 1);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_ERR, "config: ", "tarpit_free"), 1);
+	assert_int_equal(caught_count(&app_lines, SASL_LOG_ERR, "config: ", "tarpit_free"), 1);
+	assert_int_equal(tu_count_lines(logpath, mk), 1);
+	assert_int_equal(caught_count(&sys_lines, LOG_AUTHPRIV | LOG_ERR, "mkdir ", "No such file or directory"), 1);
+	assert_int_equal(caught_count(&app_lines, SASL_LOG_ERR, "mkdir ", "No such file or directory"), 1);
+}
+
+/* The README's SASL_PATH names the private directory for the whole
+ * process, so a program that is also a SASL client (Postfix's smtp
+ * delivering to a relay that wants AUTH) finds its client mechanisms
+ * there: the plugin offers the stock ones, untouched. Run in a process of
+ * its own (--private-client), whose client library loads from plugdir. */
+static int private_client(void)
+{
+	static const char *const want[] = { "PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256" };
+
+	scenario = 1000; /* its own store and log */
+	use_conf("");
+	if (sasl_server_init(srv_cbs, "authguard-test") != SASL_OK)
+		return 2;
+	static sasl_callback_t cbs[] = {
+		{ SASL_CB_GETPATH, (cb_fn)(void (*)(void))srv_getpath, NULL },
+		{ SASL_CB_LIST_END, NULL, NULL },
+	};
+	if (sasl_client_init(cbs) != SASL_OK)
+		return 3;
+	for (size_t i = 0; i < AG_ARRAY_LEN(want); i++) {
+		int r = auth(want[i], "alice", "alice-pw", NULL, "198.51.100.80;1");
+		if (r != SASL_OK) {
+			fprintf(stderr, "client mechanism %s from the private directory: %s\n", want[i],
+				sasl_errstring(r, NULL, NULL));
+			return 4;
+		}
+	}
+	sasl_done();
+	return 0;
+}
+
+static void test_private_dir_serves_clients(void **state)
+{
+	char self[600];
+
+	(void)state;
+	assert_int_equal(pd_self_exe(self, sizeof(self)), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(self, self, "--private-client", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 int main(int argc, char **argv)
@@ -637,10 +969,14 @@ int main(int argc, char **argv)
 		snprintf(workdir, sizeof(workdir), "%s", wd);
 	}
 	snprintf(confpath, sizeof(confpath), "%s/authguard.conf", workdir);
-	if (argc == 5 && strcmp(argv[1], "--pam-fail") == 0)
+	if (argc == 5 && (strcmp(argv[1], "--pam-fail") == 0 || strcmp(argv[1], "--pam-login") == 0))
 		return pam_fail(argv);
 	snprintf(plugdir, sizeof(plugdir), "%s/plugins", workdir);
 	snprintf(dbpath, sizeof(dbpath), "%s/sasldb2", workdir);
+	if (argc == 2 && strcmp(argv[1], "--private-client") == 0) {
+		sasl_set_mutex(mutex_alloc, mutex_lock, mutex_unlock, mutex_free);
+		return private_client();
+	}
 	mkdir(plugdir, 0700);
 	/* the private plugin directory: authguard.so and the sasldb auxprop */
 	snprintf(link, sizeof(link), "%s/authguard.so", plugdir);
@@ -684,9 +1020,14 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_one_tarpit_per_attempt),
 		cmocka_unit_test(test_failed_authorization_counts),
 		cmocka_unit_test(test_checkpass_path),
+		cmocka_unit_test(test_checkpass_refusal_detail),
 		cmocka_unit_test(test_checkpass_one_tarpit),
 		cmocka_unit_test(test_ban_through_pam_refused_through_sasl),
+		cmocka_unit_test(test_one_user_across_pam_and_sasl),
 		cmocka_unit_test(test_threads_and_fork),
+		cmocka_unit_test(test_syslog_is_the_default),
+		cmocka_unit_test(test_faults_are_seen_everywhere),
+		cmocka_unit_test(test_private_dir_serves_clients),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	sasl_done();

@@ -9,9 +9,11 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "counters.h"
 #include "record.h"
 #include "store.h"
 #include "testutil.h"
@@ -118,6 +120,15 @@ static void test_same_dir_other_spelling(void **state)
 	assert_ptr_equal(a, c);
 }
 
+/* The last refusal's detail starts with @path and holds @rule. */
+static void assert_detail(const char *path, const char *rule)
+{
+	const char *d = ag_store_detail();
+
+	if (strncmp(d, path, strlen(path)) != 0 || strstr(d, rule) == NULL)
+		fail_msg("detail '%s', want '%s...%s'", d, path, rule);
+}
+
 static void test_unsafe_dirs(void **state)
 {
 	struct fx *f = *state;
@@ -129,17 +140,20 @@ static void test_unsafe_dirs(void **state)
 	assert_int_equal(mkdir(f->db, 0700), 0);
 	assert_int_equal(symlink(f->db, p), 0);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	assert_detail(p, ": db_dir is a symbolic link");
 	/* a world-writable directory */
 	snprintf(p, sizeof(p), "%s/open", f->dir);
 	assert_int_equal(mkdir(p, 0700), 0);
 	assert_int_equal(chmod(p, 0777), 0);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	assert_detail(p, ": db_dir is writable by others");
 	/* a plain file */
 	snprintf(p, sizeof(p), "%s/file", f->dir);
 	int fd = open(p, O_CREAT | O_WRONLY, 0600);
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	assert_detail(p, ": db_dir is not a directory");
 	/* below a directory everyone may write (no sticky bit): anyone could
 	 * swap the store's directory for their own */
 	snprintf(p, sizeof(p), "%s/pub", f->dir);
@@ -147,6 +161,8 @@ static void test_unsafe_dirs(void **state)
 	assert_int_equal(chmod(p, 0777), 0);
 	snprintf(p, sizeof(p), "%s/pub/db", f->dir);
 	assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+	snprintf(p, sizeof(p), "%s/pub", f->dir); /* the parent is named */
+	assert_detail(p, ": a parent of db_dir that everyone may write without the sticky bit");
 	/* with the sticky bit (like /tmp) others cannot rename it away */
 	snprintf(p, sizeof(p), "%s/pub", f->dir);
 	assert_int_equal(chmod(p, 01777), 0);
@@ -155,6 +171,25 @@ static void test_unsafe_dirs(void **state)
 	/* parent missing */
 	snprintf(p, sizeof(p), "%s/no/such/dir", f->dir);
 	assert_int_equal(ag_store_get(p, &s), AG_EIO);
+	char want[500];
+	snprintf(want, sizeof(want), "mkdir %s", p);
+	assert_detail(want, ": No such file or directory");
+	/* the detail belongs to the last call: a good one clears it */
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_string_equal(ag_store_detail(), "");
+	if (geteuid() == 0) {
+		/* another user's directory; root's that its group may write */
+		snprintf(p, sizeof(p), "%s/theirs", f->dir);
+		assert_int_equal(mkdir(p, 0700), 0);
+		assert_int_equal(chown(p, 12345, 12345), 0);
+		assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+		assert_detail(p, ": db_dir is owned by uid 12345, neither root nor");
+		snprintf(p, sizeof(p), "%s/grp", f->dir);
+		assert_int_equal(mkdir(p, 0700), 0);
+		assert_int_equal(chmod(p, 0770), 0);
+		assert_int_equal(ag_store_get(p, &s), AG_EUNSAFE);
+		assert_detail(p, ": root opens no root-owned db_dir that its group may write");
+	}
 	/* relative path */
 	assert_int_equal(ag_store_get("relative/db", &s), AG_EINVAL);
 	assert_int_equal(ag_store_get(NULL, &s), AG_EINVAL);
@@ -176,10 +211,12 @@ static void test_planted_store_files(void **state)
 	snprintf(p, sizeof(p), "%s/lock.mdb", f->db);
 	assert_int_equal(symlink(target, p), 0);
 	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_detail(p, ": a store file is a symbolic link");
 	assert_int_equal(unlink(p), 0);
 	snprintf(p, sizeof(p), "%s/data.mdb", f->db);
 	assert_int_equal(link(target, p), 0);
 	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_detail(p, ": a store file has more than one hard link");
 	const char *n[] = { "precious", NULL };
 	assert_int_equal(tu_count_lines(target, n), 1); /* untouched */
 }
@@ -425,6 +462,217 @@ static void test_concurrent_writers(void **state)
 	assert_int_equal(get_u64(s, "ctr"), PROCS * EACH);
 }
 
+/* The counter file beside the store (counters.h) is opened as carefully
+ * as lock.mdb and data.mdb: never through a symlink, never a file with a
+ * second name, never one everyone may write (the store is refused); a
+ * file of another layout is not reinterpreted (the store opens without
+ * it: the counts stay in LMDB); and its counts last across a reopen. */
+static void test_counter_file_checks(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	char target[400], p[400];
+	struct stat st;
+
+	snprintf(target, sizeof(target), "%s/victim", f->dir);
+	FILE *v = fopen(target, "w");
+	fputs("precious\n", v);
+	fclose(v);
+	assert_int_equal(mkdir(f->db, 0700), 0);
+	snprintf(p, sizeof(p), "%s/%s", f->db, AG_COUNTERS_NAME);
+	assert_int_equal(symlink(target, p), 0);
+	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_int_equal(unlink(p), 0);
+	assert_int_equal(link(target, p), 0);
+	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_int_equal(unlink(p), 0);
+	const char *n[] = { "precious", NULL };
+	assert_int_equal(tu_count_lines(target, n), 1); /* untouched */
+	assert_int_equal(stat(target, &st), 0);
+	assert_int_equal(st.st_size, 9);
+
+	/* everyone may write it */
+	int fd = open(p, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(fchmod(fd, 0666), 0);
+	close(fd);
+	assert_int_equal(ag_store_get(f->db, &s), AG_EUNSAFE);
+	assert_int_equal(chmod(p, 0600), 0);
+	/* another layout (or garbage): refused */
+	fd = open(p, O_WRONLY | O_TRUNC);
+	char junk[4096];
+	memset(junk, 'x', sizeof(junk));
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_null(ag_store_counters(s));
+	assert_int_equal(ag_store_counters_error(s), AG_ECORRUPT);
+	ag_store_forget_all();
+	assert_int_equal(truncate(p, 64 << 20), 0); /* too long */
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_int_equal(ag_store_counters_error(s), AG_ECORRUPT);
+	ag_store_forget_all();
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_size, 64 << 20); /* left as it was */
+	assert_int_equal(unlink(p), 0);
+
+	/* made afresh; its counts stay across a reopen */
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_non_null(ag_store_counters(s));
+	assert_int_equal(ag_store_counters_error(s), 0);
+	struct ag_stats d = { .attempts = 3, .refused = 2 }, got = { 0 };
+	ag_count_stats(s, &d);
+	ag_count_refusal(s, AG_DB_SRC, "k1", 2, 1234);
+	ag_store_forget_all();
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	ag_counted_stats(s, &got);
+	assert_int_equal(got.attempts, 3);
+	assert_int_equal(got.refused, 2);
+	uint64_t nr = 5;
+	int64_t seen = 1000;
+	ag_counted_refusals(s, AG_DB_SRC, "k1", 2, &nr, &seen);
+	assert_int_equal(nr, 6);
+	assert_int_equal(seen, 1234);
+	nr = 0;
+	ag_counted_refusals(s, AG_DB_USER, "k1", 2, &nr, &seen); /* another database's */
+	assert_int_equal(nr, 0);
+	ag_count_forget(s, AG_DB_SRC, "k1", 2);
+	ag_counted_refusals(s, AG_DB_SRC, "k1", 2, &nr, &seen);
+	assert_int_equal(nr, 0);
+}
+
+/* In a directory shared through its group (SECURITY.md), the counter file
+ * is writable by the group whatever this process's umask, as the LMDB
+ * files are: or the other services could not count. */
+static void test_counter_file_group_shared(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	char p[400];
+	struct stat st;
+
+	assert_int_equal(mkdir(f->db, 0700), 0);
+	assert_int_equal(chmod(f->db, 02750), 0); /* setgid: shared (root refuses 02770 of its own) */
+	mode_t old = umask(077);
+	int rc = ag_store_get(f->db, &s);
+	umask(old);
+	assert_int_equal(rc, 0);
+	snprintf(p, sizeof(p), "%s/%s", f->db, AG_COUNTERS_NAME);
+	assert_int_equal(lstat(p, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0660);
+}
+
+/* Many refusals of many records, from several processes at once: every
+ * one is counted, host-wide and (while the table has room near the
+ * record) per record; the table never holds two counts of one record
+ * that a reader would miss. */
+static void test_counter_file_concurrent(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	enum { PROCS = 4, KEYS = 300, EACH = 20 };
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	fflush(NULL);
+	for (int p = 0; p < PROCS; p++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct ag_store *cs;
+			if (ag_store_get(f->db, &cs) != 0)
+				_exit(1);
+			for (int r = 0; r < EACH; r++)
+				for (int k = 0; k < KEYS; k++) {
+					char key[16];
+					snprintf(key, sizeof(key), "key%d", k);
+					ag_count_refusal(cs, AG_DB_SRC, key, strlen(key), 1000 + r);
+					struct ag_stats d = { .attempts = 1, .refused = 1 };
+					ag_count_stats(cs, &d);
+				}
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < PROCS; p++) {
+		int st;
+		assert_true(wait(&st) > 0);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	struct ag_stats got = { 0 };
+	ag_counted_stats(s, &got);
+	assert_int_equal(got.refused, PROCS * KEYS * EACH);
+	assert_int_equal(ag_counted_unattributed(s), 0);
+	for (int k = 0; k < KEYS; k++) {
+		char key[16];
+		uint64_t nr = 0;
+		int64_t seen = 0;
+		snprintf(key, sizeof(key), "key%d", k);
+		ag_counted_refusals(s, AG_DB_SRC, key, strlen(key), &nr, &seen);
+		assert_int_equal(nr, PROCS * EACH);
+		assert_int_equal(seen, 1000 + EACH - 1);
+	}
+}
+
+/* SECURITY.md's layout 3 as it was before the counter file: a root-owned
+ * 2750 directory, data.mdb and lock.mdb made in advance for the group, no
+ * counters.ag. A group member may not create it there: the store still
+ * opens, counting in LMDB as before; with the file made in advance as
+ * SECURITY.md now says, the member uses it. (Needs root, to be the
+ * member: nobody, nogroup.) */
+static void test_counter_file_group_layout_upgrade(void **state)
+{
+	struct fx *f = *state;
+	const uid_t member = 65534;
+	const gid_t group = 65534;
+	char p[400];
+
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	assert_int_equal(mkdir(f->db, 0750), 0);
+	assert_int_equal(chown(f->db, 0, group), 0);
+	assert_int_equal(chmod(f->db, 02750), 0);
+	static const char *const pre[] = { "data.mdb", "lock.mdb", "counters.ag" };
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 2 + round; i++) {
+			snprintf(p, sizeof(p), "%s/%s", f->db, pre[i]);
+			int fd = open(p, O_CREAT | O_WRONLY, 0660);
+			assert_true(fd >= 0);
+			assert_int_equal(fchown(fd, 0, group), 0);
+			assert_int_equal(fchmod(fd, 0660), 0);
+			close(fd);
+		}
+		fflush(NULL);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct ag_store *s;
+			if (setgroups(1, &group) != 0 || setgid(group) != 0 || setuid(member) != 0)
+				_exit(10);
+			if (ag_store_get(f->db, &s) != 0)
+				_exit(11);
+			if (round == 0)
+				_exit(ag_store_counters(s) == NULL &&
+				      ag_store_counters_error(s) == AG_EPERM ? 0 : 12);
+			if (ag_store_counters(s) == NULL)
+				_exit(13);
+			ag_count_refusal(s, AG_DB_SRC, "k", 1, 7);
+			_exit(0);
+		}
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+	/* root sees the member's count */
+	struct ag_store *s;
+	uint64_t n = 0;
+	int64_t seen = 0;
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	ag_counted_refusals(s, AG_DB_SRC, "k", 1, &n, &seen);
+	assert_int_equal(n, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +680,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_same_dir_other_spelling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsafe_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_planted_store_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counter_file_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counter_file_group_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counter_file_group_layout_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counter_file_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_never_past_max_across_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),

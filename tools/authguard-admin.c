@@ -10,17 +10,23 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "log.h"
 
 enum { EX_OK = 0, EX_USAGE = 1, EX_NOTFOUND = 2, EX_STORE = 3, EX_CONFIG = 4 };
+/* check's verdicts (authguard-admin(8)) */
+enum { EX_DELAY = 5, EX_REFUSE = 6 };
 
 struct ctx {
 	struct ag_conf c;
@@ -29,13 +35,17 @@ struct ctx {
 	bool json;
 	int conf_errors;
 	const char *conf_path;
+	bool no_store; /* none yet: read-only commands see an empty one */
 };
 
 /* ---- small helpers --------------------------------------------------------- */
 
 static int die_store(const struct ctx *x, int rc, const char *what)
 {
-	fprintf(stderr, "authguard-admin: %s: %s (db_dir %s)\n", what, ag_strerror(rc), x->c.db_dir);
+	const char *detail = ag_store_detail();
+
+	fprintf(stderr, "authguard-admin: %s: %s%s%s (db_dir %s)\n", what, ag_strerror(rc),
+		detail[0] != '\0' ? ": " : "", detail, x->c.db_dir);
 	return EX_STORE;
 }
 
@@ -125,31 +135,70 @@ static int parse_for(const char *arg, int64_t *ms)
 	return 0;
 }
 
-static int open_store(struct ctx *x)
+/* True when there is no store yet: db_dir does not exist. (A directory
+ * made in advance is opened, which makes the files in it as the module
+ * would, or says what is wrong with it; any other stat() failure is left
+ * to ag_store_get() to report.) */
+static bool store_missing(const struct ctx *x)
 {
 	struct stat st;
 
-	/* The module creates the store (with the service's owner); the
-	 * admin tool never does, so a typo cannot leave a directory the
-	 * service cannot open. */
-	if (x->s == NULL && stat(x->c.db_dir, &st) != 0) {
-		fprintf(stderr, "authguard-admin: no store at %s (%s); the module creates it on first use\n",
-			x->c.db_dir, strerror(errno));
-		return EX_STORE;
-	}
-	int rc = ag_store_get(x->c.db_dir, &x->s);
-
-	return rc != 0 ? die_store(x, rc, "cannot open the store") : 0;
+	return stat(x->c.db_dir, &st) != 0 && errno == ENOENT;
 }
 
+/* Open the store. A command that writes creates a missing one exactly as
+ * the module does (ag_store_get(): the directory 0700 if missing, its
+ * parent must exist; the files 0660 less the umask, group-writable in a
+ * shared directory), and says so. A command that only reads finds a
+ * missing store empty, which is the truth before the first login: it
+ * creates nothing (x->no_store; x->s stays NULL) and says so on stderr. */
+static int open_store(struct ctx *x, bool write)
+{
+	struct stat st;
+
+	if (x->s != NULL || x->no_store)
+		return 0;
+	if (!write && store_missing(x)) {
+		x->no_store = true;
+		fprintf(stderr, "authguard-admin: no store yet at %s: nothing is recorded so far "
+				"(the module creates it at the first attempt)\n", x->c.db_dir);
+		return 0;
+	}
+	bool new_dir = stat(x->c.db_dir, &st) != 0 && errno == ENOENT;
+	int rc = ag_store_get(x->c.db_dir, &x->s);
+	if (rc != 0)
+		return die_store(x, rc, "cannot open the store");
+	if (new_dir)
+		fprintf(stderr, "authguard-admin: created a new store at %s (mode 0700, owned by uid %lu, "
+				"as the module would; services under other accounts need the layout of "
+				"SECURITY.md section 1)\n", x->c.db_dir, (unsigned long)geteuid());
+	return 0;
+}
+
+/* Begin a transaction; *t is NULL (and the result 0) for a read-only
+ * one when there is no store yet (open_store()): callers read nothing. */
 static int begin(struct ctx *x, bool write, struct ag_txn **t)
 {
-	int rc = open_store(x);
+	int rc = open_store(x, write);
 
-	if (rc != 0)
+	*t = NULL;
+	if (rc != 0 || x->no_store)
 		return rc;
 	rc = ag_txn_begin(x->s, write, t);
 	return rc != 0 ? die_store(x, rc, "cannot begin a transaction") : 0;
+}
+
+/* Begin a write transaction that undoes something (unban, unlock,
+ * forget): without a store there is nothing to undo, and none is made
+ * for it (*t NULL, result 0: the caller says "not found"). */
+static int begin_undo(struct ctx *x, struct ag_txn **t)
+{
+	int rc = open_store(x, false);
+
+	*t = NULL;
+	if (rc != 0 || x->no_store)
+		return rc;
+	return begin(x, true, t);
 }
 
 static int commit(struct ctx *x, struct ag_txn *t)
@@ -320,11 +369,13 @@ static int cmd_list(struct ctx *x, int argc, char **argv)
 	}
 	if ((rc = begin(x, false, &t)) != 0)
 		return rc;
-	if (r.what == R_BANS || r.what == R_SOURCES)
+	if (t == NULL) /* no store yet: nothing to list */
+		;
+	else if (r.what == R_BANS || r.what == R_SOURCES)
 		rc = ag_admin_each_src(t, src_row, &r);
 	else
 		rc = ag_admin_each_user(t, user_row, &r);
-	if (rc == 0 && r.what == R_BANS)
+	if (t != NULL && rc == 0 && r.what == R_BANS)
 		rc = ag_list_each(t, AG_LIST_DENY, timed_ban_row, &r);
 	ag_txn_abort(t);
 	if (rc != 0)
@@ -400,18 +451,20 @@ static int show_addr(struct ctx *x, struct ag_txn *t, const struct ag_addr *a)
 	struct ag_addr pfx = *a;
 	bool is_host = a->plen == ag_addr_width(a);
 	struct member m = { a, x->now, "" };
-	int rc, rc2 = AG_ENOTFOUND;
+	int rc = AG_ENOTFOUND, rc2 = AG_ENOTFOUND;
 
-	rc = ag_admin_get_src(t, a, &host);
-	if (rc != 0 && rc != AG_ENOTFOUND && rc != AG_ECORRUPT)
-		return die_store(x, rc, "cannot read");
-	if (is_host) {
+	if (is_host)
 		ag_addr_prefix(a, a->family == AG_AF_INET ? x->c.ipv4_prefix : x->c.ipv6_prefix, &pfx);
-		rc2 = ag_admin_get_src(t, &pfx, &net);
+	if (t != NULL) { /* (NULL: no store yet, only the config's lists) */
+		rc = ag_admin_get_src(t, a, &host);
+		if (rc != 0 && rc != AG_ENOTFOUND && rc != AG_ECORRUPT)
+			return die_store(x, rc, "cannot read");
+		if (is_host)
+			rc2 = ag_admin_get_src(t, &pfx, &net);
+		static const enum ag_list all[] = { AG_LIST_ALLOW, AG_LIST_PROXY, AG_LIST_DENY };
+		for (size_t i = 0; i < AG_ARRAY_LEN(all); i++)
+			ag_list_each(t, all[i], member_visit, &m);
 	}
-	static const enum ag_list all[] = { AG_LIST_ALLOW, AG_LIST_PROXY, AG_LIST_DENY };
-	for (size_t i = 0; i < AG_ARRAY_LEN(all); i++)
-		ag_list_each(t, all[i], member_visit, &m);
 	const char *conf = ag_cidrs_match(&x->c.deny, a) ? "deny" :
 			   ag_cidrs_match(&x->c.trusted, a) ? "trusted" :
 			   ag_cidrs_match(&x->c.proxies, a) ? "proxies" : "";
@@ -482,11 +535,11 @@ static void pair_row(void *vp, const uint8_t *k, size_t n, const struct ag_addr 
 static int show_user(struct ctx *x, struct ag_txn *t, const char *name)
 {
 	uint8_t k[AG_USER_KEY_MAX];
-	size_t n = ag_admin_user_key(x->s, &x->c, name, k);
 	struct ag_user_rec u;
 	struct pairs ps = { x, 0 };
 	char until[40], first[40], seen[40], esc[1024];
-	int rc = ag_admin_get_user(t, k, n, &u);
+	size_t n = t != NULL ? ag_admin_user_key(x->s, &x->c, name, k) : 0;
+	int rc = t != NULL ? ag_admin_get_user(t, k, n, &u) : AG_ENOTFOUND;
 
 	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
 		ag_log_quote(esc, sizeof(esc), name, strlen(name), 200);
@@ -564,9 +617,9 @@ static int cmd_unban(struct ctx *x, int argc, char **argv)
 		fprintf(stderr, "usage: authguard-admin unban ADDRESS|PREFIX\n");
 		return EX_USAGE;
 	}
-	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin(x, true, &t)) != 0)
+	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin_undo(x, &t)) != 0)
 		return rc;
-	rc = ag_admin_unban(t, &a, x->now);
+	rc = t != NULL ? ag_admin_unban(t, &a, x->now) : AG_ENOTFOUND;
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
 		fprintf(stderr, "authguard-admin: %s is not banned\n", argv[0]);
@@ -593,10 +646,14 @@ static int cmd_unlock(struct ctx *x, int argc, char **argv)
 		fprintf(stderr, "usage: authguard-admin unlock USER\n");
 		return EX_USAGE;
 	}
-	if ((rc = begin(x, true, &t)) != 0)
+	if ((rc = begin_undo(x, &t)) != 0)
 		return rc;
-	size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
-	rc = ag_admin_unlock(t, k, n, x->now);
+	if (t != NULL) {
+		size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
+		rc = ag_admin_unlock(t, k, n, x->now);
+	} else {
+		rc = AG_ENOTFOUND;
+	}
 	ag_log_quote(esc, sizeof(esc), argv[0], strlen(argv[0]), 200);
 	if (rc == AG_ENOTFOUND || rc == AG_ECORRUPT) {
 		ag_txn_abort(t);
@@ -671,9 +728,11 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 	}
 	if (as_user)
 		argv++;
-	if ((rc = begin(x, true, &t)) != 0)
+	if ((rc = begin_undo(x, &t)) != 0)
 		return rc;
-	if (!as_user &&
+	if (t == NULL) {
+		rc = AG_ENOTFOUND;
+	} else if (!as_user &&
 	    (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0)) {
 		rc = ag_admin_forget_addr(t, &a, &n);
 	} else {
@@ -736,7 +795,7 @@ static int cmd_listop(struct ctx *x, enum ag_list which, int argc, char **argv)
 		struct lrows r = { x, 0 };
 		if ((rc = begin(x, false, &t)) != 0)
 			return rc;
-		rc = ag_list_each(t, which, list_row, &r);
+		rc = t != NULL ? ag_list_each(t, which, list_row, &r) : 0;
 		ag_txn_abort(t);
 		if (rc != 0)
 			return die_store(x, rc, "cannot read");
@@ -861,8 +920,9 @@ static int cmd_export(struct ctx *x, int argc, char **argv)
 	}
 	if ((rc = begin(x, false, &t)) != 0)
 		return rc;
-	rc = ag_admin_each_src(t, banned_src, &b);
-	if (rc == 0)
+	/* no store yet: no bans, but the config's deny list still goes out */
+	rc = t != NULL ? ag_admin_each_src(t, banned_src, &b) : 0;
+	if (rc == 0 && t != NULL)
 		rc = ag_list_each(t, AG_LIST_DENY, banned_deny, &b);
 	ag_txn_abort(t);
 	if (rc != 0)
@@ -969,6 +1029,13 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 	c->now = x->now;
 	if ((rc = begin(x, false, &t)) != 0)
 		return rc;
+	if (t == NULL) { /* no store yet: every count is zero */
+		memset(st, 0, sizeof(*st));
+		memset(info, 0, sizeof(*info));
+		snprintf(info->path, sizeof(info->path), "%s", x->c.db_dir);
+		*sleepers = 0;
+		return 0;
+	}
 	rc = ag_admin_each_src(t, count_src, c);
 	if (rc == 0)
 		rc = ag_admin_each_user(t, count_user, c);
@@ -1043,8 +1110,12 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	human_bytes(info.file_bytes, fb, sizeof(fb));
 	human_bytes(info.used_bytes, ub, sizeof(ub));
 	human_bytes(info.map_size, mb, sizeof(mb));
-	printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
-	printf("schema:   %u\n", info.schema);
+	if (x->no_store) {
+		printf("store:    %s (no store yet: created at the first attempt)\n", info.path);
+	} else {
+		printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
+		printf("schema:   %u\n", info.schema);
+	}
 	if (x->c.load_errno != 0)
 		printf("config:   %s: %s: the built-in defaults are in force\n", x->c.load_path,
 		       strerror(x->c.load_errno));
@@ -1061,7 +1132,16 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	printf("lists:    allow %lu, proxy %lu, deny %lu (run-time); trusted %zu, proxies %zu, deny %zu (config)\n",
 	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
 	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
-	printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+	if (!x->no_store) {
+		printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+		if (ag_store_counters(x->s) != NULL)
+			printf("counters: %s/%s (refusals not in any record's count: %llu)\n", info.path,
+			       AG_COUNTERS_NAME, (unsigned long long)ag_counted_unattributed(x->s));
+		else
+			printf("counters: %s/%s unusable (%s): counts are kept in data.mdb, each refusal"
+			       " takes the writer lock; see SECURITY.md\n", info.path, AG_COUNTERS_NAME,
+			       ag_strerror(ag_store_counters_error(x->s)));
+	}
 	print_evictions(&c);
 	return EX_OK;
 }
@@ -1091,6 +1171,7 @@ static int cmd_stats(struct ctx *x, int argc, char **argv)
 		{ "bans_total", "Bans of addresses and prefixes.", (double)st.bans, true },
 		{ "locks_total", "User lockouts.", (double)st.locks, true },
 		{ "faults_total", "Store faults seen while recording.", (double)st.faults, true },
+		{ "refused_unattributed_total", "Refusals in refused_total that no record's n_refused holds (the counter file's table was full near the record).", x->s != NULL ? (double)ag_counted_unattributed(x->s) : 0.0, true },
 		{ "evicted_total", "Records evicted, oldest first, because the store was full.", (double)c.ev.records, true },
 		{ "eviction_rounds_total", "Eviction rounds (raise db_max_size if this grows).", (double)c.ev.rounds, true },
 		{ "eviction_recent_rounds_total", "Eviction rounds that had to take records written in the last 10 s.", (double)c.ev.recent_rounds, true },
@@ -1122,14 +1203,70 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 		fprintf(stderr, "usage: authguard-admin gc\n");
 		return EX_USAGE;
 	}
-	int rc = open_store(x);
+	/* gc writes, but a store that does not exist has nothing to drop:
+	 * it is not made just for that */
+	int rc = open_store(x, false);
 	if (rc != 0)
 		return rc;
+	if (x->no_store) {
+		printf("dropped 0 expired records\n");
+		return EX_OK;
+	}
 	long n = ag_guard_gc(&x->c, x->now);
 	if (n < 0)
 		return die_store(x, (int)n, "gc failed");
 	printf("dropped %ld expired records\n", n);
 	return EX_OK;
+}
+
+/* Flush the store to disk: once, or with --every DURATION until SIGTERM
+ * or SIGINT (a service: systemd/authguard-flush.service.in). While it
+ * runs at no more than half of AG_SYNC_MS, no login attempt ever waits for
+ * the disk: the attempts flush only when no process did for AG_SYNC_MS. */
+static int cmd_flush(struct ctx *x, int argc, char **argv)
+{
+	int64_t every = 0;
+
+	if (argc == 2 && strcmp(argv[0], "--every") == 0) {
+		if (ag_parse_duration(argv[1], &every) != 0 || every < 10 || every > AG_SYNC_MS / 2) {
+			fprintf(stderr, "flush --every: a duration from 10ms to %dms\n", AG_SYNC_MS / 2);
+			return EX_USAGE;
+		}
+	} else if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin flush [--every DURATION]\n");
+		return EX_USAGE;
+	}
+	/* a store is never made for this: the module makes it, with the
+	 * owner and mode its services need (SECURITY.md) */
+	int rc = open_store(x, false);
+	if (rc != 0)
+		return rc;
+	if (every == 0) {
+		if (!x->no_store)
+			ag_store_sync(x->s);
+		return EX_OK;
+	}
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &stop, NULL) != 0) {
+		perror("sigprocmask");
+		return EX_STORE;
+	}
+	for (;;) {
+		struct timespec ts = { (time_t)(every / 1000), (long)(every % 1000) * 1000000L };
+		if (x->no_store && !store_missing(x)) {
+			x->no_store = false; /* made since: open it now */
+			if ((rc = open_store(x, false)) != 0)
+				return rc;
+		}
+		if (!x->no_store)
+			ag_store_sync(x->s);
+		int sig = sigtimedwait(&stop, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT)
+			return EX_OK;
+	}
 }
 
 static int cmd_check_config(struct ctx *x, int argc, char **argv)
@@ -1158,6 +1295,142 @@ static int cmd_dump_config(struct ctx *x, int argc, char **argv)
 	return EX_OK;
 }
 
+/* ---- check and record: the guard for scripts and servers' hooks --------------- */
+
+/* Attempt lines (log = syslog) to syslog, LOG_AUTHPRIV, as the PAM module
+ * writes them; faults and warnings to stderr as well. stdout is the
+ * verdict's alone. */
+static void attempt_sink(void *ctx, enum ag_level lvl, const char *msg)
+{
+	static const int prio[] = { LOG_INFO, LOG_WARNING, LOG_ERR };
+
+	(void)ctx;
+	syslog(LOG_AUTHPRIV | prio[lvl], "%s", msg);
+	if (lvl != AG_LVL_INFO)
+		fprintf(stderr, "authguard-admin: %s\n", msg);
+}
+
+struct attempt_args {
+	const char *service, *user, *rhost, *result, *delay;
+};
+
+/* --service S --user U --rhost A [--result R]: each at most once; user
+ * and rhost may be empty (none) */
+static int take_attempt(int argc, char **argv, bool want_result, struct attempt_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	for (int i = 0; i < argc; i++) {
+		const char **slot = NULL;
+		if (strcmp(argv[i], "--service") == 0)
+			slot = &a->service;
+		else if (strcmp(argv[i], "--user") == 0)
+			slot = &a->user;
+		else if (strcmp(argv[i], "--rhost") == 0)
+			slot = &a->rhost;
+		else if (want_result && strcmp(argv[i], "--result") == 0)
+			slot = &a->result;
+		else if (want_result && strcmp(argv[i], "--delay") == 0)
+			slot = &a->delay;
+		if (slot == NULL || i + 1 >= argc || *slot != NULL) {
+			fprintf(stderr, "authguard-admin: %s: want --service S --user U --rhost A%s (each once)\n",
+				argv[i], want_result ? " --result success|failure [--delay MS]" : "");
+			return EX_USAGE;
+		}
+		*slot = argv[++i];
+	}
+	if (a->service == NULL || a->service[0] == '\0') {
+		fprintf(stderr, "authguard-admin: --service is needed\n");
+		return EX_USAGE;
+	}
+	if (want_result && (a->result == NULL || (strcmp(a->result, "success") != 0 &&
+						  strcmp(a->result, "failure") != 0))) {
+		fprintf(stderr, "authguard-admin: --result success or --result failure is needed\n");
+		return EX_USAGE;
+	}
+	return 0;
+}
+
+static void attempt_of(const struct attempt_args *x, struct ag_attempt *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->service = x->service;
+	if (x->user != NULL && x->user[0] != '\0') {
+		a->user = x->user;
+		a->user_len = strlen(x->user);
+	}
+	if (x->rhost != NULL && x->rhost[0] != '\0') {
+		a->rhost = x->rhost;
+		a->rhost_len = strlen(x->rhost);
+	}
+}
+
+/* Before the password check: "allow", "delay MS" (the caller waits, then
+ * goes on) or "refuse REASON". Nothing sleeps here. */
+static int cmd_check(struct ctx *x, int argc, char **argv)
+{
+	struct attempt_args aa;
+	struct ag_attempt a;
+	struct ag_ticket t;
+	struct ag_sink sink = { attempt_sink, NULL };
+	int rc = take_attempt(argc, argv, false, &aa);
+
+	if (rc != 0)
+		return rc;
+	attempt_of(&aa, &a);
+	openlog("authguard", LOG_PID, LOG_AUTHPRIV);
+	enum ag_decision d = ag_guard_check_ex(&x->c, &sink, &a, AG_CHECK_NOSLEEP, &t);
+	closelog();
+	if (d == AG_REFUSE) {
+		printf("refuse %s\n", ag_reason_name((enum ag_reason)t.reason));
+		return EX_REFUSE;
+	}
+	if (t.action == AG_ACT_TARPIT) {
+		printf("delay %lld\n", (long long)t.delay_ms);
+		return EX_DELAY;
+	}
+	printf("allow\n");
+	return EX_OK;
+}
+
+/* After it: count the outcome (may ban or lock) and write the line. */
+static int cmd_record(struct ctx *x, int argc, char **argv)
+{
+	struct attempt_args aa;
+	struct ag_attempt a;
+	struct ag_sink sink = { attempt_sink, NULL };
+	struct ag_record_opts o = { 0 };
+	int rc = take_attempt(argc, argv, true, &aa);
+
+	if (rc != 0)
+		return rc;
+	attempt_of(&aa, &a);
+	/* "delay MS" from check, waited by the caller: the attempt's one
+	 * line says so, as a front end's ticket would */
+	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
+	if (aa.delay != NULL) {
+		char *end;
+		errno = 0;
+		long long ms = strtoll(aa.delay, &end, 10);
+		if (errno != 0 || end == aa.delay || *end != '\0' || ms < 0 || ms > 3600000) {
+			fprintf(stderr, "authguard-admin: --delay %s: want the milliseconds check printed\n",
+				aa.delay);
+			return EX_USAGE;
+		}
+		t.would = AG_ACT_TARPIT;
+		t.would_reason = AG_WHY_SCORE;
+		t.action = x->c.mode == AG_MODE_LOG_ONLY ? AG_ACT_ALLOW : AG_ACT_TARPIT;
+		t.reason = x->c.mode == AG_MODE_LOG_ONLY ? AG_WHY_NONE : AG_WHY_SCORE;
+		t.delay_ms = ms;
+	}
+	openlog("authguard", LOG_PID, LOG_AUTHPRIV);
+	rc = ag_guard_record_ex(&x->c, &sink, &a, strcmp(aa.result, "success") == 0, &o,
+				aa.delay != NULL ? &t : NULL);
+	closelog();
+	if (rc != 0)
+		return die_store(x, rc, "record");
+	return EX_OK;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -1175,9 +1448,13 @@ static void usage(FILE *f)
 		"  export nft|ipset|plain [--name NAME] [--sets-only]\n"
 		"  stats [--prometheus]\n"
 		"  gc\n"
+		"  flush [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
 		"  check-config\n"
 		"  dump-config\n"
-		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors\n");
+		"  check --service S --user U --rhost A    prints allow | delay MS | refuse REASON\n"
+		"  record --service S --user U --rhost A --result success|failure [--delay MS]\n"
+		"exit status: 0 ok, 1 usage, 2 not found, 3 store error, 4 config errors;\n"
+		"  check: 0 allow, 5 delay, 6 refuse\n");
 }
 
 static void report_stderr(void *ctx, const char *msg)
@@ -1209,8 +1486,9 @@ int main(int argc, char **argv)
 		{ "status", cmd_status }, { "list", cmd_list }, { "show", cmd_show },
 		{ "unban", cmd_unban }, { "unlock", cmd_unlock }, { "ban", cmd_ban },
 		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
-		{ "gc", cmd_gc }, { "check-config", cmd_check_config },
-		{ "dump-config", cmd_dump_config },
+		{ "gc", cmd_gc }, { "flush", cmd_flush }, { "check-config", cmd_check_config },
+		{ "dump-config", cmd_dump_config }, { "check", cmd_check },
+		{ "record", cmd_record },
 	};
 	struct ctx x = { 0 };
 	const char *conf = NULL, *db = NULL;

@@ -148,10 +148,14 @@ int main(int argc, char **argv)
 {
 	struct pd_paths p = { AG_BUILD_MODULE, AG_PAM_MATRIX, AG_PAM_WRAPPER, NULL };
 	const char *wd = getenv("AG_DEMO_DIR");
+	const char *mod = getenv("AG_DEMO_MODULE");
 	char addr[64];
 	long off = 0;
 
 	(void)argc;
+	/* an installed module instead of the build tree's (tests/install) */
+	if (mod != NULL && mod[0] != '\0')
+		p.module = mod;
 	if (wd == NULL) {
 		snprintf(workdir, sizeof(workdir), "/tmp/authguard-demo.XXXXXX");
 		if (mkdtemp(workdir) == NULL) {
@@ -170,6 +174,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("authguard demonstration: real pam_authguard.so via real libpam (pam_wrapper)\n");
+	printf("module: %s\n", p.module);
 	printf("store: %s/db   (tarpit scaled to 20ms..320ms for a quick run)\n", workdir);
 
 	/* 1. The owners log in from home: those addresses become familiar. */

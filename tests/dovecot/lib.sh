@@ -314,9 +314,24 @@ write_dovecot_conf() {
 	else
 		import="TZ"
 		worker="  executable = $(command -v env) $pam_env $LIBEXEC/auth -w"
+		if [ -n "${DV_WORKER_USER:-}" ]; then
+			# Dovecot starts the worker as root and it drops to its user
+			# itself: pam_wrapper, set up before, must leave its copy of
+			# the service files readable (Dovecot's umask is 0077)
+			printf '#!/bin/sh\numask 022\nexec %s %s %s/auth "$@"\n' "$(command -v env)" \
+				"$pam_env" "$LIBEXEC" >"$S/auth-worker.sh"
+			chmod 0755 "$S/auth-worker.sh"
+			worker="  executable = $S/auth-worker.sh -w"
+		fi
 	fi
 	[ -z "${DV_WORKERS:-}" ] || worker="$worker
   process_limit = $DV_WORKERS"
+	# a non-root auth worker (DV_WORKER_USER), with the groups Dovecot
+	# gives it (DV_WORKER_GROUPS, comma-separated: extra_groups)
+	[ -z "${DV_WORKER_USER:-}" ] || worker="$worker
+  user = $DV_WORKER_USER"
+	[ -z "${DV_WORKER_GROUPS:-}" ] || worker="$worker
+  extra_groups = $DV_WORKER_GROUPS"
 	# idle auth workers are not stopped during a run (cpu_watch_*)
 	worker="$worker
   idle_kill = 1h"
@@ -405,6 +420,52 @@ start_dovecot() { # on a free random high port; sets PORT and DPID
 		grep -qs "Address already in use" "$DLOG" "$S/dovecot.stdout" || break
 	done
 	return 1
+}
+
+# ------------------------------------------------------- non-root auth worker
+# dv_worker_account: (root only) a system user WUSER for the auth worker,
+# with a group of its own, and a group WGROUP for the store, both named
+# after this process, made with the system's useradd/groupadd. WUSER is
+# put into WGROUP in the group database (usermod -aG), which is what
+# SECURITY.md once said was enough: Dovecot sets a service's groups
+# itself, so only extra_groups gives them to the worker. Accounts of
+# earlier runs whose process is gone are removed first.
+# dv_worker_account_remove: removes this run's.
+dv_worker_account() {
+	local u pid
+	for u in $(getent passwd | cut -d: -f1 | grep -E '^agdv[0-9]+$'); do
+		pid=${u#agdv}
+		kill -0 "$pid" 2>/dev/null || { userdel "$u"; groupdel "agdvg$pid"; } 2>/dev/null
+	done
+	WUSER=agdv$$ WGROUP=agdvg$$
+	groupadd --system "$WGROUP" 2>"$S/account.err" &&
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin "$WUSER" 2>>"$S/account.err" &&
+		usermod -a -G "$WGROUP" "$WUSER" 2>>"$S/account.err" ||
+		{ DV_ERR="cannot make the test's accounts: $(cat "$S/account.err")"; return 1; }
+}
+dv_worker_account_remove() {
+	[ -n "${WUSER:-}" ] || return 0
+	userdel "$WUSER" 2>/dev/null
+	groupdel "$WGROUP" 2>/dev/null
+	WUSER=
+}
+# auth_worker_ids: "UID GIDS" (the real uid, the supplementary groups
+# comma-separated) of each of this run's live auth worker processes
+auth_worker_ids() {
+	local p args uid groups k v
+	for p in $(dv_family); do
+		{ mapfile -d '' -t args <"/proc/$p/cmdline"; } 2>/dev/null || continue
+		[ "${args[1]:-}" = -w ] || continue
+		uid='' groups=''
+		while read -r k v; do
+			case $k in
+			Uid:) uid=${v%%[[:space:]]*} ;;
+			Groups:) groups=$(printf "%s" "$v" | tr -s " \t" ",") groups=${groups%,} ;;
+			esac
+		done <"/proc/$p/status" 2>/dev/null
+		[ -n "$uid" ] && echo "$uid ${groups:--}"
+	done
 }
 
 # auth_worker_ticks: "PID TICKS" (user + system CPU, clock ticks) for each

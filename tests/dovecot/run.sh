@@ -24,7 +24,7 @@ set -u
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
-NTESTS=32
+NTESTS=38
 
 # ------------------------------------------------------------------ skip, bail
 why=$(dv_missing)
@@ -60,6 +60,7 @@ cleanup() {
 	[ ${#PARPIDS[@]} = 0 ] || kill -TERM "${PARPIDS[@]}" 2>/dev/null
 	stop_dovecot
 	clean_pam_wrapper_dirs
+	dv_worker_account_remove
 	if [ "$DONE" != 1 ] && [ "$rc" = 0 ]; then
 		echo "# the run stopped before its end"
 		rc=1
@@ -153,6 +154,117 @@ loglines() { # loglines REGEX...: number of log lines matching every REGEX
 	out=$(cat "$LOG")
 	for p in "$@"; do out=$(printf '%s\n' "$out" | grep -E -e "$p"); done
 	[ -n "$out" ] && printf '%s\n' "$out" | wc -l || echo 0
+}
+
+# ------------------------------------------------------- non-root auth worker
+# The auth worker as a system user with the store's group, as SECURITY.md
+# and the README give it: the store directory root:WGROUP 2750, its files
+# 0660 root:WGROUP, made in advance. First the old, wrong recipe (the user
+# is in WGROUP in the group database only, usermod -aG): Dovecot sets the
+# worker's groups itself, so the worker cannot open the store, and the
+# guard must say so (a fault line) while logins go on unguarded
+# (fail_open). Then with extra_groups, comma-separated as documented: the
+# guard guards (a ban, refusals). Six checks; skipped unless root.
+NONROOT_CHECKS=(
+	"non-root worker, usermod only: the auth worker runs as the test's user, without the store's group"
+	"non-root worker, usermod only: a loud fault naming the store file it cannot open, fail_open=yes, no ban"
+	"non-root worker, extra_groups: the auth worker runs as the test's user, with the store's group"
+	"non-root worker, extra_groups: brute force banned at the 5th failure, then refused (reason=banned)"
+	"non-root worker, extra_groups: one log line per attempt, no fault"
+	"non-root worker, extra_groups: authguard-admin list bans (as root) on the store the worker wrote"
+)
+nonroot_worker() {
+	local d ids wgid r=() res=() why=() ev=() i faults extra n0
+	if [ "$(id -u)" != 0 ]; then
+		for d in "${NONROOT_CHECKS[@]}"; do skip "$d" "not root: cannot make the test's system user"; done
+		return
+	fi
+	if ! dv_worker_account; then
+		ok 1 "${NONROOT_CHECKS[0]}" "$DV_ERR"
+		for d in "${NONROOT_CHECKS[@]:1}"; do skip "$d" "no test accounts"; done
+		return
+	fi
+	wgid=$(getent group "$WGROUP" | cut -d: -f3)
+	# what the worker loads and reads must be reachable for its user
+	mkdir -p "$S/lib" && cp "$MODULE" "$MATRIX" "$WRAPPER" "$S/lib/" && chmod -R a+rX "$S/lib"
+	MODULE=$S/lib/$(basename "$MODULE") MATRIX=$S/lib/$(basename "$MATRIX")
+	WRAPPER=$S/lib/$(basename "$WRAPPER")
+	dv_stack authguard || bail "$DV_ERR"
+	chmod -R a+rX "$S/pam.d" "$S/passdb"
+	install -d -o root -g "$WGROUP" -m 2750 "$S/wstore"
+	install -o root -g "$WGROUP" -m 0660 /dev/null "$S/wstore/data.mdb"
+	install -o root -g "$WGROUP" -m 0660 /dev/null "$S/wstore/lock.mdb"
+	LOG=$S/authguard-worker.log
+	install -o "$WUSER" -m 0600 /dev/null "$LOG"
+	cat >"$S/authguard.conf" <<-EOF
+		db_dir = $S/wstore
+		log = file:$LOG
+		tarpit_base = 20ms
+		tarpit_max = 320ms
+		ip_ban_after = 5
+	EOF
+	chmod 0644 "$S/authguard.conf"
+
+	# the wrong recipe: user only
+	DV_WORKER_USER=$WUSER DV_WORKER_GROUPS=''
+	start_dovecot || bail "dovecot did not start with a non-root auth worker: $(tail -n 5 "$DLOG")"
+	client_start
+	for i in 1 2 3 4 5 6; do
+		imap_login 203.0.113.60 alice "nr-$i"
+		r+=("$ST")
+	done
+	ids=$(auth_worker_ids)
+	ok "$([ -n "$ids" ] && ! printf '%s\n' "$ids" | grep -qvE "^$(id -u "$WUSER") " &&
+		! printf '%s\n' "$ids" | grep -qE "[ ,]$wgid(,|$)"; echo $?)" \
+		"${NONROOT_CHECKS[0]}" "auth workers (uid groups): $ids"
+	faults=$(grep -F 'authguard fault:' "$LOG")
+	ok "$(printf '%s\n' "$faults" | grep -qF "permission denied: open $S/wstore/lock.mdb: Permission denied" &&
+		printf '%s\n' "$faults" | grep -qF 'fail_open=yes: attempts go on unguarded' &&
+		[ "$(count NO "${r[@]}")" = 6 ] && ! grep -q 'event=ban' "$LOG"; echo $?)" \
+		"${NONROOT_CHECKS[1]}" "replies: ${r[*]}" "log: $(head -n 4 "$LOG")"
+	client_stop
+	stop_dovecot
+
+	# the documented recipe: extra_groups, comma-separated
+	extra=$WGROUP
+	getent group shadow >/dev/null && extra="shadow,$WGROUP"
+	DV_WORKER_GROUPS=$extra
+	: >"$LOG"
+	exec {LOGFD}<"$LOG"
+	n0=$ATTEMPTS
+	NOT_ONE_LINE=()
+	start_dovecot || bail "dovecot did not start with extra_groups = $extra: $(tail -n 5 "$DLOG")"
+	client_start
+	r=()
+	for i in 1 2 3 4 5 6; do
+		attempt 203.0.113.61 alice "nr-$i"
+		r+=("$ST") res+=("${F[result]:--}") why+=("${F[reason]:--}") ev+=("${F[event]:--}")
+	done
+	attempt 203.0.113.61 alice pw-alice
+	r+=("$ST") res+=("${F[result]:--}") why+=("${F[reason]:--}")
+	attempt 198.51.100.10 alice pw-alice
+	r+=("$ST")
+	ids=$(auth_worker_ids)
+	ok "$([ -n "$ids" ] && ! printf '%s\n' "$ids" | grep -qvE "^$(id -u "$WUSER") " &&
+		! printf '%s\n' "$ids" | grep -qvE "[ ,]$wgid(,|$)"; echo $?)" \
+		"${NONROOT_CHECKS[2]} (extra_groups = $extra)" "auth workers (uid groups): $ids"
+	ok "$([ "${r[*]}" = "NO NO NO NO NO NO NO OK" ] &&
+		[ "${res[*]}" = "fail fail fail fail fail unchecked unchecked" ] &&
+		[ "${ev[4]}" = ban ] && [ "${why[*]:5}" = "banned banned" ]; echo $?)" \
+		"${NONROOT_CHECKS[3]}; the right password too; alice in from home" \
+		"replies: ${r[*]}" "results: ${res[*]}" "events: ${ev[*]}" "reasons: ${why[*]}"
+	ok "$([ ${#NOT_ONE_LINE[@]} = 0 ] && [ "$(wc -l <"$LOG")" = $((ATTEMPTS - n0)) ] &&
+		! grep -q 'authguard fault' "$LOG"; echo $?)" \
+		"${NONROOT_CHECKS[4]}" "${NOT_ONE_LINE[@]}" "$(grep 'fault' "$LOG" | head -n 3)"
+	if [ -n "$ADMIN" ]; then
+		d=$("$ADMIN" -c "$S/authguard.conf" list bans 2>&1)
+		ok "$(printf '%s\n' "$d" | grep -qF 203.0.113.61; echo $?)" "${NONROOT_CHECKS[5]}" "$d"
+	else
+		skip "${NONROOT_CHECKS[5]}" "AG_TEST_ADMIN not set and no authguard-admin in PATH"
+	fi
+	client_stop
+	stop_dovecot
+	DV_WORKER_USER='' DV_WORKER_GROUPS=''
 }
 
 # ======================================================================== run
@@ -373,6 +485,8 @@ main() {
 	grep -E "$PWRAP_RACE" "$DLOG" | sed 's/^/# note: /'
 	dbad=$(grep -E 'Fatal|Panic|Error|segfault|killed with signal|PWRAP' "$DLOG" | grep -vE "$PWRAP_RACE" | head -n 5)
 	ok "$([ -z "$dbad" ]; echo $?)" "dovecot logged no error, fatal, panic or crash" "$dbad"
+
+	nonroot_worker
 
 	n=$(grep -c '^imapc: ' "$S/client.log")
 	[ "$n" = 0 ] || echo "# note: $n connections tried again (no greeting from Dovecot in ${IO_TIMEOUT}s; nothing attempted)"
