@@ -1532,6 +1532,7 @@ int main(int argc, char **argv)
 		char err[256];
 		if (ag_conf_set(&x.c, "db_dir", db, err, sizeof(err)) != 0) {
 			fprintf(stderr, "authguard-admin: -d: %s\n", err);
+			ag_conf_free(&x.c); /* the defaults hold lists too */
 			return EX_USAGE;
 		}
 	}
