@@ -104,6 +104,11 @@ struct ag_record_opts {
 	 * (AG_E*) return rolls the attempt back and is returned. */
 	int (*in_txn)(struct ag_txn *t, void *arg);
 	void *arg;
+	/* if not NULL: set to AG_REFUSE when a success must be refused
+	 * after all (its password is being sprayed and the source is new to
+	 * the user: reason hot_password, logged), else to AG_PROCEED. For
+	 * that, pass the password of successes too. */
+	enum ag_decision *decision_r;
 };
 
 AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
