@@ -29,6 +29,7 @@
 #define TICKET_KEY "pam_authguard_ticket"
 #define RECORDED_KEY "pam_authguard_recorded"
 #define USER_KEY "pam_authguard_user"
+#define REFUSED_KEY "pam_authguard_refused"
 
 enum phase { PH_NONE, PH_PREAUTH, PH_AUTHFAIL, PH_AUTHSUCC };
 
@@ -165,6 +166,13 @@ static bool was_recorded(pam_handle_t *pamh)
 	return pam_get_data(pamh, RECORDED_KEY, &d) == PAM_SUCCESS && d != NULL;
 }
 
+/* A success refused after all (hot_password) by an earlier phase. */
+static bool was_refused(pam_handle_t *pamh)
+{
+	const void *d = NULL;
+	return pam_get_data(pamh, REFUSED_KEY, &d) == PAM_SUCCESS && d != NULL;
+}
+
 static const struct ag_ticket *get_ticket(pam_handle_t *pamh)
 {
 	const void *d = NULL;
@@ -190,6 +198,7 @@ static void run_preauth(pam_handle_t *pamh, const struct ag_conf *c,
 	if (t != NULL && pam_set_data(pamh, TICKET_KEY, t, free_data) != PAM_SUCCESS)
 		free(t);
 	(void)pam_set_data(pamh, RECORDED_KEY, NULL, NULL);
+	(void)pam_set_data(pamh, REFUSED_KEY, NULL, NULL);
 	if (*d == AG_REFUSE)
 		mark_recorded(pamh); /* its log line is written */
 }
@@ -203,7 +212,7 @@ static enum ag_decision run_record(pam_handle_t *pamh, const struct ag_conf *c,
 	enum ag_decision d = AG_PROCEED;
 
 	if (was_recorded(pamh))
-		return d;
+		return was_refused(pamh) ? AG_REFUSE : d;
 	get_attempt(pamh, &a, false);
 	const void *checked = NULL;
 	if (pam_get_data(pamh, USER_KEY, &checked) == PAM_SUCCESS && checked != NULL) {
@@ -217,6 +226,10 @@ static enum ag_decision run_record(pam_handle_t *pamh, const struct ag_conf *c,
 				    .decision_r = &d };
 	(void)ag_guard_record_ex(c, sink, &a, success, &o, get_ticket(pamh));
 	mark_recorded(pamh);
+	/* the account phase refuses it too: authsucc is "sufficient" in
+	 * the README's stack, whose failure libpam ignores */
+	if (d == AG_REFUSE)
+		(void)pam_set_data(pamh, REFUSED_KEY, (void *)1, NULL);
 	return d;
 }
 
