@@ -818,7 +818,7 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		const uint8_t *secret = ag_store_secret(op.s);
 		uint64_t h = ag_siphash(secret, o->pw, o->pw_len);
 		op.v.pw_hash = (int)(h & 0xffff);
-		if (c->spray_password_users > 0 && op.v.has_user) {
+		if (c->spray_password_users > 0 && op.v.has_user && !o->pw_per_user) {
 			op.v.has_pw = true;
 			ag_pw_key(secret, o->pw, o->pw_len, op.pwkey);
 			op.v.user_tag = ag_pw_user_tag(secret, op.v.user_hash);

@@ -95,6 +95,11 @@ struct ag_record_opts {
 	 * password, never stored; NULL or empty: none */
 	const char *pw;
 	size_t pw_len;
+	/* @pw is a digest that differs per user for one password (Dovecot's
+	 * pwhash is salted per user): it spots a stale password of one
+	 * user, but cannot be counted across users, so hot passwords
+	 * (spray_password_users) do not look at it */
+	bool pw_per_user;
 	/* when the attempt happened (ms since the epoch; a log line's
 	 * time), 0: now. A time in the future is taken as now. */
 	int64_t when_ms;
