@@ -68,6 +68,14 @@ static const struct ckey keys[] = {
 	{ "watch_rules", T_STRING, OFF(watch_rules), 0, 0, "cyrus" },
 	{ "watch_rule", T_STRLIST, OFF(watch_rule), 0, 0, "" },
 	{ "watch_max_age", T_DURATION, OFF(watch_max_age), 0, 365 * DAY, "1h" },
+	/* authguard-policyd (Dovecot's auth policy server) */
+	{ "policyd_listen", T_STRLIST, OFF(policyd_listen), 0, 0, "127.0.0.1:8642" },
+	{ "policyd_allow_remote", T_BOOL, OFF(policyd_allow_remote), 0, 0, "no" },
+	{ "policyd_api_key_file", T_STRING, OFF(policyd_api_key_file), 0, 0, "" },
+	{ "policyd_threads", T_COUNT, OFF(policyd_threads), 1, 64, "4" },
+	{ "policyd_max_connections", T_COUNT, OFF(policyd_max_connections), 1, 100000, "512" },
+	{ "policyd_max_request", T_SIZE, OFF(policyd_max_request), 1024, 1LL << 20, "8k" },
+	{ "policyd_timeout", T_DURATION, OFF(policyd_timeout), 100, 60 * SEC, "1s" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),
@@ -567,7 +575,8 @@ static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, 
 	if (!verbatim(k) && (hash = strchr(val, '#')) != NULL)
 		*hash = '\0';
 	val = trim(val);
-	if (*val == '\0' && !is_list(k)) {
+	/* an empty string key is "not set" (a path to no file) */
+	if (*val == '\0' && !is_list(k) && k->type != T_STRING) {
 		snprintf(err, errlen, "%s has no value", key);
 		return AG_ECONF;
 	}

@@ -70,6 +70,14 @@ struct ag_conf {
 	char watch_rules[AG_CONF_STR_MAX]; /* built-in rule sets */
 	struct ag_strlist watch_rule;      /* "NAME IDENT OUTCOME REGEX" */
 	int64_t watch_max_age;             /* first start: older lines are skipped */
+	/* authguard-policyd: Dovecot's auth policy server */
+	struct ag_strlist policyd_listen;  /* host:port, one per entry */
+	uint32_t policyd_allow_remote;     /* bool: addresses beyond loopback */
+	char policyd_api_key_file[AG_CONF_STR_MAX]; /* "" = no key */
+	uint32_t policyd_threads;          /* per listening address */
+	uint32_t policyd_max_connections;  /* per listening address */
+	int64_t policyd_max_request;       /* body bytes */
+	int64_t policyd_timeout;           /* ms for one request to arrive */
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[64];
 	/* the last load could not read its file, or ran out of memory

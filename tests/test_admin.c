@@ -224,7 +224,7 @@ static void test_status_spray_and_wave(void **state)
 	assert_int_equal(has(out, "spray:    0 hot passwords now"), 1);
 	assert_int_equal(has(out, "wave:     learning"), 1);
 	for (int i = 0; i < 10; i++) {
-		char user[8], addr[32];
+		char user[16], addr[32];
 		snprintf(user, sizeof(user), "u%02d", i);
 		snprintf(addr, sizeof(addr), "100.70.%d.1", i);
 		assert_int_equal(pd_login_service(PD_SERVICE_AUTHTOK, user, "Winter2026", addr, NULL),

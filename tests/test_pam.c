@@ -506,7 +506,7 @@ static void test_wave_tarpits_new_places(void **state)
 	seed_wave(&wv);
 	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
 	for (int i = 0; i < STUFF; i++) {
-		char user[16], pw[16], addr[32];
+		char user[24], pw[24], addr[40];
 		snprintf(user, sizeof(user), "u%02d", i % 50);
 		snprintf(pw, sizeof(pw), "leak-%d", i);
 		snprintf(addr, sizeof(addr), "100.%d.%d.9", 80 + i / 256, i % 256);

@@ -133,7 +133,7 @@ static void spray_scene(struct tally *t, struct owner *home)
 	home->tries++;
 	home->ok += rc == PAM_SUCCESS;
 	for (int i = 0; i < SPRAY_N; i++) {
-		char u[16], addr[32];
+		char u[24], addr[40];
 		snprintf(u, sizeof(u), "spray%03d", i);
 		snprintf(addr, sizeof(addr), "100.%d.%d.33", 96 + i / 256, i % 256);
 		rc = pd_login_service(PD_SERVICE_AUTHTOK, u, "Summer2026!", addr, &ms);
