@@ -223,7 +223,7 @@ static void test_status_spray_and_wave(void **state)
 	assert_int_equal(run("status", NULL), 0);
 	assert_int_equal(has(out, "spray:    0 hot passwords now"), 1);
 	assert_int_equal(has(out, "wave:     learning"), 1);
-	for (int i = 0; i < 10; i++) {
+	for (int i = 0; i < 12; i++) { /* 10 make it hot; 2 more for a tag collision */
 		char user[16], addr[32];
 		snprintf(user, sizeof(user), "u%02d", i);
 		snprintf(addr, sizeof(addr), "100.70.%d.1", i);

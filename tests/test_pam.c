@@ -446,8 +446,11 @@ static void test_distributed_spray_hot_password(void **state)
 	       victims, hot);
 	assert_int_equal(after, 0);
 	assert_int_equal(hot, victims);
-	/* the first ten failures made it hot; every later one says so */
-	assert_int_equal(lines("result=fail", "sprayed=yes"), SPRAY_USERS - victims - 9);
+	/* the first ten failures made it hot; every later one says so (one
+	 * later when two of the first ten users share a 16-bit tag: about
+	 * one store in 1,500) */
+	int said = lines("result=fail", "sprayed=yes");
+	assert_true(said == SPRAY_USERS - victims - 9 || said == SPRAY_USERS - victims - 10);
 	/* the owner at home: in, and told */
 	assert_int_equal(login_tok("s037", SPRAYED, "198.51.100.37"), PAM_SUCCESS);
 	assert_int_equal(lines("result=success action=allow", "sprayed=yes"), 1);

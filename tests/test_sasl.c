@@ -814,13 +814,19 @@ static void test_hot_password_refused_after_the_step(void **state)
 	for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
 		use_conf("");
 		assert_int_equal(auth(mechs[m], "vic2", "Summer2026!", NULL, "198.51.100.32;1"), SASL_OK);
-		for (int i = 0; i < 10; i++) {
+		/* ten users make it hot; the eleventh is there because users are
+		 * told apart by 16-bit tags: two of ten share one in about one
+		 * store of 1,500, and the password is hot one user later */
+		for (int i = 0; i < 11; i++) {
 			char u[16], addr[40];
-			snprintf(u, sizeof(u), "u%02d", i);
+			snprintf(u, sizeof(u), "u%02d", i % 10);
+			if (i == 10)
+				snprintf(u, sizeof(u), "boss");
 			snprintf(addr, sizeof(addr), "100.66.%d.1;2525", i);
 			assert_int_equal(auth(mechs[m], u, "Summer2026!", NULL, addr), SASL_BADAUTH);
 		}
-		assert_int_equal(lines("result=fail", "sprayed=yes"), 1);
+		int said = lines("result=fail", "sprayed=yes");
+		assert_true(said == 1 || said == 2);
 		assert_int_equal(auth(mechs[m], "vic1", "Summer2026!", NULL, "100.66.99.1;1"), SASL_BADAUTH);
 		assert_int_equal(lines("result=success action=refuse reason=hot_password",
 				       "user=\"vic1@test.example\""), 1);
