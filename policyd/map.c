@@ -490,6 +490,8 @@ static void handle_report(const struct pd_ctx *ctx, const struct pd_request *r)
 	if (!r->success && pd_pwhash_usable(r)) {
 		o.pw = r->pwhash.p;
 		o.pw_len = r->pwhash.len;
+		/* salted per user: a stale password, never one across users */
+		o.pw_per_user = true;
 	}
 	(void)ag_guard_record_ex(ctx->conf, ctx->sink, &a, r->success, &o,
 				 have_ticket ? &t : NULL);

@@ -58,6 +58,11 @@ static const struct ckey keys[] = {
 	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
 	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
 	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
+	/* hot passwords and attack waves (issue 14 items 1, 2) */
+	{ "spray_password_users", T_COUNT, OFF(spray_password_users), 0, 1000000, "10" },
+	{ "wave_factor", T_COUNT, OFF(wave_factor), 0, 1000000, "4" },
+	{ "wave_min_failures", T_COUNT, OFF(wave_min_failures), 1, 1000000, "30" },
+	{ "wave_baseline", T_DURATION, OFF(wave_baseline), 3600 * SEC, 365 * DAY, "1d" },
 	/* authguard-watch (checked further when the watcher starts) */
 	{ "watch_source", T_STRLIST, OFF(watch_source), 0, 0, "" },
 	{ "watch_rules", T_STRING, OFF(watch_rules), 0, 0, "cyrus" },

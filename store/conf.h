@@ -58,6 +58,11 @@ struct ag_conf {
 	struct ag_cidrs trusted;
 	struct ag_cidrs proxies;
 	struct ag_cidrs deny;
+	/* hot passwords and attack waves (issue 14 items 1, 2) */
+	uint32_t spray_password_users; /* distinct users a wrong password fails for: hot */
+	uint32_t wave_factor;          /* unfamiliar failures over the baseline: a wave */
+	uint32_t wave_min_failures;    /* and at least this many within decay_half_life */
+	int64_t wave_baseline;         /* half-life of the host's learned normal */
 	/* keys of the daemons (authguard-policyd, -watch, -sync) go below;
 	 * string keys as char[AG_CONF_STR_MAX], lists as struct ag_strlist */
 	/* authguard-watch */

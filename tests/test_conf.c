@@ -37,6 +37,8 @@ static const char *const all_keys[] = {
 	"ip_ban_max", "net_ban_after", "ipv4_prefix", "ipv6_prefix", "spray_users",
 	"user_lock_after", "user_lock_time", "familiar_ttl", "user_fold", "user_strip_domains",
 	"trusted", "proxies", "deny",
+	/* hot passwords and attack waves */
+	"spray_password_users", "wave_factor", "wave_min_failures", "wave_baseline",
 	/* authguard-watch */
 	"watch_source", "watch_rules", "watch_rule", "watch_max_age",
 	/* authguard-policyd */
@@ -319,6 +321,11 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->trusted.n, 0);
 	assert_int_equal(c->proxies.n, 0);
 	assert_int_equal(c->deny.n, 0);
+	/* hot passwords and attack waves */
+	assert_int_equal(c->spray_password_users, 10);
+	assert_int_equal(c->wave_factor, 4);
+	assert_int_equal(c->wave_min_failures, 30);
+	assert_true(c->wave_baseline == DAY);
 	/* authguard-watch */
 	assert_int_equal(c->watch_source.n, 0);
 	assert_string_equal(c->watch_rules, "cyrus");
@@ -616,6 +623,14 @@ static const struct set_case set_cases[] = {
 	{ "net_ban_after", "1000000", 0, "1000000" },
 	{ "spray_users", "1000001", AG_ECONF, "6" },
 	{ "user_lock_after", "7", 0, "7" },
+	/* hot passwords and attack waves */
+	{ "spray_password_users", "0", 0, "0" },
+	{ "spray_password_users", "1000001", AG_ECONF, "10" },
+	{ "wave_factor", "0", 0, "0" },
+	{ "wave_min_failures", "0", AG_ECONF, "30" },
+	{ "wave_min_failures", "1", 0, "1" },
+	{ "wave_baseline", "59m", AG_ECONF, "1d" },
+	{ "wave_baseline", "7d", 0, "7d" },
 	/* CIDR lists: commas and/or blanks */
 	{ "trusted", "192.0.2.0/24, 2001:db8::/32", 0, "192.0.2.0/24, 2001:db8::/32" },
 	{ "trusted", "192.0.2.1 198.51.100.0/24\t10.0.0.0/8", 0,

@@ -413,7 +413,7 @@ main() {
 	total=$(wc -l <"$LOG")
 	ok "$([ ${#NOT_ONE_LINE[@]} = 0 ] && [ "$total" = "$ATTEMPTS" ]; echo $?)" \
 		"one log line per attempt: $ATTEMPTS IMAP logins, $total log lines" "${NOT_ONE_LINE[@]}"
-	RE='^time=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z service=dovecot user="[a-z0-9]+" rhost=[0-9a-f.:]+ result=(success|fail|unchecked) action=(allow|tarpit|refuse)( reason=[a-z_]+)? delay_ms=[0-9]+ src_score=[0-9]+\.[0-9] user_score=[0-9]+\.[0-9] user_state=(ok|locked|none) familiar=(yes|no)( repeat=yes)?( event=[a-z_+]+)?( until=[0-9T:.Z-]+)?$'
+	RE='^time=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z service=dovecot user="[a-z0-9]+" rhost=[0-9a-f.:]+ result=(success|fail|unchecked) action=(allow|tarpit|refuse)( reason=[a-z_]+)? delay_ms=[0-9]+ src_score=[0-9]+\.[0-9] user_score=[0-9]+\.[0-9] user_state=(ok|locked|none) familiar=(yes|no)( repeat=yes)?( sprayed=yes)?( wave=on)?( event=[a-z_+]+)?( until=[0-9T:.Z-]+)?$'
 	ok "$([ "$(grep -cvE "$RE" "$LOG")" = 0 ]; echo $?)" \
 		"every log line is one whole record in the README's field order, and no fault was logged" \
 		"$(grep -vE "$RE" "$LOG" | head -n 5)"
