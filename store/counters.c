@@ -1,6 +1,7 @@
 /* counters.c - the shared counter file beside the store (see counters.h). */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -67,6 +68,12 @@ int ag_counters_map(int fd, struct ag_counters **cn_r)
 		return AG_EIO;
 	if (fstat(fd, &st) != 0 || (size_t)st.st_size != file_len)
 		return AG_ECORRUPT;
+	/* ftruncate() leaves a hole: a store on a full disk would then give
+	 * SIGBUS at the first refusal that touches a page never written,
+	 * killing the host daemon. Every page is given its blocks first (a
+	 * no-op once they are); without them, the counts stay in LMDB. */
+	if (posix_fallocate(fd, 0, (off_t)file_len) != 0)
+		return AG_EIO;
 	void *m = mmap(NULL, file_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED)
 		return AG_ENOMEM;

@@ -520,6 +520,10 @@ static void test_counter_file_checks(void **state)
 	assert_int_equal(ag_store_get(f->db, &s), 0);
 	assert_non_null(ag_store_counters(s));
 	assert_int_equal(ag_store_counters_error(s), 0);
+	/* with every block on disk: a hole would be SIGBUS in the host
+	 * daemon at the first refusal that touches it on a full disk */
+	assert_int_equal(stat(p, &st), 0);
+	assert_true((uint64_t)st.st_blocks * 512 >= (uint64_t)st.st_size);
 	struct ag_stats d = { .attempts = 3, .refused = 2 }, got = { 0 };
 	ag_count_stats(s, &d);
 	ag_count_refusal(s, AG_DB_SRC, "k1", 2, 1234);
