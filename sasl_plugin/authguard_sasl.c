@@ -780,6 +780,12 @@ int sasl_client_plug_init(const sasl_utils_t *utils, int max_version, int *out_v
 	    utils->getopt(utils->getopt_context, "authguard", "authguard_mech_dir", &dir, &len) != SASL_OK ||
 	    dir == NULL || dir[0] == '\0')
 		dir = AG_SASL_SYSTEM_DIR;
+	/* loaded from the stock directory itself (the fallback link):
+	 * libsasl2 loads the stock client mechanisms from there already;
+	 * offering them again would list each twice and initialise each
+	 * twice (DIGEST-MD5's second reauth cache leaks) */
+	if (loaded_from(dir))
+		return SASL_NOMECH;
 	int n = scandir(dir, &names, only_plugins, by_name);
 	if (n < 0) {
 		utils->log(NULL, SASL_LOG_ERR, "authguard: cannot read %s: %s", dir, strerror(errno));

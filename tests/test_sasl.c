@@ -12,12 +12,14 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
 
 #include <sasl/sasl.h>
+#include <sasl/saslplug.h>
 #include <security/pam_appl.h>
 
 #include "ag.h"
@@ -985,6 +987,86 @@ static void test_private_dir_serves_clients(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* The plugin linked into the stock directory as libauthguard.so (the
+ * README's fallback for a lost SASL_PATH) must not offer the client
+ * mechanisms libsasl2 loads from there anyway: each would be listed and
+ * initialised twice. From its private directory it offers them. Run in a
+ * fresh process (--client-plug DIR LINK), whose first load of the plugin
+ * is through LINK. */
+static int fb_getopt(void *ctx, const char *plugin, const char *option, const char **result,
+		     unsigned *len)
+{
+	(void)plugin;
+	if (strcmp(option, "authguard_mech_dir") != 0)
+		return SASL_FAIL;
+	*result = ctx;
+	*len = (unsigned)strlen(ctx);
+	return SASL_OK;
+}
+
+static void fb_log(sasl_conn_t *conn, int level, const char *fmt, ...)
+{
+	(void)conn;
+	(void)level;
+	(void)fmt;
+}
+
+static int client_plug(const char *dir, const char *link)
+{
+	void *h = dlopen(link, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL)
+		return 20;
+	sasl_client_plug_init_t *init = (sasl_client_plug_init_t *)dlsym(h, "sasl_client_plug_init");
+	if (init == NULL)
+		return 21;
+	sasl_utils_t u;
+	memset(&u, 0, sizeof(u));
+	u.getopt = fb_getopt;
+	u.getopt_context = (void *)dir;
+	u.log = fb_log;
+	sasl_client_plug_t *list = NULL;
+	int ver = 0, n = 0;
+	int rc = init(&u, SASL_CLIENT_PLUG_VERSION, &ver, &list, &n);
+	return rc == SASL_OK ? (n > 0 ? 0 : 22) : rc == SASL_NOMECH ? 1 : 23;
+}
+
+static int run_client_plug(const char *dir, const char *link)
+{
+	char self[600];
+
+	assert_int_equal(pd_self_exe(self, sizeof(self)), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(self, self, "--client-plug", dir, link, (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static void test_fallback_offers_no_client_mechanism(void **state)
+{
+	char dir[500], link[600], target[600], priv[600];
+	const char *plugin = getenv("AG_TEST_SASL_PLUGIN");
+
+	(void)state;
+	/* a stand-in for the stock directory: one stock mechanism and the link */
+	snprintf(dir, sizeof(dir), "%s/stock", workdir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(link, sizeof(link), "%s/libplain.so", dir);
+	snprintf(target, sizeof(target), "%s/libplain.so.2", sysdir);
+	assert_int_equal(symlink(target, link), 0);
+	snprintf(link, sizeof(link), "%s/libauthguard.so", dir);
+	assert_int_equal(symlink(plugin, link), 0);
+	assert_int_equal(run_client_plug(dir, link), 1); /* SASL_NOMECH */
+	/* the same plugin from its private directory offers the stock ones */
+	snprintf(priv, sizeof(priv), "%s/authguard.so", plugdir);
+	assert_int_equal(run_client_plug(dir, priv), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *plugin = getenv("AG_TEST_SASL_PLUGIN");
@@ -1002,6 +1084,8 @@ int main(int argc, char **argv)
 		snprintf(workdir, sizeof(workdir), "%s", wd);
 	}
 	snprintf(confpath, sizeof(confpath), "%s/authguard.conf", workdir);
+	if (argc == 4 && strcmp(argv[1], "--client-plug") == 0)
+		return client_plug(argv[2], argv[3]);
 	if (argc == 5 && (strcmp(argv[1], "--pam-fail") == 0 || strcmp(argv[1], "--pam-login") == 0))
 		return pam_fail(argv);
 	snprintf(plugdir, sizeof(plugdir), "%s/plugins", workdir);
@@ -1063,6 +1147,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_syslog_is_the_default),
 		cmocka_unit_test(test_faults_are_seen_everywhere),
 		cmocka_unit_test(test_private_dir_serves_clients),
+		cmocka_unit_test(test_fallback_offers_no_client_mechanism),
 		cmocka_unit_test(test_hot_password_refused_after_the_step),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
