@@ -559,9 +559,18 @@ static void journal_poll(struct src *s)
 		size_t mlen, ilen;
 		uint64_t usec = 0;
 		(void)sd_journal_get_realtime_usec(s->j, &usec);
-		if (journal_field(s->j, "MESSAGE", &msg, &mlen) != 0 ||
-		    (journal_field(s->j, "SYSLOG_IDENTIFIER", &ident, &ilen) != 0 &&
-		     journal_field(s->j, "_COMM", &ident, &ilen) != 0)) {
+		/* a field is valid only until the next sd_journal_get_data()
+		 * (sd_journal_get_data(3)): the ident is copied first, the
+		 * message fetched last and used before any other call */
+		char id[256];
+		size_t il = 0;
+		bool bad = journal_field(s->j, "SYSLOG_IDENTIFIER", &ident, &ilen) != 0 &&
+			   journal_field(s->j, "_COMM", &ident, &ilen) != 0;
+		if (!bad) {
+			il = ilen < sizeof(id) ? ilen : sizeof(id) - 1;
+			memcpy(id, ident, il);
+		}
+		if (bad || journal_field(s->j, "MESSAGE", &msg, &mlen) != 0) {
 			w.c.lines++;
 			w.c.unparsed++;
 			s->pos_dirty = true;
@@ -573,11 +582,6 @@ static void journal_poll(struct src *s)
 			s->pos_dirty = true;
 			continue;
 		}
-		/* the fields are valid until the next call on the journal:
-		 * copy the ident (the message is used before that) */
-		char id[256];
-		size_t il = ilen < sizeof(id) ? ilen : sizeof(id) - 1;
-		memcpy(id, ident, il);
 		handle(s, id, il, msg, mlen, (int64_t)(usec / 1000), 0);
 	}
 }
