@@ -63,6 +63,15 @@ static const struct ckey keys[] = {
 	{ "watch_rules", T_STRING, OFF(watch_rules), 0, 0, "cyrus" },
 	{ "watch_rule", T_STRLIST, OFF(watch_rule), 0, 0, "" },
 	{ "watch_max_age", T_DURATION, OFF(watch_max_age), 0, 365 * DAY, "1h" },
+	/* authguard-sync (checked further when the sync daemon starts) */
+	{ "sync_redis", T_STRING, OFF(sync_redis), 0, 0, "" },
+	{ "sync_host", T_STRING, OFF(sync_host), 0, 0, "" },
+	{ "sync_key_file", T_STRING, OFF(sync_key_file), 0, 0, "" },
+	{ "sync_stream", T_STRING, OFF(sync_stream), 0, 0, "authguard" },
+	{ "sync_redis_user", T_STRING, OFF(sync_redis_user), 0, 0, "" },
+	{ "sync_redis_password_file", T_STRING, OFF(sync_redis_password_file), 0, 0, "" },
+	{ "sync_stream_max", T_COUNT, OFF(sync_stream_max), 1000, 100000000, "1000000" },
+	{ "sync_outbox_max", T_COUNT, OFF(sync_outbox_max), 100, 100000000, "100000" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),
@@ -562,7 +571,9 @@ static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, 
 	if (!verbatim(k) && (hash = strchr(val, '#')) != NULL)
 		*hash = '\0';
 	val = trim(val);
-	if (*val == '\0' && !is_list(k)) {
+	/* a string key that is unset by default may be written unset */
+	bool may_be_empty = is_list(k) || (k->type == T_STRING && k->def[0] == '\0');
+	if (*val == '\0' && !may_be_empty) {
 		snprintf(err, errlen, "%s has no value", key);
 		return AG_ECONF;
 	}

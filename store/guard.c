@@ -16,11 +16,17 @@
 #include "hash.h"
 #include "lists.h"
 #include "store.h"
+#include "sync.h"
 
 /* check_txn(): the read-only pass found something to write */
 #define AG_EAGAIN_WRITE 1
 
 static int64_t (*clock_fn)(void) = ag_now_ms;
+
+int64_t ag_guard_now(void)
+{
+	return clock_fn();
+}
 
 void ag_guard_set_clock(int64_t (*now_fn)(void))
 {
@@ -685,7 +691,7 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 /* ---- record -------------------------------------------------------------- */
 
 struct rec_arg {
-	bool success;
+	bool success, remote;
 	int (*in_txn)(struct ag_txn *t, void *arg);
 	void *in_arg;
 	struct ag_events ev;
@@ -720,6 +726,9 @@ static int record_fn(struct op *op, void *argp)
 	}
 	if (rc == 0)
 		rc = bump_stats(t, &d);
+	/* the fleet's copy commits with the record (sync.h) */
+	if (rc == 0 && !arg->remote)
+		rc = ag_sync_attempt(t, op->c, op->a, arg->success, op->v.pw_hash, op->now);
 	if (rc == 0 && arg->in_txn != NULL)
 		rc = arg->in_txn(t, arg->in_arg);
 	if (rc == 0) {
@@ -752,7 +761,8 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		       const struct ag_ticket *tk)
 {
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
-	struct rec_arg arg = { .success = success, .in_txn = o->in_txn, .in_arg = o->arg };
+	struct rec_arg arg = { .success = success, .remote = o->remote, .in_txn = o->in_txn,
+			       .in_arg = o->arg };
 	struct op op;
 	int rc;
 
@@ -766,13 +776,16 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		uint64_t h = ag_siphash(ag_store_secret(op.s), o->pw, o->pw_len);
 		op.v.pw_hash = (int)(h & 0xffff);
 	}
+	if (rc == 0 && !success && o->remote)
+		op.v.pw_hash = o->remote_pw_hash >= 0 ? o->remote_pw_hash & 0xffff : -1;
 	if (rc == 0)
 		rc = with_retry(&op, record_fn, &arg);
 	if (rc != 0) {
 		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "record");
 		t.fault = 1;
 	}
-	log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);
+	if (!o->remote) /* the sender wrote its line */
+		log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);
 	return rc;
 }
 

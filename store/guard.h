@@ -104,6 +104,12 @@ struct ag_record_opts {
 	 * (AG_E*) return rolls the attempt back and is returned. */
 	int (*in_txn)(struct ag_txn *t, void *arg);
 	void *arg;
+	/* authguard-sync: the attempt happened on another host of the fleet
+	 * (sync.h: ag_sync_apply()): it is not put into the outbox again and
+	 * writes no attempt line; @remote_pw_hash is its wrong password's
+	 * 16-bit hash as the sender made it, or -1 */
+	bool remote;
+	int remote_pw_hash;
 };
 
 AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
@@ -134,6 +140,9 @@ AG_API void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *si
 /* Drop records that no rule needs any more. Returns the number dropped,
  * or a negative AG_E* code. */
 AG_API long ag_guard_gc(const struct ag_conf *c, int64_t now);
+
+/* The guard's clock (ms; the test hook's when set). */
+AG_API int64_t ag_guard_now(void);
 
 /* Test hook: if non-zero, the clock the guard uses (ms). */
 AG_API void ag_guard_set_clock(int64_t (*now_fn)(void));

@@ -23,6 +23,7 @@
 #include "counters.h"
 #include "guard.h"
 #include "log.h"
+#include "sync.h"
 
 enum { EX_OK = 0, EX_USAGE = 1, EX_NOTFOUND = 2, EX_STORE = 3, EX_CONFIG = 4 };
 /* check's verdicts (authguard-admin(8)) */
@@ -607,6 +608,24 @@ static int cmd_show(struct ctx *x, int argc, char **argv)
 
 /* ---- changes --------------------------------------------------------------- */
 
+/* In a fleet (sync_redis), the change goes to the outbox in its own
+ * transaction, so every host makes it (sync.h). @user: for an action on
+ * a user. */
+static int fleet(struct ctx *x, struct ag_txn *t, enum ag_sev_kind kind, const struct ag_addr *a,
+		 const char *user, int list, int64_t until)
+{
+	struct ag_sev e = { .kind = (uint8_t)kind, .list = (uint8_t)list, .pw_hash = -1,
+			    .time_ms = x->now, .until_ms = until };
+
+	if (a != NULL)
+		e.addr = *a;
+	if (user != NULL) {
+		e.user_len = strnlen(user, AG_SEV_USER_MAX - 1);
+		memcpy(e.user, user, e.user_len);
+	}
+	return ag_sync_admin_local(t, &x->c, &e);
+}
+
 static int cmd_unban(struct ctx *x, int argc, char **argv)
 {
 	struct ag_addr a;
@@ -620,6 +639,8 @@ static int cmd_unban(struct ctx *x, int argc, char **argv)
 	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin_undo(x, &t)) != 0)
 		return rc;
 	rc = t != NULL ? ag_admin_unban(t, &a, x->now) : AG_ENOTFOUND;
+	if (rc == 0)
+		rc = fleet(x, t, AG_SEV_UNBAN, &a, NULL, 0, 0);
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
 		fprintf(stderr, "authguard-admin: %s is not banned\n", argv[0]);
@@ -651,6 +672,8 @@ static int cmd_unlock(struct ctx *x, int argc, char **argv)
 	if (t != NULL) {
 		size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
 		rc = ag_admin_unlock(t, k, n, x->now);
+		if (rc == 0)
+			rc = fleet(x, t, AG_SEV_UNLOCK, NULL, argv[0], 0, 0);
 	} else {
 		rc = AG_ENOTFOUND;
 	}
@@ -700,6 +723,8 @@ static int cmd_ban(struct ctx *x, int argc, char **argv)
 	e.added = x->now;
 	e.expires = x->now + dur;
 	rc = ag_list_add(t, &e);
+	if (rc == 0)
+		rc = fleet(x, t, AG_SEV_LIST_ADD, &e.net, NULL, AG_LIST_DENY, e.expires);
 	if (rc != 0) {
 		ag_txn_abort(t);
 		return die_store(x, rc, "cannot ban");
@@ -735,10 +760,14 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 	} else if (!as_user &&
 	    (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0)) {
 		rc = ag_admin_forget_addr(t, &a, &n);
+		if (rc == 0)
+			rc = fleet(x, t, AG_SEV_FORGET_ADDR, &a, NULL, 0, 0);
 	} else {
 		uint8_t k[AG_USER_KEY_MAX];
 		size_t kl = ag_admin_user_key(x->s, &x->c, argv[0], k);
 		rc = ag_admin_forget_user(t, x->c.user_fold, k, kl, &n);
+		if (rc == 0)
+			rc = fleet(x, t, AG_SEV_FORGET_USER, NULL, argv[0], 0, 0);
 	}
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
@@ -823,6 +852,9 @@ static int cmd_listop(struct ctx *x, enum ag_list which, int argc, char **argv)
 	} else {
 		rc = ag_list_del(t, which, &e.net);
 	}
+	if (rc == 0)
+		rc = fleet(x, t, add ? AG_SEV_LIST_ADD : AG_SEV_LIST_DEL, &e.net, NULL, (int)which,
+			   add ? e.expires : 0);
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
 		fprintf(stderr, "authguard-admin: %s is not on the run-time %s list\n", argv[1],
