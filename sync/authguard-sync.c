@@ -1,0 +1,720 @@
+/*
+ * authguard-sync - the fleet daemon (issue 13): one per host, it pushes
+ * the store's outbox to a Redis stream and applies the other hosts'
+ * events to the local store, so the hosts of one mail service act as one
+ * guard. Redis is never on the authentication path: every host decides
+ * from its own store; this daemon only keeps the stores in step.
+ *
+ * Two threads, each with its own Redis connection:
+ *   pusher: the oldest outbox events (in sequence order) are sent with one
+ *           pipelined XADD each (MAXLEN ~ sync_stream_max), then deleted
+ *           from the outbox; a crash in between sends them again, and the
+ *           receivers skip them (the sender's sequence number, sync.h).
+ *   reader: XREAD BLOCK from the position kept in the store; each entry's
+ *           HMAC-SHA256 under the cluster key is checked (a bad or missing
+ *           one is rejected and logged), the host's own entries skipped,
+ *           the rest applied with the position in the same transaction.
+ * The main thread waits for signals and writes the state authguard-admin
+ * status shows, once a second. While Redis is away both threads retry
+ * with a growing delay (up to 5 s) and a fault line is logged at once and
+ * every 30 s; when it is back the outbox (what happened meanwhile) goes
+ * out and the stream is read on from the position: every event arrives.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "agd.h"
+#include "guard.h"
+#include "store.h"
+#include "sync.h"
+
+#define NAME "authguard-sync"
+#define KEY_MIN 32
+#define KEY_MAX 4096
+#define MAC_LEN 32
+#define PUSH_BATCH 256
+#define READ_BATCH 512
+#define READ_BLOCK_MS 500
+#define IO_TIMEOUT_MS 3000
+#define BACKOFF_MAX_MS 5000
+#define FAULT_EVERY_MS 30000
+#define IDLE_POLL_MS 5
+
+static const char usage[] =
+	"usage: " NAME " [-c CONF] [-t] [-h] [-V]\n"
+	"  -c CONF  config file (default " AG_DEFAULT_CONF ")\n"
+	"  -t       check the config, the key and the store, then exit\n"
+	"Pushes this host's events to the Redis stream sync_stream at sync_redis and\n"
+	"applies the other hosts' (authguard-sync(8)).\n";
+
+static struct {
+	struct agd d;
+	struct ag_store *s;
+	uint8_t key[KEY_MAX];
+	size_t key_len;
+	char host[64];
+	char password[512];
+	atomic_bool stop;
+	pthread_mutex_t mu; /* guards st and the fault times */
+	struct ag_sync_status st;
+	uint64_t outbox_dropped; /* last seen, to log new drops */
+	/* per peer (in memory): the last sequence number, for gaps */
+	struct { char host[64]; uint64_t epoch, seq; } seen[AG_SYNC_PEERS];
+	unsigned nseen;
+} g = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* ---- state and faults ------------------------------------------------------------ */
+
+struct link {
+	const char *role;      /* "push", "read" */
+	redisContext *rc;
+	int64_t down_since;    /* 0: up */
+	int64_t last_fault;
+	int64_t backoff;
+};
+
+static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&g.mu);
+	va_start(ap, fmt);
+	vsnprintf(g.st.last_error, sizeof(g.st.last_error), fmt, ap);
+	va_end(ap);
+	g.st.last_error_ms = ag_now_ms();
+	pthread_mutex_unlock(&g.mu);
+}
+
+static void set_connected(bool up)
+{
+	pthread_mutex_lock(&g.mu);
+	if (g.st.connected != (uint32_t)up) {
+		g.st.connected = up;
+		g.st.since_ms = ag_now_ms();
+	}
+	pthread_mutex_unlock(&g.mu);
+}
+
+static uint64_t outbox_depth(void)
+{
+	struct ag_outbox_state ob = { 0 };
+	struct ag_txn *t;
+
+	if (ag_txn_begin(g.s, false, &t) == 0) {
+		(void)ag_outbox_state(t, &ob);
+		ag_txn_abort(t);
+	}
+	return ob.depth;
+}
+
+/* Redis went away (or never came): a fault line at once, then every 30 s
+ * while it lasts, saying what the host does meanwhile. */
+static void link_down(struct link *l, const char *reason)
+{
+	int64_t now = ag_now_ms();
+	char why[256];
+
+	/* @reason may be the context's own errstr */
+	snprintf(why, sizeof(why), "%s", reason[0] != '\0' ? reason : "connection lost");
+	if (l->rc != NULL) {
+		redisFree(l->rc);
+		l->rc = NULL;
+	}
+	set_error("%s: %s", l->role, why);
+	set_connected(false);
+	if (l->down_since == 0)
+		l->down_since = now;
+	if (l->last_fault == 0 || now - l->last_fault >= FAULT_EVERY_MS) {
+		l->last_fault = now;
+		agd_log(AG_LVL_ERR,
+			NAME " fault: Redis %s (%s) unreachable for %" PRId64 " s: %s; this host "
+			"guards with what it knows, %" PRIu64 " events wait in the outbox",
+			g.d.conf.sync_redis, l->role, (now - l->down_since) / 1000, why, outbox_depth());
+	}
+	l->backoff = l->backoff == 0 ? 100 : l->backoff * 2;
+	if (l->backoff > BACKOFF_MAX_MS)
+		l->backoff = BACKOFF_MAX_MS;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	/* in small steps, so SIGTERM is seen quickly */
+	while (ms > 0 && !atomic_load(&g.stop)) {
+		int64_t step = ms < 50 ? ms : 50;
+		struct timespec ts = { 0, (long)step * 1000000L };
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+}
+
+/* ---- Redis ----------------------------------------------------------------------------- */
+
+static redisContext *redis_open(char *err, size_t errlen)
+{
+	const char *a = g.d.conf.sync_redis;
+	struct timeval tv = { IO_TIMEOUT_MS / 1000, (IO_TIMEOUT_MS % 1000) * 1000 };
+	redisContext *rc;
+
+	if (strncmp(a, "unix:", 5) == 0) {
+		rc = redisConnectUnixWithTimeout(a + 5, tv);
+	} else {
+		char host[256];
+		const char *colon = strrchr(a, ':');
+		size_t hl = colon != NULL ? (size_t)(colon - a) : 0;
+		if (hl == 0 || hl >= sizeof(host)) {
+			snprintf(err, errlen, "bad sync_redis");
+			return NULL;
+		}
+		memcpy(host, a, hl);
+		host[hl] = '\0';
+		if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+			memmove(host, host + 1, hl - 2);
+			host[hl - 2] = '\0';
+		}
+		rc = redisConnectWithTimeout(host, atoi(colon + 1), tv);
+	}
+	if (rc == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (rc->err) {
+		snprintf(err, errlen, "%s", rc->errstr);
+		redisFree(rc);
+		return NULL;
+	}
+	(void)redisSetTimeout(rc, tv);
+	if (g.password[0] != '\0') {
+		redisReply *r;
+		if (g.d.conf.sync_redis_user[0] != '\0')
+			r = redisCommand(rc, "AUTH %s %s", g.d.conf.sync_redis_user, g.password);
+		else
+			r = redisCommand(rc, "AUTH %s", g.password);
+		bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+		snprintf(err, errlen, "AUTH refused: %s",
+			 r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		if (r != NULL)
+			freeReplyObject(r);
+		if (!ok) {
+			redisFree(rc);
+			return NULL;
+		}
+	}
+	return rc;
+}
+
+/* Connected, or why not (then after the backoff). */
+static bool link_up(struct link *l)
+{
+	char err[256];
+
+	if (l->rc != NULL)
+		return true;
+	if (l->backoff > 0)
+		sleep_ms(l->backoff);
+	if (atomic_load(&g.stop))
+		return false;
+	l->rc = redis_open(err, sizeof(err));
+	if (l->rc == NULL) {
+		link_down(l, err);
+		return false;
+	}
+	if (l->down_since != 0)
+		agd_log(AG_LVL_INFO, "Redis %s (%s) reachable again after %" PRId64 " s; %" PRIu64
+			" events to push", g.d.conf.sync_redis, l->role,
+			(ag_now_ms() - l->down_since) / 1000, outbox_depth());
+	l->down_since = l->last_fault = l->backoff = 0;
+	set_connected(true);
+	return true;
+}
+
+/* ---- the MAC ----------------------------------------------------------------------------- */
+
+/* HMAC-SHA256 under the cluster key over what the entry says: the stream
+ * (an entry copied to another stream does not verify), the sender, its
+ * outbox epoch and the event. */
+static void mac(const char *host, size_t hlen, const uint8_t epoch[8], const uint8_t *ev,
+		size_t evlen, uint8_t out[MAC_LEN])
+{
+	uint8_t buf[64 + 1024 + 8 + AG_SEV_WIRE_MAX];
+	size_t n = 0, sl = strlen(g.d.conf.sync_stream);
+	unsigned olen = MAC_LEN;
+
+	memcpy(buf, "authguard-sync 1", 17), n = 17;
+	memcpy(buf + n, g.d.conf.sync_stream, sl), n += sl;
+	buf[n++] = 0;
+	memcpy(buf + n, host, hlen), n += hlen;
+	buf[n++] = 0;
+	memcpy(buf + n, epoch, 8), n += 8;
+	memcpy(buf + n, ev, evlen), n += evlen;
+	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, buf, n, out, &olen) == NULL)
+		memset(out, 0, MAC_LEN); /* verifies nothing */
+}
+
+/* ---- pushing ------------------------------------------------------------------------- */
+
+static int push_batch(struct link *l, struct ag_sev *ev)
+{
+	struct ag_txn *t;
+	struct ag_outbox_state ob;
+	int rc = ag_txn_begin(g.s, false, &t), n;
+
+	if (rc != 0)
+		return rc;
+	rc = ag_outbox_state(t, &ob);
+	n = rc == 0 ? ag_outbox_peek(t, ev, PUSH_BATCH) : rc;
+	ag_txn_abort(t);
+	if (n <= 0)
+		return n;
+	uint64_t dropped = ob.dropped_fail + ob.dropped_other;
+	if (dropped > g.outbox_dropped) {
+		agd_log(AG_LVL_WARN, NAME ": the outbox was full (sync_outbox_max=%u): %" PRIu64
+			" events dropped, oldest failures first (%" PRIu64 " failures, %" PRIu64
+			" others in all)", g.d.conf.sync_outbox_max, dropped - g.outbox_dropped,
+			ob.dropped_fail, ob.dropped_other);
+		g.outbox_dropped = dropped;
+	}
+	uint8_t epoch[8];
+	for (int i = 0; i < 8; i++)
+		epoch[i] = (uint8_t)(ob.epoch >> (56 - 8 * i));
+	char maxlen[24];
+	snprintf(maxlen, sizeof(maxlen), "%u", g.d.conf.sync_stream_max);
+	size_t hl = strlen(g.host);
+	for (int i = 0; i < n; i++) {
+		uint8_t buf[AG_SEV_WIRE_MAX], m[MAC_LEN];
+		size_t len = ag_sev_encode(&ev[i], buf);
+		mac(g.host, hl, epoch, buf, len, m);
+		const char *argv[] = { "XADD", g.d.conf.sync_stream, "MAXLEN", "~", maxlen, "*",
+				       "h", g.host, "o", (const char *)epoch, "e", (const char *)buf,
+				       "m", (const char *)m };
+		size_t argl[] = { 4, strlen(g.d.conf.sync_stream), 6, 1, strlen(maxlen), 1,
+				  1, hl, 1, 8, 1, len, 1, MAC_LEN };
+		if (redisAppendCommandArgv(l->rc, 14, argv, argl) != REDIS_OK) {
+			link_down(l, l->rc->errstr);
+			return 0;
+		}
+	}
+	int ok = 0;
+	for (int i = 0; i < n; i++) {
+		redisReply *r = NULL;
+		if (redisGetReply(l->rc, (void **)&r) != REDIS_OK) {
+			link_down(l, l->rc->errstr);
+			break;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+			set_error("push: XADD: %s", r->str);
+		else
+			ok = i + 1; /* each in order: the first n are in the stream */
+		freeReplyObject(r);
+		if (ok != i + 1)
+			break;
+	}
+	if (ok == 0)
+		return 0;
+	rc = ag_txn_begin(g.s, true, &t);
+	if (rc != 0)
+		return rc;
+	rc = ag_outbox_done(t, ev, ok);
+	if (rc == 0)
+		rc = ag_txn_commit(t);
+	else
+		ag_txn_abort(t);
+	if (rc == 0) {
+		pthread_mutex_lock(&g.mu);
+		g.st.pushed += (uint64_t)ok;
+		pthread_mutex_unlock(&g.mu);
+	}
+	return rc != 0 ? rc : ok;
+}
+
+static void *pusher(void *arg)
+{
+	struct link l = { .role = "push" };
+	struct ag_sev *ev = malloc(sizeof(*ev) * PUSH_BATCH);
+
+	(void)arg;
+	if (ev == NULL) {
+		agd_log(AG_LVL_ERR, NAME ": out of memory");
+		atomic_store(&g.stop, true);
+		return NULL;
+	}
+	while (!atomic_load(&g.stop)) {
+		if (!link_up(&l))
+			continue;
+		int n = push_batch(&l, ev);
+		if (n < 0) {
+			set_error("push: store: %s", ag_strerror(n));
+			agd_log(AG_LVL_ERR, NAME " fault: reading the outbox: %s%s%s", ag_strerror(n),
+				ag_store_detail()[0] ? ": " : "", ag_store_detail());
+			sleep_ms(1000);
+		} else if (n < PUSH_BATCH) {
+			sleep_ms(IDLE_POLL_MS);
+		}
+	}
+	if (l.rc != NULL)
+		redisFree(l.rc);
+	free(ev);
+	return NULL;
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+static struct ag_sync_peer *peer(const char *host)
+{
+	for (unsigned i = 0; i < g.st.npeers; i++)
+		if (strcmp(g.st.peers[i].host, host) == 0)
+			return &g.st.peers[i];
+	if (g.st.npeers == AG_SYNC_PEERS)
+		return NULL;
+	struct ag_sync_peer *p = &g.st.peers[g.st.npeers++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->host, sizeof(p->host), "%s", host);
+	return p;
+}
+
+static const redisReply *field(const redisReply *kv, const char *name)
+{
+	for (size_t i = 0; i + 1 < kv->elements; i += 2)
+		if (kv->element[i]->type == REDIS_REPLY_STRING && kv->element[i]->len == strlen(name) &&
+		    memcmp(kv->element[i]->str, name, kv->element[i]->len) == 0 &&
+		    kv->element[i + 1]->type == REDIS_REPLY_STRING)
+			return kv->element[i + 1];
+	return NULL;
+}
+
+static int64_t last_reject_log;
+
+static void reject(const char *id, const char *why)
+{
+	int64_t now = ag_now_ms();
+
+	pthread_mutex_lock(&g.mu);
+	g.st.rejected++;
+	uint64_t n = g.st.rejected;
+	pthread_mutex_unlock(&g.mu);
+	set_error("read: entry %s rejected: %s", id, why);
+	if (now - last_reject_log >= 10000 || n == 1) {
+		last_reject_log = now;
+		agd_log(AG_LVL_WARN, NAME ": stream %s entry %s rejected: %s (%" PRIu64
+			" rejected in all): someone without the cluster key can write to Redis",
+			g.d.conf.sync_stream, id, why, n);
+	}
+}
+
+/* One stream entry. Returns 0 (applied, or skipped with the position
+ * moved on in memory: *@pending), or AG_E* (a store fault: try again). */
+static int entry(const redisReply *en, char *pos, bool *pending)
+{
+	if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+	    en->element[0]->type != REDIS_REPLY_STRING || en->element[0]->len >= 64)
+		return 0;
+	const char *id = en->element[0]->str;
+	const redisReply *kv = en->element[1];
+	if (kv->type != REDIS_REPLY_ARRAY) {
+		snprintf(pos, 64, "%s", id), *pending = true;
+		return 0;
+	}
+	const redisReply *h = field(kv, "h"), *o = field(kv, "o"), *e = field(kv, "e"),
+			 *m = field(kv, "m");
+	snprintf(pos, 64, "%s", id);
+	*pending = true;
+	if (h == NULL || o == NULL || e == NULL || m == NULL || o->len != 8 || h->len == 0 ||
+	    h->len >= 64 || memchr(h->str, '\0', h->len) != NULL || e->len > AG_SEV_WIRE_MAX) {
+		reject(id, "fields missing or malformed");
+		return 0;
+	}
+	uint8_t want[MAC_LEN];
+	mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want);
+	if (m->len != MAC_LEN || CRYPTO_memcmp(want, m->str, MAC_LEN) != 0) {
+		reject(id, "bad MAC");
+		return 0;
+	}
+	if (h->len == strlen(g.host) && memcmp(h->str, g.host, h->len) == 0)
+		return 0; /* our own */
+	struct ag_sev ev;
+	if (ag_sev_decode((const uint8_t *)e->str, e->len, &ev) != 0) {
+		reject(id, "the event does not decode (a newer authguard's?)");
+		return 0;
+	}
+	uint64_t epoch = 0;
+	for (int i = 0; i < 8; i++)
+		epoch = (epoch << 8) | (uint8_t)o->str[i];
+	char host[64];
+	memcpy(host, h->str, h->len);
+	host[h->len] = '\0';
+	struct ag_sync_from fr = { .host = host, .epoch = epoch, .stream_id = id };
+	int rc = ag_sync_apply(&g.d.conf, &g.d.sink, &ev, &fr);
+	if (rc < 0)
+		return rc;
+	*pending = false; /* the position went with it */
+	int64_t now = ag_now_ms();
+	pthread_mutex_lock(&g.mu);
+	struct ag_sync_peer *p = peer(host);
+	if (rc == AG_SYNC_DUP) {
+		g.st.dups++;
+	} else {
+		g.st.applied++;
+		if (p != NULL) {
+			p->applied++;
+			p->last_ms = now;
+			p->lag_ms = now - ev.time_ms;
+			if (p->last_seq != 0 && ev.seq > p->last_seq + 1)
+				p->gaps += ev.seq - p->last_seq - 1;
+			p->last_seq = ev.seq;
+		}
+	}
+	pthread_mutex_unlock(&g.mu);
+	return 0;
+}
+
+static void *reader(void *arg)
+{
+	struct link l = { .role = "read" };
+	char pos[64], block[16], count[16];
+
+	(void)arg;
+	snprintf(block, sizeof(block), "%d", READ_BLOCK_MS);
+	snprintf(count, sizeof(count), "%d", READ_BATCH);
+	if (ag_sync_pos(g.s, pos, sizeof(pos)) != 0)
+		snprintf(pos, sizeof(pos), "0");
+	while (!atomic_load(&g.stop)) {
+		if (!link_up(&l))
+			continue;
+		const char *argv[] = { "XREAD", "COUNT", count, "BLOCK", block, "STREAMS",
+				       g.d.conf.sync_stream, pos };
+		redisReply *r = redisCommandArgv(l.rc, 8, argv, NULL);
+		if (r == NULL) {
+			link_down(&l, l.rc->errstr);
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ERROR) {
+			set_error("read: XREAD: %s", r->str);
+			agd_log(AG_LVL_ERR, NAME " fault: XREAD %s: %s", g.d.conf.sync_stream, r->str);
+			freeReplyObject(r);
+			sleep_ms(1000);
+			continue;
+		}
+		bool pending = false;
+		char was[64];
+		snprintf(was, sizeof(was), "%s", pos);
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+		    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
+			const redisReply *ents = r->element[0]->element[1];
+			for (size_t i = 0; ents->type == REDIS_REPLY_ARRAY && i < ents->elements; i++) {
+				char next[64];
+				snprintf(next, sizeof(next), "%s", pos);
+				int rc = entry(ents->element[i], next, &pending);
+				if (rc < 0) {
+					set_error("read: store: %s", ag_strerror(rc));
+					agd_log(AG_LVL_ERR, NAME " fault: applying %s: %s%s%s; trying again",
+						next, ag_strerror(rc), ag_store_detail()[0] ? ": " : "",
+						ag_store_detail());
+					sleep_ms(1000);
+					break;
+				}
+				snprintf(pos, sizeof(pos), "%s", next);
+			}
+		}
+		freeReplyObject(r);
+		/* skipped entries (ours, rejected, duplicates) move it on too */
+		if (pending && strcmp(pos, was) != 0 && ag_sync_set_pos(g.s, pos) != 0)
+			set_error("read: store: cannot keep the position");
+	}
+	if (l.rc != NULL)
+		redisFree(l.rc);
+	return NULL;
+}
+
+/* ---- start ------------------------------------------------------------------------------ */
+
+/* Read a secret file (the cluster key, the Redis password): a regular
+ * file no one else may read; trailing blanks and newlines dropped. */
+static int read_secret(const char *what, const char *path, uint8_t *buf, size_t max, size_t *len_r)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0) {
+		agd_log(AG_LVL_ERR, "%s %s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IROTH | S_IWOTH))) {
+		agd_log(AG_LVL_ERR, "%s %s: must be a regular file that others cannot read "
+			"(chmod 0640, group of the store)", what, path);
+		close(fd);
+		return -1;
+	}
+	ssize_t n = read(fd, buf, max);
+	close(fd);
+	if (n < 0 || (size_t)n >= max) {
+		agd_log(AG_LVL_ERR, "%s %s: %s", what, path, n < 0 ? strerror(errno) : "too long");
+		return -1;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		n--;
+	*len_r = (size_t)n;
+	return 0;
+}
+
+static int configure(void)
+{
+	const struct ag_conf *c = &g.d.conf;
+
+	if (!ag_sync_enabled(c)) {
+		agd_log(AG_LVL_ERR, "sync_redis is not set in %s: no Redis to sync through",
+			g.d.conf_path);
+		return -1;
+	}
+	const char *colon = strrchr(c->sync_redis, ':');
+	if (strncmp(c->sync_redis, "unix:/", 6) != 0 &&
+	    (colon == NULL || colon == c->sync_redis || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535)) {
+		agd_log(AG_LVL_ERR, "sync_redis = %s: must be host:port or unix:/path", c->sync_redis);
+		return -1;
+	}
+	if (c->sync_key_file[0] == '\0') {
+		agd_log(AG_LVL_ERR, "sync_key_file is not set: the fleet's events must be "
+			"authenticated (the same key file on every host; authguard-sync(8))");
+		return -1;
+	}
+	if (read_secret("sync_key_file", c->sync_key_file, g.key, sizeof(g.key), &g.key_len) != 0)
+		return -1;
+	if (g.key_len < KEY_MIN) {
+		agd_log(AG_LVL_ERR, "sync_key_file %s: %zu bytes; at least %d are needed "
+			"(head -c 32 /dev/urandom | base64 > FILE)", c->sync_key_file, g.key_len, KEY_MIN);
+		return -1;
+	}
+	if (c->sync_redis_password_file[0] != '\0') {
+		size_t n;
+		if (read_secret("sync_redis_password_file", c->sync_redis_password_file,
+				(uint8_t *)g.password, sizeof(g.password), &n) != 0)
+			return -1;
+		g.password[n] = '\0';
+		char *nl = strchr(g.password, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+	}
+	if (strlen(c->sync_host) >= sizeof(g.host) || strlen(c->sync_stream) == 0 ||
+	    strlen(c->sync_stream) > 512) {
+		agd_log(AG_LVL_ERR, "sync_host must be shorter than 64 bytes, sync_stream 1 to 512 bytes");
+		return -1;
+	}
+	if (c->sync_host[0] != '\0') {
+		memcpy(g.host, c->sync_host, strlen(c->sync_host) + 1);
+	} else if (gethostname(g.host, sizeof(g.host) - 1) != 0 || g.host[0] == '\0') {
+		agd_log(AG_LVL_ERR, "sync_host is not set and the host name is unknown");
+		return -1;
+	}
+	return 0;
+}
+
+static void write_status(void)
+{
+	struct ag_sync_status st;
+
+	pthread_mutex_lock(&g.mu);
+	g.st.updated_ms = ag_now_ms();
+	st = g.st;
+	pthread_mutex_unlock(&g.mu);
+	int rc = ag_sync_status_put(g.s, &st);
+	if (rc != 0)
+		agd_log(AG_LVL_WARN, NAME ": cannot keep the state for authguard-admin status: %s",
+			ag_strerror(rc));
+}
+
+int main(int argc, char **argv)
+{
+	int rc = agd_start(&g.d, NAME, usage, NULL, NULL, argc, argv);
+
+	if (rc == 2)
+		return 2;
+	if (rc == 1 && !g.d.check_only)
+		return 0; /* help, version */
+	if (configure() != 0) {
+		agd_finish(&g.d);
+		return 2;
+	}
+	if (rc == 1) {
+		if (g.d.check_only)
+			printf("%s: host %s, Redis %s, stream %s\n", NAME, g.host, g.d.conf.sync_redis,
+			       g.d.conf.sync_stream);
+		agd_finish(&g.d);
+		return 0;
+	}
+	if ((rc = ag_store_get(g.d.conf.db_dir, &g.s)) != 0) {
+		agd_log(AG_LVL_ERR, "store %s: %s", g.d.conf.db_dir, ag_strerror(rc));
+		agd_finish(&g.d);
+		return 2;
+	}
+	int sigfd = agd_signals();
+	if (sigfd < 0) {
+		agd_log(AG_LVL_ERR, "signals: %s", strerror(errno));
+		return 2;
+	}
+	g.st.version = AG_SYNC_STATUS_VERSION;
+	snprintf(g.st.host, sizeof(g.st.host), "%s", g.host);
+	g.st.since_ms = ag_now_ms();
+	{
+		struct ag_txn *t;
+		struct ag_outbox_state ob;
+		if (ag_txn_begin(g.s, false, &t) == 0) {
+			if (ag_outbox_state(t, &ob) == 0)
+				g.outbox_dropped = ob.dropped_fail + ob.dropped_other;
+			ag_txn_abort(t);
+		}
+	}
+	pthread_t tp, tr;
+	if (pthread_create(&tp, NULL, pusher, NULL) != 0 ||
+	    pthread_create(&tr, NULL, reader, NULL) != 0) {
+		agd_log(AG_LVL_ERR, "cannot start threads");
+		return 2;
+	}
+	char status[2 * AG_CONF_STR_MAX + 128];
+	snprintf(status, sizeof(status), "host %s, Redis %s, stream %s", g.host, g.d.conf.sync_redis,
+		 g.d.conf.sync_stream);
+	agd_log(AG_LVL_INFO, "%s", status);
+	agd_ready(status);
+	while (!atomic_load(&g.stop)) {
+		struct pollfd p = { .fd = sigfd, .events = POLLIN };
+		(void)poll(&p, 1, 1000);
+		int sig;
+		while ((sig = agd_signal_take(sigfd)) != 0) {
+			if (sig == SIGHUP)
+				agd_log(AG_LVL_INFO, NAME " reads its config at start only: restart it "
+					"to apply changes");
+			else
+				atomic_store(&g.stop, true);
+		}
+		write_status();
+	}
+	agd_stopping();
+	pthread_join(tp, NULL);
+	pthread_join(tr, NULL);
+	pthread_mutex_lock(&g.mu);
+	g.st.connected = 0;
+	pthread_mutex_unlock(&g.mu);
+	write_status();
+	agd_log(AG_LVL_INFO, "stopping: %" PRIu64 " events pushed, %" PRIu64 " applied, %" PRIu64
+		" duplicates, %" PRIu64 " rejected", g.st.pushed, g.st.applied, g.st.dups, g.st.rejected);
+	close(sigfd);
+	agd_finish(&g.d);
+	return 0;
+}
