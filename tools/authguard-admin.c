@@ -1123,6 +1123,67 @@ static void print_evictions(const struct counts *c)
 	       (unsigned long long)e->last_records, (unsigned long long)e->last_before, cut);
 }
 
+/* The fleet (authguard-sync(8)): the daemon's state as it last wrote it
+ * (once a second), and the outbox as it is now. */
+#define SYNC_STALE_MS 5000
+static void print_sync(struct ctx *x)
+{
+	struct ag_sync_status st;
+	struct ag_outbox_state ob = { 0 };
+	struct ag_txn *t;
+	char when[40];
+	int src = AG_ENOTFOUND;
+
+	if (x->no_store || ag_txn_begin(x->s, false, &t) != 0) {
+		if (ag_sync_enabled(&x->c))
+			printf("sync:     NOT RUNNING (no store yet)\n");
+		return;
+	}
+	src = ag_sync_status_get(t, &st);
+	int orc = ag_outbox_state(t, &ob);
+	ag_txn_abort(t);
+	if (!ag_sync_enabled(&x->c) && src != 0)
+		return; /* not in a fleet */
+	if (src != 0) {
+		printf("sync:     NOT RUNNING (authguard-sync never ran on this store%s)\n",
+		       src == AG_ENOTFOUND ? "" : ", or its state is unreadable");
+	} else {
+		int64_t age = x->now - st.updated_ms;
+		fmt_time(st.since_ms, when, sizeof(when));
+		if (age > SYNC_STALE_MS || age < -SYNC_STALE_MS) {
+			fmt_time(st.updated_ms, when, sizeof(when));
+			printf("sync:     NOT RUNNING (authguard-sync last wrote its state at %s)\n", when);
+		} else {
+			printf("sync:     %s since %s, host %s, Redis %s, stream %s\n",
+			       st.connected ? "connected" : "DISCONNECTED", when, st.host, x->c.sync_redis,
+			       x->c.sync_stream);
+		}
+		printf("          events: %llu pushed, %llu applied, %llu duplicates skipped, %llu rejected (bad MAC)\n",
+		       (unsigned long long)st.pushed, (unsigned long long)st.applied,
+		       (unsigned long long)st.dups, (unsigned long long)st.rejected);
+		if (st.last_error_ms != 0) {
+			fmt_time(st.last_error_ms, when, sizeof(when));
+			printf("          last error: %s (%s)\n", st.last_error, when);
+		}
+		for (unsigned i = 0; i < st.npeers; i++) {
+			const struct ag_sync_peer *p = &st.peers[i];
+			char ago[32];
+			fmt_left(x->now - p->last_ms, ago, sizeof(ago));
+			printf("          peer %s: lag %lld ms (last event, %s ago), %llu applied, %llu missed\n",
+			       p->host, (long long)p->lag_ms, ago, (unsigned long long)p->applied,
+			       (unsigned long long)p->gaps);
+		}
+	}
+	if (orc == 0)
+		printf("outbox:   %llu waiting (sync_outbox_max %u), %llu dropped when full "
+		       "(%llu failures, %llu others)\n",
+		       (unsigned long long)ob.depth, x->c.sync_outbox_max,
+		       (unsigned long long)(ob.dropped_fail + ob.dropped_other),
+		       (unsigned long long)ob.dropped_fail, (unsigned long long)ob.dropped_other);
+	else
+		printf("outbox:   unreadable (%s)\n", ag_strerror(orc));
+}
+
 static int cmd_status(struct ctx *x, int argc, char **argv)
 {
 	struct counts c;
@@ -1175,6 +1236,7 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 			       ag_strerror(ag_store_counters_error(x->s)));
 	}
 	print_evictions(&c);
+	print_sync(x);
 	return EX_OK;
 }
 
