@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record watch}
+harnesses=${FUZZ_ONLY:-addr conf log record watch sync}
 
 max_len() {
 	case $1 in
@@ -78,6 +78,7 @@ max_len() {
 	log) echo 1024 ;;      # past AG_LOG_USER_MAX and the 64-byte fields
 	record) echo 512 ;;    # header + four records (440 bytes)
 	watch) echo 9000 ;;    # past AW_LINE_MAX (8192)
+	sync) echo 1200 ;;     # past AG_SEV_WIRE_MAX (896)
 	esac
 }
 
@@ -88,6 +89,7 @@ sources() {
 	log) echo "store/log.c store/addr.c" ;;
 	record) echo "store/record.c store/hash.c store/policy.c store/conf.c store/addr.c" ;;
 	watch) echo "watch/rules.c" ;;
+	sync) echo "store/sync_event.c store/addr.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
 		exit 2

@@ -324,8 +324,8 @@ static void test_lock_and_familiar(void **state)
 static void admin(struct host *h, enum ag_sev_kind kind, const char *target, const char *user,
 		  int64_t until)
 {
-	struct ag_sev e = { .kind = (uint8_t)kind, .list = AG_LIST_DENY, .pw_hash = -1,
-			    .time_ms = fake_ms, .until_ms = until };
+	struct ag_sev e = { .kind = (uint8_t)kind, .pw_hash = -1, .time_ms = fake_ms,
+			    .until_ms = until };
 	struct ag_txn *t;
 	int rc = 0;
 
@@ -337,6 +337,7 @@ static void admin(struct host *h, enum ag_sev_kind kind, const char *target, con
 	}
 	assert_int_equal(ag_txn_begin(store(h), true, &t), 0);
 	if (kind == AG_SEV_LIST_ADD) {
+		e.list = AG_LIST_DENY;
 		struct ag_list_entry le = { .list = AG_LIST_DENY, .net = e.addr, .added = fake_ms,
 					    .expires = until };
 		rc = ag_list_add(t, &le);
@@ -440,6 +441,18 @@ static void test_decode_rejects(void **state)
 	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
 	buf[6] = 0;
 	assert_int_equal(ag_sev_decode(buf, n, &d), 0);
+	/* one layout per event: stray bytes where the kind has no field */
+	struct ag_sev f = { .kind = AG_SEV_FAIL, .pw_hash = -1 };
+	n = ag_sev_encode(&f, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d), 0);
+	buf[5] = 1; /* a password hash without its flag */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[5] = 0;
+	buf[2] = AG_LIST_DENY; /* a list on an attempt */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[2] = 0;
+	buf[40] = 1; /* address bytes on an attempt */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
 	/* an unlock without a name, or with a NUL in it */
 	struct ag_sev u = { .kind = AG_SEV_UNLOCK, .pw_hash = -1 };
 	n = ag_sev_encode(&u, buf);
