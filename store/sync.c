@@ -422,6 +422,10 @@ int ag_sync_apply(const struct ag_conf *c, const struct ag_sink *sink, const str
 
 	if (rc != 0)
 		return rc;
+	if (e->kind >= AG_SEV_SNAP_BAN) { /* snapshots come another way: ignored */
+		rc = f->stream_id != NULL ? ag_sync_set_pos(s, f->stream_id) : 0;
+		return rc != 0 ? rc : AG_SYNC_STALE;
+	}
 	/* one applier per store (authguard-sync): nothing can come between
 	 * this look and the write below */
 	rc = ag_txn_begin(s, false, &t);

@@ -45,7 +45,12 @@ enum ag_sev_kind {
 	AG_SEV_UNLOCK = 6,
 	AG_SEV_FORGET_ADDR = 7,
 	AG_SEV_FORGET_USER = 8,
+	/* in snapshots only (never in the stream): what a host knows now */
+	AG_SEV_SNAP_BAN = 9,       /* @addr banned until @until_ms */
+	AG_SEV_SNAP_LOCK = 10,     /* @user locked until @until_ms */
+	AG_SEV_SNAP_FAMILIAR = 11, /* @addr familiar for @user until @until_ms */
 };
+#define AG_SEV_KIND_MAX AG_SEV_SNAP_FAMILIAR
 
 #define AG_SEV_RHOST_MAX 256
 #define AG_SEV_SERVICE_MAX 64
@@ -161,6 +166,28 @@ struct ag_sync_status {
 	uint32_t npeers, pad;
 	struct ag_sync_peer peers[AG_SYNC_PEERS];
 };
+/*
+ * Snapshots: a host away for longer than the stream keeps cannot replay
+ * what it missed. Each authguard-sync publishes now and then what its
+ * store holds that matters (active bans of addresses and prefixes, locked
+ * users, familiar places, run-time list entries) with its stream
+ * position; a host that finds the stream trimmed past its own position
+ * applies the freshest peer's snapshot (each entry raises a ban's, lock's
+ * or familiarity's end to the snapshot's, never lowers it), then reads on
+ * from that peer's position. Counts are not carried: the events after the
+ * position are replayed and count once.
+ *
+ * ag_sync_snapshot_make(): at most @max entries, as [2-byte length][event]
+ * into a malloc'ed buffer *@buf_r (the caller frees it).
+ * ag_sync_snapshot_apply(): applies @len bytes (untrusted format, checked)
+ * and sets the stream position to @stream_id, in one transaction; *@n_r:
+ * entries applied. Returns 0 or AG_E* (AG_ECORRUPT: nothing applied).
+ */
+AG_API int ag_sync_snapshot_make(struct ag_store *s, const struct ag_conf *c, int64_t now,
+				 size_t max, uint8_t **buf_r, size_t *len_r, size_t *n_r);
+AG_API int ag_sync_snapshot_apply(const struct ag_conf *c, const uint8_t *buf, size_t len,
+				  const char *stream_id, size_t *n_r);
+
 AG_API int ag_sync_status_get(struct ag_txn *t, struct ag_sync_status *st_r);
 AG_API int ag_sync_status_put(struct ag_store *s, const struct ag_sync_status *st);
 

@@ -26,6 +26,9 @@ const char *ag_sev_name(unsigned kind)
 	case AG_SEV_UNLOCK: return "unlock";
 	case AG_SEV_FORGET_ADDR: return "forget_addr";
 	case AG_SEV_FORGET_USER: return "forget_user";
+	case AG_SEV_SNAP_BAN: return "snap_ban";
+	case AG_SEV_SNAP_LOCK: return "snap_lock";
+	case AG_SEV_SNAP_FAMILIAR: return "snap_familiar";
 	}
 	return "unknown";
 }
@@ -86,7 +89,7 @@ int ag_sev_decode(const uint8_t *buf, size_t len, struct ag_sev *e)
 		return AG_ECORRUPT;
 	e->kind = buf[1];
 	e->list = buf[2];
-	if (e->kind < AG_SEV_FAIL || e->kind > AG_SEV_FORGET_USER || (buf[3] & ~SEV_HAS_PW) != 0)
+	if (e->kind < AG_SEV_FAIL || e->kind > AG_SEV_KIND_MAX || (buf[3] & ~SEV_HAS_PW) != 0)
 		return AG_ECORRUPT;
 	if (!(buf[3] & SEV_HAS_PW) && (buf[4] | buf[5]) != 0)
 		return AG_ECORRUPT; /* one layout per event: no stray bytes */
@@ -116,7 +119,8 @@ int ag_sev_decode(const uint8_t *buf, size_t len, struct ag_sev *e)
 	memcpy(e->user, p, e->user_len);
 	/* what the kind needs must be there and well formed */
 	bool is_addr = e->kind == AG_SEV_LIST_ADD || e->kind == AG_SEV_LIST_DEL ||
-		       e->kind == AG_SEV_UNBAN || e->kind == AG_SEV_FORGET_ADDR;
+		       e->kind == AG_SEV_UNBAN || e->kind == AG_SEV_FORGET_ADDR ||
+		       e->kind == AG_SEV_SNAP_BAN || e->kind == AG_SEV_SNAP_FAMILIAR;
 	if (is_addr) {
 		unsigned w = ag_addr_width(&e->addr);
 		if (w == 0 || e->addr.plen > w)
@@ -134,7 +138,8 @@ int ag_sev_decode(const uint8_t *buf, size_t len, struct ag_sev *e)
 	if (is_list ? e->list != AG_LIST_ALLOW && e->list != AG_LIST_PROXY && e->list != AG_LIST_DENY
 		    : e->list != 0)
 		return AG_ECORRUPT;
-	if ((e->kind == AG_SEV_UNLOCK || e->kind == AG_SEV_FORGET_USER) &&
+	if ((e->kind == AG_SEV_UNLOCK || e->kind == AG_SEV_FORGET_USER ||
+	     e->kind == AG_SEV_SNAP_LOCK || e->kind == AG_SEV_SNAP_FAMILIAR) &&
 	    (e->user_len == 0 || memchr(e->user, '\0', e->user_len) != NULL))
 		return AG_ECORRUPT; /* admin names are C strings */
 	return 0;

@@ -408,6 +408,46 @@ static void test_admin_by_time(void **state)
 	assert_int_equal(check(&f->h[0], "u", "192.0.2.60"), AG_REFUSE);
 }
 
+/* a host that missed the stream catches up from a peer's snapshot: bans,
+ * locks, familiar places and run-time list entries, never lowered */
+static void test_snapshot(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+	uint8_t *buf;
+	size_t len, n, applied;
+	char ip[32], pos[64];
+
+	a->c.sync_redis[0] = b->c.sync_redis[0] = '\0'; /* no events: only the snapshot */
+	attempt(a, "dave", "198.51.100.30", true, NULL);
+	for (int i = 0; i < 5; i++)
+		attempt(a, "x", "192.0.2.70", false, NULL); /* a rule's ban */
+	for (int i = 0; i < 4; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", 40 + i);
+		attempt(a, "dave", ip, false, NULL); /* a lock */
+	}
+	admin(a, AG_SEV_LIST_ADD, "198.18.5.0/24", NULL, fake_ms + 3600000);
+	assert_int_equal(ag_sync_snapshot_make(store(a), &a->c, fake_ms, 1000, &buf, &len, &n), 0);
+	assert_true(n >= 4);
+	/* damaged: refused whole, nothing applied */
+	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len - 1, "9-0", &applied), AG_ECORRUPT);
+	assert_int_equal(check(b, "u", "192.0.2.70"), AG_PROCEED);
+	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len, "1234-5", &applied), 0);
+	assert_int_equal(applied, n);
+	assert_int_equal(check(b, "u", "192.0.2.70"), AG_REFUSE);
+	assert_int_equal(check(b, "dave", "203.0.113.99"), AG_REFUSE);
+	assert_int_equal(check(b, "dave", "198.51.100.30"), AG_PROCEED);
+	assert_int_equal(check(b, "u", "198.18.5.9"), AG_REFUSE);
+	assert_int_equal(ag_sync_pos(store(b), pos, sizeof(pos)), 0);
+	assert_string_equal(pos, "1234-5");
+	/* a longer ban on b stays longer */
+	struct ag_src_rec r = src(b, "192.0.2.70");
+	int64_t until = r.ban_until;
+	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len, "1234-6", &applied), 0);
+	assert_true(src(b, "192.0.2.70").ban_until == until);
+	free(buf);
+}
+
 /* ---- the wire format (untrusted) -------------------------------------------- */
 
 static void test_decode_rejects(void **state)
@@ -475,6 +515,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock_and_familiar, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_ban_unban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_by_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 		cmocka_unit_test(test_decode_rejects),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
