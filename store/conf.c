@@ -72,6 +72,7 @@ static const struct ckey keys[] = {
 	{ "sync_redis_password_file", T_STRING, OFF(sync_redis_password_file), 0, 0, "" },
 	{ "sync_stream_max", T_COUNT, OFF(sync_stream_max), 1000, 100000000, "1000000" },
 	{ "sync_outbox_max", T_COUNT, OFF(sync_outbox_max), 100, 100000000, "100000" },
+	{ "sync_snapshot_every", T_DURATION, OFF(sync_snapshot_every), SEC, DAY, "5m" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),

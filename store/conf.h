@@ -74,6 +74,7 @@ struct ag_conf {
 	char sync_redis_password_file[AG_CONF_STR_MAX]; /* "" = no AUTH */
 	uint32_t sync_stream_max;          /* XADD MAXLEN ~ */
 	uint32_t sync_outbox_max;          /* events kept while Redis is away */
+	int64_t sync_snapshot_every;       /* publish a snapshot this often */
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[64];
 	/* the last load could not read its file, or ran out of memory

@@ -346,6 +346,264 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 	return rc != 0 ? rc : ok;
 }
 
+static void reject(const char *id, const char *why);
+
+/* ---- snapshots ------------------------------------------------------------------------- */
+
+#define SNAP_MAGIC "AGSNAP1"
+#define SNAP_MAX_ENTRIES 200000
+#define SNAP_TTL_S "604800"
+
+static void snap_key(char *buf, size_t len, const char *host)
+{
+	snprintf(buf, len, "%s:snap:%s", g.d.conf.sync_stream, host);
+}
+
+static void put64be(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t get64be(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static void snap_mac(const uint8_t *data, size_t len, uint8_t out[MAC_LEN])
+{
+	unsigned olen = MAC_LEN;
+
+	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, data, len, out, &olen) == NULL)
+		memset(out, 0, MAC_LEN);
+}
+
+/* What this store knows that matters, with the stream position it is
+ * good from (read first: what is applied meanwhile is in the stream
+ * after it), for a host that was away too long (sync.h). */
+static int publish_snapshot(struct link *l)
+{
+	char pos[64], key[AG_CONF_STR_MAX + 128], set[AG_CONF_STR_MAX + 16];
+	uint8_t *entries;
+	size_t elen, n;
+	int rc = ag_sync_pos(g.s, pos, sizeof(pos));
+
+	if (rc == 0)
+		rc = ag_sync_snapshot_make(g.s, &g.d.conf, ag_guard_now(), SNAP_MAX_ENTRIES, &entries,
+					   &elen, &n);
+	if (rc != 0)
+		return rc;
+	size_t pl = strlen(pos), hl = strlen(g.host);
+	size_t total = 8 + 8 + 1 + pl + 1 + hl + elen + MAC_LEN;
+	uint8_t *b = malloc(total);
+	if (b == NULL) {
+		free(entries);
+		return AG_ENOMEM;
+	}
+	size_t o = 0;
+	memcpy(b, SNAP_MAGIC, 8), o = 8;
+	put64be(b + o, (uint64_t)ag_now_ms()), o += 8;
+	b[o++] = (uint8_t)pl;
+	memcpy(b + o, pos, pl), o += pl;
+	b[o++] = (uint8_t)hl;
+	memcpy(b + o, g.host, hl), o += hl;
+	memcpy(b + o, entries, elen), o += elen;
+	free(entries);
+	/* the stream's name is under the MAC too: a snapshot of another fleet does not verify */
+	uint8_t *m = malloc(o + strlen(g.d.conf.sync_stream) + 1);
+	if (m == NULL) {
+		free(b);
+		return AG_ENOMEM;
+	}
+	size_t sl = strlen(g.d.conf.sync_stream);
+	memcpy(m, g.d.conf.sync_stream, sl);
+	m[sl] = 0;
+	memcpy(m + sl + 1, b, o);
+	snap_mac(m, sl + 1 + o, b + o);
+	free(m);
+	o += MAC_LEN;
+	snap_key(key, sizeof(key), g.host);
+	snprintf(set, sizeof(set), "%s:snaps", g.d.conf.sync_stream);
+	const char *a1[] = { "SET", key, (const char *)b, "EX", SNAP_TTL_S };
+	size_t l1[] = { 3, strlen(key), o, 2, strlen(SNAP_TTL_S) };
+	const char *a2[] = { "SADD", set, g.host };
+	size_t l2[] = { 4, strlen(set), hl };
+	redisReply *r1 = redisCommandArgv(l->rc, 5, a1, l1);
+	redisReply *r2 = r1 != NULL ? redisCommandArgv(l->rc, 3, a2, l2) : NULL;
+	free(b);
+	bool ok = r1 != NULL && r2 != NULL && r1->type != REDIS_REPLY_ERROR &&
+		  r2->type != REDIS_REPLY_ERROR;
+	if (r1 == NULL || r2 == NULL)
+		link_down(l, l->rc->errstr);
+	else if (!ok)
+		set_error("snapshot: %s", r1->type == REDIS_REPLY_ERROR ? r1->str : r2->str);
+	if (r1 != NULL)
+		freeReplyObject(r1);
+	if (r2 != NULL)
+		freeReplyObject(r2);
+	return 0;
+}
+
+/* Stream ids "MS-SEQ": <0, 0, >0. */
+static int id_cmp(const char *a, const char *b)
+{
+	unsigned long long am = 0, as = 0, bm = 0, bs = 0;
+
+	(void)sscanf(a, "%llu-%llu", &am, &as);
+	(void)sscanf(b, "%llu-%llu", &bm, &bs);
+	if (am != bm)
+		return am < bm ? -1 : 1;
+	return as < bs ? -1 : as > bs;
+}
+
+/* A verified snapshot of another host: its time, its position, where
+ * its entries are. */
+static bool snap_parse(const redisReply *r, int64_t *time_r, char *pos, size_t poslen,
+		       const uint8_t **ent, size_t *elen)
+{
+	const uint8_t *b = (const uint8_t *)r->str;
+	size_t len = r->len, sl = strlen(g.d.conf.sync_stream);
+
+	if (r->type != REDIS_REPLY_STRING || len < 8 + 8 + 2 + MAC_LEN || memcmp(b, SNAP_MAGIC, 8) != 0)
+		return false;
+	uint8_t *m = malloc(sl + 1 + len);
+	if (m == NULL)
+		return false;
+	memcpy(m, g.d.conf.sync_stream, sl);
+	m[sl] = 0;
+	memcpy(m + sl + 1, b, len - MAC_LEN);
+	uint8_t want[MAC_LEN];
+	snap_mac(m, sl + 1 + len - MAC_LEN, want);
+	free(m);
+	if (CRYPTO_memcmp(want, b + len - MAC_LEN, MAC_LEN) != 0)
+		return false;
+	size_t o = 8;
+	*time_r = (int64_t)get64be(b + o), o += 8;
+	size_t pl = b[o++];
+	if (pl == 0 || pl >= poslen || o + pl + 1 > len - MAC_LEN)
+		return false;
+	memcpy(pos, b + o, pl), pos[pl] = '\0', o += pl;
+	size_t hl = b[o++];
+	if (o + hl > len - MAC_LEN)
+		return false;
+	o += hl;
+	*ent = b + o;
+	*elen = len - MAC_LEN - o;
+	return true;
+}
+
+/* On each connection: if the stream was trimmed past our position (we
+ * were away longer than it keeps), catch up from the freshest peer's
+ * snapshot and read on from its position. Returns false on a lost link. */
+static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
+{
+	const char *a[] = { "XINFO", "STREAM", g.d.conf.sync_stream };
+	redisReply *r = redisCommandArgv(l->rc, 3, a, NULL);
+	char last[64] = "", first[64] = "", deleted[64] = "";
+	long long length = -1, added = -1;
+
+	if (r == NULL) {
+		link_down(l, l->rc->errstr);
+		return false;
+	}
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+		const redisReply *k = r->element[i], *v = r->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING)
+			continue;
+		if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER)
+			length = v->integer;
+		else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER)
+			added = v->integer;
+		else if (strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING &&
+			 v->len < 64)
+			snprintf(last, sizeof(last), "%s", v->str);
+		else if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY &&
+			 v->elements == 2 && v->element[0]->type == REDIS_REPLY_STRING &&
+			 v->element[0]->len < 64)
+			snprintf(first, sizeof(first), "%s", v->element[0]->str);
+	}
+	freeReplyObject(r);
+	/* Entries were trimmed (added > length) that we had not read: all of
+	 * them when the stream is empty and its last id is past ours; else
+	 * when even its first entry is past ours (those before it are gone;
+	 * at worst, right at the boundary, the snapshot is applied for
+	 * nothing: it only raises end times). */
+	bool trimmed = added >= 0 && length >= 0 && added > length;
+	bool missed = trimmed && ((length == 0 && last[0] && id_cmp(last, pos) > 0) ||
+				  (length > 0 && first[0] && id_cmp(first, pos) > 0));
+	if (!missed)
+		return true;
+	snprintf(deleted, sizeof(deleted), "%s", length == 0 ? last : first);
+	char set[AG_CONF_STR_MAX + 16];
+	snprintf(set, sizeof(set), "%s:snaps", g.d.conf.sync_stream);
+	const char *a2[] = { "SMEMBERS", set };
+	redisReply *hosts = redisCommandArgv(l->rc, 2, a2, NULL);
+	if (hosts == NULL) {
+		link_down(l, l->rc->errstr);
+		return false;
+	}
+	redisReply *best = NULL;
+	int64_t best_time = 0;
+	char best_pos[64] = "", best_host[64] = "";
+	for (size_t i = 0; hosts->type == REDIS_REPLY_ARRAY && i < hosts->elements; i++) {
+		const redisReply *h = hosts->element[i];
+		if (h->type != REDIS_REPLY_STRING || h->len >= 64 || strcmp(h->str, g.host) == 0)
+			continue;
+		char key[AG_CONF_STR_MAX + 128];
+		snap_key(key, sizeof(key), h->str);
+		const char *a3[] = { "GET", key };
+		redisReply *sr = redisCommandArgv(l->rc, 2, a3, NULL);
+		if (sr == NULL)
+			break;
+		int64_t t = 0;
+		char p[64];
+		const uint8_t *ent;
+		size_t elen;
+		if (snap_parse(sr, &t, p, sizeof(p), &ent, &elen) && t > best_time) {
+			if (best != NULL)
+				freeReplyObject(best);
+			best = sr;
+			best_time = t;
+			snprintf(best_pos, sizeof(best_pos), "%s", p);
+			snprintf(best_host, sizeof(best_host), "%s", h->str);
+		} else {
+			if (sr->type == REDIS_REPLY_STRING)
+				reject(key, "snapshot: bad MAC or format");
+			freeReplyObject(sr);
+		}
+	}
+	freeReplyObject(hosts);
+	if (best == NULL) {
+		set_error("read: the stream was trimmed past %s (entries up to %s lost) and no "
+			  "peer's snapshot is there", pos, deleted);
+		agd_log(AG_LVL_ERR, NAME " fault: the stream was trimmed past this host's position "
+			"%s (entries up to %s are gone) and no peer has published a snapshot: what "
+			"they held is missed; reading on", pos, deleted);
+		return true;
+	}
+	int64_t t;
+	char p[64];
+	const uint8_t *ent;
+	size_t elen, n = 0;
+	(void)snap_parse(best, &t, p, sizeof(p), &ent, &elen);
+	int rc = ag_sync_snapshot_apply(&g.d.conf, ent, elen, best_pos, &n);
+	freeReplyObject(best);
+	if (rc != 0) {
+		set_error("read: snapshot of %s: %s", best_host, ag_strerror(rc));
+		agd_log(AG_LVL_ERR, NAME " fault: applying %s's snapshot: %s", best_host, ag_strerror(rc));
+		return true;
+	}
+	agd_log(AG_LVL_WARN, NAME ": this host was away longer than the stream keeps (trimmed up "
+		"to about %s, past its position %s): caught up from %s's snapshot (%zu bans, locks, "
+		"familiar places and list entries), reading on from %s", deleted, pos, best_host, n,
+		best_pos);
+	snprintf(pos, poslen, "%s", best_pos);
+	return true;
+}
+
 static void *pusher(void *arg)
 {
 	struct link l = { .role = "push" };
@@ -357,9 +615,19 @@ static void *pusher(void *arg)
 		atomic_store(&g.stop, true);
 		return NULL;
 	}
+	int64_t last_snap = 0;
 	while (!atomic_load(&g.stop)) {
 		if (!link_up(&l))
 			continue;
+		int64_t now = ag_now_ms();
+		if (now - last_snap >= g.d.conf.sync_snapshot_every || now < last_snap) {
+			last_snap = now;
+			int src = publish_snapshot(&l);
+			if (src != 0)
+				set_error("snapshot: %s", ag_strerror(src));
+			if (l.rc == NULL)
+				continue;
+		}
 		int n = push_batch(&l, ev);
 		if (n < 0) {
 			set_error("push: store: %s", ag_strerror(n));
@@ -496,9 +764,17 @@ static void *reader(void *arg)
 	snprintf(count, sizeof(count), "%d", READ_BATCH);
 	if (ag_sync_pos(g.s, pos, sizeof(pos)) != 0)
 		snprintf(pos, sizeof(pos), "0");
+	bool fresh = true;
 	while (!atomic_load(&g.stop)) {
+		if (l.rc == NULL)
+			fresh = true;
 		if (!link_up(&l))
 			continue;
+		if (fresh) { /* (re)connected: were we away too long? */
+			fresh = false;
+			if (!maybe_catch_up(&l, pos, sizeof(pos)))
+				continue;
+		}
 		const char *argv[] = { "XREAD", "COUNT", count, "BLOCK", block, "STREAMS",
 				       g.d.conf.sync_stream, pos };
 		redisReply *r = redisCommandArgv(l.rc, 8, argv, NULL);

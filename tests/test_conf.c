@@ -41,7 +41,7 @@ static const char *const all_keys[] = {
 	"watch_source", "watch_rules", "watch_rule", "watch_max_age",
 	/* authguard-sync */
 	"sync_redis", "sync_host", "sync_key_file", "sync_stream", "sync_redis_user",
-	"sync_redis_password_file", "sync_stream_max", "sync_outbox_max",
+	"sync_redis_password_file", "sync_stream_max", "sync_outbox_max", "sync_snapshot_every",
 };
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -333,6 +333,7 @@ static void test_defaults_values(void **state)
 	assert_string_equal(c->sync_redis_password_file, "");
 	assert_int_equal(c->sync_stream_max, 1000000);
 	assert_int_equal(c->sync_outbox_max, 100000);
+	assert_true(c->sync_snapshot_every == 5 * MIN);
 	for (size_t i = 0; i < AG_ARRAY_LEN(c->set_line); i++)
 		assert_int_equal(c->set_line[i], 0);
 	assert_string_equal(AG_DEFAULT_CONF, SYSCONFDIR "/security/authguard.conf");
@@ -664,6 +665,8 @@ static const struct set_case set_cases[] = {
 	{ "sync_stream_max", "999", AG_ECONF, "1000000" },
 	{ "sync_outbox_max", "100", 0, "100" },
 	{ "sync_outbox_max", "99", AG_ECONF, "100000" },
+	{ "sync_snapshot_every", "1s", 0, "1s" },
+	{ "sync_snapshot_every", "2d", AG_ECONF, "5m" },
 	/* keys */
 	{ "nope", "1", AG_ECONF, NULL },
 	{ "", "1", AG_ECONF, NULL },

@@ -9,7 +9,9 @@
 # out on every host while the owner, familiar on host 1, logs in on host 3;
 # unban and unlock on one host lift them everywhere; Redis killed (-9) in
 # the middle of an attack and restarted: every event arrives and none
-# counts twice; a forged event (no cluster key) is rejected.
+# counts twice; a host stopped while the stream was trimmed past its position
+# catches up from a peer's snapshot; a forged event (no cluster key) is
+# rejected.
 #
 # Output is TAP; every wait is bounded (propagation: WAIT_S seconds).
 # SKIP when redis-server or the binaries are missing, or the module is
@@ -27,7 +29,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=24
+NTESTS=28
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -124,6 +126,7 @@ sync_redis = 127.0.0.1:$PORT
 sync_host = h$i
 sync_key_file = $S/cluster.key
 sync_stream = authguard
+sync_snapshot_every = 1s
 EOF
 	printf 'alice:alice-secret:authguard-demo\nbob:bob-secret:authguard-demo\n' >"$d/passdb"
 done
@@ -273,6 +276,30 @@ EOF
 wait_for grep -q 'rejected: bad MAC' "$S/h3/sync.log"
 ok $? "forged event: rejected and logged on h3"
 is "$(login 3 alice alice-secret $HOME_IP)" ok "forged event: it banned nothing"
+
+# ---------------------------------------------------- 7. away longer than the stream keeps
+kill -TERM "${SPIDS[4]}"
+wait "${SPIDS[4]}"
+SPIDS[4]=
+D=192.0.2.50
+E=198.51.100.88
+for n in 1 2 3 4 5 6 7 8; do
+	login $(( n % 3 + 1 )) "d$n" wrong $D >/dev/null
+	wait_for eval '[ "$(fails_of 1 $D)" = '$n' ] && [ "$(fails_of 2 $D)" = '$n' ] && [ "$(fails_of 3 $D)" = '$n' ]' || break
+done
+admin 1 ban $E --for 1h >/dev/null
+wait_for refuses 3 $E
+"$REDIS_CLI" -p "$PORT" XTRIM authguard MAXLEN 0 >/dev/null # all of it, unread by h4
+sleep 2.5 # h1..h3 publish their snapshots every second (sync_snapshot_every)
+start_sync 4
+wait_for refuses 4 $D
+ok $? "away too long: h4 catches up from a snapshot: the brute force's ban"
+ok "$(wait_for refuses 4 $E; echo $?)" "away too long: ... and the admin ban"
+ok "$(grep -q 'caught up from h[123].s snapshot' "$S/h4/sync.log"; echo $?)" \
+	"away too long: h4's log says it caught up from a snapshot"
+login 1 "d9" wrong 192.0.2.51 >/dev/null
+wait_for eval '[ "$(fails_of 4 192.0.2.51)" = 1 ]'
+ok $? "away too long: h4 reads on from the snapshot's position"
 
 # ---------------------------------------------------- stop
 stopped=0
