@@ -281,7 +281,9 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 	if (rc != 0)
 		return rc;
 	rc = ag_outbox_state(t, &ob);
-	n = rc == 0 ? ag_outbox_peek(t, ev, PUSH_BATCH) : rc;
+	/* the common case while idle: one read of the counters, no scan */
+	int want = ob.depth < PUSH_BATCH ? (int)ob.depth : PUSH_BATCH;
+	n = rc != 0 ? rc : want > 0 ? ag_outbox_peek(t, ev, want) : 0;
 	ag_txn_abort(t);
 	if (n <= 0)
 		return n;
