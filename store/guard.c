@@ -789,6 +789,47 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 	return rc;
 }
 
+/* ---- authguard-sync: remote attempts in the caller's transaction ------------ */
+
+/* What record_fn() does to the records for a remote attempt (sync.h),
+ * inside @t, which the caller (ag_sync_apply_batch()) commits with many
+ * others: no outbox, no log line, no retry (on a full map the caller
+ * aborts and applies one by one through ag_guard_record_ex()). The
+ * host-wide counters to add after the commit are added to @d. */
+int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
+			       const struct ag_attempt *a, bool success, int64_t when_ms,
+			       int pw_hash, struct ag_stats *d)
+{
+	struct ag_events ev;
+	struct op op;
+	int rc = op_prepare(&op, c, NULL, a);
+
+	if (rc != 0)
+		return rc;
+	if (when_ms > 0 && when_ms < op.now)
+		op.now = when_ms;
+	op.v.pw_hash = !success && pw_hash >= 0 ? pw_hash & 0xffff : -1;
+	rc = op_load(&op, t);
+	if (rc != 0)
+		return rc;
+	ag_policy_record(c, &op.v, op.now, success, &ev);
+	struct ag_stats one = { .attempts = 1, .successes = success, .failures = !success,
+				.bans = ev.host_banned + ev.net_banned, .locks = ev.user_locked,
+				.faults = op.damaged };
+	rc = op_save(&op, t);
+	if (rc == 0)
+		rc = bump_stats(t, &one);
+	if (rc == 0 && d != NULL) {
+		d->attempts += one.attempts;
+		d->successes += one.successes;
+		d->failures += one.failures;
+		d->bans += one.bans;
+		d->locks += one.locks;
+		d->faults += one.faults;
+	}
+	return rc;
+}
+
 /* ---- garbage collection and eviction -------------------------------------- */
 
 #define GC_BATCH_DELETES 1000

@@ -141,6 +141,14 @@ AG_API void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *si
  * or a negative AG_E* code. */
 AG_API long ag_guard_gc(const struct ag_conf *c, int64_t now);
 
+struct ag_stats;
+/* authguard-sync (sync.h): a remote attempt's effect on the records inside
+ * @t, the caller's write transaction (no outbox, no line, no retry); the
+ * host-wide counters to add once @t commits are added to @d. */
+AG_API int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
+				      const struct ag_attempt *a, bool success, int64_t when_ms,
+				      int pw_hash, struct ag_stats *d);
+
 /* The guard's clock (ms; the test hook's when set). */
 AG_API int64_t ag_guard_now(void);
 

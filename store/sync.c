@@ -458,6 +458,91 @@ int ag_sync_apply(const struct ag_conf *c, const struct ag_sink *sink, const str
 	return ag_guard_record_ex(c, sink, &a, e->kind == AG_SEV_OK, &o, NULL);
 }
 
+/* One item of a batch inside @t; the sender's mark is written with it. */
+static int batch_one(struct ag_txn *t, const struct ag_conf *c, struct ag_sync_item *it,
+		     struct ag_stats *d)
+{
+	const struct ag_sev *e = &it->e;
+	struct ag_sync_from f = { .host = it->host, .epoch = it->epoch, .stream_id = NULL };
+	struct marks mk = { e, &f };
+	struct peer_mark m;
+	int rc = peer_get(t, it->host, &m);
+
+	if (rc != 0)
+		return rc;
+	if (m.version != 0 && m.epoch == it->epoch && e->seq <= m.seq) {
+		it->result = AG_SYNC_DUP;
+		return 0;
+	}
+	it->result = 0;
+	if (e->kind >= AG_SEV_SNAP_BAN) {
+		it->result = AG_SYNC_STALE;
+		return 0;
+	}
+	if (e->kind == AG_SEV_FAIL || e->kind == AG_SEV_OK) {
+		char service[AG_SEV_SERVICE_MAX];
+		memcpy(service, e->service, e->service_len);
+		service[e->service_len] = '\0';
+		struct ag_attempt a = {
+			.service = service, .user = e->user_len > 0 ? e->user : NULL,
+			.user_len = e->user_len, .rhost = e->rhost_len > 0 ? e->rhost : NULL,
+			.rhost_len = e->rhost_len,
+		};
+		rc = ag_guard_record_remote_txn(t, c, &a, e->kind == AG_SEV_OK,
+						e->time_ms > 0 ? e->time_ms : 1, e->pw_hash, d);
+	} else {
+		uint8_t key[STAMP_KEY_MAX];
+		size_t klen = stamp_key(t, c, e, key);
+		if (stamp_get(t, key, klen) > e->time_ms) {
+			it->result = AG_SYNC_STALE;
+		} else {
+			rc = apply_admin(t, c, e, ag_guard_now());
+			if (rc == 0)
+				rc = ag_txn_put(t, AG_DB_META, key, klen, &e->time_ms, sizeof(e->time_ms));
+		}
+	}
+	return rc != 0 ? rc : write_marks(t, &mk);
+}
+
+int ag_sync_apply_batch(const struct ag_conf *c, const struct ag_sink *sink,
+			struct ag_sync_item *items, size_t n, const char *pos_after)
+{
+	struct ag_stats d = { 0 };
+	struct ag_store *s;
+	struct ag_txn *t;
+	int rc = ag_store_get(c->db_dir, &s);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_begin(s, true, &t);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = batch_one(t, c, &items[i], &d);
+	if (rc == 0 && pos_after != NULL)
+		rc = ag_txn_put(t, AG_DB_META, K_POS, strlen(K_POS), pos_after, strlen(pos_after));
+	if (rc == 0) {
+		rc = ag_txn_commit(t);
+		if (rc == 0) {
+			ag_count_stats(s, &d); /* host-wide: counters.h */
+			ag_store_maybe_sync(s);
+			return 0;
+		}
+	} else {
+		ag_txn_abort(t);
+	}
+	/* one by one, each with the guard's own room-making and retry */
+	for (size_t i = 0; i < n; i++) {
+		struct ag_sync_from f = { .host = items[i].host, .epoch = items[i].epoch,
+					  .stream_id = items[i].stream_id };
+		rc = ag_sync_apply(c, sink, &items[i].e, &f);
+		if (rc < 0)
+			return rc;
+		items[i].result = rc;
+	}
+	return pos_after != NULL ? ag_sync_set_pos(s, pos_after) : 0;
+}
+
 /* The outbox event of a local attempt (called by the guard in the record's
  * transaction). */
 int ag_sync_attempt(struct ag_txn *t, const struct ag_conf *c, const struct ag_attempt *a,

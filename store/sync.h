@@ -137,6 +137,23 @@ struct ag_sync_from {
 AG_API int ag_sync_apply(const struct ag_conf *c, const struct ag_sink *sink,
 			 const struct ag_sev *e, const struct ag_sync_from *f);
 
+/* Many remote events in one write transaction (what a stream read
+ * returned), with the position @pos_after (the last entry read, which may
+ * be one that was skipped) in it too. Each item's @result is what
+ * ag_sync_apply() would have returned. On a store fault (a full map) the
+ * items are applied one by one with ag_sync_apply() instead. Returns 0 or
+ * AG_E* (nothing of the failing item on was applied; the position stays
+ * before it). */
+struct ag_sync_item {
+	struct ag_sev e;
+	char host[64];
+	uint64_t epoch;
+	char stream_id[64];
+	int result;
+};
+AG_API int ag_sync_apply_batch(const struct ag_conf *c, const struct ag_sink *sink,
+			       struct ag_sync_item *items, size_t n, const char *pos_after);
+
 /* The stream position (the id of the last entry read, "0" when none yet)
  * into @buf. */
 AG_API int ag_sync_pos(struct ag_store *s, char *buf, size_t len);

@@ -690,69 +690,97 @@ static void reject(const char *id, const char *why)
 	}
 }
 
-/* One stream entry. Returns 0 (applied, or skipped with the position
- * moved on in memory: *@pending), or AG_E* (a store fault: try again). */
-static int entry(const redisReply *en, char *pos, bool *pending)
+/* One stream entry into @it (its id into @id): true when it is another
+ * host's event to apply; false when it is skipped (ours, or rejected and
+ * logged), which moves the position on all the same. */
+static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
 {
 	if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
 	    en->element[0]->type != REDIS_REPLY_STRING || en->element[0]->len >= 64)
-		return 0;
-	const char *id = en->element[0]->str;
+		return false; /* not an entry: keeps the last good id */
+	snprintf(id, 64, "%s", en->element[0]->str);
 	const redisReply *kv = en->element[1];
 	if (kv->type != REDIS_REPLY_ARRAY) {
-		snprintf(pos, 64, "%s", id), *pending = true;
-		return 0;
+		reject(id, "no fields");
+		return false;
 	}
 	const redisReply *h = field(kv, "h"), *o = field(kv, "o"), *e = field(kv, "e"),
 			 *m = field(kv, "m");
-	snprintf(pos, 64, "%s", id);
-	*pending = true;
 	if (h == NULL || o == NULL || e == NULL || m == NULL || o->len != 8 || h->len == 0 ||
 	    h->len >= 64 || memchr(h->str, '\0', h->len) != NULL || e->len > AG_SEV_WIRE_MAX) {
 		reject(id, "fields missing or malformed");
-		return 0;
+		return false;
 	}
 	uint8_t want[MAC_LEN];
 	mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want);
 	if (m->len != MAC_LEN || CRYPTO_memcmp(want, m->str, MAC_LEN) != 0) {
 		reject(id, "bad MAC");
-		return 0;
+		return false;
 	}
 	if (h->len == strlen(g.host) && memcmp(h->str, g.host, h->len) == 0)
-		return 0; /* our own */
-	struct ag_sev ev;
-	if (ag_sev_decode((const uint8_t *)e->str, e->len, &ev) != 0) {
+		return false; /* our own */
+	if (ag_sev_decode((const uint8_t *)e->str, e->len, &it->e) != 0) {
 		reject(id, "the event does not decode (a newer authguard's?)");
-		return 0;
+		return false;
 	}
-	uint64_t epoch = 0;
+	it->epoch = 0;
 	for (int i = 0; i < 8; i++)
-		epoch = (epoch << 8) | (uint8_t)o->str[i];
-	char host[64];
-	memcpy(host, h->str, h->len);
-	host[h->len] = '\0';
-	struct ag_sync_from fr = { .host = host, .epoch = epoch, .stream_id = id };
-	int rc = ag_sync_apply(&g.d.conf, &g.d.sink, &ev, &fr);
-	if (rc < 0)
-		return rc;
-	*pending = false; /* the position went with it */
+		it->epoch = (it->epoch << 8) | (uint8_t)o->str[i];
+	memcpy(it->host, h->str, h->len);
+	it->host[h->len] = '\0';
+	snprintf(it->stream_id, sizeof(it->stream_id), "%s", id);
+	return true;
+}
+
+/* The results of a batch, for authguard-admin status. */
+static void note_applied(const struct ag_sync_item *items, size_t n)
+{
 	int64_t now = ag_now_ms();
+
 	pthread_mutex_lock(&g.mu);
-	struct ag_sync_peer *p = peer(host);
-	if (rc == AG_SYNC_DUP) {
-		g.st.dups++;
-	} else {
-		g.st.applied++;
-		if (p != NULL) {
-			p->applied++;
-			p->last_ms = now;
-			p->lag_ms = now - ev.time_ms;
-			if (p->last_seq != 0 && ev.seq > p->last_seq + 1)
-				p->gaps += ev.seq - p->last_seq - 1;
-			p->last_seq = ev.seq;
+	for (size_t i = 0; i < n; i++) {
+		const struct ag_sync_item *it = &items[i];
+		if (it->result == AG_SYNC_DUP) {
+			g.st.dups++;
+			continue;
 		}
+		g.st.applied++;
+		struct ag_sync_peer *p = peer(it->host);
+		if (p == NULL)
+			continue;
+		p->applied++;
+		p->last_ms = now;
+		p->lag_ms = now - it->e.time_ms;
+		if (p->last_seq != 0 && it->e.seq > p->last_seq + 1)
+			p->gaps += it->e.seq - p->last_seq - 1;
+		p->last_seq = it->e.seq;
 	}
 	pthread_mutex_unlock(&g.mu);
+}
+
+/* Apply what one XREAD returned, in one transaction with the position
+ * after its last entry. Returns 0 or AG_E* (then the position is kept
+ * where it was: the same entries are read again). */
+static int apply_reply(const redisReply *ents, struct ag_sync_item *items, char *pos)
+{
+	size_t n = 0;
+	char last[64], id[64];
+
+	snprintf(last, sizeof(last), "%s", pos);
+	for (size_t i = 0; i < ents->elements && i < READ_BATCH; i++) {
+		id[0] = '\0';
+		if (entry(ents->element[i], &items[n], id))
+			n++;
+		if (id[0] != '\0')
+			snprintf(last, sizeof(last), "%s", id);
+	}
+	if (strcmp(last, pos) == 0)
+		return 0;
+	int rc = ag_sync_apply_batch(&g.d.conf, &g.d.sink, items, n, last);
+	if (rc != 0)
+		return rc;
+	note_applied(items, n);
+	snprintf(pos, 64, "%s", last);
 	return 0;
 }
 
@@ -760,8 +788,14 @@ static void *reader(void *arg)
 {
 	struct link l = { .role = "read" };
 	char pos[64], block[16], count[16];
+	struct ag_sync_item *items = malloc(sizeof(*items) * READ_BATCH);
 
 	(void)arg;
+	if (items == NULL) {
+		agd_log(AG_LVL_ERR, NAME ": out of memory");
+		atomic_store(&g.stop, true);
+		return NULL;
+	}
 	snprintf(block, sizeof(block), "%d", READ_BLOCK_MS);
 	snprintf(count, sizeof(count), "%d", READ_BATCH);
 	if (ag_sync_pos(g.s, pos, sizeof(pos)) != 0)
@@ -791,34 +825,23 @@ static void *reader(void *arg)
 			sleep_ms(1000);
 			continue;
 		}
-		bool pending = false;
-		char was[64];
-		snprintf(was, sizeof(was), "%s", pos);
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-		    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
-			const redisReply *ents = r->element[0]->element[1];
-			for (size_t i = 0; ents->type == REDIS_REPLY_ARRAY && i < ents->elements; i++) {
-				char next[64];
-				snprintf(next, sizeof(next), "%s", pos);
-				int rc = entry(ents->element[i], next, &pending);
-				if (rc < 0) {
-					set_error("read: store: %s", ag_strerror(rc));
-					agd_log(AG_LVL_ERR, NAME " fault: applying %s: %s%s%s; trying again",
-						next, ag_strerror(rc), ag_store_detail()[0] ? ": " : "",
-						ag_store_detail());
-					sleep_ms(1000);
-					break;
-				}
-				snprintf(pos, sizeof(pos), "%s", next);
+		    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+		    r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+			int rc = apply_reply(r->element[0]->element[1], items, pos);
+			if (rc < 0) {
+				set_error("read: store: %s", ag_strerror(rc));
+				agd_log(AG_LVL_ERR, NAME " fault: applying the events after %s: %s%s%s; "
+					"trying again", pos, ag_strerror(rc),
+					ag_store_detail()[0] ? ": " : "", ag_store_detail());
+				sleep_ms(1000);
 			}
 		}
 		freeReplyObject(r);
-		/* skipped entries (ours, rejected, duplicates) move it on too */
-		if (pending && strcmp(pos, was) != 0 && ag_sync_set_pos(g.s, pos) != 0)
-			set_error("read: store: cannot keep the position");
 	}
 	if (l.rc != NULL)
 		redisFree(l.rc);
+	free(items);
 	return NULL;
 }
 

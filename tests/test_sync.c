@@ -288,6 +288,42 @@ static void test_exactly_once(void **state)
 	assert_int_equal(src(&f->h[1], "192.0.2.9").n_fail, 3);
 }
 
+static void admin(struct host *h, enum ag_sev_kind kind, const char *target, const char *user,
+		  int64_t until);
+
+/* a stream read's events in one transaction: the same exactly-once rules,
+ * even for a duplicate inside the same batch */
+static void test_batch(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sync_item it[6];
+	struct ag_sev ev[3];
+	struct ag_txn *t;
+	char pos[64];
+
+	admin(&f->h[0], AG_SEV_LIST_ADD, "192.0.2.80", NULL, fake_ms + 3600000);
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 3), 3);
+	ag_txn_abort(t);
+	for (int i = 0; i < 6; i++) {
+		memset(&it[i], 0, sizeof(it[i]));
+		it[i].e = ev[i % 3];
+		snprintf(it[i].host, sizeof(it[i].host), "a");
+		it[i].epoch = outbox(&f->h[0]).epoch;
+		snprintf(it[i].stream_id, sizeof(it[i].stream_id), "%d-0", i + 1);
+	}
+	assert_int_equal(ag_sync_apply_batch(&f->h[1].c, NULL, it, 6, "9-0"), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(it[i].result, i < 3 ? 0 : AG_SYNC_DUP);
+	assert_int_equal(src(&f->h[1], "192.0.2.9").n_fail, 2);
+	assert_int_equal(check(&f->h[1], "u", "192.0.2.80"), AG_REFUSE);
+	assert_int_equal(ag_sync_pos(store(&f->h[1]), pos, sizeof(pos)), 0);
+	assert_string_equal(pos, "9-0");
+	assert_int_equal(outbox(&f->h[1]).total, 0); /* applied, not re-emitted */
+}
+
 /* a remote failure counts at its own time: an old one has decayed */
 static void test_remote_time(void **state)
 {
@@ -511,6 +547,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remote_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_and_familiar, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_ban_unban, setup, teardown),
