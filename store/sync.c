@@ -169,7 +169,7 @@ static enum ag_scan_op peek_visit(void *ctxp, const void *key, size_t klen, cons
 		return AG_SCAN_STOP;
 	if (klen != Q_KEYLEN || ag_sev_decode(val, vlen, &p->ev[p->n]) != 0 ||
 	    p->ev[p->n].seq != get64((const uint8_t *)key + Q_PLEN + 1))
-		return AG_SCAN_DELETE; /* damaged: it cannot be sent (ignored in a read txn) */
+		return AG_SCAN_NEXT; /* damaged: it cannot be sent; it goes when the outbox is full */
 	p->n++;
 	return AG_SCAN_NEXT;
 }

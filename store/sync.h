@@ -108,8 +108,8 @@ struct ag_outbox_state {
 AG_API int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st_r);
 
 /* Up to @max of the oldest events, in sequence order, into @ev. Returns
- * how many, or AG_E*. Events that cannot be decoded are deleted (write
- * transactions) or skipped. */
+ * how many, or AG_E*. Events that cannot be decoded (a damaged store) are
+ * skipped; they go as the oldest when the outbox is full. */
 AG_API int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max);
 /* Delete the events @ev[0..n) (pushed) from the outbox. */
 AG_API int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n);

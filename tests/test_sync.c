@@ -193,6 +193,15 @@ static void test_record_fills_outbox(void **state)
 	assert_memory_equal(ev[0].user, "alice", 5);
 	assert_memory_equal(ev[0].rhost, "192.0.2.7", 9);
 	assert_memory_equal(ev[0].service, "imap", 4);
+	/* a damaged entry (a damaged store) is skipped, even in a read transaction */
+	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), "junk", 4), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 4), 2);
+	ag_txn_abort(t);
+	assert_int_equal(ev[0].kind, AG_SEV_FAIL);
 }
 
 /* without sync_redis nothing is written: a host outside a fleet pays nothing */
