@@ -412,7 +412,8 @@ static int publish_snapshot(struct link *l)
 	memcpy(b + o, pos, pl), o += pl;
 	b[o++] = (uint8_t)hl;
 	memcpy(b + o, g.host, hl), o += hl;
-	memcpy(b + o, entries, elen), o += elen;
+	if (elen > 0) /* none: an empty snapshot, entries NULL */
+		memcpy(b + o, entries, elen), o += elen;
 	free(entries);
 	/* the stream's name is under the MAC too: a snapshot of another fleet does not verify */
 	uint8_t *m = malloc(o + strlen(g.d.conf.sync_stream) + 1);
