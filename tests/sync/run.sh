@@ -29,7 +29,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=28
+NTESTS=29
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -94,10 +94,18 @@ free_port() {
 }
 PORT=$(free_port)
 mkdir -p "$S/redis"
+# h4 logs in as an ACL user with only the commands authguard-sync(8) lists
+# (the test's own redis-cli and the forger use the default user)
+printf '%s\n' 'user default on nopass ~* &* +@all' \
+	'user agsync on >h4-redis-secret ~authguard* +xadd +xread +xinfo +set +get +sadd +smembers' \
+	>"$S/users.acl"
+echo h4-redis-secret >"$S/redis.pw"
+chmod 600 "$S/redis.pw"
 start_redis() {
 	# persistent (AOF, fsync each write): killed with -9, it keeps what it acknowledged
 	"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --appendonly yes \
-		--appendfsync always --save '' --daemonize no >>"$S/redis.log" 2>&1 &
+		--appendfsync always --save '' --daemonize no --aclfile "$S/users.acl" \
+		>>"$S/redis.log" 2>&1 &
 	RPID=$!
 	local i
 	for i in $(seq 100); do
@@ -130,6 +138,8 @@ sync_snapshot_every = 1s
 EOF
 	printf 'alice:alice-secret:authguard-demo\nbob:bob-secret:authguard-demo\n' >"$d/passdb"
 done
+printf 'sync_redis_user = agsync\nsync_redis_password_file = %s\n' "$S/redis.pw" \
+	>>"$S/h4/authguard.conf"
 start_sync() {
 	"$SYNC" -c "$S/h$1/authguard.conf" >>"$S/h$1/sync.log" 2>&1 &
 	SPIDS[$1]=$!
@@ -180,6 +190,7 @@ connected() {
 for i in 1 2 3 4; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
 done
+ok 0 "all four connected (h4 as Redis ACL user agsync, with only the commands it needs)"
 
 # ---------------------------------------------------- 1. round-robin brute force
 A=192.0.2.10
