@@ -322,9 +322,23 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 			link_down(l, l->rc->errstr);
 			break;
 		}
-		if (r->type == REDIS_REPLY_ERROR)
+		if (r->type == REDIS_REPLY_ERROR) {
+			/* Redis is there but refuses (ACL, out of memory, a wrong
+			 * key type): as loud as Redis away, as often */
+			int64_t now = ag_now_ms();
 			set_error("push: XADD: %s", r->str);
-		else
+			if (l->last_fault == 0 || now - l->last_fault >= FAULT_EVERY_MS) {
+				l->last_fault = now;
+				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XADD to %s: %s; %" PRIu64
+					" events wait in the outbox", g.d.conf.sync_redis,
+					g.d.conf.sync_stream, r->str, ob.depth);
+			}
+			l->backoff = l->backoff == 0 ? 100 : l->backoff * 2 > BACKOFF_MAX_MS ?
+				     BACKOFF_MAX_MS : l->backoff * 2;
+		} else {
+			l->backoff = 0;
+		}
+		if (r->type != REDIS_REPLY_ERROR)
 			ok = i + 1; /* each in order: the first n are in the stream */
 		freeReplyObject(r);
 		if (ok != i + 1)
@@ -638,7 +652,8 @@ static void *pusher(void *arg)
 				ag_store_detail()[0] ? ": " : "", ag_store_detail());
 			sleep_ms(1000);
 		} else if (n < PUSH_BATCH) {
-			sleep_ms(IDLE_POLL_MS);
+			/* refused by Redis: wait longer each time, up to 5 s */
+			sleep_ms(l.rc != NULL && l.backoff > 0 ? l.backoff : IDLE_POLL_MS);
 		}
 	}
 	if (l.rc != NULL)
@@ -820,8 +835,14 @@ static void *reader(void *arg)
 			continue;
 		}
 		if (r->type == REDIS_REPLY_ERROR) {
+			int64_t now = ag_now_ms();
 			set_error("read: XREAD: %s", r->str);
-			agd_log(AG_LVL_ERR, NAME " fault: XREAD %s: %s", g.d.conf.sync_stream, r->str);
+			if (l.last_fault == 0 || now - l.last_fault >= FAULT_EVERY_MS) {
+				l.last_fault = now;
+				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XREAD on %s: %s; "
+					"nothing from the other hosts arrives", g.d.conf.sync_redis,
+					g.d.conf.sync_stream, r->str);
+			}
 			freeReplyObject(r);
 			sleep_ms(1000);
 			continue;
