@@ -29,7 +29,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=29
+NTESTS=32
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -311,6 +311,22 @@ ok "$(grep -q 'caught up from h[123].s snapshot' "$S/h4/sync.log"; echo $?)" \
 login 1 "d9" wrong 192.0.2.51 >/dev/null
 wait_for eval '[ "$(fails_of 4 192.0.2.51)" = 1 ]'
 ok $? "away too long: h4 reads on from the snapshot's position"
+
+# ---------------------------------------------------- start checks
+grep -v '^sync_key_file' "$S/h1/authguard.conf" >"$S/nokey.conf"
+"$SYNC" -c "$S/nokey.conf" >"$S/nokey.out" 2>&1
+rc=$?
+ok "$([ $rc = 2 ] && grep -q 'sync_key_file is not set' "$S/nokey.out"; echo $?)" \
+	"no sync_key_file: authguard-sync refuses to start (exit 2, says why)"
+cp "$S/cluster.key" "$S/open.key"
+chmod 644 "$S/open.key"
+sed "s|^sync_key_file = .*|sync_key_file = $S/open.key|" "$S/h1/authguard.conf" >"$S/openkey.conf"
+"$SYNC" -c "$S/openkey.conf" >"$S/openkey.out" 2>&1
+rc=$?
+ok "$([ $rc = 2 ] && grep -q 'others cannot read' "$S/openkey.out"; echo $?)" \
+	"a key file others can read: refused (exit 2)"
+"$SYNC" -t -c "$S/h1/authguard.conf" >/dev/null 2>&1
+is $? 0 "-t: a good config, key and store (exit 0)"
 
 # ---------------------------------------------------- stop
 stopped=0
