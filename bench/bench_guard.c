@@ -183,9 +183,11 @@ static pid_t start_syncer(const struct ag_conf *c)
 #endif
 }
 
+static bool no_spray;
+
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S]\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O]\n",
 		prog);
 	return 2;
 }
@@ -200,6 +202,8 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 	/* every rule evaluated, nothing that would cut the path short */
 	c.tarpit_base = 0;
 	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
+	if (no_spray) /* -O: without hot passwords and waves (issue 14), for a before/after */
+		c.spray_password_users = c.wave_factor = 0;
 
 	double *lat = malloc(attempts * sizeof(*lat));
 	if (lat == NULL) {
@@ -264,7 +268,7 @@ int main(int argc, char **argv)
 	bool flood = false, banned = false, syncer = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBS")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSO")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -274,6 +278,7 @@ int main(int argc, char **argv)
 		case 'F': flood = true; break;
 		case 'B': banned = true; break;
 		case 'S': syncer = true; break;
+		case 'O': no_spray = true; break;
 		default: return usage(argv[0]);
 		}
 	}

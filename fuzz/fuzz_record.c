@@ -77,7 +77,13 @@ static void setup(void)
 	set(c, "user_lock_after", "1");
 	set(c, "user_lock_time", "365d");
 	set(c, "familiar_ttl", "3650d");
+	set(c, "spray_password_users", "1");
+	set(c, "wave_factor", "1");
+	set(c, "wave_min_failures", "1");
+	set(c, "wave_baseline", "1h");
 	c = &confs[2];
+	set(c, "spray_password_users", "0");
+	set(c, "wave_factor", "0");
 	set(c, "decay_half_life", "1s");
 	set(c, "tarpit_free", "1000000");
 	set(c, "tarpit_base", "1ms");
@@ -132,6 +138,19 @@ static void check_decoded(enum ag_rec_kind kind, const void *r)
 	}
 	case AG_REC_STATS:
 		break;
+	case AG_REC_PW: {
+		const struct ag_pw_rec *w = r;
+		CHECK(w->version == AG_REC_VERSION && w->tag_next < AG_PW_TAGS, "pw record");
+		check_score(&w->users, "pw users");
+		break;
+	}
+	case AG_REC_WAVE: {
+		const struct ag_wave_rec *w = r;
+		CHECK(w->version == AG_REC_VERSION && w->active <= 1, "wave record");
+		check_score(&w->fast, "wave fast");
+		check_score(&w->base, "wave base");
+		break;
+	}
 	}
 }
 
@@ -200,6 +219,8 @@ static void check_written(const struct ag_view *before, const struct ag_view *v)
 	WRITTEN(net, w_net, AG_REC_SRC);
 	WRITTEN(user, w_user, AG_REC_USER);
 	WRITTEN(pair, w_pair, AG_REC_PAIR);
+	WRITTEN(pw, w_pw, AG_REC_PW);
+	WRITTEN(wave, w_wave, AG_REC_WAVE);
 #undef WRITTEN
 }
 
@@ -214,6 +235,10 @@ static void check_gc(const struct ag_conf *c, const struct ag_view *v, int64_t n
 	(void)ag_user_weak(c, &v->user, now);
 	(void)ag_pair_weak(c, &v->pair, now);
 	(void)ag_pair_familiar(v, now);
+	(void)ag_pw_dead(c, &v->pw, now);
+	(void)ag_pw_hot(c, &v->pw, now);
+	(void)ag_wave_on(c, &v->wave, now);
+	CHECK(isfinite(ag_wave_level(c, &v->wave, now)), "wave level not finite");
 }
 
 /* One attempt as the guard runs it: check, (password), record, and the
@@ -246,7 +271,9 @@ static void run_policy(const struct ag_conf *c, const struct ag_view *start, int
 		      ev.lock_until == v.user.lock_until, "lock until %lld at %lld",
 		      (long long)v.user.lock_until, (long long)now);
 	if (ev.host_banned || ev.net_banned || ev.user_locked || ev.repeat_pw)
-		CHECK(!success, "a success banned, locked or repeated");
+		CHECK(!success || ev.hot_refused, "a success banned, locked or repeated");
+	if (ev.hot_refused)
+		CHECK(success && ev.hot_pw && !ev.familiar, "a hot refusal of a failure or from home");
 	check_gc(c, &v, now);
 
 	before = v;
@@ -296,6 +323,12 @@ static void run_whole(enum ag_rec_kind kind, const void *r)
 				memcpy(&v.pair, r, sizeof(v.pair));
 				v.pw_hash = v.pair.pw[fs % AG_RECENT_PW]; /* a remembered password */
 				break;
+			case AG_REC_PW:
+				memcpy(&v.pw, r, sizeof(v.pw));
+				v.has_pw = true;
+				v.user_tag = v.pw.tags[fs % AG_PW_TAGS] | 1u; /* a counted user */
+				break;
+			case AG_REC_WAVE: memcpy(&v.wave, r, sizeof(v.wave)); break;
 			case AG_REC_STATS: return;
 			}
 			for (int ci = 0; ci < NCONF; ci++)
@@ -310,12 +343,14 @@ static void run_whole(enum ag_rec_kind kind, const void *r)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const enum ag_rec_kind kinds[] = { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR,
-						  AG_REC_STATS };
+						  AG_REC_STATS, AG_REC_PW, AG_REC_WAVE };
 	union {
 		struct ag_src_rec s;
 		struct ag_user_rec u;
 		struct ag_pair_rec p;
 		struct ag_stats st;
+		struct ag_pw_rec w;
+		struct ag_wave_rec wv;
 	} r;
 
 	setup();
@@ -357,6 +392,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		{ AG_REC_SRC, &v.net },
 		{ AG_REC_USER, &v.user },
 		{ AG_REC_PAIR, &v.pair },
+		{ AG_REC_PW, &v.pw },
+		{ AG_REC_WAVE, &v.wave },
 	};
 	for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
 		size_t n = ag_rec_size(slots[i].kind);
@@ -365,6 +402,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (ag_rec_decode(slots[i].kind, data + off, n, &r) == 0) {
 			check_decoded(slots[i].kind, &r);
 			memcpy(slots[i].dst, &r, n);
+			if (slots[i].kind == AG_REC_PW) {
+				v.has_pw = true;
+				v.user_tag = (uint16_t)(v.user_hash >> 16) | 1u;
+			}
 		}
 		off += n;
 	}

@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record watch sync}
+harnesses=${FUZZ_ONLY:-addr conf log record watch policyd sync}
 
 max_len() {
 	case $1 in
@@ -78,6 +78,7 @@ max_len() {
 	log) echo 1024 ;;      # past AG_LOG_USER_MAX and the 64-byte fields
 	record) echo 512 ;;    # header + four records (440 bytes)
 	watch) echo 9000 ;;    # past AW_LINE_MAX (8192)
+	policyd) echo 4096 ;;  # Dovecot's requests are a few hundred bytes
 	sync) echo 1200 ;;     # past AG_SEV_WIRE_MAX (896)
 	esac
 }
@@ -89,6 +90,9 @@ sources() {
 	log) echo "store/log.c store/addr.c" ;;
 	record) echo "store/record.c store/hash.c store/policy.c store/conf.c store/addr.c" ;;
 	watch) echo "watch/rules.c" ;;
+	policyd) echo "policyd/map.c store/ag.c store/addr.c store/conf.c store/conf_cache.c store/hash.c
+		store/record.c store/policy.c store/store.c store/counters.c store/lists.c store/log.c store/guard.c
+		store/admin.c" ;;
 	sync) echo "store/sync_event.c store/addr.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
@@ -101,6 +105,7 @@ sources() {
 libs() {
 	case $1 in
 	watch) pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8 ;;
+	policyd) echo "-ljansson -llmdb" ;;
 	esac
 }
 
@@ -114,7 +119,7 @@ for h in $harnesses; do
 	src=$(sources "$h")
 	# shellcheck disable=SC2086 # word splitting of the source list and flags is wanted
 	if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Iwatch -DSYSCONFDIR='"/etc"' \
+		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Iwatch -Ipolicyd -DSYSCONFDIR='"/etc"' \
 		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src $(libs "$h") -lm -pthread \
 		>"$work/build_$h.log" 2>&1; then
 		cat "$work/build_$h.log" >&2

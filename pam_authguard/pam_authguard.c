@@ -29,6 +29,7 @@
 #define TICKET_KEY "pam_authguard_ticket"
 #define RECORDED_KEY "pam_authguard_recorded"
 #define USER_KEY "pam_authguard_user"
+#define REFUSED_KEY "pam_authguard_refused"
 
 enum phase { PH_NONE, PH_PREAUTH, PH_AUTHFAIL, PH_AUTHSUCC };
 
@@ -144,7 +145,9 @@ static int pam_code(enum phase ph, enum ag_decision d)
 	case PH_AUTHFAIL:
 		return PAM_AUTH_ERR;
 	case PH_AUTHSUCC:
-		return PAM_SUCCESS;
+		/* a right password refused after all (hot_password): what a
+		 * wrong one gives */
+		return d == AG_REFUSE ? PAM_AUTH_ERR : PAM_SUCCESS;
 	case PH_NONE:
 	case PH_PREAUTH:
 		break;
@@ -161,6 +164,13 @@ static bool was_recorded(pam_handle_t *pamh)
 {
 	const void *d = NULL;
 	return pam_get_data(pamh, RECORDED_KEY, &d) == PAM_SUCCESS && d != NULL;
+}
+
+/* A success refused after all (hot_password) by an earlier phase. */
+static bool was_refused(pam_handle_t *pamh)
+{
+	const void *d = NULL;
+	return pam_get_data(pamh, REFUSED_KEY, &d) == PAM_SUCCESS && d != NULL;
 }
 
 static const struct ag_ticket *get_ticket(pam_handle_t *pamh)
@@ -188,28 +198,39 @@ static void run_preauth(pam_handle_t *pamh, const struct ag_conf *c,
 	if (t != NULL && pam_set_data(pamh, TICKET_KEY, t, free_data) != PAM_SUCCESS)
 		free(t);
 	(void)pam_set_data(pamh, RECORDED_KEY, NULL, NULL);
+	(void)pam_set_data(pamh, REFUSED_KEY, NULL, NULL);
 	if (*d == AG_REFUSE)
 		mark_recorded(pamh); /* its log line is written */
 }
 
-static void run_record(pam_handle_t *pamh, const struct ag_conf *c,
-		       const struct ag_sink *sink, bool success)
+/* Returns AG_REFUSE when a success is refused after all. */
+static enum ag_decision run_record(pam_handle_t *pamh, const struct ag_conf *c,
+				   const struct ag_sink *sink, bool success)
 {
 	struct ag_attempt a;
 	const void *tok = NULL;
+	enum ag_decision d = AG_PROCEED;
 
 	if (was_recorded(pamh))
-		return;
+		return was_refused(pamh) ? AG_REFUSE : d;
 	get_attempt(pamh, &a, false);
 	const void *checked = NULL;
 	if (pam_get_data(pamh, USER_KEY, &checked) == PAM_SUCCESS && checked != NULL) {
 		a.user = checked;
 		a.user_len = strlen(checked);
 	}
-	if (!success)
-		(void)pam_get_item(pamh, PAM_AUTHTOK, &tok);
-	(void)ag_guard_record(c, sink, &a, success, tok, get_ticket(pamh));
+	/* a success's password too: one being sprayed across users, from a
+	 * place new to this one, is refused after all (hot_password) */
+	(void)pam_get_item(pamh, PAM_AUTHTOK, &tok);
+	struct ag_record_opts o = { .pw = tok, .pw_len = tok != NULL ? strlen(tok) : 0,
+				    .decision_r = &d };
+	(void)ag_guard_record_ex(c, sink, &a, success, &o, get_ticket(pamh));
 	mark_recorded(pamh);
+	/* the account phase refuses it too: authsucc is "sufficient" in
+	 * the README's stack, whose failure libpam ignores */
+	if (d == AG_REFUSE)
+		(void)pam_set_data(pamh, REFUSED_KEY, (void *)1, NULL);
+	return d;
 }
 
 PAG_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
@@ -230,7 +251,7 @@ PAG_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, cons
 		run_record(pamh, &c, &sink, false);
 		break;
 	case PH_AUTHSUCC:
-		run_record(pamh, &c, &sink, true);
+		d = run_record(pamh, &c, &sink, true);
 		break;
 	}
 	ag_conf_free(&c);
@@ -256,7 +277,7 @@ PAG_EXPORT int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const c
 
 	(void)flags;
 	load_conf(&sink, argc, argv, &c, &ph);
-	run_record(pamh, &c, &sink, true);
+	enum ag_decision d = run_record(pamh, &c, &sink, true);
 	ag_conf_free(&c);
-	return PAM_SUCCESS;
+	return d == AG_REFUSE ? PAM_AUTH_ERR : PAM_SUCCESS;
 }

@@ -183,22 +183,26 @@ static enum ag_decision check(sasl_server_params_t *sp, const char *user, struct
 	return check_as(sp, user, t, true, false);
 }
 
-static void record(sasl_server_params_t *sp, struct wctx *w, const char *user, bool ok)
+/* Returns AG_REFUSE when a success is refused after all: its password is
+ * being sprayed across users and the source is new to this one
+ * (hot_password; PLAIN and LOGIN only: the others carry no password). */
+static enum ag_decision record(sasl_server_params_t *sp, struct wctx *w, const char *user, bool ok)
 {
 	struct ag_conf c;
 	struct ag_attempt a;
 	struct ag_sink s = { sink_fn, (void *)sp->utils };
-	char *pw = NULL;
+	enum ag_decision d = AG_PROCEED;
 
 	if (w->recorded)
-		return;
+		return d;
 	w->recorded = true;
-	if (!ok && w->pass != NULL)
-		pw = w->pass; /* NUL-terminated copy */
+	struct ag_record_opts o = { .pw = w->pass, .pw_len = w->pass != NULL ? strlen(w->pass) : 0,
+				    .decision_r = &d };
 	load_conf(sp->utils, &s, &c);
 	attempt_of(sp, user, &a);
-	(void)ag_guard_record(&c, &s, &a, ok, pw, w->checked ? &w->ticket : NULL);
+	(void)ag_guard_record_ex(&c, &s, &a, ok, &o, w->checked ? &w->ticket : NULL);
 	ag_conf_free(&c);
+	return d;
 }
 
 static int canon(sasl_server_params_t *sp, const char *user, unsigned len, char *out,
@@ -426,7 +430,10 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 		sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
 		rc = sasl_code(AG_REFUSE);
 	} else if (rc == SASL_OK) {
-		record(sp, w, who, authorized(sp, op));
+		if (record(sp, w, who, authorized(sp, op)) == AG_REFUSE) {
+			sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
+			rc = sasl_code(AG_REFUSE);
+		}
 	} else if (is_auth_failure(rc)) {
 		record(sp, w, who, false);
 	}

@@ -58,11 +58,24 @@ static const struct ckey keys[] = {
 	{ "trusted", T_CIDRS, OFF(trusted), 0, 0, "" },
 	{ "proxies", T_CIDRS, OFF(proxies), 0, 0, "" },
 	{ "deny", T_CIDRS, OFF(deny), 0, 0, "" },
+	/* hot passwords and attack waves (issue 14 items 1, 2) */
+	{ "spray_password_users", T_COUNT, OFF(spray_password_users), 0, 1000000, "10" },
+	{ "wave_factor", T_COUNT, OFF(wave_factor), 0, 1000000, "4" },
+	{ "wave_min_failures", T_COUNT, OFF(wave_min_failures), 1, 1000000, "30" },
+	{ "wave_baseline", T_DURATION, OFF(wave_baseline), 3600 * SEC, 365 * DAY, "1d" },
 	/* authguard-watch (checked further when the watcher starts) */
 	{ "watch_source", T_STRLIST, OFF(watch_source), 0, 0, "" },
 	{ "watch_rules", T_STRING, OFF(watch_rules), 0, 0, "cyrus" },
 	{ "watch_rule", T_STRLIST, OFF(watch_rule), 0, 0, "" },
 	{ "watch_max_age", T_DURATION, OFF(watch_max_age), 0, 365 * DAY, "1h" },
+	/* authguard-policyd (Dovecot's auth policy server) */
+	{ "policyd_listen", T_STRLIST, OFF(policyd_listen), 0, 0, "127.0.0.1:8642" },
+	{ "policyd_allow_remote", T_BOOL, OFF(policyd_allow_remote), 0, 0, "no" },
+	{ "policyd_api_key_file", T_STRING, OFF(policyd_api_key_file), 0, 0, "" },
+	{ "policyd_threads", T_COUNT, OFF(policyd_threads), 1, 64, "4" },
+	{ "policyd_max_connections", T_COUNT, OFF(policyd_max_connections), 1, 100000, "512" },
+	{ "policyd_max_request", T_SIZE, OFF(policyd_max_request), 1024, 1LL << 20, "8k" },
+	{ "policyd_timeout", T_DURATION, OFF(policyd_timeout), 100, 60 * SEC, "1s" },
 	/* authguard-sync (checked further when the sync daemon starts) */
 	{ "sync_redis", T_STRING, OFF(sync_redis), 0, 0, "" },
 	{ "sync_host", T_STRING, OFF(sync_host), 0, 0, "" },
@@ -572,9 +585,8 @@ static int load_line(struct ag_conf *c, char *line, unsigned lineno, char *err, 
 	if (!verbatim(k) && (hash = strchr(val, '#')) != NULL)
 		*hash = '\0';
 	val = trim(val);
-	/* a string key that is unset by default may be written unset */
-	bool may_be_empty = is_list(k) || (k->type == T_STRING && k->def[0] == '\0');
-	if (*val == '\0' && !may_be_empty) {
+	/* an empty string key is "not set" (a path to no file) */
+	if (*val == '\0' && !is_list(k) && k->type != T_STRING) {
 		snprintf(err, errlen, "%s has no value", key);
 		return AG_ECONF;
 	}

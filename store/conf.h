@@ -58,6 +58,11 @@ struct ag_conf {
 	struct ag_cidrs trusted;
 	struct ag_cidrs proxies;
 	struct ag_cidrs deny;
+	/* hot passwords and attack waves (issue 14 items 1, 2) */
+	uint32_t spray_password_users; /* distinct users a wrong password fails for: hot */
+	uint32_t wave_factor;          /* unfamiliar failures over the baseline: a wave */
+	uint32_t wave_min_failures;    /* and at least this many within decay_half_life */
+	int64_t wave_baseline;         /* half-life of the host's learned normal */
 	/* keys of the daemons (authguard-policyd, -watch, -sync) go below;
 	 * string keys as char[AG_CONF_STR_MAX], lists as struct ag_strlist */
 	/* authguard-watch */
@@ -65,6 +70,14 @@ struct ag_conf {
 	char watch_rules[AG_CONF_STR_MAX]; /* built-in rule sets */
 	struct ag_strlist watch_rule;      /* "NAME IDENT OUTCOME REGEX" */
 	int64_t watch_max_age;             /* first start: older lines are skipped */
+	/* authguard-policyd: Dovecot's auth policy server */
+	struct ag_strlist policyd_listen;  /* host:port, one per entry */
+	uint32_t policyd_allow_remote;     /* bool: addresses beyond loopback */
+	char policyd_api_key_file[AG_CONF_STR_MAX]; /* "" = no key */
+	uint32_t policyd_threads;          /* per listening address */
+	uint32_t policyd_max_connections;  /* per listening address */
+	int64_t policyd_max_request;       /* body bytes */
+	int64_t policyd_timeout;           /* ms for one request to arrive */
 	/* authguard-sync (sync.h); sync_redis set: the outbox is kept */
 	char sync_redis[AG_CONF_STR_MAX];  /* host:port or unix:/path; "" = no fleet */
 	char sync_host[AG_CONF_STR_MAX];   /* this host's id; "" = the host name */

@@ -46,6 +46,7 @@ struct op {
 	size_t ulen;
 	uint8_t pkey[AG_PAIR_KEY_MAX];
 	size_t plen;
+	uint8_t pwkey[AG_PW_KEY_LEN]; /* with v.has_pw */
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
 	bool have_src, have_user; /* the host's and the user's records exist */
@@ -274,6 +275,35 @@ static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *
 	return 0;
 }
 
+/* The hot-password record of the attempt's password, and the host's wave
+ * state (issue 14). */
+#define WAVE_KEY "wave"
+static int load_spray(struct op *op, struct ag_txn *t)
+{
+	int rc = 0;
+
+	if (op->v.has_pw)
+		rc = read_rec(op, t, AG_DB_PW, op->pwkey, sizeof(op->pwkey), AG_REC_PW, &op->v.pw,
+			      NULL);
+	if (rc == 0 && op->c->wave_factor > 0)
+		rc = read_rec(op, t, AG_DB_META, WAVE_KEY, strlen(WAVE_KEY), AG_REC_WAVE,
+			      &op->v.wave, NULL);
+	return rc;
+}
+
+static int save_spray(struct op *op, struct ag_txn *t)
+{
+	int rc = 0;
+
+	if (op->v.w_pw)
+		rc = ag_txn_put(t, AG_DB_PW, op->pwkey, sizeof(op->pwkey), &op->v.pw,
+				sizeof(op->v.pw));
+	if (rc == 0 && op->v.w_wave)
+		rc = ag_txn_put(t, AG_DB_META, WAVE_KEY, strlen(WAVE_KEY), &op->v.wave,
+				sizeof(op->v.wave));
+	return rc;
+}
+
 static int op_load(struct op *op, struct ag_txn *t)
 {
 	int rc = 0;
@@ -303,6 +333,8 @@ static int op_load(struct op *op, struct ag_txn *t)
 			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair,
 				      NULL);
 	}
+	if (rc == 0)
+		rc = load_spray(op, t);
 	return rc;
 }
 
@@ -319,6 +351,8 @@ static int op_save(struct op *op, struct ag_txn *t)
 		rc = ag_txn_put(t, AG_DB_USER, op->ukey, op->ulen, &v->user, sizeof(v->user));
 	if (rc == 0 && v->w_pair)
 		rc = ag_txn_put(t, AG_DB_PAIR, op->pkey, op->plen, &v->pair, sizeof(v->pair));
+	if (rc == 0)
+		rc = save_spray(op, t);
 	return rc;
 }
 
@@ -477,6 +511,7 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 		l.user_score = vd->user_score;
 		l.familiar = vd->familiar;
 		l.until = vd->until;
+		l.wave = vd->wave;
 	}
 	l.user_state = !op->v.has_user ? "none" : op->v.user.lock_until > op->now ? "locked" : "ok";
 	l.config = config_state(op->c);
@@ -484,9 +519,14 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 		snprintf(event, sizeof(event), "%s%s%s%s", ev->host_banned ? "ban" : "",
 			 ev->host_banned && ev->net_banned ? "+" : "", ev->net_banned ? "net_ban" : "",
 			 ev->user_locked ? (ev->host_banned || ev->net_banned ? "+lock" : "lock") : "");
+		if (ev->wave_started || ev->wave_ended) /* event=...wave_start, wave_end */
+			snprintf(event + strlen(event), sizeof(event) - strlen(event), "%swave_%s",
+				 event[0] != '\0' ? "+" : "", ev->wave_started ? "start" : "end");
 		l.event = event[0] != '\0' ? event : NULL;
 		l.until = ev->host_banned || ev->net_banned ? ev->ban_until : ev->lock_until;
 		l.repeat_pw = ev->repeat_pw;
+		l.sprayed = ev->hot_pw;
+		l.wave = ev->wave;
 	}
 	ag_log_format(&l, line, sizeof(line));
 	emit(op->c, op->sink, AG_LVL_INFO, line, true);
@@ -746,6 +786,18 @@ static int record_fn(struct op *op, void *argp)
 	return rc;
 }
 
+/* A success turned into a refusal: its line says refuse, hot_password
+ * (log-only: would=refuse). */
+static void hot_ticket(struct ag_ticket *t, bool enforce)
+{
+	if (enforce) {
+		t->action = AG_ACT_REFUSE;
+		t->reason = AG_WHY_HOT_PASSWORD;
+	}
+	t->would = AG_ACT_REFUSE;
+	t->would_reason = AG_WHY_HOT_PASSWORD;
+}
+
 int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 		    const struct ag_attempt *a, bool success, const char *password,
 		    const struct ag_ticket *tk)
@@ -772,9 +824,15 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 	rc = op_prepare(&op, c, sink, a);
 	if (o->when_ms > 0 && o->when_ms < op.now)
 		op.now = o->when_ms;
-	if (rc == 0 && !success && o->pw != NULL && o->pw_len > 0) {
-		uint64_t h = ag_siphash(ag_store_secret(op.s), o->pw, o->pw_len);
+	if (rc == 0 && o->pw != NULL && o->pw_len > 0) {
+		const uint8_t *secret = ag_store_secret(op.s);
+		uint64_t h = ag_siphash(secret, o->pw, o->pw_len);
 		op.v.pw_hash = (int)(h & 0xffff);
+		if (c->spray_password_users > 0 && op.v.has_user && !o->pw_per_user) {
+			op.v.has_pw = true;
+			ag_pw_key(secret, o->pw, o->pw_len, op.pwkey);
+			op.v.user_tag = ag_pw_user_tag(secret, op.v.user_hash);
+		}
 	}
 	if (rc == 0 && !success && o->remote)
 		op.v.pw_hash = o->remote_pw_hash >= 0 ? o->remote_pw_hash & 0xffff : -1;
@@ -784,6 +842,11 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "record");
 		t.fault = 1;
 	}
+	bool refused = rc == 0 && arg.ev.hot_refused && c->mode == AG_MODE_ENFORCE;
+	if (rc == 0 && arg.ev.hot_refused)
+		hot_ticket(&t, c->mode == AG_MODE_ENFORCE);
+	if (o->decision_r != NULL)
+		*o->decision_r = refused ? AG_REFUSE : AG_PROCEED;
 	if (!o->remote) /* the sender wrote its line */
 		log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);
 	return rc;
@@ -913,7 +976,8 @@ static int64_t last_write(const struct gc_ctx *g, const void *r)
 	case AG_REC_SRC: return ((const struct ag_src_rec *)r)->last_seen;
 	case AG_REC_USER: return ((const struct ag_user_rec *)r)->last_seen;
 	case AG_REC_PAIR: return ((const struct ag_pair_rec *)r)->last_seen;
-	case AG_REC_STATS: break;
+	case AG_REC_PW: return ((const struct ag_pw_rec *)r)->last_seen;
+	case AG_REC_STATS: case AG_REC_WAVE: break;
 	}
 	return 0;
 }
@@ -951,6 +1015,7 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 		struct ag_src_rec s;
 		struct ag_user_rec u;
 		struct ag_pair_rec p;
+		struct ag_pw_rec w;
 	} r;
 	bool dead = false, weak = false, mem = false;
 
@@ -972,7 +1037,11 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 		dead = ag_pair_dead(g->c, &r.p, g->now);
 		weak = g->evict && ag_pair_weak(g->c, &r.p, g->now);
 		break;
-	case AG_REC_STATS:
+	case AG_REC_PW: /* nothing protects a hot password from eviction */
+		dead = ag_pw_dead(g->c, &r.w, g->now);
+		weak = g->evict;
+		break;
+	case AG_REC_STATS: case AG_REC_WAVE:
 		return false;
 	}
 	if (g->ages != NULL) { /* counting; the dead go in the deleting pass anyway */
@@ -1016,6 +1085,7 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
  * lock is held for one batch at a time, not for the whole store). */
 static const struct { enum ag_db db; enum ag_rec_kind kind; } gc_dbs[] = {
 	{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
+	{ AG_DB_PW, AG_REC_PW },
 };
 
 static uint64_t store_records(struct ag_store *s)
@@ -1024,7 +1094,8 @@ static uint64_t store_records(struct ag_store *s)
 
 	if (ag_store_info(s, &info) != 0)
 		return 0;
-	return info.entries[AG_DB_SRC] + info.entries[AG_DB_USER] + info.entries[AG_DB_PAIR];
+	return info.entries[AG_DB_SRC] + info.entries[AG_DB_USER] + info.entries[AG_DB_PAIR] +
+	       info.entries[AG_DB_PW];
 }
 
 /* One batch of @g in database @i, from g->resume. A full map can refuse

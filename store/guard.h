@@ -95,6 +95,11 @@ struct ag_record_opts {
 	 * password, never stored; NULL or empty: none */
 	const char *pw;
 	size_t pw_len;
+	/* @pw is a digest that differs per user for one password (Dovecot's
+	 * pwhash is salted per user): it spots a stale password of one
+	 * user, but cannot be counted across users, so hot passwords
+	 * (spray_password_users) do not look at it */
+	bool pw_per_user;
 	/* when the attempt happened (ms since the epoch; a log line's
 	 * time), 0: now. A time in the future is taken as now. */
 	int64_t when_ms;
@@ -104,6 +109,11 @@ struct ag_record_opts {
 	 * (AG_E*) return rolls the attempt back and is returned. */
 	int (*in_txn)(struct ag_txn *t, void *arg);
 	void *arg;
+	/* if not NULL: set to AG_REFUSE when a success must be refused
+	 * after all (its password is being sprayed and the source is new to
+	 * the user: reason hot_password, logged), else to AG_PROCEED. For
+	 * that, pass the password of successes too. */
+	enum ag_decision *decision_r;
 	/* authguard-sync: the attempt happened on another host of the fleet
 	 * (sync.h: ag_sync_apply()): it is not put into the outbox again and
 	 * writes no attempt line; @remote_pw_hash is its wrong password's

@@ -153,6 +153,10 @@ void ag_log_format(const struct ag_logline *l, char *buf, size_t len)
 	    l->familiar ? "yes" : "no");
 	if (l->repeat_pw)
 		add(&b, " repeat=yes");
+	if (l->sprayed)
+		add(&b, " sprayed=yes");
+	if (l->wave)
+		add(&b, " wave=on");
 	if (l->event != NULL)
 		add(&b, " event=%s", l->event);
 	if (l->until > 0) {

@@ -48,6 +48,8 @@ struct ag_logline {
 	const char *user_state;  /* ok, locked, unknown */
 	bool familiar;
 	bool repeat_pw;
+	bool sprayed;            /* the password is hot: being sprayed across users */
+	bool wave;               /* a host-wide attack wave is on */
 	const char *config;      /* NULL, or "missing"/"unreadable": defaults in force */
 };
 

@@ -21,6 +21,8 @@ const char *ag_reason_name(enum ag_reason r)
 	case AG_WHY_SPRAY: return "spray";
 	case AG_WHY_ADMIN: return "admin";
 	case AG_WHY_SCORE: return "score";
+	case AG_WHY_HOT_PASSWORD: return "hot_password";
+	case AG_WHY_WAVE: return "wave";
 	}
 	return "unknown";
 }
@@ -41,6 +43,7 @@ void ag_view_init(struct ag_view *v)
 	v->pw_hash = -1;
 	v->src.version = v->net.version = AG_REC_VERSION;
 	v->user.version = v->pair.version = AG_REC_VERSION;
+	v->pw.version = v->wave.version = AG_REC_VERSION;
 }
 
 /* Scores are counts that fade; a rule sees the faded count rounded to the
@@ -117,6 +120,24 @@ static void refuse(struct ag_view *v, int64_t now, struct ag_verdict *out, enum 
 	}
 }
 
+/* During an attack wave, a source unfamiliar to the user sleeps from its
+ * first try (at least tarpit_base): a flood of fresh addresses then holds
+ * the bounded tarpit slots and the rest is refused (tarpit_full), while
+ * the places users log in from are not touched. Not a lock: the user's
+ * new phone waits tarpit_base, logs in, and is familiar from then on. */
+static void wave_check(const struct ag_conf *c, const struct ag_view *v, int64_t now,
+		       struct ag_verdict *out)
+{
+	out->wave = ag_wave_on(c, &v->wave, now);
+	if (!out->wave || out->familiar || c->tarpit_base <= 0 || (!v->has_addr && !v->has_user))
+		return;
+	if (out->delay_ms >= c->tarpit_base)
+		return; /* the score's tarpit is longer */
+	out->action = AG_ACT_TARPIT;
+	out->reason = AG_WHY_WAVE;
+	out->delay_ms = c->tarpit_base;
+}
+
 void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 		     struct ag_verdict *out)
 {
@@ -158,6 +179,7 @@ void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 		out->action = AG_ACT_TARPIT;
 		out->reason = AG_WHY_SCORE;
 	}
+	wave_check(c, v, now, out);
 }
 
 /* Ban @r now; the length doubles with each repeat ban, up to ip_ban_max.
@@ -176,6 +198,77 @@ static int64_t ban(const struct ag_conf *c, struct ag_src_rec *r, int64_t now, e
 	r->ban_reason = why;
 	r->ban_by_admin = 0;
 	return r->ban_until;
+}
+
+/* True if the pair saw the wrong password @h lately (as note_password()
+ * would say, without changing anything). */
+static bool pair_repeats(const struct ag_conf *c, const struct ag_pair_rec *p, int h, int64_t now)
+{
+	if (h < 0)
+		return false;
+	for (int i = 0; i < AG_RECENT_PW; i++)
+		if (p->pw_ts[i] != 0 && p->pw[i] == (uint16_t)h && now >= p->pw_ts[i] &&
+		    now - p->pw_ts[i] <= 4 * c->decay_half_life)
+			return true;
+	return false;
+}
+
+bool ag_pw_hot(const struct ag_conf *c, const struct ag_pw_rec *r, int64_t now)
+{
+	return reached(ag_score_at(&r->users, now, c->decay_half_life), c->spray_password_users);
+}
+
+double ag_wave_level(const struct ag_conf *c, const struct ag_wave_rec *w, int64_t now)
+{
+	/* a steady rate r gives a faded count of r * half-life / ln 2 on
+	 * either scale: the baseline's count scaled to the fast half-life is
+	 * what the fast count would be at the learned rate */
+	double expect = ag_score_at(&w->base, now, c->wave_baseline) *
+			((double)c->decay_half_life / (double)c->wave_baseline);
+	double level = (double)c->wave_factor * expect;
+	return level > c->wave_min_failures ? level : (double)c->wave_min_failures;
+}
+
+static bool wave_learning(const struct ag_conf *c, const struct ag_wave_rec *w, int64_t now)
+{
+	return w->first_seen == 0 || now - w->first_seen < c->wave_baseline;
+}
+
+bool ag_wave_on(const struct ag_conf *c, const struct ag_wave_rec *w, int64_t now)
+{
+	if (c->wave_factor == 0 || wave_learning(c, w, now))
+		return false;
+	double fast = count(ag_score_at(&w->fast, now, c->decay_half_life));
+	double level = ag_wave_level(c, w, now);
+	return w->active ? fast >= level / 2 : fast >= level;
+}
+
+int ag_wave_note(const struct ag_conf *c, struct ag_wave_rec *w, int64_t now)
+{
+	bool was = ag_wave_on(c, w, now);
+	int d = 0;
+
+	if (w->first_seen == 0)
+		w->first_seen = now;
+	if (w->active && !was) { /* it faded away since the last failure */
+		w->active = 0;
+		w->ended = now;
+		d = -1;
+	}
+	/* the level is judged against the baseline before this failure;
+	 * the baseline learns every failure, waves included, so a change
+	 * of the host's normal ends a wave by itself within about one
+	 * wave_baseline */
+	ag_score_add(&w->fast, 1, now, c->decay_half_life);
+	bool on = ag_wave_on(c, w, now);
+	ag_score_add(&w->base, 1, now, c->wave_baseline);
+	if (on && !w->active) {
+		w->active = 1;
+		w->since = now;
+		w->waves++;
+		d = d < 0 ? 0 : 1;
+	}
+	return d;
 }
 
 /* Remember a wrong password's hash; true if it was seen recently. */
@@ -304,6 +397,44 @@ static void record_success(const struct ag_conf *c, struct ag_view *v, int64_t n
 	v->w_pair = true;
 }
 
+/* Count the user in the password's record, once among its last tags. */
+static void note_pw_user(const struct ag_conf *c, struct ag_pw_rec *r, uint16_t tag, int64_t now)
+{
+	if (r->first_seen == 0)
+		r->first_seen = now;
+	r->last_seen = now;
+	r->n_fail++;
+	for (int i = 0; i < AG_PW_TAGS; i++)
+		if (r->tags[i] == tag)
+			return;
+	r->tags[r->tag_next] = tag;
+	r->tag_next = (r->tag_next + 1) % AG_PW_TAGS;
+	ag_score_add(&r->users, 1, now, c->decay_half_life);
+}
+
+/* A failure (or a hot refusal) from a source unfamiliar to its user feeds
+ * the hot-password count and the wave detector. Familiar places do not:
+ * what a user mistypes at home is never kept, and an owner's typos are
+ * no attack. The same wrong password again (a stale phone) neither. */
+static void note_unfamiliar_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
+				    struct ag_events *ev)
+{
+	if (!v->has_user || ev->familiar || v->proxy)
+		return;
+	if (v->has_pw && !pair_repeats(c, &v->pair, v->pw_hash, now)) {
+		note_pw_user(c, &v->pw, v->user_tag, now);
+		v->w_pw = true;
+		ev->hot_pw = ag_pw_hot(c, &v->pw, now);
+	}
+	if (c->wave_factor == 0 || pair_repeats(c, &v->pair, v->pw_hash, now))
+		return;
+	int d = ag_wave_note(c, &v->wave, now);
+	v->w_wave = true;
+	ev->wave_started = d > 0;
+	ev->wave_ended = d < 0;
+	ev->wave = v->wave.active != 0;
+}
+
 void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now, bool success,
 		      struct ag_events *ev)
 {
@@ -311,10 +442,20 @@ void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now, b
 	ev->familiar = ag_pair_familiar(v, now); /* as judged, before this attempt */
 	if (v->trusted)
 		return;
+	ev->hot_pw = v->has_pw && ag_pw_hot(c, &v->pw, now);
+	ev->wave = ag_wave_on(c, &v->wave, now);
+	if (success && ev->hot_pw && !ev->familiar) {
+		/* The password is being sprayed and this place is new to the
+		 * user: most likely the spray's hit. Refused like a wrong
+		 * password, and counted as one (log-only: only said). */
+		ev->hot_refused = true;
+		success = c->mode == AG_MODE_LOG_ONLY;
+	}
 	if (success) {
 		record_success(c, v, now);
 		return;
 	}
+	note_unfamiliar_failure(c, v, now, ev);
 	if (v->has_addr) {
 		v->src.n_fail++;
 		touch_src(&v->src, now);
@@ -339,6 +480,11 @@ bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t 
 {
 	return ag_score_at(&r->fails, now, c->decay_half_life) < AG_DEAD_SCORE &&
 	       r->lock_until <= now;
+}
+
+bool ag_pw_dead(const struct ag_conf *c, const struct ag_pw_rec *r, int64_t now)
+{
+	return ag_score_at(&r->users, now, c->decay_half_life) < AG_DEAD_SCORE;
 }
 
 bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now)

@@ -29,6 +29,8 @@ enum ag_reason {
 	AG_WHY_SPRAY,       /* ban cause: too many distinct users */
 	AG_WHY_ADMIN,       /* ban cause: set by authguard-admin */
 	AG_WHY_SCORE,       /* tarpit cause: recent failures */
+	AG_WHY_HOT_PASSWORD, /* a right password that is being sprayed, from an unfamiliar source */
+	AG_WHY_WAVE,        /* tarpit cause: a host-wide attack wave, unfamiliar source */
 };
 
 /* Short name for logs ("banned", "locked", ...). */
@@ -48,6 +50,12 @@ struct ag_view {
 	struct ag_user_rec user;
 	struct ag_pair_rec pair; /* user x (host, or /ipv6_prefix for IPv6) */
 	bool w_src, w_net, w_user, w_pair; /* records to write back */
+	/* hot passwords and attack waves (issue 14) */
+	bool has_pw;          /* @pw is the record of the attempt's password */
+	uint16_t user_tag;    /* the user's tag in @pw (ag_pw_user_tag()) */
+	struct ag_pw_rec pw;
+	struct ag_wave_rec wave; /* host-wide */
+	bool w_pw, w_wave;
 };
 
 /* Initialise @v: empty records, nothing known. */
@@ -62,6 +70,7 @@ struct ag_verdict {
 	double user_score;  /* user's recent unfamiliar failures */
 	bool familiar;      /* the source is familiar for the user */
 	bool user_locked;
+	bool wave;          /* an attack wave is on */
 };
 
 /* What a recorded result changed. */
@@ -71,6 +80,10 @@ struct ag_events {
 	bool familiar_lost; /* and this failure ended that */
 	enum ag_reason ban_reason;
 	int64_t ban_until, lock_until;
+	bool hot_pw;        /* the password is hot (being sprayed) */
+	bool hot_refused;   /* a success with it from an unfamiliar source: counted as a
+			     * failure (log-only: would have been) */
+	bool wave, wave_started, wave_ended;
 };
 
 /* Tarpit delay for @n recent failures (pure arithmetic, capped). */
@@ -92,12 +105,30 @@ AG_API bool ag_pair_familiar(const struct ag_view *v, int64_t now);
 
 
 
+/* Hot passwords: true when the password of @r has failed for
+ * spray_password_users distinct users lately (fading with decay_half_life). */
+AG_API bool ag_pw_hot(const struct ag_conf *c, const struct ag_pw_rec *r, int64_t now);
+
+/* Attack waves: true when the host-wide count of failures from sources
+ * unfamiliar to their user, faded with decay_half_life, is at least
+ * wave_min_failures and wave_factor times what the learned baseline
+ * (half-life wave_baseline) expects; once on, the wave stays on until the
+ * count is down to half of that (hysteresis). Never during the first
+ * wave_baseline of a store (learning). wave_factor = 0: never. */
+AG_API bool ag_wave_on(const struct ag_conf *c, const struct ag_wave_rec *w, int64_t now);
+/* The count that starts a wave at @now (and twice the one that ends it). */
+AG_API double ag_wave_level(const struct ag_conf *c, const struct ag_wave_rec *w, int64_t now);
+/* Count one failure from an unfamiliar source at @now: updates the
+ * baseline and the state; returns +1 when a wave starts, -1 when one ends. */
+AG_API int ag_wave_note(const struct ag_conf *c, struct ag_wave_rec *w, int64_t now);
+
 /* True when a record no longer carries anything a rule needs at @now
  * (scores decayed away, bans/locks and their escalation memory expired,
  * familiarity lapsed): it may be dropped. */
 AG_API bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now);
 AG_API bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now);
 AG_API bool ag_pair_dead(const struct ag_conf *c, const struct ag_pair_rec *r, int64_t now);
+AG_API bool ag_pw_dead(const struct ag_conf *c, const struct ag_pw_rec *r, int64_t now);
 
 /* Weak records: what may be evicted when the store is at db_max_size and
  * still 3/4 full after dead records are dropped (the guard takes them by

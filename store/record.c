@@ -15,6 +15,8 @@ size_t ag_rec_size(enum ag_rec_kind kind)
 	case AG_REC_USER: return sizeof(struct ag_user_rec);
 	case AG_REC_PAIR: return sizeof(struct ag_pair_rec);
 	case AG_REC_STATS: return sizeof(struct ag_stats);
+	case AG_REC_PW: return sizeof(struct ag_pw_rec);
+	case AG_REC_WAVE: return sizeof(struct ag_wave_rec);
 	}
 	return 0;
 }
@@ -63,6 +65,20 @@ int ag_rec_decode(enum ag_rec_kind kind, const void *data, size_t len, void *out
 	}
 	case AG_REC_STATS:
 		return 0;
+	case AG_REC_PW: {
+		struct ag_pw_rec *r = out;
+		if (!score_ok(&r->users) || r->tag_next >= AG_PW_TAGS || r->first_seen < 0 ||
+		    r->last_seen < 0)
+			return AG_ECORRUPT;
+		return 0;
+	}
+	case AG_REC_WAVE: {
+		struct ag_wave_rec *r = out;
+		if (!score_ok(&r->fast) || !score_ok(&r->base) || r->active > 1 ||
+		    r->first_seen < 0 || r->since < 0 || r->ended < 0)
+			return AG_ECORRUPT;
+		return 0;
+	}
 	}
 	return AG_ECORRUPT;
 }
@@ -109,6 +125,33 @@ size_t ag_user_key(const uint8_t secret[16], const char *user, size_t len,
 	memcpy(key + 185, &h1, 8);
 	memcpy(key + 193, &h2, 8);
 	return AG_USER_KEY_MAX;
+}
+
+/* Keys of their own, so that neither hash says anything about the
+ * other (the pair's 16-bit password hash uses the secret itself). */
+static void derived_key(const uint8_t secret[16], uint8_t mark, uint8_t k[16])
+{
+	for (int i = 0; i < 16; i++)
+		k[i] = (uint8_t)(secret[i] ^ mark);
+}
+
+void ag_pw_key(const uint8_t secret[16], const void *pw, size_t len, uint8_t key[AG_PW_KEY_LEN])
+{
+	uint8_t k[16];
+
+	derived_key(secret, 0xa5, k);
+	uint64_t h = ag_siphash(k, pw, len);
+	for (int i = 0; i < AG_PW_KEY_LEN; i++)
+		key[i] = (uint8_t)(h >> (8 * i));
+}
+
+uint16_t ag_pw_user_tag(const uint8_t secret[16], uint32_t user_hash)
+{
+	uint8_t k[16];
+
+	derived_key(secret, 0x3c, k);
+	uint16_t tag = (uint16_t)ag_siphash(k, &user_hash, sizeof(user_hash));
+	return tag != 0 ? tag : 1; /* 0 is an empty place */
 }
 
 /* The bytes user_fold trims at both ends of a name: what libsasl2's own

@@ -73,7 +73,33 @@ struct ag_stats {
 	uint64_t delay_ms, bans, locks, faults;
 };
 
-enum ag_rec_kind { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR, AG_REC_STATS };
+/* A wrong password, by a keyed 32-bit hash of it alone (no user): how
+ * many distinct users it failed for lately (spray_password_users). The
+ * users are kept as 16-bit keyed tags, enough to tell a few apart. */
+#define AG_PW_TAGS 8
+struct ag_pw_rec {
+	uint32_t version;
+	uint32_t tag_next;
+	struct ag_score users;     /* distinct users failed, fading */
+	uint16_t tags[AG_PW_TAGS]; /* keyed 16-bit tags of the last users */
+	int64_t first_seen, last_seen;
+	uint64_t n_fail;           /* failures (and hot refusals) with it */
+};
+
+/* The host-wide attack-wave detector (meta database, key "wave"):
+ * failures from sources unfamiliar to their user, on two time scales. */
+struct ag_wave_rec {
+	uint32_t version;
+	uint32_t active;           /* 1 while a wave is on (hysteresis) */
+	struct ag_score fast;      /* half-life decay_half_life */
+	struct ag_score base;      /* half-life wave_baseline: the host's normal */
+	int64_t first_seen;        /* learning until first_seen + wave_baseline */
+	int64_t since;             /* when the current (or last) wave started */
+	int64_t ended;             /* when the last wave ended (0: none yet) */
+	uint64_t waves;            /* waves so far */
+};
+
+enum ag_rec_kind { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR, AG_REC_STATS, AG_REC_PW, AG_REC_WAVE };
 
 /* Validate @len bytes at @data as a record of @kind and copy it to @out
  * (sized for that kind). Returns 0, or AG_ECORRUPT. */
@@ -129,6 +155,14 @@ AG_API void ag_user_trim(const char *s, size_t len, size_t *a_r, size_t *b_r);
  * filed under the exact name (ag_user_key()), not the folded one: with
  * user_fold, the owner of "Alice" must not make a place familiar for
  * "alice". */
+/* Hot-password key: a 4-byte keyed hash of the password alone (a key
+ * derived from @secret, not the pair's), and the non-zero 16-bit tag of
+ * a user hash kept in its record. */
+#define AG_PW_KEY_LEN 4
+AG_API void ag_pw_key(const uint8_t secret[16], const void *pw, size_t len,
+		      uint8_t key[AG_PW_KEY_LEN]);
+AG_API uint16_t ag_pw_user_tag(const uint8_t secret[16], uint32_t user_hash);
+
 AG_API size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
 			  uint8_t key[AG_PAIR_KEY_MAX]);
 

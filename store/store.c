@@ -51,7 +51,7 @@ struct ag_txn {
 	MDB_txn *txn;
 };
 
-static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta" };
+static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta", "pw" };
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

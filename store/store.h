@@ -21,7 +21,9 @@
 
 #define AG_SCHEMA_VERSION 1
 
-enum ag_db { AG_DB_SRC = 0, AG_DB_USER, AG_DB_PAIR, AG_DB_LIST, AG_DB_SLOT, AG_DB_META, AG_DB_COUNT };
+enum ag_db { AG_DB_SRC = 0, AG_DB_USER, AG_DB_PAIR, AG_DB_LIST, AG_DB_SLOT, AG_DB_META,
+	      AG_DB_PW, /* hot passwords (struct ag_pw_rec) */
+	      AG_DB_COUNT };
 
 struct ag_store;
 struct ag_txn;

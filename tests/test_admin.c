@@ -21,6 +21,8 @@
 #include <security/pam_appl.h>
 
 #include "pamdrive.h"
+#include "record.h"
+#include "store.h"
 #include "testutil.h"
 #include "pamtest.h"
 
@@ -209,6 +211,61 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(run("forget", "alice", NULL), 2);
 	assert_int_equal(run("gc", NULL), 0);
 	assert_int_equal(has(out, "dropped "), 1);
+}
+
+/* status and stats show hot passwords and the attack-wave detector: a
+ * learning store, one password sprayed at ten users (hot), and a wave
+ * written into the store as the guard keeps it. */
+static void test_status_spray_and_wave(void **state)
+{
+	(void)state;
+	use_conf("");
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "spray:    0 hot passwords now"), 1);
+	assert_int_equal(has(out, "wave:     learning"), 1);
+	for (int i = 0; i < 12; i++) { /* 10 make it hot; 2 more for a tag collision */
+		char user[16], addr[32];
+		snprintf(user, sizeof(user), "u%02d", i);
+		snprintf(addr, sizeof(addr), "100.70.%d.1", i);
+		assert_int_equal(pd_login_service(PD_SERVICE_AUTHTOK, user, "Winter2026", addr, NULL),
+				 PAM_AUTH_ERR);
+	}
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "spray:    1 hot passwords now (1 wrong-password records"), 1);
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_hot_passwords 1"), 1);
+	assert_int_equal(has(out, "authguard_wave_active 0"), 1);
+
+	struct ag_wave_rec wv = { .version = AG_REC_VERSION, .active = 1, .waves = 2 };
+	int64_t now = ag_now_ms();
+	wv.first_seen = now - 2 * 86400000LL;
+	wv.fast.v = 100;
+	wv.fast.ts = now;
+	wv.since = now - 60000;
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *s;
+		struct ag_txn *t;
+		int rc = ag_store_get(dbdir, &s);
+		if (rc == 0)
+			rc = ag_txn_begin(s, true, &t);
+		if (rc == 0)
+			rc = ag_txn_put(t, AG_DB_META, "wave", 4, &wv, sizeof(wv));
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(run("status", NULL), 0);
+	assert_int_equal(has(out, "wave:     ON since "), 1);
+	assert_int_equal(has(out, "2 waves so far"), 1);
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_wave_active 1"), 1);
+	assert_int_equal(has(out, "authguard_waves_total 2"), 1);
 }
 
 /* With user_fold, pairs are filed under the names as given ("Alice",
@@ -547,6 +604,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_runtime_lists_take_effect_at_once),
 		cmocka_unit_test(test_ban_and_export),
 		cmocka_unit_test(test_forget_status_stats_gc),
+		cmocka_unit_test(test_status_spray_and_wave),
 		cmocka_unit_test(test_user_fold_pairs_of_every_spelling),
 		cmocka_unit_test(test_config_commands),
 		cmocka_unit_test(test_bad_arguments),

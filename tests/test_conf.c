@@ -37,8 +37,13 @@ static const char *const all_keys[] = {
 	"ip_ban_max", "net_ban_after", "ipv4_prefix", "ipv6_prefix", "spray_users",
 	"user_lock_after", "user_lock_time", "familiar_ttl", "user_fold", "user_strip_domains",
 	"trusted", "proxies", "deny",
+	/* hot passwords and attack waves */
+	"spray_password_users", "wave_factor", "wave_min_failures", "wave_baseline",
 	/* authguard-watch */
 	"watch_source", "watch_rules", "watch_rule", "watch_max_age",
+	/* authguard-policyd */
+	"policyd_listen", "policyd_allow_remote", "policyd_api_key_file", "policyd_threads",
+	"policyd_max_connections", "policyd_max_request", "policyd_timeout",
 	/* authguard-sync */
 	"sync_redis", "sync_host", "sync_key_file", "sync_stream", "sync_redis_user",
 	"sync_redis_password_file", "sync_stream_max", "sync_outbox_max", "sync_snapshot_every",
@@ -319,6 +324,11 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->trusted.n, 0);
 	assert_int_equal(c->proxies.n, 0);
 	assert_int_equal(c->deny.n, 0);
+	/* hot passwords and attack waves */
+	assert_int_equal(c->spray_password_users, 10);
+	assert_int_equal(c->wave_factor, 4);
+	assert_int_equal(c->wave_min_failures, 30);
+	assert_true(c->wave_baseline == DAY);
 	/* authguard-watch */
 	assert_int_equal(c->watch_source.n, 0);
 	assert_string_equal(c->watch_rules, "cyrus");
@@ -626,6 +636,14 @@ static const struct set_case set_cases[] = {
 	{ "net_ban_after", "1000000", 0, "1000000" },
 	{ "spray_users", "1000001", AG_ECONF, "6" },
 	{ "user_lock_after", "7", 0, "7" },
+	/* hot passwords and attack waves */
+	{ "spray_password_users", "0", 0, "0" },
+	{ "spray_password_users", "1000001", AG_ECONF, "10" },
+	{ "wave_factor", "0", 0, "0" },
+	{ "wave_min_failures", "0", AG_ECONF, "30" },
+	{ "wave_min_failures", "1", 0, "1" },
+	{ "wave_baseline", "59m", AG_ECONF, "1d" },
+	{ "wave_baseline", "7d", 0, "7d" },
 	/* CIDR lists: commas and/or blanks */
 	{ "trusted", "192.0.2.0/24, 2001:db8::/32", 0, "192.0.2.0/24, 2001:db8::/32" },
 	{ "trusted", "192.0.2.1 198.51.100.0/24\t10.0.0.0/8", 0,
@@ -676,6 +694,24 @@ static const struct set_case set_cases[] = {
 	{ "conf", "/etc/x", AG_ECONF, NULL },
 	{ "set_line", "1", AG_ECONF, NULL },
 	{ "log_path", "/tmp/x", AG_ECONF, NULL },
+	/* authguard-policyd */
+	{ "policyd_listen", "[::1]:10000", 0, "[::1]:10000" },
+	{ "policyd_listen", "", 0, "" },
+	{ "policyd_allow_remote", "yes", 0, "yes" },
+	{ "policyd_allow_remote", "maybe", AG_ECONF, "no" },
+	{ "policyd_api_key_file", "/etc/authguard/policyd.key", 0, "/etc/authguard/policyd.key" },
+	{ "policyd_api_key_file", "", 0, "" },
+	{ "policyd_threads", "1", 0, "1" },
+	{ "policyd_threads", "0", AG_ECONF, "4" },
+	{ "policyd_threads", "65", AG_ECONF, "4" },
+	{ "policyd_max_connections", "100000", 0, "100000" },
+	{ "policyd_max_connections", "0", AG_ECONF, "512" },
+	{ "policyd_max_request", "1M", 0, "1M" },
+	{ "policyd_max_request", "1023", AG_ECONF, "8k" },
+	{ "policyd_max_request", "2M", AG_ECONF, "8k" },
+	{ "policyd_timeout", "100ms", 0, "100ms" },
+	{ "policyd_timeout", "99ms", AG_ECONF, "1s" },
+	{ "policyd_timeout", "61s", AG_ECONF, "1s" },
 };
 
 /* Each case on fresh defaults: the key's value afterwards, an error
@@ -855,6 +891,37 @@ static void test_conf_set_log(void **state)
 	assert_int_equal(ag_conf_set(&f->c, "db_dir", big + 5, err, sizeof(err)), 0);
 	assert_int_equal(strlen(f->c.db_dir), AG_PATH_MAX - 1);
 	assert_string_equal(f->c.db_dir, big + 5);
+}
+
+/* In a file, policyd_listen given twice listens twice (the first line
+ * replaces the default), a string key may be empty ("not set"), and a
+ * '#' in a string value is kept. */
+static void test_load_policyd(void **state)
+{
+	struct fx *f = *state;
+	static const char text[] = "policyd_listen = 127.0.0.1:9000\n"
+				   "policyd_listen = [::1]:9000\n"
+				   "policyd_api_key_file =\n";
+	static const char text2[] = "policyd_api_key_file = /etc/a#b\n";
+	struct ag_conf c;
+
+	write_file(f->path, text, strlen(text));
+	ag_conf_init(&c);
+	assert_int_equal(c.policyd_listen.n, 1);
+	assert_string_equal(c.policyd_listen.v[0], "127.0.0.1:8642");
+	assert_int_equal(ag_conf_load(&c, f->path, capture, &f->cap), 0);
+	assert_int_equal(f->cap.n, 0);
+	assert_int_equal(c.policyd_listen.n, 2);
+	assert_string_equal(c.policyd_listen.v[0], "127.0.0.1:9000");
+	assert_string_equal(c.policyd_listen.v[1], "[::1]:9000");
+	assert_string_equal(c.policyd_api_key_file, "");
+	ag_conf_free(&c);
+
+	write_file(f->path, text2, strlen(text2));
+	ag_conf_init(&c);
+	assert_int_equal(ag_conf_load(&c, f->path, capture, &f->cap), 0);
+	assert_string_equal(c.policyd_api_key_file, "/etc/a#b");
+	ag_conf_free(&c);
 }
 
 /* A list set through ag_conf_set replaces the list; a bad entry fails the
@@ -1730,6 +1797,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conf_set_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_strip_domains_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_good, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_policyd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_long_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_nul, setup, teardown),

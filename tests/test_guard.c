@@ -476,6 +476,50 @@ static void test_gc_drops_dead_records(void **state)
 	assert_int_equal(info.entries[AG_DB_USER], 0);
 }
 
+/* Hot passwords in the store: one record for one password, whatever the
+ * users; it says sprayed=yes from the tenth user on; the hourly/admin gc
+ * drops it once its count has faded; a digest the front end marks as per
+ * user (Dovecot's pwhash) is never counted. */
+static void test_pw_records_gc_and_per_user(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+
+	for (int i = 0; i < 12; i++) {
+		char user[16], addr[32];
+		snprintf(user, sizeof(user), "w%02d", i);
+		snprintf(addr, sizeof(addr), "192.0.%d.9", 100 + i);
+		assert_int_equal(try(f, user, addr, false, "Spring2026!"), AG_PROCEED);
+	}
+	/* 3, or 2 when two of the first ten share a 16-bit user tag */
+	int said = lines(f, "result=fail", "sprayed=yes");
+	assert_true(said == 3 || said == 2);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PW], 1);
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PW], 1); /* still hot */
+	assert_true(ag_guard_gc(&f->c, fake_ms + 86400000LL) >= 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PW], 0);
+
+	struct ag_sink sk = { sink, f };
+	for (int i = 0; i < 12; i++) {
+		char user[16], addr[32];
+		snprintf(user, sizeof(user), "x%02d", i);
+		snprintf(addr, sizeof(addr), "192.0.%d.10", 100 + i);
+		struct ag_attempt a = att(user, addr);
+		struct ag_record_opts o = { .pw = "{SHA}same", .pw_len = 9, .pw_per_user = true };
+		assert_int_equal(ag_guard_record_ex(&f->c, &sk, &a, false, &o, NULL), 0);
+		fake_ms += 10;
+	}
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PW], 0);
+	assert_int_equal(lines(f, "user=\"x", "sprayed=yes"), 0);
+}
+
 /* Nobody runs authguard-admin gc: dead records go by themselves within
  * the hour after they died (SECURITY.md F5), in steps taken while the
  * guard writes. */
@@ -1219,6 +1263,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dropped_record_forgets_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_none_formats_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals_without_counter_file, setup, teardown),
+		/* last: the maintenance look every 64 writes is per process,
+		 * and test_refusal_writes_nothing must not meet one */
+		cmocka_unit_test_setup_teardown(test_pw_records_gc_and_per_user, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,9 @@
 #include <security/pam_appl.h>
 
 #include "pamdrive.h"
+#include "policy.h"
+#include "record.h"
+#include "store.h"
 #include "testutil.h"
 #include "pamtest.h"
 
@@ -354,6 +357,191 @@ static void test_hostile_rhost_and_user(void **state)
 	assert_int_equal(lines("user_len=4095", "result=fail"), 1);
 }
 
+/* ---- distributed spraying and attack waves (issue 14) ----------------- */
+
+/* SPRAY_USERS mailboxes s000..; every SPRAY_EVERY-th one (from
+ * SPRAY_FIRST on) uses the sprayed password, the others their own. */
+enum { SPRAY_USERS = 150, SPRAY_FIRST = 12, SPRAY_EVERY = 25 };
+#define SPRAYED "Summer2026!"
+
+/* A login through the stack that keeps PAM_AUTHTOK, as pam_unix does. */
+static int login_tok(const char *user, const char *pw, const char *rhost)
+{
+	return pd_login_service(PD_SERVICE_AUTHTOK, user, pw, rhost, NULL);
+}
+
+static bool spray_victim(int i)
+{
+	return i >= SPRAY_FIRST && (i - SPRAY_FIRST) % SPRAY_EVERY == 0;
+}
+
+static void spray_passdb(void)
+{
+	static bool done;
+	char path[400];
+
+	if (done)
+		return;
+	done = true;
+	snprintf(path, sizeof(path), "%s/passdb", workdir);
+	FILE *f = fopen(path, "a");
+	assert_non_null(f);
+	for (int i = 0; i < SPRAY_USERS; i++) {
+		if (spray_victim(i))
+			fprintf(f, "s%03d:%s:%s\n", i, SPRAYED, PD_SERVICE);
+		else
+			fprintf(f, "s%03d:own-pw-%03d:%s\n", i, i, PD_SERVICE);
+	}
+	fclose(f);
+}
+
+/* One password against every mailbox once, each try from an address (and
+ * /24) of its own: no address, network or mailbox fails twice. Returns the
+ * mailboxes taken. */
+static int spray(void)
+{
+	int taken = 0;
+
+	for (int i = 0; i < SPRAY_USERS; i++) {
+		char user[16], addr[32];
+		snprintf(user, sizeof(user), "s%03d", i);
+		snprintf(addr, sizeof(addr), "100.%d.%d.7", 64 + i / 256, i % 256);
+		taken += login_tok(user, SPRAYED, addr) == PAM_SUCCESS;
+	}
+	return taken;
+}
+
+/* Before: with spray_password_users = 0 (today's rules) every try reaches
+ * the check and every mailbox with that password is taken. After (the
+ * default, 10): the password is hot after its 10th distinct user, and the
+ * right logins with it from places new to their owners are refused
+ * (reason=hot_password, the same PAM_AUTH_ERR as a wrong password). The
+ * owner of one of them still logs in from home, and the line says the
+ * password is being sprayed; from a new place she is refused. */
+static void test_distributed_spray_hot_password(void **state)
+{
+	int victims = 0;
+
+	(void)state;
+	spray_passdb();
+	for (int i = 0; i < SPRAY_USERS; i++)
+		victims += spray_victim(i);
+
+	use_conf("spray_password_users = 0\n");
+	int before = spray();
+	int reached_before = lines("result=", "user=\"s");
+	printf("# spraying before: %d of %d tries reached the check, %d of %d mailboxes taken\n",
+	       reached_before, SPRAY_USERS, before, victims);
+	assert_int_equal(reached_before, SPRAY_USERS);
+	assert_int_equal(before, victims);
+
+	use_conf("");
+	/* the owner of s037 logs in from home before the spray */
+	assert_int_equal(login_tok("s037", SPRAYED, "198.51.100.37"), PAM_SUCCESS);
+	int after = spray();
+	int reached_after = lines("result=", "user=\"s") - 1;
+	int hot = lines("result=success action=refuse reason=hot_password", "user=\"s");
+	printf("# spraying after: %d of %d tries reached the check, %d of %d mailboxes taken, "
+	       "%d right guesses refused (hot_password)\n", reached_after, SPRAY_USERS, after,
+	       victims, hot);
+	assert_int_equal(after, 0);
+	assert_int_equal(hot, victims);
+	/* the first ten failures made it hot; every later one says so (one
+	 * later when two of the first ten users share a 16-bit tag: about
+	 * one store in 1,500) */
+	int said = lines("result=fail", "sprayed=yes");
+	assert_true(said == SPRAY_USERS - victims - 9 || said == SPRAY_USERS - victims - 10);
+	/* the owner at home: in, and told */
+	assert_int_equal(login_tok("s037", SPRAYED, "198.51.100.37"), PAM_SUCCESS);
+	assert_int_equal(lines("result=success action=allow", "sprayed=yes"), 1);
+	/* from a new place: refused like a wrong password */
+	assert_int_equal(login_tok("s037", SPRAYED, "198.51.100.200"), PAM_AUTH_ERR);
+	/* another user with her own password, from a new place: untouched */
+	assert_int_equal(login_tok("s001", "own-pw-001", "203.0.113.201"), PAM_SUCCESS);
+	/* log-only: the spray's hits go on, and the lines say what would be done */
+	use_conf("mode = log-only\n");
+	assert_int_equal(spray(), victims);
+	assert_int_equal(lines("would=refuse", "reason=hot_password"), victims);
+}
+
+/* Write the wave detector's state into the scenario's store, from a child
+ * process (the module holds the store open in this one). */
+static void seed_wave(const struct ag_wave_rec *wv)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *s;
+		struct ag_txn *t;
+		int rc = ag_store_get(dbdir, &s);
+		if (rc == 0)
+			rc = ag_txn_begin(s, true, &t);
+		if (rc == 0)
+			rc = ag_txn_put(t, AG_DB_META, "wave", 4, wv, sizeof(*wv));
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* An attack wave: the store has learned a quiet host (its first day is
+ * over; the baseline is empty), then guesses from fresh addresses at many
+ * mailboxes (credential stuffing: each pair once, each from its own
+ * place). At wave_min_failures the wave starts (event=wave_start); from
+ * then on every try from a place new to its user sleeps from its first try
+ * (reason=wave), the owner at home does not (wave=on in her line), and a
+ * user's new phone is slowed by tarpit_base once and is familiar after. A
+ * wave whose count has faded is over by itself (event=wave_end). */
+static void test_wave_tarpits_new_places(void **state)
+{
+	enum { STUFF = 50, MIN_FAILS = 20 };
+	char extra[128];
+	struct ag_wave_rec wv = { .version = AG_REC_VERSION };
+
+	(void)state;
+	snprintf(extra, sizeof(extra), "wave_min_failures = %d\n", MIN_FAILS);
+	use_conf(extra);
+	wv.first_seen = ag_now_ms() - 2 * 86400000LL;
+	seed_wave(&wv);
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
+	for (int i = 0; i < STUFF; i++) {
+		char user[24], pw[24], addr[40];
+		snprintf(user, sizeof(user), "u%02d", i % 50);
+		snprintf(pw, sizeof(pw), "leak-%d", i);
+		snprintf(addr, sizeof(addr), "100.%d.%d.9", 80 + i / 256, i % 256);
+		assert_int_equal(login(user, pw, addr), PAM_AUTH_ERR);
+	}
+	assert_int_equal(lines("event=wave_start", "result=fail"), 1);
+	int slowed = lines("action=tarpit reason=wave", "rhost=100.");
+	printf("# wave: %d of %d stuffing tries slowed from their first try\n", slowed, STUFF);
+	assert_int_equal(slowed, STUFF - MIN_FAILS);
+	/* the owner at home: not touched, and her line says a wave is on */
+	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
+	assert_int_equal(lines("result=success action=allow", "wave=on"), 1);
+	/* bob's new phone: slowed once, in, familiar from then on */
+	assert_int_equal(login("bob", "bob-pw", "203.0.113.50"), PAM_SUCCESS);
+	assert_int_equal(lines("result=success action=tarpit reason=wave", "rhost=203.0.113.50"), 1);
+	assert_int_equal(login("bob", "bob-pw", "203.0.113.50"), PAM_SUCCESS);
+	assert_int_equal(lines("result=success action=allow", "rhost=203.0.113.50"), 1);
+
+	/* a wave whose count faded long ago: over, without anyone ending it */
+	use_conf(extra);
+	wv.active = 1;
+	wv.fast.v = 1000;
+	wv.fast.ts = ag_now_ms() - 86400000LL; /* 144 half-lives ago */
+	wv.since = wv.fast.ts;
+	wv.waves = 1;
+	seed_wave(&wv);
+	assert_int_equal(login("u01", "nope", "100.90.0.1"), PAM_AUTH_ERR);
+	assert_int_equal(lines("action=allow", "rhost=100.90.0.1"), 1);
+	assert_int_equal(lines("event=wave_end", "rhost=100.90.0.1"), 1);
+	assert_int_equal(lines("wave=on", "time="), 0);
+}
+
 /* test_pam --hammer N USER PASSWORD RHOST READY_FD GO_FD: say ready,
  * wait for go, make N failed logins; exit 0 if every one failed. */
 static int hammer(char **argv)
@@ -416,6 +604,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_config_errors_in_the_log_file),
 		cmocka_unit_test(test_many_processes_lose_no_count),
 		cmocka_unit_test(test_hostile_rhost_and_user),
+		cmocka_unit_test(test_distributed_spray_hot_password),
+		cmocka_unit_test(test_wave_tarpits_new_places),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0)

@@ -1501,7 +1501,7 @@ static void test_names(void **state)
 	(void)state;
 	for (int a = AG_ACT_ALLOW; a <= AG_ACT_REFUSE; a++)
 		assert_string_not_equal(ag_action_name((enum ag_action)a), "unknown");
-	for (int r = AG_WHY_NONE; r <= AG_WHY_SCORE; r++) {
+	for (int r = AG_WHY_NONE; r <= AG_WHY_WAVE; r++) {
 		const char *n = ag_reason_name((enum ag_reason)r);
 		assert_string_not_equal(n, "unknown");
 		for (int q = AG_WHY_NONE; q < r; q++)
@@ -1509,6 +1509,255 @@ static void test_names(void **state)
 	}
 	assert_string_equal(ag_reason_name(AG_WHY_BANNED), "banned");
 	assert_string_equal(ag_action_name(AG_ACT_TARPIT), "tarpit");
+}
+
+/* ---- 12. hot passwords and attack waves (issue 14) -------------------- */
+
+/* One result with a password whose hot-password record is @pw (written
+ * back as the guard does when the policy marks it). */
+static struct ag_events do_record_pw(struct world *w, struct ag_pw_rec *pw, int h, int u, bool ok,
+				     int64_t now)
+{
+	struct ag_view v;
+	struct ag_events ev;
+
+	load(w, &v, h, u, 0x0700 + u); /* each user's own pair hash: no repeats */
+	v.has_pw = true;
+	v.pw = *pw;
+	v.user_tag = (uint16_t)(0x100 + u);
+	ag_policy_record(&w->c, &v, now, ok, &ev);
+	save(w, &v, h, u);
+	if (v.w_pw)
+		*pw = v.pw;
+	return ev;
+}
+
+static void make_familiar(struct world *w, int h, int u, int64_t now)
+{
+	w->pair[h][u].familiar_until = now + DAY;
+	w->pair[h][u].last_success = now;
+}
+
+/* A wrong password becomes hot at spray_password_users distinct users
+ * (the same user again does not count), stays hot while that count has
+ * not faded, and is forgotten after; a right login with it is refused
+ * from a place new to the user (and counted as a failure there), goes on
+ * from a familiar one (said: hot_pw), and only said in log-only mode. */
+static void test_hot_password_window(void **state)
+{
+	struct world *w = *state;
+	struct ag_pw_rec pw;
+	struct ag_view v0;
+	struct ag_events ev;
+
+	ag_view_init(&v0);
+	pw = v0.pw;
+	w->c.spray_password_users = 4;
+	w->c.user_lock_after = 0;
+	w->c.ip_ban_after = 0;
+	w->c.net_ban_after = 0;
+	w->c.spray_users = 0;
+	/* users 0, 1, 1, 2: three distinct, not hot yet */
+	static const int users[] = { 0, 1, 1, 2 };
+	for (size_t i = 0; i < AG_ARRAY_LEN(users); i++) {
+		ev = do_record_pw(w, &pw, (int)i, users[i], false, T0 + (int64_t)i * SEC);
+		assert_false(ev.hot_pw);
+	}
+	assert_near(score(w, &pw.users, T0 + 4 * SEC), 3.0, 0.01);
+	/* a familiar place's failure is not counted (a typo at home) */
+	make_familiar(w, 4, 3, T0);
+	ev = do_record_pw(w, &pw, 4, 3, false, T0 + 4 * SEC);
+	assert_false(ev.hot_pw);
+	assert_false(w->last.w_pw);
+	/* the fourth user: hot */
+	ev = do_record_pw(w, &pw, 5, 3, false, T0 + 5 * SEC);
+	assert_true(ev.hot_pw);
+	assert_true(ag_pw_hot(&w->c, &pw, T0 + 5 * SEC));
+
+	/* user 4 gets it right from a new place: refused, counted as a failure */
+	ev = do_record_pw(w, &pw, 6, 4, true, T0 + 6 * SEC);
+	assert_true(ev.hot_pw);
+	assert_true(ev.hot_refused);
+	assert_false(ag_pair_familiar(&w->last, T0 + 7 * SEC));
+	assert_i64(w->user[4].n_success, 0);
+	assert_i64(w->user[4].n_fail, 1);
+	assert_near(score(w, &w->user[4].fails, T0 + 6 * SEC), 1.0, 0.01);
+
+	/* user 3 gets it right from home: goes on, and is said */
+	ev = do_record_pw(w, &pw, 4, 3, true, T0 + 7 * SEC);
+	assert_true(ev.hot_pw);
+	assert_false(ev.hot_refused);
+	assert_i64(w->user[3].n_success, 1);
+
+	/* log-only: said, not done */
+	w->c.mode = AG_MODE_LOG_ONLY;
+	ev = do_record_pw(w, &pw, 7, 5, true, T0 + 8 * SEC);
+	assert_true(ev.hot_refused);
+	assert_i64(w->user[5].n_success, 1);
+	w->c.mode = AG_MODE_ENFORCE;
+
+	/* 5 users counted by now (0, 1, 2, 3, 4): one half-life later 2.5,
+	 * rounded 3: not hot; the user record goes once it has faded */
+	int64_t later = T0 + 8 * SEC + HL;
+	assert_false(ag_pw_hot(&w->c, &pw, later));
+	ev = do_record_pw(w, &pw, 8, 6, true, later);
+	assert_false(ev.hot_refused);
+	assert_false(ag_pw_dead(&w->c, &pw, later));
+	assert_true(ag_pw_dead(&w->c, &pw, later + 10 * HL));
+	/* spray_password_users = 0: never hot */
+	w->c.spray_password_users = 0;
+	assert_false(ag_pw_hot(&w->c, &pw, T0 + 5 * SEC));
+}
+
+/* The user tags: more distinct users than the ring holds all count (a
+ * spray never repeats one); one user again within the ring does not. */
+static void test_hot_password_many_users(void **state)
+{
+	struct world *w = *state;
+	struct ag_view v0;
+
+	ag_view_init(&v0);
+	struct ag_pw_rec pw = v0.pw;
+	w->c.spray_password_users = 1000;
+	w->c.user_lock_after = 0;
+	for (int i = 0; i < 3 * AG_PW_TAGS; i++)
+		(void)do_record_pw(w, &pw, i % NHOST, i % NUSER, false, T0);
+	/* NUSER (8) distinct users cycling through an 8-place ring: 8 */
+	assert_near(score(w, &pw.users, T0), (double)NUSER, 0.01);
+}
+
+static struct ag_wave_rec learned_wave(const struct ag_conf *c, int64_t now)
+{
+	struct ag_wave_rec wv = { .version = AG_REC_VERSION };
+
+	wv.first_seen = now - 2 * c->wave_baseline;
+	return wv;
+}
+
+/* The wave detector: a steady background (one unfamiliar failure a
+ * minute for four days) never starts a wave; a burst far above it does, once;
+ * it stays on down to half the level (hysteresis), ends by itself without
+ * any failure, and the next failure writes the end down. A store still
+ * learning, or wave_factor = 0, never has one. */
+static void test_wave_hysteresis(void **state)
+{
+	struct world *w = *state;
+	int64_t now = T0;
+
+	w->c.wave_factor = 4;
+	w->c.wave_min_failures = 30;
+	w->c.wave_baseline = DAY;
+	struct ag_wave_rec wv = learned_wave(&w->c, now);
+	int starts = 0;
+	for (int i = 0; i < 4 * 24 * 60; i++, now += MIN) {
+		int d = ag_wave_note(&w->c, &wv, now);
+		starts += d > 0;
+		assert_false(ag_wave_on(&w->c, &wv, now));
+	}
+	assert_int_equal(starts, 0);
+	/* the baseline has learned about 13.5 of the 14.4 per half-life: the level is 4x */
+	double level = ag_wave_level(&w->c, &wv, now);
+	assert_true(level > 4 * 10 && level < 4 * 16);
+	/* a burst: 100 failures in 10 s */
+	int started_at = -1;
+	for (int i = 0; i < 100; i++) {
+		int d = ag_wave_note(&w->c, &wv, now + i * 100);
+		if (d > 0) {
+			starts++;
+			started_at = i;
+		}
+	}
+	now += 10 * SEC;
+	assert_int_equal(starts, 1);
+	assert_true(started_at > 20 && started_at < 60);
+	assert_true(ag_wave_on(&w->c, &wv, now));
+	assert_int_equal(wv.waves, 1);
+	/* hysteresis: below the start level, above half of it: still on */
+	double fast = ag_score_at(&wv.fast, now, HL);
+	int64_t t_below = now + (int64_t)((double)HL * log2(fast / (0.8 * level)));
+	assert_true(ag_wave_on(&w->c, &wv, t_below));
+	/* a fresh detector at that count would not start one */
+	struct ag_wave_rec off = wv;
+	off.active = 0;
+	assert_false(ag_wave_on(&w->c, &off, t_below));
+	/* it ends by itself once the count fades below half the level */
+	int64_t t_end = now + (int64_t)((double)HL * log2(fast / (0.45 * level)));
+	assert_false(ag_wave_on(&w->c, &wv, t_end));
+	assert_int_equal(ag_wave_note(&w->c, &wv, t_end), -1);
+	assert_int_equal(wv.active, 0);
+	assert_i64(wv.ended, t_end);
+
+	/* learning: the same burst on a store younger than wave_baseline */
+	struct ag_wave_rec young = { .version = AG_REC_VERSION };
+	for (int i = 0; i < 200; i++)
+		assert_true(ag_wave_note(&w->c, &young, T0 + i) <= 0);
+	assert_false(ag_wave_on(&w->c, &young, T0 + 200));
+	/* off */
+	w->c.wave_factor = 0;
+	wv = learned_wave(&w->c, T0);
+	for (int i = 0; i < 200; i++)
+		assert_int_equal(ag_wave_note(&w->c, &wv, T0 + i), 0);
+	assert_false(ag_wave_on(&w->c, &wv, T0 + 200));
+}
+
+/* During a wave, a source new to the user is tarpitted from its first try
+ * (tarpit_base, reason wave; a longer score tarpit wins), a familiar one
+ * is not; only failures from unfamiliar places feed the detector. */
+static void test_wave_check_and_feed(void **state)
+{
+	struct world *w = *state;
+	struct ag_view v;
+	struct ag_verdict vd;
+	struct ag_events ev;
+	int64_t now = T0;
+
+	w->c.wave_min_failures = 3;
+	struct ag_wave_rec wv = learned_wave(&w->c, now);
+	for (int i = 0; i < 3; i++)
+		(void)ag_wave_note(&w->c, &wv, now);
+	assert_true(ag_wave_on(&w->c, &wv, now));
+	make_familiar(w, 1, 0, now);
+
+	load(w, &v, 0, 0, PW_ANY);
+	v.wave = wv;
+	ag_policy_check(&w->c, &v, now, &vd);
+	assert_verdict(vd, AG_ACT_TARPIT, AG_WHY_WAVE);
+	assert_i64(vd.delay_ms, w->c.tarpit_base);
+	assert_true(vd.wave);
+
+	load(w, &v, 1, 0, PW_ANY);
+	v.wave = wv;
+	ag_policy_check(&w->c, &v, now, &vd);
+	assert_verdict(vd, AG_ACT_ALLOW, AG_WHY_NONE);
+	assert_true(vd.wave);
+
+	/* a host with a score tarpit longer than tarpit_base keeps it */
+	for (int i = 0; i < 6; i++)
+		(void)do_record(w, 2, 1 + i % 3, PW_ANY, false, now);
+	load(w, &v, 2, 1, PW_ANY);
+	v.wave = wv;
+	ag_policy_check(&w->c, &v, now, &vd);
+	assert_verdict(vd, AG_ACT_TARPIT, AG_WHY_SCORE);
+	assert_true(vd.delay_ms > w->c.tarpit_base);
+
+	/* feeding: a familiar failure does not count, an unfamiliar one does */
+	double before = ag_score_at(&wv.fast, now, HL);
+	load(w, &v, 1, 0, PW_ANY);
+	v.wave = wv;
+	ag_policy_record(&w->c, &v, now, false, &ev);
+	assert_false(v.w_wave);
+	assert_true(ev.wave);
+	load(w, &v, 3, 0, PW_ANY);
+	v.wave = wv;
+	ag_policy_record(&w->c, &v, now, false, &ev);
+	assert_true(v.w_wave);
+	assert_near(ag_score_at(&v.wave.fast, now, HL), before + 1, 0.01);
+	/* trusted: nothing */
+	w->trusted[4] = true;
+	load(w, &v, 4, 0, PW_ANY);
+	v.wave = wv;
+	ag_policy_check(&w->c, &v, now, &vd);
+	assert_verdict(vd, AG_ACT_ALLOW, AG_WHY_TRUSTED);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1549,6 +1798,10 @@ int main(void)
 		T(test_src_weak_table),
 		T(test_user_pair_weak_table),
 		T(test_names),
+		T(test_hot_password_window),
+		T(test_hot_password_many_users),
+		T(test_wave_hysteresis),
+		T(test_wave_check_and_feed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

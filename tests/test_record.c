@@ -115,6 +115,8 @@ union anyrec {
 	struct ag_user_rec user;
 	struct ag_pair_rec pair;
 	struct ag_stats stats;
+	struct ag_pw_rec pw;
+	struct ag_wave_rec wave;
 	uint8_t bytes[512];
 };
 
@@ -170,6 +172,29 @@ static void good_record(enum ag_rec_kind kind, union anyrec *r)
 		r->stats.attempts = 100;
 		r->stats.failures = 40;
 		break;
+	case AG_REC_PW:
+		r->pw.version = AG_REC_VERSION;
+		r->pw.tag_next = AG_PW_TAGS - 1;
+		r->pw.users.v = 9.5;
+		r->pw.users.ts = 1795441286123LL;
+		for (int i = 0; i < AG_PW_TAGS; i++)
+			r->pw.tags[i] = (uint16_t)(0x1001 * (i + 1));
+		r->pw.first_seen = 1795441000000LL;
+		r->pw.last_seen = 1795441286123LL;
+		r->pw.n_fail = 11;
+		break;
+	case AG_REC_WAVE:
+		r->wave.version = AG_REC_VERSION;
+		r->wave.active = 1;
+		r->wave.fast.v = 120.0;
+		r->wave.fast.ts = 1795441286123LL;
+		r->wave.base.v = 800.0;
+		r->wave.base.ts = 1795441286000LL;
+		r->wave.first_seen = 1790000000000LL;
+		r->wave.since = 1795441000000LL;
+		r->wave.ended = 1795000000000LL;
+		r->wave.waves = 3;
+		break;
 	}
 }
 
@@ -180,6 +205,8 @@ static void test_rec_size(void **state)
 	assert_int_equal(ag_rec_size(AG_REC_USER), sizeof(struct ag_user_rec));
 	assert_int_equal(ag_rec_size(AG_REC_PAIR), sizeof(struct ag_pair_rec));
 	assert_int_equal(ag_rec_size(AG_REC_STATS), sizeof(struct ag_stats));
+	assert_int_equal(ag_rec_size(AG_REC_PW), sizeof(struct ag_pw_rec));
+	assert_int_equal(ag_rec_size(AG_REC_WAVE), sizeof(struct ag_wave_rec));
 	assert_int_equal(ag_rec_size((enum ag_rec_kind)99), 0);
 }
 
@@ -188,7 +215,7 @@ static void test_rec_size(void **state)
 static void test_rec_decode_good(void **state)
 {
 	static const enum ag_rec_kind kinds[] = { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR,
-						  AG_REC_STATS };
+						  AG_REC_STATS, AG_REC_PW, AG_REC_WAVE };
 
 	(void)state;
 	for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
@@ -215,7 +242,7 @@ static void test_rec_decode_good(void **state)
 static void test_rec_decode_size(void **state)
 {
 	static const enum ag_rec_kind kinds[] = { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR,
-						  AG_REC_STATS };
+						  AG_REC_STATS, AG_REC_PW, AG_REC_WAVE };
 
 	(void)state;
 	for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
@@ -323,6 +350,24 @@ static void test_rec_decode_fields(void **state)
 		MI64(AG_REC_PAIR, struct ag_pair_rec, familiar_until, -1, AG_ECORRUPT),
 		MI64(AG_REC_PAIR, struct ag_pair_rec, familiar_until, INT64_MIN, AG_ECORRUPT),
 		MI64(AG_REC_PAIR, struct ag_pair_rec, familiar_until, 0, 0),
+		/* hot passwords and the wave state */
+		MU32(AG_REC_PW, struct ag_pw_rec, version, 0, AG_ECORRUPT),
+		MDBL(AG_REC_PW, struct ag_pw_rec, users.v, NAN, AG_ECORRUPT),
+		MDBL(AG_REC_PW, struct ag_pw_rec, users.v, -1.0, AG_ECORRUPT),
+		MI64(AG_REC_PW, struct ag_pw_rec, users.ts, -1, AG_ECORRUPT),
+		MU32(AG_REC_PW, struct ag_pw_rec, tag_next, AG_PW_TAGS, AG_ECORRUPT),
+		MU32(AG_REC_PW, struct ag_pw_rec, tag_next, 0, 0),
+		MI64(AG_REC_PW, struct ag_pw_rec, first_seen, -1, AG_ECORRUPT),
+		MI64(AG_REC_PW, struct ag_pw_rec, last_seen, -1, AG_ECORRUPT),
+		MU32(AG_REC_WAVE, struct ag_wave_rec, version, AG_REC_VERSION + 1, AG_ECORRUPT),
+		MU32(AG_REC_WAVE, struct ag_wave_rec, active, 2, AG_ECORRUPT),
+		MU32(AG_REC_WAVE, struct ag_wave_rec, active, 0, 0),
+		MDBL(AG_REC_WAVE, struct ag_wave_rec, fast.v, INFINITY, AG_ECORRUPT),
+		MDBL(AG_REC_WAVE, struct ag_wave_rec, base.v, -0.5, AG_ECORRUPT),
+		MI64(AG_REC_WAVE, struct ag_wave_rec, base.ts, -1, AG_ECORRUPT),
+		MI64(AG_REC_WAVE, struct ag_wave_rec, since, -1, AG_ECORRUPT),
+		MI64(AG_REC_WAVE, struct ag_wave_rec, ended, -1, AG_ECORRUPT),
+		MI64(AG_REC_WAVE, struct ag_wave_rec, first_seen, INT64_MIN, AG_ECORRUPT),
 	};
 
 	(void)state;

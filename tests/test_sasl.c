@@ -804,6 +804,39 @@ static void test_threads_and_fork(void **state)
 	assert_int_equal(lines("rhost=10.8.", "result=success"), 3);
 }
 
+/* Distributed spraying through PLAIN and LOGIN: one password fails for
+ * ten users, each from its own address: hot. Then a mailbox that uses it
+ * is refused from a new place (SASL_BADAUTH, reason=hot_password), while
+ * its owner's home, familiar from before the spray, gets in, told. */
+static void test_hot_password_refused_after_the_step(void **state)
+{
+	(void)state;
+	for (size_t m = 0; m < AG_ARRAY_LEN(mechs); m++) {
+		use_conf("");
+		assert_int_equal(auth(mechs[m], "vic2", "Summer2026!", NULL, "198.51.100.32;1"), SASL_OK);
+		/* ten users make it hot; the eleventh is there because users are
+		 * told apart by 16-bit tags: two of ten share one in about one
+		 * store of 1,500, and the password is hot one user later */
+		for (int i = 0; i < 11; i++) {
+			char u[16], addr[40];
+			snprintf(u, sizeof(u), "u%02d", i % 10);
+			if (i == 10)
+				snprintf(u, sizeof(u), "boss");
+			snprintf(addr, sizeof(addr), "100.66.%d.1;2525", i);
+			assert_int_equal(auth(mechs[m], u, "Summer2026!", NULL, addr), SASL_BADAUTH);
+		}
+		int said = lines("result=fail", "sprayed=yes");
+		assert_true(said == 1 || said == 2);
+		assert_int_equal(auth(mechs[m], "vic1", "Summer2026!", NULL, "100.66.99.1;1"), SASL_BADAUTH);
+		assert_int_equal(lines("result=success action=refuse reason=hot_password",
+				       "user=\"vic1@test.example\""), 1);
+		assert_int_equal(auth(mechs[m], "vic2", "Summer2026!", NULL, "198.51.100.32;2"), SASL_OK);
+		assert_int_equal(lines("result=success action=allow", "sprayed=yes"), 1);
+		/* a user with a password of her own is untouched from a new place */
+		assert_int_equal(auth(mechs[m], "bob", "bob-pw", NULL, "100.66.98.1;1"), SASL_OK);
+	}
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 static void mkuser(const char *user, const char *pw)
@@ -991,6 +1024,8 @@ int main(int argc, char **argv)
 	mkuser("bob", "bob-pw");
 	mkuser("carol", "carol-pw");
 	mkuser("boss", "boss-pw");
+	mkuser("vic1", "Summer2026!");
+	mkuser("vic2", "Summer2026!");
 	for (int i = 0; i < 10; i++) {
 		char u[16], pw[16];
 		snprintf(u, sizeof(u), "u%02d", i);
@@ -1028,6 +1063,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_syslog_is_the_default),
 		cmocka_unit_test(test_faults_are_seen_everywhere),
 		cmocka_unit_test(test_private_dir_serves_clients),
+		cmocka_unit_test(test_hot_password_refused_after_the_step),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	sasl_done();

@@ -1019,7 +1019,42 @@ struct counts {
 	unsigned long hosts, nets, host_bans, net_bans, users, locks, pairs, timed, lists[5];
 	struct ag_evict_stats ev; /* all zero if unreadable */
 	int ev_rc;                /* 0, or why the eviction counters could not be read */
+	struct ag_wave_rec wave;  /* the attack-wave detector; all zero if none */
+	unsigned long hot_pw, pw_recs; /* hot passwords now, password records */
+	const struct ag_conf *conf;
 };
+
+static ag_scan_fn count_pw;
+
+/* The wave detector's state ("wave" in meta; see policy.h), and the
+ * hot-password records: how many are hot now. */
+static int gather_spray(struct ctx *x, struct ag_txn *t, struct counts *c)
+{
+	const void *val;
+	size_t vlen;
+
+	memset(&c->wave, 0, sizeof(c->wave));
+	if (ag_txn_get(t, AG_DB_META, "wave", 4, &val, &vlen) != 0 ||
+	    ag_rec_decode(AG_REC_WAVE, val, vlen, &c->wave) != 0)
+		memset(&c->wave, 0, sizeof(c->wave));
+	c->conf = &x->c;
+	return ag_txn_scan(t, AG_DB_PW, NULL, 0, count_pw, c);
+}
+
+static enum ag_scan_op count_pw(void *vp, const void *key, size_t klen, const void *val,
+				size_t vlen)
+{
+	struct counts *c = vp;
+	struct ag_pw_rec r;
+
+	(void)key;
+	(void)klen;
+	if (ag_rec_decode(AG_REC_PW, val, vlen, &r) != 0)
+		return AG_SCAN_NEXT;
+	c->pw_recs++;
+	c->hot_pw += ag_pw_hot(c->conf, &r, c->now);
+	return AG_SCAN_NEXT;
+}
 
 static void count_src(void *vp, const struct ag_addr *a, const struct ag_src_rec *r)
 {
@@ -1079,6 +1114,8 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 		rc = ag_admin_sleepers(t, x->now, sleepers);
 	if (rc == 0 && (c->ev_rc = ag_admin_evictions(t, &c->ev)) != 0)
 		memset(&c->ev, 0, sizeof(c->ev)); /* said by status; the rest still counts */
+	if (rc == 0)
+		rc = gather_spray(x, t, c);
 	ag_txn_abort(t);
 	if (rc == 0)
 		rc = ag_store_info(x->s, info);
@@ -1121,6 +1158,41 @@ static void print_evictions(const struct counts *c)
 	       (unsigned long long)e->records, (unsigned long long)e->rounds,
 	       (unsigned long long)e->recent_rounds, AG_EVICT_RECENT_MS / 1000, t,
 	       (unsigned long long)e->last_records, (unsigned long long)e->last_before, cut);
+}
+
+static void print_spray(struct ctx *x, const struct counts *c)
+{
+	const struct ag_wave_rec *w = &c->wave;
+	char t[40];
+
+	printf("spray:    %lu hot passwords now (%lu wrong-password records; "
+	       "spray_password_users=%u)\n", c->hot_pw, c->pw_recs, x->c.spray_password_users);
+	if (x->c.wave_factor == 0) {
+		printf("wave:     off (wave_factor=0)\n");
+		return;
+	}
+	double fast = ag_score_at(&w->fast, x->now, x->c.decay_half_life);
+	double level = ag_wave_level(&x->c, w, x->now);
+	if (w->first_seen == 0 || x->now - w->first_seen < x->c.wave_baseline) {
+		printf("wave:     learning the host's normal (for wave_baseline after the first "
+		       "unfamiliar failure); %.1f unfamiliar failures now\n", fast);
+		return;
+	}
+	bool on = ag_wave_on(&x->c, w, x->now);
+	if (on) {
+		fmt_time(w->since, t, sizeof(t));
+		printf("wave:     ON since %s: %.1f unfamiliar failures now, ends below %.1f; "
+		       "places new to a user are tarpitted\n", t, fast, level / 2);
+	} else {
+		printf("wave:     off: %.1f unfamiliar failures now, a wave starts at %.1f",
+		       fast, level);
+		if (w->ended > 0) {
+			fmt_time(w->ended, t, sizeof(t));
+			printf("; the last one ended %s", t);
+		}
+		printf("\n");
+	}
+	printf("          %llu waves so far\n", (unsigned long long)w->waves);
 }
 
 /* The fleet (authguard-sync(8)): the daemon's state as it last wrote it
@@ -1236,6 +1308,7 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 			       ag_strerror(ag_store_counters_error(x->s)));
 	}
 	print_evictions(&c);
+	print_spray(x, &c);
 	print_sync(x);
 	return EX_OK;
 }
@@ -1273,6 +1346,11 @@ static int cmd_stats(struct ctx *x, int argc, char **argv)
 		{ "active_bans", "Addresses and prefixes banned now.", (double)(c.host_bans + c.net_bans + c.timed), false },
 		{ "active_locks", "Users locked now.", (double)c.locks, false },
 		{ "tracked_sources", "Addresses and prefixes in the store.", (double)(c.hosts + c.nets), false },
+		{ "hot_passwords", "Wrong passwords being sprayed across users now (spray_password_users).", (double)c.hot_pw, false },
+		{ "wave_active", "Whether a host-wide attack wave is on (1) or not (0).", ag_wave_on(&x->c, &c.wave, x->now) ? 1.0 : 0.0, false },
+		{ "waves_total", "Attack waves started.", (double)c.wave.waves, true },
+		{ "wave_unfamiliar_failures", "Failures from places new to their user, faded with decay_half_life.", ag_score_at(&c.wave.fast, x->now, x->c.decay_half_life), false },
+		{ "wave_start_level", "The count of unfamiliar failures that starts a wave now.", ag_wave_level(&x->c, &c.wave, x->now), false },
 	};
 	for (size_t i = 0; i < AG_ARRAY_LEN(m); i++) {
 		if (prom)
@@ -1626,6 +1704,7 @@ int main(int argc, char **argv)
 		char err[256];
 		if (ag_conf_set(&x.c, "db_dir", db, err, sizeof(err)) != 0) {
 			fprintf(stderr, "authguard-admin: -d: %s\n", err);
+			ag_conf_free(&x.c); /* the defaults hold lists too */
 			return EX_USAGE;
 		}
 	}

@@ -97,6 +97,56 @@ static void report(const struct tally *t, const struct owner *o)
 		       o->ok, o->tries, o->total_ms / o->tries, o->max_ms);
 }
 
+/* The config file, replaced whole (a new file: the module sees the change
+ * at once), with @extra lines after the common ones. */
+static int write_conf(const char *db, const char *extra)
+{
+	char path[600], tmp[620];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		return -1;
+	fprintf(f, "# written by authguard-demo\n"
+		   "db_dir = %s/%s\n"
+		   "log = file:%s/attempts.log\n"
+		   "tarpit_base = 20ms\n"
+		   "tarpit_max = 320ms\n%s",
+		workdir, db, workdir, extra);
+	if (fclose(f) != 0)
+		return -1;
+	return rename(tmp, path);
+}
+
+/* Distributed spraying: SPRAY_N mailboxes, one in SPRAY_EVERY with the
+ * sprayed password, each tried once from an address (and /24) of its
+ * own, through the stack that keeps PAM_AUTHTOK as pam_unix does. */
+enum { SPRAY_N = 600, SPRAY_EVERY = 50 };
+
+static void spray_scene(struct tally *t, struct owner *home)
+{
+	/* the owner of spray025 logs in from home first */
+	double ms;
+	int rc = pd_login_service(PD_SERVICE_AUTHTOK, "spray025", "Summer2026!", "198.51.100.25", &ms);
+	home->tries++;
+	home->ok += rc == PAM_SUCCESS;
+	for (int i = 0; i < SPRAY_N; i++) {
+		char u[24], addr[40];
+		snprintf(u, sizeof(u), "spray%03d", i);
+		snprintf(addr, sizeof(addr), "100.%d.%d.33", 96 + i / 256, i % 256);
+		rc = pd_login_service(PD_SERVICE_AUTHTOK, u, "Summer2026!", addr, &ms);
+		t->attempts++;
+		t->attacker_ms += ms;
+		t->granted += rc == PAM_SUCCESS;
+	}
+	/* and again after it, while the password is hot */
+	rc = pd_login_service(PD_SERVICE_AUTHTOK, "spray025", "Summer2026!", "198.51.100.25", &ms);
+	home->tries++;
+	home->ok += rc == PAM_SUCCESS;
+}
+
 static int setup_files(void)
 {
 	char path[600];
@@ -121,6 +171,9 @@ static int setup_files(void)
 	fprintf(f, "owner-carol:carol-secret:%s\n", PD_SERVICE);
 	for (int i = 0; i < 40; i++)
 		fprintf(f, "user%02d:pw%02d-secret:%s\n", i, i, PD_SERVICE);
+	for (int i = 0; i < SPRAY_N; i++)
+		fprintf(f, "spray%03d:%s:%s\n", i,
+			i % SPRAY_EVERY == SPRAY_EVERY / 2 ? "Summer2026!" : "own-secret", PD_SERVICE_AUTHTOK);
 	fclose(f);
 	return 0;
 }
@@ -238,11 +291,32 @@ int main(int argc, char **argv)
 	       "   owner-carol from home: %d of %d logins succeeded\n",
 	       alice.ok, alice.tries, carol.ok, carol.tries);
 
+	/* 7. Distributed spraying, before (spray_password_users = 0, the
+	 * rules without hot passwords) and after (the default), each on a
+	 * store of its own. */
+	struct tally d0 = { .name = "distributed spraying, BEFORE (spray_password_users = 0): "
+				    "600 mailboxes, one try each from its own address, 12 use the password" };
+	struct tally d1 = { .name = "distributed spraying, AFTER (the default: hot at 10 users)" };
+	struct owner h0 = { 0 }, h1 = { 0 };
+	if (write_conf("db-spray-before", "spray_password_users = 0\n") != 0 ||
+	    (spray_scene(&d0, &h0), off = scan_log(off, &d0), write_conf("db-spray-after", "")) != 0) {
+		perror("writing the config");
+		return 1;
+	}
+	spray_scene(&d1, &h1);
+	off = scan_log(off, &d1);
+	report(&d0, NULL);
+	printf("   owner of spray025 from home ....... %d of %d logins succeeded\n", h0.ok, h0.tries);
+	report(&d1, NULL);
+	printf("   owner of spray025 from home ....... %d of %d logins succeeded (the line says sprayed=yes)\n",
+	       h1.ok, h1.tries);
+	printf("   mailboxes taken: %d before, %d after\n", d0.granted, d1.granted);
+
 	int total = bf.attempts + sp.attempts + bn.attempts + v6.attempts;
 	int reached = bf.reached_check + sp.reached_check + bn.reached_check + v6.reached_check;
 	printf("\n== in all: %d of %d attacker attempts reached the password check; %d were granted\n",
 	       reached, total, bf.granted + sp.granted + bn.granted + v6.granted);
 	print_sample();
 	printf("\nEvery attempt's line: %s/attempts.log\n", workdir);
-	return alice.ok == alice.tries && carol.ok == carol.tries ? 0 : 2;
+	return alice.ok == alice.tries && carol.ok == carol.tries && h1.ok == h1.tries ? 0 : 2;
 }

@@ -77,6 +77,22 @@ int pd_write_services(const struct pd_paths *p)
 		if (write_file(file, stack) != 0)
 			goto fail;
 	}
+	char items[1024];
+	const char *slash = strrchr(p->matrix, '/');
+	snprintf(items, sizeof(items), "%.*spam_set_items.so",
+		 slash != NULL ? (int)(slash - p->matrix + 1) : 0, p->matrix);
+	snprintf(stack, sizeof(stack),
+		 "auth     requisite      %1$s preauth %4$s\n"
+		 "auth     [success=2 auth_err=ignore user_unknown=ignore authinfo_unavail=ignore default=die] %2$s passdb=%3$s/passdb\n"
+		 "auth     optional       %5$s\n"
+		 "auth     [default=die]  %1$s authfail %4$s\n"
+		 "auth     optional       %5$s\n"
+		 "auth     sufficient     %1$s authsucc %4$s\n"
+		 "account  required       %1$s %4$s\n",
+		 p->module, p->matrix, p->workdir, args[0], items);
+	snprintf(file, sizeof(file), "%s/%s", dir, PD_SERVICE_AUTHTOK);
+	if (write_file(file, stack) != 0)
+		goto fail;
 	snprintf(file, sizeof(file), "%s/other", dir);
 	if (write_file(file, "auth required pam_deny.so\naccount required pam_deny.so\n") != 0)
 		goto fail;
@@ -159,6 +175,10 @@ int pd_login_service(const char *service, const char *user, const char *password
 
 	if (rc == PAM_SUCCESS && rhost != NULL)
 		rc = pam_set_item(pamh, PAM_RHOST, rhost);
+	if (password != NULL)
+		setenv("PAM_AUTHTOK", password, 1); /* PD_SERVICE_AUTHTOK */
+	else
+		unsetenv("PAM_AUTHTOK");
 	if (rc == PAM_SUCCESS)
 		rc = pam_authenticate(pamh, 0);
 	if (rc == PAM_SUCCESS)

@@ -12,6 +12,11 @@
 #define PD_SERVICE "authguard-demo"
 /* the same stack with a config file that does not exist */
 #define PD_SERVICE_NOCONF "authguard-noconf"
+/* the same stack with PAM_AUTHTOK kept for our module, as pam_unix keeps
+ * it (pam_matrix wipes it after its check): pam_wrapper's pam_set_items
+ * (beside pam_matrix.so) puts it back from the environment, which
+ * pd_login_service() sets to the password */
+#define PD_SERVICE_AUTHTOK "authguard-authtok"
 
 struct pd_paths {
 	const char *module;   /* absolute path of pam_authguard.so */

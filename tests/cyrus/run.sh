@@ -25,6 +25,7 @@
 #   AG_TEST_TIMEOUT  seconds before the whole run gives up (120)
 #   AG_TEST_KEEP=1   keep the scratch directory (/tmp/ag-cyrus.*) even on success
 set -u
+. "$(dirname "$0")/../tap.sh"
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
@@ -62,39 +63,8 @@ cleanup() {
 	cy_cleanup
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "Bail out! interrupted"; exit 1' INT HUP
-trap 'echo "Bail out! timed out after ${TIMEOUT}s (AG_TEST_TIMEOUT)"; exit 1' TERM
-(
-	trap 'kill "$s" 2>/dev/null; exit 0' TERM
-	sleep "$TIMEOUT" &
-	s=$!
-	wait "$s" && kill -TERM $$
-) </dev/null >/dev/null 2>&1 &
-WDPID=$!
+tap_start
 
-ok() { # ok STATUS DESCRIPTION [DIAGNOSTIC...]: STATUS 0 passes
-	local st=$1 desc=$2 d
-	shift 2
-	TESTNO=$((TESTNO + 1))
-	if [ "$st" = 0 ]; then
-		echo "ok $TESTNO - $desc"
-	else
-		FAILED=$((FAILED + 1))
-		echo "not ok $TESTNO - $desc"
-		for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
-	fi
-}
-skip() { # skip DESCRIPTION REASON
-	TESTNO=$((TESTNO + 1))
-	echo "ok $TESTNO - $1 # SKIP $2"
-}
-count() { # count WORD ITEMS...: how many ITEMS equal WORD
-	local w=$1 n=0 x
-	shift
-	for x in "$@"; do [ "$x" = "$w" ] && n=$((n + 1)); done
-	echo "$n"
-}
 
 # An attempt line, wherever it is written (through libsasl2's log callback
 # "SASL time=... service=...", or straight to syslog), starts at "time=".

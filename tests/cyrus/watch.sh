@@ -22,6 +22,7 @@
 # authguard-watch or authguard-admin is not built. Environment: lib.sh's,
 # AG_TEST_WATCH (the watcher), AG_TEST_TIMEOUT (120), AG_TEST_KEEP=1.
 set -u
+. "$(dirname "$0")/../tap.sh"
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 WATCH=${AG_TEST_WATCH:-$CY_HERE/../../build/watch/authguard-watch}
@@ -63,30 +64,9 @@ cleanup() {
 	cy_cleanup
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "Bail out! interrupted"; exit 1' INT HUP
-trap 'echo "Bail out! timed out after ${TIMEOUT}s (AG_TEST_TIMEOUT)"; exit 1' TERM
-(
-	trap 'kill "$s" 2>/dev/null; exit 0' TERM
-	sleep "$TIMEOUT" &
-	s=$!
-	wait "$s" && kill -TERM $$
-) </dev/null >/dev/null 2>&1 &
-WDPID=$!
+tap_start
 
 echo "1..$NTESTS"
-ok() { # ok STATUS DESCRIPTION [DIAGNOSTIC...]
-	local st=$1 desc=$2 d
-	shift 2
-	TESTNO=$((TESTNO + 1))
-	if [ "$st" = 0 ]; then
-		echo "ok $TESTNO - $desc"
-	else
-		FAILED=$((FAILED + 1))
-		echo "not ok $TESTNO - $desc"
-		for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
-	fi
-}
 
 # ---------------------------------------------------------------- set-up
 cy_scratch ag-cywatch || bail "$CY_ERR"

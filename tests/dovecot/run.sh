@@ -21,6 +21,7 @@
 #   AG_TEST_TIMEOUT  seconds before the whole run gives up (120)
 #   AG_TEST_KEEP=1   keep the scratch directory (/tmp/ag-dovecot.*) even on success
 set -u
+. "$(dirname "$0")/../tap.sh"
 export LC_ALL=C
 . "$(dirname "$0")/lib.sh" || exit 1
 TIMEOUT=${AG_TEST_TIMEOUT:-120}
@@ -74,40 +75,8 @@ cleanup() {
 	fi
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "Bail out! interrupted"; exit 1' INT HUP
-trap 'echo "Bail out! timed out after ${TIMEOUT}s (AG_TEST_TIMEOUT)"; exit 1' TERM
-# The watchdog bounds the whole run: it ends its own sleep, then signals us.
-(
-	trap 'kill "$s" 2>/dev/null; exit 0' TERM
-	sleep "$TIMEOUT" &
-	s=$!
-	wait "$s" && kill -TERM $$
-) </dev/null >/dev/null 2>&1 &
-WDPID=$!
+tap_start
 
-ok() { # ok STATUS DESCRIPTION [DIAGNOSTIC...]: STATUS 0 passes
-	local st=$1 desc=$2 d
-	shift 2
-	TESTNO=$((TESTNO + 1))
-	if [ "$st" = 0 ]; then
-		echo "ok $TESTNO - $desc"
-	else
-		FAILED=$((FAILED + 1))
-		echo "not ok $TESTNO - $desc"
-		for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
-	fi
-}
-skip() { # skip DESCRIPTION REASON
-	TESTNO=$((TESTNO + 1))
-	echo "ok $TESTNO - $1 # SKIP $2"
-}
-count() { # count WORD ITEMS...: how many ITEMS equal WORD
-	local w=$1 n=0 x
-	shift
-	for x in "$@"; do [ "$x" = "$w" ] && n=$((n + 1)); done
-	echo "$n"
-}
 
 
 # ------------------------------------------------------------ scratch, setup
@@ -444,7 +413,7 @@ main() {
 	total=$(wc -l <"$LOG")
 	ok "$([ ${#NOT_ONE_LINE[@]} = 0 ] && [ "$total" = "$ATTEMPTS" ]; echo $?)" \
 		"one log line per attempt: $ATTEMPTS IMAP logins, $total log lines" "${NOT_ONE_LINE[@]}"
-	RE='^time=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z service=dovecot user="[a-z0-9]+" rhost=[0-9a-f.:]+ result=(success|fail|unchecked) action=(allow|tarpit|refuse)( reason=[a-z_]+)? delay_ms=[0-9]+ src_score=[0-9]+\.[0-9] user_score=[0-9]+\.[0-9] user_state=(ok|locked|none) familiar=(yes|no)( repeat=yes)?( event=[a-z_+]+)?( until=[0-9T:.Z-]+)?$'
+	RE='^time=[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z service=dovecot user="[a-z0-9]+" rhost=[0-9a-f.:]+ result=(success|fail|unchecked) action=(allow|tarpit|refuse)( reason=[a-z_]+)? delay_ms=[0-9]+ src_score=[0-9]+\.[0-9] user_score=[0-9]+\.[0-9] user_state=(ok|locked|none) familiar=(yes|no)( repeat=yes)?( sprayed=yes)?( wave=on)?( event=[a-z_+]+)?( until=[0-9T:.Z-]+)?$'
 	ok "$([ "$(grep -cvE "$RE" "$LOG")" = 0 ]; echo $?)" \
 		"every log line is one whole record in the README's field order, and no fault was logged" \
 		"$(grep -vE "$RE" "$LOG" | head -n 5)"

@@ -41,6 +41,7 @@
 # it), AG_TEST_POSTFIX_SBIN (postfix's daemon directory, /usr/lib/postfix/sbin),
 # AG_TEST_CC (cc), AG_TEST_TIMEOUT (50 s), AG_TEST_KEEP=1 keeps $S.
 set -u
+. "$(dirname "$0")/../tap.sh"
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 README=$HERE/../../README.md
@@ -110,32 +111,11 @@ cleanup() {
 	fi
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "Bail out! interrupted"; exit 1' INT HUP
-trap 'echo "Bail out! timed out after ${TIMEOUT}s (AG_TEST_TIMEOUT)"; exit 1' TERM
-(
-	trap 'kill "$s" 2>/dev/null; exit 0' TERM
-	sleep "$TIMEOUT" &
-	s=$!
-	wait "$s" && kill -TERM $$
-) </dev/null >/dev/null 2>&1 &
-WDPID=$!
+tap_start
 
 bail() {
 	echo "Bail out! $*"
 	exit 1
-}
-ok() { # ok STATUS DESCRIPTION [DIAGNOSTIC...]: STATUS 0 passes
-	local st=$1 desc=$2 d
-	shift 2
-	TESTNO=$((TESTNO + 1))
-	if [ "$st" = 0 ]; then
-		echo "ok $TESTNO - $desc"
-	else
-		FAILED=$((FAILED + 1))
-		echo "not ok $TESTNO - $desc"
-		for d in "$@"; do printf '%s\n' "$d" | sed 's/^/#   /'; done
-	fi
 }
 is() { # is GOT WANT DESCRIPTION
 	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi
@@ -356,12 +336,6 @@ for p in "$PA" "$PC" "$PD" "$PB"; do wait_port "$p"; done
 
 client() { # client PORT ATTEMPT...: the replies, one a line, also in client.log
 	"$PYTHON" "$HERE/smtpc.py" "$@" | tee -a "$CLOG"
-}
-count() { # count WORD ITEMS...
-	local w=$1 n=0 x
-	shift
-	for x in "$@"; do [ "$x" = "$w" ] && n=$((n + 1)); done
-	echo "$n"
 }
 attempt_lines() { # attempt_lines PATTERN...: authguard's attempt lines (authpriv.info) with every PATTERN
 	lines "$SYSLOG" "authpriv.info " " result=" "$@"
