@@ -291,6 +291,7 @@ static void test_exactly_once(void **state)
 	/* a new store on the sender (a new epoch) is not taken for duplicates */
 	ag_store_forget_all();
 	tu_rmrf(f->h[0].dir);
+	ag_conf_free(&f->h[0].c);
 	host_init(&f->h[0], "a");
 	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
 	assert_int_equal(relay(&f->h[0], &f->h[1]), 1);
