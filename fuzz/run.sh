@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record watch policyd}
+harnesses=${FUZZ_ONLY:-addr conf log record watch policyd sync}
 
 max_len() {
 	case $1 in
@@ -79,6 +79,7 @@ max_len() {
 	record) echo 512 ;;    # header + four records (440 bytes)
 	watch) echo 9000 ;;    # past AW_LINE_MAX (8192)
 	policyd) echo 4096 ;;  # Dovecot's requests are a few hundred bytes
+	sync) echo 1200 ;;     # past AG_SEV_WIRE_MAX (896)
 	esac
 }
 
@@ -92,6 +93,7 @@ sources() {
 	policyd) echo "policyd/map.c store/ag.c store/addr.c store/conf.c store/conf_cache.c store/hash.c
 		store/record.c store/policy.c store/store.c store/counters.c store/lists.c store/log.c store/guard.c
 		store/admin.c" ;;
+	sync) echo "store/sync_event.c store/addr.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
 		exit 2

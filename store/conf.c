@@ -76,6 +76,16 @@ static const struct ckey keys[] = {
 	{ "policyd_max_connections", T_COUNT, OFF(policyd_max_connections), 1, 100000, "512" },
 	{ "policyd_max_request", T_SIZE, OFF(policyd_max_request), 1024, 1LL << 20, "8k" },
 	{ "policyd_timeout", T_DURATION, OFF(policyd_timeout), 100, 60 * SEC, "1s" },
+	/* authguard-sync (checked further when the sync daemon starts) */
+	{ "sync_redis", T_STRING, OFF(sync_redis), 0, 0, "" },
+	{ "sync_host", T_STRING, OFF(sync_host), 0, 0, "" },
+	{ "sync_key_file", T_STRING, OFF(sync_key_file), 0, 0, "" },
+	{ "sync_stream", T_STRING, OFF(sync_stream), 0, 0, "authguard" },
+	{ "sync_redis_user", T_STRING, OFF(sync_redis_user), 0, 0, "" },
+	{ "sync_redis_password_file", T_STRING, OFF(sync_redis_password_file), 0, 0, "" },
+	{ "sync_stream_max", T_COUNT, OFF(sync_stream_max), 1000, 100000000, "1000000" },
+	{ "sync_outbox_max", T_COUNT, OFF(sync_outbox_max), 100, 100000000, "100000" },
+	{ "sync_snapshot_every", T_DURATION, OFF(sync_snapshot_every), SEC, DAY, "5m" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),

@@ -78,6 +78,16 @@ struct ag_conf {
 	uint32_t policyd_max_connections;  /* per listening address */
 	int64_t policyd_max_request;       /* body bytes */
 	int64_t policyd_timeout;           /* ms for one request to arrive */
+	/* authguard-sync (sync.h); sync_redis set: the outbox is kept */
+	char sync_redis[AG_CONF_STR_MAX];  /* host:port or unix:/path; "" = no fleet */
+	char sync_host[AG_CONF_STR_MAX];   /* this host's id; "" = the host name */
+	char sync_key_file[AG_CONF_STR_MAX]; /* the cluster key */
+	char sync_stream[AG_CONF_STR_MAX]; /* the Redis stream's key */
+	char sync_redis_user[AG_CONF_STR_MAX]; /* ACL user; "" = AUTH with the password alone */
+	char sync_redis_password_file[AG_CONF_STR_MAX]; /* "" = no AUTH */
+	uint32_t sync_stream_max;          /* XADD MAXLEN ~ */
+	uint32_t sync_outbox_max;          /* events kept while Redis is away */
+	int64_t sync_snapshot_every;       /* publish a snapshot this often */
 	/* bookkeeping: line on which each key was set (0 = default) */
 	unsigned set_line[64];
 	/* the last load could not read its file, or ran out of memory

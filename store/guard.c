@@ -16,11 +16,17 @@
 #include "hash.h"
 #include "lists.h"
 #include "store.h"
+#include "sync.h"
 
 /* check_txn(): the read-only pass found something to write */
 #define AG_EAGAIN_WRITE 1
 
 static int64_t (*clock_fn)(void) = ag_now_ms;
+
+int64_t ag_guard_now(void)
+{
+	return clock_fn();
+}
 
 void ag_guard_set_clock(int64_t (*now_fn)(void))
 {
@@ -725,7 +731,7 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 /* ---- record -------------------------------------------------------------- */
 
 struct rec_arg {
-	bool success;
+	bool success, remote;
 	int (*in_txn)(struct ag_txn *t, void *arg);
 	void *in_arg;
 	struct ag_events ev;
@@ -760,6 +766,9 @@ static int record_fn(struct op *op, void *argp)
 	}
 	if (rc == 0)
 		rc = bump_stats(t, &d);
+	/* the fleet's copy commits with the record (sync.h) */
+	if (rc == 0 && !arg->remote)
+		rc = ag_sync_attempt(t, op->c, op->a, arg->success, op->v.pw_hash, op->now);
 	if (rc == 0 && arg->in_txn != NULL)
 		rc = arg->in_txn(t, arg->in_arg);
 	if (rc == 0) {
@@ -804,7 +813,8 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		       const struct ag_ticket *tk)
 {
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
-	struct rec_arg arg = { .success = success, .in_txn = o->in_txn, .in_arg = o->arg };
+	struct rec_arg arg = { .success = success, .remote = o->remote, .in_txn = o->in_txn,
+			       .in_arg = o->arg };
 	struct op op;
 	int rc;
 
@@ -824,6 +834,8 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 			op.v.user_tag = ag_pw_user_tag(secret, op.v.user_hash);
 		}
 	}
+	if (rc == 0 && !success && o->remote)
+		op.v.pw_hash = o->remote_pw_hash >= 0 ? o->remote_pw_hash & 0xffff : -1;
 	if (rc == 0)
 		rc = with_retry(&op, record_fn, &arg);
 	if (rc != 0) {
@@ -835,7 +847,49 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		hot_ticket(&t, c->mode == AG_MODE_ENFORCE);
 	if (o->decision_r != NULL)
 		*o->decision_r = refused ? AG_REFUSE : AG_PROCEED;
-	log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);
+	if (!o->remote) /* the sender wrote its line */
+		log_attempt(&op, success ? "success" : "fail", &t, &arg.vd, &arg.ev);
+	return rc;
+}
+
+/* ---- authguard-sync: remote attempts in the caller's transaction ------------ */
+
+/* What record_fn() does to the records for a remote attempt (sync.h),
+ * inside @t, which the caller (ag_sync_apply_batch()) commits with many
+ * others: no outbox, no log line, no retry (on a full map the caller
+ * aborts and applies one by one through ag_guard_record_ex()). The
+ * host-wide counters to add after the commit are added to @d. */
+int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
+			       const struct ag_attempt *a, bool success, int64_t when_ms,
+			       int pw_hash, struct ag_stats *d)
+{
+	struct ag_events ev;
+	struct op op;
+	int rc = op_prepare(&op, c, NULL, a);
+
+	if (rc != 0)
+		return rc;
+	if (when_ms > 0 && when_ms < op.now)
+		op.now = when_ms;
+	op.v.pw_hash = !success && pw_hash >= 0 ? pw_hash & 0xffff : -1;
+	rc = op_load(&op, t);
+	if (rc != 0)
+		return rc;
+	ag_policy_record(c, &op.v, op.now, success, &ev);
+	struct ag_stats one = { .attempts = 1, .successes = success, .failures = !success,
+				.bans = ev.host_banned + ev.net_banned, .locks = ev.user_locked,
+				.faults = op.damaged };
+	rc = op_save(&op, t);
+	if (rc == 0)
+		rc = bump_stats(t, &one);
+	if (rc == 0 && d != NULL) {
+		d->attempts += one.attempts;
+		d->successes += one.successes;
+		d->failures += one.failures;
+		d->bans += one.bans;
+		d->locks += one.locks;
+		d->faults += one.faults;
+	}
 	return rc;
 }
 

@@ -114,6 +114,12 @@ struct ag_record_opts {
 	 * the user: reason hot_password, logged), else to AG_PROCEED. For
 	 * that, pass the password of successes too. */
 	enum ag_decision *decision_r;
+	/* authguard-sync: the attempt happened on another host of the fleet
+	 * (sync.h: ag_sync_apply()): it is not put into the outbox again and
+	 * writes no attempt line; @remote_pw_hash is its wrong password's
+	 * 16-bit hash as the sender made it, or -1 */
+	bool remote;
+	int remote_pw_hash;
 };
 
 AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
@@ -144,6 +150,17 @@ AG_API void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *si
 /* Drop records that no rule needs any more. Returns the number dropped,
  * or a negative AG_E* code. */
 AG_API long ag_guard_gc(const struct ag_conf *c, int64_t now);
+
+struct ag_stats;
+/* authguard-sync (sync.h): a remote attempt's effect on the records inside
+ * @t, the caller's write transaction (no outbox, no line, no retry); the
+ * host-wide counters to add once @t commits are added to @d. */
+AG_API int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
+				      const struct ag_attempt *a, bool success, int64_t when_ms,
+				      int pw_hash, struct ag_stats *d);
+
+/* The guard's clock (ms; the test hook's when set). */
+AG_API int64_t ag_guard_now(void);
 
 /* Test hook: if non-zero, the clock the guard uses (ms). */
 AG_API void ag_guard_set_clock(int64_t (*now_fn)(void));

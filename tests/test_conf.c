@@ -44,6 +44,9 @@ static const char *const all_keys[] = {
 	/* authguard-policyd */
 	"policyd_listen", "policyd_allow_remote", "policyd_api_key_file", "policyd_threads",
 	"policyd_max_connections", "policyd_max_request", "policyd_timeout",
+	/* authguard-sync */
+	"sync_redis", "sync_host", "sync_key_file", "sync_stream", "sync_redis_user",
+	"sync_redis_password_file", "sync_stream_max", "sync_outbox_max", "sync_snapshot_every",
 };
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -331,6 +334,16 @@ static void test_defaults_values(void **state)
 	assert_string_equal(c->watch_rules, "cyrus");
 	assert_int_equal(c->watch_rule.n, 0);
 	assert_true(c->watch_max_age == HOUR);
+	/* authguard-sync: no fleet unless sync_redis is set */
+	assert_string_equal(c->sync_redis, "");
+	assert_string_equal(c->sync_host, "");
+	assert_string_equal(c->sync_key_file, "");
+	assert_string_equal(c->sync_stream, "authguard");
+	assert_string_equal(c->sync_redis_user, "");
+	assert_string_equal(c->sync_redis_password_file, "");
+	assert_int_equal(c->sync_stream_max, 1000000);
+	assert_int_equal(c->sync_outbox_max, 100000);
+	assert_true(c->sync_snapshot_every == 5 * MIN);
 	for (size_t i = 0; i < AG_ARRAY_LEN(c->set_line); i++)
 		assert_int_equal(c->set_line[i], 0);
 	assert_string_equal(AG_DEFAULT_CONF, SYSCONFDIR "/security/authguard.conf");
@@ -658,6 +671,20 @@ static const struct set_case set_cases[] = {
 	{ "watch_max_age", "0", 0, "0s" },
 	{ "watch_max_age", "30m", 0, "30m" },
 	{ "watch_max_age", "366d", AG_ECONF, "1h" },
+	/* authguard-sync */
+	{ "sync_redis", "unix:/run/redis/redis.sock", 0, "unix:/run/redis/redis.sock" },
+	{ "sync_redis", "10.0.0.5:6379", 0, "10.0.0.5:6379" },
+	{ "sync_host", "mx1", 0, "mx1" },
+	{ "sync_key_file", "/etc/authguard/cluster.key", 0, "/etc/authguard/cluster.key" },
+	{ "sync_stream", "ag:fleet", 0, "ag:fleet" },
+	{ "sync_redis_user", "authguard", 0, "authguard" },
+	{ "sync_redis_password_file", "/etc/authguard/redis.pw", 0, "/etc/authguard/redis.pw" },
+	{ "sync_stream_max", "5000", 0, "5000" },
+	{ "sync_stream_max", "999", AG_ECONF, "1000000" },
+	{ "sync_outbox_max", "100", 0, "100" },
+	{ "sync_outbox_max", "99", AG_ECONF, "100000" },
+	{ "sync_snapshot_every", "1s", 0, "1s" },
+	{ "sync_snapshot_every", "2d", AG_ECONF, "5m" },
 	/* keys */
 	{ "nope", "1", AG_ECONF, NULL },
 	{ "", "1", AG_ECONF, NULL },

@@ -23,6 +23,7 @@
 #include "counters.h"
 #include "guard.h"
 #include "log.h"
+#include "sync.h"
 
 enum { EX_OK = 0, EX_USAGE = 1, EX_NOTFOUND = 2, EX_STORE = 3, EX_CONFIG = 4 };
 /* check's verdicts (authguard-admin(8)) */
@@ -607,6 +608,24 @@ static int cmd_show(struct ctx *x, int argc, char **argv)
 
 /* ---- changes --------------------------------------------------------------- */
 
+/* In a fleet (sync_redis), the change goes to the outbox in its own
+ * transaction, so every host makes it (sync.h). @user: for an action on
+ * a user. */
+static int fleet(struct ctx *x, struct ag_txn *t, enum ag_sev_kind kind, const struct ag_addr *a,
+		 const char *user, int list, int64_t until)
+{
+	struct ag_sev e = { .kind = (uint8_t)kind, .list = (uint8_t)list, .pw_hash = -1,
+			    .time_ms = x->now, .until_ms = until };
+
+	if (a != NULL)
+		e.addr = *a;
+	if (user != NULL) {
+		e.user_len = strnlen(user, AG_SEV_USER_MAX - 1);
+		memcpy(e.user, user, e.user_len);
+	}
+	return ag_sync_admin_local(t, &x->c, &e);
+}
+
 static int cmd_unban(struct ctx *x, int argc, char **argv)
 {
 	struct ag_addr a;
@@ -620,6 +639,8 @@ static int cmd_unban(struct ctx *x, int argc, char **argv)
 	if ((rc = parse_target(argv[0], &a)) != 0 || (rc = begin_undo(x, &t)) != 0)
 		return rc;
 	rc = t != NULL ? ag_admin_unban(t, &a, x->now) : AG_ENOTFOUND;
+	if (rc == 0)
+		rc = fleet(x, t, AG_SEV_UNBAN, &a, NULL, 0, 0);
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
 		fprintf(stderr, "authguard-admin: %s is not banned\n", argv[0]);
@@ -651,6 +672,8 @@ static int cmd_unlock(struct ctx *x, int argc, char **argv)
 	if (t != NULL) {
 		size_t n = ag_admin_user_key(x->s, &x->c, argv[0], k);
 		rc = ag_admin_unlock(t, k, n, x->now);
+		if (rc == 0)
+			rc = fleet(x, t, AG_SEV_UNLOCK, NULL, argv[0], 0, 0);
 	} else {
 		rc = AG_ENOTFOUND;
 	}
@@ -700,6 +723,8 @@ static int cmd_ban(struct ctx *x, int argc, char **argv)
 	e.added = x->now;
 	e.expires = x->now + dur;
 	rc = ag_list_add(t, &e);
+	if (rc == 0)
+		rc = fleet(x, t, AG_SEV_LIST_ADD, &e.net, NULL, AG_LIST_DENY, e.expires);
 	if (rc != 0) {
 		ag_txn_abort(t);
 		return die_store(x, rc, "cannot ban");
@@ -735,10 +760,14 @@ static int cmd_forget(struct ctx *x, int argc, char **argv)
 	} else if (!as_user &&
 	    (ag_addr_parse(argv[0], strlen(argv[0]), &a) == 0 || ag_cidr_parse(argv[0], true, &a) == 0)) {
 		rc = ag_admin_forget_addr(t, &a, &n);
+		if (rc == 0)
+			rc = fleet(x, t, AG_SEV_FORGET_ADDR, &a, NULL, 0, 0);
 	} else {
 		uint8_t k[AG_USER_KEY_MAX];
 		size_t kl = ag_admin_user_key(x->s, &x->c, argv[0], k);
 		rc = ag_admin_forget_user(t, x->c.user_fold, k, kl, &n);
+		if (rc == 0)
+			rc = fleet(x, t, AG_SEV_FORGET_USER, NULL, argv[0], 0, 0);
 	}
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
@@ -823,6 +852,9 @@ static int cmd_listop(struct ctx *x, enum ag_list which, int argc, char **argv)
 	} else {
 		rc = ag_list_del(t, which, &e.net);
 	}
+	if (rc == 0)
+		rc = fleet(x, t, add ? AG_SEV_LIST_ADD : AG_SEV_LIST_DEL, &e.net, NULL, (int)which,
+			   add ? e.expires : 0);
 	if (rc == AG_ENOTFOUND) {
 		ag_txn_abort(t);
 		fprintf(stderr, "authguard-admin: %s is not on the run-time %s list\n", argv[1],
@@ -1163,6 +1195,67 @@ static void print_spray(struct ctx *x, const struct counts *c)
 	printf("          %llu waves so far\n", (unsigned long long)w->waves);
 }
 
+/* The fleet (authguard-sync(8)): the daemon's state as it last wrote it
+ * (once a second), and the outbox as it is now. */
+#define SYNC_STALE_MS 5000
+static void print_sync(struct ctx *x)
+{
+	struct ag_sync_status st;
+	struct ag_outbox_state ob = { 0 };
+	struct ag_txn *t;
+	char when[40];
+	int src = AG_ENOTFOUND;
+
+	if (x->no_store || ag_txn_begin(x->s, false, &t) != 0) {
+		if (ag_sync_enabled(&x->c))
+			printf("sync:     NOT RUNNING (no store yet)\n");
+		return;
+	}
+	src = ag_sync_status_get(t, &st);
+	int orc = ag_outbox_state(t, &ob);
+	ag_txn_abort(t);
+	if (!ag_sync_enabled(&x->c) && src != 0)
+		return; /* not in a fleet */
+	if (src != 0) {
+		printf("sync:     NOT RUNNING (authguard-sync never ran on this store%s)\n",
+		       src == AG_ENOTFOUND ? "" : ", or its state is unreadable");
+	} else {
+		int64_t age = x->now - st.updated_ms;
+		fmt_time(st.since_ms, when, sizeof(when));
+		if (age > SYNC_STALE_MS || age < -SYNC_STALE_MS) {
+			fmt_time(st.updated_ms, when, sizeof(when));
+			printf("sync:     NOT RUNNING (authguard-sync last wrote its state at %s)\n", when);
+		} else {
+			printf("sync:     %s since %s, host %s, Redis %s, stream %s\n",
+			       st.connected ? "connected" : "DISCONNECTED", when, st.host, x->c.sync_redis,
+			       x->c.sync_stream);
+		}
+		printf("          events: %llu pushed, %llu applied, %llu duplicates skipped, %llu rejected (bad MAC)\n",
+		       (unsigned long long)st.pushed, (unsigned long long)st.applied,
+		       (unsigned long long)st.dups, (unsigned long long)st.rejected);
+		if (st.last_error_ms != 0) {
+			fmt_time(st.last_error_ms, when, sizeof(when));
+			printf("          last error: %s (%s)\n", st.last_error, when);
+		}
+		for (unsigned i = 0; i < st.npeers; i++) {
+			const struct ag_sync_peer *p = &st.peers[i];
+			char ago[32];
+			fmt_left(x->now - p->last_ms, ago, sizeof(ago));
+			printf("          peer %s: lag %lld ms (last event, %s ago), %llu applied, %llu missed\n",
+			       p->host, (long long)p->lag_ms, ago, (unsigned long long)p->applied,
+			       (unsigned long long)p->gaps);
+		}
+	}
+	if (orc == 0)
+		printf("outbox:   %llu waiting (sync_outbox_max %u), %llu dropped when full "
+		       "(%llu failures, %llu others)\n",
+		       (unsigned long long)ob.depth, x->c.sync_outbox_max,
+		       (unsigned long long)(ob.dropped_fail + ob.dropped_other),
+		       (unsigned long long)ob.dropped_fail, (unsigned long long)ob.dropped_other);
+	else
+		printf("outbox:   unreadable (%s)\n", ag_strerror(orc));
+}
+
 static int cmd_status(struct ctx *x, int argc, char **argv)
 {
 	struct counts c;
@@ -1216,6 +1309,7 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	}
 	print_evictions(&c);
 	print_spray(x, &c);
+	print_sync(x);
 	return EX_OK;
 }
 

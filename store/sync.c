@@ -1,0 +1,643 @@
+/* sync.c - the fleet's events: encoding, the outbox, applying remote
+ * events exactly once (see sync.h). */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "admin.h"
+#include "counters.h"
+#include "guard.h"
+#include "record.h"
+#include "sync.h"
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* ---- the outbox -------------------------------------------------------------------- */
+
+#define K_STATE "sync.ob"
+#define K_POS "sync.pos"
+#define K_STATUS "sync.st"
+#define K_PEER "sync.peer."
+#define K_STAMP "sync.adm."
+#define Q_PREFIX "sync.q" /* + class + 8-byte sequence number */
+#define Q_PLEN 6
+#define Q_KEYLEN (Q_PLEN + 1 + 8)
+enum { CLASS_FAIL = 0, CLASS_OTHER = 1 };
+
+bool ag_sync_enabled(const struct ag_conf *c)
+{
+	return c->sync_redis[0] != '\0';
+}
+
+static void q_key(uint8_t cls, uint64_t seq, uint8_t key[Q_KEYLEN])
+{
+	memcpy(key, Q_PREFIX, Q_PLEN);
+	key[Q_PLEN] = cls;
+	put64(key + Q_PLEN + 1, seq);
+}
+
+int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, AG_DB_META, K_STATE, strlen(K_STATE), &val, &vlen);
+
+	memset(st, 0, sizeof(*st));
+	if (rc == AG_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (vlen != sizeof(*st))
+		return AG_ECORRUPT;
+	memcpy(st, val, sizeof(*st));
+	return st->version == AG_OUTBOX_VERSION ? 0 : AG_ECORRUPT;
+}
+
+struct first_key {
+	uint8_t key[Q_KEYLEN];
+	bool found;
+};
+
+static enum ag_scan_op first_visit(void *ctx, const void *key, size_t klen, const void *val,
+				   size_t vlen)
+{
+	struct first_key *f = ctx;
+
+	(void)val;
+	(void)vlen;
+	if (klen != Q_KEYLEN)
+		return AG_SCAN_DELETE; /* not one of ours: damaged */
+	memcpy(f->key, key, Q_KEYLEN);
+	f->found = true;
+	return AG_SCAN_STOP;
+}
+
+/* The outbox is full: the oldest failure goes, or if there is none the
+ * oldest of the rest. */
+static int outbox_drop_one(struct ag_txn *t, struct ag_outbox_state *st)
+{
+	for (uint8_t cls = CLASS_FAIL; cls <= CLASS_OTHER; cls++) {
+		uint8_t prefix[Q_PLEN + 1];
+		struct first_key f = { .found = false };
+		memcpy(prefix, Q_PREFIX, Q_PLEN);
+		prefix[Q_PLEN] = cls;
+		int rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), first_visit, &f);
+		if (rc != 0)
+			return rc;
+		if (!f.found)
+			continue;
+		rc = ag_txn_del(t, AG_DB_META, f.key, Q_KEYLEN);
+		if (rc != 0)
+			return rc;
+		if (cls == CLASS_FAIL)
+			st->dropped_fail++;
+		else
+			st->dropped_other++;
+		if (st->depth > 0)
+			st->depth--;
+		return 0;
+	}
+	st->depth = 0; /* the count was off: nothing is there */
+	return 0;
+}
+
+int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
+{
+	struct ag_outbox_state st;
+	uint8_t key[Q_KEYLEN], buf[AG_SEV_WIRE_MAX];
+	int rc;
+
+	if (!ag_sync_enabled(c))
+		return 0;
+	rc = ag_outbox_state(t, &st);
+	if (rc == AG_ECORRUPT)
+		memset(&st, 0, sizeof(st)); /* start again (a new epoch: peers start anew too) */
+	else if (rc != 0)
+		return rc;
+	if (st.version == 0) {
+		st.version = AG_OUTBOX_VERSION;
+		if (getrandom(&st.epoch, sizeof(st.epoch), 0) != (ssize_t)sizeof(st.epoch))
+			return AG_EIO;
+		st.next_seq = 1;
+	}
+	while (st.depth >= c->sync_outbox_max && st.depth > 0) {
+		uint64_t before = st.depth;
+		rc = outbox_drop_one(t, &st);
+		if (rc != 0)
+			return rc;
+		if (st.depth >= before)
+			break;
+	}
+	e->seq = st.next_seq++;
+	q_key(e->kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, e->seq, key);
+	rc = ag_txn_put(t, AG_DB_META, key, sizeof(key), buf, ag_sev_encode(e, buf));
+	if (rc != 0)
+		return rc;
+	st.depth++;
+	st.total++;
+	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+}
+
+struct peek_ctx {
+	struct ag_sev *ev;
+	int n, max;
+};
+
+static enum ag_scan_op peek_visit(void *ctxp, const void *key, size_t klen, const void *val,
+				  size_t vlen)
+{
+	struct peek_ctx *p = ctxp;
+
+	if (p->n >= p->max)
+		return AG_SCAN_STOP;
+	if (klen != Q_KEYLEN || ag_sev_decode(val, vlen, &p->ev[p->n]) != 0 ||
+	    p->ev[p->n].seq != get64((const uint8_t *)key + Q_PLEN + 1))
+		return AG_SCAN_NEXT; /* damaged: it cannot be sent; it goes when the outbox is full */
+	p->n++;
+	return AG_SCAN_NEXT;
+}
+
+static int scan_class(struct ag_txn *t, uint8_t cls, struct ag_sev *ev, int max)
+{
+	uint8_t prefix[Q_PLEN + 1];
+	struct peek_ctx p = { ev, 0, max };
+
+	memcpy(prefix, Q_PREFIX, Q_PLEN);
+	prefix[Q_PLEN] = cls;
+	int rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), peek_visit, &p);
+	return rc != 0 ? rc : p.n;
+}
+
+int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max)
+{
+	if (max <= 0)
+		return 0;
+	/* each class is in order by itself: merge the two by sequence */
+	struct ag_sev *b = malloc(sizeof(*b) * (size_t)max);
+	if (b == NULL)
+		return AG_ENOMEM;
+	int na = scan_class(t, CLASS_FAIL, ev, max);
+	int nb = na < 0 ? 0 : scan_class(t, CLASS_OTHER, b, max);
+	if (na < 0 || nb < 0) {
+		free(b);
+		return na < 0 ? na : nb;
+	}
+	/* merge from the back into ev (which holds the first na) */
+	int total = na + nb < max ? na + nb : max;
+	struct ag_sev *m = malloc(sizeof(*m) * (size_t)total + 1);
+	if (m == NULL) {
+		free(b);
+		return AG_ENOMEM;
+	}
+	int i = 0, j = 0;
+	for (int k = 0; k < total; k++)
+		m[k] = (j >= nb || (i < na && ev[i].seq < b[j].seq)) ? ev[i++] : b[j++];
+	memcpy(ev, m, sizeof(*m) * (size_t)total);
+	free(m);
+	free(b);
+	return total;
+}
+
+int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n)
+{
+	struct ag_outbox_state st;
+	int rc = ag_outbox_state(t, &st);
+
+	if (rc != 0)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		uint8_t key[Q_KEYLEN];
+		q_key(ev[i].kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, ev[i].seq, key);
+		rc = ag_txn_del(t, AG_DB_META, key, sizeof(key));
+		if (rc == AG_ENOTFOUND)
+			continue; /* dropped meanwhile (full) */
+		if (rc != 0)
+			return rc;
+		if (st.depth > 0)
+			st.depth--;
+	}
+	return st.version == 0 ? 0 : ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+}
+
+/* ---- admin stamps (admin actions win by time) ---------------------------------- */
+
+/* The stamp key of an event's target: an address, or a user's store key. */
+static size_t stamp_key(struct ag_txn *t, const struct ag_conf *c, const struct ag_sev *e,
+			uint8_t *key)
+{
+	size_t n = strlen(K_STAMP);
+
+	memcpy(key, K_STAMP, n);
+	if (e->kind == AG_SEV_UNLOCK || e->kind == AG_SEV_FORGET_USER) {
+		char name[AG_SEV_USER_MAX];
+		memcpy(name, e->user, e->user_len);
+		name[e->user_len] = '\0';
+		key[n++] = 'u';
+		return n + ag_admin_user_key(ag_txn_store(t), c, name, key + n);
+	}
+	key[n++] = 'a';
+	ag_src_key(&e->addr, key + n);
+	return n + AG_SRC_KEY_LEN;
+}
+
+#define STAMP_KEY_MAX (16 + AG_USER_KEY_MAX)
+
+static int64_t stamp_get(struct ag_txn *t, const uint8_t *key, size_t klen)
+{
+	const void *val;
+	size_t vlen;
+	int64_t v = 0;
+
+	if (ag_txn_get(t, AG_DB_META, key, klen, &val, &vlen) == 0 && vlen == sizeof(v))
+		memcpy(&v, val, sizeof(v));
+	return v;
+}
+
+int ag_sync_admin_local(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
+{
+	uint8_t key[STAMP_KEY_MAX];
+
+	if (!ag_sync_enabled(c))
+		return 0;
+	size_t klen = stamp_key(t, c, e, key);
+	int64_t old = stamp_get(t, key, klen);
+	if (e->time_ms > old) {
+		int rc = ag_txn_put(t, AG_DB_META, key, klen, &e->time_ms, sizeof(e->time_ms));
+		if (rc != 0)
+			return rc;
+	}
+	return ag_outbox_put(t, c, e);
+}
+
+/* ---- applying remote events ------------------------------------------------------ */
+
+struct peer_mark {
+	uint32_t version, pad;
+	uint64_t epoch, seq;
+};
+
+static size_t peer_key(const char *host, uint8_t *key)
+{
+	size_t n = strlen(K_PEER), h = strnlen(host, 63);
+
+	memcpy(key, K_PEER, n);
+	memcpy(key + n, host, h);
+	return n + h;
+}
+
+static int peer_get(struct ag_txn *t, const char *host, struct peer_mark *m)
+{
+	uint8_t key[96];
+	size_t klen = peer_key(host, key);
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, AG_DB_META, key, klen, &val, &vlen);
+
+	memset(m, 0, sizeof(*m));
+	if (rc == AG_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (vlen == sizeof(*m))
+		memcpy(m, val, sizeof(*m));
+	return 0;
+}
+
+struct marks {
+	const struct ag_sev *e;
+	const struct ag_sync_from *f;
+};
+
+/* In the applying transaction: the sender's sequence number and the
+ * stream position, so both commit with the event's effect or neither. */
+static int write_marks(struct ag_txn *t, void *arg)
+{
+	const struct marks *mk = arg;
+	struct peer_mark m = { .version = 1, .epoch = mk->f->epoch, .seq = mk->e->seq };
+	uint8_t key[96];
+	size_t klen = peer_key(mk->f->host, key);
+	int rc = ag_txn_put(t, AG_DB_META, key, klen, &m, sizeof(m));
+
+	if (rc == 0 && mk->f->stream_id != NULL)
+		rc = ag_txn_put(t, AG_DB_META, K_POS, strlen(K_POS), mk->f->stream_id,
+				strlen(mk->f->stream_id));
+	return rc;
+}
+
+static int apply_admin(struct ag_txn *t, const struct ag_conf *c, const struct ag_sev *e,
+		       int64_t now)
+{
+	char name[AG_SEV_USER_MAX];
+	uint8_t uk[AG_USER_KEY_MAX];
+	size_t ul = 0;
+	long n = 0;
+	int rc = 0;
+
+	if (e->kind == AG_SEV_UNLOCK || e->kind == AG_SEV_FORGET_USER) {
+		memcpy(name, e->user, e->user_len);
+		name[e->user_len] = '\0';
+		ul = ag_admin_user_key(ag_txn_store(t), c, name, uk);
+	}
+	switch (e->kind) {
+	case AG_SEV_LIST_ADD: {
+		struct ag_list_entry le = { .list = (enum ag_list)e->list, .net = e->addr,
+					    .added = e->time_ms, .expires = e->until_ms };
+		rc = ag_list_add(t, &le);
+		break;
+	}
+	case AG_SEV_LIST_DEL:
+		rc = ag_list_del(t, (enum ag_list)e->list, &e->addr);
+		break;
+	case AG_SEV_UNBAN:
+		rc = ag_admin_unban(t, &e->addr, now);
+		break;
+	case AG_SEV_UNLOCK:
+		rc = ag_admin_unlock(t, uk, ul, now);
+		break;
+	case AG_SEV_FORGET_ADDR:
+		rc = ag_admin_forget_addr(t, &e->addr, &n);
+		break;
+	case AG_SEV_FORGET_USER:
+		rc = ag_admin_forget_user(t, c->user_fold, uk, ul, &n);
+		break;
+	default:
+		return AG_EINVAL;
+	}
+	/* nothing to undo here (it never reached this host): the same end */
+	return rc == AG_ENOTFOUND || rc == AG_ECORRUPT ? 0 : rc;
+}
+
+static int apply_admin_txn(const struct ag_conf *c, struct ag_store *s, const struct ag_sev *e,
+			   const struct ag_sync_from *f)
+{
+	struct marks mk = { e, f };
+	uint8_t key[STAMP_KEY_MAX];
+	struct ag_txn *t;
+	int rc = ag_txn_begin(s, true, &t), res = 0;
+
+	if (rc != 0)
+		return rc;
+	size_t klen = stamp_key(t, c, e, key);
+	if (stamp_get(t, key, klen) > e->time_ms) {
+		res = AG_SYNC_STALE; /* a later admin action on it won */
+	} else {
+		rc = apply_admin(t, c, e, ag_guard_now());
+		if (rc == 0)
+			rc = ag_txn_put(t, AG_DB_META, key, klen, &e->time_ms, sizeof(e->time_ms));
+	}
+	if (rc == 0)
+		rc = write_marks(t, &mk);
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	rc = ag_txn_commit(t);
+	return rc != 0 ? rc : res;
+}
+
+int ag_sync_apply(const struct ag_conf *c, const struct ag_sink *sink, const struct ag_sev *e,
+		  const struct ag_sync_from *f)
+{
+	struct ag_store *s;
+	struct peer_mark m;
+	struct ag_txn *t;
+	int rc = ag_store_get(c->db_dir, &s);
+
+	if (rc != 0)
+		return rc;
+	if (e->kind >= AG_SEV_SNAP_BAN) { /* snapshots come another way: ignored */
+		rc = f->stream_id != NULL ? ag_sync_set_pos(s, f->stream_id) : 0;
+		return rc != 0 ? rc : AG_SYNC_STALE;
+	}
+	/* one applier per store (authguard-sync): nothing can come between
+	 * this look and the write below */
+	rc = ag_txn_begin(s, false, &t);
+	if (rc != 0)
+		return rc;
+	rc = peer_get(t, f->host, &m);
+	ag_txn_abort(t);
+	if (rc != 0)
+		return rc;
+	if (m.version != 0 && m.epoch == f->epoch && e->seq <= m.seq) {
+		rc = f->stream_id != NULL ? ag_sync_set_pos(s, f->stream_id) : 0;
+		return rc != 0 ? rc : AG_SYNC_DUP;
+	}
+	if (e->kind != AG_SEV_FAIL && e->kind != AG_SEV_OK)
+		return apply_admin_txn(c, s, e, f);
+
+	struct marks mk = { e, f };
+	struct ag_attempt a = {
+		.service = e->service, .user = e->user_len > 0 ? e->user : NULL, .user_len = e->user_len,
+		.rhost = e->rhost_len > 0 ? e->rhost : NULL, .rhost_len = e->rhost_len,
+	};
+	struct ag_record_opts o = {
+		.when_ms = e->time_ms > 0 ? e->time_ms : 1, .in_txn = write_marks, .arg = &mk,
+		.remote = true, .remote_pw_hash = e->pw_hash,
+	};
+	char service[AG_SEV_SERVICE_MAX];
+	memcpy(service, e->service, e->service_len);
+	service[e->service_len] = '\0';
+	a.service = service;
+	return ag_guard_record_ex(c, sink, &a, e->kind == AG_SEV_OK, &o, NULL);
+}
+
+/* One item of a batch inside @t; the sender's mark is written with it. */
+static int batch_one(struct ag_txn *t, const struct ag_conf *c, struct ag_sync_item *it,
+		     struct ag_stats *d)
+{
+	const struct ag_sev *e = &it->e;
+	struct ag_sync_from f = { .host = it->host, .epoch = it->epoch, .stream_id = NULL };
+	struct marks mk = { e, &f };
+	struct peer_mark m;
+	int rc = peer_get(t, it->host, &m);
+
+	if (rc != 0)
+		return rc;
+	if (m.version != 0 && m.epoch == it->epoch && e->seq <= m.seq) {
+		it->result = AG_SYNC_DUP;
+		return 0;
+	}
+	it->result = 0;
+	if (e->kind >= AG_SEV_SNAP_BAN) {
+		it->result = AG_SYNC_STALE;
+		return 0;
+	}
+	if (e->kind == AG_SEV_FAIL || e->kind == AG_SEV_OK) {
+		char service[AG_SEV_SERVICE_MAX];
+		memcpy(service, e->service, e->service_len);
+		service[e->service_len] = '\0';
+		struct ag_attempt a = {
+			.service = service, .user = e->user_len > 0 ? e->user : NULL,
+			.user_len = e->user_len, .rhost = e->rhost_len > 0 ? e->rhost : NULL,
+			.rhost_len = e->rhost_len,
+		};
+		rc = ag_guard_record_remote_txn(t, c, &a, e->kind == AG_SEV_OK,
+						e->time_ms > 0 ? e->time_ms : 1, e->pw_hash, d);
+	} else {
+		uint8_t key[STAMP_KEY_MAX];
+		size_t klen = stamp_key(t, c, e, key);
+		if (stamp_get(t, key, klen) > e->time_ms) {
+			it->result = AG_SYNC_STALE;
+		} else {
+			rc = apply_admin(t, c, e, ag_guard_now());
+			if (rc == 0)
+				rc = ag_txn_put(t, AG_DB_META, key, klen, &e->time_ms, sizeof(e->time_ms));
+		}
+	}
+	return rc != 0 ? rc : write_marks(t, &mk);
+}
+
+int ag_sync_apply_batch(const struct ag_conf *c, const struct ag_sink *sink,
+			struct ag_sync_item *items, size_t n, const char *pos_after)
+{
+	struct ag_stats d = { 0 };
+	struct ag_store *s;
+	struct ag_txn *t;
+	int rc = ag_store_get(c->db_dir, &s);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_begin(s, true, &t);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = batch_one(t, c, &items[i], &d);
+	if (rc == 0 && pos_after != NULL)
+		rc = ag_txn_put(t, AG_DB_META, K_POS, strlen(K_POS), pos_after, strlen(pos_after));
+	if (rc == 0) {
+		rc = ag_txn_commit(t);
+		if (rc == 0) {
+			ag_count_stats(s, &d); /* host-wide: counters.h */
+			ag_store_maybe_sync(s);
+			return 0;
+		}
+	} else {
+		ag_txn_abort(t);
+	}
+	/* one by one, each with the guard's own room-making and retry */
+	for (size_t i = 0; i < n; i++) {
+		struct ag_sync_from f = { .host = items[i].host, .epoch = items[i].epoch,
+					  .stream_id = items[i].stream_id };
+		rc = ag_sync_apply(c, sink, &items[i].e, &f);
+		if (rc < 0)
+			return rc;
+		items[i].result = rc;
+	}
+	return pos_after != NULL ? ag_sync_set_pos(s, pos_after) : 0;
+}
+
+/* The outbox event of a local attempt (called by the guard in the record's
+ * transaction). */
+int ag_sync_attempt(struct ag_txn *t, const struct ag_conf *c, const struct ag_attempt *a,
+		    bool success, int pw_hash, int64_t when)
+{
+	struct ag_sev e = { .kind = success ? AG_SEV_OK : AG_SEV_FAIL, .time_ms = when };
+
+	if (!ag_sync_enabled(c))
+		return 0;
+	e.pw_hash = success ? -1 : pw_hash;
+	if (a->rhost != NULL) {
+		e.rhost_len = a->rhost_len < AG_SEV_RHOST_MAX ? a->rhost_len : AG_SEV_RHOST_MAX - 1;
+		memcpy(e.rhost, a->rhost, e.rhost_len);
+	}
+	if (a->service != NULL) {
+		e.service_len = strnlen(a->service, AG_SEV_SERVICE_MAX - 1);
+		memcpy(e.service, a->service, e.service_len);
+	}
+	if (a->user != NULL) {
+		e.user_len = a->user_len < AG_SEV_USER_MAX ? a->user_len : AG_SEV_USER_MAX - 1;
+		memcpy(e.user, a->user, e.user_len);
+	}
+	return ag_outbox_put(t, c, &e);
+}
+
+/* ---- position and status -------------------------------------------------------- */
+
+int ag_sync_pos(struct ag_store *s, char *buf, size_t len)
+{
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_begin(s, false, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_get(t, AG_DB_META, K_POS, strlen(K_POS), &val, &vlen);
+	if (rc == 0 && vlen > 0 && vlen < len && vlen < 64) {
+		memcpy(buf, val, vlen);
+		buf[vlen] = '\0';
+	} else if (rc == 0 || rc == AG_ENOTFOUND) {
+		snprintf(buf, len, "0");
+		rc = 0;
+	}
+	ag_txn_abort(t);
+	return rc;
+}
+
+int ag_sync_set_pos(struct ag_store *s, const char *stream_id)
+{
+	struct ag_txn *t;
+	int rc = ag_txn_begin(s, true, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_put(t, AG_DB_META, K_POS, strlen(K_POS), stream_id, strlen(stream_id));
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	return ag_txn_commit(t);
+}
+
+int ag_sync_status_get(struct ag_txn *t, struct ag_sync_status *st)
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, AG_DB_META, K_STATUS, strlen(K_STATUS), &val, &vlen);
+
+	memset(st, 0, sizeof(*st));
+	if (rc != 0)
+		return rc;
+	if (vlen != sizeof(*st))
+		return AG_ECORRUPT;
+	memcpy(st, val, sizeof(*st));
+	if (st->version != AG_SYNC_STATUS_VERSION || st->npeers > AG_SYNC_PEERS)
+		return AG_ECORRUPT;
+	st->last_error[sizeof(st->last_error) - 1] = '\0';
+	st->host[sizeof(st->host) - 1] = '\0';
+	for (unsigned i = 0; i < st->npeers; i++)
+		st->peers[i].host[sizeof(st->peers[i].host) - 1] = '\0';
+	return 0;
+}
+
+int ag_sync_status_put(struct ag_store *s, const struct ag_sync_status *st)
+{
+	struct ag_txn *t;
+	int rc = ag_txn_begin(s, true, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_txn_put(t, AG_DB_META, K_STATUS, strlen(K_STATUS), st, sizeof(*st));
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	return ag_txn_commit(t);
+}

@@ -1,0 +1,1043 @@
+/*
+ * authguard-sync - the fleet daemon (issue 13): one per host, it pushes
+ * the store's outbox to a Redis stream and applies the other hosts'
+ * events to the local store, so the hosts of one mail service act as one
+ * guard. Redis is never on the authentication path: every host decides
+ * from its own store; this daemon only keeps the stores in step.
+ *
+ * Two threads, each with its own Redis connection:
+ *   pusher: the oldest outbox events (in sequence order) are sent with one
+ *           pipelined XADD each (MAXLEN ~ sync_stream_max), then deleted
+ *           from the outbox; a crash in between sends them again, and the
+ *           receivers skip them (the sender's sequence number, sync.h).
+ *   reader: XREAD BLOCK from the position kept in the store; each entry's
+ *           HMAC-SHA256 under the cluster key is checked (a bad or missing
+ *           one is rejected and logged), the host's own entries skipped,
+ *           the rest applied with the position in the same transaction.
+ * The main thread waits for signals and writes the state authguard-admin
+ * status shows, once a second. While Redis is away both threads retry
+ * with a growing delay (up to 5 s) and a fault line is logged at once and
+ * every 30 s; when it is back the outbox (what happened meanwhile) goes
+ * out and the stream is read on from the position: every event arrives.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "agd.h"
+#include "guard.h"
+#include "store.h"
+#include "sync.h"
+
+#define NAME "authguard-sync"
+#define KEY_MIN 32
+#define KEY_MAX 4096
+#define MAC_LEN 32
+#define PUSH_BATCH 256
+#define READ_BATCH 512
+#define READ_BLOCK_MS 500
+#define IO_TIMEOUT_MS 3000
+#define BACKOFF_MAX_MS 5000
+#define FAULT_EVERY_MS 30000
+#define IDLE_POLL_MS 5
+
+static const char usage[] =
+	"usage: " NAME " [-c CONF] [-t] [-h] [-V]\n"
+	"  -c CONF  config file (default " AG_DEFAULT_CONF ")\n"
+	"  -t       check the config, the key and the store, then exit\n"
+	"Pushes this host's events to the Redis stream sync_stream at sync_redis and\n"
+	"applies the other hosts' (authguard-sync(8)).\n";
+
+static struct {
+	struct agd d;
+	struct ag_store *s;
+	uint8_t key[KEY_MAX];
+	size_t key_len;
+	char host[64];
+	char password[512];
+	atomic_bool stop;
+	pthread_mutex_t mu; /* guards st and the fault times */
+	struct ag_sync_status st;
+	uint64_t outbox_dropped; /* last seen, to log new drops */
+	/* per peer (in memory): the last sequence number, for gaps */
+	struct { char host[64]; uint64_t epoch, seq; } seen[AG_SYNC_PEERS];
+	unsigned nseen;
+} g = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* ---- state and faults ------------------------------------------------------------ */
+
+struct link {
+	const char *role;      /* "push", "read" */
+	redisContext *rc;
+	int64_t down_since;    /* 0: up */
+	int64_t last_fault;
+	int64_t backoff;
+};
+
+static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&g.mu);
+	va_start(ap, fmt);
+	vsnprintf(g.st.last_error, sizeof(g.st.last_error), fmt, ap);
+	va_end(ap);
+	g.st.last_error_ms = ag_now_ms();
+	pthread_mutex_unlock(&g.mu);
+}
+
+static void set_connected(bool up)
+{
+	pthread_mutex_lock(&g.mu);
+	if (g.st.connected != (uint32_t)up) {
+		g.st.connected = up;
+		g.st.since_ms = ag_now_ms();
+	}
+	pthread_mutex_unlock(&g.mu);
+}
+
+static uint64_t outbox_depth(void)
+{
+	struct ag_outbox_state ob = { 0 };
+	struct ag_txn *t;
+
+	if (ag_txn_begin(g.s, false, &t) == 0) {
+		(void)ag_outbox_state(t, &ob);
+		ag_txn_abort(t);
+	}
+	return ob.depth;
+}
+
+/* Redis went away (or never came): a fault line at once, then every 30 s
+ * while it lasts, saying what the host does meanwhile. */
+static void link_down(struct link *l, const char *reason)
+{
+	int64_t now = ag_now_ms();
+	char why[256];
+
+	/* @reason may be the context's own errstr */
+	snprintf(why, sizeof(why), "%s", reason[0] != '\0' ? reason : "connection lost");
+	if (l->rc != NULL) {
+		redisFree(l->rc);
+		l->rc = NULL;
+	}
+	set_error("%s: %s", l->role, why);
+	set_connected(false);
+	if (l->down_since == 0)
+		l->down_since = now;
+	if (l->last_fault == 0 || now - l->last_fault >= FAULT_EVERY_MS) {
+		l->last_fault = now;
+		agd_log(AG_LVL_ERR,
+			NAME " fault: Redis %s (%s) unreachable for %" PRId64 " s: %s; this host "
+			"guards with what it knows, %" PRIu64 " events wait in the outbox",
+			g.d.conf.sync_redis, l->role, (now - l->down_since) / 1000, why, outbox_depth());
+	}
+	l->backoff = l->backoff == 0 ? 100 : l->backoff * 2;
+	if (l->backoff > BACKOFF_MAX_MS)
+		l->backoff = BACKOFF_MAX_MS;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	/* in small steps, so SIGTERM is seen quickly */
+	while (ms > 0 && !atomic_load(&g.stop)) {
+		int64_t step = ms < 50 ? ms : 50;
+		struct timespec ts = { 0, (long)step * 1000000L };
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+}
+
+/* ---- Redis ----------------------------------------------------------------------------- */
+
+static redisContext *redis_open(char *err, size_t errlen)
+{
+	const char *a = g.d.conf.sync_redis;
+	struct timeval tv = { IO_TIMEOUT_MS / 1000, (IO_TIMEOUT_MS % 1000) * 1000 };
+	redisContext *rc;
+
+	if (strncmp(a, "unix:", 5) == 0) {
+		rc = redisConnectUnixWithTimeout(a + 5, tv);
+	} else {
+		char host[256];
+		const char *colon = strrchr(a, ':');
+		size_t hl = colon != NULL ? (size_t)(colon - a) : 0;
+		if (hl == 0 || hl >= sizeof(host)) {
+			snprintf(err, errlen, "bad sync_redis");
+			return NULL;
+		}
+		memcpy(host, a, hl);
+		host[hl] = '\0';
+		if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+			memmove(host, host + 1, hl - 2);
+			host[hl - 2] = '\0';
+		}
+		rc = redisConnectWithTimeout(host, atoi(colon + 1), tv);
+	}
+	if (rc == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (rc->err) {
+		snprintf(err, errlen, "%s", rc->errstr);
+		redisFree(rc);
+		return NULL;
+	}
+	(void)redisSetTimeout(rc, tv);
+	if (g.password[0] != '\0') {
+		redisReply *r;
+		if (g.d.conf.sync_redis_user[0] != '\0')
+			r = redisCommand(rc, "AUTH %s %s", g.d.conf.sync_redis_user, g.password);
+		else
+			r = redisCommand(rc, "AUTH %s", g.password);
+		bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+		snprintf(err, errlen, "AUTH refused: %s",
+			 r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		if (r != NULL)
+			freeReplyObject(r);
+		if (!ok) {
+			redisFree(rc);
+			return NULL;
+		}
+	}
+	return rc;
+}
+
+/* Connected, or why not (then after the backoff). */
+static bool link_up(struct link *l)
+{
+	char err[256];
+
+	if (l->rc != NULL)
+		return true;
+	if (l->backoff > 0)
+		sleep_ms(l->backoff);
+	if (atomic_load(&g.stop))
+		return false;
+	l->rc = redis_open(err, sizeof(err));
+	if (l->rc == NULL) {
+		link_down(l, err);
+		return false;
+	}
+	if (l->down_since != 0)
+		agd_log(AG_LVL_INFO, "Redis %s (%s) reachable again after %" PRId64 " s; %" PRIu64
+			" events to push", g.d.conf.sync_redis, l->role,
+			(ag_now_ms() - l->down_since) / 1000, outbox_depth());
+	l->down_since = l->last_fault = l->backoff = 0;
+	set_connected(true);
+	return true;
+}
+
+/* ---- the MAC ----------------------------------------------------------------------------- */
+
+/* HMAC-SHA256 under the cluster key over what the entry says: the stream
+ * (an entry copied to another stream does not verify), the sender, its
+ * outbox epoch and the event. */
+static void mac(const char *host, size_t hlen, const uint8_t epoch[8], const uint8_t *ev,
+		size_t evlen, uint8_t out[MAC_LEN])
+{
+	uint8_t buf[64 + 1024 + 8 + AG_SEV_WIRE_MAX];
+	size_t n = 0, sl = strlen(g.d.conf.sync_stream);
+	unsigned olen = MAC_LEN;
+
+	memcpy(buf, "authguard-sync 1", 17), n = 17;
+	memcpy(buf + n, g.d.conf.sync_stream, sl), n += sl;
+	buf[n++] = 0;
+	memcpy(buf + n, host, hlen), n += hlen;
+	buf[n++] = 0;
+	memcpy(buf + n, epoch, 8), n += 8;
+	memcpy(buf + n, ev, evlen), n += evlen;
+	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, buf, n, out, &olen) == NULL)
+		memset(out, 0, MAC_LEN); /* verifies nothing */
+}
+
+/* ---- pushing ------------------------------------------------------------------------- */
+
+static int push_batch(struct link *l, struct ag_sev *ev)
+{
+	struct ag_txn *t;
+	struct ag_outbox_state ob;
+	int rc = ag_txn_begin(g.s, false, &t), n;
+
+	if (rc != 0)
+		return rc;
+	rc = ag_outbox_state(t, &ob);
+	/* the common case while idle: one read of the counters, no scan */
+	int want = ob.depth < PUSH_BATCH ? (int)ob.depth : PUSH_BATCH;
+	n = rc != 0 ? rc : want > 0 ? ag_outbox_peek(t, ev, want) : 0;
+	ag_txn_abort(t);
+	if (n <= 0)
+		return n;
+	uint64_t dropped = ob.dropped_fail + ob.dropped_other;
+	if (dropped > g.outbox_dropped) {
+		agd_log(AG_LVL_WARN, NAME ": the outbox was full (sync_outbox_max=%u): %" PRIu64
+			" events dropped, oldest failures first (%" PRIu64 " failures, %" PRIu64
+			" others in all)", g.d.conf.sync_outbox_max, dropped - g.outbox_dropped,
+			ob.dropped_fail, ob.dropped_other);
+		g.outbox_dropped = dropped;
+	}
+	uint8_t epoch[8];
+	for (int i = 0; i < 8; i++)
+		epoch[i] = (uint8_t)(ob.epoch >> (56 - 8 * i));
+	char maxlen[24];
+	snprintf(maxlen, sizeof(maxlen), "%u", g.d.conf.sync_stream_max);
+	size_t hl = strlen(g.host);
+	for (int i = 0; i < n; i++) {
+		uint8_t buf[AG_SEV_WIRE_MAX], m[MAC_LEN];
+		size_t len = ag_sev_encode(&ev[i], buf);
+		mac(g.host, hl, epoch, buf, len, m);
+		const char *argv[] = { "XADD", g.d.conf.sync_stream, "MAXLEN", "~", maxlen, "*",
+				       "h", g.host, "o", (const char *)epoch, "e", (const char *)buf,
+				       "m", (const char *)m };
+		size_t argl[] = { 4, strlen(g.d.conf.sync_stream), 6, 1, strlen(maxlen), 1,
+				  1, hl, 1, 8, 1, len, 1, MAC_LEN };
+		if (redisAppendCommandArgv(l->rc, 14, argv, argl) != REDIS_OK) {
+			link_down(l, l->rc->errstr);
+			return 0;
+		}
+	}
+	int ok = 0;
+	for (int i = 0; i < n; i++) {
+		redisReply *r = NULL;
+		if (redisGetReply(l->rc, (void **)&r) != REDIS_OK) {
+			link_down(l, l->rc->errstr);
+			break;
+		}
+		if (r->type == REDIS_REPLY_ERROR) {
+			/* Redis is there but refuses (ACL, out of memory, a wrong
+			 * key type): as loud as Redis away, as often */
+			int64_t now = ag_now_ms();
+			set_error("push: XADD: %s", r->str);
+			if (l->last_fault == 0 || now - l->last_fault >= FAULT_EVERY_MS) {
+				l->last_fault = now;
+				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XADD to %s: %s; %" PRIu64
+					" events wait in the outbox", g.d.conf.sync_redis,
+					g.d.conf.sync_stream, r->str, ob.depth);
+			}
+			l->backoff = l->backoff == 0 ? 100 : l->backoff * 2 > BACKOFF_MAX_MS ?
+				     BACKOFF_MAX_MS : l->backoff * 2;
+		} else {
+			l->backoff = 0;
+		}
+		if (r->type != REDIS_REPLY_ERROR)
+			ok = i + 1; /* each in order: the first n are in the stream */
+		freeReplyObject(r);
+		if (ok != i + 1)
+			break;
+	}
+	if (ok == 0)
+		return 0;
+	rc = ag_txn_begin(g.s, true, &t);
+	if (rc != 0)
+		return rc;
+	rc = ag_outbox_done(t, ev, ok);
+	if (rc == 0)
+		rc = ag_txn_commit(t);
+	else
+		ag_txn_abort(t);
+	if (rc == 0) {
+		pthread_mutex_lock(&g.mu);
+		g.st.pushed += (uint64_t)ok;
+		pthread_mutex_unlock(&g.mu);
+	}
+	return rc != 0 ? rc : ok;
+}
+
+static void reject(const char *id, const char *why);
+
+/* ---- snapshots ------------------------------------------------------------------------- */
+
+#define SNAP_MAGIC "AGSNAP1"
+#define SNAP_MAX_ENTRIES 200000
+#define SNAP_TTL_S "604800"
+
+static void snap_key(char *buf, size_t len, const char *host)
+{
+	snprintf(buf, len, "%s:snap:%s", g.d.conf.sync_stream, host);
+}
+
+static void put64be(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t get64be(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static void snap_mac(const uint8_t *data, size_t len, uint8_t out[MAC_LEN])
+{
+	unsigned olen = MAC_LEN;
+
+	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, data, len, out, &olen) == NULL)
+		memset(out, 0, MAC_LEN);
+}
+
+/* What this store knows that matters, with the stream position it is
+ * good from (read first: what is applied meanwhile is in the stream
+ * after it), for a host that was away too long (sync.h). */
+static int publish_snapshot(struct link *l)
+{
+	char pos[64], key[AG_CONF_STR_MAX + 128], set[AG_CONF_STR_MAX + 16];
+	uint8_t *entries;
+	size_t elen, n;
+	int rc = ag_sync_pos(g.s, pos, sizeof(pos));
+
+	if (rc == 0)
+		rc = ag_sync_snapshot_make(g.s, &g.d.conf, ag_guard_now(), SNAP_MAX_ENTRIES, &entries,
+					   &elen, &n);
+	if (rc != 0)
+		return rc;
+	size_t pl = strlen(pos), hl = strlen(g.host);
+	size_t total = 8 + 8 + 1 + pl + 1 + hl + elen + MAC_LEN;
+	uint8_t *b = malloc(total);
+	if (b == NULL) {
+		free(entries);
+		return AG_ENOMEM;
+	}
+	size_t o = 0;
+	memcpy(b, SNAP_MAGIC, 8), o = 8;
+	put64be(b + o, (uint64_t)ag_now_ms()), o += 8;
+	b[o++] = (uint8_t)pl;
+	memcpy(b + o, pos, pl), o += pl;
+	b[o++] = (uint8_t)hl;
+	memcpy(b + o, g.host, hl), o += hl;
+	if (elen > 0) /* none: an empty snapshot, entries NULL */
+		memcpy(b + o, entries, elen), o += elen;
+	free(entries);
+	/* the stream's name is under the MAC too: a snapshot of another fleet does not verify */
+	uint8_t *m = malloc(o + strlen(g.d.conf.sync_stream) + 1);
+	if (m == NULL) {
+		free(b);
+		return AG_ENOMEM;
+	}
+	size_t sl = strlen(g.d.conf.sync_stream);
+	memcpy(m, g.d.conf.sync_stream, sl);
+	m[sl] = 0;
+	memcpy(m + sl + 1, b, o);
+	snap_mac(m, sl + 1 + o, b + o);
+	free(m);
+	o += MAC_LEN;
+	snap_key(key, sizeof(key), g.host);
+	snprintf(set, sizeof(set), "%s:snaps", g.d.conf.sync_stream);
+	const char *a1[] = { "SET", key, (const char *)b, "EX", SNAP_TTL_S };
+	size_t l1[] = { 3, strlen(key), o, 2, strlen(SNAP_TTL_S) };
+	const char *a2[] = { "SADD", set, g.host };
+	size_t l2[] = { 4, strlen(set), hl };
+	redisReply *r1 = redisCommandArgv(l->rc, 5, a1, l1);
+	redisReply *r2 = r1 != NULL ? redisCommandArgv(l->rc, 3, a2, l2) : NULL;
+	free(b);
+	bool ok = r1 != NULL && r2 != NULL && r1->type != REDIS_REPLY_ERROR &&
+		  r2->type != REDIS_REPLY_ERROR;
+	if (r1 == NULL || r2 == NULL)
+		link_down(l, l->rc->errstr);
+	else if (!ok)
+		set_error("snapshot: %s", r1->type == REDIS_REPLY_ERROR ? r1->str : r2->str);
+	if (r1 != NULL)
+		freeReplyObject(r1);
+	if (r2 != NULL)
+		freeReplyObject(r2);
+	return 0;
+}
+
+/* Stream ids "MS-SEQ": <0, 0, >0. */
+static int id_cmp(const char *a, const char *b)
+{
+	unsigned long long am = 0, as = 0, bm = 0, bs = 0;
+
+	(void)sscanf(a, "%llu-%llu", &am, &as);
+	(void)sscanf(b, "%llu-%llu", &bm, &bs);
+	if (am != bm)
+		return am < bm ? -1 : 1;
+	return as < bs ? -1 : as > bs;
+}
+
+/* A verified snapshot of another host: its time, its position, where
+ * its entries are. */
+static bool snap_parse(const redisReply *r, int64_t *time_r, char *pos, size_t poslen,
+		       const uint8_t **ent, size_t *elen)
+{
+	const uint8_t *b = (const uint8_t *)r->str;
+	size_t len = r->len, sl = strlen(g.d.conf.sync_stream);
+
+	if (r->type != REDIS_REPLY_STRING || len < 8 + 8 + 2 + MAC_LEN || memcmp(b, SNAP_MAGIC, 8) != 0)
+		return false;
+	uint8_t *m = malloc(sl + 1 + len);
+	if (m == NULL)
+		return false;
+	memcpy(m, g.d.conf.sync_stream, sl);
+	m[sl] = 0;
+	memcpy(m + sl + 1, b, len - MAC_LEN);
+	uint8_t want[MAC_LEN];
+	snap_mac(m, sl + 1 + len - MAC_LEN, want);
+	free(m);
+	if (CRYPTO_memcmp(want, b + len - MAC_LEN, MAC_LEN) != 0)
+		return false;
+	size_t o = 8;
+	*time_r = (int64_t)get64be(b + o), o += 8;
+	size_t pl = b[o++];
+	if (pl == 0 || pl >= poslen || o + pl + 1 > len - MAC_LEN)
+		return false;
+	memcpy(pos, b + o, pl), pos[pl] = '\0', o += pl;
+	size_t hl = b[o++];
+	if (o + hl > len - MAC_LEN)
+		return false;
+	o += hl;
+	*ent = b + o;
+	*elen = len - MAC_LEN - o;
+	return true;
+}
+
+/* On each connection: if the stream was trimmed past our position (we
+ * were away longer than it keeps), catch up from the freshest peer's
+ * snapshot and read on from its position. Returns false on a lost link. */
+static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
+{
+	const char *a[] = { "XINFO", "STREAM", g.d.conf.sync_stream };
+	redisReply *r = redisCommandArgv(l->rc, 3, a, NULL);
+	char last[64] = "", first[64] = "", deleted[64] = "";
+	long long length = -1, added = -1;
+
+	if (r == NULL) {
+		link_down(l, l->rc->errstr);
+		return false;
+	}
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+		const redisReply *k = r->element[i], *v = r->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING)
+			continue;
+		if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER)
+			length = v->integer;
+		else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER)
+			added = v->integer;
+		else if (strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING &&
+			 v->len < 64)
+			snprintf(last, sizeof(last), "%s", v->str);
+		else if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY &&
+			 v->elements == 2 && v->element[0]->type == REDIS_REPLY_STRING &&
+			 v->element[0]->len < 64)
+			snprintf(first, sizeof(first), "%s", v->element[0]->str);
+	}
+	freeReplyObject(r);
+	/* Entries were trimmed (added > length) that we had not read: all of
+	 * them when the stream is empty and its last id is past ours; else
+	 * when even its first entry is past ours (those before it are gone;
+	 * at worst, right at the boundary, the snapshot is applied for
+	 * nothing: it only raises end times). */
+	bool trimmed = added >= 0 && length >= 0 && added > length;
+	bool missed = trimmed && ((length == 0 && last[0] && id_cmp(last, pos) > 0) ||
+				  (length > 0 && first[0] && id_cmp(first, pos) > 0));
+	if (!missed)
+		return true;
+	snprintf(deleted, sizeof(deleted), "%s", length == 0 ? last : first);
+	char set[AG_CONF_STR_MAX + 16];
+	snprintf(set, sizeof(set), "%s:snaps", g.d.conf.sync_stream);
+	const char *a2[] = { "SMEMBERS", set };
+	redisReply *hosts = redisCommandArgv(l->rc, 2, a2, NULL);
+	if (hosts == NULL) {
+		link_down(l, l->rc->errstr);
+		return false;
+	}
+	redisReply *best = NULL;
+	int64_t best_time = 0;
+	char best_pos[64] = "", best_host[64] = "";
+	for (size_t i = 0; hosts->type == REDIS_REPLY_ARRAY && i < hosts->elements; i++) {
+		const redisReply *h = hosts->element[i];
+		if (h->type != REDIS_REPLY_STRING || h->len >= 64 || strcmp(h->str, g.host) == 0)
+			continue;
+		char key[AG_CONF_STR_MAX + 128];
+		snap_key(key, sizeof(key), h->str);
+		const char *a3[] = { "GET", key };
+		redisReply *sr = redisCommandArgv(l->rc, 2, a3, NULL);
+		if (sr == NULL)
+			break;
+		int64_t t = 0;
+		char p[64];
+		const uint8_t *ent;
+		size_t elen;
+		if (snap_parse(sr, &t, p, sizeof(p), &ent, &elen) && t > best_time) {
+			if (best != NULL)
+				freeReplyObject(best);
+			best = sr;
+			best_time = t;
+			snprintf(best_pos, sizeof(best_pos), "%s", p);
+			snprintf(best_host, sizeof(best_host), "%s", h->str);
+		} else {
+			if (sr->type == REDIS_REPLY_STRING)
+				reject(key, "snapshot: bad MAC or format");
+			freeReplyObject(sr);
+		}
+	}
+	freeReplyObject(hosts);
+	if (best == NULL) {
+		set_error("read: the stream was trimmed past %s (entries up to %s lost) and no "
+			  "peer's snapshot is there", pos, deleted);
+		agd_log(AG_LVL_ERR, NAME " fault: the stream was trimmed past this host's position "
+			"%s (entries up to %s are gone) and no peer has published a snapshot: what "
+			"they held is missed; reading on", pos, deleted);
+		return true;
+	}
+	int64_t t;
+	char p[64];
+	const uint8_t *ent;
+	size_t elen, n = 0;
+	(void)snap_parse(best, &t, p, sizeof(p), &ent, &elen);
+	int rc = ag_sync_snapshot_apply(&g.d.conf, ent, elen, best_pos, &n);
+	freeReplyObject(best);
+	if (rc != 0) {
+		set_error("read: snapshot of %s: %s", best_host, ag_strerror(rc));
+		agd_log(AG_LVL_ERR, NAME " fault: applying %s's snapshot: %s", best_host, ag_strerror(rc));
+		return true;
+	}
+	agd_log(AG_LVL_WARN, NAME ": this host was away longer than the stream keeps (trimmed up "
+		"to about %s, past its position %s): caught up from %s's snapshot (%zu bans, locks, "
+		"familiar places and list entries), reading on from %s", deleted, pos, best_host, n,
+		best_pos);
+	snprintf(pos, poslen, "%s", best_pos);
+	return true;
+}
+
+static void *pusher(void *arg)
+{
+	struct link l = { .role = "push" };
+	struct ag_sev *ev = malloc(sizeof(*ev) * PUSH_BATCH);
+
+	(void)arg;
+	if (ev == NULL) {
+		agd_log(AG_LVL_ERR, NAME ": out of memory");
+		atomic_store(&g.stop, true);
+		return NULL;
+	}
+	int64_t last_snap = 0;
+	while (!atomic_load(&g.stop)) {
+		if (!link_up(&l))
+			continue;
+		int64_t now = ag_now_ms();
+		if (now - last_snap >= g.d.conf.sync_snapshot_every || now < last_snap) {
+			last_snap = now;
+			int src = publish_snapshot(&l);
+			if (src != 0)
+				set_error("snapshot: %s", ag_strerror(src));
+			if (l.rc == NULL)
+				continue;
+		}
+		int n = push_batch(&l, ev);
+		if (n < 0) {
+			set_error("push: store: %s", ag_strerror(n));
+			agd_log(AG_LVL_ERR, NAME " fault: reading the outbox: %s%s%s", ag_strerror(n),
+				ag_store_detail()[0] ? ": " : "", ag_store_detail());
+			sleep_ms(1000);
+		} else if (n < PUSH_BATCH) {
+			/* refused by Redis: wait longer each time, up to 5 s */
+			sleep_ms(l.rc != NULL && l.backoff > 0 ? l.backoff : IDLE_POLL_MS);
+		}
+	}
+	if (l.rc != NULL)
+		redisFree(l.rc);
+	free(ev);
+	return NULL;
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+static struct ag_sync_peer *peer(const char *host)
+{
+	for (unsigned i = 0; i < g.st.npeers; i++)
+		if (strcmp(g.st.peers[i].host, host) == 0)
+			return &g.st.peers[i];
+	if (g.st.npeers == AG_SYNC_PEERS)
+		return NULL;
+	struct ag_sync_peer *p = &g.st.peers[g.st.npeers++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->host, sizeof(p->host), "%s", host);
+	return p;
+}
+
+static const redisReply *field(const redisReply *kv, const char *name)
+{
+	for (size_t i = 0; i + 1 < kv->elements; i += 2)
+		if (kv->element[i]->type == REDIS_REPLY_STRING && kv->element[i]->len == strlen(name) &&
+		    memcmp(kv->element[i]->str, name, kv->element[i]->len) == 0 &&
+		    kv->element[i + 1]->type == REDIS_REPLY_STRING)
+			return kv->element[i + 1];
+	return NULL;
+}
+
+static int64_t last_reject_log;
+
+static void reject(const char *id, const char *why)
+{
+	int64_t now = ag_now_ms();
+
+	pthread_mutex_lock(&g.mu);
+	g.st.rejected++;
+	uint64_t n = g.st.rejected;
+	pthread_mutex_unlock(&g.mu);
+	set_error("read: entry %s rejected: %s", id, why);
+	if (now - last_reject_log >= 10000 || n == 1) {
+		last_reject_log = now;
+		agd_log(AG_LVL_WARN, NAME ": stream %s entry %s rejected: %s (%" PRIu64
+			" rejected in all): someone without the cluster key can write to Redis",
+			g.d.conf.sync_stream, id, why, n);
+	}
+}
+
+/* One stream entry into @it (its id into @id): true when it is another
+ * host's event to apply; false when it is skipped (ours, or rejected and
+ * logged), which moves the position on all the same. */
+static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
+{
+	if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+	    en->element[0]->type != REDIS_REPLY_STRING || en->element[0]->len >= 64)
+		return false; /* not an entry: keeps the last good id */
+	snprintf(id, 64, "%s", en->element[0]->str);
+	const redisReply *kv = en->element[1];
+	if (kv->type != REDIS_REPLY_ARRAY) {
+		reject(id, "no fields");
+		return false;
+	}
+	const redisReply *h = field(kv, "h"), *o = field(kv, "o"), *e = field(kv, "e"),
+			 *m = field(kv, "m");
+	if (h == NULL || o == NULL || e == NULL || m == NULL || o->len != 8 || h->len == 0 ||
+	    h->len >= 64 || memchr(h->str, '\0', h->len) != NULL || e->len > AG_SEV_WIRE_MAX) {
+		reject(id, "fields missing or malformed");
+		return false;
+	}
+	uint8_t want[MAC_LEN];
+	mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want);
+	if (m->len != MAC_LEN || CRYPTO_memcmp(want, m->str, MAC_LEN) != 0) {
+		reject(id, "bad MAC");
+		return false;
+	}
+	if (h->len == strlen(g.host) && memcmp(h->str, g.host, h->len) == 0)
+		return false; /* our own */
+	if (ag_sev_decode((const uint8_t *)e->str, e->len, &it->e) != 0) {
+		reject(id, "the event does not decode (a newer authguard's?)");
+		return false;
+	}
+	it->epoch = 0;
+	for (int i = 0; i < 8; i++)
+		it->epoch = (it->epoch << 8) | (uint8_t)o->str[i];
+	memcpy(it->host, h->str, h->len);
+	it->host[h->len] = '\0';
+	snprintf(it->stream_id, sizeof(it->stream_id), "%s", id);
+	return true;
+}
+
+/* The results of a batch, for authguard-admin status. */
+static void note_applied(const struct ag_sync_item *items, size_t n)
+{
+	int64_t now = ag_now_ms();
+
+	pthread_mutex_lock(&g.mu);
+	for (size_t i = 0; i < n; i++) {
+		const struct ag_sync_item *it = &items[i];
+		if (it->result == AG_SYNC_DUP) {
+			g.st.dups++;
+			continue;
+		}
+		g.st.applied++;
+		struct ag_sync_peer *p = peer(it->host);
+		if (p == NULL)
+			continue;
+		p->applied++;
+		p->last_ms = now;
+		p->lag_ms = now - it->e.time_ms;
+		if (p->last_seq != 0 && it->e.seq > p->last_seq + 1)
+			p->gaps += it->e.seq - p->last_seq - 1;
+		p->last_seq = it->e.seq;
+	}
+	pthread_mutex_unlock(&g.mu);
+}
+
+/* Apply what one XREAD returned, in one transaction with the position
+ * after its last entry. Returns 0 or AG_E* (then the position is kept
+ * where it was: the same entries are read again). */
+static int apply_reply(const redisReply *ents, struct ag_sync_item *items, char *pos)
+{
+	size_t n = 0;
+	char last[64], id[64];
+
+	snprintf(last, sizeof(last), "%s", pos);
+	for (size_t i = 0; i < ents->elements && i < READ_BATCH; i++) {
+		id[0] = '\0';
+		if (entry(ents->element[i], &items[n], id))
+			n++;
+		if (id[0] != '\0')
+			snprintf(last, sizeof(last), "%s", id);
+	}
+	if (strcmp(last, pos) == 0)
+		return 0;
+	int rc = ag_sync_apply_batch(&g.d.conf, &g.d.sink, items, n, last);
+	if (rc != 0)
+		return rc;
+	note_applied(items, n);
+	snprintf(pos, 64, "%s", last);
+	return 0;
+}
+
+static void *reader(void *arg)
+{
+	struct link l = { .role = "read" };
+	char pos[64], block[16], count[16];
+	struct ag_sync_item *items = malloc(sizeof(*items) * READ_BATCH);
+
+	(void)arg;
+	if (items == NULL) {
+		agd_log(AG_LVL_ERR, NAME ": out of memory");
+		atomic_store(&g.stop, true);
+		return NULL;
+	}
+	snprintf(block, sizeof(block), "%d", READ_BLOCK_MS);
+	snprintf(count, sizeof(count), "%d", READ_BATCH);
+	if (ag_sync_pos(g.s, pos, sizeof(pos)) != 0)
+		snprintf(pos, sizeof(pos), "0");
+	bool fresh = true;
+	while (!atomic_load(&g.stop)) {
+		if (l.rc == NULL)
+			fresh = true;
+		if (!link_up(&l))
+			continue;
+		if (fresh) { /* (re)connected: were we away too long? */
+			fresh = false;
+			if (!maybe_catch_up(&l, pos, sizeof(pos)))
+				continue;
+		}
+		const char *argv[] = { "XREAD", "COUNT", count, "BLOCK", block, "STREAMS",
+				       g.d.conf.sync_stream, pos };
+		redisReply *r = redisCommandArgv(l.rc, 8, argv, NULL);
+		if (r == NULL) {
+			link_down(&l, l.rc->errstr);
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ERROR) {
+			int64_t now = ag_now_ms();
+			set_error("read: XREAD: %s", r->str);
+			if (l.last_fault == 0 || now - l.last_fault >= FAULT_EVERY_MS) {
+				l.last_fault = now;
+				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XREAD on %s: %s; "
+					"nothing from the other hosts arrives", g.d.conf.sync_redis,
+					g.d.conf.sync_stream, r->str);
+			}
+			freeReplyObject(r);
+			sleep_ms(1000);
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+		    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+		    r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+			int rc = apply_reply(r->element[0]->element[1], items, pos);
+			if (rc < 0) {
+				set_error("read: store: %s", ag_strerror(rc));
+				agd_log(AG_LVL_ERR, NAME " fault: applying the events after %s: %s%s%s; "
+					"trying again", pos, ag_strerror(rc),
+					ag_store_detail()[0] ? ": " : "", ag_store_detail());
+				sleep_ms(1000);
+			}
+		}
+		freeReplyObject(r);
+	}
+	if (l.rc != NULL)
+		redisFree(l.rc);
+	free(items);
+	return NULL;
+}
+
+/* ---- start ------------------------------------------------------------------------------ */
+
+/* Read a secret file (the cluster key, the Redis password): a regular
+ * file no one else may read; trailing blanks and newlines dropped. */
+static int read_secret(const char *what, const char *path, uint8_t *buf, size_t max, size_t *len_r)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0) {
+		agd_log(AG_LVL_ERR, "%s %s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IROTH | S_IWOTH))) {
+		agd_log(AG_LVL_ERR, "%s %s: must be a regular file that others cannot read "
+			"(chmod 0640, group of the store)", what, path);
+		close(fd);
+		return -1;
+	}
+	ssize_t n = read(fd, buf, max);
+	close(fd);
+	if (n < 0 || (size_t)n >= max) {
+		agd_log(AG_LVL_ERR, "%s %s: %s", what, path, n < 0 ? strerror(errno) : "too long");
+		return -1;
+	}
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		n--;
+	*len_r = (size_t)n;
+	return 0;
+}
+
+static int configure(void)
+{
+	const struct ag_conf *c = &g.d.conf;
+
+	if (!ag_sync_enabled(c)) {
+		agd_log(AG_LVL_ERR, "sync_redis is not set in %s: no Redis to sync through",
+			g.d.conf_path);
+		return -1;
+	}
+	const char *colon = strrchr(c->sync_redis, ':');
+	if (strncmp(c->sync_redis, "unix:/", 6) != 0 &&
+	    (colon == NULL || colon == c->sync_redis || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535)) {
+		agd_log(AG_LVL_ERR, "sync_redis = %s: must be host:port or unix:/path", c->sync_redis);
+		return -1;
+	}
+	if (c->sync_key_file[0] == '\0') {
+		agd_log(AG_LVL_ERR, "sync_key_file is not set: the fleet's events must be "
+			"authenticated (the same key file on every host; authguard-sync(8))");
+		return -1;
+	}
+	if (read_secret("sync_key_file", c->sync_key_file, g.key, sizeof(g.key), &g.key_len) != 0)
+		return -1;
+	if (g.key_len < KEY_MIN) {
+		agd_log(AG_LVL_ERR, "sync_key_file %s: %zu bytes; at least %d are needed "
+			"(head -c 32 /dev/urandom | base64 > FILE)", c->sync_key_file, g.key_len, KEY_MIN);
+		return -1;
+	}
+	if (c->sync_redis_password_file[0] != '\0') {
+		size_t n;
+		if (read_secret("sync_redis_password_file", c->sync_redis_password_file,
+				(uint8_t *)g.password, sizeof(g.password), &n) != 0)
+			return -1;
+		g.password[n] = '\0';
+		char *nl = strchr(g.password, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+	}
+	if (strlen(c->sync_host) >= sizeof(g.host) || strlen(c->sync_stream) == 0 ||
+	    strlen(c->sync_stream) > 512) {
+		agd_log(AG_LVL_ERR, "sync_host must be shorter than 64 bytes, sync_stream 1 to 512 bytes");
+		return -1;
+	}
+	if (c->sync_host[0] != '\0') {
+		memcpy(g.host, c->sync_host, strlen(c->sync_host) + 1);
+	} else if (gethostname(g.host, sizeof(g.host) - 1) != 0 || g.host[0] == '\0') {
+		agd_log(AG_LVL_ERR, "sync_host is not set and the host name is unknown");
+		return -1;
+	}
+	return 0;
+}
+
+static void write_status(void)
+{
+	struct ag_sync_status st;
+
+	pthread_mutex_lock(&g.mu);
+	g.st.updated_ms = ag_now_ms();
+	st = g.st;
+	pthread_mutex_unlock(&g.mu);
+	int rc = ag_sync_status_put(g.s, &st);
+	if (rc != 0)
+		agd_log(AG_LVL_WARN, NAME ": cannot keep the state for authguard-admin status: %s",
+			ag_strerror(rc));
+}
+
+int main(int argc, char **argv)
+{
+	int rc = agd_start(&g.d, NAME, usage, NULL, NULL, argc, argv);
+
+	if (rc == 2)
+		return 2;
+	if (rc == 1 && !g.d.check_only)
+		return 0; /* help, version */
+	if (configure() != 0) {
+		agd_finish(&g.d);
+		return 2;
+	}
+	if (rc == 1) {
+		if (g.d.check_only)
+			printf("%s: host %s, Redis %s, stream %s\n", NAME, g.host, g.d.conf.sync_redis,
+			       g.d.conf.sync_stream);
+		agd_finish(&g.d);
+		return 0;
+	}
+	if ((rc = ag_store_get(g.d.conf.db_dir, &g.s)) != 0) {
+		agd_log(AG_LVL_ERR, "store %s: %s", g.d.conf.db_dir, ag_strerror(rc));
+		agd_finish(&g.d);
+		return 2;
+	}
+	int sigfd = agd_signals();
+	if (sigfd < 0) {
+		agd_log(AG_LVL_ERR, "signals: %s", strerror(errno));
+		return 2;
+	}
+	g.st.version = AG_SYNC_STATUS_VERSION;
+	snprintf(g.st.host, sizeof(g.st.host), "%s", g.host);
+	g.st.since_ms = ag_now_ms();
+	{
+		struct ag_txn *t;
+		struct ag_outbox_state ob;
+		if (ag_txn_begin(g.s, false, &t) == 0) {
+			if (ag_outbox_state(t, &ob) == 0)
+				g.outbox_dropped = ob.dropped_fail + ob.dropped_other;
+			ag_txn_abort(t);
+		}
+	}
+	pthread_t tp, tr;
+	if (pthread_create(&tp, NULL, pusher, NULL) != 0 ||
+	    pthread_create(&tr, NULL, reader, NULL) != 0) {
+		agd_log(AG_LVL_ERR, "cannot start threads");
+		return 2;
+	}
+	char status[2 * AG_CONF_STR_MAX + 128];
+	snprintf(status, sizeof(status), "host %s, Redis %s, stream %s", g.host, g.d.conf.sync_redis,
+		 g.d.conf.sync_stream);
+	agd_log(AG_LVL_INFO, "%s", status);
+	agd_ready(status);
+	while (!atomic_load(&g.stop)) {
+		struct pollfd p = { .fd = sigfd, .events = POLLIN };
+		(void)poll(&p, 1, 1000);
+		int sig;
+		while ((sig = agd_signal_take(sigfd)) != 0) {
+			if (sig == SIGHUP)
+				agd_log(AG_LVL_INFO, NAME " reads its config at start only: restart it "
+					"to apply changes");
+			else
+				atomic_store(&g.stop, true);
+		}
+		write_status();
+	}
+	agd_stopping();
+	pthread_join(tp, NULL);
+	pthread_join(tr, NULL);
+	pthread_mutex_lock(&g.mu);
+	g.st.connected = 0;
+	pthread_mutex_unlock(&g.mu);
+	write_status();
+	agd_log(AG_LVL_INFO, "stopping: %" PRIu64 " events pushed, %" PRIu64 " applied, %" PRIu64
+		" duplicates, %" PRIu64 " rejected", g.st.pushed, g.st.applied, g.st.dups, g.st.rejected);
+	close(sigfd);
+	agd_finish(&g.d);
+	return 0;
+}

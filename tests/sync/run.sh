@@ -1,0 +1,339 @@
+#!/bin/bash
+# tests/sync/run.sh - the fleet (issue 13): four simulated hosts of one mail
+# service, each with its own config and store, its own authguard-sync and
+# the real pam_authguard.so driven through real libpam (pam_wrapper,
+# pam_matrix: tests/sync/pamhost), share one real redis-server on a random
+# loopback port. Checked: a brute force spread round-robin over the four
+# hosts is banned after ip_ban_after failures in all; a ban made on one
+# host refuses on another; a botnet against one mailbox locks strangers
+# out on every host while the owner, familiar on host 1, logs in on host 3;
+# unban and unlock on one host lift them everywhere; Redis killed (-9) in
+# the middle of an attack and restarted: every event arrives and none
+# counts twice; a host stopped while the stream was trimmed past its position
+# catches up from a peer's snapshot; a forged event (no cluster key) is
+# rejected.
+#
+# Output is TAP; every wait is bounded (propagation: WAIT_S seconds).
+# SKIP when redis-server or the binaries are missing, or the module is
+# built with a sanitizer (libpam's process would need its runtime first).
+# Environment: AG_TEST_SYNC, AG_TEST_PAMHOST, AG_TEST_ADMIN, AG_TEST_MODULE,
+# AG_TEST_MATRIX, AG_TEST_WRAPPER (make check sets them), AG_TEST_REDIS
+# (redis-server), AG_TEST_KEEP=1 keeps the scratch directory.
+set -u
+export LC_ALL=C
+SYNC=${AG_TEST_SYNC:-}
+PAMHOST=${AG_TEST_PAMHOST:-}
+ADMIN=${AG_TEST_ADMIN:-}
+MODULE=${AG_TEST_MODULE:-}
+REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
+REDIS_CLI=$(command -v redis-cli)
+PYTHON=$(command -v python3)
+WAIT_S=10
+NTESTS=32
+
+skip() {
+	echo "SKIP: $1" >&2
+	echo "1..0 # SKIP $1"
+	exit "${AG_TEST_SKIP_STATUS:-77}"
+}
+[ -n "$REDIS" ] && [ -x "$REDIS" ] || skip "redis-server not found: install redis-server (or set AG_TEST_REDIS)"
+[ -n "$REDIS_CLI" ] || skip "redis-cli not found: install redis-tools"
+[ -n "$PYTHON" ] || skip "python3 not found (the forged event is written with it)"
+for b in "$SYNC" "$PAMHOST" "$ADMIN"; do
+	[ -n "$b" ] && [ -x "$b" ] || skip "${b:-a binary} not built (run through make check)"
+done
+if [ -r "$MODULE" ] && { readelf -d "$MODULE" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub|m)san' ||
+	nm -D --undefined-only "$MODULE" 2>/dev/null | grep -qE ' __(a|t|ub|m)san_'; }; then
+	skip "$MODULE is built with a sanitizer (the plain build runs this test)"
+fi
+
+S=$(mktemp -d /tmp/ag-sync.XXXXXX) || exit 1
+PORT=
+RPID=
+SPIDS=("" "" "" "" "")
+FAILED=0
+TESTNO=0
+cleanup() {
+	local rc=$?
+	trap - EXIT
+	for i in 1 2 3 4; do
+		[ -z "${SPIDS[$i]}" ] || kill -TERM "${SPIDS[$i]}" 2>/dev/null
+	done
+	[ -z "$RPID" ] || kill -KILL "$RPID" 2>/dev/null
+	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
+		rm -rf "$S"
+	else
+		echo "# scratch directory kept: $S (hN/sync.log, hN/attempts.log, redis.log)"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "Bail out! interrupted"; exit 1' INT TERM HUP
+bail() {
+	echo "Bail out! $*"
+	exit 1
+}
+
+echo "1..$NTESTS"
+ok() {
+	TESTNO=$((TESTNO + 1))
+	if [ "$1" = 0 ]; then
+		echo "ok $TESTNO - $2"
+	else
+		echo "not ok $TESTNO - $2"
+		FAILED=1
+	fi
+}
+is() { # is GOT WANT NAME
+	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3 (got '$1', want '$2')"; fi
+}
+
+# ---------------------------------------------------------------- Redis
+free_port() {
+	"$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+PORT=$(free_port)
+mkdir -p "$S/redis"
+# h4 logs in as an ACL user with only the commands authguard-sync(8) lists
+# (the test's own redis-cli and the forger use the default user)
+printf '%s\n' 'user default on nopass ~* &* +@all' \
+	'user agsync on >h4-redis-secret ~authguard* +xadd +xread +xinfo +set +get +sadd +smembers' \
+	>"$S/users.acl"
+echo h4-redis-secret >"$S/redis.pw"
+chmod 600 "$S/redis.pw"
+start_redis() {
+	# persistent (AOF, fsync each write): killed with -9, it keeps what it acknowledged
+	"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --appendonly yes \
+		--appendfsync always --save '' --daemonize no --aclfile "$S/users.acl" \
+		>>"$S/redis.log" 2>&1 &
+	RPID=$!
+	local i
+	for i in $(seq 100); do
+		"$REDIS_CLI" -p "$PORT" ping 2>/dev/null | grep -q PONG && return 0
+		sleep 0.05
+	done
+	bail "redis-server did not start (redis.log)"
+}
+start_redis
+
+# ---------------------------------------------------------------- hosts
+head -c 48 /dev/urandom | base64 >"$S/cluster.key"
+chmod 600 "$S/cluster.key"
+for i in 1 2 3 4; do
+	d=$S/h$i
+	mkdir -p "$d"
+	cat >"$d/authguard.conf" <<EOF
+db_dir = $d/db
+log = file:$d/attempts.log
+tarpit_base = 0
+ip_ban_after = 8
+user_lock_after = 6
+spray_users = 0
+net_ban_after = 0
+sync_redis = 127.0.0.1:$PORT
+sync_host = h$i
+sync_key_file = $S/cluster.key
+sync_stream = authguard
+sync_snapshot_every = 1s
+EOF
+	printf 'alice:alice-secret:authguard-demo\nbob:bob-secret:authguard-demo\n' >"$d/passdb"
+done
+printf 'sync_redis_user = agsync\nsync_redis_password_file = %s\n' "$S/redis.pw" \
+	>>"$S/h4/authguard.conf"
+start_sync() {
+	"$SYNC" -c "$S/h$1/authguard.conf" >>"$S/h$1/sync.log" 2>&1 &
+	SPIDS[$1]=$!
+}
+for i in 1 2 3 4; do start_sync $i; done
+
+admin() { # admin HOST ARGS...
+	local h=$1
+	shift
+	"$ADMIN" -c "$S/h$h/authguard.conf" "$@"
+}
+login() { # login HOST USER PASSWORD RHOST: prints ok | fail CODE
+	"$PAMHOST" "$S/h$1" "$2" "$3" "$4"
+}
+# failures "in all" a host's store holds for an address (0 if none)
+fails_of() {
+	admin "$1" show "$2" 2>/dev/null | sed -n 's/.*(\([0-9]*\) in all).*/\1/p' | head -1 | grep . || echo 0
+}
+user_fails_of() {
+	admin "$1" show --user "$2" 2>/dev/null | sed -n 's/.*(\([0-9]*\) in all).*/\1/p' | head -1 | grep . || echo 0
+}
+# wait_for CMD...: until it succeeds, at most WAIT_S seconds
+wait_for() {
+	local i
+	for i in $(seq $((WAIT_S * 20))); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+all_fails() { # all_fails ADDR N: every host holds N failures for ADDR
+	local i
+	for i in 1 2 3 4; do [ "$(fails_of $i "$1")" = "$2" ] || return 1; done
+}
+all_user_fails() {
+	local i
+	for i in 1 2 3 4; do [ "$(user_fails_of $i "$1")" = "$2" ] || return 1; done
+}
+refuses() { # refuses HOST ADDR [USER]
+	admin "$1" check --service probe --user "${3:-nobody}" --rhost "$2" | grep -q '^refuse'
+}
+allows() {
+	admin "$1" check --service probe --user "${3:-nobody}" --rhost "$2" | grep -q '^allow'
+}
+connected() {
+	admin "$1" status 2>/dev/null | grep -q '^sync: *connected'
+}
+for i in 1 2 3 4; do
+	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
+done
+ok 0 "all four connected (h4 as Redis ACL user agsync, with only the commands it needs)"
+
+# ---------------------------------------------------- 1. round-robin brute force
+A=192.0.2.10
+for n in 1 2 3 4 5 6 7 8; do
+	h=$(( (n - 1) % 4 + 1 ))
+	r=$(login $h "bf$n" wrong "$A")
+	[ "$r" != ok ] || bail "a wrong password logged in"
+	wait_for all_fails $A $n || break
+done
+is "$(fails_of 1 $A) $(fails_of 2 $A) $(fails_of 3 $A) $(fails_of 4 $A)" "8 8 8 8" \
+	"round robin: every host counted all 8 failures"
+ok "$(refuses 1 $A && refuses 2 $A && refuses 3 $A && refuses 4 $A; echo $?)" \
+	"round robin: banned on all four hosts after ip_ban_after=8 in all (not 4 x 8)"
+r=$(login 2 alice alice-secret $A)
+is "$r" "fail 7" "round robin: the banned source is refused on h2 even with the right password"
+is "$(grep -c "service=authguard-demo user=\"alice\" rhost=$A .*action=refuse reason=banned" \
+	"$S/h2/attempts.log")" 1 \
+	"round robin: h2's attempt line says banned"
+
+# ---------------------------------------------------- 2. a ban on h1 refuses on h2
+B=198.51.100.77
+admin 1 ban $B --for 1h >/dev/null
+wait_for refuses 2 $B
+ok $? "admin ban on h1 refuses on h2 within ${WAIT_S}s"
+is "$(login 2 alice alice-secret $B)" "fail 7" "admin ban: a real login from it on h2 is refused"
+ok "$(wait_for refuses 4 $B; echo $?)" "admin ban: h4 refuses it too"
+
+# ---------------------------------------------------- 3. botnet against one mailbox
+HOME_IP=203.0.113.5
+is "$(login 1 alice alice-secret $HOME_IP)" ok "botnet: alice logs in on h1 from home"
+for n in 1 2 3 4 5 6; do
+	h=$(( n % 4 + 1 ))
+	login $h alice "guess$n" "198.18.0.$n" >/dev/null
+	wait_for all_user_fails alice $n || break
+done
+is "$(user_fails_of 1 alice) $(user_fails_of 2 alice) $(user_fails_of 3 alice) $(user_fails_of 4 alice)" \
+	"6 6 6 6" "botnet: every host counted the 6 failures against alice"
+is "$(login 4 alice alice-secret 198.18.1.1)" "fail 7" \
+	"botnet: a stranger with alice's password is refused on h4 (locked)"
+is "$(login 2 alice alice-secret 198.18.1.2)" "fail 7" "botnet: ... and on h2"
+is "$(login 3 alice alice-secret $HOME_IP)" ok \
+	"botnet: alice, familiar on h1, logs in on h3 from home"
+
+# ---------------------------------------------------- 4. unlock, unban on one host
+admin 2 unlock alice >/dev/null
+wait_for allows 4 198.18.1.3 alice
+ok $? "unlock on h2 lifts the lock on h4"
+is "$(login 4 alice alice-secret 198.18.1.3)" ok "unlock: alice logs in on h4 from a new place"
+admin 3 unban $B >/dev/null
+wait_for allows 1 $B
+ok $? "unban on h3 lifts h1's ban"
+ok "$(wait_for allows 2 $B && wait_for allows 4 $B; echo $?)" "unban: h2 and h4 let it in too"
+
+# ---------------------------------------------------- 5. Redis killed mid-attack
+C=192.0.2.30
+for n in 1 2 3; do login $n "k$n" wrong $C >/dev/null; done
+wait_for all_fails $C 3
+ok $? "before the crash: 3 failures everywhere"
+kill -KILL "$RPID"
+wait "$RPID" 2>/dev/null
+RPID=
+for n in 4 5 6 7; do
+	h=$(( n % 4 + 1 ))
+	login $h "k$n" wrong $C >/dev/null
+done
+sleep 1 # the daemons notice and say so
+ok "$(grep -q 'fault: Redis .* unreachable' "$S/h1/sync.log"; echo $?)" \
+	"Redis away: a fault line in h1's log"
+ok "$(admin 2 status | grep -q '^sync: *DISCONNECTED'; echo $?)" \
+	"Redis away: authguard-admin status says disconnected"
+start_redis
+wait_for all_fails $C 7
+ok $? "Redis back: every host catches up to the 7 failures"
+sleep 1 # anything counted twice would show by now
+is "$(fails_of 1 $C) $(fails_of 2 $C) $(fails_of 3 $C) $(fails_of 4 $C)" "7 7 7 7" \
+	"Redis back: no failure counted twice"
+
+# ---------------------------------------------------- 6. a forged event
+# a deny of alice's home address, well formed, with a MAC under another key
+"$PYTHON" - "$PORT" <<'EOF'
+import hashlib, hmac, socket, struct, sys, time
+now = int(time.time() * 1000)
+ev = bytes([1, 3, 4, 0, 0, 0]) + struct.pack(">qqQ", now, now + 3600000, 999999)
+ev += bytes([4, 32]) + bytes([203, 0, 113, 5]) + bytes(12) + bytes([0, 0, 0, 0])
+epoch = struct.pack(">Q", 42)
+mac = hmac.new(b"not the cluster key, but 32 bytes long", b"authguard-sync 1\0authguard\0h9\0" + epoch + ev,
+               hashlib.sha256).digest()
+args = [b"XADD", b"authguard", b"*", b"h", b"h9", b"o", epoch, b"e", ev, b"m", mac]
+cmd = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(cmd)
+s.recv(100)
+EOF
+wait_for grep -q 'rejected: bad MAC' "$S/h3/sync.log"
+ok $? "forged event: rejected and logged on h3"
+is "$(login 3 alice alice-secret $HOME_IP)" ok "forged event: it banned nothing"
+
+# ---------------------------------------------------- 7. away longer than the stream keeps
+kill -TERM "${SPIDS[4]}"
+wait "${SPIDS[4]}"
+SPIDS[4]=
+D=192.0.2.50
+E=198.51.100.88
+for n in 1 2 3 4 5 6 7 8; do
+	login $(( n % 3 + 1 )) "d$n" wrong $D >/dev/null
+	wait_for eval '[ "$(fails_of 1 $D)" = '$n' ] && [ "$(fails_of 2 $D)" = '$n' ] && [ "$(fails_of 3 $D)" = '$n' ]' || break
+done
+admin 1 ban $E --for 1h >/dev/null
+wait_for refuses 3 $E
+"$REDIS_CLI" -p "$PORT" XTRIM authguard MAXLEN 0 >/dev/null # all of it, unread by h4
+sleep 2.5 # h1..h3 publish their snapshots every second (sync_snapshot_every)
+start_sync 4
+wait_for refuses 4 $D
+ok $? "away too long: h4 catches up from a snapshot: the brute force's ban"
+ok "$(wait_for refuses 4 $E; echo $?)" "away too long: ... and the admin ban"
+ok "$(grep -q 'caught up from h[123].s snapshot' "$S/h4/sync.log"; echo $?)" \
+	"away too long: h4's log says it caught up from a snapshot"
+login 1 "d9" wrong 192.0.2.51 >/dev/null
+wait_for eval '[ "$(fails_of 4 192.0.2.51)" = 1 ]'
+ok $? "away too long: h4 reads on from the snapshot's position"
+
+# ---------------------------------------------------- start checks
+grep -v '^sync_key_file' "$S/h1/authguard.conf" >"$S/nokey.conf"
+"$SYNC" -c "$S/nokey.conf" >"$S/nokey.out" 2>&1
+rc=$?
+ok "$([ $rc = 2 ] && grep -q 'sync_key_file is not set' "$S/nokey.out"; echo $?)" \
+	"no sync_key_file: authguard-sync refuses to start (exit 2, says why)"
+cp "$S/cluster.key" "$S/open.key"
+chmod 644 "$S/open.key"
+sed "s|^sync_key_file = .*|sync_key_file = $S/open.key|" "$S/h1/authguard.conf" >"$S/openkey.conf"
+"$SYNC" -c "$S/openkey.conf" >"$S/openkey.out" 2>&1
+rc=$?
+ok "$([ $rc = 2 ] && grep -q 'others cannot read' "$S/openkey.out"; echo $?)" \
+	"a key file others can read: refused (exit 2)"
+"$SYNC" -t -c "$S/h1/authguard.conf" >/dev/null 2>&1
+is $? 0 "-t: a good config, key and store (exit 0)"
+
+# ---------------------------------------------------- stop
+stopped=0
+for i in 1 2 3 4; do
+	kill -TERM "${SPIDS[$i]}"
+	wait "${SPIDS[$i]}" || stopped=1
+	SPIDS[$i]=
+done
+ok $stopped "SIGTERM: every authguard-sync stops cleanly (status 0)"
+exit $FAILED

@@ -1,0 +1,569 @@
+/* test_sync.c - the fleet's events in the core (sync.h): the outbox written
+ * with each record and admin action, its bound, and applying remote events
+ * exactly once, with two stores in one process standing for two hosts and
+ * a fake clock. The relay below does what authguard-sync does (minus
+ * Redis): peek, encode, decode, apply, done. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "admin.h"
+#include "guard.h"
+#include "lists.h"
+#include "store.h"
+#include "sync.h"
+#include "testutil.h"
+
+static int64_t fake_ms = 1700000000000LL;
+static int64_t fake_now(void) { return fake_ms; }
+
+struct host {
+	char dir[256];
+	struct ag_conf c;
+	const char *name;
+	unsigned long next_id;
+};
+
+struct fx {
+	struct host h[2];
+};
+
+static void host_init(struct host *h, const char *name)
+{
+	char err[256];
+
+	tu_mkdtemp(h->dir, sizeof(h->dir), "sync");
+	ag_conf_init(&h->c);
+	snprintf(h->c.db_dir, sizeof(h->c.db_dir), "%s/db", h->dir);
+	assert_int_equal(ag_conf_set(&h->c, "log", "none", err, sizeof(err)), 0);
+	assert_int_equal(ag_conf_set(&h->c, "sync_redis", "127.0.0.1:6379", err, sizeof(err)), 0);
+	h->c.tarpit_base = 0; /* no tarpit: the checks below are refuse or proceed */
+	h->c.ip_ban_after = 5;
+	h->c.user_lock_after = 4;
+	h->c.spray_users = 0;
+	h->c.net_ban_after = 0;
+	h->name = name;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	host_init(&f->h[0], "a");
+	host_init(&f->h[1], "b");
+	fake_ms += 86400000LL * 30;
+	ag_guard_set_clock(fake_now);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	ag_store_forget_all();
+	for (int i = 0; i < 2; i++) {
+		tu_rmrf(f->h[i].dir);
+		ag_conf_free(&f->h[i].c);
+	}
+	free(f);
+	ag_guard_set_clock(NULL);
+	return 0;
+}
+
+static struct ag_store *store(struct host *h)
+{
+	struct ag_store *s;
+
+	assert_int_equal(ag_store_get(h->c.db_dir, &s), 0);
+	return s;
+}
+
+static struct ag_outbox_state outbox(struct host *h)
+{
+	struct ag_outbox_state st;
+	struct ag_txn *t;
+
+	assert_int_equal(ag_txn_begin(store(h), false, &t), 0);
+	assert_int_equal(ag_outbox_state(t, &st), 0);
+	ag_txn_abort(t);
+	return st;
+}
+
+static void attempt(struct host *h, const char *user, const char *rhost, bool ok, const char *pw)
+{
+	struct ag_attempt a = { "imap", user, strlen(user), rhost, strlen(rhost) };
+
+	assert_int_equal(ag_guard_record(&h->c, NULL, &a, ok, pw, NULL), 0);
+}
+
+static enum ag_decision check(struct host *h, const char *user, const char *rhost)
+{
+	struct ag_attempt a = { "imap", user, strlen(user), rhost, strlen(rhost) };
+
+	return ag_guard_check(&h->c, NULL, &a, NULL);
+}
+
+/* Move every event waiting in @from's outbox to @to through the wire
+ * encoding; returns how many; @res counts the apply results (0, DUP, STALE). */
+static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
+{
+	struct ag_sev ev[64];
+	struct ag_txn *t;
+	int n, total = 0;
+
+	do {
+		uint64_t epoch = outbox(from).epoch;
+		assert_int_equal(ag_txn_begin(store(from), false, &t), 0);
+		n = ag_outbox_peek(t, ev, 64);
+		ag_txn_abort(t);
+		assert_true(n >= 0);
+		for (int i = 0; i < n; i++) {
+			uint8_t buf[AG_SEV_WIRE_MAX];
+			struct ag_sev d;
+			char id[32];
+			size_t len = ag_sev_encode(&ev[i], buf);
+			assert_int_equal(ag_sev_decode(buf, len, &d), 0);
+			snprintf(id, sizeof(id), "%lu-0", ++to->next_id);
+			struct ag_sync_from fr = { .host = from->name, .epoch = epoch, .stream_id = id };
+			int rc = ag_sync_apply(&to->c, NULL, &d, &fr);
+			assert_true(rc >= 0 && rc <= 2);
+			if (res != NULL)
+				res[rc]++;
+		}
+		if (keep)
+			return n;
+		assert_int_equal(ag_txn_begin(store(from), true, &t), 0);
+		assert_int_equal(ag_outbox_done(t, ev, n), 0);
+		assert_int_equal(ag_txn_commit(t), 0);
+		total += n;
+	} while (n == 64);
+	return total;
+}
+
+static int relay(struct host *from, struct host *to)
+{
+	return relay_ex(from, to, false, NULL);
+}
+
+static struct ag_src_rec src(struct host *h, const char *addr)
+{
+	struct ag_src_rec r = { 0 };
+	struct ag_addr a;
+	struct ag_txn *t;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	assert_int_equal(ag_txn_begin(store(h), false, &t), 0);
+	(void)ag_admin_get_src(t, &a, &r);
+	ag_txn_abort(t);
+	return r;
+}
+
+/* ---- the outbox -------------------------------------------------------------- */
+
+static void test_record_fills_outbox(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sev ev[4];
+	struct ag_txn *t;
+
+	attempt(&f->h[0], "alice", "192.0.2.7", false, "guess");
+	attempt(&f->h[0], "alice", "192.0.2.7", true, NULL);
+	struct ag_outbox_state st = outbox(&f->h[0]);
+	assert_int_equal(st.depth, 2);
+	assert_int_equal(st.total, 2);
+	assert_true(st.epoch != 0);
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 4), 2);
+	ag_txn_abort(t);
+	assert_int_equal(ev[0].kind, AG_SEV_FAIL);
+	assert_int_equal(ev[1].kind, AG_SEV_OK);
+	assert_true(ev[0].seq < ev[1].seq);
+	assert_int_equal(ev[0].time_ms, fake_ms);
+	assert_true(ev[0].pw_hash >= 0);
+	assert_int_equal(ev[1].pw_hash, -1);
+	assert_int_equal(ev[0].user_len, 5);
+	assert_memory_equal(ev[0].user, "alice", 5);
+	assert_memory_equal(ev[0].rhost, "192.0.2.7", 9);
+	assert_memory_equal(ev[0].service, "imap", 4);
+	/* a damaged entry (a damaged store) is skipped, even in a read transaction */
+	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), "junk", 4), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 4), 2);
+	ag_txn_abort(t);
+	assert_int_equal(ev[0].kind, AG_SEV_FAIL);
+}
+
+/* without sync_redis nothing is written: a host outside a fleet pays nothing */
+static void test_no_fleet_no_outbox(void **state)
+{
+	struct fx *f = *state;
+
+	f->h[0].c.sync_redis[0] = '\0';
+	attempt(&f->h[0], "alice", "192.0.2.7", false, "guess");
+	assert_int_equal(outbox(&f->h[0]).version, 0);
+	assert_int_equal(outbox(&f->h[0]).depth, 0);
+}
+
+/* full: the oldest failures go first, successes and admin actions stay */
+static void test_outbox_bound(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0];
+	struct ag_sev ev[128];
+	struct ag_txn *t;
+	char ip[32];
+
+	a->c.sync_outbox_max = 100;
+	a->c.ip_ban_after = 0;
+	attempt(a, "owner", "198.51.100.1", true, NULL);
+	for (int i = 0; i < 150; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", i % 250);
+		attempt(a, "x", ip, false, NULL);
+		fake_ms += 1;
+	}
+	struct ag_outbox_state st = outbox(a);
+	assert_int_equal(st.depth, 100);
+	assert_int_equal(st.dropped_fail, 51);
+	assert_int_equal(st.dropped_other, 0);
+	assert_int_equal(st.total, 151);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 128), 100);
+	ag_txn_abort(t);
+	assert_int_equal(ev[0].kind, AG_SEV_OK); /* the oldest, kept */
+	assert_memory_equal(ev[1].rhost, "203.0.113.51", 12); /* failures 0..50 went */
+	for (int i = 1; i < 100; i++)
+		assert_true(ev[i].seq > ev[i - 1].seq);
+}
+
+/* ---- applying ------------------------------------------------------------------ */
+
+/* a brute force spread over two hosts is banned after ip_ban_after in all */
+static void test_round_robin_ban(void **state)
+{
+	struct fx *f = *state;
+
+	f->h[0].c.user_lock_after = f->h[1].c.user_lock_after = 0; /* the ban, not the lock */
+	for (int i = 0; i < 5; i++) {
+		struct host *h = &f->h[i % 2], *o = &f->h[(i + 1) % 2];
+		assert_int_equal(check(h, "u", "192.0.2.9"), AG_PROCEED);
+		attempt(h, "u", "192.0.2.9", false, NULL);
+		fake_ms += 1000;
+		relay(h, o);
+	}
+	assert_int_equal(check(&f->h[0], "u", "192.0.2.9"), AG_REFUSE);
+	assert_int_equal(check(&f->h[1], "u", "192.0.2.9"), AG_REFUSE);
+	assert_int_equal(src(&f->h[0], "192.0.2.9").n_fail, 5);
+	assert_int_equal(src(&f->h[1], "192.0.2.9").n_fail, 5);
+	/* applied events were not put into the outbox again */
+	assert_int_equal(outbox(&f->h[0]).total, 3);
+	assert_int_equal(outbox(&f->h[1]).total, 2);
+	assert_int_equal(outbox(&f->h[0]).depth, 0);
+}
+
+/* the same event twice (a sender that pushed and crashed before it
+ * cleared its outbox) counts once; the position moves on */
+static void test_exactly_once(void **state)
+{
+	struct fx *f = *state;
+	int res[3] = { 0 };
+	char pos[64];
+
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	assert_int_equal(relay_ex(&f->h[0], &f->h[1], true, res), 2);
+	assert_int_equal(relay_ex(&f->h[0], &f->h[1], false, res), 2);
+	assert_int_equal(res[0], 2);
+	assert_int_equal(res[AG_SYNC_DUP], 2);
+	assert_int_equal(src(&f->h[1], "192.0.2.9").n_fail, 2);
+	assert_int_equal(ag_sync_pos(store(&f->h[1]), pos, sizeof(pos)), 0);
+	assert_string_equal(pos, "4-0");
+	/* a new store on the sender (a new epoch) is not taken for duplicates */
+	ag_store_forget_all();
+	tu_rmrf(f->h[0].dir);
+	ag_conf_free(&f->h[0].c);
+	host_init(&f->h[0], "a");
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	assert_int_equal(relay(&f->h[0], &f->h[1]), 1);
+	assert_int_equal(src(&f->h[1], "192.0.2.9").n_fail, 3);
+}
+
+static void admin(struct host *h, enum ag_sev_kind kind, const char *target, const char *user,
+		  int64_t until);
+
+/* a stream read's events in one transaction: the same exactly-once rules,
+ * even for a duplicate inside the same batch */
+static void test_batch(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sync_item it[6];
+	struct ag_sev ev[3];
+	struct ag_txn *t;
+	char pos[64];
+
+	admin(&f->h[0], AG_SEV_LIST_ADD, "192.0.2.80", NULL, fake_ms + 3600000);
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 3), 3);
+	ag_txn_abort(t);
+	for (int i = 0; i < 6; i++) {
+		memset(&it[i], 0, sizeof(it[i]));
+		it[i].e = ev[i % 3];
+		snprintf(it[i].host, sizeof(it[i].host), "a");
+		it[i].epoch = outbox(&f->h[0]).epoch;
+		snprintf(it[i].stream_id, sizeof(it[i].stream_id), "%d-0", i + 1);
+	}
+	assert_int_equal(ag_sync_apply_batch(&f->h[1].c, NULL, it, 6, "9-0"), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(it[i].result, i < 3 ? 0 : AG_SYNC_DUP);
+	assert_int_equal(src(&f->h[1], "192.0.2.9").n_fail, 2);
+	assert_int_equal(check(&f->h[1], "u", "192.0.2.80"), AG_REFUSE);
+	assert_int_equal(ag_sync_pos(store(&f->h[1]), pos, sizeof(pos)), 0);
+	assert_string_equal(pos, "9-0");
+	assert_int_equal(outbox(&f->h[1]).total, 0); /* applied, not re-emitted */
+}
+
+/* a remote failure counts at its own time: an old one has decayed */
+static void test_remote_time(void **state)
+{
+	struct fx *f = *state;
+
+	attempt(&f->h[0], "u", "192.0.2.9", false, NULL);
+	fake_ms += 10 * f->h[1].c.decay_half_life; /* it reaches b ten half-lives late */
+	relay(&f->h[0], &f->h[1]);
+	struct ag_src_rec r = src(&f->h[1], "192.0.2.9");
+	assert_int_equal(r.n_fail, 1);
+	assert_true(ag_score_at(&r.fails, fake_ms, f->h[1].c.decay_half_life) < 0.01);
+}
+
+/* a botnet against one mailbox locks it for strangers on both hosts, and
+ * the owner, familiar on a, still gets in on b */
+static void test_lock_and_familiar(void **state)
+{
+	struct fx *f = *state;
+	char ip[32];
+
+	attempt(&f->h[0], "bob", "198.51.100.20", true, NULL);
+	relay(&f->h[0], &f->h[1]);
+	for (int i = 0; i < 4; i++) {
+		struct host *h = &f->h[i % 2], *o = &f->h[(i + 1) % 2];
+		snprintf(ip, sizeof(ip), "203.0.113.%d", 10 + i);
+		attempt(h, "bob", ip, false, NULL);
+		relay(h, o);
+	}
+	assert_int_equal(check(&f->h[0], "bob", "203.0.113.99"), AG_REFUSE);
+	assert_int_equal(check(&f->h[1], "bob", "203.0.113.99"), AG_REFUSE);
+	assert_int_equal(check(&f->h[1], "bob", "198.51.100.20"), AG_PROCEED);
+}
+
+static void admin(struct host *h, enum ag_sev_kind kind, const char *target, const char *user,
+		  int64_t until)
+{
+	struct ag_sev e = { .kind = (uint8_t)kind, .pw_hash = -1, .time_ms = fake_ms,
+			    .until_ms = until };
+	struct ag_txn *t;
+	int rc = 0;
+
+	if (target != NULL)
+		assert_int_equal(ag_cidr_parse(target, true, &e.addr), 0);
+	if (user != NULL) {
+		e.user_len = strlen(user);
+		memcpy(e.user, user, e.user_len);
+	}
+	assert_int_equal(ag_txn_begin(store(h), true, &t), 0);
+	if (kind == AG_SEV_LIST_ADD) {
+		e.list = AG_LIST_DENY;
+		struct ag_list_entry le = { .list = AG_LIST_DENY, .net = e.addr, .added = fake_ms,
+					    .expires = until };
+		rc = ag_list_add(t, &le);
+	} else if (kind == AG_SEV_UNBAN) {
+		rc = ag_admin_unban(t, &e.addr, fake_ms);
+	} else if (kind == AG_SEV_UNLOCK) {
+		uint8_t k[AG_USER_KEY_MAX];
+		size_t n = ag_admin_user_key(store(h), &h->c, user, k);
+		rc = ag_admin_unlock(t, k, n, fake_ms);
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(ag_sync_admin_local(t, &h->c, &e), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+/* a ban made on a refuses on b; the unban on b lifts it on a */
+static void test_admin_ban_unban(void **state)
+{
+	struct fx *f = *state;
+
+	admin(&f->h[0], AG_SEV_LIST_ADD, "192.0.2.50", NULL, fake_ms + 3600000);
+	assert_int_equal(check(&f->h[1], "u", "192.0.2.50"), AG_PROCEED);
+	relay(&f->h[0], &f->h[1]);
+	assert_int_equal(check(&f->h[1], "u", "192.0.2.50"), AG_REFUSE);
+	fake_ms += 1000;
+	admin(&f->h[1], AG_SEV_UNBAN, "192.0.2.50", NULL, 0);
+	assert_int_equal(check(&f->h[0], "u", "192.0.2.50"), AG_REFUSE);
+	relay(&f->h[1], &f->h[0]);
+	assert_int_equal(check(&f->h[0], "u", "192.0.2.50"), AG_PROCEED);
+	/* unlock, the same way */
+	for (int i = 0; i < 4; i++) {
+		char ip[32];
+		snprintf(ip, sizeof(ip), "203.0.113.%d", 10 + i);
+		attempt(&f->h[0], "carol", ip, false, NULL);
+	}
+	relay(&f->h[0], &f->h[1]);
+	assert_int_equal(check(&f->h[1], "carol", "203.0.113.99"), AG_REFUSE);
+	admin(&f->h[1], AG_SEV_UNLOCK, NULL, "carol", 0);
+	relay(&f->h[1], &f->h[0]);
+	assert_int_equal(check(&f->h[0], "carol", "203.0.113.99"), AG_PROCEED);
+}
+
+/* admin actions win by time: a ban older than the unban that reached b
+ * first does not come back when it arrives */
+static void test_admin_by_time(void **state)
+{
+	struct fx *f = *state;
+	int res[3] = { 0 };
+
+	admin(&f->h[0], AG_SEV_LIST_ADD, "192.0.2.60", NULL, fake_ms + 3600000);
+	fake_ms += 1000;
+	relay(&f->h[0], &f->h[1]); /* b is banned too */
+	admin(&f->h[0], AG_SEV_LIST_ADD, "192.0.2.61", NULL, fake_ms + 3600000); /* t1 on a */
+	fake_ms += 1000;
+	struct host *b = &f->h[1];
+	/* t2 > t1 on b: an unban of .61 that b had no ban for: the stamp is set */
+	struct ag_sev e = { .kind = AG_SEV_UNBAN, .pw_hash = -1, .time_ms = fake_ms };
+	assert_int_equal(ag_cidr_parse("192.0.2.61", true, &e.addr), 0);
+	struct ag_txn *t;
+	assert_int_equal(ag_txn_begin(store(b), true, &t), 0);
+	assert_int_equal(ag_sync_admin_local(t, &b->c, &e), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	relay_ex(&f->h[0], b, false, res);
+	assert_int_equal(res[AG_SYNC_STALE], 1);
+	assert_int_equal(check(b, "u", "192.0.2.61"), AG_PROCEED);
+	relay(b, &f->h[0]); /* and the unban lifts a's */
+	assert_int_equal(check(&f->h[0], "u", "192.0.2.61"), AG_PROCEED);
+	assert_int_equal(check(&f->h[0], "u", "192.0.2.60"), AG_REFUSE);
+}
+
+/* a host that missed the stream catches up from a peer's snapshot: bans,
+ * locks, familiar places and run-time list entries, never lowered */
+static void test_snapshot(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+	uint8_t *buf;
+	size_t len, n, applied;
+	char ip[32], pos[64];
+
+	a->c.sync_redis[0] = b->c.sync_redis[0] = '\0'; /* no events: only the snapshot */
+	attempt(a, "dave", "198.51.100.30", true, NULL);
+	for (int i = 0; i < 5; i++)
+		attempt(a, "x", "192.0.2.70", false, NULL); /* a rule's ban */
+	for (int i = 0; i < 4; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", 40 + i);
+		attempt(a, "dave", ip, false, NULL); /* a lock */
+	}
+	admin(a, AG_SEV_LIST_ADD, "198.18.5.0/24", NULL, fake_ms + 3600000);
+	assert_int_equal(ag_sync_snapshot_make(store(a), &a->c, fake_ms, 1000, &buf, &len, &n), 0);
+	assert_true(n >= 4);
+	/* damaged: refused whole, nothing applied */
+	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len - 1, "9-0", &applied), AG_ECORRUPT);
+	assert_int_equal(check(b, "u", "192.0.2.70"), AG_PROCEED);
+	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len, "1234-5", &applied), 0);
+	assert_int_equal(applied, n);
+	assert_int_equal(check(b, "u", "192.0.2.70"), AG_REFUSE);
+	assert_int_equal(check(b, "dave", "203.0.113.99"), AG_REFUSE);
+	assert_int_equal(check(b, "dave", "198.51.100.30"), AG_PROCEED);
+	assert_int_equal(check(b, "u", "198.18.5.9"), AG_REFUSE);
+	assert_int_equal(ag_sync_pos(store(b), pos, sizeof(pos)), 0);
+	assert_string_equal(pos, "1234-5");
+	/* a longer ban on b stays longer */
+	struct ag_src_rec r = src(b, "192.0.2.70");
+	int64_t until = r.ban_until;
+	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len, "1234-6", &applied), 0);
+	assert_true(src(b, "192.0.2.70").ban_until == until);
+	free(buf);
+}
+
+/* ---- the wire format (untrusted) -------------------------------------------- */
+
+static void test_decode_rejects(void **state)
+{
+	(void)state;
+	struct ag_sev e = { .kind = AG_SEV_LIST_ADD, .list = AG_LIST_DENY, .pw_hash = -1,
+			    .time_ms = 5, .until_ms = 9, .seq = 3 }, d;
+	uint8_t buf[AG_SEV_WIRE_MAX];
+
+	assert_int_equal(ag_cidr_parse("10.0.0.0/8", true, &e.addr), 0);
+	size_t n = ag_sev_encode(&e, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d), 0);
+	assert_int_equal(d.until_ms, 9);
+	assert_int_equal(d.seq, 3);
+	assert_int_equal(d.addr.plen, 8);
+	for (size_t l = 0; l < n; l++)
+		assert_int_equal(ag_sev_decode(buf, l, &d), AG_ECORRUPT);
+	buf[0] = 2;
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[0] = 1;
+	buf[1] = 99;
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[1] = AG_SEV_LIST_ADD;
+	buf[2] = 3; /* no such list */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[2] = AG_LIST_DENY;
+	buf[33] = 1; /* a bit past the /8 */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[33] = 0;
+	buf[6] = 0x80; /* negative time */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[6] = 0;
+	assert_int_equal(ag_sev_decode(buf, n, &d), 0);
+	/* one layout per event: stray bytes where the kind has no field */
+	struct ag_sev f = { .kind = AG_SEV_FAIL, .pw_hash = -1 };
+	n = ag_sev_encode(&f, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d), 0);
+	buf[5] = 1; /* a password hash without its flag */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[5] = 0;
+	buf[2] = AG_LIST_DENY; /* a list on an attempt */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	buf[2] = 0;
+	buf[40] = 1; /* address bytes on an attempt */
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	/* an unlock without a name, or with a NUL in it */
+	struct ag_sev u = { .kind = AG_SEV_UNLOCK, .pw_hash = -1 };
+	n = ag_sev_encode(&u, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+	u.user_len = 3;
+	memcpy(u.user, "a\0b", 3);
+	n = ag_sev_encode(&u, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_record_fills_outbox, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_fleet_no_outbox, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remote_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_and_familiar, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_ban_unban, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_by_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+		cmocka_unit_test(test_decode_rejects),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
