@@ -124,6 +124,131 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 static const char *peer_of(struct MHD_Connection *c, char *buf, size_t len);
 
+/* ---- connection deadlines ------------------------------------------------------
+ *
+ * libmicrohttpd's connection timeout counts silence: a peer that sends one
+ * byte of its headers every few seconds is never cut, and with a few
+ * hundred such connections policyd_max_connections is full and Dovecot
+ * cannot reach the daemon (before any API key is checked). So every
+ * connection has a deadline of its own: its first request must be
+ * complete within policyd_timeout of the connect; after an answer, the
+ * next one within IDLE_TIMEOUT_S + policyd_timeout (Dovecot closes an idle
+ * connection after 10 s, or sends at once). A sweeper thread shuts down
+ * the socket of a connection past its deadline; libmicrohttpd then closes
+ * it as it closes any broken one. */
+struct conn {
+	struct conn *prev, *next;
+	int fd;
+	int64_t deadline; /* ms; 0: a request is being answered */
+	bool cut;
+};
+
+static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct conn conns = { &conns, &conns, -1, 0, false };
+static int64_t conn_timeout_ms = 1000;
+static pthread_t sweeper;
+static int sweeper_stop[2] = { -1, -1 };
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	(void)cls;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		struct conn *k = calloc(1, sizeof(*k));
+		if (k == NULL || ci == NULL) {
+			free(k);
+			*socket_context = NULL;
+			return;
+		}
+		k->fd = ci->connect_fd;
+		pthread_mutex_lock(&conns_mu);
+		k->deadline = ag_now_ms() + conn_timeout_ms;
+		k->next = conns.next;
+		k->prev = &conns;
+		conns.next->prev = k;
+		conns.next = k;
+		pthread_mutex_unlock(&conns_mu);
+		*socket_context = k;
+		return;
+	}
+	struct conn *k = *socket_context;
+	if (k == NULL)
+		return;
+	pthread_mutex_lock(&conns_mu);
+	k->prev->next = k->next;
+	k->next->prev = k->prev;
+	pthread_mutex_unlock(&conns_mu);
+	free(k);
+	*socket_context = NULL;
+}
+
+/* A request of @c is being answered (@busy), or was: the next one's time
+ * starts now. */
+static void conn_mark(struct MHD_Connection *c, bool busy)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	if (ci == NULL || ci->socket_context == NULL)
+		return;
+	struct conn *k = ci->socket_context;
+	pthread_mutex_lock(&conns_mu);
+	k->deadline = busy ? 0 : ag_now_ms() + IDLE_TIMEOUT_S * 1000LL + conn_timeout_ms;
+	pthread_mutex_unlock(&conns_mu);
+}
+
+static void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void *sweep(void *arg)
+{
+	struct pollfd p = { .fd = sweeper_stop[0], .events = POLLIN };
+
+	(void)arg;
+	while (poll(&p, 1, 200) == 0) {
+		int64_t now = ag_now_ms();
+		unsigned cut = 0;
+		pthread_mutex_lock(&conns_mu);
+		for (struct conn *k = conns.next; k != &conns; k = k->next) {
+			if (k->cut || k->deadline == 0 || k->deadline > now)
+				continue;
+			(void)shutdown(k->fd, SHUT_RDWR);
+			k->cut = true;
+			cut++;
+		}
+		pthread_mutex_unlock(&conns_mu);
+		if (cut > 0)
+			complain("%u connection(s) closed: no complete request within policyd_timeout (a peer sending too slowly)",
+				 cut);
+	}
+	return NULL;
+}
+
+static int start_sweeper(int64_t timeout_ms)
+{
+	conn_timeout_ms = timeout_ms;
+	if (pipe2(sweeper_stop, O_CLOEXEC) != 0)
+		return -1;
+	if (pthread_create(&sweeper, NULL, sweep, NULL) != 0) {
+		close(sweeper_stop[0]);
+		close(sweeper_stop[1]);
+		sweeper_stop[0] = sweeper_stop[1] = -1;
+		return -1;
+	}
+	return 0;
+}
+
+static void stop_sweeper(void)
+{
+	if (sweeper_stop[1] < 0)
+		return;
+	(void)write(sweeper_stop[1], "x", 1);
+	pthread_join(sweeper, NULL);
+	close(sweeper_stop[0]);
+	close(sweeper_stop[1]);
+	sweeper_stop[0] = sweeper_stop[1] = -1;
+}
+
 struct req {
 	int64_t start;
 	bool started; /* the headers were seen */
@@ -159,8 +284,10 @@ static void req_end(void *cls, struct MHD_Connection *c, void **req_cls,
 		complain("%s: request not complete in time (policyd_timeout): connection closed",
 			 c != NULL ? peer_of(c, peer, sizeof(peer)) : "?");
 	}
-	if (c != NULL)
+	if (c != NULL) {
 		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S);
+		conn_mark(c, false);
+	}
 	if (r == NULL)
 		return;
 	free(r->body);
@@ -280,6 +407,7 @@ static enum MHD_Result answer(struct server *srv, struct MHD_Connection *c, stru
 	size_t out_len = 0;
 	int status;
 
+	conn_mark(c, true); /* the request is here: the sweeper leaves it be */
 	pthread_rwlock_rdlock(&srv->conf_lock);
 	struct pd_ctx ctx = { .conf = &srv->d.conf, .sink = &srv->d.sink, .sessions = srv->sessions };
 	status = pd_handle(&ctx, cmd, r->body != NULL ? r->body : "", r->len, out, sizeof(out),
@@ -416,6 +544,11 @@ static int start_http(struct server *srv)
 {
 	const struct ag_conf *c = &srv->d.conf;
 
+	if (start_sweeper(srv->timeout_ms) != 0) {
+		agd_log(AG_LVL_ERR, "cannot start the connection deadline thread: %s", strerror(errno));
+		return -1;
+	}
+
 	for (size_t i = 0; i < srv->nlisten; i++) {
 		struct pd_listen *l = &srv->listen[i];
 		unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
@@ -435,6 +568,7 @@ static int start_http(struct server *srv)
 			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
 			MHD_OPTION_URI_LOG_CALLBACK, req_begin, srv,
 			MHD_OPTION_NOTIFY_COMPLETED, req_end, srv,
+			MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
 			MHD_OPTION_END);
 		if (srv->mhd[i] == NULL) {
 			agd_log(AG_LVL_ERR, "cannot listen on %s (see above: in use, or not an address of this host?)",
@@ -453,6 +587,7 @@ static void stop_http(struct server *srv)
 	for (size_t i = 0; i < srv->nlisten; i++)
 		if (srv->mhd[i] != NULL)
 			MHD_stop_daemon(srv->mhd[i]);
+	stop_sweeper();
 }
 
 static void reload(struct server *srv)

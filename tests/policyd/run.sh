@@ -32,7 +32,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../dovecot/lib.sh" || exit 1
 POLICYD=${AG_TEST_POLICYD:-$(command -v authguard-policyd 2>/dev/null || true)}
 TIMEOUT=${AG_TEST_TIMEOUT:-90}
-NTESTS=34
+NTESTS=35
 
 # ------------------------------------------------------------------ skip, bail
 skip_all() {
@@ -455,6 +455,36 @@ main() {
 		grep -q 'command=report: request refused (400): not JSON' "$PLOG"; echo $?)" \
 		"policyd: each refused request is a warning line in its log" "$(tail -n 5 "$PLOG")"
 
+	# a peer that drips its request a byte at a time is cut at
+	# policyd_timeout (1 s), not kept open as long as it keeps sending
+	drip=$("$PYTHON" - "$PPORT" <<-'EOF'
+		import socket, sys, time
+		s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=15)
+		t0 = time.monotonic()
+		req = b"POST /?command=allow HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 200
+		state = "open"
+		try:
+		    for ch in req:
+		        s.send(bytes([ch]))
+		        time.sleep(0.25)
+		        if time.monotonic() - t0 > 10:
+		            break
+		    else:
+		        state = "sent"
+		    if state == "open" and s.recv(1) == b"":
+		        state = "closed"
+		except socket.timeout:
+		    state = "open"
+		except OSError:
+		    state = "closed"
+		print(state, round(time.monotonic() - t0, 1))
+	EOF
+	)
+	ok "$(case "$drip" in "closed "[0-4].*) true ;; *) false ;; esac; echo $?)" \
+		"policyd: a peer sending its request a byte every 0.25 s is cut within a few seconds (policyd_timeout 1s)" \
+		"client: $drip" "$(grep 'too slowly' "$PLOG" | tail -n 2)"
+
+	# (the library says "detected connection closure" for it: excused below)
 	# SIGHUP reads the key file again (and refuses a config with errors)
 	KEY2=new-key-$RANDOM
 	printf 'X-API-Key: %s\n' "$KEY2" >"$S/policyd.key"
@@ -530,7 +560,7 @@ main() {
 		skip "authguard-admin list bans" "AG_TEST_ADMIN not set and no authguard-admin in PATH"
 	fi
 	stop_policyd
-	perr=$(grep -iE 'error|fault|http: ' "$PLOG" | grep -vE 'bogus_key|has errors \(see above\)')
+	perr=$(grep -iE 'error|fault|http: ' "$PLOG" | grep -vE 'bogus_key|has errors \(see above\)|detected connection closure')
 	ok "$([ "$PSTATUS" = 0 ] && [ -z "$perr" ]; echo $?)" \
 		"policyd stopped again cleanly; its log has no error (but the bad config's) and no complaint from the HTTP library" \
 		"$perr"
