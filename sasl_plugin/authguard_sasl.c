@@ -337,7 +337,10 @@ static bool authorized(sasl_server_params_t *sp, const sasl_out_params_t *op)
 static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
 {
 	const sasl_utils_t *u = sp->utils;
-	if (in == NULL || len == 0)
+	/* an empty message is a step of LOGIN all the same (an empty name,
+	 * an empty password): skipping it would take the password for the
+	 * name, or let an empty password reach the back end unchecked */
+	if (in == NULL || (len == 0 && w->g->kind != MK_LOGIN))
 		return false;
 	w->data_steps++;
 	switch (w->g->kind) {

@@ -1067,6 +1067,25 @@ static void test_fallback_offers_no_client_mechanism(void **state)
 	assert_int_equal(run_client_plug(dir, priv), 0);
 }
 
+/* LOGIN's two messages may each be empty: an empty name is still the
+ * name's step (the password must not be taken for the user, nor land in
+ * the log), and an empty password is still the credential (a banned
+ * source is refused before the mechanism sees it). */
+static void test_login_empty_messages(void **state)
+{
+	const char *pw[] = { "SecretPw123", NULL };
+	const char *ban[] = { "rhost=198.51.100.77", "result=unchecked action=refuse reason=banned", NULL };
+
+	(void)state;
+	use_conf("ip_ban_after = 3\nuser_lock_after = 0\nspray_users = 0");
+	assert_int_not_equal(raw_auth("LOGIN", "", "SecretPw123", "198.51.100.76;1"), SASL_OK);
+	assert_int_equal(tu_count_lines(logpath, pw), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(raw_auth("LOGIN", "alice", "wrong", "198.51.100.77;1"), SASL_BADAUTH);
+	assert_int_not_equal(raw_auth("LOGIN", "alice", "", "198.51.100.77;1"), SASL_OK);
+	assert_int_equal(tu_count_lines(logpath, ban), 1);
+}
+
 int main(int argc, char **argv)
 {
 	const char *plugin = getenv("AG_TEST_SASL_PLUGIN");
@@ -1148,6 +1167,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_faults_are_seen_everywhere),
 		cmocka_unit_test(test_private_dir_serves_clients),
 		cmocka_unit_test(test_fallback_offers_no_client_mechanism),
+		cmocka_unit_test(test_login_empty_messages),
 		cmocka_unit_test(test_hot_password_refused_after_the_step),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
