@@ -92,7 +92,7 @@ sources() {
 	watch) echo "watch/rules.c" ;;
 	policyd) echo "policyd/map.c store/ag.c store/addr.c store/conf.c store/conf_cache.c store/hash.c
 		store/record.c store/policy.c store/store.c store/counters.c store/lists.c store/log.c store/guard.c
-		store/admin.c" ;;
+		store/admin.c store/sync.c store/sync_event.c store/sync_snap.c" ;;
 	sync) echo "store/sync_event.c store/addr.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
