@@ -140,8 +140,8 @@ int agd_start(struct agd *d, const char *name, const char *usage, const char *ex
 		return 2;
 	}
 	if (d->check_only) {
+		/* the config stays loaded: the daemon checks its own part */
 		printf("%s: config %s and store %s are usable\n", name, d->conf_path, d->conf.db_dir);
-		ag_conf_free(&d->conf);
 		return 1;
 	}
 	return 0;

@@ -33,8 +33,10 @@ struct agd {
  * defaults it was not given is a guard that is not what the admin
  * wrote), and open the store so that a store the daemon cannot use is
  * said at start, not at the first attempt.
- * Returns 0 to run, 1 when the daemon should exit 0 now (help, version,
- * -t passed), or 2 when it must exit with status 2 (reason printed).
+ * Returns 0 to run, 1 when the daemon should exit 0 now (help, version;
+ * with -t, d->check_only is set and the config is still loaded: the
+ * daemon checks its own part, then calls agd_finish()), or 2 when it must
+ * exit with status 2 (reason printed).
  */
 int agd_start(struct agd *d, const char *name, const char *usage, const char *extra,
 	      int (*opt)(struct agd *d, int letter, const char *arg), int argc, char **argv);

@@ -651,16 +651,6 @@ int main(int argc, char **argv)
 		return 0;
 	if (rc == 2)
 		return 2;
-	/* -t came back with the config freed: read it again for our part */
-	if (srv.d.check_only) {
-		int errors = 0;
-		ag_conf_init(&srv.d.conf);
-		errors = ag_conf_load(&srv.d.conf, srv.d.conf_path, NULL, NULL);
-		if (errors != 0) {
-			ag_conf_free(&srv.d.conf);
-			return 2;
-		}
-	}
 	srv.max_request = (size_t)srv.d.conf.policyd_max_request;
 	srv.timeout_ms = srv.d.conf.policyd_timeout;
 	if (load_key(&srv, &srv.d.conf, &srv.key, &srv.have_key) != 0 || check_listen(&srv) != 0) {

@@ -812,15 +812,12 @@ int main(int argc, char **argv)
 	if (rc == 1 && w.d.check_only) {
 		/* agd checked the config and the store; the rules and sources
 		 * too, from the same file */
-		struct ag_conf c;
-		ag_conf_init(&c);
-		int lr = ag_conf_load(&c, w.d.conf_path, NULL, NULL);
-		int ok = lr == 0 && configure(&c, &w.rules) == 0;
+		int ok = configure(&w.d.conf, &w.rules) == 0;
 		if (ok)
 			printf("%s: %zu rules, %zu sources\n", NAME, aw_rules_count(w.rules), w.n);
 		aw_rules_free(w.rules);
 		free_sources();
-		ag_conf_free(&c);
+		agd_finish(&w.d);
 		return ok ? 0 : 2;
 	}
 	if (rc != 0)
