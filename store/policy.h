@@ -29,6 +29,9 @@ enum ag_reason {
 	AG_WHY_SPRAY,       /* ban cause: too many distinct users */
 	AG_WHY_ADMIN,       /* ban cause: set by authguard-admin */
 	AG_WHY_SCORE,       /* tarpit cause: recent failures */
+	/* issue 14: slow time scale, attempts in flight */
+	AG_WHY_SLOW,        /* ban or lock cause: failures on slow_half_life */
+	AG_WHY_INFLIGHT,    /* refused: with the attempts in flight it would pass a threshold */
 };
 
 /* Short name for logs ("banned", "locked", ...). */
@@ -46,8 +49,17 @@ struct ag_view {
 	struct ag_src_rec src;   /* the host */
 	struct ag_src_rec net;   /* its network prefix */
 	struct ag_user_rec user;
-	struct ag_pair_rec pair; /* user x (host, or /ipv6_prefix for IPv6) */
+	struct ag_pair_rec pair; /* user x (host, or /ipv6_familiar_prefix for IPv6) */
 	bool w_src, w_net, w_user, w_pair; /* records to write back */
+	/* issue 14: the wider networks of the host (ipv4_prefixes /
+	 * ipv6_prefixes past the first), each banned at its own count
+	 * (wide_after; 0: never), and the attempts in flight (checked, not
+	 * yet recorded) from the host and at the user from unfamiliar places */
+	unsigned n_wide;
+	struct ag_src_rec wide[AG_PREFIX_LEVELS - 1];
+	uint32_t wide_after[AG_PREFIX_LEVELS - 1];
+	bool w_wide[AG_PREFIX_LEVELS - 1];
+	uint32_t flight_src, flight_user;
 };
 
 /* Initialise @v: empty records, nothing known. */
@@ -71,6 +83,7 @@ struct ag_events {
 	bool familiar_lost; /* and this failure ended that */
 	enum ag_reason ban_reason;
 	int64_t ban_until, lock_until;
+	bool slow_lock;     /* the lock is on the slow count (user_slow_lock_after) */
 };
 
 /* Tarpit delay for @n recent failures (pure arithmetic, capped). */
