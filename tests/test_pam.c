@@ -354,6 +354,60 @@ static void test_hostile_rhost_and_user(void **state)
 	assert_int_equal(lines("user_len=4095", "result=fail"), 1);
 }
 
+/* ---- issue 14: bursts, networks of several sizes ------------------------ */
+
+/* A new /64 and a new user name each try, all inside one /48: no /64
+ * ever fails twice, the /48 is banned at its count (60, the default),
+ * and the owner's familiar host inside it still logs in. */
+static void test_ipv6_rotation_in_48_banned_as_48(void **state)
+{
+	char addr[64], user[16];
+
+	(void)state;
+	use_conf("");
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:48:1::10"), PAM_SUCCESS);
+	int reached = 0;
+	for (int i = 0; i < 200; i++) {
+		snprintf(addr, sizeof(addr), "2001:db8:48:%x::%x", 0x100 + i, i + 1);
+		snprintf(user, sizeof(user), "u%02d", i % 50);
+		int rc = login(user, "nope", addr);
+		assert_int_equal(rc, PAM_AUTH_ERR);
+		reached = lines("result=fail", "rhost=2001:db8:48:");
+	}
+	print_message("/64 rotation inside one /48: %d of 200 reached the check\n", reached);
+	assert_int_equal(reached, 60);
+	assert_int_equal(lines("event=net_ban", "rhost=2001:db8:48:"), 1);
+	assert_int_equal(lines("reason=net_banned", "result=unchecked"), 140);
+	/* a stranger elsewhere in the /48 with a right password: refused */
+	assert_int_equal(login("bob", "bob-pw", "2001:db8:48:ffff::1"), PAM_AUTH_ERR);
+	/* the owner at home (her /64, another privacy address): in */
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:48:1::beef"), PAM_SUCCESS);
+	/* the next /48 is another network */
+	assert_int_equal(login("bob", "bob-pw", "2001:db8:49:1::1"), PAM_SUCCESS);
+}
+
+/* Networks banned as /48 (one level, as an admin raising ipv6_prefix to
+ * 48 used to): familiarity stays the /64's. A stranger in another /64 of
+ * the owner's /48 counts toward her lock and is refused once she is
+ * locked, while she logs in from her own /64. */
+static void test_stranger_in_owners_48_not_familiar(void **state)
+{
+	char addr[64];
+
+	(void)state;
+	use_conf("ipv6_prefixes = 48\nip_ban_after = 0\nspray_users = 0\n");
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:50:1::10"), PAM_SUCCESS);
+	for (int i = 0; i < 10; i++) {
+		snprintf(addr, sizeof(addr), "2001:db8:50:2::%x", i + 1);
+		fail_n(1, "alice", addr);
+	}
+	assert_int_equal(lines("event=lock", "user=\"alice\""), 1);
+	assert_int_equal(lines("familiar=yes", "rhost=2001:db8:50:2:"), 0);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:50:2::99"), PAM_AUTH_ERR);
+	assert_int_equal(lines("reason=locked", "rhost=2001:db8:50:2::99"), 1);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:50:1::77"), PAM_SUCCESS);
+}
+
 /* test_pam --hammer N USER PASSWORD RHOST READY_FD GO_FD: say ready,
  * wait for go, make N failed logins; exit 0 if every one failed. */
 static int hammer(char **argv)
@@ -416,6 +470,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_config_errors_in_the_log_file),
 		cmocka_unit_test(test_many_processes_lose_no_count),
 		cmocka_unit_test(test_hostile_rhost_and_user),
+		cmocka_unit_test(test_ipv6_rotation_in_48_banned_as_48),
+		cmocka_unit_test(test_stranger_in_owners_48_not_familiar),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0)
