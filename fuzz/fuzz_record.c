@@ -116,12 +116,14 @@ static void check_decoded(enum ag_rec_kind kind, const void *r)
 		CHECK(s->version == AG_REC_VERSION, "src version %u", s->version);
 		check_score(&s->fails, "src fails");
 		check_score(&s->spray, "src spray");
+		check_score(&s->slow, "src slow");
 		break;
 	}
 	case AG_REC_USER: {
 		const struct ag_user_rec *u = r;
 		CHECK(u->version == AG_REC_VERSION, "user version %u", u->version);
 		check_score(&u->fails, "user fails");
+		check_score(&u->slow, "user slow");
 		break;
 	}
 	case AG_REC_PAIR: {
