@@ -326,8 +326,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 		CHECK(ag_rec_size(kinds[i]) <= sizeof(r), "record larger than expected");
 		if (ag_rec_decode(kinds[i], data, size, &r) == 0) {
-			CHECK(size == ag_rec_size(kinds[i]), "decoded %zu bytes as kind %d", size,
-			      (int)kinds[i]);
+			/* a version 1 source or user is shorter (no slow count) */
+			uint32_t ver;
+			memcpy(&ver, data, sizeof(ver));
+			CHECK(size == ag_rec_size(kinds[i]) ||
+				      (ver == 1 && size < ag_rec_size(kinds[i]) &&
+				       (kinds[i] == AG_REC_SRC || kinds[i] == AG_REC_USER)),
+			      "decoded %zu bytes as kind %d", size, (int)kinds[i]);
 			check_decoded(kinds[i], &r);
 			run_whole(kinds[i], &r);
 		}
