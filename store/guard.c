@@ -49,6 +49,7 @@ struct op {
 	/* issue 14: the wider networks' keys; the attempt's in-flight mark */
 	uint8_t wkey[AG_PREFIX_LEVELS - 1][AG_SRC_KEY_LEN];
 	bool want_flight; /* check: mark the attempt as in flight */
+	bool may_fly;     /* check: the caller records it (AG_CHECK_INFLIGHT) */
 };
 
 /* ---- faults ------------------------------------------------------------ */
@@ -542,12 +543,13 @@ static enum ag_scan_op flight_visit(void *ctx, const void *key, size_t klen, con
 	return AG_SCAN_NEXT;
 }
 
-/* Whether this check marks its attempt: one that goes on (tarpitted or
- * not) from a place unfamiliar to its user, in enforce mode. An owner's
+/* Whether this check marks its attempt: one whose caller records it
+ * (AG_CHECK_INFLIGHT) that goes on (tarpitted or not) from a place
+ * unfamiliar to its user, in enforce mode. An owner's
  * login from home stays a read-only check. */
 static bool flight_wanted(const struct op *op, const struct ag_verdict *vd)
 {
-	return op->c->inflight_max > 0 && op->c->mode == AG_MODE_ENFORCE &&
+	return op->may_fly && op->c->inflight_max > 0 && op->c->mode == AG_MODE_ENFORCE &&
 	       vd->action != AG_ACT_REFUSE && !op->v.trusted && !vd->familiar &&
 	       ((op->v.has_addr && !op->v.proxy) || op->v.has_user);
 }
@@ -837,6 +839,7 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 	struct op op;
 	int rc = op_prepare(&op, c, sink, a);
 
+	op.may_fly = (flags & AG_CHECK_INFLIGHT) != 0;
 	config_fault(c, sink);
 	if (rc == 0)
 		rc = with_retry(&op, check_fn, &vd);

@@ -1207,7 +1207,7 @@ static void *burst_run(void *p)
 	struct ag_attempt a = att("alice", "203.0.113.77");
 	struct ag_ticket tk;
 
-	b->d = ag_guard_check_ex(&b->f->c, &s, &a, AG_CHECK_NOSLEEP, &tk);
+	b->d = ag_guard_check_ex(&b->f->c, &s, &a, AG_CHECK_NOSLEEP | AG_CHECK_INFLIGHT, &tk);
 	pthread_barrier_wait(b->checked);
 	if (b->d == AG_PROCEED)
 		ag_guard_record(&b->f->c, &s, &a, false, "nope", &tk);
@@ -1281,6 +1281,8 @@ static void test_parallel_burst_held_to_threshold(void **state)
 	assert_int_equal(marks, 0);
 }
 
+#define FLY (AG_CHECK_NOSLEEP | AG_CHECK_INFLIGHT)
+
 /* A mark whose attempt is never recorded (a killed worker) goes at its
  * expiry: the source is not held for ever. */
 static void test_inflight_mark_expires(void **state)
@@ -1293,11 +1295,15 @@ static void test_inflight_mark_expires(void **state)
 	f->c.ip_ban_after = 3;
 	f->c.user_lock_after = 0;
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, AG_CHECK_NOSLEEP, &tk), AG_PROCEED);
-	assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, AG_CHECK_NOSLEEP, &tk), AG_REFUSE);
+		assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, FLY, &tk), AG_PROCEED);
+	assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, FLY, &tk), AG_REFUSE);
 	assert_int_equal(tk.reason, AG_WHY_INFLIGHT);
 	fake_ms += f->c.inflight_ttl + f->c.tarpit_max + 1;
-	assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, AG_CHECK_NOSLEEP, &tk), AG_PROCEED);
+	assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, FLY, &tk), AG_PROCEED);
+	/* a caller that only checks leaves no mark */
+	fake_ms += f->c.inflight_ttl + f->c.tarpit_max + 1;
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, AG_CHECK_NOSLEEP, &tk), AG_PROCEED);
 }
 
 /* One guess every 97 s at one mailbox, each from a fresh address, for
