@@ -1196,6 +1196,7 @@ struct burst {
 	struct fx *f;
 	pthread_barrier_t *checked;
 	enum ag_decision d;
+	char user[16], addr[32];
 };
 
 /* Check, wait until every thread has checked, then record a failure:
@@ -1204,7 +1205,7 @@ static void *burst_run(void *p)
 {
 	struct burst *b = p;
 	struct ag_sink s = { sink, b->f };
-	struct ag_attempt a = att("alice", "203.0.113.77");
+	struct ag_attempt a = att(b->user, b->addr);
 	struct ag_ticket tk;
 
 	b->d = ag_guard_check_ex(&b->f->c, &s, &a, AG_CHECK_NOSLEEP | AG_CHECK_INFLIGHT, &tk);
@@ -1225,9 +1226,10 @@ static enum ag_scan_op count_visit(void *ctx, const void *key, size_t klen, cons
 	return AG_SCAN_NEXT;
 }
 
-/* 64 guesses from one address in 64 threads, all checked before any is
- * recorded: how many reach the password check. */
-static int burst_of_64(struct fx *f)
+/* 64 guesses in 64 threads, all checked before any is recorded, at
+ * alice from one address, or (@spread) at bob from 64: how many reach
+ * the password check. */
+static int burst_of_64(struct fx *f, bool spread)
 {
 	enum { N = 64 };
 	struct burst b[N];
@@ -1237,7 +1239,11 @@ static int burst_of_64(struct fx *f)
 
 	assert_int_equal(pthread_barrier_init(&checked, NULL, N), 0);
 	for (int i = 0; i < N; i++) {
-		b[i] = (struct burst){ f, &checked, AG_REFUSE };
+		b[i] = (struct burst){ f, &checked, AG_REFUSE, "alice", "203.0.113.77" };
+		if (spread) {
+			snprintf(b[i].user, sizeof(b[i].user), "bob");
+			snprintf(b[i].addr, sizeof(b[i].addr), "198.18.%d.1", i);
+		}
 		assert_int_equal(pthread_create(&th[i], NULL, burst_run, &b[i]), 0);
 	}
 	for (int i = 0; i < N; i++) {
@@ -1259,11 +1265,11 @@ static void test_parallel_burst_held_to_threshold(void **state)
 	f->c.ip_ban_after = 10;
 	f->c.user_lock_after = 0;
 	f->c.inflight_max = 0;
-	int before = burst_of_64(f);
+	int before = burst_of_64(f, false);
 	ag_store_forget_all();
 	tu_rmrf(f->c.db_dir);
 	f->c.inflight_max = 4096;
-	int after = burst_of_64(f);
+	int after = burst_of_64(f, false);
 	print_message("64 parallel guesses, ip_ban_after = 10: %d reached the check before, %d after\n",
 		      before, after);
 	assert_int_equal(before, 64);
@@ -1279,6 +1285,15 @@ static void test_parallel_burst_held_to_threshold(void **state)
 	assert_int_equal(ag_txn_scan(t, AG_DB_SLOT, &mark, 1, count_visit, &marks), 0);
 	ag_txn_abort(t);
 	assert_int_equal(marks, 0);
+	/* at one user from 64 addresses: held to user_lock_after */
+	f->c.ip_ban_after = 0;
+	f->c.net_ban_after = 0;
+	f->c.user_lock_after = 10;
+	int at_user = burst_of_64(f, true);
+	print_message("64 parallel guesses at one user from 64 addresses, user_lock_after = 10: "
+		      "%d reached the check\n", at_user);
+	assert_int_equal(at_user, 10);
+	assert_int_equal(try(f, "bob", "198.18.200.1", true, NULL), AG_REFUSE); /* locked */
 }
 
 #define FLY (AG_CHECK_NOSLEEP | AG_CHECK_INFLIGHT)
