@@ -15,6 +15,9 @@
  * -S: a child process flushes the store every 500 ms while the attempts
  * run, as authguard-admin flush --every 500ms does (issue 15): then no
  * attempt flushes itself. Compare the slowest attempts with and without.
+ * -o KEY=VALUE (repeatable): a config key on top (after the rules are
+ * turned off), e.g. -o inflight_max=0 -o ipv6_prefixes=64 for what an
+ * attempt cost before issue 14's marks and /48 level.
  */
 #include "config.h"
 
@@ -184,10 +187,12 @@ static pid_t start_syncer(const struct ag_conf *c)
 }
 
 static bool no_spray;
+static const char *extra_keys[16];
+static int n_extra;
 
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O]\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-o KEY=VALUE]...\n",
 		prog);
 	return 2;
 }
@@ -204,6 +209,11 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 	c.ip_ban_after = c.net_ban_after = c.spray_users = c.user_lock_after = 0;
 	if (no_spray) /* -O: without hot passwords and waves (issue 14), for a before/after */
 		c.spray_password_users = c.wave_factor = 0;
+	if (ag_conf_apply_args(&c, n_extra, extra_keys, NULL, NULL) != 0) {
+		fprintf(stderr, "bench_guard: bad -o\n");
+		ag_conf_free(&c);
+		return 1;
+	}
 
 	double *lat = malloc(attempts * sizeof(*lat));
 	if (lat == NULL) {
@@ -268,7 +278,7 @@ int main(int argc, char **argv)
 	bool flood = false, banned = false, syncer = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSO")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOo:")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -279,6 +289,11 @@ int main(int argc, char **argv)
 		case 'B': banned = true; break;
 		case 'S': syncer = true; break;
 		case 'O': no_spray = true; break;
+		case 'o':
+			if (n_extra == (int)(sizeof(extra_keys) / sizeof(extra_keys[0])))
+				return usage(argv[0]);
+			extra_keys[n_extra++] = optarg;
+			break;
 		default: return usage(argv[0]);
 		}
 	}

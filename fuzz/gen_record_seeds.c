@@ -15,6 +15,8 @@
  */
 #include "config.h"
 
+#include <stddef.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,6 +157,15 @@ int main(int argc, char **argv)
 	memcpy(longer, &attack.user, sizeof(attack.user));
 	longer[sizeof(attack.user)] = 0;
 	put("user-plus-one", longer, sizeof(longer));
+
+	/* version 1 records (before the slow counts, issue 14): read as
+	 * version 2 with the slow counts at zero */
+	struct ag_src_rec v1s = attack.src;
+	v1s.version = 1;
+	put("src-version-1", &v1s, offsetof(struct ag_src_rec, slow));
+	struct ag_user_rec v1u = attack.user;
+	v1u.version = 1;
+	put("user-version-1", &v1u, offsetof(struct ag_user_rec, slow));
 
 	/* damaged: each must be rejected */
 	struct ag_src_rec bad = attack.src;

@@ -189,7 +189,8 @@ static void run_preauth(pam_handle_t *pamh, const struct ag_conf *c,
 	struct ag_ticket local;
 
 	get_attempt(pamh, &a, true);
-	*d = ag_guard_check(c, sink, &a, t != NULL ? t : &local);
+	/* the stack's authfail / authsucc record it: in flight until then */
+	*d = ag_guard_check_ex(c, sink, &a, AG_CHECK_INFLIGHT, t != NULL ? t : &local);
 	/* record against the name checked here, even if a later module
 	 * rewrites PAM_USER (Dovecot reads it back; maps are supported) */
 	char *name = a.user != NULL ? strdup(a.user) : NULL;

@@ -17,6 +17,7 @@
  * and T_CIDRS keys may be given on several lines, entries accumulate. */
 enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_SIZE, T_CIDRS, T_STRING,
 	     T_STRLIST,
+	     T_PREFIXES, /* "LEN[:AFTER] ...", into a struct ag_prefixes */
 	     T_DOMAINS /* mail domains, comma- or blank-separated, into a struct ag_strlist */ };
 
 struct ckey {
@@ -86,6 +87,17 @@ static const struct ckey keys[] = {
 	{ "sync_stream_max", T_COUNT, OFF(sync_stream_max), 1000, 100000000, "1000000" },
 	{ "sync_outbox_max", T_COUNT, OFF(sync_outbox_max), 100, 100000000, "100000" },
 	{ "sync_snapshot_every", T_DURATION, OFF(sync_snapshot_every), SEC, DAY, "5m" },
+	/* prefix hierarchy, slow time scale, attempts in flight (issue 14);
+	 * min/max of a T_PREFIXES key bound its lengths */
+	{ "ipv4_prefixes", T_PREFIXES, OFF(ipv4_prefixes), 8, 32, "24" },
+	{ "ipv6_prefixes", T_PREFIXES, OFF(ipv6_prefixes), 16, 128, "64 48:60" },
+	{ "ipv6_familiar_prefix", T_COUNT, OFF(ipv6_familiar_prefix), 16, 128, "64" },
+	{ "slow_half_life", T_DURATION, OFF(slow_half_life), SEC, 365 * DAY, "1d" },
+	{ "ip_slow_ban_after", T_COUNT, OFF(ip_slow_ban_after), 0, 1000000, "40" },
+	{ "user_slow_lock_after", T_COUNT, OFF(user_slow_lock_after), 0, 1000000, "30" },
+	{ "user_slow_lock_time", T_DURATION, OFF(user_slow_lock_time), SEC, 365 * DAY, "6h" },
+	{ "inflight_max", T_COUNT, OFF(inflight_max), 0, 100000, "4096" },
+	{ "inflight_ttl", T_DURATION, OFF(inflight_ttl), SEC, 3600 * SEC, "30s" },
 };
 
 _Static_assert(AG_ARRAY_LEN(keys) <= AG_ARRAY_LEN(((struct ag_conf *)0)->set_line),
@@ -330,8 +342,139 @@ static int parse_domains(const char *key, const char *s, struct ag_strlist *out,
 	return 0;
 }
 
+/* ---- network levels (issue 14) ------------------------------------------ */
+
+/* Keep @p longest prefix first, one entry per length (the first given
+ * wins): the guard reads level 0 as the network of ipv4_prefix /
+ * ipv6_prefix, the one tarpit slots are counted against. */
+static void prefixes_sort(struct ag_prefixes *p)
+{
+	for (uint32_t i = 1; i < p->n; i++)
+		for (uint32_t j = i; j > 0 && p->len[j] > p->len[j - 1]; j--) {
+			uint32_t l = p->len[j], a = p->after[j];
+			p->len[j] = p->len[j - 1];
+			p->after[j] = p->after[j - 1];
+			p->len[j - 1] = l;
+			p->after[j - 1] = a;
+		}
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < p->n; i++)
+		if (n == 0 || p->len[i] != p->len[n - 1]) {
+			p->len[n] = p->len[i];
+			p->after[n++] = p->after[i];
+		}
+	p->n = n;
+}
+
+/* "LEN[:AFTER] ..." (blank- or comma-separated), 1 to AG_PREFIX_LEVELS
+ * distinct lengths from k->min to k->max; AFTER is a count (0: no ban at
+ * that level), absent: net_ban_after. */
+static int parse_prefixes(const struct ckey *k, const char *s, struct ag_prefixes *out, char *err,
+			  size_t errlen)
+{
+	struct ag_prefixes p = { 0 };
+	char word[32];
+
+	while (*s != '\0') {
+		size_t n = strcspn(s, ", \t");
+		if (n == 0) {
+			s++;
+			continue;
+		}
+		const char *w = s;
+		s += n;
+		bool ok = n < sizeof(word) && p.n < AG_PREFIX_LEVELS;
+		uint32_t len = 0, after = 0;
+		if (ok) {
+			memcpy(word, w, n);
+			word[n] = '\0';
+			char *colon = strchr(word, ':');
+			if (colon != NULL)
+				*colon = '\0';
+			ok = parse_count(word, k->min, k->max, &len) == 0 &&
+			     (colon == NULL || parse_count(colon + 1, 0, 1000000, &after) == 0);
+			/* 0 in the record means "net_ban_after": keep an
+			 * explicit 0 apart as UINT32_MAX ("never") */
+			if (ok && colon != NULL && after == 0)
+				after = UINT32_MAX;
+		}
+		if (!ok) {
+			snprintf(err, errlen,
+				 "%s takes 1 to %d prefix lengths from %lld to %lld, each as LEN or "
+				 "LEN:FAILURES, not '%.*s'",
+				 k->name, AG_PREFIX_LEVELS, (long long)k->min, (long long)k->max,
+				 (int)(n < 64 ? n : 64), w);
+			return AG_ECONF;
+		}
+		p.len[p.n] = len;
+		p.after[p.n++] = after;
+	}
+	if (p.n == 0) {
+		snprintf(err, errlen, "%s needs at least one prefix length", k->name);
+		return AG_ECONF;
+	}
+	prefixes_sort(&p);
+	*out = p;
+	return 0;
+}
+
+/* Make @len the narrowest level of @p (keeping that level's count);
+ * levels as narrow or narrower go. */
+static void prefixes_narrowest(struct ag_prefixes *p, uint32_t len)
+{
+	uint32_t n = 1;
+
+	if (p->n == 0)
+		p->after[0] = 0;
+	p->len[0] = len;
+	for (uint32_t i = 1; i < p->n; i++)
+		if (p->len[i] < len) {
+			p->len[n] = p->len[i];
+			p->after[n++] = p->after[i];
+		}
+	p->n = n;
+}
+
+/* ipv4_prefix / ipv6_prefix name the narrowest level of ipv4_prefixes /
+ * ipv6_prefixes: setting either sets the other (the later line wins). */
+static void prefixes_sync(struct ag_conf *c, const struct ckey *k)
+{
+	if (k->off == OFF(ipv4_prefixes))
+		c->ipv4_prefix = c->ipv4_prefixes.len[0];
+	else if (k->off == OFF(ipv6_prefixes))
+		c->ipv6_prefix = c->ipv6_prefixes.len[0];
+	else if (k->off == OFF(ipv4_prefix))
+		prefixes_narrowest(&c->ipv4_prefixes, c->ipv4_prefix);
+	else if (k->off == OFF(ipv6_prefix))
+		prefixes_narrowest(&c->ipv6_prefixes, c->ipv6_prefix);
+}
+
+static void dump_prefixes(const struct ag_prefixes *p, FILE *out)
+{
+	for (uint32_t i = 0; i < p->n; i++) {
+		fprintf(out, "%s%u", i ? " " : "", p->len[i]);
+		if (p->after[i] == UINT32_MAX)
+			fputs(":0", out);
+		else if (p->after[i] != 0)
+			fprintf(out, ":%u", p->after[i]);
+	}
+}
+
+static int set_value_raw(struct ag_conf *c, const struct ckey *k, const char *v, bool append,
+			 char *err, size_t errlen);
+
 static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, bool append,
 		     char *err, size_t errlen)
+{
+	int rc = set_value_raw(c, k, v, append, err, errlen);
+
+	if (rc == 0)
+		prefixes_sync(c, k);
+	return rc;
+}
+
+static int set_value_raw(struct ag_conf *c, const struct ckey *k, const char *v, bool append,
+			 char *err, size_t errlen)
 {
 	void *field = (char *)c + k->off;
 	int64_t d;
@@ -461,6 +604,8 @@ static int set_value(struct ag_conf *c, const struct ckey *k, const char *v, boo
 		*(struct ag_strlist *)field = tmp;
 		return 0;
 	}
+	case T_PREFIXES:
+		return parse_prefixes(k, v, field, err, errlen);
 	}
 	return AG_ECONF;
 }
@@ -805,6 +950,7 @@ void ag_conf_dump(const struct ag_conf *c, FILE *out)
 			break;
 		case T_CIDRS: dump_cidrs(field, out); break;
 		case T_STRING: fputs(field, out); break;
+		case T_PREFIXES: dump_prefixes(field, out); break;
 		case T_DOMAINS: {
 			const struct ag_strlist *l = field;
 			for (size_t j = 0; j < l->n; j++)

@@ -23,6 +23,16 @@ struct ag_strlist {
 	size_t n;
 };
 
+/* Network levels of one address family (ipv4_prefixes, ipv6_prefixes):
+ * prefix lengths, longest (narrowest) first, each with the failures that
+ * ban a network of that size (0: net_ban_after). */
+#define AG_PREFIX_LEVELS 3
+struct ag_prefixes {
+	uint32_t n;
+	uint32_t len[AG_PREFIX_LEVELS];
+	uint32_t after[AG_PREFIX_LEVELS];
+};
+
 /* Longest value of a string key (with NUL). */
 #define AG_CONF_STR_MAX 1024
 
@@ -88,8 +98,18 @@ struct ag_conf {
 	uint32_t sync_stream_max;          /* XADD MAXLEN ~ */
 	uint32_t sync_outbox_max;          /* events kept while Redis is away */
 	int64_t sync_snapshot_every;       /* publish a snapshot this often */
+	/* prefix hierarchy, slow time scale, attempts in flight (issue 14) */
+	struct ag_prefixes ipv4_prefixes;  /* [0].len is ipv4_prefix */
+	struct ag_prefixes ipv6_prefixes;  /* [0].len is ipv6_prefix */
+	uint32_t ipv6_familiar_prefix;     /* the unit of familiarity for IPv6 */
+	int64_t slow_half_life;            /* the second, slow time scale */
+	uint32_t ip_slow_ban_after;
+	uint32_t user_slow_lock_after;
+	int64_t user_slow_lock_time;
+	uint32_t inflight_max;             /* host-wide marks; 0: not counted */
+	int64_t inflight_ttl;
 	/* bookkeeping: line on which each key was set (0 = default) */
-	unsigned set_line[64];
+	unsigned set_line[96];
 	/* the last load could not read its file, or ran out of memory
 	 * parsing it (errno; 0 = neither): the built-in defaults are in force
 	 * (all or in part), and every attempt line and a fault line say so */

@@ -53,6 +53,10 @@ struct op {
 	bool wrote; /* a write transaction was committed */
 	struct ag_verdict ro; /* check: the read-only pass's verdict */
 	bool have_ro;
+	/* issue 14: the wider networks' keys; the attempt's in-flight mark */
+	uint8_t wkey[AG_PREFIX_LEVELS - 1][AG_SRC_KEY_LEN];
+	bool want_flight; /* check: mark the attempt as in flight */
+	bool may_fly;     /* check: the caller records it (AG_CHECK_INFLIGHT) */
 };
 
 /* ---- faults ------------------------------------------------------------ */
@@ -203,6 +207,29 @@ static const char *config_state(const struct ag_conf *c)
 
 /* ---- resolving an attempt ---------------------------------------------- */
 
+/* The host's wider networks: the levels of ipv4_prefixes / ipv6_prefixes
+ * past the first (which is op->net), each with its own ban count. */
+static void wide_prepare(struct op *op)
+{
+	const struct ag_prefixes *p = op->host.family == AG_AF_INET ? &op->c->ipv4_prefixes
+								   : &op->c->ipv6_prefixes;
+
+	op->v.n_wide = 0;
+	for (uint32_t i = 1; i < p->n && i < AG_PREFIX_LEVELS; i++) {
+		struct ag_addr w;
+		unsigned k = op->v.n_wide;
+		if (p->len[i] >= op->net.plen)
+			continue; /* not wider than the first level (an old ipv6_prefix) */
+		ag_addr_prefix(&op->host, p->len[i], &w);
+		ag_src_key(&w, op->wkey[k]);
+		/* net_ban_after = 0 keeps its old meaning: no network bans */
+		op->v.wide_after[k] = op->c->net_ban_after == 0 || p->after[i] == UINT32_MAX ? 0
+				      : p->after[i] == 0 ? op->c->net_ban_after
+							 : p->after[i];
+		op->v.n_wide++;
+	}
+}
+
 static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_sink *sink,
 		      const struct ag_attempt *a)
 {
@@ -217,10 +244,16 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 		op->v.has_addr = true;
 		ag_addr_prefix(&op->host, plen, &op->net);
 		/* IPv6 clients rotate privacy addresses inside their prefix:
-		 * familiarity follows the prefix there, the host for IPv4. */
-		op->pairsrc = op->host.family == AG_AF_INET ? op->host : op->net;
+		 * familiarity follows that prefix there (ipv6_familiar_prefix,
+		 * apart from the ban levels: a /48 banned as one network must
+		 * not make the whole /48 familiar), the host for IPv4. */
+		if (op->host.family == AG_AF_INET)
+			op->pairsrc = op->host;
+		else
+			ag_addr_prefix(&op->host, c->ipv6_familiar_prefix, &op->pairsrc);
 		ag_src_key(&op->host, op->hkey);
 		ag_src_key(&op->net, op->nkey);
+		wide_prepare(op);
 		op->v.trusted = ag_cidrs_match(&c->trusted, &op->host);
 		op->v.proxy = ag_cidrs_match(&c->proxies, &op->host);
 		op->v.denied = ag_cidrs_match(&c->deny, &op->host);
@@ -325,6 +358,9 @@ static int op_load(struct op *op, struct ag_txn *t)
 		if (rc == 0)
 			rc = read_rec(op, t, AG_DB_SRC, op->nkey, sizeof(op->nkey), AG_REC_SRC, &op->v.net,
 				      NULL);
+		for (unsigned i = 0; rc == 0 && i < op->v.n_wide; i++)
+			rc = read_rec(op, t, AG_DB_SRC, op->wkey[i], AG_SRC_KEY_LEN, AG_REC_SRC,
+				      &op->v.wide[i], NULL);
 	}
 	if (rc == 0 && op->v.has_user) {
 		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user,
@@ -353,6 +389,10 @@ static int op_save(struct op *op, struct ag_txn *t)
 		rc = ag_txn_put(t, AG_DB_PAIR, op->pkey, op->plen, &v->pair, sizeof(v->pair));
 	if (rc == 0)
 		rc = save_spray(op, t);
+	for (unsigned i = 0; rc == 0 && i < v->n_wide; i++)
+		if (v->w_wide[i])
+			rc = ag_txn_put(t, AG_DB_SRC, op->wkey[i], AG_SRC_KEY_LEN, &v->wide[i],
+					sizeof(v->wide[i]));
 	return rc;
 }
 
@@ -386,6 +426,11 @@ static int bump_stats(struct ag_txn *t, const struct ag_stats *d)
 /* ---- the tarpit ---------------------------------------------------------- */
 
 static _Atomic uint32_t slot_seq;
+
+/* In-flight marks share AG_DB_SLOT with the tarpit slots (see
+ * flight_count()) under keys of their own. */
+#define FLIGHT_MARK 0xff
+#define FLIGHT_KEY_LEN 17
 
 struct slot_scan {
 	int64_t now;
@@ -424,6 +469,8 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 	if (klen == 16)
 		for (int i = 0; i < 8; i++)
 			end = (end << 8) | k[i];
+	if (klen == FLIGHT_KEY_LEN && k[0] == FLIGHT_MARK)
+		return AG_SCAN_STOP; /* the in-flight marks sort after every slot */
 	if (klen != 16 || end <= ss->now)
 		return AG_SCAN_DELETE;
 	if (vlen == ss->olen && memcmp(val, ss->owner, vlen) == 0)
@@ -466,6 +513,127 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 	memcpy(key + 8, &pid, 4);
 	memcpy(key + 12, &seq, 4);
 	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), ss.owner, ss.olen);
+}
+
+/* ---- attempts in flight (issue 14) ------------------------------------------ */
+
+/* An attempt that passed the check and is not recorded yet (its password
+ * being checked, or sleeping in the tarpit) leaves a mark in AG_DB_SLOT:
+ * FLIGHT_MARK, its expiry (8 bytes, big-endian), pid and a sequence
+ * number; the value says whose it is: the host's key (when source rules
+ * apply to it), the user's keyed hash. FLIGHT_MARK sorts the marks after
+ * every tarpit slot (whose keys begin with their expiry's top byte, 0
+ * for ages to come). The check that would take a source or a user past
+ * a threshold if everything in flight failed is refused (policy:
+ * inflight_full()), so a parallel burst is held to the thresholds: the
+ * check and its mark are one write transaction, and write transactions
+ * are serialised. The record drops one matching mark; a mark whose
+ * attempt never comes back (a killed process, a front end that never
+ * records) goes at its expiry: now + tarpit delay + inflight_ttl. At most
+ * inflight_max marks live host-wide; past that an attempt goes on
+ * unmarked (as before issue 14) rather than being refused. */
+#define FLIGHT_VAL_LEN (1 + AG_SRC_KEY_LEN + 4)
+#define FLIGHT_HAS_SRC 1u
+#define FLIGHT_HAS_USER 2u
+
+struct flight_scan {
+	int64_t now;
+	uint8_t val[FLIGHT_VAL_LEN]; /* this attempt's */
+	uint32_t live, src, user;
+	bool drop;                   /* record: delete the first match */
+	bool dropped;
+};
+
+static void flight_val(const struct op *op, uint8_t val[FLIGHT_VAL_LEN])
+{
+	memset(val, 0, FLIGHT_VAL_LEN);
+	if (op->v.has_addr && !op->v.proxy) {
+		val[0] |= FLIGHT_HAS_SRC;
+		memcpy(val + 1, op->hkey, AG_SRC_KEY_LEN);
+	}
+	if (op->v.has_user) {
+		val[0] |= FLIGHT_HAS_USER;
+		memcpy(val + 1 + AG_SRC_KEY_LEN, &op->v.user_hash, 4);
+	}
+}
+
+static enum ag_scan_op flight_visit(void *ctx, const void *key, size_t klen, const void *val,
+				    size_t vlen)
+{
+	struct flight_scan *fs = ctx;
+	const uint8_t *k = key, *v = val, *mine = fs->val;
+	int64_t end = 0;
+
+	if (klen != FLIGHT_KEY_LEN || vlen != FLIGHT_VAL_LEN)
+		return AG_SCAN_DELETE;
+	for (int i = 1; i < 9; i++)
+		end = (end << 8) | k[i];
+	if (end <= fs->now)
+		return AG_SCAN_DELETE;
+	bool src = (v[0] & mine[0] & FLIGHT_HAS_SRC) && memcmp(v + 1, mine + 1, AG_SRC_KEY_LEN) == 0;
+	bool user = (v[0] & mine[0] & FLIGHT_HAS_USER) &&
+		    memcmp(v + 1 + AG_SRC_KEY_LEN, mine + 1 + AG_SRC_KEY_LEN, 4) == 0;
+	if (fs->drop && !fs->dropped && memcmp(v, mine, FLIGHT_VAL_LEN) == 0) {
+		fs->dropped = true;
+		return AG_SCAN_DELETE;
+	}
+	fs->live++;
+	fs->src += src;
+	fs->user += user;
+	return AG_SCAN_NEXT;
+}
+
+/* Whether this check marks its attempt: one whose caller records it
+ * (AG_CHECK_INFLIGHT) that goes on (tarpitted or not) from a place
+ * unfamiliar to its user, in enforce mode. An owner's
+ * login from home stays a read-only check. */
+static bool flight_wanted(const struct op *op, const struct ag_verdict *vd)
+{
+	return op->may_fly && op->c->inflight_max > 0 && op->c->mode == AG_MODE_ENFORCE &&
+	       vd->action != AG_ACT_REFUSE && !op->v.trusted && !vd->familiar &&
+	       ((op->v.has_addr && !op->v.proxy) || op->v.has_user);
+}
+
+/* Count the live marks of this attempt's host and user into the view
+ * (dropping expired ones); *live_r: all live marks. */
+static int flight_count(struct op *op, struct ag_txn *t, uint32_t *live_r)
+{
+	uint8_t prefix = FLIGHT_MARK;
+	struct flight_scan fs = { .now = op->now };
+
+	flight_val(op, fs.val);
+	int rc = ag_txn_scan(t, AG_DB_SLOT, &prefix, 1, flight_visit, &fs);
+	op->v.flight_src = fs.src;
+	op->v.flight_user = fs.user;
+	*live_r = fs.live;
+	return rc;
+}
+
+static int flight_put(struct op *op, struct ag_txn *t, int64_t delay_ms)
+{
+	uint8_t key[FLIGHT_KEY_LEN], val[FLIGHT_VAL_LEN];
+	int64_t end = op->now + delay_ms + op->c->inflight_ttl;
+	uint32_t pid = (uint32_t)getpid(), seq = atomic_fetch_add(&slot_seq, 1);
+
+	key[0] = FLIGHT_MARK;
+	for (int i = 0; i < 8; i++)
+		key[1 + i] = (uint8_t)(end >> (56 - 8 * i));
+	memcpy(key + 9, &pid, 4);
+	memcpy(key + 13, &seq, 4);
+	flight_val(op, val);
+	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), val, sizeof(val));
+}
+
+/* The record: the attempt is no longer in flight (its first mark goes). */
+static int flight_drop(struct op *op, struct ag_txn *t)
+{
+	uint8_t prefix = FLIGHT_MARK;
+	struct flight_scan fs = { .now = op->now, .drop = true };
+
+	if (op->c->inflight_max == 0 || op->v.trusted)
+		return 0;
+	flight_val(op, fs.val);
+	return ag_txn_scan(t, AG_DB_SLOT, &prefix, 1, flight_visit, &fs);
 }
 
 static void sleep_ms(int64_t ms)
@@ -518,7 +686,9 @@ static void log_attempt(struct op *op, const char *result, const struct ag_ticke
 	if (ev != NULL) {
 		snprintf(event, sizeof(event), "%s%s%s%s", ev->host_banned ? "ban" : "",
 			 ev->host_banned && ev->net_banned ? "+" : "", ev->net_banned ? "net_ban" : "",
-			 ev->user_locked ? (ev->host_banned || ev->net_banned ? "+lock" : "lock") : "");
+			 !ev->user_locked ? ""
+			 : ev->slow_lock ? (ev->host_banned || ev->net_banned ? "+slow_lock" : "slow_lock")
+			 : ev->host_banned || ev->net_banned ? "+lock" : "lock");
 		if (ev->wave_started || ev->wave_ended) /* event=...wave_start, wave_end */
 			snprintf(event + strlen(event), sizeof(event) - strlen(event), "%swave_%s",
 				 event[0] != '\0' ? "+" : "", ev->wave_started ? "start" : "end");
@@ -567,11 +737,18 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 	rc = op_load(op, t);
 	if (rc != 0)
 		goto fail;
+	uint32_t flights = 0;
+	if (write && op->want_flight) {
+		rc = flight_count(op, t, &flights);
+		if (rc != 0)
+			goto fail;
+	}
 	ag_policy_check(op->c, &op->v, op->now, vd);
 	if (!write) {
 		ag_txn_abort(t);
-		if (op->damaged)
-			return AG_EAGAIN_WRITE;
+		op->want_flight = flight_wanted(op, vd);
+		if (op->damaged || op->want_flight)
+			return AG_EAGAIN_WRITE; /* the mark is a write */
 		if (enforce && vd->action == AG_ACT_REFUSE && ag_store_counters(op->s) != NULL) {
 			count_refusal(op);
 			return 0;
@@ -592,6 +769,11 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 			op->v.src.n_refused++;
 			op->v.w_src = op->v.has_addr;
 		}
+	}
+	if (op->want_flight && flights < op->c->inflight_max && flight_wanted(op, vd)) {
+		rc = flight_put(op, t, vd->action == AG_ACT_TARPIT ? vd->delay_ms : 0);
+		if (rc != 0)
+			goto fail;
 	}
 	/* attempts that go on (all of them in log-only mode) are counted
 	 * when their result is recorded */
@@ -644,6 +826,25 @@ static int with_retry(struct op *op, int (*fn)(struct op *, void *), void *arg)
 	return rc;
 }
 
+/* The store is full (at db_max_size, eviction due): an in-flight mark is
+ * not worth an eviction round of its own. The attempt goes on unmarked,
+ * as before issue 14: the read-only verdict if it needed no write, else
+ * the write pass without the mark; the record that follows makes room
+ * as it always did. */
+static int check_unmarked(struct op *op, struct ag_verdict *vd, const struct ag_view *fresh)
+{
+	op->want_flight = false;
+	op->v = *fresh;
+	if (op->ro.action == AG_ACT_ALLOW) {
+		*vd = op->ro;
+		return 0;
+	}
+	int rc = check_txn(op, vd, true);
+	if (rc != 0)
+		op->v = *fresh;
+	return rc;
+}
+
 static int check_fn(struct op *op, void *arg)
 {
 	struct ag_view fresh = op->v;
@@ -657,6 +858,8 @@ static int check_fn(struct op *op, void *arg)
 		rc = check_txn(op, arg, true);
 		if (rc != 0)
 			op->v = fresh;
+		if (rc == AG_EFULL && op->want_flight)
+			rc = check_unmarked(op, arg, &fresh);
 	}
 	return rc;
 }
@@ -682,6 +885,7 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 	struct op op;
 	int rc = op_prepare(&op, c, sink, a);
 
+	op.may_fly = (flags & AG_CHECK_INFLIGHT) != 0;
 	config_fault(c, sink);
 	if (rc == 0)
 		rc = with_retry(&op, check_fn, &vd);
@@ -749,6 +953,8 @@ static int record_fn(struct op *op, void *argp)
 	if (rc != 0)
 		return rc;
 	rc = op_load(op, t);
+	if (rc == 0)
+		rc = flight_drop(op, t);
 	if (rc == 0) {
 		ag_policy_record(op->c, &op->v, op->now, arg->success, &arg->ev);
 		arg->vd.familiar = arg->ev.familiar;

@@ -67,6 +67,12 @@ enum ag_check_flag {
 	AG_CHECK_NOSLEEP = 1u << 0,
 	/* the password was already found right: as ag_guard_recheck() */
 	AG_CHECK_PASSWORD_OK = 1u << 1,
+	/* this process records the attempt's result through the guard right
+	 * after the password check (the PAM module's stack): the attempt
+	 * counts as in flight until then (inflight_max, issue 14). Not for a
+	 * front end that only checks (a log follower records later, or
+	 * nothing does): its marks would hold the source for inflight_ttl */
+	AG_CHECK_INFLIGHT = 1u << 2,
 };
 
 /* ag_guard_check() with AG_CHECK_* @flags. A tarpit verdict returns

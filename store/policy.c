@@ -23,6 +23,8 @@ const char *ag_reason_name(enum ag_reason r)
 	case AG_WHY_SCORE: return "score";
 	case AG_WHY_HOT_PASSWORD: return "hot_password";
 	case AG_WHY_WAVE: return "wave";
+	case AG_WHY_SLOW: return "slow";
+	case AG_WHY_INFLIGHT: return "inflight";
 	}
 	return "unknown";
 }
@@ -44,6 +46,8 @@ void ag_view_init(struct ag_view *v)
 	v->src.version = v->net.version = AG_REC_VERSION;
 	v->user.version = v->pair.version = AG_REC_VERSION;
 	v->pw.version = v->wave.version = AG_REC_VERSION;
+	for (unsigned i = 0; i < AG_PREFIX_LEVELS - 1; i++)
+		v->wide[i].version = AG_REC_VERSION;
 }
 
 /* Scores are counts that fade; a rule sees the faded count rounded to the
@@ -138,6 +142,56 @@ static void wave_check(const struct ag_conf *c, const struct ag_view *v, int64_t
 	out->delay_ms = c->tarpit_base;
 }
 
+/* ---- issue 14: wider networks, the slow time scale, attempts in flight -- */
+
+/* The slow count's threshold of a rule whose fast one is @fast: the slow
+ * scale is the same rule's second time scale, so it is off with the rule
+ * (@fast 0) and never below it (a quick burst is the fast rule's). */
+static uint32_t slow_threshold(uint32_t fast, uint32_t slow)
+{
+	if (fast == 0 || slow == 0)
+		return 0;
+	return slow > fast ? slow : fast;
+}
+
+/* The end of the latest ban on a wider network of the host, 0: none. */
+static int64_t wide_banned(const struct ag_view *v, int64_t now)
+{
+	int64_t until = 0;
+
+	for (unsigned i = 0; i < v->n_wide; i++)
+		if (v->wide[i].ban_until > now && v->wide[i].ban_until > until)
+			until = v->wide[i].ban_until;
+	return until;
+}
+
+/* True when @n recorded failures and @flight attempts in flight would
+ * reach @threshold if all of those failed: this attempt would go past
+ * it. Only when something is in flight: without, the thresholds act when
+ * failures are recorded, as they always have. */
+static bool with_flight(double n, uint32_t flight, uint32_t threshold)
+{
+	return flight > 0 && threshold > 0 && count(n) + flight >= threshold;
+}
+
+/* An attempt that, with those already in flight (checked, not yet
+ * recorded), would take a source past ip_ban_after / ip_slow_ban_after
+ * or an unfamiliar place past user_lock_after / user_slow_lock_after:
+ * a parallel burst is held to the thresholds. */
+static bool inflight_full(const struct ag_conf *c, const struct ag_view *v, int64_t now,
+			  const struct ag_verdict *out)
+{
+	if (source_rules(v) &&
+	    (with_flight(out->src_score, v->flight_src, c->ip_ban_after) ||
+	     with_flight(ag_score_at(&v->src.slow, now, c->slow_half_life), v->flight_src,
+			 slow_threshold(c->ip_ban_after, c->ip_slow_ban_after))))
+		return true;
+	return v->has_user && !out->familiar &&
+	       (with_flight(out->user_score, v->flight_user, c->user_lock_after) ||
+		with_flight(ag_score_at(&v->user.slow, now, c->slow_half_life), v->flight_user,
+			    slow_threshold(c->user_lock_after, c->user_slow_lock_after)));
+}
+
 void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 		     struct ag_verdict *out)
 {
@@ -167,11 +221,20 @@ void ag_policy_check(const struct ag_conf *c, struct ag_view *v, int64_t now,
 			refuse(v, now, out, AG_WHY_NET_BANNED, v->net.ban_until);
 			return;
 		}
+		int64_t wide_until = wide_banned(v, now);
+		if (wide_until > 0 && !out->familiar) {
+			refuse(v, now, out, AG_WHY_NET_BANNED, wide_until);
+			return;
+		}
 	} else if (v->has_user) {
 		out->src_score = ag_score_at(&v->pair.fails, now, c->decay_half_life);
 	}
 	if (out->user_locked && !out->familiar) {
 		refuse(v, now, out, AG_WHY_LOCKED, v->user.lock_until);
+		return;
+	}
+	if (inflight_full(c, v, now, out)) {
+		refuse(v, now, out, AG_WHY_INFLIGHT, 0);
 		return;
 	}
 	out->delay_ms = ag_tarpit_delay(c, out->src_score);
@@ -302,6 +365,29 @@ static void note_user(const struct ag_conf *c, struct ag_src_rec *r, uint32_t uh
 	ag_score_add(&r->spray, 1, now, c->decay_half_life);
 }
 
+/* Each wider network counts the failure and is banned at its own count:
+ * addresses that rotate across the /64s of one /48 (or the /24s of a
+ * /16) are one source there. */
+static void record_wide_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
+				struct ag_events *ev)
+{
+	int64_t hl = c->decay_half_life;
+
+	for (unsigned i = 0; i < v->n_wide; i++) {
+		struct ag_src_rec *r = &v->wide[i];
+		ag_score_add(&r->fails, 1, now, hl);
+		touch_src(r, now);
+		r->n_fail++;
+		v->w_wide[i] = true;
+		if (r->ban_until > now || !reached(ag_score_at(&r->fails, now, hl), v->wide_after[i]))
+			continue;
+		int64_t until = ban(c, r, now, AG_WHY_FAILURES);
+		if (!ev->host_banned && !ev->net_banned)
+			ev->ban_until = until;
+		ev->net_banned = true;
+	}
+}
+
 static void record_source_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
 				  struct ag_events *ev)
 {
@@ -314,11 +400,15 @@ static void record_source_failure(const struct ag_conf *c, struct ag_view *v, in
 	touch_src(&v->net, now);
 	v->net.n_fail++;
 	v->w_net = true;
+	ag_score_add(&v->src.slow, 1, now, c->slow_half_life);
 	if (v->src.ban_until <= now) {
 		if (reached(ag_score_at(&v->src.fails, now, hl), c->ip_ban_after))
 			ev->ban_reason = AG_WHY_FAILURES;
 		else if (reached(ag_score_at(&v->src.spray, now, hl), c->spray_users))
 			ev->ban_reason = AG_WHY_SPRAY;
+		else if (reached(ag_score_at(&v->src.slow, now, c->slow_half_life),
+				 slow_threshold(c->ip_ban_after, c->ip_slow_ban_after)))
+			ev->ban_reason = AG_WHY_SLOW;
 		if (ev->ban_reason != AG_WHY_NONE) {
 			ev->host_banned = true;
 			ev->ban_until = ban(c, &v->src, now, ev->ban_reason);
@@ -330,6 +420,7 @@ static void record_source_failure(const struct ag_conf *c, struct ag_view *v, in
 		if (!ev->host_banned)
 			ev->ban_until = until;
 	}
+	record_wide_failure(c, v, now, ev);
 }
 
 static void record_user_failure(const struct ag_conf *c, struct ag_view *v, int64_t now,
@@ -362,9 +453,22 @@ static void record_user_failure(const struct ag_conf *c, struct ag_view *v, int6
 	if (familiar || ev->repeat_pw)
 		return;
 	ag_score_add(&v->user.fails, 1, now, c->decay_half_life);
-	if (v->user.lock_until <= now &&
-	    reached(ag_score_at(&v->user.fails, now, c->decay_half_life), c->user_lock_after)) {
-		v->user.lock_until = now + c->user_lock_time;
+	ag_score_add(&v->user.slow, 1, now, c->slow_half_life);
+	if (v->user.lock_until > now)
+		return;
+	int64_t dur = 0;
+	if (reached(ag_score_at(&v->user.fails, now, c->decay_half_life), c->user_lock_after))
+		dur = c->user_lock_time;
+	/* a patient campaign that stays under the fast count: locked for
+	 * longer, on the slow count (see authguard.conf(5) for the budget) */
+	if (reached(ag_score_at(&v->user.slow, now, c->slow_half_life),
+		    slow_threshold(c->user_lock_after, c->user_slow_lock_after)) &&
+	    c->user_slow_lock_time > dur) {
+		dur = c->user_slow_lock_time;
+		ev->slow_lock = true;
+	}
+	if (dur > 0) {
+		v->user.lock_until = now + dur;
 		v->user.lock_count++;
 		ev->user_locked = true;
 		ev->lock_until = v->user.lock_until;
@@ -468,17 +572,26 @@ void ag_policy_record(const struct ag_conf *c, struct ag_view *v, int64_t now, b
 }
 
 #define AG_DEAD_SCORE 0.01
+/* The slow counts keep a record only while they could matter: a user's
+ * while it still counts as one failure (a day or so after one), a
+ * source's while it counts as two, so the one-failure addresses of a
+ * botnet go as soon as their fast counts have faded, as they always
+ * did, and the store stays the size it was. */
+#define AG_DEAD_SLOW_USER 0.5
+#define AG_DEAD_SLOW_SRC 1.5
 
 bool ag_src_dead(const struct ag_conf *c, const struct ag_src_rec *r, int64_t now)
 {
 	return ag_score_at(&r->fails, now, c->decay_half_life) < AG_DEAD_SCORE &&
 	       ag_score_at(&r->spray, now, c->decay_half_life) < AG_DEAD_SCORE &&
+	       ag_score_at(&r->slow, now, c->slow_half_life) < AG_DEAD_SLOW_SRC &&
 	       r->ban_until <= now && now - r->ban_until >= c->ip_ban_max;
 }
 
 bool ag_user_dead(const struct ag_conf *c, const struct ag_user_rec *r, int64_t now)
 {
 	return ag_score_at(&r->fails, now, c->decay_half_life) < AG_DEAD_SCORE &&
+	       ag_score_at(&r->slow, now, c->slow_half_life) < AG_DEAD_SLOW_USER &&
 	       r->lock_until <= now;
 }
 

@@ -31,6 +31,9 @@ enum ag_reason {
 	AG_WHY_SCORE,       /* tarpit cause: recent failures */
 	AG_WHY_HOT_PASSWORD, /* a right password that is being sprayed, from an unfamiliar source */
 	AG_WHY_WAVE,        /* tarpit cause: a host-wide attack wave, unfamiliar source */
+	/* issue 14: slow time scale, attempts in flight */
+	AG_WHY_SLOW,        /* ban or lock cause: failures on slow_half_life */
+	AG_WHY_INFLIGHT,    /* refused: with the attempts in flight it would pass a threshold */
 };
 
 /* Short name for logs ("banned", "locked", ...). */
@@ -48,7 +51,7 @@ struct ag_view {
 	struct ag_src_rec src;   /* the host */
 	struct ag_src_rec net;   /* its network prefix */
 	struct ag_user_rec user;
-	struct ag_pair_rec pair; /* user x (host, or /ipv6_prefix for IPv6) */
+	struct ag_pair_rec pair; /* user x (host, or /ipv6_familiar_prefix for IPv6) */
 	bool w_src, w_net, w_user, w_pair; /* records to write back */
 	/* hot passwords and attack waves (issue 14) */
 	bool has_pw;          /* @pw is the record of the attempt's password */
@@ -56,6 +59,15 @@ struct ag_view {
 	struct ag_pw_rec pw;
 	struct ag_wave_rec wave; /* host-wide */
 	bool w_pw, w_wave;
+	/* issue 14: the wider networks of the host (ipv4_prefixes /
+	 * ipv6_prefixes past the first), each banned at its own count
+	 * (wide_after; 0: never), and the attempts in flight (checked, not
+	 * yet recorded) from the host and at the user from unfamiliar places */
+	unsigned n_wide;
+	struct ag_src_rec wide[AG_PREFIX_LEVELS - 1];
+	uint32_t wide_after[AG_PREFIX_LEVELS - 1];
+	bool w_wide[AG_PREFIX_LEVELS - 1];
+	uint32_t flight_src, flight_user;
 };
 
 /* Initialise @v: empty records, nothing known. */
@@ -84,6 +96,7 @@ struct ag_events {
 	bool hot_refused;   /* a success with it from an unfamiliar source: counted as a
 			     * failure (log-only: would have been) */
 	bool wave, wave_started, wave_ended;
+	bool slow_lock;     /* the lock is on the slow count (user_slow_lock_after) */
 };
 
 /* Tarpit delay for @n recent failures (pure arithmetic, capped). */

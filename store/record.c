@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,28 +30,52 @@ static bool score_ok(const struct ag_score *s)
 	return isfinite(s->v) && s->v >= 0 && s->v < SCORE_MAX && s->ts >= 0;
 }
 
+/* The size of a version 1 record of @kind: sources and users ended
+ * before their slow count; pairs, stats, password and wave records are
+ * unchanged. */
+static size_t v1_size(enum ag_rec_kind kind)
+{
+	switch (kind) {
+	case AG_REC_SRC: return offsetof(struct ag_src_rec, slow);
+	case AG_REC_USER: return offsetof(struct ag_user_rec, slow);
+	case AG_REC_PAIR:
+	case AG_REC_STATS:
+	case AG_REC_PW:
+	case AG_REC_WAVE: return ag_rec_size(kind);
+	}
+	return 0;
+}
+
 int ag_rec_decode(enum ag_rec_kind kind, const void *data, size_t len, void *out)
 {
 	size_t want = ag_rec_size(kind);
 	uint32_t version;
 
-	if (data == NULL || len != want || want == 0)
+	if (data == NULL || want == 0 || len < sizeof(version))
 		return AG_ECORRUPT;
 	memcpy(&version, data, sizeof(version));
-	if (version != AG_REC_VERSION)
+	if (version == 1 && len == v1_size(kind)) {
+		/* an older record: the fields it has, the new ones at zero */
+		memset(out, 0, want);
+		memcpy(out, data, len);
+		version = AG_REC_VERSION;
+		memcpy(out, &version, sizeof(version));
+	} else if (version == AG_REC_VERSION && len == want) {
+		memcpy(out, data, want);
+	} else {
 		return AG_ECORRUPT;
-	memcpy(out, data, want);
+	}
 	switch (kind) {
 	case AG_REC_SRC: {
 		struct ag_src_rec *r = out;
-		if (!score_ok(&r->fails) || !score_ok(&r->spray) ||
+		if (!score_ok(&r->fails) || !score_ok(&r->spray) || !score_ok(&r->slow) ||
 		    r->recent_next >= AG_RECENT_USERS || r->ban_until < 0)
 			return AG_ECORRUPT;
 		return 0;
 	}
 	case AG_REC_USER: {
 		struct ag_user_rec *r = out;
-		if (!score_ok(&r->fails) || r->lock_until < 0)
+		if (!score_ok(&r->fails) || !score_ok(&r->slow) || r->lock_until < 0)
 			return AG_ECORRUPT;
 		return 0;
 	}

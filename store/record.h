@@ -17,7 +17,9 @@
 
 #include "addr.h"
 
-#define AG_REC_VERSION 1
+/* 2: sources and users gained a slow stranger count (issue 14), at the
+ * end; version 1 records are read as version 2 ones with it at zero. */
+#define AG_REC_VERSION 2
 #define AG_RECENT_USERS 8
 #define AG_RECENT_PW 4
 
@@ -40,6 +42,7 @@ struct ag_src_rec {
 	int64_t ban_by_admin;      /* 1 when the ban was set by authguard-admin */
 	int64_t first_seen, last_seen;
 	uint64_t n_fail, n_success, n_refused;
+	struct ag_score slow;      /* failures on slow_half_life (version 2) */
 };
 
 /* A user name. */
@@ -50,6 +53,7 @@ struct ag_user_rec {
 	int64_t lock_until;        /* ms; 0 = never locked */
 	int64_t first_seen, last_seen;
 	uint64_t n_fail, n_success, n_refused;
+	struct ag_score slow;      /* unfamiliar failures on slow_half_life (version 2) */
 };
 
 /* A user x source pair. */

@@ -47,7 +47,25 @@ static const char *const all_keys[] = {
 	/* authguard-sync */
 	"sync_redis", "sync_host", "sync_key_file", "sync_stream", "sync_redis_user",
 	"sync_redis_password_file", "sync_stream_max", "sync_outbox_max", "sync_snapshot_every",
+	/* prefix hierarchy, slow time scale, attempts in flight (issue 14) */
+	"ipv4_prefixes", "ipv6_prefixes", "ipv6_familiar_prefix", "slow_half_life",
+	"ip_slow_ban_after", "user_slow_lock_after", "user_slow_lock_time", "inflight_max",
+	"inflight_ttl",
 };
+
+/* ipv4_prefix / ipv6_prefix are the narrowest level of ipv4_prefixes /
+ * ipv6_prefixes: setting one may change the other. */
+static bool partners(const char *a, const char *b)
+{
+	static const char *const pairs[][2] = { { "ipv4_prefix", "ipv4_prefixes" },
+						{ "ipv6_prefix", "ipv6_prefixes" } };
+
+	for (size_t i = 0; i < AG_ARRAY_LEN(pairs); i++)
+		if ((strcmp(a, pairs[i][0]) == 0 && strcmp(b, pairs[i][1]) == 0) ||
+		    (strcmp(a, pairs[i][1]) == 0 && strcmp(b, pairs[i][0]) == 0))
+			return true;
+	return false;
+}
 
 /* ---- helpers -------------------------------------------------------------- */
 
@@ -241,7 +259,7 @@ static size_t read_documented(struct doc_default *out, size_t max, char *path, s
 static void test_defaults_documented(void **state)
 {
 	struct fx *f = *state;
-	struct doc_default doc[64];
+	struct doc_default doc[96];
 	char shipped[1024];
 	size_t n = read_documented(doc, AG_ARRAY_LEN(doc), shipped, sizeof(shipped));
 
@@ -344,6 +362,21 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->sync_stream_max, 1000000);
 	assert_int_equal(c->sync_outbox_max, 100000);
 	assert_true(c->sync_snapshot_every == 5 * MIN);
+	/* issue 14 */
+	assert_int_equal(c->ipv4_prefixes.n, 1);
+	assert_int_equal(c->ipv4_prefixes.len[0], 24);
+	assert_int_equal(c->ipv6_prefixes.n, 2);
+	assert_int_equal(c->ipv6_prefixes.len[0], 64);
+	assert_int_equal(c->ipv6_prefixes.after[0], 0);
+	assert_int_equal(c->ipv6_prefixes.len[1], 48);
+	assert_int_equal(c->ipv6_prefixes.after[1], 60);
+	assert_int_equal(c->ipv6_familiar_prefix, 64);
+	assert_true(c->slow_half_life == DAY);
+	assert_int_equal(c->ip_slow_ban_after, 40);
+	assert_int_equal(c->user_slow_lock_after, 30);
+	assert_true(c->user_slow_lock_time == 6 * HOUR);
+	assert_int_equal(c->inflight_max, 4096);
+	assert_true(c->inflight_ttl == 30 * SEC);
 	for (size_t i = 0; i < AG_ARRAY_LEN(c->set_line); i++)
 		assert_int_equal(c->set_line[i], 0);
 	assert_string_equal(AG_DEFAULT_CONF, SYSCONFDIR "/security/authguard.conf");
@@ -685,6 +718,33 @@ static const struct set_case set_cases[] = {
 	{ "sync_outbox_max", "99", AG_ECONF, "100000" },
 	{ "sync_snapshot_every", "1s", 0, "1s" },
 	{ "sync_snapshot_every", "2d", AG_ECONF, "5m" },
+	/* issue 14: prefix levels (longest first, one per length), the
+	 * familiarity unit, the slow scale, attempts in flight */
+	{ "ipv6_prefixes", "48:60 64 32:500", 0, "64 48:60 32:500" },
+	{ "ipv6_prefixes", "64,48:0", 0, "64 48:0" },
+	{ "ipv6_prefixes", "64 64:9", 0, "64" },
+	{ "ipv6_prefixes", "56", 0, "56" },
+	{ "ipv6_prefixes", "64 56 48 32", AG_ECONF, "64 48:60" },
+	{ "ipv6_prefixes", "15", AG_ECONF, "64 48:60" },
+	{ "ipv6_prefixes", "129", AG_ECONF, "64 48:60" },
+	{ "ipv6_prefixes", "64:", AG_ECONF, "64 48:60" },
+	{ "ipv6_prefixes", "64:x", AG_ECONF, "64 48:60" },
+	{ "ipv6_prefixes", "/64", AG_ECONF, "64 48:60" },
+	{ "ipv6_prefixes", " ", AG_ECONF, "64 48:60" },
+	{ "ipv4_prefixes", "24 16:200", 0, "24 16:200" },
+	{ "ipv4_prefixes", "33", AG_ECONF, "24" },
+	{ "ipv4_prefixes", "7", AG_ECONF, "24" },
+	{ "ipv6_familiar_prefix", "56", 0, "56" },
+	{ "ipv6_familiar_prefix", "129", AG_ECONF, "64" },
+	{ "slow_half_life", "12h", 0, "12h" },
+	{ "slow_half_life", "0", AG_ECONF, "1d" },
+	{ "ip_slow_ban_after", "0", 0, "0" },
+	{ "user_slow_lock_after", "1000001", AG_ECONF, "30" },
+	{ "user_slow_lock_time", "1d", 0, "1d" },
+	{ "inflight_max", "0", 0, "0" },
+	{ "inflight_max", "100001", AG_ECONF, "4096" },
+	{ "inflight_ttl", "2m", 0, "2m" },
+	{ "inflight_ttl", "500ms", AG_ECONF, "30s" },
 	/* keys */
 	{ "nope", "1", AG_ECONF, NULL },
 	{ "", "1", AG_ECONF, NULL },
@@ -743,7 +803,7 @@ static void test_conf_set(void **state)
 		/* every other key is untouched */
 		for (size_t k = 0; k < AG_ARRAY_LEN(all_keys); k++) {
 			char got[AG_PATH_MAX + 64], want[AG_PATH_MAX + 64];
-			if (strcmp(all_keys[k], sc->key) == 0)
+			if (strcmp(all_keys[k], sc->key) == 0 || partners(all_keys[k], sc->key))
 				continue;
 			dump_value(&c, all_keys[k], got, sizeof(got));
 			dump_value(&fresh, all_keys[k], want, sizeof(want));
@@ -752,6 +812,31 @@ static void test_conf_set(void **state)
 		ag_conf_free(&c);
 		ag_conf_free(&fresh);
 	}
+}
+
+/* The old keys ipv4_prefix / ipv6_prefix name the narrowest level of the
+ * hierarchy, whichever is set last. */
+static void test_prefix_levels_old_keys(void **state)
+{
+	struct ag_conf c;
+	char err[512];
+
+	(void)state;
+	ag_conf_init(&c);
+	assert_int_equal(ag_conf_set(&c, "ipv6_prefix", "56", err, sizeof(err)), 0);
+	assert_dump_value(&c, "ipv6_prefixes", "56 48:60");
+	assert_int_equal(ag_conf_set(&c, "ipv6_prefix", "48", err, sizeof(err)), 0);
+	assert_dump_value(&c, "ipv6_prefixes", "48"); /* one level per length */
+	assert_int_equal(ag_conf_set(&c, "ipv6_prefixes", "60 40:99", err, sizeof(err)), 0);
+	assert_int_equal(c.ipv6_prefix, 60);
+	assert_int_equal(ag_conf_set(&c, "ipv4_prefix", "16", err, sizeof(err)), 0);
+	assert_dump_value(&c, "ipv4_prefixes", "16");
+	/* a narrowest level with its own count keeps it */
+	assert_int_equal(ag_conf_set(&c, "ipv4_prefixes", "28:5 20", err, sizeof(err)), 0);
+	assert_int_equal(c.ipv4_prefix, 28);
+	assert_int_equal(ag_conf_set(&c, "ipv4_prefix", "24", err, sizeof(err)), 0);
+	assert_dump_value(&c, "ipv4_prefixes", "24:5 20");
+	ag_conf_free(&c);
 }
 
 /* The messages name the key, the allowed range and the bad value. */
@@ -1792,6 +1877,7 @@ int main(void)
 		cmocka_unit_test(test_format_duration),
 		cmocka_unit_test(test_conf_set),
 		cmocka_unit_test(test_conf_set_messages),
+		cmocka_unit_test(test_prefix_levels_old_keys),
 		cmocka_unit_test(test_conf_set_bool),
 		cmocka_unit_test_setup_teardown(test_conf_set_log, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conf_set_list, setup, teardown),

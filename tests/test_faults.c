@@ -534,6 +534,10 @@ static void test_store_kept_full(void **state)
 	enum { GUESSES = 20, SPACING = 300 };
 	int reached = 0, place = 0;
 
+	/* the flood's /64s share a few /48s: one level, or the /48 ban
+	 * (issue 14) stops it before the store fills */
+	f->c.ipv6_prefixes.n = 1;
+
 	fake_ms = 1800000000000LL;
 	ag_guard_set_clock(fake_now);
 	f->c.db_max_size = 8LL << 20;
@@ -653,6 +657,10 @@ static void test_store_full_of_ban_memory(void **state)
 	char addr[64];
 	int n = 0, rc = 0;
 
+	/* the flood's /64s share a few /48s: one level, or the /48 ban
+	 * (issue 14) stops it before the store fills */
+	f->c.ipv6_prefixes.n = 1;
+
 	/* past the fault lines' once-a-minute of the tests before, and past
 	 * the second this process may stay out of eviction after their last
 	 * round (a wait for a bound, not a timed assertion) */
@@ -740,6 +748,10 @@ static void test_store_full_rounds_limited(void **state)
 	struct ag_txn *t;
 	char addr[64];
 	int n = 0, rc = 0;
+
+	/* the flood's /64s share a few /48s: one level, or the /48 ban
+	 * (issue 14) stops it before the store fills */
+	f->c.ipv6_prefixes.n = 1;
 
 	fake_ms = 2000000000000LL; /* past the tests before: see above */
 	ag_guard_set_clock(fake_now);

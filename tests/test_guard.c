@@ -625,6 +625,9 @@ static void test_flood_beyond_db_max_size(void **state)
 	f->c.db_max_size = 8LL << 20;
 	f->c.log_kind = AG_LOG_NONE;
 	f->c.ip_ban_after = 5;
+	/* the flood's /64s share ten /48s: one level, or the /48 ban
+	 * (issue 14) stops it before the store fills */
+	f->c.ipv6_prefixes.n = 1;
 	/* damaged eviction counters are started again, not trusted */
 	try(f, "first", "192.0.2.1", false, NULL);
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
@@ -1231,6 +1234,168 @@ static void test_refusals_without_counter_file(void **state)
 	assert_int_equal(refused_total(f), before + 3);
 }
 
+/* ---- issue 14: a parallel burst, a slow campaign --------------------------- */
+
+struct burst {
+	struct fx *f;
+	pthread_barrier_t *checked;
+	enum ag_decision d;
+	char user[16], addr[32];
+};
+
+/* Check, wait until every thread has checked, then record a failure:
+ * the worst case of a burst, every check before the first record. */
+static void *burst_run(void *p)
+{
+	struct burst *b = p;
+	struct ag_sink s = { sink, b->f };
+	struct ag_attempt a = att(b->user, b->addr);
+	struct ag_ticket tk;
+
+	b->d = ag_guard_check_ex(&b->f->c, &s, &a, AG_CHECK_NOSLEEP | AG_CHECK_INFLIGHT, &tk);
+	pthread_barrier_wait(b->checked);
+	if (b->d == AG_PROCEED)
+		ag_guard_record(&b->f->c, &s, &a, false, "nope", &tk);
+	return NULL;
+}
+
+static enum ag_scan_op count_visit(void *ctx, const void *key, size_t klen, const void *val,
+				   size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	++*(unsigned *)ctx;
+	return AG_SCAN_NEXT;
+}
+
+/* 64 guesses in 64 threads, all checked before any is recorded, at
+ * alice from one address, or (@spread) at bob from 64: how many reach
+ * the password check. */
+static int burst_of_64(struct fx *f, bool spread)
+{
+	enum { N = 64 };
+	struct burst b[N];
+	pthread_t th[N];
+	pthread_barrier_t checked;
+	int reached = 0;
+
+	assert_int_equal(pthread_barrier_init(&checked, NULL, N), 0);
+	for (int i = 0; i < N; i++) {
+		b[i] = (struct burst){ f, &checked, AG_REFUSE, "alice", "203.0.113.77" };
+		if (spread) {
+			snprintf(b[i].user, sizeof(b[i].user), "bob");
+			snprintf(b[i].addr, sizeof(b[i].addr), "198.18.%d.1", i);
+		}
+		assert_int_equal(pthread_create(&th[i], NULL, burst_run, &b[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		reached += b[i].d == AG_PROCEED;
+	}
+	pthread_barrier_destroy(&checked);
+	return reached;
+}
+
+/* With the attempts in flight counted, a burst reaches the check at most
+ * ip_ban_after times (the bound: none over), and the last of them bans
+ * the address; the marks are gone once recorded. Without them
+ * (inflight_max = 0, as before issue 14) all 64 do. */
+static void test_parallel_burst_held_to_threshold(void **state)
+{
+	struct fx *f = *state;
+
+	f->c.ip_ban_after = 10;
+	f->c.user_lock_after = 0;
+	f->c.inflight_max = 0;
+	int before = burst_of_64(f, false);
+	ag_store_forget_all();
+	tu_rmrf(f->c.db_dir);
+	f->c.inflight_max = 4096;
+	int after = burst_of_64(f, false);
+	print_message("64 parallel guesses, ip_ban_after = 10: %d reached the check before, %d after\n",
+		      before, after);
+	assert_int_equal(before, 64);
+	assert_int_equal(after, 10);
+	assert_int_equal(try(f, "alice", "203.0.113.77", true, NULL), AG_REFUSE); /* banned */
+	/* every mark was dropped by its record */
+	struct ag_store *st;
+	struct ag_txn *t;
+	unsigned marks = 0;
+	uint8_t mark = 0xff;
+	assert_int_equal(ag_store_get(f->c.db_dir, &st), 0);
+	assert_int_equal(ag_txn_begin(st, false, &t), 0);
+	assert_int_equal(ag_txn_scan(t, AG_DB_SLOT, &mark, 1, count_visit, &marks), 0);
+	ag_txn_abort(t);
+	assert_int_equal(marks, 0);
+	/* at one user from 64 addresses: held to user_lock_after */
+	f->c.ip_ban_after = 0;
+	f->c.net_ban_after = 0;
+	f->c.user_lock_after = 10;
+	int at_user = burst_of_64(f, true);
+	print_message("64 parallel guesses at one user from 64 addresses, user_lock_after = 10: "
+		      "%d reached the check\n", at_user);
+	assert_int_equal(at_user, 10);
+	assert_int_equal(try(f, "bob", "198.18.200.1", true, NULL), AG_REFUSE); /* locked */
+}
+
+#define FLY (AG_CHECK_NOSLEEP | AG_CHECK_INFLIGHT)
+
+/* A mark whose attempt is never recorded (a killed worker) goes at its
+ * expiry: the source is not held for ever. */
+static void test_inflight_mark_expires(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sink s = { sink, f };
+	struct ag_attempt a = att("alice", "203.0.113.78");
+	struct ag_ticket tk;
+
+	f->c.ip_ban_after = 3;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, FLY, &tk), AG_PROCEED);
+	assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, FLY, &tk), AG_REFUSE);
+	assert_int_equal(tk.reason, AG_WHY_INFLIGHT);
+	fake_ms += f->c.inflight_ttl + f->c.tarpit_max + 1;
+	assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, FLY, &tk), AG_PROCEED);
+	/* a caller that only checks leaves no mark */
+	fake_ms += f->c.inflight_ttl + f->c.tarpit_max + 1;
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(ag_guard_check_ex(&f->c, &s, &a, AG_CHECK_NOSLEEP, &tk), AG_PROCEED);
+}
+
+/* One guess every 97 s at one mailbox, each from a fresh address, for
+ * three days, through the guard and its store (defaults but the fast
+ * tarpit): guesses that reach the password check per day; the owner
+ * logs in from home every hour meanwhile. */
+static void test_slow_campaign_through_guard(void **state)
+{
+	struct fx *f = *state;
+	int per_day[3] = { 0 }, owner_refused = 0;
+	int64_t t0 = fake_ms;
+	char addr[32];
+
+	f->c.log_kind = AG_LOG_NONE;
+	assert_int_equal(try(f, "alice", "198.51.100.1", true, NULL), AG_PROCEED);
+	for (int i = 0; fake_ms < t0 + 3 * 86400000LL; i++) {
+		snprintf(addr, sizeof(addr), "100.%d.%d.%d", 64 + i / 65536, (i / 256) % 256,
+			 1 + i % 250);
+		char pw[16];
+		snprintf(pw, sizeof(pw), "guess%d", i);
+		if (try(f, "alice", addr, false, pw) == AG_PROCEED)
+			per_day[(fake_ms - t0) / 86400000LL]++;
+		if (i % 37 == 0)
+			owner_refused += try(f, "alice", "198.51.100.1", true, NULL) != AG_PROCEED;
+		fake_ms += 97000;
+	}
+	print_message("slow campaign through the guard, reaching the check per day: %d %d %d\n",
+		      per_day[0], per_day[1], per_day[2]);
+	assert_int_equal(owner_refused, 0);
+	assert_true(per_day[0] <= 60);
+	assert_true(per_day[1] <= 40 && per_day[2] <= 40);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1263,6 +1428,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dropped_record_forgets_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_none_formats_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals_without_counter_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parallel_burst_held_to_threshold, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inflight_mark_expires, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slow_campaign_through_guard, setup, teardown),
 		/* last: the maintenance look every 64 writes is per process,
 		 * and test_refusal_writes_nothing must not meet one */
 		cmocka_unit_test_setup_teardown(test_pw_records_gc_and_per_user, setup, teardown),

@@ -542,6 +542,129 @@ static void test_wave_tarpits_new_places(void **state)
 	assert_int_equal(lines("wave=on", "time="), 0);
 }
 
+/* ---- issue 14: a parallel burst, networks of several sizes ---------------- */
+
+/* @procs processes, each one wrong login for @user from @rhost, all let
+ * go at once when every one is ready (as test_many_processes_lose_no_count
+ * starts its workers). */
+static void burst(int procs, const char *user, const char *rhost)
+{
+	pid_t pids[32];
+	int ready[2], go[2];
+	char rfd[16], gfd[16];
+
+	assert_true(procs <= 32);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	snprintf(rfd, sizeof(rfd), "%d", ready[1]);
+	snprintf(gfd, sizeof(gfd), "%d", go[0]);
+	fflush(NULL);
+	for (int i = 0; i < procs; i++) {
+		char byte;
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			close(ready[0]);
+			close(go[1]);
+			char self[1024];
+			if (pd_self_exe(self, sizeof(self)) == 0)
+				execl(self, "test_pam", "--hammer", "1", user, "nope", rhost, rfd, gfd,
+				      (char *)NULL);
+			_exit(127);
+		}
+		struct pollfd pfd = { ready[0], POLLIN, 0 };
+		assert_int_equal(poll(&pfd, 1, 60000), 1);
+		assert_int_equal(read(ready[0], &byte, 1), 1);
+	}
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	for (int i = 0; i < procs; i++) {
+		int st;
+		assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
+/* 24 guesses at once from one address, each its own process through
+ * libpam (a server's auth workers), with a tarpit long enough that all
+ * are past the check before the first is recorded: with the attempts in
+ * flight counted, at most ip_ban_after = 5 reach the password check (the
+ * bound: none over); the rest are refused before it. */
+static void test_parallel_burst_through_pam(void **state)
+{
+	const char *conf = "ip_ban_after = 5\nuser_lock_after = 0\ntarpit_free = 1\n"
+			   "tarpit_base = 300ms\ntarpit_max = 300ms\ntarpit_slots = 100\n";
+	char off[256];
+
+	(void)state;
+	snprintf(off, sizeof(off), "%sinflight_max = 0\n", conf);
+	use_conf(off);
+	burst(24, "alice", "203.0.113.77");
+	int before = lines("result=fail", "rhost=203.0.113.77");
+	use_conf(conf);
+	burst(24, "alice", "203.0.113.77");
+	int after = lines("result=fail", "rhost=203.0.113.77");
+	print_message("24 parallel guesses through libpam, ip_ban_after = 5: %d reached the check "
+		      "before, %d after\n", before, after);
+	assert_true(after <= 5);
+	assert_int_equal(lines("result=unchecked", "rhost=203.0.113.77"), 24 - after);
+	assert_true(lines("reason=inflight", "rhost=203.0.113.77") >= 1);
+}
+
+/* A new /64 and a new user name each try, all inside one /48: no /64
+ * ever fails twice, the /48 is banned at its count (60, the default),
+ * and the owner's familiar host inside it still logs in. */
+static void test_ipv6_rotation_in_48_banned_as_48(void **state)
+{
+	char addr[64], user[16];
+
+	(void)state;
+	use_conf("");
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:48:1::10"), PAM_SUCCESS);
+	int reached = 0;
+	for (int i = 0; i < 200; i++) {
+		snprintf(addr, sizeof(addr), "2001:db8:48:%x::%x", 0x100 + i, i + 1);
+		snprintf(user, sizeof(user), "u%02d", i % 50);
+		int rc = login(user, "nope", addr);
+		assert_int_equal(rc, PAM_AUTH_ERR);
+		reached = lines("result=fail", "rhost=2001:db8:48:");
+	}
+	print_message("/64 rotation inside one /48: %d of 200 reached the check\n", reached);
+	assert_int_equal(reached, 60);
+	assert_int_equal(lines("event=net_ban", "rhost=2001:db8:48:"), 1);
+	assert_int_equal(lines("reason=net_banned", "result=unchecked"), 140);
+	/* a stranger elsewhere in the /48 with a right password: refused */
+	assert_int_equal(login("bob", "bob-pw", "2001:db8:48:ffff::1"), PAM_AUTH_ERR);
+	/* the owner at home (her /64, another privacy address): in */
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:48:1::beef"), PAM_SUCCESS);
+	/* the next /48 is another network */
+	assert_int_equal(login("bob", "bob-pw", "2001:db8:49:1::1"), PAM_SUCCESS);
+}
+
+/* Networks banned as /48 (one level, as an admin raising ipv6_prefix to
+ * 48 used to): familiarity stays the /64's. A stranger in another /64 of
+ * the owner's /48 counts toward her lock and is refused once she is
+ * locked, while she logs in from her own /64. */
+static void test_stranger_in_owners_48_not_familiar(void **state)
+{
+	char addr[64];
+
+	(void)state;
+	use_conf("ipv6_prefixes = 48\nip_ban_after = 0\nspray_users = 0\n");
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:50:1::10"), PAM_SUCCESS);
+	for (int i = 0; i < 10; i++) {
+		snprintf(addr, sizeof(addr), "2001:db8:50:2::%x", i + 1);
+		fail_n(1, "alice", addr);
+	}
+	assert_int_equal(lines("event=lock", "user=\"alice\""), 1);
+	assert_int_equal(lines("familiar=yes", "rhost=2001:db8:50:2:"), 0);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:50:2::99"), PAM_AUTH_ERR);
+	assert_int_equal(lines("reason=locked", "rhost=2001:db8:50:2::99"), 1);
+	assert_int_equal(login("alice", "alice-pw", "2001:db8:50:1::77"), PAM_SUCCESS);
+}
+
 /* test_pam --hammer N USER PASSWORD RHOST READY_FD GO_FD: say ready,
  * wait for go, make N failed logins; exit 0 if every one failed. */
 static int hammer(char **argv)
@@ -606,6 +729,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_hostile_rhost_and_user),
 		cmocka_unit_test(test_distributed_spray_hot_password),
 		cmocka_unit_test(test_wave_tarpits_new_places),
+		cmocka_unit_test(test_parallel_burst_through_pam),
+		cmocka_unit_test(test_ipv6_rotation_in_48_banned_as_48),
+		cmocka_unit_test(test_stranger_in_owners_48_not_familiar),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0)

@@ -1760,6 +1760,224 @@ static void test_wave_check_and_feed(void **state)
 	assert_verdict(vd, AG_ACT_ALLOW, AG_WHY_TRUSTED);
 }
 
+/* ---- issue 14: the slow time scale, attempts in flight, wider networks --- */
+
+/* One guess every 97 s (under user_lock_after on the 10-minute scale: its
+ * faded count stays near 9) from a fresh place each time, against one
+ * mailbox, for three days: guesses that reach the password check per day.
+ * A fresh place: a host seen once (the world has NHOST: they are used
+ * again, with the source rules off so they do not count). */
+static void slow_campaign(struct world *w, int per_day[3])
+{
+	w->c.ip_ban_after = w->c.net_ban_after = w->c.spray_users = 0;
+	for (int i = 0; i < 3 * 86400 / 97; i++) {
+		int64_t now = T0 + (int64_t)i * 97 * SEC;
+		struct ag_events ev;
+		struct ag_verdict vd = attempt(w, i % NHOST, 0, i % 65536, false, now, &ev);
+		if (vd.action != AG_ACT_REFUSE)
+			per_day[(now - T0) / DAY]++;
+	}
+}
+
+static void test_slow_campaign_within_budget(void **state)
+{
+	struct world *w = *state;
+	int before[3] = { 0 }, after[3] = { 0 };
+
+	w->c.user_slow_lock_after = 0; /* the fast scale only: as before issue 14 */
+	slow_campaign(w, before);
+	world_reset(w);
+	slow_campaign(w, after);
+	print_message("slow campaign, guesses reaching the check per day: before %d %d %d, "
+		      "after %d %d %d\n", before[0], before[1], before[2], after[0], after[1], after[2]);
+	/* before: never locked, every guess reached the check */
+	assert_int_equal(before[1], 86400 / 97 + (before[1] > 86400 / 97));
+	/* after: day 1 is the slow count's 30 and a few per lock end (6 h);
+	 * later days the few per lock end and what decayed (~21 a day) */
+	assert_true(after[0] >= 30 && after[0] <= 60);
+	assert_true(after[1] <= 40 && after[2] <= 40);
+	/* and the lock is on the slow count, for user_slow_lock_time */
+	assert_true(w->user[0].lock_until > T0);
+}
+
+/* The owner logs in from home while a slow campaign keeps her mailbox
+ * locked for strangers. */
+static void test_slow_lock_spares_familiar(void **state)
+{
+	struct world *w = *state;
+	struct ag_events ev;
+	int64_t now = T0;
+
+	w->c.ip_ban_after = w->c.net_ban_after = w->c.spray_users = 0;
+	assert_int_equal(attempt(w, 0, 1, PW_ANY, true, now, &ev).action, AG_ACT_ALLOW);
+	bool locked = false;
+	for (int i = 0; i < 30; i++) {
+		now += 97 * SEC;
+		attempt(w, 1 + i % (NHOST - 1), 1, i, false, now, &ev);
+		locked = locked || ev.user_locked;
+		if (ev.user_locked) {
+			assert_true(ev.slow_lock);
+			assert_i64(ev.lock_until, now + w->c.user_slow_lock_time);
+		}
+	}
+	assert_true(locked);
+	assert_verdict(do_check(w, 2, 1, now + 1), AG_ACT_REFUSE, AG_WHY_LOCKED);
+	assert_int_equal(do_check(w, 0, 1, now + 1).action, AG_ACT_ALLOW);
+}
+
+/* The slow rules are the fast ones' second time scale: off with them,
+ * never below them. */
+static void test_slow_thresholds_follow_fast(void **state)
+{
+	struct world *w = *state;
+	struct ag_events ev = { 0 };
+
+	w->c.ip_ban_after = 0;
+	w->c.net_ban_after = w->c.spray_users = w->c.user_lock_after = 0;
+	for (int i = 0; i < 100; i++)
+		ev = do_record(w, 0, i % NUSER, i, false, T0 + i * 10 * MIN);
+	assert_i64(w->src[0].ban_until, 0);
+	assert_i64(w->user[0].lock_until, 0);
+	assert_true(ag_score_at(&w->src[0].slow, T0 + 100 * 10 * MIN, DAY) > 40);
+	/* ip_ban_after above ip_slow_ban_after: the slow rule waits for it */
+	world_reset(w);
+	w->c.ip_ban_after = 50;
+	w->c.user_lock_after = 0;
+	int n = 0;
+	for (ev.host_banned = false; !ev.host_banned && n < 1000; n++)
+		ev = do_record(w, 0, 0, n, false, T0 + n * HOUR / 4);
+	assert_true(ev.host_banned);
+	assert_int_equal(ev.ban_reason, AG_WHY_SLOW);
+	/* the slow count fades by 2^(-1/96) every 15 min: 50 is reached at
+	 * (49.5: counts are rounded) at the 61st failure, the sum of that
+	 * series; never before the 50th */
+	assert_int_equal(n, 61);
+}
+
+/* A source's slow count: one guess every 97 s stays under ip_ban_after
+ * (its faded count near 8.9), and is banned at ip_slow_ban_after. */
+static void test_slow_source_banned(void **state)
+{
+	struct world *w = *state;
+	struct ag_events ev = { 0 };
+	int n = 0;
+
+	w->c.user_lock_after = w->c.net_ban_after = w->c.spray_users = 0;
+	while (!ev.host_banned && n < 1000) {
+		ev = do_record(w, 0, 0, n, false, T0 + (int64_t)n * 97 * SEC);
+		n++;
+	}
+	assert_int_equal(n, 41); /* 40, less what faded in the 65 minutes */
+	assert_int_equal(ev.ban_reason, AG_WHY_SLOW);
+}
+
+/* In flight: the check counts the attempts checked and not yet recorded
+ * as if they had failed. */
+static void test_inflight_table(void **state)
+{
+	static const struct {
+		double fails;      /* the host's recorded failures */
+		uint32_t flight_src, flight_user;
+		bool familiar;
+		enum ag_reason why; /* AG_WHY_NONE: goes on */
+	} rows[] = {
+		{ 0, 0, 0, false, AG_WHY_NONE },
+		{ 0, 9, 0, false, AG_WHY_NONE },      /* the 10th may go */
+		{ 0, 10, 0, false, AG_WHY_INFLIGHT }, /* an 11th may not */
+		{ 5, 4, 0, false, AG_WHY_NONE },
+		{ 5, 5, 0, false, AG_WHY_INFLIGHT },
+		{ 9, 0, 0, false, AG_WHY_NONE },      /* nothing in flight: as before */
+		{ 0, 0, 10, false, AG_WHY_INFLIGHT }, /* at the user from many places */
+		{ 0, 0, 10, true, AG_WHY_NONE },      /* the owner at home is not held */
+		{ 0, 0, 9, false, AG_WHY_NONE },
+	};
+	struct world *w = *state;
+
+	w->c.tarpit_base = 0;
+	for (size_t i = 0; i < AG_ARRAY_LEN(rows); i++) {
+		struct ag_view v;
+		struct ag_verdict vd;
+		load(w, &v, 0, 0, PW_ANY);
+		v.src.fails.v = rows[i].fails;
+		v.src.fails.ts = T0;
+		v.flight_src = rows[i].flight_src;
+		v.flight_user = rows[i].flight_user;
+		v.pair.familiar_until = rows[i].familiar ? T0 + DAY : 0;
+		ag_policy_check(&w->c, &v, T0, &vd);
+		if (vd.reason != rows[i].why)
+			print_error("row %zu: %s\n", i, ag_reason_name(vd.reason));
+		assert_int_equal(vd.reason, rows[i].why);
+		assert_int_equal(vd.action, rows[i].why == AG_WHY_NONE ? AG_ACT_ALLOW : AG_ACT_REFUSE);
+	}
+}
+
+/* A wider network (one /48, at wide_after failures) is banned when
+ * addresses rotate across its /64s, each failing once; a host familiar
+ * to its user is spared, as by a /64 ban. */
+static void test_wide_network_ban(void **state)
+{
+	struct world *w = *state;
+	struct ag_src_rec wide;
+	struct ag_view v;
+	struct ag_verdict vd;
+	struct ag_events ev = { 0 };
+
+	ag_view_init(&v);
+	wide = v.wide[0];
+	w->c.ip_ban_after = w->c.user_lock_after = w->c.spray_users = 0;
+	for (int i = 0; i < 5; i++) {
+		load(w, &v, i, 0, i);
+		memset(&v.net, 0, sizeof(v.net)); /* a fresh /64 each time */
+		v.net.version = AG_REC_VERSION;
+		v.n_wide = 1;
+		v.wide[0] = wide;
+		v.wide_after[0] = 5;
+		ag_policy_record(&w->c, &v, T0 + i * SEC, false, &ev);
+		assert_true(v.w_wide[0]);
+		assert_false(v.net.ban_until > 0);
+		wide = v.wide[0];
+		assert_int_equal(ev.net_banned, i == 4);
+	}
+	assert_i64(wide.ban_until, T0 + 4 * SEC + HOUR);
+	/* another /64 of that /48: refused */
+	load(w, &v, 7, 1, PW_ANY);
+	v.n_wide = 1;
+	v.wide[0] = wide;
+	ag_policy_check(&w->c, &v, T0 + MIN, &vd);
+	assert_verdict(vd, AG_ACT_REFUSE, AG_WHY_NET_BANNED);
+	assert_i64(vd.until, wide.ban_until);
+	/* the owner's familiar host inside it: spared */
+	v.pair.familiar_until = T0 + DAY;
+	ag_policy_check(&w->c, &v, T0 + MIN, &vd);
+	assert_int_equal(vd.action, AG_ACT_ALLOW);
+	/* a level with no count (0) counts but never bans */
+	load(w, &v, 8, 0, 1);
+	v.n_wide = 1;
+	v.wide[0] = wide;
+	v.wide[0].ban_until = 0;
+	v.wide_after[0] = 0;
+	ag_policy_record(&w->c, &v, T0 + 2 * MIN, false, &ev);
+	assert_false(ev.net_banned);
+	assert_true(v.wide[0].fails.v > 5);
+}
+
+/* A user's slow count keeps the record a day or so after one failure; a
+ * source's only while it counts as two. */
+static void test_slow_dead(void **state)
+{
+	struct world *w = *state;
+	struct ag_user_rec u = w->user[0];
+	struct ag_src_rec s = w->src[0];
+
+	ag_score_add(&u.slow, 1, T0, DAY);
+	ag_score_add(&s.slow, 1, T0, DAY);
+	assert_true(ag_src_dead(&w->c, &s, T0 + HOUR * 2));
+	assert_false(ag_user_dead(&w->c, &u, T0 + HOUR * 2));
+	assert_true(ag_user_dead(&w->c, &u, T0 + DAY + HOUR));
+	ag_score_add(&s.slow, 2, T0, DAY);
+	assert_false(ag_src_dead(&w->c, &s, T0 + HOUR * 2));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1802,6 +2020,13 @@ int main(void)
 		T(test_hot_password_many_users),
 		T(test_wave_hysteresis),
 		T(test_wave_check_and_feed),
+		T(test_slow_campaign_within_budget),
+		T(test_slow_lock_spares_familiar),
+		T(test_slow_thresholds_follow_fast),
+		T(test_slow_source_banned),
+		T(test_inflight_table),
+		T(test_wide_network_ban),
+		T(test_slow_dead),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -901,6 +901,45 @@ static void test_score_add(void **state)
 	}
 }
 
+/* Version 1 sources and users (before the slow counts) are read as
+ * version 2 with those at zero; a version 1 record of the new size, or a
+ * version 2 one of the old size, is damaged. */
+static void test_version_1_records(void **state)
+{
+	struct ag_src_rec s, out;
+	struct ag_user_rec u, uout;
+	size_t s1 = offsetof(struct ag_src_rec, slow), u1 = offsetof(struct ag_user_rec, slow);
+
+	(void)state;
+	memset(&s, 0, sizeof(s));
+	s.version = 1;
+	s.ban_count = 3;
+	s.fails.v = 2.5;
+	s.fails.ts = 1000;
+	memset(&out, 0xee, sizeof(out));
+	assert_int_equal(ag_rec_decode(AG_REC_SRC, &s, s1, &out), 0);
+	assert_int_equal(out.version, AG_REC_VERSION);
+	assert_int_equal(out.ban_count, 3);
+	assert_true(out.fails.v == 2.5);
+	assert_true(out.slow.v == 0 && out.slow.ts == 0);
+	assert_int_equal(ag_rec_decode(AG_REC_SRC, &s, sizeof(s), &out), AG_ECORRUPT);
+	s.version = AG_REC_VERSION;
+	assert_int_equal(ag_rec_decode(AG_REC_SRC, &s, s1, &out), AG_ECORRUPT);
+	s.slow.v = -1;
+	assert_int_equal(ag_rec_decode(AG_REC_SRC, &s, sizeof(s), &out), AG_ECORRUPT);
+	memset(&u, 0, sizeof(u));
+	u.version = 1;
+	u.lock_count = 2;
+	memset(&uout, 0xee, sizeof(uout));
+	assert_int_equal(ag_rec_decode(AG_REC_USER, &u, u1, &uout), 0);
+	assert_int_equal(uout.lock_count, 2);
+	assert_true(uout.slow.v == 0 && uout.slow.ts == 0);
+	/* pairs and stats kept their layout: version 1 of their size reads */
+	struct ag_pair_rec p = { .version = 1 }, pout;
+	assert_int_equal(ag_rec_decode(AG_REC_PAIR, &p, sizeof(p), &pout), 0);
+	assert_int_equal(pout.version, AG_REC_VERSION);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -920,6 +959,7 @@ int main(void)
 		cmocka_unit_test(test_pair_key),
 		cmocka_unit_test(test_score_at),
 		cmocka_unit_test(test_score_add),
+		cmocka_unit_test(test_version_1_records),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
