@@ -942,6 +942,26 @@ struct rec_arg {
 	struct ag_verdict vd;
 };
 
+/* The record itself, inside @t: what a local attempt and one applied
+ * from another host of the fleet share. @d receives its stats. */
+static int record_in(struct op *op, struct ag_txn *t, bool success, struct ag_events *ev,
+		     struct ag_stats *d)
+{
+	int rc = op_load(op, t);
+
+	if (rc != 0)
+		return rc;
+	ag_policy_record(op->c, &op->v, op->now, success, ev);
+	d->attempts = 1;
+	d->successes = success;
+	d->failures = !success;
+	d->bans = ev->host_banned + ev->net_banned;
+	d->locks = ev->user_locked;
+	d->faults = op->damaged;
+	rc = op_save(op, t);
+	return rc == 0 ? bump_stats(t, d) : rc;
+}
+
 static int record_fn(struct op *op, void *argp)
 {
 	struct rec_arg *arg = argp;
@@ -952,26 +972,18 @@ static int record_fn(struct op *op, void *argp)
 
 	if (rc != 0)
 		return rc;
-	rc = op_load(op, t);
+	/* this attempt is no longer in flight (its mark was read by the
+	 * check; the record reads the store afresh) */
+	rc = flight_drop(op, t);
 	if (rc == 0)
-		rc = flight_drop(op, t);
+		rc = record_in(op, t, arg->success, &arg->ev, &d);
 	if (rc == 0) {
-		ag_policy_record(op->c, &op->v, op->now, arg->success, &arg->ev);
 		arg->vd.familiar = arg->ev.familiar;
 		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
 		arg->vd.src_score = ag_score_at(op->v.has_addr && !op->v.proxy ? &op->v.src.fails
 									       : &op->v.pair.fails,
 						op->now, op->c->decay_half_life);
-		d.attempts = 1;
-		d.successes = arg->success;
-		d.failures = !arg->success;
-		d.bans = arg->ev.host_banned + arg->ev.net_banned;
-		d.locks = arg->ev.user_locked;
-		d.faults = op->damaged;
-		rc = op_save(op, t);
 	}
-	if (rc == 0)
-		rc = bump_stats(t, &d);
 	/* the fleet's copy commits with the record (sync.h) */
 	if (rc == 0 && !arg->remote)
 		rc = ag_sync_attempt(t, op->c, op->a, arg->success, op->v.pw_hash, op->now);
@@ -1060,7 +1072,7 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 
 /* ---- authguard-sync: remote attempts in the caller's transaction ------------ */
 
-/* What record_fn() does to the records for a remote attempt (sync.h),
+/* The record of a remote attempt (sync.h): record_in(), as for a local one,
  * inside @t, which the caller (ag_sync_apply_batch()) commits with many
  * others: no outbox, no log line, no retry (on a full map the caller
  * aborts and applies one by one through ag_guard_record_ex()). The
@@ -1078,16 +1090,8 @@ int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 	if (when_ms > 0 && when_ms < op.now)
 		op.now = when_ms;
 	op.v.pw_hash = !success && pw_hash >= 0 ? pw_hash & 0xffff : -1;
-	rc = op_load(&op, t);
-	if (rc != 0)
-		return rc;
-	ag_policy_record(c, &op.v, op.now, success, &ev);
-	struct ag_stats one = { .attempts = 1, .successes = success, .failures = !success,
-				.bans = ev.host_banned + ev.net_banned, .locks = ev.user_locked,
-				.faults = op.damaged };
-	rc = op_save(&op, t);
-	if (rc == 0)
-		rc = bump_stats(t, &one);
+	struct ag_stats one = { 0 };
+	rc = record_in(&op, t, success, &ev, &one);
 	if (rc == 0 && d != NULL) {
 		d->attempts += one.attempts;
 		d->successes += one.successes;
