@@ -363,8 +363,7 @@ static enum ag_scan_op sleeper_visit(void *vp, const void *key, size_t klen, con
 	(void)vlen;
 	if (klen != 16)
 		return AG_SCAN_NEXT;
-	for (int i = 0; i < 8; i++)
-		end = (end << 8) | k[i];
+	end = (int64_t)ag_get_be64(k);
 	s->n += end > s->now;
 	return AG_SCAN_NEXT;
 }

@@ -37,4 +37,21 @@ AG_API int64_t ag_now_ms(void);
 
 #define AG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Big-endian 64-bit integers in bytes: the store's keys (they sort by
+ * it) and the fleet's events (any host's byte order). */
+static inline void ag_put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static inline uint64_t ag_get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
 #endif

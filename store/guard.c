@@ -467,8 +467,7 @@ static enum ag_scan_op slot_visit(void *ctx, const void *key, size_t klen, const
 	int64_t end = 0;
 
 	if (klen == 16)
-		for (int i = 0; i < 8; i++)
-			end = (end << 8) | k[i];
+		end = (int64_t)ag_get_be64(k);
 	if (klen == FLIGHT_KEY_LEN && k[0] == FLIGHT_MARK)
 		return AG_SCAN_STOP; /* the in-flight marks sort after every slot */
 	if (klen != 16 || end <= ss->now)
@@ -508,8 +507,7 @@ static int slot_take(struct op *op, struct ag_txn *t, int64_t ms)
 		return 1;
 	if (ss.olen != AG_SRC_KEY_LEN && ss.by_user >= users)
 		return 1;
-	for (int i = 0; i < 8; i++)
-		key[i] = (uint8_t)(end >> (56 - 8 * i));
+	ag_put_be64(key, (uint64_t)end);
 	memcpy(key + 8, &pid, 4);
 	memcpy(key + 12, &seq, 4);
 	return ag_txn_put(t, AG_DB_SLOT, key, sizeof(key), ss.owner, ss.olen);
@@ -566,8 +564,7 @@ static enum ag_scan_op flight_visit(void *ctx, const void *key, size_t klen, con
 
 	if (klen != FLIGHT_KEY_LEN || vlen != FLIGHT_VAL_LEN)
 		return AG_SCAN_DELETE;
-	for (int i = 1; i < 9; i++)
-		end = (end << 8) | k[i];
+	end = (int64_t)ag_get_be64(k + 1);
 	if (end <= fs->now)
 		return AG_SCAN_DELETE;
 	bool src = (v[0] & mine[0] & FLIGHT_HAS_SRC) && memcmp(v + 1, mine + 1, AG_SRC_KEY_LEN) == 0;
@@ -616,8 +613,7 @@ static int flight_put(struct op *op, struct ag_txn *t, int64_t delay_ms)
 	uint32_t pid = (uint32_t)getpid(), seq = atomic_fetch_add(&slot_seq, 1);
 
 	key[0] = FLIGHT_MARK;
-	for (int i = 0; i < 8; i++)
-		key[1 + i] = (uint8_t)(end >> (56 - 8 * i));
+	ag_put_be64(key + 1, (uint64_t)end);
 	memcpy(key + 9, &pid, 4);
 	memcpy(key + 13, &seq, 4);
 	flight_val(op, val);

@@ -14,21 +14,6 @@
 #include "record.h"
 #include "sync.h"
 
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 /* ---- the outbox -------------------------------------------------------------------- */
 
 #define K_STATE "sync.ob"
@@ -50,7 +35,7 @@ static void q_key(uint8_t cls, uint64_t seq, uint8_t key[Q_KEYLEN])
 {
 	memcpy(key, Q_PREFIX, Q_PLEN);
 	key[Q_PLEN] = cls;
-	put64(key + Q_PLEN + 1, seq);
+	ag_put_be64(key + Q_PLEN + 1, seq);
 }
 
 int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
@@ -168,7 +153,7 @@ static enum ag_scan_op peek_visit(void *ctxp, const void *key, size_t klen, cons
 	if (p->n >= p->max)
 		return AG_SCAN_STOP;
 	if (klen != Q_KEYLEN || ag_sev_decode(val, vlen, &p->ev[p->n]) != 0 ||
-	    p->ev[p->n].seq != get64((const uint8_t *)key + Q_PLEN + 1))
+	    p->ev[p->n].seq != ag_get_be64((const uint8_t *)key + Q_PLEN + 1))
 		return AG_SCAN_NEXT; /* damaged: it cannot be sent; it goes when the outbox is full */
 	p->n++;
 	return AG_SCAN_NEXT;

@@ -33,21 +33,6 @@ const char *ag_sev_name(unsigned kind)
 	return "unknown";
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 size_t ag_sev_encode(const struct ag_sev *e, uint8_t *buf)
 {
 	size_t rl = e->rhost_len < AG_SEV_RHOST_MAX ? e->rhost_len : AG_SEV_RHOST_MAX - 1;
@@ -61,9 +46,9 @@ size_t ag_sev_encode(const struct ag_sev *e, uint8_t *buf)
 	*p++ = e->pw_hash >= 0 ? SEV_HAS_PW : 0;
 	*p++ = (uint8_t)((e->pw_hash >= 0 ? e->pw_hash : 0) >> 8);
 	*p++ = (uint8_t)(e->pw_hash >= 0 ? e->pw_hash : 0);
-	put64(p, (uint64_t)e->time_ms);
-	put64(p + 8, (uint64_t)e->until_ms);
-	put64(p + 16, e->seq);
+	ag_put_be64(p, (uint64_t)e->time_ms);
+	ag_put_be64(p + 8, (uint64_t)e->until_ms);
+	ag_put_be64(p + 16, e->seq);
 	p += 24;
 	*p++ = e->addr.family;
 	*p++ = e->addr.plen;
@@ -94,9 +79,9 @@ int ag_sev_decode(const uint8_t *buf, size_t len, struct ag_sev *e)
 	if (!(buf[3] & SEV_HAS_PW) && (buf[4] | buf[5]) != 0)
 		return AG_ECORRUPT; /* one layout per event: no stray bytes */
 	e->pw_hash = (buf[3] & SEV_HAS_PW) ? (int32_t)((buf[4] << 8) | buf[5]) : -1;
-	e->time_ms = (int64_t)get64(buf + 6);
-	e->until_ms = (int64_t)get64(buf + 14);
-	e->seq = get64(buf + 22);
+	e->time_ms = (int64_t)ag_get_be64(buf + 6);
+	e->until_ms = (int64_t)ag_get_be64(buf + 14);
+	e->seq = ag_get_be64(buf + 22);
 	if (e->time_ms < 0 || e->until_ms < 0)
 		return AG_ECORRUPT;
 	const uint8_t *p = buf + 30;

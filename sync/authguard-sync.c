@@ -296,8 +296,7 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 		g.outbox_dropped = dropped;
 	}
 	uint8_t epoch[8];
-	for (int i = 0; i < 8; i++)
-		epoch[i] = (uint8_t)(ob.epoch >> (56 - 8 * i));
+	ag_put_be64(epoch, ob.epoch);
 	char maxlen[24];
 	snprintf(maxlen, sizeof(maxlen), "%u", g.d.conf.sync_stream_max);
 	size_t hl = strlen(g.host);
@@ -375,20 +374,6 @@ static void snap_key(char *buf, size_t len, const char *host)
 	snprintf(buf, len, "%s:snap:%s", g.d.conf.sync_stream, host);
 }
 
-static void put64be(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t get64be(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 static void snap_mac(const uint8_t *data, size_t len, uint8_t out[MAC_LEN])
 {
 	unsigned olen = MAC_LEN;
@@ -421,7 +406,7 @@ static int publish_snapshot(struct link *l)
 	}
 	size_t o = 0;
 	memcpy(b, SNAP_MAGIC, 8), o = 8;
-	put64be(b + o, (uint64_t)ag_now_ms()), o += 8;
+	ag_put_be64(b + o, (uint64_t)ag_now_ms()), o += 8;
 	b[o++] = (uint8_t)pl;
 	memcpy(b + o, pos, pl), o += pl;
 	b[o++] = (uint8_t)hl;
@@ -498,7 +483,7 @@ static bool snap_parse(const redisReply *r, int64_t *time_r, char *pos, size_t p
 	if (CRYPTO_memcmp(want, b + len - MAC_LEN, MAC_LEN) != 0)
 		return false;
 	size_t o = 8;
-	*time_r = (int64_t)get64be(b + o), o += 8;
+	*time_r = (int64_t)ag_get_be64(b + o), o += 8;
 	size_t pl = b[o++];
 	if (pl == 0 || pl >= poslen || o + pl + 1 > len - MAC_LEN)
 		return false;
@@ -739,9 +724,7 @@ static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
 		reject(id, "the event does not decode (a newer authguard's?)");
 		return false;
 	}
-	it->epoch = 0;
-	for (int i = 0; i < 8; i++)
-		it->epoch = (it->epoch << 8) | (uint8_t)o->str[i];
+	it->epoch = ag_get_be64((const uint8_t *)o->str);
 	memcpy(it->host, h->str, h->len);
 	it->host[h->len] = '\0';
 	snprintf(it->stream_id, sizeof(it->stream_id), "%s", id);
