@@ -268,8 +268,10 @@ static void run_policy(const struct ag_conf *c, const struct ag_view *start, int
 	if (ev.net_banned)
 		CHECK(v.net.ban_until > now && v.net.ban_until - now <= c->ip_ban_max,
 		      "net ban until %lld at %lld", (long long)v.net.ban_until, (long long)now);
+	/* a lock on the slow count lasts user_slow_lock_time (longer) */
 	if (ev.user_locked)
-		CHECK(v.user.lock_until > now && v.user.lock_until - now <= c->user_lock_time &&
+		CHECK(v.user.lock_until > now &&
+		      v.user.lock_until - now <= (ev.slow_lock ? c->user_slow_lock_time : c->user_lock_time) &&
 		      ev.lock_until == v.user.lock_until, "lock until %lld at %lld",
 		      (long long)v.user.lock_until, (long long)now);
 	if (ev.host_banned || ev.net_banned || ev.user_locked || ev.repeat_pw)
