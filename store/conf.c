@@ -233,21 +233,31 @@ static int parse_bool(const char *s, uint32_t *r)
 
 /* Parse a list of CIDRs separated by commas and/or blanks into @out
  * (appended). On error names the bad entry in @err. */
+/* The next entry of a list separated by commas and/or blanks: its start
+ * in *@w and length in *@n, and *@s moved past it. False at the end. */
+static bool next_entry(const char **s, const char **w, size_t *n)
+{
+	*s += strspn(*s, ", \t");
+	if (**s == '\0')
+		return false;
+	*w = *s;
+	*n = strcspn(*s, ", \t");
+	*s += *n;
+	return true;
+}
+
 static int parse_cidrs(const char *s, struct ag_cidrs *out, char *err, size_t errlen)
 {
 	char word[128];
+	const char *w;
+	size_t n;
 
-	while (*s != '\0') {
-		size_t n = strcspn(s, ", \t");
-		if (n == 0) {
-			s++;
-			continue;
-		}
+	while (next_entry(&s, &w, &n)) {
 		if (n >= sizeof(word)) {
 			snprintf(err, errlen, "list entry too long");
 			return AG_EINVAL;
 		}
-		memcpy(word, s, n);
+		memcpy(word, w, n);
 		word[n] = '\0';
 		struct ag_addr a;
 		if (ag_cidr_parse(word, true, &a) != 0) {
@@ -258,7 +268,6 @@ static int parse_cidrs(const char *s, struct ag_cidrs *out, char *err, size_t er
 			snprintf(err, errlen, "out of memory");
 			return AG_ENOMEM;
 		}
-		s += n;
 	}
 	return 0;
 }
@@ -308,15 +317,10 @@ static int parse_domains(const char *key, const char *s, struct ag_strlist *out,
 			 size_t errlen)
 {
 	char word[256];
+	const char *w;
+	size_t n;
 
-	while (*s != '\0') {
-		size_t n = strcspn(s, ", \t");
-		if (n == 0) {
-			s++;
-			continue;
-		}
-		const char *w = s;
-		s += n;
+	while (next_entry(&s, &w, &n)) {
 		if (*w == '@') {
 			w++;
 			n--;
@@ -374,15 +378,10 @@ static int parse_prefixes(const struct ckey *k, const char *s, struct ag_prefixe
 {
 	struct ag_prefixes p = { 0 };
 	char word[32];
+	const char *w;
+	size_t n;
 
-	while (*s != '\0') {
-		size_t n = strcspn(s, ", \t");
-		if (n == 0) {
-			s++;
-			continue;
-		}
-		const char *w = s;
-		s += n;
+	while (next_entry(&s, &w, &n)) {
 		bool ok = n < sizeof(word) && p.n < AG_PREFIX_LEVELS;
 		uint32_t len = 0, after = 0;
 		if (ok) {
