@@ -45,3 +45,14 @@ count() { # count WORD ITEMS...: how many ITEMS equal WORD
 	for x in "$@"; do [ "$x" = "$w" ] && n=$((n + 1)); done
 	echo "$n"
 }
+
+bail() { # bail REASON...: the whole run cannot go on
+	echo "Bail out! $*"
+	exit 1
+}
+
+tap_skip_all() { # tap_skip_all REASON: nothing can run here (automake's SKIP)
+	echo "SKIP: $1" >&2
+	echo "1..0 # SKIP $1"
+	exit "${AG_TEST_SKIP_STATUS:-77}"
+}

@@ -34,14 +34,8 @@ NTESTS=29
 # ------------------------------------------------------------------ skip, bail
 why=$(cy_missing)
 if [ -n "$why" ]; then
-	echo "SKIP: $why" >&2
-	echo "1..0 # SKIP $why"
-	exit "${AG_TEST_SKIP_STATUS:-77}"
+	tap_skip_all "$why"
 fi
-bail() {
-	echo "Bail out! $*"
-	exit 1
-}
 
 S=
 WDPID=

@@ -34,14 +34,8 @@ why=$(cy_missing)
 [ -n "$why" ] || [ -n "$ADMIN" ] || why="authguard-admin not found (AG_TEST_ADMIN)"
 [ -n "$why" ] || ! sanitized "$WATCH" || why="$WATCH is built with a sanitizer (the plain build runs this test)"
 if [ -n "$why" ]; then
-	echo "SKIP: $why" >&2
-	echo "1..0 # SKIP $why"
-	exit "${AG_TEST_SKIP_STATUS:-77}"
+	tap_skip_all "$why"
 fi
-bail() {
-	echo "Bail out! $*"
-	exit 1
-}
 
 S=
 WDPID=

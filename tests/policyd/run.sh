@@ -35,24 +35,15 @@ TIMEOUT=${AG_TEST_TIMEOUT:-90}
 NTESTS=35
 
 # ------------------------------------------------------------------ skip, bail
-skip_all() {
-	echo "SKIP: $1" >&2
-	echo "1..0 # SKIP $1"
-	exit "${AG_TEST_SKIP_STATUS:-77}"
-}
 why=$(dv_missing)
-[ -z "$why" ] || skip_all "$why"
-[ -n "$POLICYD" ] && [ -x "$POLICYD" ] || skip_all "authguard-policyd not found (build it, or set AG_TEST_POLICYD)"
+[ -z "$why" ] || tap_skip_all "$why"
+[ -n "$POLICYD" ] && [ -x "$POLICYD" ] || tap_skip_all "authguard-policyd not found (build it, or set AG_TEST_POLICYD)"
 if LC_ALL=C nm "$POLICYD" 2>/dev/null | grep -qE ' __(a|ub)san_'; then
-	skip_all "$POLICYD is built with a sanitizer: the plain build runs this test"
+	tap_skip_all "$POLICYD is built with a sanitizer: the plain build runs this test"
 fi
 for f in "$MODULE" "$WRAPPER" "$MATRIX"; do
-	[ -r "$f" ] || skip_all "$f not found (the PAM scene needs pam_authguard.so, libpam-wrapper)"
+	[ -r "$f" ] || tap_skip_all "$f not found (the PAM scene needs pam_authguard.so, libpam-wrapper)"
 done
-bail() {
-	echo "Bail out! $*"
-	exit 1
-}
 
 # ------------------------------------------------------------ scratch, cleanup
 S=

@@ -56,30 +56,25 @@ TIMEOUT=${AG_TEST_TIMEOUT:-50}
 triplet=$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 SYSMECH=/usr/lib/$triplet/sasl2
 
-skip_all() {
-	echo "SKIP: $1" >&2
-	echo "1..0 # SKIP $1"
-	exit "${AG_TEST_SKIP_STATUS:-77}"
-}
 if [ ! -x "$POSTFIX" ] || [ ! -x "$SBIN/master" ] || [ ! -x "$SBIN/smtpd" ]; then
-	skip_all "postfix not found ($POSTFIX, $SBIN): apt-get install postfix"
+	tap_skip_all "postfix not found ($POSTFIX, $SBIN): apt-get install postfix"
 elif [ "$(id -u)" != 0 ]; then
-	skip_all "not root: a Postfix master runs as root (CI runs this test as root)"
+	tap_skip_all "not root: a Postfix master runs as root (CI runs this test as root)"
 elif [ -z "$PLUGIN" ] || [ ! -r "$PLUGIN" ]; then
-	skip_all "AG_TEST_SASL_PLUGIN not set or unreadable (run through make check)"
+	tap_skip_all "AG_TEST_SASL_PLUGIN not set or unreadable (run through make check)"
 elif LC_ALL=C readelf -d "$PLUGIN" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub|m)san' ||
 	LC_ALL=C nm -D --undefined-only "$PLUGIN" 2>/dev/null | grep -qE ' __(a|t|ub|m)san_'; then
-	skip_all "$PLUGIN is built with a sanitizer: smtpd cannot load it (the plain build runs this test)"
+	tap_skip_all "$PLUGIN is built with a sanitizer: smtpd cannot load it (the plain build runs this test)"
 elif ! "$PYTHON" -c 'import smtplib' 2>/dev/null; then
-	skip_all "python3 with smtplib not found: apt-get install python3"
+	tap_skip_all "python3 with smtplib not found: apt-get install python3"
 elif [ ! -x "$SASLPASSWD" ]; then
-	skip_all "saslpasswd2 not found: apt-get install sasl2-bin"
+	tap_skip_all "saslpasswd2 not found: apt-get install sasl2-bin"
 elif [ ! -r "$SYSMECH/libplain.so.2" ] || [ ! -r "$SYSMECH/libsasldb.so.2" ]; then
-	skip_all "no stock SASL mechanisms in $SYSMECH: apt-get install libsasl2-modules libsasl2-modules-db"
+	tap_skip_all "no stock SASL mechanisms in $SYSMECH: apt-get install libsasl2-modules libsasl2-modules-db"
 elif ! command -v "$CC" >/dev/null 2>&1; then
-	skip_all "no C compiler ($CC) for the syslog shim"
+	tap_skip_all "no C compiler ($CC) for the syslog shim"
 elif ! getent passwd postfix >/dev/null || ! getent group postdrop >/dev/null; then
-	skip_all "user postfix or group postdrop missing (the postfix package makes them)"
+	tap_skip_all "user postfix or group postdrop missing (the postfix package makes them)"
 fi
 
 # ------------------------------------------------------------ scratch, cleanup
@@ -113,10 +108,6 @@ cleanup() {
 }
 tap_start
 
-bail() {
-	echo "Bail out! $*"
-	exit 1
-}
 is() { # is GOT WANT DESCRIPTION
 	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi
 }
