@@ -94,7 +94,7 @@ AG_API int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_se
  * on it loses. */
 AG_API int ag_sync_admin_local(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e);
 
-#define AG_OUTBOX_VERSION 1
+#define AG_OUTBOX_VERSION 2 /* 1: the events were in the meta database */
 struct ag_outbox_state {
 	uint32_t version, pad;
 	uint64_t epoch;          /* random, made with the outbox: a new store starts anew */
@@ -111,8 +111,15 @@ AG_API int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st_r);
  * how many, or AG_E*. Events that cannot be decoded (a damaged store) are
  * skipped; they go as the oldest when the outbox is full. */
 AG_API int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max);
+/* The same, from the first event numbered past @after: the pusher keeps
+ * what it pushed in memory and deletes it in bulk now and then (a read
+ * transaction here; the writer lock only for ag_outbox_done_upto()). */
+AG_API int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max);
 /* Delete the events @ev[0..n) (pushed) from the outbox. */
 AG_API int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n);
+/* Delete every event numbered up to @upto (pushed) in @t, and upgrade a
+ * version 1 outbox; *@n_r (may be NULL): how many went. */
+AG_API int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r);
 
 /* The guard's part: the outbox event of a local attempt, put in the
  * record's transaction @t (nothing with sync off). */

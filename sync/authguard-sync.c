@@ -58,6 +58,10 @@
 #define BACKOFF_MAX_MS 5000
 #define FAULT_EVERY_MS 30000
 #define IDLE_POLL_MS 5
+#define DRAIN_EVERY_MS 250
+#define DRAIN_AFTER 4096
+#define FLUSH_EVERY_MS 500
+#define RESUME_SCAN 8192
 
 static const char usage[] =
 	"usage: " NAME " [-c CONF] [-t] [-h] [-V]\n"
@@ -272,7 +276,20 @@ static void mac(const char *host, size_t hlen, const uint8_t epoch[8], const uin
 
 /* ---- pushing ------------------------------------------------------------------------- */
 
-static int push_batch(struct link *l, struct ag_sev *ev)
+/* What the pusher has sent: the events numbered up to @seq of outbox
+ * @epoch are in the stream. Kept in memory; the events are deleted from
+ * the outbox in bulk (drain()), so the pusher takes the writer lock a few
+ * times a second rather than after every batch. A crash (SIGKILL) in
+ * between sends the undeleted ones again after the restart: the receivers
+ * skip them by their sequence number (sync.h), and the restart looks for
+ * them in the stream first (pushed_in_stream()). */
+struct pushed {
+	uint64_t epoch, seq;   /* sent */
+	uint64_t deleted;      /* deleted from the outbox up to */
+	int64_t last_drain;
+};
+
+static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 {
 	struct ag_txn *t;
 	struct ag_outbox_state ob;
@@ -281,9 +298,13 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 	if (rc != 0)
 		return rc;
 	rc = ag_outbox_state(t, &ob);
+	if (rc == 0 && ob.epoch != pd->epoch) { /* a new outbox: numbered from 1 again */
+		pd->epoch = ob.epoch;
+		pd->seq = pd->deleted = 0;
+	}
 	/* the common case while idle: one read of the counters, no scan */
-	int want = ob.depth < PUSH_BATCH ? (int)ob.depth : PUSH_BATCH;
-	n = rc != 0 ? rc : want > 0 ? ag_outbox_peek(t, ev, want) : 0;
+	bool more = ob.version == AG_OUTBOX_VERSION && ob.next_seq > pd->seq + 1 && ob.depth > 0;
+	n = rc != 0 ? rc : more ? ag_outbox_peek_after(t, pd->seq, ev, PUSH_BATCH) : 0;
 	ag_txn_abort(t);
 	if (n <= 0)
 		return n;
@@ -345,20 +366,48 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 	}
 	if (ok == 0)
 		return 0;
-	rc = ag_txn_begin(g.s, true, &t);
+	pd->seq = ev[ok - 1].seq;
+	pthread_mutex_lock(&g.mu);
+	g.st.pushed += (uint64_t)ok;
+	pthread_mutex_unlock(&g.mu);
+	return ok;
+}
+
+/* Delete what was pushed from the outbox, in one write transaction (and
+ * upgrade an outbox of version 1: at start, @pd->seq 0). */
+static int drain(struct pushed *pd)
+{
+	struct ag_txn *t;
+	int rc = ag_txn_begin(g.s, true, &t);
+
 	if (rc != 0)
 		return rc;
-	rc = ag_outbox_done(t, ev, ok);
-	if (rc == 0)
-		rc = ag_txn_commit(t);
-	else
+	struct ag_outbox_state ob;
+	rc = ag_outbox_state(t, &ob);
+	if (rc == 0 && ob.epoch == pd->epoch)
+		rc = ag_outbox_done_upto(t, pd->seq, NULL);
+	if (rc != 0) {
 		ag_txn_abort(t);
-	if (rc == 0) {
-		pthread_mutex_lock(&g.mu);
-		g.st.pushed += (uint64_t)ok;
-		pthread_mutex_unlock(&g.mu);
+		return rc;
 	}
-	return rc != 0 ? rc : ok;
+	rc = ag_txn_commit(t);
+	if (rc == 0)
+		pd->deleted = pd->seq;
+	pd->last_drain = ag_now_ms();
+	return rc;
+}
+
+/* Due: DRAIN_EVERY_MS since the last, DRAIN_AFTER events pushed, or the
+ * outbox half full (what was pushed must not push out what was not). */
+static bool drain_due(const struct pushed *pd)
+{
+	if (pd->seq <= pd->deleted)
+		return false;
+	int64_t now = ag_now_ms();
+	if (now - pd->last_drain >= DRAIN_EVERY_MS || now < pd->last_drain ||
+	    pd->seq - pd->deleted >= DRAIN_AFTER)
+		return true;
+	return outbox_depth() >= g.d.conf.sync_outbox_max / 2;
 }
 
 static void reject(const char *id, const char *why);
@@ -606,6 +655,57 @@ static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
 	return true;
 }
 
+static int seq_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r);
+
+/* At start: the events a predecessor pushed but had not deleted yet (it
+ * was killed) are among the newest RESUME_SCAN entries of the stream.
+ * Those numbered on from what the outbox still holds, without a gap
+ * (a refused XADD in the middle of a pipeline leaves one), count as
+ * pushed; only entries under the cluster key count. Anything not found
+ * is pushed again (and skipped by the receivers). Returns false on a
+ * lost link. */
+static bool pushed_in_stream(struct link *l, struct pushed *pd)
+{
+	char count[16];
+	snprintf(count, sizeof(count), "%d", RESUME_SCAN);
+	const char *a[] = { "XREVRANGE", g.d.conf.sync_stream, "+", "-", "COUNT", count };
+	redisReply *r = redisCommandArgv(l->rc, 6, a, NULL);
+
+	if (r == NULL) {
+		link_down(l, l->rc->errstr);
+		return false;
+	}
+	uint64_t *seqs = malloc(sizeof(*seqs) * RESUME_SCAN);
+	size_t n = 0;
+	for (size_t i = 0; seqs != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
+	     n < RESUME_SCAN; i++) {
+		uint64_t seq;
+		if (verified_own(r->element[i], pd->epoch, &seq) && seq > pd->seq)
+			seqs[n++] = seq;
+	}
+	freeReplyObject(r);
+	if (seqs == NULL)
+		return true; /* (everything is pushed again) */
+	qsort(seqs, n, sizeof(*seqs), seq_cmp);
+	uint64_t at = pd->seq;
+	for (size_t i = 0; i < n && seqs[i] <= at + 1; i++)
+		at = seqs[i];
+	free(seqs);
+	if (at > pd->seq) {
+		agd_log(AG_LVL_INFO, NAME ": events up to %" PRIu64 " of this host were in the stream "
+			"already (pushed before a restart): not sent again", at);
+		pd->seq = at;
+	}
+	return true;
+}
+
 static void *pusher(void *arg)
 {
 	struct link l = { .role = "push" };
@@ -618,9 +718,29 @@ static void *pusher(void *arg)
 		return NULL;
 	}
 	int64_t last_snap = 0;
+	struct pushed pd = { 0 };
+	int drc = drain(&pd); /* (upgrades a version 1 outbox) */
+	struct ag_txn *t;
+	if (drc == 0 && (drc = ag_txn_begin(g.s, false, &t)) == 0) {
+		/* sent and deleted: everything before the oldest event left */
+		struct ag_outbox_state ob;
+		if (ag_outbox_state(t, &ob) == 0)
+			pd.epoch = ob.epoch;
+		if (ag_outbox_peek_after(t, 0, ev, 1) == 1)
+			pd.seq = pd.deleted = ev[0].seq - 1;
+		ag_txn_abort(t);
+	}
+	if (drc != 0)
+		set_error("push: store: %s", ag_strerror(drc));
+	bool resumed = false;
 	while (!atomic_load(&g.stop)) {
 		if (!link_up(&l))
 			continue;
+		if (!resumed) { /* what a killed predecessor sent but did not delete */
+			resumed = pushed_in_stream(&l, &pd);
+			if (l.rc == NULL)
+				continue;
+		}
 		int64_t now = ag_now_ms();
 		if (now - last_snap >= g.d.conf.sync_snapshot_every || now < last_snap) {
 			last_snap = now;
@@ -630,7 +750,11 @@ static void *pusher(void *arg)
 			if (l.rc == NULL)
 				continue;
 		}
-		int n = push_batch(&l, ev);
+		int n = push_batch(&l, ev, &pd);
+		if (n >= 0 && drain_due(&pd)) {
+			int dr = drain(&pd);
+			n = dr != 0 ? dr : n;
+		}
 		if (n < 0) {
 			set_error("push: store: %s", ag_strerror(n));
 			agd_log(AG_LVL_ERR, NAME " fault: reading the outbox: %s%s%s", ag_strerror(n),
@@ -641,6 +765,8 @@ static void *pusher(void *arg)
 			sleep_ms(l.rc != NULL && l.backoff > 0 ? l.backoff : IDLE_POLL_MS);
 		}
 	}
+	if (pd.seq > pd.deleted)
+		(void)drain(&pd); /* a clean stop sends nothing twice */
 	if (l.rc != NULL)
 		redisFree(l.rc);
 	free(ev);
@@ -728,6 +854,31 @@ static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
 	memcpy(it->host, h->str, h->len);
 	it->host[h->len] = '\0';
 	snprintf(it->stream_id, sizeof(it->stream_id), "%s", id);
+	return true;
+}
+
+/* @en is an entry of this host's outbox @epoch under the cluster key:
+ * its sequence number into *@seq_r. */
+static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r)
+{
+	if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+	    en->element[1]->type != REDIS_REPLY_ARRAY)
+		return false;
+	const redisReply *kv = en->element[1];
+	const redisReply *h = field(kv, "h"), *o = field(kv, "o"), *e = field(kv, "e"),
+			 *m = field(kv, "m");
+	if (h == NULL || o == NULL || e == NULL || m == NULL || o->len != 8 ||
+	    h->len != strlen(g.host) || memcmp(h->str, g.host, h->len) != 0 ||
+	    ag_get_be64((const uint8_t *)o->str) != epoch || e->len > AG_SEV_WIRE_MAX ||
+	    m->len != MAC_LEN)
+		return false;
+	uint8_t want[MAC_LEN];
+	struct ag_sev ev;
+	mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want);
+	if (CRYPTO_memcmp(want, m->str, MAC_LEN) != 0 ||
+	    ag_sev_decode((const uint8_t *)e->str, e->len, &ev) != 0)
+		return false;
+	*seq_r = ev.seq;
 	return true;
 }
 
@@ -998,9 +1149,15 @@ int main(int argc, char **argv)
 		 g.d.conf.sync_stream);
 	agd_log(AG_LVL_INFO, "%s", status);
 	agd_ready(status);
+	int64_t last_status = 0;
 	while (!atomic_load(&g.stop)) {
 		struct pollfd p = { .fd = sigfd, .events = POLLIN };
-		(void)poll(&p, 1, 1000);
+		(void)poll(&p, 1, FLUSH_EVERY_MS);
+		/* The host-wide flush (store.h), here: the threads that apply
+		 * and push then never find it due and wait for the disk (tens
+		 * of milliseconds: the tail of the propagation time), and
+		 * neither do the services recording attempts. */
+		ag_store_sync(g.s);
 		int sig;
 		while ((sig = agd_signal_take(sigfd)) != 0) {
 			if (sig == SIGHUP)
@@ -1009,7 +1166,11 @@ int main(int argc, char **argv)
 			else
 				atomic_store(&g.stop, true);
 		}
-		write_status();
+		int64_t now = ag_now_ms();
+		if (now - last_status >= 1000 || now < last_status) {
+			last_status = now;
+			write_status();
+		}
 	}
 	agd_stopping();
 	pthread_join(tp, NULL);
