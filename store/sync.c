@@ -238,65 +238,103 @@ int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
 	return rc == 0 && dirty ? state_write(t, &st) : rc;
 }
 
-struct peek_ctx {
-	struct ag_sev *ev;
+/* Peeking merges the two databases by sequence number without a second
+ * array of events (the pusher asks for hundreds; a large buffer per call
+ * cost it more than the scan): a first pass reads only keys, a second
+ * decodes each wanted event straight into its place. */
+struct keys_ctx {
+	uint64_t *seq;
 	int n, max;
 };
 
-static enum ag_scan_op peek_visit(void *ctxp, const void *key, size_t klen, const void *val,
+static enum ag_scan_op keys_visit(void *ctxp, const void *key, size_t klen, const void *val,
 				  size_t vlen)
 {
-	struct peek_ctx *p = ctxp;
+	struct keys_ctx *k = ctxp;
 
-	if (p->n >= p->max)
+	(void)val;
+	(void)vlen;
+	if (k->n >= k->max)
 		return AG_SCAN_STOP;
-	if (klen != SEQ_LEN || ag_sev_decode(val, vlen, &p->ev[p->n]) != 0 ||
-	    p->ev[p->n].seq != ag_get_be64(key))
-		return AG_SCAN_NEXT; /* damaged: it cannot be sent; it goes when deleted up to */
-	p->n++;
+	if (klen == SEQ_LEN) /* (a damaged key cannot be sent: it goes when deleted up to) */
+		k->seq[k->n++] = ag_get_be64(key);
 	return AG_SCAN_NEXT;
 }
 
-static int scan_class(struct ag_txn *t, enum ag_db db, uint64_t after, struct ag_sev *ev, int max)
-{
-	uint8_t start[SEQ_LEN];
-	struct peek_ctx p = { ev, 0, max };
+struct place_ctx {
+	struct ag_sev *ev;
+	const int *pos;    /* where the i-th key of this database goes in ev, or -1 */
+	const uint64_t *seq;
+	bool *bad;         /* by position: did not decode */
+	int i, n;
+};
 
-	ag_put_be64(start, after + 1);
-	int rc = ag_txn_scan_from(t, db, start, sizeof(start), peek_visit, &p);
-	return rc != 0 ? rc : p.n;
+static enum ag_scan_op place_visit(void *ctxp, const void *key, size_t klen, const void *val,
+				   size_t vlen)
+{
+	struct place_ctx *p = ctxp;
+
+	if (p->i >= p->n)
+		return AG_SCAN_STOP;
+	if (klen != SEQ_LEN)
+		return AG_SCAN_NEXT; /* skipped by the first pass too */
+	int at = p->pos[p->i];
+	if (at >= 0 && (ag_get_be64(key) != p->seq[p->i] || ag_sev_decode(val, vlen, &p->ev[at]) != 0 ||
+			p->ev[at].seq != p->seq[p->i]))
+		p->bad[at] = true; /* damaged */
+	p->i++;
+	return AG_SCAN_NEXT;
 }
 
 int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max)
 {
+	static const enum ag_db dbs[2] = { AG_DB_OBF, AG_DB_OBO };
 	struct ag_outbox_state st;
+	uint8_t start[SEQ_LEN];
 	int rc = state_read(t, &st);
 
 	if (rc != 0 || st.version != AG_OUTBOX_VERSION || max <= 0 || after == UINT64_MAX)
 		return rc; /* none yet, or version 1: upgraded by the next write */
-	/* each class is in order by itself: merge the two by sequence */
-	struct ag_sev *b = malloc(sizeof(*b) * (size_t)max);
-	if (b == NULL)
+	ag_put_be64(start, after + 1);
+	/* keys (8 bytes each) of both, their places, what did not decode */
+	size_t m = (size_t)max;
+	uint8_t *mem = malloc(2 * m * (sizeof(uint64_t) + sizeof(int)) + m);
+	if (mem == NULL)
 		return AG_ENOMEM;
-	int na = scan_class(t, AG_DB_OBF, after, ev, max);
-	int nb = na < 0 ? 0 : scan_class(t, AG_DB_OBO, after, b, max);
-	if (na < 0 || nb < 0) {
-		free(b);
-		return na < 0 ? na : nb;
+	uint64_t *seq = (uint64_t *)mem;
+	int *pos = (int *)(seq + 2 * m);
+	bool *bad = (bool *)(pos + 2 * m);
+	struct keys_ctx k[2] = { { seq, 0, max }, { seq + m, 0, max } };
+	for (int d = 0; d < 2 && rc == 0; d++)
+		rc = ag_txn_scan_from(t, dbs[d], start, sizeof(start), keys_visit, &k[d]);
+	/* each is in order by itself: merge the two by sequence number */
+	int i = 0, j = 0, n = 0;
+	while (rc == 0 && n < max && (i < k[0].n || j < k[1].n)) {
+		if (j >= k[1].n || (i < k[0].n && seq[i] < seq[m + (size_t)j]))
+			pos[i++] = n++;
+		else
+			pos[m + (size_t)j++] = n++;
 	}
-	int total = na + nb < max ? na + nb : max;
-	struct ag_sev *m = malloc(sizeof(*m) * (size_t)total + 1);
-	if (m == NULL) {
-		free(b);
-		return AG_ENOMEM;
+	for (int x = i; x < k[0].n; x++)
+		pos[x] = -1;
+	for (int x = j; x < k[1].n; x++)
+		pos[m + (size_t)x] = -1;
+	memset(bad, 0, m);
+	for (int d = 0; d < 2 && rc == 0; d++) {
+		struct place_ctx p = { ev, pos + (size_t)d * m, seq + (size_t)d * m, bad, 0,
+				       d == 0 ? i : j };
+		if (p.n > 0)
+			rc = ag_txn_scan_from(t, dbs[d], start, sizeof(start), place_visit, &p);
 	}
-	int i = 0, j = 0;
-	for (int k = 0; k < total; k++)
-		m[k] = (j >= nb || (i < na && ev[i].seq < b[j].seq)) ? ev[i++] : b[j++];
-	memcpy(ev, m, sizeof(*m) * (size_t)total);
-	free(m);
-	free(b);
-	return total;
+	int out = 0;
+	for (int x = 0; rc == 0 && x < n; x++)
+		if (!bad[x]) {
+			if (out != x)
+				ev[out] = ev[x];
+			out++;
+		}
+	free(mem);
+	return rc != 0 ? rc : out;
 }
 
 int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max)

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -58,8 +59,14 @@
 #define BACKOFF_MAX_MS 5000
 #define FAULT_EVERY_MS 30000
 #define IDLE_POLL_MS 5
+/* Sent events are deleted from the outbox in one transaction once a
+ * leaf's worth were sent (an event is about 110 bytes with its key: some
+ * 36 fill a 4 KiB page), or the oldest of them waited DRAIN_EVERY_MS. So
+ * the outbox stays within about one leaf, and a record's append dirties
+ * that page alone; a deeper tree would cost every record a page per
+ * level (measured: bench_sync -P), more than these deletes cost. */
 #define DRAIN_EVERY_MS 250
-#define DRAIN_AFTER 4096
+#define DRAIN_AFTER 32
 #define FLUSH_EVERY_MS 500
 #define RESUME_SCAN 8192
 
@@ -253,15 +260,45 @@ static bool link_up(struct link *l)
 
 /* ---- the MAC ----------------------------------------------------------------------------- */
 
+/* The cluster key's HMAC, set up once per thread (pusher, reader) and
+ * re-initialised per entry: OpenSSL's one-shot HMAC() fetches the digest
+ * and prepares the key on every call, three times the cost, and was the
+ * largest CPU cost of the daemon at 10,000 events/s. */
+static __thread EVP_MAC_CTX *mac_ctx;
+
+static EVP_MAC_CTX *mac_get(void)
+{
+	if (mac_ctx == NULL) {
+		EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+		OSSL_PARAM p[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+				   OSSL_PARAM_construct_end() };
+		mac_ctx = m != NULL ? EVP_MAC_CTX_new(m) : NULL;
+		EVP_MAC_free(m);
+		if (mac_ctx != NULL && !EVP_MAC_init(mac_ctx, g.key, g.key_len, p)) {
+			EVP_MAC_CTX_free(mac_ctx);
+			mac_ctx = NULL;
+		}
+	}
+	return mac_ctx;
+}
+
+/* At the end of a thread that used mac(). */
+static void mac_done(void)
+{
+	EVP_MAC_CTX_free(mac_ctx);
+	mac_ctx = NULL;
+}
+
 /* HMAC-SHA256 under the cluster key over what the entry says: the stream
  * (an entry copied to another stream does not verify), the sender, its
- * outbox epoch and the event. */
-static void mac(const char *host, size_t hlen, const uint8_t epoch[8], const uint8_t *ev,
+ * outbox epoch and the event. False (and @out zero) if OpenSSL failed:
+ * then nothing verifies, not even a zero MAC. */
+static bool mac(const char *host, size_t hlen, const uint8_t epoch[8], const uint8_t *ev,
 		size_t evlen, uint8_t out[MAC_LEN])
 {
 	uint8_t buf[64 + 1024 + 8 + AG_SEV_WIRE_MAX];
-	size_t n = 0, sl = strlen(g.d.conf.sync_stream);
-	unsigned olen = MAC_LEN;
+	size_t n = 0, sl = strlen(g.d.conf.sync_stream), olen = 0;
+	EVP_MAC_CTX *c = mac_get();
 
 	memcpy(buf, "authguard-sync 1", 17), n = 17;
 	memcpy(buf + n, g.d.conf.sync_stream, sl), n += sl;
@@ -270,8 +307,13 @@ static void mac(const char *host, size_t hlen, const uint8_t epoch[8], const uin
 	buf[n++] = 0;
 	memcpy(buf + n, epoch, 8), n += 8;
 	memcpy(buf + n, ev, evlen), n += evlen;
-	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, buf, n, out, &olen) == NULL)
-		memset(out, 0, MAC_LEN); /* verifies nothing */
+	/* (a NULL key: the one set up above, from its start again) */
+	if (c == NULL || !EVP_MAC_init(c, NULL, 0, NULL) || !EVP_MAC_update(c, buf, n) ||
+	    !EVP_MAC_final(c, out, &olen, MAC_LEN) || olen != MAC_LEN) {
+		memset(out, 0, MAC_LEN);
+		return false;
+	}
+	return true;
 }
 
 /* ---- pushing ------------------------------------------------------------------------- */
@@ -286,8 +328,13 @@ static void mac(const char *host, size_t hlen, const uint8_t epoch[8], const uin
 struct pushed {
 	uint64_t epoch, seq;   /* sent */
 	uint64_t deleted;      /* deleted from the outbox up to */
-	int64_t last_drain;
+	int64_t since;         /* when the oldest sent one not deleted was sent */
 };
+
+/* How long sent events may wait to be deleted: DRAIN_EVERY_MS, or
+ * AUTHGUARD_SYNC_DRAIN_MS (the fleet test holds them, to kill the daemon
+ * in between: authguard-sync(8)). */
+static int64_t drain_every = DRAIN_EVERY_MS;
 
 static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 {
@@ -324,7 +371,7 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 	for (int i = 0; i < n; i++) {
 		uint8_t buf[AG_SEV_WIRE_MAX], m[MAC_LEN];
 		size_t len = ag_sev_encode(&ev[i], buf);
-		mac(g.host, hl, epoch, buf, len, m);
+		(void)mac(g.host, hl, epoch, buf, len, m); /* (a zero MAC: rejected) */
 		const char *argv[] = { "XADD", g.d.conf.sync_stream, "MAXLEN", "~", maxlen, "*",
 				       "h", g.host, "o", (const char *)epoch, "e", (const char *)buf,
 				       "m", (const char *)m };
@@ -366,6 +413,8 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 	}
 	if (ok == 0)
 		return 0;
+	if (pd->seq <= pd->deleted)
+		pd->since = ag_now_ms();
 	pd->seq = ev[ok - 1].seq;
 	pthread_mutex_lock(&g.mu);
 	g.st.pushed += (uint64_t)ok;
@@ -393,19 +442,17 @@ static int drain(struct pushed *pd)
 	rc = ag_txn_commit(t);
 	if (rc == 0)
 		pd->deleted = pd->seq;
-	pd->last_drain = ag_now_ms();
 	return rc;
 }
 
-/* Due: DRAIN_EVERY_MS since the last, DRAIN_AFTER events pushed, or the
- * outbox half full (what was pushed must not push out what was not). */
+/* Due: the oldest sent one waited drain_every, DRAIN_AFTER were sent, or
+ * the outbox is half full (what was sent must not push out what was not). */
 static bool drain_due(const struct pushed *pd)
 {
 	if (pd->seq <= pd->deleted)
 		return false;
 	int64_t now = ag_now_ms();
-	if (now - pd->last_drain >= DRAIN_EVERY_MS || now < pd->last_drain ||
-	    pd->seq - pd->deleted >= DRAIN_AFTER)
+	if (now - pd->since >= drain_every || now < pd->since || pd->seq - pd->deleted >= DRAIN_AFTER)
 		return true;
 	return outbox_depth() >= g.d.conf.sync_outbox_max / 2;
 }
@@ -682,6 +729,10 @@ static bool pushed_in_stream(struct link *l, struct pushed *pd)
 		link_down(l, l->rc->errstr);
 		return false;
 	}
+	if (r->type == REDIS_REPLY_ERROR)
+		agd_log(AG_LVL_WARN, NAME ": XREVRANGE refused (%s): events sent before a restart "
+			"but not yet deleted from the outbox are sent again (the receivers skip "
+			"them); let the ACL user run +xrevrange (authguard-sync(8))", r->str);
 	uint64_t *seqs = malloc(sizeof(*seqs) * RESUME_SCAN);
 	size_t n = 0;
 	for (size_t i = 0; seqs != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
@@ -719,6 +770,9 @@ static void *pusher(void *arg)
 	}
 	int64_t last_snap = 0;
 	struct pushed pd = { 0 };
+	const char *de = getenv("AUTHGUARD_SYNC_DRAIN_MS");
+	if (de != NULL && atol(de) > 0)
+		drain_every = atol(de);
 	int drc = drain(&pd); /* (upgrades a version 1 outbox) */
 	struct ag_txn *t;
 	if (drc == 0 && (drc = ag_txn_begin(g.s, false, &t)) == 0) {
@@ -769,6 +823,7 @@ static void *pusher(void *arg)
 		(void)drain(&pd); /* a clean stop sends nothing twice */
 	if (l.rc != NULL)
 		redisFree(l.rc);
+	mac_done();
 	free(ev);
 	return NULL;
 }
@@ -839,8 +894,8 @@ static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
 		return false;
 	}
 	uint8_t want[MAC_LEN];
-	mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want);
-	if (m->len != MAC_LEN || CRYPTO_memcmp(want, m->str, MAC_LEN) != 0) {
+	if (!mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want) ||
+	    m->len != MAC_LEN || CRYPTO_memcmp(want, m->str, MAC_LEN) != 0) {
 		reject(id, "bad MAC");
 		return false;
 	}
@@ -874,8 +929,8 @@ static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r)
 		return false;
 	uint8_t want[MAC_LEN];
 	struct ag_sev ev;
-	mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want);
-	if (CRYPTO_memcmp(want, m->str, MAC_LEN) != 0 ||
+	if (!mac(h->str, h->len, (const uint8_t *)o->str, (const uint8_t *)e->str, e->len, want) ||
+	    CRYPTO_memcmp(want, m->str, MAC_LEN) != 0 ||
 	    ag_sev_decode((const uint8_t *)e->str, e->len, &ev) != 0)
 		return false;
 	*seq_r = ev.seq;
@@ -997,6 +1052,7 @@ static void *reader(void *arg)
 	}
 	if (l.rc != NULL)
 		redisFree(l.rc);
+	mac_done();
 	free(items);
 	return NULL;
 }
