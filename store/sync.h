@@ -20,7 +20,9 @@
  *    last admin action on an address or a user, and an older one arriving
  *    later is ignored.
  *
- * Everything lives in the meta database under keys that start "sync.".
+ * The outbox's events live in databases of their own (AG_DB_OBF, AG_DB_OBO:
+ * sync.c says why), the rest in the meta database under keys that start
+ * "sync.".
  */
 #ifndef AG_SYNC_H
 #define AG_SYNC_H
