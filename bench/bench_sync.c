@@ -234,7 +234,7 @@ static void run_rate(unsigned rate, unsigned secs, pid_t *daemons)
 }
 
 /* What authguard-sync's pusher does to the outbox, without Redis: it
- * looks every 5 ms (IDLE_POLL_MS) and deletes what was sent once 32 are
+ * looks every 5 ms (IDLE_POLL_MS) and deletes what was sent once 16 are
  * (DRAIN_AFTER) or the oldest waited 250 ms (DRAIN_EVERY_MS), in one
  * transaction. */
 static atomic_bool drain_stop;
@@ -262,7 +262,7 @@ static void *drainer(void *arg)
 			continue;
 		if (since == 0)
 			since = bench_now_us();
-		if (sent - deleted < 32 && bench_now_us() - since < 250000)
+		if (sent - deleted < 16 && bench_now_us() - since < 250000)
 			continue;
 		if (ag_txn_begin(s, true, &t) != 0)
 			continue;

@@ -51,8 +51,7 @@ struct ag_txn {
 	MDB_txn *txn;
 };
 
-static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta", "pw",
-							   "obf", "obo" };
+static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta", "pw" };
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -640,49 +639,6 @@ int ag_txn_put(struct ag_txn *t, enum ag_db db, const void *key, size_t klen, co
 	if (!key_ok(klen) || db >= AG_DB_COUNT)
 		return AG_EINVAL;
 	return map_rc(mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
-}
-
-int ag_txn_append(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
-		  const void *val, size_t vlen)
-{
-	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
-
-	if (!key_ok(klen) || db >= AG_DB_COUNT)
-		return AG_EINVAL;
-	int rc = mdb_put(t->txn, t->s->dbi[db], &k, &v, MDB_APPEND);
-	if (rc == MDB_KEYEXIST) /* not past the last key: LMDB put nothing */
-		rc = mdb_put(t->txn, t->s->dbi[db], &k, &v, 0);
-	return map_rc(rc);
-}
-
-int ag_txn_count(struct ag_txn *t, enum ag_db db, uint64_t *n_r)
-{
-	MDB_stat st;
-
-	if (db >= AG_DB_COUNT)
-		return AG_EINVAL;
-	int rc = mdb_stat(t->txn, t->s->dbi[db], &st);
-	*n_r = rc == 0 ? st.ms_entries : 0;
-	return map_rc(rc);
-}
-
-int ag_txn_edge(struct ag_txn *t, enum ag_db db, bool last, void *key, size_t max, size_t *klen_r)
-{
-	MDB_cursor *c;
-	MDB_val k, v;
-
-	if (db >= AG_DB_COUNT)
-		return AG_EINVAL;
-	int rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
-	if (rc != 0)
-		return map_rc(rc);
-	rc = mdb_cursor_get(c, &k, &v, last ? MDB_LAST : MDB_FIRST);
-	if (rc == 0) {
-		*klen_r = k.mv_size; /* (all of it: a caller can tell a wrong one) */
-		memcpy(key, k.mv_data, k.mv_size < max ? k.mv_size : max);
-	}
-	mdb_cursor_close(c);
-	return map_rc(rc);
 }
 
 int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen)

@@ -23,9 +23,6 @@
 
 enum ag_db { AG_DB_SRC = 0, AG_DB_USER, AG_DB_PAIR, AG_DB_LIST, AG_DB_SLOT, AG_DB_META,
 	      AG_DB_PW, /* hot passwords (struct ag_pw_rec) */
-	      /* the fleet's outbox (sync.c): failures, and the other events,
-	       * each keyed by its 8-byte big-endian sequence number */
-	      AG_DB_OBF, AG_DB_OBO,
 	      AG_DB_COUNT };
 
 struct ag_store;
@@ -60,19 +57,6 @@ AG_API int ag_txn_get(struct ag_txn *t, enum ag_db db, const void *key, size_t k
 /* Errors: AG_EFULL (the transaction must then be aborted), AG_EINVAL, AG_ESTORE. */
 AG_API int ag_txn_put(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
 		      const void *val, size_t vlen);
-/* Put @key, which must sort after every key of @db (a sequence number):
- * no search, and pages are filled rather than split in half. A key that
- * does not (a damaged database) is put the ordinary way. Errors as
- * ag_txn_put(). */
-AG_API int ag_txn_append(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
-			 const void *val, size_t vlen);
-/* How many entries @db holds (LMDB keeps the count in the transaction:
- * no scan). */
-AG_API int ag_txn_count(struct ag_txn *t, enum ag_db db, uint64_t *n_r);
-/* The last (@last) or first key of @db, at most @max bytes of it, into
- * @key; its whole length into *@klen_r. Errors: AG_ENOTFOUND (empty), AG_ESTORE. */
-AG_API int ag_txn_edge(struct ag_txn *t, enum ag_db db, bool last, void *key, size_t max,
-		       size_t *klen_r);
 /* Errors: AG_ENOTFOUND, AG_ESTORE. */
 AG_API int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen);
 

@@ -17,20 +17,14 @@
 /* ---- the outbox -------------------------------------------------------------------- */
 
 /*
- * Layout (version 2): two databases of their own, AG_DB_OBF for failures
- * and AG_DB_OBO for the other events, each keyed by the event's 8-byte
- * big-endian sequence number, so each only ever grows at its end: a put is
- * an LMDB append (no search, pages filled rather than split in half) and
- * dirties the last leaf of one of them. The depth is LMDB's entry count of
- * the two (kept in the transaction: no scan, no counter to rewrite); the
- * next sequence number is one past the last key of either, or the floor
- * kept in the state record if that is higher (everything was pushed and
- * deleted); total = next - 1. So a record writes its event and nothing
- * else: the state record ("sync.ob") is written when the outbox is made,
- * when the full outbox drops events, and when pushed events are deleted.
- * Version 1 kept the events in the meta database (keys "sync.q" + class +
- * sequence number) and the counts in the state: the first write
- * transaction that finds it moves them (outbox_upgrade()).
+ * The events wait in the meta database (keys "sync.q" + class + 8-byte
+ * big-endian sequence number), the counters in the state record beside
+ * them. Measured against databases of their own (bench_sync -P, issue 13
+ * item 4): a failure's record writes the meta leaf anyway (the wave
+ * state), and authguard-sync deletes what it pushed before the queue
+ * outgrows that leaf, so the event and the counters ride on a page the
+ * commit writes regardless (+0.2 pages a record); an outbox database of
+ * its own cost a page more on every record (+1.1).
  */
 
 #define K_STATE "sync.ob"
@@ -38,24 +32,24 @@
 #define K_STATUS "sync.st"
 #define K_PEER "sync.peer."
 #define K_STAMP "sync.adm."
-#define Q1_PREFIX "sync.q" /* version 1: + class + 8-byte sequence number */
-#define Q1_PLEN 6
-#define Q1_KEYLEN (Q1_PLEN + 1 + 8)
-#define SEQ_LEN 8
+#define Q_PREFIX "sync.q" /* + class + 8-byte sequence number */
+#define Q_PLEN 6
+#define Q_KEYLEN (Q_PLEN + 1 + 8)
+enum { CLASS_FAIL = 0, CLASS_OTHER = 1 };
 
 bool ag_sync_enabled(const struct ag_conf *c)
 {
 	return c->sync_redis[0] != '\0';
 }
 
-static enum ag_db class_db(uint8_t kind)
+static void q_key(uint8_t cls, uint64_t seq, uint8_t key[Q_KEYLEN])
 {
-	return kind == AG_SEV_FAIL ? AG_DB_OBF : AG_DB_OBO;
+	memcpy(key, Q_PREFIX, Q_PLEN);
+	key[Q_PLEN] = cls;
+	ag_put_be64(key + Q_PLEN + 1, seq);
 }
 
-/* The state record as stored: version 1 or 2 (0: none yet). In version
- * 2, next_seq is the floor (see above), depth and total are not kept. */
-static int state_read(struct ag_txn *t, struct ag_outbox_state *st)
+int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
 {
 	const void *val;
 	size_t vlen;
@@ -69,183 +63,110 @@ static int state_read(struct ag_txn *t, struct ag_outbox_state *st)
 	if (vlen != sizeof(*st))
 		return AG_ECORRUPT;
 	memcpy(st, val, sizeof(*st));
-	return st->version == 1 || st->version == AG_OUTBOX_VERSION ? 0 : AG_ECORRUPT;
+	return st->version == AG_OUTBOX_VERSION ? 0 : AG_ECORRUPT;
 }
 
-static int state_write(struct ag_txn *t, const struct ag_outbox_state *st)
-{
-	struct ag_outbox_state w = *st;
-
-	w.depth = w.total = 0; /* (counted, not kept) */
-	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &w, sizeof(w));
-}
-
-/* The sequence number past the last key of @db (0 when empty); a key of
- * the wrong length (damaged) counts as none. */
-static int past_last(struct ag_txn *t, enum ag_db db, uint64_t *next_r)
-{
-	uint8_t key[SEQ_LEN];
-	size_t klen;
-	int rc = ag_txn_edge(t, db, true, key, sizeof(key), &klen);
-
-	*next_r = 0;
-	if (rc == AG_ENOTFOUND)
-		return 0;
-	if (rc == 0 && klen == SEQ_LEN)
-		*next_r = ag_get_be64(key) + 1;
-	return rc;
-}
-
-/* Depth and next sequence number of a version 2 outbox into @st. */
-static int state_count(struct ag_txn *t, struct ag_outbox_state *st)
-{
-	uint64_t nf, no, lf, lo;
-	int rc = ag_txn_count(t, AG_DB_OBF, &nf);
-
-	if (rc == 0)
-		rc = ag_txn_count(t, AG_DB_OBO, &no);
-	if (rc == 0)
-		rc = past_last(t, AG_DB_OBF, &lf);
-	if (rc == 0)
-		rc = past_last(t, AG_DB_OBO, &lo);
-	if (rc != 0)
-		return rc;
-	st->depth = nf + no;
-	if (lf > st->next_seq)
-		st->next_seq = lf;
-	if (lo > st->next_seq)
-		st->next_seq = lo;
-	st->total = st->next_seq > 0 ? st->next_seq - 1 : 0;
-	return 0;
-}
-
-int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
-{
-	int rc = state_read(t, st);
-
-	if (rc != 0 || st->version != AG_OUTBOX_VERSION)
-		return rc; /* none, or version 1 with its own counts */
-	return state_count(t, st);
-}
-
-static enum ag_scan_op upgrade_visit(void *ctx, const void *key, size_t klen, const void *val,
-				     size_t vlen)
-{
-	struct ag_txn *t = ctx;
-	const uint8_t *k = key;
-
-	/* each class of version 1 is in sequence order: appends */
-	if (klen == Q1_KEYLEN)
-		(void)ag_txn_append(t, k[Q1_PLEN] == 0 ? AG_DB_OBF : AG_DB_OBO, k + Q1_PLEN + 1,
-				    SEQ_LEN, val, vlen);
-	return AG_SCAN_DELETE;
-}
-
-/* Version 1 (events in meta) to version 2, inside @t. */
-static int outbox_upgrade(struct ag_txn *t, struct ag_outbox_state *st)
-{
-	int rc = ag_txn_scan(t, AG_DB_META, Q1_PREFIX, Q1_PLEN, upgrade_visit, t);
-
-	if (rc != 0)
-		return rc;
-	st->version = AG_OUTBOX_VERSION; /* next_seq becomes the floor */
-	return state_write(t, st);
-}
-
-/* The state for a write in @t: made if there is none (or it is damaged:
- * a new epoch, so peers start anew too), version 1 upgraded. */
-static int state_for_write(struct ag_txn *t, struct ag_outbox_state *st, bool *dirty)
-{
-	int rc = state_read(t, st);
-
-	if (rc == AG_ECORRUPT)
-		memset(st, 0, sizeof(*st));
-	else if (rc != 0)
-		return rc;
-	if (st->version == 0) {
-		st->version = AG_OUTBOX_VERSION;
-		if (getrandom(&st->epoch, sizeof(st->epoch), 0) != (ssize_t)sizeof(st->epoch))
-			return AG_EIO;
-		st->next_seq = 1;
-		*dirty = true;
-	} else if (st->version == 1) {
-		rc = outbox_upgrade(t, st);
-		if (rc != 0)
-			return rc;
-	}
-	return state_count(t, st);
-}
-
-struct first_ctx {
-	int visits;
+struct first_key {
+	uint8_t key[Q_KEYLEN];
+	bool found;
 };
 
-static enum ag_scan_op first_visit(void *ctxp, const void *key, size_t klen, const void *val,
+static enum ag_scan_op first_visit(void *ctx, const void *key, size_t klen, const void *val,
 				   size_t vlen)
 {
-	struct first_ctx *f = ctxp;
+	struct first_key *f = ctx;
 
-	(void)key;
-	(void)klen;
 	(void)val;
 	(void)vlen;
-	return f->visits++ == 0 ? AG_SCAN_DELETE : AG_SCAN_STOP;
+	if (klen != Q_KEYLEN)
+		return AG_SCAN_DELETE; /* not one of ours: damaged */
+	memcpy(f->key, key, Q_KEYLEN);
+	f->found = true;
+	return AG_SCAN_STOP;
 }
 
 /* The outbox is full: the oldest failure goes, or if there is none the
- * oldest of the rest (whatever its key: a damaged one goes first). */
+ * oldest of the rest. */
 static int outbox_drop_one(struct ag_txn *t, struct ag_outbox_state *st)
 {
-	static const enum ag_db order[2] = { AG_DB_OBF, AG_DB_OBO };
-
-	for (int i = 0; i < 2; i++) {
-		struct first_ctx f = { 0 };
-		int rc = ag_txn_scan(t, order[i], NULL, 0, first_visit, &f);
+	for (uint8_t cls = CLASS_FAIL; cls <= CLASS_OTHER; cls++) {
+		uint8_t prefix[Q_PLEN + 1];
+		struct first_key f = { .found = false };
+		memcpy(prefix, Q_PREFIX, Q_PLEN);
+		prefix[Q_PLEN] = cls;
+		int rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), first_visit, &f);
 		if (rc != 0)
 			return rc;
-		if (f.visits == 0)
+		if (!f.found)
 			continue;
-		if (i == 0)
+		rc = ag_txn_del(t, AG_DB_META, f.key, Q_KEYLEN);
+		if (rc != 0)
+			return rc;
+		if (cls == CLASS_FAIL)
 			st->dropped_fail++;
 		else
 			st->dropped_other++;
-		st->depth--;
+		if (st->depth > 0)
+			st->depth--;
 		return 0;
 	}
-	st->depth = 0;
+	st->depth = 0; /* the count was off: nothing is there */
 	return 0;
 }
 
 int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
 {
 	struct ag_outbox_state st;
-	uint8_t key[SEQ_LEN], buf[AG_SEV_WIRE_MAX];
-	bool dirty = false;
+	uint8_t key[Q_KEYLEN], buf[AG_SEV_WIRE_MAX];
 	int rc;
 
 	if (!ag_sync_enabled(c))
 		return 0;
-	rc = state_for_write(t, &st, &dirty);
-	while (rc == 0 && st.depth >= c->sync_outbox_max && st.depth > 0) {
-		rc = outbox_drop_one(t, &st);
-		dirty = true;
+	rc = ag_outbox_state(t, &st);
+	if (rc == AG_ECORRUPT)
+		memset(&st, 0, sizeof(st)); /* start again (a new epoch: peers start anew too) */
+	else if (rc != 0)
+		return rc;
+	if (st.version == 0) {
+		st.version = AG_OUTBOX_VERSION;
+		if (getrandom(&st.epoch, sizeof(st.epoch), 0) != (ssize_t)sizeof(st.epoch))
+			return AG_EIO;
+		st.next_seq = 1;
 	}
+	while (st.depth >= c->sync_outbox_max && st.depth > 0) {
+		uint64_t before = st.depth;
+		rc = outbox_drop_one(t, &st);
+		if (rc != 0)
+			return rc;
+		if (st.depth >= before)
+			break;
+	}
+	e->seq = st.next_seq++;
+	q_key(e->kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, e->seq, key);
+	rc = ag_txn_put(t, AG_DB_META, key, sizeof(key), buf, ag_sev_encode(e, buf));
 	if (rc != 0)
 		return rc;
-	e->seq = st.next_seq;
-	ag_put_be64(key, e->seq);
-	rc = ag_txn_append(t, class_db(e->kind), key, sizeof(key), buf, ag_sev_encode(e, buf));
-	return rc == 0 && dirty ? state_write(t, &st) : rc;
+	st.depth++;
+	st.total++;
+	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
 }
 
-/* Peeking merges the two databases by sequence number without a second
- * array of events (the pusher asks for hundreds; a large buffer per call
+/* Peeking merges the two classes by sequence number without a second
+ * array of events (the pusher asks for hundreds; large buffers per call
  * cost it more than the scan): a first pass reads only keys, a second
  * decodes each wanted event straight into its place. */
 struct keys_ctx {
+	uint8_t cls;
 	uint64_t *seq;
 	int n, max;
 };
+
+static bool in_class(const void *key, size_t klen, uint8_t cls)
+{
+	const uint8_t *k = key;
+
+	return klen >= Q_PLEN + 1 && memcmp(k, Q_PREFIX, Q_PLEN) == 0 && k[Q_PLEN] == cls;
+}
 
 static enum ag_scan_op keys_visit(void *ctxp, const void *key, size_t klen, const void *val,
 				  size_t vlen)
@@ -254,16 +175,17 @@ static enum ag_scan_op keys_visit(void *ctxp, const void *key, size_t klen, cons
 
 	(void)val;
 	(void)vlen;
-	if (k->n >= k->max)
+	if (k->n >= k->max || !in_class(key, klen, k->cls))
 		return AG_SCAN_STOP;
-	if (klen == SEQ_LEN) /* (a damaged key cannot be sent: it goes when deleted up to) */
-		k->seq[k->n++] = ag_get_be64(key);
+	if (klen == Q_KEYLEN) /* (a damaged key cannot be sent: it goes when deleted up to) */
+		k->seq[k->n++] = ag_get_be64((const uint8_t *)key + Q_PLEN + 1);
 	return AG_SCAN_NEXT;
 }
 
 struct place_ctx {
+	uint8_t cls;
 	struct ag_sev *ev;
-	const int *pos;    /* where the i-th key of this database goes in ev, or -1 */
+	const int *pos;    /* where the i-th key of this class goes in ev, or -1 */
 	const uint64_t *seq;
 	bool *bad;         /* by position: did not decode */
 	int i, n;
@@ -274,13 +196,12 @@ static enum ag_scan_op place_visit(void *ctxp, const void *key, size_t klen, con
 {
 	struct place_ctx *p = ctxp;
 
-	if (p->i >= p->n)
+	if (p->i >= p->n || !in_class(key, klen, p->cls))
 		return AG_SCAN_STOP;
-	if (klen != SEQ_LEN)
+	if (klen != Q_KEYLEN)
 		return AG_SCAN_NEXT; /* skipped by the first pass too */
 	int at = p->pos[p->i];
-	if (at >= 0 && (ag_get_be64(key) != p->seq[p->i] || ag_sev_decode(val, vlen, &p->ev[at]) != 0 ||
-			p->ev[at].seq != p->seq[p->i]))
+	if (at >= 0 && (ag_sev_decode(val, vlen, &p->ev[at]) != 0 || p->ev[at].seq != p->seq[p->i]))
 		p->bad[at] = true; /* damaged */
 	p->i++;
 	return AG_SCAN_NEXT;
@@ -288,15 +209,14 @@ static enum ag_scan_op place_visit(void *ctxp, const void *key, size_t klen, con
 
 int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max)
 {
-	static const enum ag_db dbs[2] = { AG_DB_OBF, AG_DB_OBO };
-	struct ag_outbox_state st;
-	uint8_t start[SEQ_LEN];
-	int rc = state_read(t, &st);
+	uint8_t start[2][Q_KEYLEN];
+	int rc = 0;
 
-	if (rc != 0 || st.version != AG_OUTBOX_VERSION || max <= 0 || after == UINT64_MAX)
-		return rc; /* none yet, or version 1: upgraded by the next write */
-	ag_put_be64(start, after + 1);
-	/* keys (8 bytes each) of both, their places, what did not decode */
+	if (max <= 0 || after == UINT64_MAX)
+		return 0;
+	q_key(CLASS_FAIL, after + 1, start[0]);
+	q_key(CLASS_OTHER, after + 1, start[1]);
+	/* keys of both classes, their places, what did not decode */
 	size_t m = (size_t)max;
 	uint8_t *mem = malloc(2 * m * (sizeof(uint64_t) + sizeof(int)) + m);
 	if (mem == NULL)
@@ -304,10 +224,10 @@ int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, in
 	uint64_t *seq = (uint64_t *)mem;
 	int *pos = (int *)(seq + 2 * m);
 	bool *bad = (bool *)(pos + 2 * m);
-	struct keys_ctx k[2] = { { seq, 0, max }, { seq + m, 0, max } };
-	for (int d = 0; d < 2 && rc == 0; d++)
-		rc = ag_txn_scan_from(t, dbs[d], start, sizeof(start), keys_visit, &k[d]);
-	/* each is in order by itself: merge the two by sequence number */
+	struct keys_ctx k[2] = { { CLASS_FAIL, seq, 0, max }, { CLASS_OTHER, seq + m, 0, max } };
+	for (int c = 0; c < 2 && rc == 0; c++)
+		rc = ag_txn_scan_from(t, AG_DB_META, start[c], Q_KEYLEN, keys_visit, &k[c]);
+	/* each class is in order by itself: merge the two by sequence number */
 	int i = 0, j = 0, n = 0;
 	while (rc == 0 && n < max && (i < k[0].n || j < k[1].n)) {
 		if (j >= k[1].n || (i < k[0].n && seq[i] < seq[m + (size_t)j]))
@@ -320,11 +240,11 @@ int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, in
 	for (int x = j; x < k[1].n; x++)
 		pos[m + (size_t)x] = -1;
 	memset(bad, 0, m);
-	for (int d = 0; d < 2 && rc == 0; d++) {
-		struct place_ctx p = { ev, pos + (size_t)d * m, seq + (size_t)d * m, bad, 0,
-				       d == 0 ? i : j };
+	for (int c = 0; c < 2 && rc == 0; c++) {
+		struct place_ctx p = { (uint8_t)c, ev, pos + (size_t)c * m, seq + (size_t)c * m, bad, 0,
+				       c == 0 ? i : j };
 		if (p.n > 0)
-			rc = ag_txn_scan_from(t, dbs[d], start, sizeof(start), place_visit, &p);
+			rc = ag_txn_scan_from(t, AG_DB_META, start[c], Q_KEYLEN, place_visit, &p);
 	}
 	int out = 0;
 	for (int x = 0; rc == 0 && x < n; x++)
@@ -343,6 +263,7 @@ int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max)
 }
 
 struct upto_ctx {
+	uint8_t cls;
 	uint64_t upto, n;
 };
 
@@ -353,51 +274,58 @@ static enum ag_scan_op upto_visit(void *ctxp, const void *key, size_t klen, cons
 
 	(void)val;
 	(void)vlen;
-	if (klen == SEQ_LEN && ag_get_be64(key) > u->upto)
+	if (!in_class(key, klen, u->cls) ||
+	    (klen == Q_KEYLEN && ag_get_be64((const uint8_t *)key + Q_PLEN + 1) > u->upto))
 		return AG_SCAN_STOP;
-	u->n++;
+	u->n += klen == Q_KEYLEN;
 	return AG_SCAN_DELETE; /* pushed (or a damaged key, which sorts among them) */
 }
 
 int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r)
 {
 	struct ag_outbox_state st;
-	struct upto_ctx u = { upto, 0 };
-	bool dirty = false;
-	int rc = state_for_write(t, &st, &dirty);
+	uint64_t n = 0;
+	int rc = ag_outbox_state(t, &st);
 
-	if (rc == 0)
-		rc = ag_txn_scan(t, AG_DB_OBF, NULL, 0, upto_visit, &u);
-	if (rc == 0)
-		rc = ag_txn_scan(t, AG_DB_OBO, NULL, 0, upto_visit, &u);
+	if (rc != 0)
+		return rc;
+	for (uint8_t cls = CLASS_FAIL; cls <= CLASS_OTHER && rc == 0; cls++) {
+		uint8_t prefix[Q_PLEN + 1];
+		struct upto_ctx u = { cls, upto, 0 };
+		memcpy(prefix, Q_PREFIX, Q_PLEN);
+		prefix[Q_PLEN] = cls;
+		rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), upto_visit, &u);
+		n += u.n;
+	}
 	if (rc != 0)
 		return rc;
 	if (n_r != NULL)
-		*n_r = u.n;
-	/* next_seq (past every key there was) is kept as the floor: the
-	 * numbers deleted are never used again, even with both empty */
-	return dirty || u.n > 0 ? state_write(t, &st) : 0;
+		*n_r = n;
+	if (st.version == 0 || n == 0)
+		return 0;
+	st.depth = st.depth > n ? st.depth - n : 0;
+	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
 }
 
 int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n)
 {
 	struct ag_outbox_state st;
-	bool dirty = false;
-	int rc = state_for_write(t, &st, &dirty);
+	int rc = ag_outbox_state(t, &st);
 
 	if (rc != 0)
 		return rc;
 	for (int i = 0; i < n; i++) {
-		uint8_t key[SEQ_LEN];
-		ag_put_be64(key, ev[i].seq);
-		rc = ag_txn_del(t, class_db(ev[i].kind), key, sizeof(key));
+		uint8_t key[Q_KEYLEN];
+		q_key(ev[i].kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, ev[i].seq, key);
+		rc = ag_txn_del(t, AG_DB_META, key, sizeof(key));
 		if (rc == AG_ENOTFOUND)
 			continue; /* dropped meanwhile (full) */
 		if (rc != 0)
 			return rc;
-		dirty = true; /* (next_seq, the floor, is past it) */
+		if (st.depth > 0)
+			st.depth--;
 	}
-	return dirty ? state_write(t, &st) : 0;
+	return st.version == 0 ? 0 : ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
 }
 
 /* ---- admin stamps (admin actions win by time) ---------------------------------- */

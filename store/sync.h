@@ -20,9 +20,8 @@
  *    last admin action on an address or a user, and an older one arriving
  *    later is ignored.
  *
- * The outbox's events live in databases of their own (AG_DB_OBF, AG_DB_OBO:
- * sync.c says why), the rest in the meta database under keys that start
- * "sync.".
+ * Everything lives in the meta database under keys that start "sync."
+ * (sync.c says why the outbox too).
  */
 #ifndef AG_SYNC_H
 #define AG_SYNC_H
@@ -96,7 +95,7 @@ AG_API int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_se
  * on it loses. */
 AG_API int ag_sync_admin_local(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e);
 
-#define AG_OUTBOX_VERSION 2 /* 1: the events were in the meta database */
+#define AG_OUTBOX_VERSION 1
 struct ag_outbox_state {
 	uint32_t version, pad;
 	uint64_t epoch;          /* random, made with the outbox: a new store starts anew */
@@ -119,8 +118,8 @@ AG_API int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max);
 AG_API int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max);
 /* Delete the events @ev[0..n) (pushed) from the outbox. */
 AG_API int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n);
-/* Delete every event numbered up to @upto (pushed) in @t, and upgrade a
- * version 1 outbox; *@n_r (may be NULL): how many went. */
+/* Delete every event numbered up to @upto (pushed) in @t, in one pass;
+ * *@n_r (may be NULL): how many went. */
 AG_API int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r);
 
 /* The guard's part: the outbox event of a local attempt, put in the

@@ -195,10 +195,10 @@ static void test_record_fills_outbox(void **state)
 	assert_memory_equal(ev[0].service, "imap", 4);
 	/* damaged entries (a damaged store: an event that does not decode, a
 	 * key of the wrong length) are skipped, even in a read transaction */
-	uint8_t key[8] = { 0 };
+	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 3, 0xe8 };
 	assert_int_equal(ag_txn_begin(store(&f->h[0]), true, &t), 0);
-	assert_int_equal(ag_txn_put(t, AG_DB_OBF, key, sizeof(key), "junk", 4), 0);
-	assert_int_equal(ag_txn_put(t, AG_DB_OBO, "x", 1, "junk", 4), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), "junk", 4), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, key, 9, "junk", 4), 0);
 	assert_int_equal(ag_txn_commit(t), 0);
 	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
 	assert_int_equal(ag_outbox_peek(t, ev, 4), 2);
@@ -248,42 +248,21 @@ static void test_outbox_bound(void **state)
 		assert_true(ev[i].seq > ev[i - 1].seq);
 }
 
-/* The raw state record: a record with the outbox writes its event and
- * nothing else (no counter rewritten per record: one page less). */
-static size_t state_raw(struct host *h, uint8_t *buf, size_t max)
-{
-	const void *val;
-	size_t vlen = 0;
-	struct ag_txn *t;
-
-	assert_int_equal(ag_txn_begin(store(h), false, &t), 0);
-	if (ag_txn_get(t, AG_DB_META, "sync.ob", 7, &val, &vlen) == 0 && vlen <= max)
-		memcpy(buf, val, vlen);
-	ag_txn_abort(t);
-	return vlen;
-}
-
 /* What the pusher does: peek past what it sent (read transaction),
  * delete in bulk up to a number later; numbers are never used twice, even
- * when everything was deleted; the state is not rewritten per record. */
+ * when everything was deleted. */
 static void test_outbox_after_and_upto(void **state)
 {
 	struct fx *f = *state;
 	struct host *a = &f->h[0];
 	struct ag_sev ev[8];
 	struct ag_txn *t;
-	uint8_t st0[128], st1[128];
 
 	attempt(a, "u1", "192.0.2.1", false, "x"); /* 1: fail */
-	size_t l0 = state_raw(a, st0, sizeof(st0));
 	attempt(a, "u2", "192.0.2.2", true, NULL); /* 2: ok */
 	attempt(a, "u3", "192.0.2.3", false, "x"); /* 3: fail */
 	attempt(a, "u4", "192.0.2.4", true, NULL); /* 4: ok */
 	attempt(a, "u5", "192.0.2.5", false, "x"); /* 5: fail */
-	size_t l1 = state_raw(a, st1, sizeof(st1));
-	assert_true(l0 > 0);
-	assert_int_equal(l0, l1);
-	assert_memory_equal(st0, st1, l0);
 	assert_int_equal(outbox(a).depth, 5);
 	assert_int_equal(outbox(a).next_seq, 6);
 	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
@@ -314,47 +293,6 @@ static void test_outbox_after_and_upto(void **state)
 	ag_txn_abort(t);
 	assert_int_equal(ev[0].seq, 6); /* not 1 again: receivers would skip it */
 	assert_int_equal(outbox(a).total, 6);
-}
-
-/* An outbox of version 1 (events in the meta database, counts in the
- * state) is moved by the next record: nothing lost, numbers go on. */
-static void test_outbox_upgrade(void **state)
-{
-	struct fx *f = *state;
-	struct host *a = &f->h[0];
-	struct ag_outbox_state v1 = { .version = 1, .epoch = 77, .next_seq = 8, .depth = 2,
-				      .dropped_fail = 4, .total = 7 };
-	struct ag_sev e = { .kind = AG_SEV_FAIL, .pw_hash = -1, .time_ms = fake_ms }, ev[8];
-	uint8_t key[15], buf[AG_SEV_WIRE_MAX];
-	struct ag_txn *t;
-
-	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
-	for (int i = 0; i < 2; i++) {
-		e.kind = i == 0 ? AG_SEV_FAIL : AG_SEV_OK;
-		e.seq = 6 + (uint64_t)i;
-		memcpy(key, "sync.q", 6);
-		key[6] = (uint8_t)i;
-		ag_put_be64(key + 7, e.seq);
-		assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), buf, ag_sev_encode(&e, buf)), 0);
-	}
-	assert_int_equal(ag_txn_put(t, AG_DB_META, "sync.ob", 7, &v1, sizeof(v1)), 0);
-	assert_int_equal(ag_txn_commit(t), 0);
-	assert_int_equal(outbox(a).depth, 2); /* read as it is */
-	attempt(a, "u", "192.0.2.9", false, "x");
-	struct ag_outbox_state st = outbox(a);
-	assert_int_equal(st.version, AG_OUTBOX_VERSION);
-	assert_int_equal(st.epoch, 77);
-	assert_int_equal(st.depth, 3);
-	assert_int_equal(st.dropped_fail, 4);
-	assert_int_equal(st.total, 8);
-	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
-	assert_int_equal(ag_outbox_peek(t, ev, 8), 3);
-	ag_txn_abort(t);
-	assert_int_equal(ev[0].seq, 6);
-	assert_int_equal(ev[1].seq, 7);
-	assert_int_equal(ev[1].kind, AG_SEV_OK);
-	assert_int_equal(ev[2].seq, 8);
-	assert_memory_equal(ev[2].rhost, "192.0.2.9", 9);
 }
 
 /* ---- applying ------------------------------------------------------------------ */
@@ -667,7 +605,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_fleet_no_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_after_and_upto, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_outbox_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
