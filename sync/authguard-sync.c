@@ -330,6 +330,7 @@ struct pushed {
 	uint64_t epoch, seq;   /* sent */
 	uint64_t deleted;      /* deleted from the outbox up to */
 	int64_t since;         /* when the oldest sent one not deleted was sent */
+	uint64_t depth;        /* the outbox's, at the last look */
 };
 
 /* How long sent events may wait to be deleted: DRAIN_EVERY_MS, or
@@ -350,6 +351,7 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 		pd->epoch = ob.epoch;
 		pd->seq = pd->deleted = 0;
 	}
+	pd->depth = ob.depth;
 	/* the common case while idle: one read of the counters, no scan */
 	bool more = ob.next_seq > pd->seq + 1 && ob.depth > 0;
 	n = rc != 0 ? rc : more ? ag_outbox_peek_after(t, pd->seq, ev, PUSH_BATCH) : 0;
@@ -455,7 +457,7 @@ static bool drain_due(const struct pushed *pd)
 	int64_t now = ag_now_ms();
 	if (now - pd->since >= drain_every || now < pd->since || pd->seq - pd->deleted >= DRAIN_AFTER)
 		return true;
-	return outbox_depth() >= g.d.conf.sync_outbox_max / 2;
+	return pd->depth >= g.d.conf.sync_outbox_max / 2;
 }
 
 static void reject(const char *id, const char *why);
