@@ -10,8 +10,9 @@
  *
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
- *     for PLAIN, LOGIN and CRAM-MD5 the user name is read from the
- *     client's data, for the others only source rules apply there;
+ *     for PLAIN, LOGIN, CRAM-MD5, SCRAM and DIGEST-MD5 the user name is
+ *     read from the client's data (sniff.c), for the others only source
+ *     rules apply there;
  *   - after a successful step, if libsasl2 authenticated another user
  *     than the one checked (none, or a name only libsasl2 resolved), that
  *     user's rules: a locked user's correct password from an unfamiliar
@@ -52,6 +53,7 @@
 
 #include "conf.h"
 #include "guard.h"
+#include "sniff.h"
 
 #define AGS_EXPORT __attribute__((visibility("default")))
 
@@ -59,7 +61,7 @@
 #define AG_SASL_SYSTEM_DIR "/usr/lib/sasl2"
 #endif
 
-enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_OTHER };
+enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_SCRAM, MK_DIGEST, MK_OTHER };
 
 /* One wrapped mechanism: our glob_context. */
 struct wglob {
@@ -282,6 +284,17 @@ static void sniff_cram(struct wctx *w, sasl_server_params_t *sp, const char *in,
 		w->user = canon_dup(sp, in, n);
 }
 
+/* SCRAM's client-first-message and DIGEST-MD5's digest-response: the
+ * first message the client sends names the user (sniff.c reads it). */
+static void sniff_named(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	char name[AGS_NAME_MAX + 1];
+	int n = w->g->kind == MK_SCRAM ? ags_scram_user(in, len, name, sizeof(name))
+				       : ags_digest_user(in, len, name, sizeof(name));
+	if (n > 0)
+		w->user = canon_dup(sp, name, (size_t)n);
+}
+
 /* ---- the wrapped mechanism ----------------------------------------------- */
 
 static int w_new(void *glob, sasl_server_params_t *sp, const char *challenge, unsigned challen,
@@ -360,6 +373,11 @@ static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char
 		if (w->user == NULL)
 			sniff_cram(w, sp, in, len);
 		return true;
+	case MK_SCRAM:
+	case MK_DIGEST:
+		if (w->user == NULL && w->data_steps == 1)
+			sniff_named(w, sp, in, len);
+		return true;
 	case MK_OTHER:
 		return true;
 	}
@@ -417,7 +435,8 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 			return sasl_code(AG_REFUSE);
 		}
 	}
-	if (cred && w->g->kind != MK_OTHER && op != NULL) {
+	if (cred && (w->g->kind == MK_PLAIN || w->g->kind == MK_LOGIN || w->g->kind == MK_CRAM) &&
+	    op != NULL) {
 		/* PLAIN, LOGIN and CRAM-MD5 canonicalise the user in this step, before
 		 * the password check: what op holds is an earlier attempt's */
 		op->authid = NULL;
@@ -521,6 +540,10 @@ static enum mech_kind kind_of(const char *name)
 		return MK_LOGIN;
 	if (strcmp(name, "CRAM-MD5") == 0)
 		return MK_CRAM;
+	if (strncmp(name, "SCRAM-", 6) == 0)
+		return MK_SCRAM;
+	if (strcmp(name, "DIGEST-MD5") == 0)
+		return MK_DIGEST;
 	return MK_OTHER;
 }
 

@@ -441,6 +441,31 @@ static void test_cram_md5(void **state)
 	assert_int_equal(lines(" result=", "time="), 6);
 }
 
+/* SCRAM and DIGEST-MD5: the user is read from the client's first
+ * message (sasl_plugin/sniff.c), so a banned attempt's line names it (it
+ * said user=none before) and a locked user is refused before the
+ * exchange, while the owner still logs in from a familiar place. */
+static void test_scram_and_digest_name_the_user(void **state)
+{
+	(void)state;
+	static const char *const named[] = { "SCRAM-SHA-256", "DIGEST-MD5" };
+	for (size_t m = 0; m < AG_ARRAY_LEN(named); m++) {
+		use_conf("ip_ban_after = 3\nuser_lock_after = 3\n");
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "198.51.100.5;1"), SASL_OK);
+		fail_n(named[m], 3, "bob", "203.0.113.30;1");
+		assert_int_equal(lines("result=fail", "user=\"bob@test.example\""), 3);
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "203.0.113.30;2"), SASL_BADAUTH);
+		assert_int_equal(lines("result=unchecked action=refuse reason=banned",
+				       "user=\"bob@test.example\""), 1);
+		assert_int_equal(lines("user=none", "time="), 0);
+		/* locked for strangers: refused before the exchange */
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "203.0.113.31;1"), SASL_BADAUTH);
+		assert_int_equal(lines("result=unchecked action=refuse reason=locked",
+				       "rhost=203.0.113.31"), 1);
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "198.51.100.5;2"), SASL_OK);
+	}
+}
+
 static void test_proxy_and_log_only(void **state)
 {
 	(void)state;
@@ -1152,6 +1177,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bruteforce_tarpit_then_ban),
 		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
 		cmocka_unit_test(test_cram_md5),
+		cmocka_unit_test(test_scram_and_digest_name_the_user),
 		cmocka_unit_test(test_proxy_and_log_only),
 		cmocka_unit_test_teardown(test_blank_spellings_are_one_user, restore_canon),
 		cmocka_unit_test_teardown(test_alias_is_checked_after_the_step, restore_canon),
