@@ -69,7 +69,7 @@ artifacts=$top/fuzz/artifacts
 mkdir -p "$work/bin" "$work/corpus" "$artifacts"
 
 # ---- the harnesses: name, -max_len, store sources ------------------------------
-harnesses=${FUZZ_ONLY:-addr conf log record watch policyd sync}
+harnesses=${FUZZ_ONLY:-addr conf log record watch policyd sync sasl}
 
 max_len() {
 	case $1 in
@@ -80,6 +80,7 @@ max_len() {
 	watch) echo 9000 ;;    # past AW_LINE_MAX (8192)
 	policyd) echo 4096 ;;  # Dovecot's requests are a few hundred bytes
 	sync) echo 1200 ;;     # past AG_SEV_WIRE_MAX (896)
+	sasl) echo 1200 ;;     # past twice AGS_NAME_MAX (512), escapes included
 	esac
 }
 
@@ -100,6 +101,7 @@ sources() {
 	watch) echo "watch/rules.c" ;;
 	policyd) echo "policyd/map.c $(core_sources)" ;;
 	sync) echo "store/sync_event.c store/addr.c" ;;
+	sasl) echo "sasl_plugin/sniff.c" ;;
 	*)
 		echo "fuzz/run.sh: unknown harness '$1'" >&2
 		exit 2
@@ -125,7 +127,7 @@ for h in $harnesses; do
 	src=$(sources "$h")
 	# shellcheck disable=SC2086 # word splitting of the source list and flags is wanted
 	if ! "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Iwatch -Ipolicyd -DSYSCONFDIR='"/etc"' \
+		-std=c11 -Wall -Wextra -I"$cfgdir" -I. -Istore -Iwatch -Ipolicyd -Isasl_plugin -DSYSCONFDIR='"/etc"' \
 		${FUZZ_CFLAGS:-} -o "$work/bin/fuzz_$h" "fuzz/fuzz_$h.c" $src $(libs "$h") -lm -pthread \
 		>"$work/build_$h.log" 2>&1; then
 		cat "$work/build_$h.log" >&2
