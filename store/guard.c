@@ -1042,6 +1042,64 @@ static void hot_ticket(struct ag_ticket *t, bool enforce)
 	t->would_reason = AG_WHY_HOT_PASSWORD;
 }
 
+/* A success that would move only counters and timestamps (issue 15): from
+ * a place familiar to its user, whose pair has nothing to clear and whose
+ * familiarity was renewed less than familiar_ttl / QUIET_RENEW_DIV ago
+ * (30d: 11 h). Nothing a later decision reads changes, so nothing is
+ * written: the host-wide counters count it (the counter file), the
+ * host's, user's and pair's n_success and last_seen stay as the last
+ * write left them (a user record that holds nothing else is dropped by
+ * the clean-up anyway), and in a fleet no event is sent (each peer
+ * renewed the place with the success that renewed it here). */
+#define QUIET_RENEW_DIV 64
+
+static bool pair_clean(const struct ag_pair_rec *p)
+{
+	if (p->fails.v != 0.0 || p->pw_next != 0)
+		return false;
+	for (int i = 0; i < AG_RECENT_PW; i++)
+		if (p->pw[i] != 0 || p->pw_ts[i] != 0)
+			return false;
+	return true;
+}
+
+static bool quiet_success(const struct op *op)
+{
+	const struct ag_view *v = &op->v;
+	int64_t age = op->now - v->pair.last_success;
+
+	return !op->damaged && !v->trusted && !v->denied && ag_pair_familiar(v, op->now) &&
+	       pair_clean(&v->pair) && age >= 0 && age < op->c->familiar_ttl / QUIET_RENEW_DIV &&
+	       !(v->has_pw && ag_pw_hot(op->c, &v->pw, op->now));
+}
+
+/* The read-only pass of a success's record: 1 if it was quiet (counted,
+ * nothing written), 0 if it needs its write transaction, or AG_E*. */
+static int record_quiet(struct op *op, struct rec_arg *arg)
+{
+	struct ag_view fresh = op->v;
+	struct ag_txn *t;
+	int rc = ag_txn_begin(op->s, false, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = op_load(op, t);
+	ag_txn_abort(t);
+	if (rc == 0 && quiet_success(op)) {
+		struct ag_stats d = { .attempts = 1, .successes = 1 };
+		arg->ev.familiar = arg->vd.familiar = true;
+		arg->ev.wave = arg->vd.wave = ag_wave_on(op->c, &op->v.wave, op->now);
+		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
+		arg->vd.src_score = ag_score_at(&op->v.src.fails, op->now, op->c->decay_half_life);
+		ag_count_stats(op->s, &d);
+		maybe_maintain(op); /* the clean-up goes on with the store's use */
+		return 1;
+	}
+	op->v = fresh;
+	op->damaged = false;
+	return rc;
+}
+
 int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 		    const struct ag_attempt *a, bool success, const char *password,
 		    const struct ag_ticket *tk)
@@ -1080,7 +1138,15 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 	}
 	if (rc == 0 && !success && o->remote)
 		op.v.pw_hash = o->remote_pw_hash >= 0 ? o->remote_pw_hash & 0xffff : -1;
-	if (rc == 0)
+	/* a familiar success may need no write; not for a caller whose own
+	 * data commits with the record (in_txn), nor without a counter file
+	 * to count it in */
+	int quiet = 0;
+	if (rc == 0 && success && !o->remote && o->in_txn == NULL && ag_store_counters(op.s) != NULL)
+		quiet = record_quiet(&op, &arg);
+	if (quiet < 0)
+		rc = quiet;
+	else if (rc == 0 && quiet == 0)
 		rc = with_retry(&op, record_fn, &arg);
 	if (rc != 0) {
 		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "record");
