@@ -111,6 +111,10 @@ static enum ag_decision check(struct host *h, const char *user, const char *rhos
 	return ag_guard_check(&h->c, NULL, &a, NULL);
 }
 
+/* relay_ex() applies through ag_sync_apply_batch() (as authguard-sync
+ * does) instead of one ag_sync_apply() each */
+static bool relay_batch;
+
 /* Move every event waiting in @from's outbox to @to through the wire
  * encoding; returns how many; @res counts the apply results (0, DUP, STALE). */
 static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
@@ -125,6 +129,7 @@ static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
 		n = ag_outbox_peek(t, ev, 64);
 		ag_txn_abort(t);
 		assert_true(n >= 0);
+		static struct ag_sync_item it[64];
 		for (int i = 0; i < n; i++) {
 			uint8_t buf[AG_SEV_WIRE_MAX];
 			struct ag_sev d;
@@ -132,11 +137,25 @@ static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
 			size_t len = ag_sev_encode(&ev[i], buf);
 			assert_int_equal(ag_sev_decode(buf, len, &d), 0);
 			snprintf(id, sizeof(id), "%lu-0", ++to->next_id);
+			if (relay_batch) {
+				memset(&it[i], 0, sizeof(it[i]));
+				it[i].e = d;
+				snprintf(it[i].host, sizeof(it[i].host), "%s", from->name);
+				it[i].epoch = epoch;
+				snprintf(it[i].stream_id, sizeof(it[i].stream_id), "%s", id);
+				continue;
+			}
 			struct ag_sync_from fr = { .host = from->name, .epoch = epoch, .stream_id = id };
 			int rc = ag_sync_apply(&to->c, NULL, &d, &fr);
 			assert_true(rc >= 0 && rc <= 2);
 			if (res != NULL)
 				res[rc]++;
+		}
+		if (relay_batch && n > 0) {
+			assert_int_equal(ag_sync_apply_batch(&to->c, NULL, it, (size_t)n,
+							     it[n - 1].stream_id), 0);
+			for (int i = 0; res != NULL && i < n; i++)
+				res[it[i].result]++;
 		}
 		if (keep)
 			return n;
@@ -568,6 +587,14 @@ static void test_spray_fleet(void **state)
 	assert_int_equal(attempt_pw(b, "owner", "192.0.2.200", true, "Summer2026!"), AG_PROCEED);
 }
 
+/* the same through the batch apply authguard-sync uses */
+static void test_spray_fleet_batch(void **state)
+{
+	relay_batch = true;
+	test_spray_fleet(state);
+	relay_batch = false;
+}
+
 /* a host without the key counts no remote hot-password key (under which
  * key would it?), and a fleet key only counts with sync on */
 static void test_spray_needs_key_on_both(void **state)
@@ -724,6 +751,60 @@ static void test_decode_rejects(void **state)
 	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
 }
 
+/* version 2: a failure with a fleet password key; version 1 (an older
+ * host's events) still decodes, and is what an event without a key is */
+static void test_decode_v2(void **state)
+{
+	(void)state;
+	/* a version 1 failure as an older host wrote it (fuzz/corpus/sync/fail) */
+	static const uint8_t v1[] = {
+		0x01, 0x01, 0x00, 0x01, 0x12, 0x67, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x04, 0x00, 0x05, '1', '9', '2', '.', '0',
+		'.', '2', '.', '7', 'i', 'm', 'a', 'p', 'a', 'l', 'i', 'c', 'e',
+	};
+	struct ag_sev d, d2;
+	uint8_t buf[AG_SEV_WIRE_MAX];
+
+	assert_int_equal(ag_sev_decode(v1, sizeof(v1), &d), 0);
+	assert_int_equal(d.kind, AG_SEV_FAIL);
+	assert_int_equal(d.pw_hash, 0x1267);
+	assert_false(d.has_pw_key);
+	assert_int_equal(d.user_len, 5);
+	assert_int_equal(ag_sev_encode(&d, buf), sizeof(v1)); /* still version 1 */
+	assert_memory_equal(buf, v1, sizeof(v1));
+
+	d.has_pw_key = true;
+	memcpy(d.pw_key, "\x01\x02\x03\x04", 4);
+	size_t n = ag_sev_encode(&d, buf);
+	assert_int_equal(n, sizeof(v1) + 4);
+	assert_int_equal(buf[0], 2);
+	assert_int_equal(ag_sev_decode(buf, n, &d2), 0);
+	assert_true(d2.has_pw_key);
+	assert_memory_equal(d2.pw_key, "\x01\x02\x03\x04", 4);
+	assert_int_equal(d2.pw_hash, 0x1267);
+	assert_int_equal(d2.time_ms, d.time_ms);
+	assert_int_equal(d2.seq, d.seq);
+	assert_memory_equal(d2.user, "alice", 5);
+	for (size_t l = 0; l < n; l++)
+		assert_int_equal(ag_sev_decode(buf, l, &d2), AG_ECORRUPT);
+	buf[3] &= (uint8_t)~2u; /* version 2 without the key's flag */
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+	buf[3] |= 2u;
+	buf[0] = 1; /* the flag in a version 1 event */
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+	buf[0] = 2;
+	buf[1] = AG_SEV_OK; /* a key on a success */
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+	buf[1] = AG_SEV_FAIL;
+	assert_int_equal(ag_sev_decode(buf, n, &d2), 0);
+	/* a key without a user */
+	d.user_len = 0;
+	n = ag_sev_encode(&d, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -739,10 +820,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admin_by_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spray_fleet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spray_fleet_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spray_needs_key_on_both, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repeat_fleet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stamp_gc, setup, teardown),
 		cmocka_unit_test(test_decode_rejects),
+		cmocka_unit_test(test_decode_v2),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
