@@ -989,16 +989,17 @@ static int pw_prepare(struct op *op, struct ag_txn *t, const struct pw_in *in, b
 		      bool *fleet_r)
 {
 	uint8_t fk[AG_FLEET_KEY_LEN];
-	const uint8_t *key = pw_secret(op, t, fk);
-	bool fleet = key == fk, spray = op->c->spray_password_users > 0 && op->v.has_user;
 	int rc = 0;
 
-	*fleet_r = fleet;
+	*fleet_r = false;
 	op->v.pw_hash = -1;
 	op->v.has_pw = false;
+	if (in->remote ? success : in->pw == NULL || in->len == 0)
+		return 0; /* nothing to hash: no key read */
+	const uint8_t *key = pw_secret(op, t, fk);
+	bool fleet = key == fk, spray = op->c->spray_password_users > 0 && op->v.has_user;
+	*fleet_r = fleet;
 	if (in->remote) {
-		if (success)
-			return 0;
 		op->v.pw_hash = in->remote_hash >= 0 ? in->remote_hash & 0xffff : -1;
 		/* a key made under the fleet's key, counted under the same */
 		if (in->remote_key != NULL && fleet && spray) {
@@ -1008,8 +1009,6 @@ static int pw_prepare(struct op *op, struct ag_txn *t, const struct pw_in *in, b
 		}
 		return rc;
 	}
-	if (in->pw == NULL || in->len == 0)
-		return 0;
 	op->v.pw_hash = (int)(ag_siphash(key, in->pw, in->len) & 0xffff);
 	if (spray && !in->per_user) {
 		ag_pw_key(key, in->pw, in->len, op->pwkey);
