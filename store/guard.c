@@ -57,6 +57,7 @@ struct op {
 	uint8_t wkey[AG_PREFIX_LEVELS - 1][AG_SRC_KEY_LEN];
 	bool want_flight; /* check: mark the attempt as in flight */
 	bool may_fly;     /* check: the caller records it (AG_CHECK_INFLIGHT) */
+	bool flew;        /* check: a mark was put (committed with op->wrote) */
 };
 
 /* ---- faults ------------------------------------------------------------ */
@@ -770,6 +771,7 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 		rc = flight_put(op, t, vd->action == AG_ACT_TARPIT ? vd->delay_ms : 0);
 		if (rc != 0)
 			goto fail;
+		op->flew = true;
 	}
 	/* attempts that go on (all of them in log-only mode) are counted
 	 * when their result is recorded */
@@ -909,6 +911,7 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 	t.would = (uint8_t)vd.action;
 	t.would_reason = (uint8_t)vd.reason;
 	t.delay_ms = vd.delay_ms;
+	t.flying = rc == 0 && op.flew && op.wrote;
 	if (c->mode == AG_MODE_LOG_ONLY) {
 		/* log-only never refuses, not even on a fault */
 		t.action = AG_ACT_ALLOW;
@@ -926,6 +929,33 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 	if (t.action == AG_ACT_TARPIT && !(flags & AG_CHECK_NOSLEEP))
 		sleep_ms(t.delay_ms);
 	return AG_PROCEED;
+}
+
+static int abandon_fn(struct op *op, void *arg)
+{
+	struct ag_txn *t;
+	int rc = ag_txn_begin(op->s, true, &t);
+
+	(void)arg;
+	if (rc != 0)
+		return rc;
+	rc = flight_drop(op, t);
+	if (rc == 0)
+		return ag_txn_commit(t);
+	ag_txn_abort(t);
+	return rc;
+}
+
+void ag_guard_abandon(const struct ag_conf *c, const struct ag_sink *sink,
+		      const struct ag_attempt *a, const struct ag_ticket *t)
+{
+	struct op op;
+
+	if (t == NULL || t->magic != AG_TICKET_MAGIC || !t->flying)
+		return;
+	/* a mark that cannot be dropped expires by itself: no fault line */
+	if (op_prepare(&op, c, sink, a) == 0)
+		(void)with_retry(&op, abandon_fn, NULL);
 }
 
 /* ---- record -------------------------------------------------------------- */

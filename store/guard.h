@@ -36,6 +36,8 @@ struct ag_ticket {
 	uint8_t action, reason;       /* what was done (enum ag_action/ag_reason) */
 	uint8_t would, would_reason;  /* log-only: what would have been done */
 	uint8_t fault;
+	uint8_t flying;               /* the check left an in-flight mark (AG_CHECK_INFLIGHT):
+				       * the record drops it, or ag_guard_abandon() */
 	int64_t delay_ms;             /* slept (or would have slept) */
 };
 #define AG_TICKET_MAGIC 0x61677431u
@@ -74,6 +76,15 @@ enum ag_check_flag {
 	 * nothing does): its marks would hold the source for inflight_ttl */
 	AG_CHECK_INFLIGHT = 1u << 2,
 };
+
+/*
+ * An attempt checked with AG_CHECK_INFLIGHT that will not be recorded
+ * after all (the client gave up in the middle of a SASL exchange, the
+ * back end failed): its in-flight mark goes now instead of holding its
+ * source and user for inflight_ttl. Nothing if @t says no mark was left.
+ */
+AG_API void ag_guard_abandon(const struct ag_conf *c, const struct ag_sink *sink,
+			     const struct ag_attempt *a, const struct ag_ticket *t);
 
 /* ag_guard_check() with AG_CHECK_* @flags. A tarpit verdict returns
  * AG_PROCEED with t_r->action AG_ACT_TARPIT. */

@@ -32,7 +32,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=40
+NTESTS=42
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -300,9 +300,14 @@ ok "$(grep -q 'fault: Redis .* unreachable' "$S/h1/sync.log"; echo $?)" \
 	"Redis away: a fault line in h1's log"
 ok "$(admin 2 status | grep -q '^sync: *DISCONNECTED'; echo $?)" \
 	"Redis away: authguard-admin status says disconnected"
+ok "$(admin 2 stats --prometheus | grep -qx 'authguard_sync_connected 0'; echo $?)" \
+	"Redis away: the Prometheus export says authguard_sync_connected 0"
 start_redis
 wait_for all_fails $C 7
 ok $? "Redis back: every host catches up to the 7 failures"
+wait_for connected 2
+ok "$(admin 2 stats --prometheus | grep -qx 'authguard_sync_connected 1'; echo $?)" \
+	"Redis back: authguard_sync_connected 1"
 sleep 1 # anything counted twice would show by now
 is "$(fails_of 1 $C) $(fails_of 2 $C) $(fails_of 3 $C) $(fails_of 4 $C)" "7 7 7 7" \
 	"Redis back: no failure counted twice"
