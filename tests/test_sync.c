@@ -595,8 +595,8 @@ static void test_spray_fleet_batch(void **state)
 	relay_batch = false;
 }
 
-/* a host without the key counts no remote hot-password key (under which
- * key would it?), and a fleet key only counts with sync on */
+/* a host without the fleet's key (its authguard-sync has not started
+ * yet) counts no remote hot-password key: its own are under another key */
 static void test_spray_needs_key_on_both(void **state)
 {
 	struct fx *f = *state;
