@@ -32,7 +32,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=42
+NTESTS=43
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -198,6 +198,8 @@ for i in 1 2 3 4; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
 done
 ok 0 "all four connected (h4 as Redis ACL user agsync, with only the commands it needs)"
+ok "$(admin 3 status | grep -q "^pw key: *the fleet's"; echo $?)" \
+	"authguard-admin status: the fleet's password key is in h3's store"
 
 # ---------------------------------------------------- 1. round-robin brute force
 A=192.0.2.10
