@@ -137,6 +137,9 @@ struct ag_record_opts {
 	 * 16-bit hash as the sender made it, or -1 */
 	bool remote;
 	int remote_pw_hash;
+	/* ... and its hot-password key under the fleet's key (sync.h), or
+	 * NULL: counted here only under the same key */
+	const uint8_t *remote_pw_key;
 };
 
 AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
@@ -174,7 +177,7 @@ struct ag_stats;
  * host-wide counters to add once @t commits are added to @d. */
 AG_API int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 				      const struct ag_attempt *a, bool success, int64_t when_ms,
-				      int pw_hash, struct ag_stats *d);
+				      int pw_hash, const uint8_t *pw_key, struct ag_stats *d);
 
 /* The guard's clock (ms; the test hook's when set). */
 AG_API int64_t ag_guard_now(void);

@@ -1195,6 +1195,26 @@ static void print_spray(struct ctx *x, const struct counts *c)
 	printf("          %llu waves so far\n", (unsigned long long)w->waves);
 }
 
+/* Whether the fleet's password key is in the store (sync.h; never the
+ * key itself): without it a spray over the hosts is counted per host. */
+static void print_pw_key(struct ctx *x)
+{
+	uint8_t k[AG_FLEET_KEY_LEN];
+	struct ag_txn *t;
+
+	if (ag_txn_begin(x->s, false, &t) != 0)
+		return;
+	int rc = ag_sync_fleet_key_get(t, k);
+	ag_txn_abort(t);
+	memset(k, 0, sizeof(k));
+	if (rc == 0)
+		printf("pw key:   the fleet's (from the cluster key): hot and repeated passwords "
+		       "count over the fleet\n");
+	else
+		printf("pw key:   NONE YET (authguard-sync has not started on this store): passwords "
+		       "are hashed under this host's own secret and counted here only\n");
+}
+
 /* The fleet (authguard-sync(8)): the daemon's state as it last wrote it
  * (once a second), and the outbox as it is now. */
 #define SYNC_STALE_MS 5000
@@ -1254,6 +1274,7 @@ static void print_sync(struct ctx *x)
 		       (unsigned long long)ob.dropped_fail, (unsigned long long)ob.dropped_other);
 	else
 		printf("outbox:   unreadable (%s)\n", ag_strerror(orc));
+	print_pw_key(x);
 }
 
 /* A Prometheus label value: backslash, double quote and newline escaped
