@@ -779,12 +779,17 @@ static void *pusher(void *arg)
 	struct ag_txn *t;
 	int drc = ag_txn_begin(g.s, false, &t);
 	if (drc == 0) {
-		/* sent and deleted: everything before the oldest event left */
+		/* sent and deleted: everything before the oldest event left,
+		 * or everything numbered so far when none is left */
 		struct ag_outbox_state ob;
-		if (ag_outbox_state(t, &ob) == 0)
+		if (ag_outbox_state(t, &ob) == 0) {
 			pd.epoch = ob.epoch;
-		if (ag_outbox_peek_after(t, 0, ev, 1) == 1)
-			pd.seq = pd.deleted = ev[0].seq - 1;
+			if (ob.depth == 0 && ob.next_seq > 0)
+				pd.seq = pd.deleted = ob.next_seq - 1;
+			else if (ag_outbox_peek_after(t, 0, ev, PUSH_BATCH) > 0)
+				pd.seq = pd.deleted = ev[0].seq - 1;
+			/* (else damaged entries only: from 0, nothing skipped) */
+		}
 		ag_txn_abort(t);
 	}
 	if (drc != 0)
@@ -1153,6 +1158,57 @@ static int configure(void)
 	return 0;
 }
 
+/* The fleet's password key (sync.h): derived from the cluster key under
+ * a label of its own (so it neither is nor reveals the key that signs
+ * events), into the store, where the guard of every process on this host
+ * reads it. A changed cluster key changes it: the hot-password and
+ * repeat records made under the old one fade. */
+static int publish_pw_key(void)
+{
+	static const char label[] = "authguard-sync fleet password key 1";
+	uint8_t out[MAC_LEN];
+	unsigned olen = MAC_LEN;
+	bool changed = false;
+
+	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, (const uint8_t *)label, sizeof(label) - 1,
+		 out, &olen) == NULL) {
+		agd_log(AG_LVL_ERR, "cannot derive the fleet's password key (HMAC-SHA256)");
+		return -1;
+	}
+	int rc = ag_sync_fleet_key_put(g.s, out, &changed);
+	OPENSSL_cleanse(out, sizeof(out));
+	if (rc != 0) {
+		agd_log(AG_LVL_ERR, "store %s: cannot keep the fleet's password key: %s",
+			g.d.conf.db_dir, ag_strerror(rc));
+		return -1;
+	}
+	if (changed)
+		agd_log(AG_LVL_INFO, "the fleet's password key is in the store (first start, or a "
+			"new cluster key): passwords are hashed alike on every host from now on");
+	return 0;
+}
+
+/* Admin stamps older than anything that may still arrive (sync.h): once
+ * at start, then once an hour, in batches of short transactions. */
+#define STAMP_GC_EVERY_MS 3600000
+static void gc_stamps(void)
+{
+	static int64_t last;
+	int64_t now = ag_now_ms();
+	long n = 0;
+
+	if (last != 0 && now - last < STAMP_GC_EVERY_MS && now >= last)
+		return;
+	last = now;
+	int rc = ag_sync_gc_stamps(g.s, ag_guard_now(), 1000, &n);
+	if (rc != 0)
+		agd_log(AG_LVL_WARN, NAME ": collecting old admin stamps: %s (tried again in an hour)",
+			ag_strerror(rc));
+	else if (n > 0)
+		agd_log(AG_LVL_INFO, "%ld admin stamps older than %d days collected", n,
+			(int)(AG_SYNC_STAMP_KEEP_MS / 86400000));
+}
+
 static void write_status(void)
 {
 	struct ag_sync_status st;
@@ -1188,6 +1244,10 @@ int main(int argc, char **argv)
 	}
 	if ((rc = ag_store_get(g.d.conf.db_dir, &g.s)) != 0) {
 		agd_log(AG_LVL_ERR, "store %s: %s", g.d.conf.db_dir, ag_strerror(rc));
+		agd_finish(&g.d);
+		return 2;
+	}
+	if (publish_pw_key() != 0) {
 		agd_finish(&g.d);
 		return 2;
 	}
@@ -1241,6 +1301,7 @@ int main(int argc, char **argv)
 			last_status = now;
 			write_status();
 		}
+		gc_stamps();
 	}
 	agd_stopping();
 	pthread_join(tp, NULL);
