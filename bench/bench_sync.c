@@ -34,7 +34,6 @@
 #include <unistd.h>
 
 #include "admin.h"
-#include "sync.h"
 #include "store.h"
 #include "sync.h"
 #include "util.h"
@@ -398,6 +397,7 @@ int main(int argc, char **argv)
 		if (bench_dir_init(&d, NULL) != 0)
 			return 1;
 		record_side_by_side(&d);
+		record_fleet_key(&d);
 		bench_dir_done(&d);
 		return 0;
 	}
