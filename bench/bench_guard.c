@@ -15,6 +15,8 @@
  * -S: a child process flushes the store every 500 ms while the attempts
  * run, as authguard-admin flush --every 500ms does (issue 15): then no
  * attempt flushes itself. Compare the slowest attempts with and without.
+ * -Y: with -o sync_redis=..., the outbox drained every 16 records (as
+ * authguard-sync does), in the timed loop: the record path with sync.
  * -o KEY=VALUE (repeatable): a config key on top (after the rules are
  * turned off), e.g. -o inflight_max=0 -o ipv6_prefixes=64 for what an
  * attempt cost before issue 14's marks and /48 level.
@@ -33,6 +35,27 @@
 #include "guard.h"
 #include "record.h"
 #include "store.h"
+#include "sync.h"
+
+/* -Y: with sync_redis set (-o), the outbox is drained every 16 records
+ * in this thread, as authguard-sync deletes what it pushed: the outbox
+ * stays as small as with the daemon, and the deletes are counted. */
+static bool drain_outbox;
+
+static void drain16(const struct ag_conf *c)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_outbox_state ob;
+
+	if (ag_store_get(c->db_dir, &s) != 0 || ag_txn_begin(s, true, &t) != 0)
+		return;
+	if (ag_outbox_state(t, &ob) == 0 && ob.next_seq > 1 &&
+	    ag_outbox_done_upto(t, ob.next_seq - 1, NULL) == 0)
+		(void)ag_txn_commit(t);
+	else
+		ag_txn_abort(t);
+}
 
 /* Check + record of random known sources; 1 in 4 succeeds. (By name
  * for callgrind's --toggle-collect: bench/instr.sh.) */
@@ -51,6 +74,8 @@ __attribute__((noinline)) static double run(const struct ag_conf *c, unsigned lo
 		double s = bench_now_us();
 		ag_guard_check(c, &bench_sink, &a, &t);
 		ag_guard_record(c, &bench_sink, &a, i % 4 == 0, "guess", &t);
+		if (drain_outbox && i % 16 == 15)
+			drain16(c);
 		lat[i] = bench_now_us() - s;
 	}
 	return bench_now_us() - t0;
@@ -192,7 +217,7 @@ static int n_extra;
 
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-o KEY=VALUE]...\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-Y] [-o KEY=VALUE]...\n",
 		prog);
 	return 2;
 }
@@ -278,7 +303,7 @@ int main(int argc, char **argv)
 	bool flood = false, banned = false, syncer = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOo:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOYo:")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -289,6 +314,7 @@ int main(int argc, char **argv)
 		case 'B': banned = true; break;
 		case 'S': syncer = true; break;
 		case 'O': no_spray = true; break;
+		case 'Y': drain_outbox = true; break;
 		case 'o':
 			if (n_extra == (int)(sizeof(extra_keys) / sizeof(extra_keys[0])))
 				return usage(argv[0]);

@@ -16,6 +16,17 @@
 
 /* ---- the outbox -------------------------------------------------------------------- */
 
+/*
+ * The events wait in the meta database (keys "sync.q" + class + 8-byte
+ * big-endian sequence number), the counters in the state record beside
+ * them. Measured against databases of their own (bench_sync -P, issue 13
+ * item 4): a failure's record writes the meta leaf anyway (the wave
+ * state), and authguard-sync deletes what it pushed before the queue
+ * outgrows that leaf, so the event and the counters ride on a page the
+ * commit writes regardless (+0.2 pages a record); an outbox database of
+ * its own cost a page more on every record (+1.1).
+ */
+
 #define K_STATE "sync.ob"
 #define K_POS "sync.pos"
 #define K_STATUS "sync.st"
@@ -140,64 +151,160 @@ int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
 	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
 }
 
-struct peek_ctx {
-	struct ag_sev *ev;
+/* Peeking merges the two classes by sequence number without a second
+ * array of events (the pusher asks for hundreds; large buffers per call
+ * cost it more than the scan): a first pass reads only keys, a second
+ * decodes each wanted event straight into its place. */
+struct keys_ctx {
+	uint8_t cls;
+	uint64_t *seq;
 	int n, max;
 };
 
-static enum ag_scan_op peek_visit(void *ctxp, const void *key, size_t klen, const void *val,
+static bool in_class(const void *key, size_t klen, uint8_t cls)
+{
+	const uint8_t *k = key;
+
+	return klen >= Q_PLEN + 1 && memcmp(k, Q_PREFIX, Q_PLEN) == 0 && k[Q_PLEN] == cls;
+}
+
+static enum ag_scan_op keys_visit(void *ctxp, const void *key, size_t klen, const void *val,
 				  size_t vlen)
 {
-	struct peek_ctx *p = ctxp;
+	struct keys_ctx *k = ctxp;
 
-	if (p->n >= p->max)
+	(void)val;
+	(void)vlen;
+	if (k->n >= k->max || !in_class(key, klen, k->cls))
 		return AG_SCAN_STOP;
-	if (klen != Q_KEYLEN || ag_sev_decode(val, vlen, &p->ev[p->n]) != 0 ||
-	    p->ev[p->n].seq != ag_get_be64((const uint8_t *)key + Q_PLEN + 1))
-		return AG_SCAN_NEXT; /* damaged: it cannot be sent; it goes when the outbox is full */
-	p->n++;
+	if (klen == Q_KEYLEN) /* (a damaged key cannot be sent: it goes when deleted up to) */
+		k->seq[k->n++] = ag_get_be64((const uint8_t *)key + Q_PLEN + 1);
 	return AG_SCAN_NEXT;
 }
 
-static int scan_class(struct ag_txn *t, uint8_t cls, struct ag_sev *ev, int max)
-{
-	uint8_t prefix[Q_PLEN + 1];
-	struct peek_ctx p = { ev, 0, max };
+struct place_ctx {
+	uint8_t cls;
+	struct ag_sev *ev;
+	const int *pos;    /* where the i-th key of this class goes in ev, or -1 */
+	const uint64_t *seq;
+	bool *bad;         /* by position: did not decode */
+	int i, n;
+};
 
-	memcpy(prefix, Q_PREFIX, Q_PLEN);
-	prefix[Q_PLEN] = cls;
-	int rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), peek_visit, &p);
-	return rc != 0 ? rc : p.n;
+static enum ag_scan_op place_visit(void *ctxp, const void *key, size_t klen, const void *val,
+				   size_t vlen)
+{
+	struct place_ctx *p = ctxp;
+
+	if (p->i >= p->n || !in_class(key, klen, p->cls))
+		return AG_SCAN_STOP;
+	if (klen != Q_KEYLEN)
+		return AG_SCAN_NEXT; /* skipped by the first pass too */
+	int at = p->pos[p->i];
+	if (at >= 0 && (ag_sev_decode(val, vlen, &p->ev[at]) != 0 || p->ev[at].seq != p->seq[p->i]))
+		p->bad[at] = true; /* damaged */
+	p->i++;
+	return AG_SCAN_NEXT;
+}
+
+int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max)
+{
+	uint8_t start[2][Q_KEYLEN];
+	int rc = 0;
+
+	if (max <= 0 || after == UINT64_MAX)
+		return 0;
+	q_key(CLASS_FAIL, after + 1, start[0]);
+	q_key(CLASS_OTHER, after + 1, start[1]);
+	/* keys of both classes, their places, what did not decode */
+	size_t m = (size_t)max;
+	uint8_t *mem = malloc(2 * m * (sizeof(uint64_t) + sizeof(int)) + m);
+	if (mem == NULL)
+		return AG_ENOMEM;
+	uint64_t *seq = (uint64_t *)mem;
+	int *pos = (int *)(seq + 2 * m);
+	bool *bad = (bool *)(pos + 2 * m);
+	struct keys_ctx k[2] = { { CLASS_FAIL, seq, 0, max }, { CLASS_OTHER, seq + m, 0, max } };
+	for (int c = 0; c < 2 && rc == 0; c++)
+		rc = ag_txn_scan_from(t, AG_DB_META, start[c], Q_KEYLEN, keys_visit, &k[c]);
+	/* each class is in order by itself: merge the two by sequence number */
+	int i = 0, j = 0, n = 0;
+	while (rc == 0 && n < max && (i < k[0].n || j < k[1].n)) {
+		if (j >= k[1].n || (i < k[0].n && seq[i] < seq[m + (size_t)j]))
+			pos[i++] = n++;
+		else
+			pos[m + (size_t)j++] = n++;
+	}
+	for (int x = i; x < k[0].n; x++)
+		pos[x] = -1;
+	for (int x = j; x < k[1].n; x++)
+		pos[m + (size_t)x] = -1;
+	memset(bad, 0, m);
+	for (int c = 0; c < 2 && rc == 0; c++) {
+		struct place_ctx p = { (uint8_t)c, ev, pos + (size_t)c * m, seq + (size_t)c * m, bad, 0,
+				       c == 0 ? i : j };
+		if (p.n > 0)
+			rc = ag_txn_scan_from(t, AG_DB_META, start[c], Q_KEYLEN, place_visit, &p);
+	}
+	int out = 0;
+	for (int x = 0; rc == 0 && x < n; x++)
+		if (!bad[x]) {
+			if (out != x)
+				ev[out] = ev[x];
+			out++;
+		}
+	free(mem);
+	return rc != 0 ? rc : out;
 }
 
 int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max)
 {
-	if (max <= 0)
+	return ag_outbox_peek_after(t, 0, ev, max);
+}
+
+struct upto_ctx {
+	uint8_t cls;
+	uint64_t upto, n;
+};
+
+static enum ag_scan_op upto_visit(void *ctxp, const void *key, size_t klen, const void *val,
+				  size_t vlen)
+{
+	struct upto_ctx *u = ctxp;
+
+	(void)val;
+	(void)vlen;
+	if (!in_class(key, klen, u->cls) ||
+	    (klen == Q_KEYLEN && ag_get_be64((const uint8_t *)key + Q_PLEN + 1) > u->upto))
+		return AG_SCAN_STOP;
+	u->n += klen == Q_KEYLEN;
+	return AG_SCAN_DELETE; /* pushed (or a damaged key, which sorts among them) */
+}
+
+int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r)
+{
+	struct ag_outbox_state st;
+	uint64_t n = 0;
+	int rc = ag_outbox_state(t, &st);
+
+	if (rc != 0)
+		return rc;
+	for (uint8_t cls = CLASS_FAIL; cls <= CLASS_OTHER && rc == 0; cls++) {
+		uint8_t prefix[Q_PLEN + 1];
+		struct upto_ctx u = { cls, upto, 0 };
+		memcpy(prefix, Q_PREFIX, Q_PLEN);
+		prefix[Q_PLEN] = cls;
+		rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), upto_visit, &u);
+		n += u.n;
+	}
+	if (rc != 0)
+		return rc;
+	if (n_r != NULL)
+		*n_r = n;
+	if (st.version == 0 || n == 0)
 		return 0;
-	/* each class is in order by itself: merge the two by sequence */
-	struct ag_sev *b = malloc(sizeof(*b) * (size_t)max);
-	if (b == NULL)
-		return AG_ENOMEM;
-	int na = scan_class(t, CLASS_FAIL, ev, max);
-	int nb = na < 0 ? 0 : scan_class(t, CLASS_OTHER, b, max);
-	if (na < 0 || nb < 0) {
-		free(b);
-		return na < 0 ? na : nb;
-	}
-	/* merge from the back into ev (which holds the first na) */
-	int total = na + nb < max ? na + nb : max;
-	struct ag_sev *m = malloc(sizeof(*m) * (size_t)total + 1);
-	if (m == NULL) {
-		free(b);
-		return AG_ENOMEM;
-	}
-	int i = 0, j = 0;
-	for (int k = 0; k < total; k++)
-		m[k] = (j >= nb || (i < na && ev[i].seq < b[j].seq)) ? ev[i++] : b[j++];
-	memcpy(ev, m, sizeof(*m) * (size_t)total);
-	free(m);
-	free(b);
-	return total;
+	st.depth = st.depth > n ? st.depth - n : 0;
+	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
 }
 
 int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n)

@@ -20,7 +20,8 @@
  *    last admin action on an address or a user, and an older one arriving
  *    later is ignored.
  *
- * Everything lives in the meta database under keys that start "sync.".
+ * Everything lives in the meta database under keys that start "sync."
+ * (sync.c says why the outbox too).
  */
 #ifndef AG_SYNC_H
 #define AG_SYNC_H
@@ -118,8 +119,15 @@ AG_API int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st_r);
  * how many, or AG_E*. Events that cannot be decoded (a damaged store) are
  * skipped; they go as the oldest when the outbox is full. */
 AG_API int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max);
+/* The same, from the first event numbered past @after: the pusher keeps
+ * what it pushed in memory and deletes it in bulk now and then (a read
+ * transaction here; the writer lock only for ag_outbox_done_upto()). */
+AG_API int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max);
 /* Delete the events @ev[0..n) (pushed) from the outbox. */
 AG_API int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n);
+/* Delete every event numbered up to @upto (pushed) in @t, in one pass;
+ * *@n_r (may be NULL): how many went. */
+AG_API int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r);
 
 /* The guard's part: the outbox event of a local attempt, put in the
  * record's transaction @t (nothing with sync off); @pw_key: the

@@ -212,10 +212,12 @@ static void test_record_fills_outbox(void **state)
 	assert_memory_equal(ev[0].user, "alice", 5);
 	assert_memory_equal(ev[0].rhost, "192.0.2.7", 9);
 	assert_memory_equal(ev[0].service, "imap", 4);
-	/* a damaged entry (a damaged store) is skipped, even in a read transaction */
-	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+	/* damaged entries (a damaged store: an event that does not decode, a
+	 * key of the wrong length) are skipped, even in a read transaction */
+	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 3, 0xe8 };
 	assert_int_equal(ag_txn_begin(store(&f->h[0]), true, &t), 0);
 	assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), "junk", 4), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, key, 9, "junk", 4), 0);
 	assert_int_equal(ag_txn_commit(t), 0);
 	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
 	assert_int_equal(ag_outbox_peek(t, ev, 4), 2);
@@ -263,6 +265,53 @@ static void test_outbox_bound(void **state)
 	assert_memory_equal(ev[1].rhost, "203.0.113.51", 12); /* failures 0..50 went */
 	for (int i = 1; i < 100; i++)
 		assert_true(ev[i].seq > ev[i - 1].seq);
+}
+
+/* What the pusher does: peek past what it sent (read transaction),
+ * delete in bulk up to a number later; numbers are never used twice, even
+ * when everything was deleted. */
+static void test_outbox_after_and_upto(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0];
+	struct ag_sev ev[8];
+	struct ag_txn *t;
+
+	attempt(a, "u1", "192.0.2.1", false, "x"); /* 1: fail */
+	attempt(a, "u2", "192.0.2.2", true, NULL); /* 2: ok */
+	attempt(a, "u3", "192.0.2.3", false, "x"); /* 3: fail */
+	attempt(a, "u4", "192.0.2.4", true, NULL); /* 4: ok */
+	attempt(a, "u5", "192.0.2.5", false, "x"); /* 5: fail */
+	assert_int_equal(outbox(a).depth, 5);
+	assert_int_equal(outbox(a).next_seq, 6);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek_after(t, 2, ev, 8), 3);
+	assert_int_equal(ev[0].seq, 3);
+	assert_int_equal(ev[1].seq, 4);
+	assert_int_equal(ev[1].kind, AG_SEV_OK);
+	assert_int_equal(ev[2].seq, 5);
+	assert_int_equal(ag_outbox_peek_after(t, 1, ev, 2), 2); /* the first two past 1, merged */
+	assert_int_equal(ev[0].seq, 2);
+	assert_int_equal(ev[1].seq, 3);
+	assert_int_equal(ag_outbox_peek_after(t, 5, ev, 8), 0);
+	ag_txn_abort(t);
+	uint64_t n = 0;
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_done_upto(t, 3, &n), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(outbox(a).depth, 2);
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_done_upto(t, 5, &n), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(outbox(a).depth, 0);
+	assert_int_equal(outbox(a).total, 5);
+	attempt(a, "u6", "192.0.2.6", true, NULL);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 8), 1);
+	ag_txn_abort(t);
+	assert_int_equal(ev[0].seq, 6); /* not 1 again: receivers would skip it */
+	assert_int_equal(outbox(a).total, 6);
 }
 
 /* ---- applying ------------------------------------------------------------------ */
@@ -811,6 +860,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_record_fills_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_fleet_no_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_after_and_upto, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),

@@ -14,7 +14,9 @@
 # the middle of an attack and restarted: every event arrives and none
 # counts twice; a host stopped while the stream was trimmed past its position
 # catches up from a peer's snapshot; a forged event (no cluster key) is
-# rejected.
+# rejected; authguard-sync killed (-9) after pushing events it had not yet
+# deleted from its outbox: after the restart none is lost, none is pushed
+# or counted twice.
 #
 # Output is TAP; every wait is bounded (propagation: WAIT_S seconds).
 # SKIP when redis-server or the binaries are missing, or the module is
@@ -32,7 +34,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=43
+NTESTS=48
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -100,7 +102,7 @@ mkdir -p "$S/redis"
 # h4 logs in as an ACL user with only the commands authguard-sync(8) lists
 # (the test's own redis-cli and the forger use the default user)
 printf '%s\n' 'user default on nopass ~* &* +@all' \
-	'user agsync on >h4-redis-secret ~authguard* +xadd +xread +xinfo +set +get +sadd +smembers' \
+	'user agsync on >h4-redis-secret ~authguard* +xadd +xread +xrevrange +xinfo +set +get +sadd +smembers' \
 	>"$S/users.acl"
 echo h4-redis-secret >"$S/redis.pw"
 chmod 600 "$S/redis.pw"
@@ -357,6 +359,35 @@ ok "$(grep -q 'caught up from h[123].s snapshot' "$S/h4/sync.log"; echo $?)" \
 login 1 "d9" wrong 192.0.2.51 >/dev/null
 wait_for eval '[ "$(fails_of 4 192.0.2.51)" = 1 ]'
 ok $? "away too long: h4 reads on from the snapshot's position"
+
+# ---------------------------------------------------- 8. the pusher killed before it deleted
+# h2's daemon holds what it pushed for a minute (AUTHGUARD_SYNC_DRAIN_MS),
+# so the kill surely comes between the push and the delete
+kill -TERM "${SPIDS[2]}"
+wait "${SPIDS[2]}"
+AUTHGUARD_SYNC_DRAIN_MS=60000 "$SYNC" -c "$S/h2/authguard.conf" >>"$S/h2/sync.log" 2>&1 &
+SPIDS[2]=$!
+wait_for connected 2 || bail "authguard-sync on h2 did not reconnect (h2/sync.log)"
+G=192.0.2.70
+dups_of() { admin "$1" status | sed -n 's/.* \([0-9]*\) duplicates skipped.*/\1/p'; }
+waiting_on() { admin "$1" status | sed -n 's/^outbox: *\([0-9]*\) waiting.*/\1/p'; }
+for n in 1 2 3 4 5; do login 2 "g$n" wrong $G >/dev/null; done
+wait_for all_fails $G 5
+ok $? "pusher killed: the 5 failures on h2 reached every host"
+DUPS_BEFORE="$(dups_of 1) $(dups_of 3) $(dups_of 4)"
+is "$(waiting_on 2)" 5 "pusher killed: pushed, not yet deleted from h2's outbox"
+kill -KILL "${SPIDS[2]}"
+wait "${SPIDS[2]}" 2>/dev/null
+start_sync 2
+wait_for eval '[ "$(waiting_on 2)" = 0 ]'
+ok $? "pusher killed: after the restart h2's outbox is emptied"
+ok "$(grep -q 'events up to [0-9]* of this host were in the stream already' "$S/h2/sync.log"; echo $?)" \
+	"pusher killed: the restart found its events in the stream and did not send them again"
+login 2 g6 wrong $G >/dev/null
+wait_for all_fails $G 6
+sleep 1 # anything pushed twice would be skipped as a duplicate by now
+is "$(fails_of 1 $G) $(fails_of 2 $G) $(fails_of 3 $G) $(fails_of 4 $G) / $(dups_of 1) $(dups_of 3) $(dups_of 4)" \
+	"6 6 6 6 / $DUPS_BEFORE" "pusher killed: the next failure arrives, nothing counted or pushed twice"
 
 # ---------------------------------------------------- start checks
 grep -v '^sync_key_file' "$S/h1/authguard.conf" >"$S/nokey.conf"
