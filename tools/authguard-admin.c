@@ -1077,6 +1077,17 @@ static void count_user(void *vp, const uint8_t *k, size_t n, const struct ag_use
 	c->locks += ag_user_locked(r, c->now);
 }
 
+static void count_pair(void *vp, const uint8_t *k, size_t n, const struct ag_addr *a,
+		       const struct ag_pair_rec *r)
+{
+	struct counts *c = vp;
+	(void)k;
+	(void)n;
+	(void)a;
+	(void)r;
+	c->pairs++;
+}
+
 static void count_list(void *vp, const struct ag_list_entry *e)
 {
 	struct counts *c = vp;
@@ -1106,6 +1117,10 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 	rc = ag_admin_each_src(t, count_src, c);
 	if (rc == 0)
 		rc = ag_admin_each_user(t, count_user, c);
+	/* (pairs live among the sources since issue 15.3, and older
+	 * modules may still write some in the old database: counted) */
+	if (rc == 0)
+		rc = ag_admin_each_pair(t, false, NULL, 0, count_pair, c);
 	for (int l = AG_LIST_ALLOW; rc == 0 && l <= AG_LIST_DENY; l *= 2)
 		rc = ag_list_each(t, (enum ag_list)l, count_list, c);
 	if (rc == 0)
@@ -1119,8 +1134,6 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 	ag_txn_abort(t);
 	if (rc == 0)
 		rc = ag_store_info(x->s, info);
-	if (rc == 0)
-		c->pairs = info->entries[AG_DB_PAIR];
 	return rc != 0 ? die_store(x, rc, "cannot read") : 0;
 }
 
