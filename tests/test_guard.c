@@ -1428,6 +1428,202 @@ static void test_slow_campaign_through_guard(void **state)
 	assert_true(per_day[1] <= 40 && per_day[2] <= 40);
 }
 
+/* ---- the old pair database (issue 15.3) ------------------------------------ */
+
+/* A pair as a module of an older version writes it: in the "pair"
+ * database, keyed by user first. */
+static void put_old_pair(struct ag_store *s, const char *user, const char *addr,
+			 const struct ag_pair_rec *r)
+{
+	uint8_t ukey[AG_USER_KEY_MAX], skey[AG_SRC_KEY_LEN], key[AG_PAIR_KEY_MAX];
+	struct ag_addr a;
+	struct ag_txn *t;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, skey);
+	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), ukey);
+	size_t kl = ag_pair_key_old(ukey, ul, skey, key);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_PAIR, key, kl, r, sizeof(*r)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+/* Where the pair of @user at @addr is: 1 the source database, 2 the old
+ * pair database, 3 both, 0 neither; its record from the first place. */
+static int pair_where(struct ag_store *s, const char *user, const char *addr,
+		      struct ag_pair_rec *r)
+{
+	uint8_t ukey[AG_USER_KEY_MAX], skey[AG_SRC_KEY_LEN], nkey[AG_SRC_PAIR_KEY_MAX];
+	uint8_t okey[AG_PAIR_KEY_MAX];
+	struct ag_addr a;
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+	int where = 0;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, skey);
+	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), ukey);
+	size_t nl = ag_pair_key(skey, ukey, ul, nkey), ol = ag_pair_key_old(ukey, ul, skey, okey);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (ag_txn_get(t, AG_DB_PAIR, okey, ol, &val, &vlen) == 0) {
+		where |= 2;
+		if (r != NULL)
+			assert_int_equal(ag_rec_decode(AG_REC_PAIR, val, vlen, r), 0);
+	}
+	if (ag_txn_get(t, AG_DB_SRC, nkey, nl, &val, &vlen) == 0) {
+		where |= 1;
+		if (r != NULL)
+			assert_int_equal(ag_rec_decode(AG_REC_PAIR, val, vlen, r), 0);
+	}
+	ag_txn_abort(t);
+	return where;
+}
+
+struct pair_seen {
+	char users[8][32];
+	char addrs[8][64];
+	double fails[8];
+	int64_t now;
+	int n;
+};
+
+static void note_pair(void *ctx, const uint8_t *k, size_t n, const struct ag_addr *a,
+		      const struct ag_pair_rec *r)
+{
+	struct pair_seen *ps = ctx;
+
+	if (ps->n == 8)
+		return;
+	snprintf(ps->users[ps->n], sizeof(ps->users[0]), "%.*s", (int)n, (const char *)k);
+	ag_addr_format(a, ps->addrs[ps->n], sizeof(ps->addrs[0]));
+	ps->fails[ps->n] = ag_score_at(&r->fails, ps->now, 600000);
+	ps->n++;
+}
+
+static struct pair_seen pairs_of(struct fx *f, struct ag_store *s, const char *user)
+{
+	struct pair_seen ps = { .now = fake_ms };
+	uint8_t key[AG_USER_KEY_MAX];
+	struct ag_txn *t;
+	size_t kl = user != NULL ? ag_admin_user_key(s, &f->c, user, key) : 0;
+
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_each_pair(t, f->c.user_fold, user != NULL ? key : NULL, kl,
+					    note_pair, &ps), 0);
+	ag_txn_abort(t);
+	return ps;
+}
+
+/* A pair an older module wrote is found where it is (familiarity honoured,
+ * its counts go on), moved by the next write of it, merged if the older
+ * module writes it again, and seen by admin, forget and gc. */
+static void test_old_pair_database(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_pair_rec r = { .version = AG_REC_VERSION };
+	const char *home = "192.0.2.10";
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = 0;
+	f->c.user_lock_after = 3;
+	f->c.decay_half_life = 600000;
+	assert_int_equal(try(f, "bob", "198.51.100.1", true, NULL), AG_PROCEED); /* opens the store */
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	/* olga logged in from home yesterday, through an old module, and
+	 * mistyped once since */
+	r.last_success = fake_ms - 86400000LL;
+	r.familiar_until = fake_ms + 30 * 86400000LL;
+	r.fails.v = 1;
+	r.fails.ts = fake_ms;
+	r.last_seen = fake_ms;
+	put_old_pair(s, "olga", home, &r);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 2);
+	/* strangers lock her... */
+	for (int i = 0; i < 3; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "203.0.113.%d", i + 1);
+		assert_int_equal(try(f, "olga", addr, false, "guess"), AG_PROCEED);
+	}
+	assert_int_equal(try(f, "olga", "203.0.113.50", true, NULL), AG_REFUSE);
+	/* ...but home is familiar, by the old record: she gets in (the
+	 * check read it where it was; nothing moved yet) */
+	struct ag_attempt a = att("olga", home);
+	struct ag_ticket tk;
+	struct ag_sink sk = { sink, f };
+	assert_int_equal(ag_guard_check(&f->c, &sk, &a, &tk), AG_PROCEED);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 2);
+	/* a failure from home: counted on top of the old record's one, and
+	 * the pair is moved (the old copy deleted); two of user_lock_after's
+	 * three: still familiar */
+	assert_int_equal(ag_guard_record(&f->c, &sk, &a, false, "typo", &tk), 0);
+	assert_int_equal(pair_where(s, "olga", home, &r), 1);
+	double fails = ag_score_at(&r.fails, fake_ms, f->c.decay_half_life);
+	assert_true(fails > 1.99 && fails < 2.01);
+	assert_true(r.familiar_until > fake_ms);
+	/* the old module writes its copy again (one failure it counted): the
+	 * next write merges it in, and admin shows it once, merged */
+	struct ag_pair_rec o = { .version = AG_REC_VERSION, .last_seen = fake_ms };
+	o.fails.v = 1;
+	o.fails.ts = fake_ms;
+	put_old_pair(s, "olga", home, &o);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 3);
+	struct pair_seen ps = pairs_of(f, s, "olga");
+	int at_home = 0;
+	for (int i = 0; i < ps.n; i++)
+		if (strcmp(ps.addrs[i], home) == 0) {
+			at_home++;
+			assert_true(ps.fails[i] > 2.99 && ps.fails[i] < 3.01);
+		}
+	assert_int_equal(at_home, 1);
+	assert_int_equal(ps.n, 4); /* and the three strangers' */
+	assert_int_equal(try(f, "olga", home, true, NULL), AG_PROCEED);
+	assert_int_equal(pair_where(s, "olga", home, &r), 1);
+	assert_true(r.familiar_until > fake_ms && r.fails.v == 0); /* a success clears it */
+
+	/* admin sees old pairs, and forgets them by user and by address */
+	struct ag_pair_rec p = { .version = AG_REC_VERSION, .last_seen = fake_ms,
+				 .familiar_until = fake_ms + 86400000LL };
+	put_old_pair(s, "pia", "192.0.2.20", &p);
+	put_old_pair(s, "quinn", "192.0.2.30", &p);
+	ps = pairs_of(f, s, "pia");
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.users[0], "pia");
+	assert_string_equal(ps.addrs[0], "192.0.2.20");
+	assert_int_equal(pairs_of(f, s, NULL).n, 4 + 1 + 2); /* olga's, bob's, pia's, quinn's */
+	uint8_t key[AG_USER_KEY_MAX];
+	size_t kl = ag_admin_user_key(s, &f->c, "pia", key);
+	struct ag_txn *t;
+	long n;
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_admin_forget_user(t, f->c.user_fold, key, kl, &n), 0);
+	assert_int_equal(n, 1); /* pia has no user record: her old pair alone */
+	struct ag_addr qa;
+	assert_int_equal(ag_addr_parse("192.0.2.30", 10, &qa), 0);
+	assert_int_equal(ag_admin_forget_addr(t, &qa, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ag_addr_parse(home, strlen(home), &qa), 0);
+	assert_int_equal(ag_admin_forget_addr(t, &qa, &n), 0);
+	assert_int_equal(n, 2); /* home's host record and olga's (moved) pair */
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(pair_where(s, "pia", "192.0.2.20", NULL), 0);
+	assert_int_equal(pair_where(s, "quinn", "192.0.2.30", NULL), 0);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 0);
+
+	/* gc moves the live ones and drops the dead */
+	put_old_pair(s, "rita", "192.0.2.40", &p);
+	struct ag_pair_rec dead = { .version = AG_REC_VERSION, .last_seen = fake_ms - 86400000LL };
+	put_old_pair(s, "sam", "192.0.2.50", &dead);
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 1);
+	assert_int_equal(pair_where(s, "rita", "192.0.2.40", &r), 1);
+	assert_int_equal(r.familiar_until, p.familiar_until);
+	assert_int_equal(pair_where(s, "sam", "192.0.2.50", NULL), 0);
+	struct ag_store_info info;
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PAIR], 0);
+	assert_int_equal(try(f, "rita", "192.0.2.40", true, NULL), AG_PROCEED);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1466,6 +1662,7 @@ int main(void)
 		/* last: the maintenance look every 64 writes is per process,
 		 * and test_refusal_writes_nothing must not meet one */
 		cmocka_unit_test_setup_teardown(test_pw_records_gc_and_per_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_pair_database, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
