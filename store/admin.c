@@ -166,6 +166,21 @@ static int get_rec(struct ag_txn *t, enum ag_db db, const void *key, size_t klen
 	return ag_rec_decode(kind, val, vlen, out);
 }
 
+int ag_admin_wave(struct ag_txn *t, const struct ag_conf *c, int64_t now, struct ag_wave_rec *w)
+{
+	struct ag_wave_rec old;
+	int rc = get_rec(t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, AG_REC_WAVE, w);
+	int orc = get_rec(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, AG_REC_WAVE, &old);
+
+	if (orc != 0)
+		return rc;
+	if (rc != 0)
+		*w = old;
+	else
+		ag_wave_merge(w, &old, now, c->decay_half_life, c->wave_baseline);
+	return 0;
+}
+
 int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag_src_rec *r)
 {
 	uint8_t key[AG_SRC_KEY_LEN];

@@ -49,6 +49,7 @@ struct op {
 	uint8_t okey[AG_PAIR_KEY_MAX];     /* its key in the old pair database */
 	size_t olen;
 	bool old_pair; /* op_load() found a copy there (an older module's) */
+	bool old_wave; /* ... and of the wave state in the meta database */
 	uint8_t pwkey[AG_PW_KEY_LEN]; /* with v.has_pw */
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
@@ -312,9 +313,31 @@ static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *
 	return 0;
 }
 
+/* The host's wave state (record.h): in the unnamed database, with what
+ * older modules counted in the old place since folded in. */
+static int load_wave(struct op *op, struct ag_txn *t)
+{
+	struct ag_wave_rec old = op->v.wave;
+	bool found = false;
+	int rc = read_rec(op, t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, AG_REC_WAVE,
+			  &op->v.wave, &found);
+
+	op->old_wave = false;
+	if (rc == 0)
+		rc = read_rec(op, t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, AG_REC_WAVE,
+			      &old, &op->old_wave);
+	if (rc != 0 || !op->old_wave)
+		return rc;
+	if (found)
+		ag_wave_merge(&op->v.wave, &old, op->now, op->c->decay_half_life,
+			      op->c->wave_baseline);
+	else
+		op->v.wave = old; /* the first write since the upgrade: all of it */
+	return 0;
+}
+
 /* The hot-password record of the attempt's password, and the host's wave
  * state (issue 14). */
-#define WAVE_KEY "wave"
 static int load_spray(struct op *op, struct ag_txn *t)
 {
 	int rc = 0;
@@ -323,8 +346,7 @@ static int load_spray(struct op *op, struct ag_txn *t)
 		rc = read_rec(op, t, AG_DB_PW, op->pwkey, sizeof(op->pwkey), AG_REC_PW, &op->v.pw,
 			      NULL);
 	if (rc == 0 && op->c->wave_factor > 0)
-		rc = read_rec(op, t, AG_DB_META, WAVE_KEY, strlen(WAVE_KEY), AG_REC_WAVE,
-			      &op->v.wave, NULL);
+		rc = load_wave(op, t);
 	return rc;
 }
 
@@ -336,8 +358,12 @@ static int save_spray(struct op *op, struct ag_txn *t)
 		rc = ag_txn_put(t, AG_DB_PW, op->pwkey, sizeof(op->pwkey), &op->v.pw,
 				sizeof(op->v.pw));
 	if (rc == 0 && op->v.w_wave)
-		rc = ag_txn_put(t, AG_DB_META, WAVE_KEY, strlen(WAVE_KEY), &op->v.wave,
+		rc = ag_txn_put(t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, &op->v.wave,
 				sizeof(op->v.wave));
+	if (rc == 0 && op->v.w_wave && op->old_wave) { /* folded in (load_wave()) */
+		rc = ag_txn_del(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN);
+		rc = rc == AG_ENOTFOUND ? 0 : rc;
+	}
 	return rc;
 }
 

@@ -406,6 +406,20 @@ static void merge_pw(struct ag_pair_rec *a, const struct ag_pair_rec *b)
 	a->pw_next = n % AG_RECENT_PW;
 }
 
+void ag_wave_merge(struct ag_wave_rec *w, const struct ag_wave_rec *other, int64_t now,
+		   int64_t fast_half_life, int64_t base_half_life)
+{
+	double fast = ag_score_at(&other->fast, now, fast_half_life);
+	double base = ag_score_at(&other->base, now, base_half_life);
+
+	if (fast > 0)
+		ag_score_add(&w->fast, fast, now, fast_half_life);
+	if (base > 0)
+		ag_score_add(&w->base, base, now, base_half_life);
+	if (other->first_seen != 0 && (w->first_seen == 0 || other->first_seen < w->first_seen))
+		w->first_seen = other->first_seen;
+}
+
 void ag_pair_merge(struct ag_pair_rec *r, const struct ag_pair_rec *other, int64_t now,
 		   int64_t half_life)
 {

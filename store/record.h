@@ -90,8 +90,12 @@ struct ag_pw_rec {
 	uint64_t n_fail;           /* failures (and hot refusals) with it */
 };
 
-/* The host-wide attack-wave detector (meta database, key "wave"):
- * failures from sources unfamiliar to their user, on two time scales. */
+/* The host-wide attack-wave detector: failures from sources unfamiliar to
+ * their user, on two time scales. Since issue 15.3 in LMDB's unnamed
+ * database (AG_WAVE_KEY; AG_DB_MAIN, whose page every commit writes
+ * anyway), before in the meta database under "wave" (AG_WAVE_KEY_OLD),
+ * where modules of older versions still count theirs: the guard folds
+ * such a copy in (ag_wave_merge) and deletes it. */
 struct ag_wave_rec {
 	uint32_t version;
 	uint32_t active;           /* 1 while a wave is on (hysteresis) */
@@ -102,6 +106,18 @@ struct ag_wave_rec {
 	int64_t ended;             /* when the last wave ended (0: none yet) */
 	uint64_t waves;            /* waves so far */
 };
+
+#define AG_WAVE_KEY "\0wave"
+#define AG_WAVE_KEY_LEN 5
+#define AG_WAVE_KEY_OLD "wave"
+#define AG_WAVE_KEY_OLD_LEN 4
+
+/* Fold @other (a copy an older module counted in the old place since it
+ * was last folded in) into @w: both counts add up, decayed to @now with
+ * their half-lives; the learning starts at the earlier first failure;
+ * the wave's own state (on or off, since when, how many) stays @w's. */
+AG_API void ag_wave_merge(struct ag_wave_rec *w, const struct ag_wave_rec *other, int64_t now,
+			  int64_t fast_half_life, int64_t base_half_life);
 
 enum ag_rec_kind { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR, AG_REC_STATS, AG_REC_PW, AG_REC_WAVE };
 

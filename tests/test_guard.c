@@ -1624,6 +1624,81 @@ static void test_old_pair_database(void **state)
 	assert_int_equal(try(f, "rita", "192.0.2.40", true, NULL), AG_PROCEED);
 }
 
+/* The wave state an older module keeps in the meta database: taken over
+ * whole by the first write after the upgrade, then whatever the older
+ * module counts there again is folded in and deleted. */
+static void get_wave(struct ag_store *s, enum ag_db db, struct ag_wave_rec *w, bool *found)
+{
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+	bool main_db = db == AG_DB_MAIN;
+
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	*found = ag_txn_get(t, db, main_db ? AG_WAVE_KEY : AG_WAVE_KEY_OLD,
+			    main_db ? AG_WAVE_KEY_LEN : AG_WAVE_KEY_OLD_LEN, &val, &vlen) == 0;
+	if (*found)
+		assert_int_equal(ag_rec_decode(AG_REC_WAVE, val, vlen, w), 0);
+	ag_txn_abort(t);
+}
+
+static void put_old_wave(struct ag_store *s, const struct ag_wave_rec *w)
+{
+	struct ag_txn *t;
+
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, w,
+				    sizeof(*w)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+static void test_old_wave_record(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_wave_rec w = { .version = AG_REC_VERSION }, got;
+	bool found;
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = 0;
+	f->c.user_lock_after = 0;
+	f->c.wave_factor = 4;
+	assert_int_equal(try(f, "bob", "198.51.100.1", true, NULL), AG_PROCEED);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	w.first_seen = fake_ms - 2 * 86400000LL;
+	w.fast.v = 20;
+	w.fast.ts = fake_ms;
+	w.base.v = 100;
+	w.base.ts = fake_ms;
+	put_old_wave(s, &w);
+	assert_int_equal(try(f, "carl", "203.0.113.7", false, "guess1"), AG_PROCEED);
+	get_wave(s, AG_DB_META, &got, &found);
+	assert_false(found);
+	get_wave(s, AG_DB_MAIN, &got, &found);
+	assert_true(found);
+	assert_int_equal(got.first_seen, w.first_seen); /* no second learning period */
+	double fast = ag_score_at(&got.fast, fake_ms, f->c.decay_half_life);
+	assert_true(fast > 20.9 && fast < 21.01);
+	/* an older module counts 5 more in its place: shown, then folded in */
+	struct ag_wave_rec o = { .version = AG_REC_VERSION, .first_seen = fake_ms };
+	o.fast.v = 5;
+	o.fast.ts = fake_ms;
+	put_old_wave(s, &o);
+	struct ag_txn *t;
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_wave(t, &f->c, fake_ms, &got), 0);
+	ag_txn_abort(t);
+	fast = ag_score_at(&got.fast, fake_ms, f->c.decay_half_life);
+	assert_true(fast > 25.8 && fast < 26.01);
+	assert_int_equal(got.first_seen, w.first_seen);
+	assert_int_equal(try(f, "dora", "203.0.113.8", false, "guess2"), AG_PROCEED);
+	get_wave(s, AG_DB_META, &got, &found);
+	assert_false(found);
+	get_wave(s, AG_DB_MAIN, &got, &found);
+	assert_true(found);
+	fast = ag_score_at(&got.fast, fake_ms, f->c.decay_half_life);
+	assert_true(fast > 26.8 && fast < 27.01);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1663,6 +1738,7 @@ int main(void)
 		 * and test_refusal_writes_nothing must not meet one */
 		cmocka_unit_test_setup_teardown(test_pw_records_gc_and_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_pair_database, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_wave_record, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

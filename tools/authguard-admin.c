@@ -1026,16 +1026,11 @@ struct counts {
 
 static ag_scan_fn count_pw;
 
-/* The wave detector's state ("wave" in meta; see policy.h), and the
+/* The wave detector's state (record.h; see policy.h), and the
  * hot-password records: how many are hot now. */
 static int gather_spray(struct ctx *x, struct ag_txn *t, struct counts *c)
 {
-	const void *val;
-	size_t vlen;
-
-	memset(&c->wave, 0, sizeof(c->wave));
-	if (ag_txn_get(t, AG_DB_META, "wave", 4, &val, &vlen) != 0 ||
-	    ag_rec_decode(AG_REC_WAVE, val, vlen, &c->wave) != 0)
+	if (ag_admin_wave(t, &x->c, c->now, &c->wave) != 0)
 		memset(&c->wave, 0, sizeof(c->wave));
 	c->conf = &x->c;
 	return ag_txn_scan(t, AG_DB_PW, NULL, 0, count_pw, c);
