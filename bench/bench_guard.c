@@ -15,6 +15,8 @@
  * -S: a child process flushes the store every 500 ms while the attempts
  * run, as authguard-admin flush --every 500ms does (issue 15): then no
  * attempt flushes itself. Compare the slowest attempts with and without.
+ * -f: every attempt fails (none of the one in four successes), so the
+ * bytes written per attempt are those of a recorded failure (issue 15.3).
  * -o KEY=VALUE (repeatable): a config key on top (after the rules are
  * turned off), e.g. -o inflight_max=0 -o ipv6_prefixes=64 for what an
  * attempt cost before issue 14's marks and /48 level.
@@ -34,8 +36,11 @@
 #include "record.h"
 #include "store.h"
 
-/* Check + record of random known sources; 1 in 4 succeeds. (By name
- * for callgrind's --toggle-collect: bench/instr.sh.) */
+/* -f: every attempt fails (pages per recorded failure, issue 15.3) */
+static bool fail_only;
+
+/* Check + record of random known sources; 1 in 4 succeeds (none with
+ * -f). (By name for callgrind's --toggle-collect: bench/instr.sh.) */
 __attribute__((noinline)) static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
 {
 	char addr[32], user[32];
@@ -50,7 +55,7 @@ __attribute__((noinline)) static double run(const struct ag_conf *c, unsigned lo
 		struct ag_ticket t;
 		double s = bench_now_us();
 		ag_guard_check(c, &bench_sink, &a, &t);
-		ag_guard_record(c, &bench_sink, &a, i % 4 == 0, "guess", &t);
+		ag_guard_record(c, &bench_sink, &a, !fail_only && i % 4 == 0, "guess", &t);
 		lat[i] = bench_now_us() - s;
 	}
 	return bench_now_us() - t0;
@@ -217,7 +222,7 @@ static int n_extra;
 
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-o KEY=VALUE]...\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-f] [-o KEY=VALUE]...\n",
 		prog);
 	return 2;
 }
@@ -303,7 +308,7 @@ int main(int argc, char **argv)
 	bool flood = false, banned = false, syncer = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOo:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOo:f")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -314,6 +319,7 @@ int main(int argc, char **argv)
 		case 'B': banned = true; break;
 		case 'S': syncer = true; break;
 		case 'O': no_spray = true; break;
+		case 'f': fail_only = true; break;
 		case 'o':
 			if (n_extra == (int)(sizeof(extra_keys) / sizeof(extra_keys[0])))
 				return usage(argv[0]);
@@ -326,6 +332,8 @@ int main(int argc, char **argv)
 		return usage(argv[0]);
 	if (bench_dir_init(&d, dir) != 0)
 		return 1;
+	if (fail_only && !flood && !banned)
+		printf("bench_guard: -f: every attempt fails, so the pages written are per recorded failure\n");
 	int rc = measure(sources, attempts, logmode, max_size, &d, flood || banned, banned, syncer);
 	bench_dir_done(&d);
 	return rc;
