@@ -1622,6 +1622,16 @@ static void test_old_pair_database(void **state)
 	assert_int_equal(ag_store_info(s, &info), 0);
 	assert_int_equal(info.entries[AG_DB_PAIR], 0);
 	assert_int_equal(try(f, "rita", "192.0.2.40", true, NULL), AG_PROCEED);
+
+	/* and so does the hourly pass, taken in steps while the guard writes */
+	p.familiar_until = fake_ms + 30 * 86400000LL;
+	put_old_pair(s, "tom", "192.0.2.60", &p);
+	fake_ms += 2 * 3600000LL;
+	for (int i = 0; i < 200; i++)
+		try(f, "rita", "192.0.2.40", true, NULL);
+	assert_int_equal(pair_where(s, "tom", "192.0.2.60", NULL), 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PAIR], 0);
 }
 
 /* The wave state an older module keeps in the meta database: taken over
