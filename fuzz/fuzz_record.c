@@ -20,6 +20,9 @@
  *    the same for the input as a pair key of either layout
  *    (ag_pair_key_decode: the source database's since issue 15.3, the
  *    old pair database's), whose user key lies inside it;
+ *  - a decoded pair merged (ag_pair_merge) with itself and into a fresh
+ *    one: finite counts, the password ring in range, no hash made up,
+ *    familiarity and times as the merge says;
  *  - ag_policy_check, ag_policy_record, ag_policy_check again, and the
  *    dead/weak/familiar tests, with decoded records under fixed configs
  *    and clocks: no crash and no undefined behaviour (UBSan aborts); a
@@ -157,6 +160,37 @@ static void check_decoded(enum ag_rec_kind kind, const void *r)
 		check_score(&w->base, "wave base");
 		break;
 	}
+	}
+}
+
+/* A pair found in both places (an older module's copy) merges into one
+ * that is sane: the counts add up finitely, the password ring stays in
+ * range, the later login's familiarity and the later time are kept. */
+static void check_pair_merge(const struct ag_pair_rec *r)
+{
+	static const struct ag_pair_rec fresh = { .version = AG_REC_VERSION };
+
+	for (size_t i = 0; i < sizeof(clocks) / sizeof(clocks[0]); i++) {
+		for (size_t j = 0; j < sizeof(half_lives) / sizeof(half_lives[0]); j++) {
+			struct ag_pair_rec m = *r, n = fresh;
+			ag_pair_merge(&m, r, clocks[i], half_lives[j]);
+			double v = ag_score_at(&m.fails, clocks[i], half_lives[j]);
+			CHECK(isfinite(v) && v >= 0, "merged pair fails %.17g", v);
+			CHECK(m.pw_next < AG_RECENT_PW, "merged pair pw_next %u", m.pw_next);
+			CHECK(m.familiar_until == r->familiar_until && m.last_seen == r->last_seen &&
+			      m.last_success == r->last_success, "merging a pair with itself moved its times");
+			for (int k = 0; k < AG_RECENT_PW; k++) {
+				bool kept = false;
+				for (int l = 0; l < AG_RECENT_PW && m.pw_ts[k] != 0; l++)
+					kept |= r->pw_ts[l] != 0 && r->pw[l] == m.pw[k];
+				CHECK(m.pw_ts[k] == 0 || kept, "merge made up a password hash");
+			}
+			ag_pair_merge(&n, r, clocks[i], half_lives[j]);
+			CHECK(n.familiar_until == (r->last_success > 0 ? r->familiar_until : 0) ||
+			      (r->last_success == 0 && n.familiar_until == r->familiar_until),
+			      "merged into a fresh pair, familiarity %lld of %lld",
+			      (long long)n.familiar_until, (long long)r->familiar_until);
+		}
 	}
 }
 
@@ -402,6 +436,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				       (kinds[i] == AG_REC_SRC || kinds[i] == AG_REC_USER)),
 			      "decoded %zu bytes as kind %d", size, (int)kinds[i]);
 			check_decoded(kinds[i], &r);
+			if (kinds[i] == AG_REC_PAIR)
+				check_pair_merge(&r.p);
 			run_whole(kinds[i], &r);
 		}
 	}
