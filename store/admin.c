@@ -77,6 +77,9 @@ int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx)
 	return ag_txn_scan(t, AG_DB_USER, NULL, 0, user_visit, &v);
 }
 
+/* A key of either pair layout fits in an old one's buffer. */
+_Static_assert(AG_PAIR_KEY_MAX >= AG_SRC_PAIR_KEY_MAX, "pair key buffers");
+
 /* The pair's other copy: its key in the old pair database (@old false)
  * or in the source database. */
 static size_t other_key(bool old, const uint8_t *ukey, size_t ulen, const struct ag_addr *src,
@@ -273,15 +276,16 @@ static enum ag_scan_op forget_pair_by_src(void *vp, const void *key, size_t klen
 	return AG_SCAN_NEXT;
 }
 
-/* The source database's pairs of one source: filed right after it. */
+/* The source database's pairs of one source: filed right after it, so
+ * the scan's prefix (source key and tag) picks them. */
 static enum ag_scan_op forget_pair_at_src(void *vp, const void *key, size_t klen, const void *val,
 					  size_t vlen)
 {
 	struct visit *v = vp;
 	(void)key;
+	(void)klen;
 	(void)val;
 	(void)vlen;
-	(void)klen;
 	v->n++;
 	return AG_SCAN_DELETE;
 }
