@@ -1480,7 +1480,7 @@ static int pair_where(struct ag_store *s, const char *user, const char *addr,
 	return where;
 }
 
-struct pair_seen {
+struct pairs_listed {
 	char users[8][32];
 	char addrs[8][64];
 	double fails[8];
@@ -1491,7 +1491,7 @@ struct pair_seen {
 static void note_pair(void *ctx, const uint8_t *k, size_t n, const struct ag_addr *a,
 		      const struct ag_pair_rec *r)
 {
-	struct pair_seen *ps = ctx;
+	struct pairs_listed *ps = ctx;
 
 	if (ps->n == 8)
 		return;
@@ -1501,9 +1501,9 @@ static void note_pair(void *ctx, const uint8_t *k, size_t n, const struct ag_add
 	ps->n++;
 }
 
-static struct pair_seen pairs_of(struct fx *f, struct ag_store *s, const char *user)
+static struct pairs_listed pairs_of(struct fx *f, struct ag_store *s, const char *user)
 {
-	struct pair_seen ps = { .now = fake_ms };
+	struct pairs_listed ps = { .now = fake_ms };
 	uint8_t key[AG_USER_KEY_MAX];
 	struct ag_txn *t;
 	size_t kl = user != NULL ? ag_admin_user_key(s, &f->c, user, key) : 0;
@@ -1568,7 +1568,7 @@ static void test_old_pair_database(void **state)
 	o.fails.ts = fake_ms;
 	put_old_pair(s, "olga", home, &o);
 	assert_int_equal(pair_where(s, "olga", home, NULL), 3);
-	struct pair_seen ps = pairs_of(f, s, "olga");
+	struct pairs_listed ps = pairs_of(f, s, "olga");
 	int at_home = 0;
 	for (int i = 0; i < ps.n; i++)
 		if (strcmp(ps.addrs[i], home) == 0) {
