@@ -17,6 +17,8 @@
  * attempt flushes itself. Compare the slowest attempts with and without.
  * -Y: with -o sync_redis=..., the outbox drained every 16 records (as
  * authguard-sync does), in the timed loop: the record path with sync.
+ * -f: every attempt fails (none of the one in four successes), so the
+ * bytes written per attempt are those of a recorded failure (issue 15.3).
  * -o KEY=VALUE (repeatable): a config key on top (after the rules are
  * turned off), e.g. -o inflight_max=0 -o ipv6_prefixes=64 for what an
  * attempt cost before issue 14's marks and /48 level.
@@ -57,8 +59,11 @@ static void drain16(const struct ag_conf *c)
 		ag_txn_abort(t);
 }
 
-/* Check + record of random known sources; 1 in 4 succeeds. (By name
- * for callgrind's --toggle-collect: bench/instr.sh.) */
+/* -f: every attempt fails (pages per recorded failure, issue 15.3) */
+static bool fail_only;
+
+/* Check + record of random known sources; 1 in 4 succeeds (none with
+ * -f). (By name for callgrind's --toggle-collect: bench/instr.sh.) */
 __attribute__((noinline)) static double run(const struct ag_conf *c, unsigned long sources, double *lat, unsigned long n)
 {
 	char addr[32], user[32];
@@ -73,7 +78,7 @@ __attribute__((noinline)) static double run(const struct ag_conf *c, unsigned lo
 		struct ag_ticket t;
 		double s = bench_now_us();
 		ag_guard_check(c, &bench_sink, &a, &t);
-		ag_guard_record(c, &bench_sink, &a, i % 4 == 0, "guess", &t);
+		ag_guard_record(c, &bench_sink, &a, !fail_only && i % 4 == 0, "guess", &t);
 		if (drain_outbox && i % 16 == 15)
 			drain16(c);
 		lat[i] = bench_now_us() - s;
@@ -158,6 +163,30 @@ static void print_evictions(const struct ag_conf *c)
 #endif
 }
 
+static void count_pair(void *ctx, const uint8_t *k, size_t n, const struct ag_addr *a,
+		       const struct ag_pair_rec *r)
+{
+	(void)k;
+	(void)n;
+	(void)a;
+	(void)r;
+	++*(uint64_t *)ctx;
+}
+
+/* Pair records, wherever the store files them (since issue 15.3 among
+ * the sources): counted through the admin interface, as status does. */
+static uint64_t count_pairs(struct ag_store *s)
+{
+	struct ag_txn *t;
+	uint64_t n = 0;
+
+	if (ag_txn_begin(s, false, &t) != 0)
+		return 0;
+	(void)ag_admin_each_pair(t, false, NULL, 0, count_pair, &n);
+	ag_txn_abort(t);
+	return n;
+}
+
 /* Bytes per source only mean something if no source was evicted to keep
  * the store under db_max_size: then say so instead of dividing. */
 static void print_store(const struct ag_conf *c, unsigned long sources)
@@ -170,19 +199,20 @@ static void print_store(const struct ag_conf *c, unsigned long sources)
 		return;
 	}
 	const uint64_t *e = info.entries;
+	uint64_t all = e[AG_DB_SRC] + e[AG_DB_USER] + e[AG_DB_PAIR], pairs = count_pairs(s);
+	uint64_t srcs = all - e[AG_DB_USER] - pairs;
 	/* each host, plus one record per /24 (bench_addr's layout) */
 	uint64_t want = sources + (sources + 255) / 256;
 	printf("  store: %llu bytes used (file %llu, map %llu), %llu records (src %llu, user %llu, pair %llu)\n",
 	       (unsigned long long)info.used_bytes, (unsigned long long)info.file_bytes,
-	       (unsigned long long)info.map_size,
-	       (unsigned long long)(e[AG_DB_SRC] + e[AG_DB_USER] + e[AG_DB_PAIR]),
-	       (unsigned long long)e[AG_DB_SRC], (unsigned long long)e[AG_DB_USER],
-	       (unsigned long long)e[AG_DB_PAIR]);
+	       (unsigned long long)info.map_size, (unsigned long long)all,
+	       (unsigned long long)srcs, (unsigned long long)e[AG_DB_USER],
+	       (unsigned long long)pairs);
 	if (sources == 0)
 		return;
-	if (e[AG_DB_SRC] < want)
+	if (srcs < want)
 		printf("  per source: n/a, %llu of %lu sources were evicted at db_max_size (raise it with -m)\n",
-		       (unsigned long long)(want - e[AG_DB_SRC]), sources);
+		       (unsigned long long)(want - srcs), sources);
 	else
 		printf("  per source: %.0f bytes used per tracked source (its host, pair, share of network and user records)\n",
 		       (double)info.used_bytes / (double)sources);
@@ -217,7 +247,7 @@ static int n_extra;
 
 static int usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-Y] [-o KEY=VALUE]...\n",
+	fprintf(stderr, "usage: %s [-n SOURCES] [-a ATTEMPTS] [-l none|file] [-m DB_MAX_SIZE] [-d DIR] [-F [-B]] [-S] [-O] [-Y] [-f] [-o KEY=VALUE]...\n",
 		prog);
 	return 2;
 }
@@ -303,7 +333,7 @@ int main(int argc, char **argv)
 	bool flood = false, banned = false, syncer = false;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOYo:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:a:l:m:d:FBSOYo:f")) != -1) {
 		switch (opt) {
 		case 'n': sources = strtoul(optarg, NULL, 10); break;
 		case 'a': attempts = strtoul(optarg, NULL, 10); break;
@@ -315,6 +345,7 @@ int main(int argc, char **argv)
 		case 'S': syncer = true; break;
 		case 'O': no_spray = true; break;
 		case 'Y': drain_outbox = true; break;
+		case 'f': fail_only = true; break;
 		case 'o':
 			if (n_extra == (int)(sizeof(extra_keys) / sizeof(extra_keys[0])))
 				return usage(argv[0]);
@@ -327,6 +358,8 @@ int main(int argc, char **argv)
 		return usage(argv[0]);
 	if (bench_dir_init(&d, dir) != 0)
 		return 1;
+	if (fail_only && !flood && !banned)
+		printf("bench_guard: -f: every attempt fails, so the pages written are per recorded failure\n");
 	int rc = measure(sources, attempts, logmode, max_size, &d, flood || banned, banned, syncer);
 	bench_dir_done(&d);
 	return rc;

@@ -4,8 +4,11 @@
  * sources, users and pairs: "apart") and as issue 15.3 proposes: one
  * database, the pair filed right after its host so that both are in one
  * leaf ("merged"), and also each host filed right after its /24
- * ("nested"); on bare LMDB with records of the store's sizes. A prototype's measure for a
- * layout not built: prints numbers, asserts nothing.
+ * ("nested"); on bare LMDB with records of the store's sizes. And the two
+ * that keep sources and users where modules of older versions read them:
+ * the pair filed after its host in the source database ("at-host", what
+ * the store does since issue 15.3) or after its user in the user database
+ * ("at-user"). Prints numbers, asserts nothing.
  *
  *   bench_layout [-n SOURCES] [-c COMMITS] [-d DIR]
  *
@@ -30,8 +33,11 @@ enum { HOST_LEN = 136, NET_LEN = 136, USER_LEN = 72, PAIR_LEN = 88 };
 struct layout {
 	MDB_env *env;
 	MDB_dbi src, user, pair; /* all the same database when merged */
-	int merged; /* 0: apart; 1: one database, pair after host; 2: and host after its /24 */
+	int merged; /* 0: apart; 1: one database, pair after host; 2: and host after its /24;
+		     * 3: pair after host in src, user apart; 4: pair after user in user */
 };
+
+enum { APART, MERGED, NESTED, AT_HOST, AT_USER, LAYOUTS };
 
 static int put(MDB_txn *t, MDB_dbi d, const void *k, size_t kl, size_t vl)
 {
@@ -49,7 +55,7 @@ static int failure(struct layout *l, MDB_txn *t, unsigned long i, unsigned long 
 
 	memcpy(host + 3, a, 4);
 	memcpy(net + 3, a, 3);
-	if (l->merged == 2) {
+	if (l->merged == NESTED) {
 		/* the host filed under its /24: "S", family, the /24, "H", host */
 		memcpy(host, net, sizeof(net));
 		host[3 + 3] = 'H';
@@ -61,7 +67,13 @@ static int failure(struct layout *l, MDB_txn *t, unsigned long i, unsigned long 
 	/* merged: the pair right after its host ("S" host key, "P", user);
 	 * apart: keyed by user then source, as the store does */
 	size_t pl;
-	if (l->merged) {
+	if (l->merged == AT_USER) {
+		/* the user key, a separator, the source */
+		memcpy(pair, user, ul);
+		pair[ul] = 0;
+		memcpy(pair + ul + 1, host + 1, 18);
+		pl = ul + 1 + 18;
+	} else if (l->merged != APART) {
 		memcpy(pair, host, sizeof(host));
 		pair[sizeof(host)] = 'P';
 		memcpy(pair + sizeof(host) + 1, user + 1, ul - 1);
@@ -87,15 +99,21 @@ static int run(const char *dir, int merged, unsigned long sources, unsigned long
 	MDB_txn *t;
 	char path[600];
 
-	static const char *const names[] = { "apart", "merged", "nested" };
+	static const char *const names[LAYOUTS] = { "apart", "merged", "nested", "at-host",
+						   "at-user" };
+	/* the databases each record kind goes to */
+	static const char *const dbs[LAYOUTS][3] = {
+		{ "src", "user", "pair" }, { "rec", "rec", "rec" }, { "rec", "rec", "rec" },
+		{ "src", "user", "src" }, { "src", "user", "user" },
+	};
 	snprintf(path, sizeof(path), "%s/%s", dir, names[merged]);
 	if (mkdir(path, 0700) != 0 || mdb_env_create(&l.env) != 0 ||
 	    mdb_env_set_maxdbs(l.env, 8) != 0 || mdb_env_set_mapsize(l.env, (size_t)4 << 30) != 0 ||
 	    mdb_env_open(l.env, path, MDB_NOSYNC, 0600) != 0 || mdb_txn_begin(l.env, NULL, 0, &t) != 0)
 		return -1;
-	if (mdb_dbi_open(t, merged ? "rec" : "src", MDB_CREATE, &l.src) != 0 ||
-	    mdb_dbi_open(t, merged ? "rec" : "user", MDB_CREATE, &l.user) != 0 ||
-	    mdb_dbi_open(t, merged ? "rec" : "pair", MDB_CREATE, &l.pair) != 0)
+	if (mdb_dbi_open(t, dbs[merged][0], MDB_CREATE, &l.src) != 0 ||
+	    mdb_dbi_open(t, dbs[merged][1], MDB_CREATE, &l.user) != 0 ||
+	    mdb_dbi_open(t, dbs[merged][2], MDB_CREATE, &l.pair) != 0)
 		return -1;
 	for (unsigned long i = 0; i < sources; i++) {
 		if (failure(&l, t, i, i % 5000) != 0)
@@ -143,9 +161,8 @@ int main(int argc, char **argv)
 	if (sources == 0 || commits == 0 || bench_dir_init(&d, dir) != 0)
 		return 2;
 	printf("bench_layout: %lu sources, %lu failures (bare LMDB, MDB_NOSYNC)\n", sources, commits);
-	rc |= run(d.path, 0, sources, commits);
-	rc |= run(d.path, 1, sources, commits);
-	rc |= run(d.path, 2, sources, commits);
+	for (int l = APART; l < LAYOUTS; l++)
+		rc |= run(d.path, l, sources, commits);
 	bench_dir_done(&d);
 	if (rc != 0)
 		fprintf(stderr, "bench_layout: an LMDB call failed\n");

@@ -5,8 +5,9 @@
  * The store is a file any bug, crash or disk fault may damage; what is
  * read back must never crash or mislead the rules. The input is used two
  * ways:
- *  - whole: ag_rec_decode() for each kind and ag_src_key_decode() on it
- *    (a record or key is accepted only at its exact size);
+ *  - whole: ag_rec_decode() for each kind, ag_src_key_decode() and
+ *    ag_pair_key_decode() on it (a record or key is accepted only at its
+ *    exact size);
  *  - structured (fuzz_record.h): an 8-byte header (view flags, config,
  *    clock, password and user hashes) then a source, network, user and
  *    pair record, each decoded as the guard does (a record that does not
@@ -16,6 +17,12 @@
  *    [0, stored value] at any time and half-life, and add finitely;
  *  - a decoded source key is a well-formed host or network that encodes
  *    (ag_src_key) back to the same bytes; a rejected one is AG_AF_NONE;
+ *    the same for the input as a pair key of either layout
+ *    (ag_pair_key_decode: the source database's since issue 15.3, the
+ *    old pair database's), whose user key lies inside it;
+ *  - a decoded pair merged (ag_pair_merge) with itself and into a fresh
+ *    one: finite counts, the password ring in range, no hash made up,
+ *    familiarity and times as the merge says;
  *  - ag_policy_check, ag_policy_record, ag_policy_check again, and the
  *    dead/weak/familiar tests, with decoded records under fixed configs
  *    and clocks: no crash and no undefined behaviour (UBSan aborts); a
@@ -156,6 +163,37 @@ static void check_decoded(enum ag_rec_kind kind, const void *r)
 	}
 }
 
+/* A pair found in both places (an older module's copy) merges into one
+ * that is sane: the counts add up finitely, the password ring stays in
+ * range, the later login's familiarity and the later time are kept. */
+static void check_pair_merge(const struct ag_pair_rec *r)
+{
+	static const struct ag_pair_rec fresh = { .version = AG_REC_VERSION };
+
+	for (size_t i = 0; i < sizeof(clocks) / sizeof(clocks[0]); i++) {
+		for (size_t j = 0; j < sizeof(half_lives) / sizeof(half_lives[0]); j++) {
+			struct ag_pair_rec m = *r, n = fresh;
+			ag_pair_merge(&m, r, clocks[i], half_lives[j]);
+			double v = ag_score_at(&m.fails, clocks[i], half_lives[j]);
+			CHECK(isfinite(v) && v >= 0, "merged pair fails %.17g", v);
+			CHECK(m.pw_next < AG_RECENT_PW, "merged pair pw_next %u", m.pw_next);
+			CHECK(m.familiar_until == r->familiar_until && m.last_seen == r->last_seen &&
+			      m.last_success == r->last_success, "merging a pair with itself moved its times");
+			for (int k = 0; k < AG_RECENT_PW; k++) {
+				bool kept = false;
+				for (int l = 0; l < AG_RECENT_PW && m.pw_ts[k] != 0; l++)
+					kept |= r->pw_ts[l] != 0 && r->pw[l] == m.pw[k];
+				CHECK(m.pw_ts[k] == 0 || kept, "merge made up a password hash");
+			}
+			ag_pair_merge(&n, r, clocks[i], half_lives[j]);
+			CHECK(n.familiar_until == (r->last_success > 0 ? r->familiar_until : 0) ||
+			      (r->last_success == 0 && n.familiar_until == r->familiar_until),
+			      "merged into a fresh pair, familiarity %lld of %lld",
+			      (long long)n.familiar_until, (long long)r->familiar_until);
+		}
+	}
+}
+
 static void check_key(const uint8_t *key, size_t len)
 {
 	struct ag_addr a;
@@ -177,6 +215,33 @@ static void check_key(const uint8_t *key, size_t len)
 	CHECK(memcmp(back, key, AG_SRC_KEY_LEN) == 0, "key does not encode back to its bytes");
 	ag_addr_format(&a, text, sizeof(text));
 	CHECK(strcmp(text, "none") != 0, "decoded key formats as none");
+}
+
+/* A pair key of either layout (record.h): one that decodes names a user
+ * key inside it and a source that is none or a well-formed one, and
+ * encodes back to the same bytes; a source record's key is never a pair
+ * key in the source database. */
+static void check_pair_key(const uint8_t *key, size_t len, bool old)
+{
+	const uint8_t *ukey = NULL;
+	size_t ulen = 0;
+	struct ag_addr a;
+	uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, back[AG_PAIR_KEY_MAX];
+
+	memset(&a, 0xee, sizeof(a));
+	if (ag_pair_key_decode(key, len, old, &ukey, &ulen, &a) != 0) {
+		CHECK(a.family == AG_AF_NONE, "rejected pair key left family %u", a.family);
+		return;
+	}
+	CHECK(ulen >= 1 && ulen <= AG_USER_KEY_MAX && ukey >= key && ukey + ulen <= key + len,
+	      "pair key's user key of %zu bytes outside the key", ulen);
+	CHECK(old || len != AG_SRC_KEY_LEN, "a source key decoded as a pair key");
+	if (a.family != AG_AF_NONE) {
+		CHECK(a.plen <= ag_addr_width(&a), "pair key's source plen %u", a.plen);
+		ag_src_key(&a, skey);
+	}
+	size_t n = old ? ag_pair_key_old(ukey, ulen, skey, back) : ag_pair_key(skey, ukey, ulen, back);
+	CHECK(n == len && memcmp(back, key, len) == 0, "pair key does not encode back to its bytes");
 }
 
 static void check_verdict(const struct ag_conf *c, const struct ag_view *v, int64_t now,
@@ -371,12 +436,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				       (kinds[i] == AG_REC_SRC || kinds[i] == AG_REC_USER)),
 			      "decoded %zu bytes as kind %d", size, (int)kinds[i]);
 			check_decoded(kinds[i], &r);
+			if (kinds[i] == AG_REC_PAIR)
+				check_pair_merge(&r.p);
 			run_whole(kinds[i], &r);
 		}
 	}
 	check_key(data, size);
 	if (size >= AG_SRC_KEY_LEN)
 		check_key(data, AG_SRC_KEY_LEN);
+	check_pair_key(data, size, false);
+	check_pair_key(data, size, true);
 
 	/* structured */
 	if (size < FUZZ_REC_HDR)

@@ -190,6 +190,15 @@ int main(int argc, char **argv)
 	key[17] = 1; /* a host bit past /64 */
 	put("key-host-bits-set", key, sizeof(key));
 
+	/* pair keys (issue 15.3): in the source database, after the host; with
+	 * no address; in the old pair database */
+	uint8_t pk[AG_PAIR_KEY_MAX], none[AG_SRC_KEY_LEN] = { 0 };
+	ag_addr_parse("192.0.2.7", 9, &a);
+	ag_src_key(&a, key);
+	put("key-pair-v4", pk, ag_pair_key(key, (const uint8_t *)"alice", 5, pk));
+	put("key-pair-no-address", pk, ag_pair_key(none, (const uint8_t *)"bob", 3, pk));
+	put("key-pair-old", pk, ag_pair_key_old((const uint8_t *)"alice", 5, key, pk));
+
 	/* structured views */
 	put_view("view-brute-force", FUZZ_REC_ADDR | FUZZ_REC_USER | FUZZ_REC_PW, 0, 0, 17,
 		 attack.user_hash, &attack);

@@ -25,6 +25,9 @@ struct visit {
 	size_t ulen;
 	bool fold;            /* and of every name filed under it */
 	const uint8_t *skey; /* forget: pairs whose source is this */
+	bool old;             /* the old pair database is scanned */
+	int64_t now, half_life; /* each_pair: a copy in both places is merged */
+	int err;
 	long n;
 };
 
@@ -74,24 +77,19 @@ int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx)
 	return ag_txn_scan(t, AG_DB_USER, NULL, 0, user_visit, &v);
 }
 
-/* Split a pair key into user key and source. */
-static bool pair_split(const uint8_t *k, size_t klen, const uint8_t **ukey, size_t *ulen,
-		       struct ag_addr *src)
+/* A key of either pair layout fits in an old one's buffer. */
+_Static_assert(AG_PAIR_KEY_MAX >= AG_SRC_PAIR_KEY_MAX, "pair key buffers");
+
+/* The pair's other copy: its key in the old pair database (@old false)
+ * or in the source database. */
+static size_t other_key(bool old, const uint8_t *ukey, size_t ulen, const struct ag_addr *src,
+			uint8_t key[AG_PAIR_KEY_MAX])
 {
-	if (klen < 2 + AG_SRC_KEY_LEN)
-		return false;
-	size_t n = ((size_t)k[0] << 8) | k[1];
-	if (klen != 2 + n + AG_SRC_KEY_LEN)
-		return false;
-	*ukey = k + 2;
-	*ulen = n;
-	/* the all-zero source key stands for "no address" */
-	memset(src, 0, sizeof(*src));
-	const uint8_t *s = k + 2 + n;
-	for (int i = 0; i < AG_SRC_KEY_LEN; i++)
-		if (s[i] != 0)
-			return ag_src_key_decode(s, AG_SRC_KEY_LEN, src) == 0;
-	return true;
+	uint8_t skey[AG_SRC_KEY_LEN] = { 0 };
+
+	if (src->family != AG_AF_NONE)
+		ag_src_key(src, skey);
+	return old ? ag_pair_key(skey, ukey, ulen, key) : ag_pair_key_old(ukey, ulen, skey, key);
 }
 
 static enum ag_scan_op pair_visit(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
@@ -100,19 +98,37 @@ static enum ag_scan_op pair_visit(void *vp, const void *key, size_t klen, const 
 	const uint8_t *ukey;
 	size_t ulen;
 	struct ag_addr src;
-	struct ag_pair_rec r;
+	struct ag_pair_rec r, o;
+	uint8_t okey[AG_PAIR_KEY_MAX]; /* the larger of the two */
+	const void *oval;
+	size_t olen;
 
-	if (!pair_split(key, klen, &ukey, &ulen, &src))
-		return AG_SCAN_NEXT;
+	if (ag_pair_key_decode(key, klen, v->old, &ukey, &ulen, &src) != 0)
+		return AG_SCAN_NEXT; /* a source record, or no pair */
 	if (v->ukey != NULL && !ag_user_key_folds_to(v->fold, ukey, ulen, v->ukey, v->ulen))
 		return AG_SCAN_NEXT;
-	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &r) == 0)
-		((ag_pair_visit_fn *)v->fn)(v->ctx, ukey, ulen, &src, &r);
+	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &r) != 0)
+		return AG_SCAN_NEXT;
+	/* a pair in both places (an older module wrote it again) is shown
+	 * once, as the guard reads it: merged, when the new one is visited */
+	size_t kl = other_key(v->old, ukey, ulen, &src, okey);
+	int rc = ag_txn_get(v->t, v->old ? AG_DB_SRC : AG_DB_PAIR, okey, kl, &oval, &olen);
+	if (rc == 0 && ag_rec_decode(AG_REC_PAIR, oval, olen, &o) == 0) {
+		if (v->old)
+			return AG_SCAN_NEXT;
+		ag_pair_merge(&r, &o, v->now, v->half_life);
+	} else if (rc != 0 && rc != AG_ENOTFOUND) {
+		v->err = rc;
+		return AG_SCAN_STOP;
+	}
+	((ag_pair_visit_fn *)v->fn)(v->ctx, ukey, ulen, &src, &r);
 	return AG_SCAN_NEXT;
 }
 
-/* Where the pairs of @ukey start: without folding they all begin with its
- * key; folded, they are filed under the names as given, so all are read. */
+/* Where the pairs of @ukey start in the old pair database: without
+ * folding they all begin with its key; folded, they are filed under the
+ * names as given, so all are read. (In the source database they are
+ * filed by source: every pair is read.) */
 static size_t pair_prefix(bool fold, const uint8_t *ukey, size_t ulen,
 			  uint8_t prefix[2 + AG_USER_KEY_MAX])
 {
@@ -127,11 +143,18 @@ static size_t pair_prefix(bool fold, const uint8_t *ukey, size_t ulen,
 int ag_admin_each_pair(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t ulen,
 		       ag_pair_visit_fn *fn, void *ctx)
 {
-	struct visit v = { .fn = (void *)fn, .ctx = ctx, .ukey = ukey, .ulen = ulen, .fold = fold };
+	/* (a merged failure count is the two copies' sum, undecayed: the
+	 * visitors decay it with the config's half-life) */
+	struct visit v = { .t = t, .fn = (void *)fn, .ctx = ctx, .ukey = ukey, .ulen = ulen,
+			   .fold = fold, .now = ag_now_ms(), .half_life = INT64_MAX };
 	uint8_t prefix[2 + AG_USER_KEY_MAX];
 	size_t plen = pair_prefix(fold, ukey, ulen, prefix);
-
-	return ag_txn_scan(t, AG_DB_PAIR, prefix, plen, pair_visit, &v);
+	int rc = ag_txn_scan(t, AG_DB_SRC, NULL, 0, pair_visit, &v);
+	if (rc == 0 && v.err == 0) {
+		v.old = true;
+		rc = ag_txn_scan(t, AG_DB_PAIR, prefix, plen, pair_visit, &v);
+	}
+	return rc != 0 ? rc : v.err;
 }
 
 static int get_rec(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
@@ -144,6 +167,21 @@ static int get_rec(struct ag_txn *t, enum ag_db db, const void *key, size_t klen
 	if (rc != 0)
 		return rc;
 	return ag_rec_decode(kind, val, vlen, out);
+}
+
+int ag_admin_wave(struct ag_txn *t, const struct ag_conf *c, int64_t now, struct ag_wave_rec *w)
+{
+	struct ag_wave_rec old;
+	int rc = get_rec(t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, AG_REC_WAVE, w);
+	int orc = get_rec(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, AG_REC_WAVE, &old);
+
+	if (orc != 0)
+		return rc;
+	if (rc != 0)
+		*w = old;
+	else
+		ag_wave_merge(w, &old, now, c->decay_half_life, c->wave_baseline);
+	return 0;
 }
 
 int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag_src_rec *r)
@@ -223,6 +261,7 @@ int ag_admin_unlock(struct ag_txn *t, const uint8_t *ukey, size_t ulen, int64_t 
 	return ag_txn_put(t, AG_DB_USER, ukey, ulen, &r, sizeof(r));
 }
 
+/* The old pair database's pairs of one source (keyed by user first). */
 static enum ag_scan_op forget_pair_by_src(void *vp, const void *key, size_t klen, const void *val,
 					  size_t vlen)
 {
@@ -237,6 +276,20 @@ static enum ag_scan_op forget_pair_by_src(void *vp, const void *key, size_t klen
 	return AG_SCAN_NEXT;
 }
 
+/* The source database's pairs of one source: filed right after it, so
+ * the scan's prefix (source key and tag) picks them. */
+static enum ag_scan_op forget_pair_at_src(void *vp, const void *key, size_t klen, const void *val,
+					  size_t vlen)
+{
+	struct visit *v = vp;
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	v->n++;
+	return AG_SCAN_DELETE;
+}
+
 static enum ag_scan_op forget_pair_by_user(void *vp, const void *key, size_t klen, const void *val,
 					   size_t vlen)
 {
@@ -247,7 +300,7 @@ static enum ag_scan_op forget_pair_by_user(void *vp, const void *key, size_t kle
 
 	(void)val;
 	(void)vlen;
-	if (!pair_split(key, klen, &ukey, &ulen, &src) ||
+	if (ag_pair_key_decode(key, klen, v->old, &ukey, &ulen, &src) != 0 ||
 	    !ag_user_key_folds_to(v->fold, ukey, ulen, v->ukey, v->ulen))
 		return AG_SCAN_NEXT;
 	v->n++;
@@ -269,8 +322,13 @@ int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r)
 	}
 	else if (rc != AG_ENOTFOUND)
 		return rc;
-	/* pairs are keyed by user first: visit them all */
-	rc = ag_txn_scan(t, AG_DB_PAIR, NULL, 0, forget_pair_by_src, &v);
+	uint8_t prefix[AG_SRC_KEY_LEN + 1];
+	memcpy(prefix, key, AG_SRC_KEY_LEN);
+	prefix[AG_SRC_KEY_LEN] = AG_PAIR_TAG;
+	rc = ag_txn_scan(t, AG_DB_SRC, prefix, sizeof(prefix), forget_pair_at_src, &v);
+	/* the old database's are keyed by user first: visit them all */
+	if (rc == 0)
+		rc = ag_txn_scan(t, AG_DB_PAIR, NULL, 0, forget_pair_by_src, &v);
 	if (rc != 0)
 		return rc;
 	*n_r = v.n;
@@ -292,7 +350,11 @@ int ag_admin_forget_user(struct ag_txn *t, bool fold, const uint8_t *ukey, size_
 	}
 	else if (rc != AG_ENOTFOUND)
 		return rc;
-	rc = ag_txn_scan(t, AG_DB_PAIR, prefix, plen, forget_pair_by_user, &v);
+	/* filed by source: every pair is looked at */
+	rc = ag_txn_scan(t, AG_DB_SRC, NULL, 0, forget_pair_by_user, &v);
+	v.old = true;
+	if (rc == 0)
+		rc = ag_txn_scan(t, AG_DB_PAIR, prefix, plen, forget_pair_by_user, &v);
 	if (rc != 0)
 		return rc;
 	*n_r = v.n;

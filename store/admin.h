@@ -33,6 +33,12 @@ AG_API int ag_admin_each_user(struct ag_txn *t, ag_user_visit_fn *fn, void *ctx)
 AG_API int ag_admin_each_pair(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t ulen,
 			      ag_pair_visit_fn *fn, void *ctx);
 
+/* The attack-wave detector's state as the guard reads it (record.h: the
+ * new place, with a copy older modules count in the old one folded in).
+ * AG_ENOTFOUND if there is none yet. */
+AG_API int ag_admin_wave(struct ag_txn *t, const struct ag_conf *c, int64_t now,
+			 struct ag_wave_rec *w_r);
+
 /* Read one record. AG_ENOTFOUND if absent, AG_ECORRUPT if unreadable. */
 AG_API int ag_admin_get_src(struct ag_txn *t, const struct ag_addr *a, struct ag_src_rec *r_r);
 AG_API int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen,

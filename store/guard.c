@@ -44,8 +44,12 @@ struct op {
 	uint8_t hkey[AG_SRC_KEY_LEN], nkey[AG_SRC_KEY_LEN];
 	uint8_t ukey[AG_USER_KEY_MAX];
 	size_t ulen;
-	uint8_t pkey[AG_PAIR_KEY_MAX];
+	uint8_t pkey[AG_SRC_PAIR_KEY_MAX]; /* the pair, in the source database */
 	size_t plen;
+	uint8_t okey[AG_PAIR_KEY_MAX];     /* its key in the old pair database */
+	size_t olen;
+	bool old_pair; /* op_load() found a copy there (an older module's) */
+	bool old_wave; /* ... and of the wave state in the meta database */
 	uint8_t pwkey[AG_PW_KEY_LEN]; /* with v.has_pw */
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
@@ -282,7 +286,8 @@ static int op_prepare(struct op *op, const struct ag_conf *c, const struct ag_si
 		 * domain is the same mailbox, so her places are hers with or
 		 * without it */
 		size_t xlen = ag_user_key(secret, a->user, ulen, xkey);
-		op->plen = ag_pair_key(xkey, xlen, skey, op->pkey);
+		op->plen = ag_pair_key(skey, xkey, xlen, op->pkey);
+		op->olen = ag_pair_key_old(xkey, xlen, skey, op->okey);
 	}
 	return 0;
 }
@@ -309,9 +314,31 @@ static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *
 	return 0;
 }
 
+/* The host's wave state (record.h): in the unnamed database, with what
+ * older modules counted in the old place since folded in. */
+static int load_wave(struct op *op, struct ag_txn *t)
+{
+	struct ag_wave_rec old = op->v.wave;
+	bool found = false;
+	int rc = read_rec(op, t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, AG_REC_WAVE,
+			  &op->v.wave, &found);
+
+	op->old_wave = false;
+	if (rc == 0)
+		rc = read_rec(op, t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, AG_REC_WAVE,
+			      &old, &op->old_wave);
+	if (rc != 0 || !op->old_wave)
+		return rc;
+	if (found)
+		ag_wave_merge(&op->v.wave, &old, op->now, op->c->decay_half_life,
+			      op->c->wave_baseline);
+	else
+		op->v.wave = old; /* the first write since the upgrade: all of it */
+	return 0;
+}
+
 /* The hot-password record of the attempt's password, and the host's wave
  * state (issue 14). */
-#define WAVE_KEY "wave"
 static int load_spray(struct op *op, struct ag_txn *t)
 {
 	int rc = 0;
@@ -320,8 +347,7 @@ static int load_spray(struct op *op, struct ag_txn *t)
 		rc = read_rec(op, t, AG_DB_PW, op->pwkey, sizeof(op->pwkey), AG_REC_PW, &op->v.pw,
 			      NULL);
 	if (rc == 0 && op->c->wave_factor > 0)
-		rc = read_rec(op, t, AG_DB_META, WAVE_KEY, strlen(WAVE_KEY), AG_REC_WAVE,
-			      &op->v.wave, NULL);
+		rc = load_wave(op, t);
 	return rc;
 }
 
@@ -333,9 +359,36 @@ static int save_spray(struct op *op, struct ag_txn *t)
 		rc = ag_txn_put(t, AG_DB_PW, op->pwkey, sizeof(op->pwkey), &op->v.pw,
 				sizeof(op->v.pw));
 	if (rc == 0 && op->v.w_wave)
-		rc = ag_txn_put(t, AG_DB_META, WAVE_KEY, strlen(WAVE_KEY), &op->v.wave,
+		rc = ag_txn_put(t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, &op->v.wave,
 				sizeof(op->v.wave));
+	if (rc == 0 && op->v.w_wave && op->old_wave) { /* folded in (load_wave()) */
+		rc = ag_txn_del(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN);
+		rc = rc == AG_ENOTFOUND ? 0 : rc;
+	}
 	return rc;
+}
+
+/* The pair: in the source database, and a copy an older module may have
+ * written in the old pair database since (an empty database costs no
+ * page to look in), folded in so that its counts go on; op_save() then
+ * writes the one and deletes the other. */
+static int load_pair(struct op *op, struct ag_txn *t)
+{
+	struct ag_pair_rec old = op->v.pair;
+	bool found = false;
+	int rc = read_rec(op, t, AG_DB_SRC, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair, &found);
+
+	op->old_pair = false;
+	if (rc == 0)
+		rc = read_rec(op, t, AG_DB_PAIR, op->okey, op->olen, AG_REC_PAIR, &old,
+			      &op->old_pair);
+	if (rc != 0 || !op->old_pair)
+		return rc;
+	if (found)
+		ag_pair_merge(&op->v.pair, &old, op->now, op->c->decay_half_life);
+	else
+		op->v.pair = old;
+	return 0;
 }
 
 static int op_load(struct op *op, struct ag_txn *t)
@@ -367,8 +420,7 @@ static int op_load(struct op *op, struct ag_txn *t)
 		rc = read_rec(op, t, AG_DB_USER, op->ukey, op->ulen, AG_REC_USER, &op->v.user,
 			      &op->have_user);
 		if (rc == 0)
-			rc = read_rec(op, t, AG_DB_PAIR, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair,
-				      NULL);
+			rc = load_pair(op, t);
 	}
 	if (rc == 0)
 		rc = load_spray(op, t);
@@ -387,7 +439,11 @@ static int op_save(struct op *op, struct ag_txn *t)
 	if (rc == 0 && v->w_user)
 		rc = ag_txn_put(t, AG_DB_USER, op->ukey, op->ulen, &v->user, sizeof(v->user));
 	if (rc == 0 && v->w_pair)
-		rc = ag_txn_put(t, AG_DB_PAIR, op->pkey, op->plen, &v->pair, sizeof(v->pair));
+		rc = ag_txn_put(t, AG_DB_SRC, op->pkey, op->plen, &v->pair, sizeof(v->pair));
+	if (rc == 0 && v->w_pair && op->old_pair) { /* moved (load_pair()) */
+		rc = ag_txn_del(t, AG_DB_PAIR, op->okey, op->olen);
+		rc = rc == AG_ENOTFOUND ? 0 : rc;
+	}
 	if (rc == 0)
 		rc = save_spray(op, t);
 	for (unsigned i = 0; rc == 0 && i < v->n_wide; i++)
@@ -1332,8 +1388,13 @@ struct gc_ctx {
 	const struct ag_conf *c;
 	struct ag_store *s;   /* dropped records' refusal counts go too */
 	int64_t now;
-	enum ag_rec_kind kind;
+	enum ag_db db;        /* the database scanned */
+	enum ag_rec_kind kind; /* of the record visited (pairs live among sources) */
 	bool evict;           /* also drop weak records (the store is full) */
+	struct ag_txn *t;     /* migrate: the batch's write transaction */
+	bool migrate;         /* move the old pair database's live pairs (see below) */
+	long moved, batch_moved;
+	int err;              /* what stopped the scan (a failed move) */
 	bool keep_unknown;    /* keep what does not decode (the background pass) */
 	uint64_t *ages;       /* evict: count weak records by age, drop nothing */
 	uint64_t *mem_ages;   /* ... and ban-memory records by age of the ban's end */
@@ -1458,6 +1519,55 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 	return g->is_mem;
 }
 
+/* One pass over the record databases in short transactions (the writer
+ * lock is held for one batch at a time, not for the whole store). The
+ * old pair database first: what it still holds (pairs older modules
+ * wrote) is moved on by the passes that migrate. */
+static const struct { enum ag_db db; enum ag_rec_kind kind; } gc_dbs[] = {
+	{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
+	{ AG_DB_PW, AG_REC_PW },
+};
+
+static enum ag_rec_kind gc_kind(enum ag_db db)
+{
+	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++)
+		if (gc_dbs[i].db == db)
+			return gc_dbs[i].kind;
+	return AG_REC_STATS;
+}
+
+/* Move a live pair of the old pair database to its place in the source
+ * database (folded into a copy already there), as the guard does when it
+ * writes one: the hourly pass and authguard-admin gc empty the old
+ * database in bounded batches, so that a store whose older modules are
+ * gone ends with none. AG_ENOTFOUND: not a pair key. */
+static int migrate_pair(struct gc_ctx *g, const void *key, size_t klen, const void *val,
+			size_t vlen)
+{
+	const uint8_t *ukey;
+	size_t ulen;
+	struct ag_addr src;
+	struct ag_pair_rec r, mine;
+	uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, nkey[AG_SRC_PAIR_KEY_MAX];
+	const void *cur;
+	size_t curlen;
+
+	if (ag_pair_key_decode(key, klen, true, &ukey, &ulen, &src) != 0 ||
+	    ag_rec_decode(AG_REC_PAIR, val, vlen, &r) != 0)
+		return AG_ENOTFOUND;
+	if (src.family != AG_AF_NONE)
+		ag_src_key(&src, skey);
+	size_t nlen = ag_pair_key(skey, ukey, ulen, nkey);
+	int rc = ag_txn_get(g->t, AG_DB_SRC, nkey, nlen, &cur, &curlen);
+	if (rc == 0 && ag_rec_decode(AG_REC_PAIR, cur, curlen, &mine) == 0) {
+		ag_pair_merge(&mine, &r, g->now, g->c->decay_half_life);
+		r = mine;
+	} else if (rc != 0 && rc != AG_ENOTFOUND) {
+		return rc;
+	}
+	return ag_txn_put(g->t, AG_DB_SRC, nkey, nlen, &r, sizeof(r));
+}
+
 static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const void *val,
 				size_t vlen)
 {
@@ -1465,7 +1575,7 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 
 	long max_deletes = g->max_deletes > 0 ? g->max_deletes : GC_BATCH_DELETES;
 
-	if (g->batch_dropped >= max_deletes || ++g->visited > g->max_visits) {
+	if (g->batch_dropped + g->batch_moved >= max_deletes || ++g->visited > g->max_visits) {
 		/* this batch is done: the next one starts at this key */
 		g->resume_len = klen < sizeof(g->resume) ? klen : sizeof(g->resume);
 		memcpy(g->resume, key, g->resume_len);
@@ -1473,8 +1583,20 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 		return AG_SCAN_STOP;
 	}
 	g->is_mem = false;
-	if (!rec_droppable(g, val, vlen))
-		return AG_SCAN_NEXT;
+	g->kind = g->db == AG_DB_SRC && klen != AG_SRC_KEY_LEN ? AG_REC_PAIR : gc_kind(g->db);
+	if (!rec_droppable(g, val, vlen)) {
+		if (!g->migrate || g->db != AG_DB_PAIR)
+			return AG_SCAN_NEXT;
+		int rc = migrate_pair(g, key, klen, val, vlen);
+		if (rc == AG_ENOTFOUND)
+			return AG_SCAN_NEXT; /* a key of no pair: left as it is */
+		if (rc != 0) {
+			g->err = rc;
+			return AG_SCAN_STOP;
+		}
+		g->batch_moved++;
+		return AG_SCAN_DELETE;
+	}
 	g->batch_dropped++;
 	g->batch_mem += g->is_mem;
 	if (g->s != NULL && (g->kind == AG_REC_SRC || g->kind == AG_REC_USER))
@@ -1482,12 +1604,6 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 	return AG_SCAN_DELETE;
 }
 
-/* One pass over the record databases in short transactions (the writer
- * lock is held for one batch at a time, not for the whole store). */
-static const struct { enum ag_db db; enum ag_rec_kind kind; } gc_dbs[] = {
-	{ AG_DB_PAIR, AG_REC_PAIR }, { AG_DB_USER, AG_REC_USER }, { AG_DB_SRC, AG_REC_SRC },
-	{ AG_DB_PW, AG_REC_PW },
-};
 
 static uint64_t store_records(struct ag_store *s)
 {
@@ -1518,8 +1634,11 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 		if (rc != 0)
 			return rc;
 		g->more = false;
-		g->batch_dropped = g->batch_mem = g->visited = 0;
+		g->batch_dropped = g->batch_mem = g->batch_moved = g->visited = 0;
+		g->t = t;
+		g->err = 0;
 		rc = ag_txn_scan_from(t, gc_dbs[i].db, from, from_len, gc_visit, g);
+		rc = rc == 0 ? g->err : rc;
 		if (rc == 0 && write)
 			rc = ag_txn_commit(t);
 		else
@@ -1531,6 +1650,7 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 	if (rc == 0) {
 		g->dropped += g->batch_dropped;
 		g->mem_dropped += g->batch_mem;
+		g->moved += g->batch_moved;
 	}
 	return rc;
 }
@@ -1545,6 +1665,7 @@ static long gc_run(struct gc_ctx *g, struct ag_store *s)
 	for (size_t i = 0; i < AG_ARRAY_LEN(gc_dbs); i++) {
 		uint64_t held = g->goal != 0 ? store_records(s) : 0;
 		long from = g->dropped;
+		g->db = gc_dbs[i].db;
 		g->kind = gc_dbs[i].kind;
 		g->resume_len = 0;
 		do {
@@ -1559,9 +1680,11 @@ static long gc_run(struct gc_ctx *g, struct ag_store *s)
 	return g->dropped;
 }
 
-static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now)
+/* @migrate: also move the old pair database's live pairs (not when
+ * making room in a full store: a move writes a page before it frees one). */
+static long gc_pass(const struct ag_conf *c, struct ag_store *s, int64_t now, bool migrate)
 {
-	struct gc_ctx g = { .c = c, .now = now };
+	struct gc_ctx g = { .c = c, .now = now, .migrate = migrate };
 
 	return gc_run(&g, s);
 }
@@ -1571,7 +1694,7 @@ long ag_guard_gc(const struct ag_conf *c, int64_t now)
 	struct ag_store *s;
 	int rc = ag_store_get(c->db_dir, &s);
 
-	return rc != 0 ? rc : gc_pass(c, s, now);
+	return rc != 0 ? rc : gc_pass(c, s, now, true);
 }
 
 /* One eviction round's plan and result. */
@@ -1770,7 +1893,7 @@ static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct
 		return 0; /* a round a moment ago: it found too little, or is this recent */
 	if (!still_before(wall, last_gc_pass_ms + GC_PASS_GAP_MS, GC_PASS_GAP_MS)) {
 		last_gc_pass_ms = wall;
-		n = gc_pass(c, s, now);
+		n = gc_pass(c, s, now, false);
 	}
 	if (n < 0)
 		return n;
@@ -1866,11 +1989,13 @@ static long gc_step(const struct ag_conf *c, struct ag_store *s, int64_t now)
 		return 0;
 	}
 	while (rc == 0 && budget > 0) {
-		struct gc_ctx g = { .c = c, .s = s, .now = now, .kind = gc_dbs[st.db].kind,
-				    .keep_unknown = true, .max_visits = budget };
+		struct gc_ctx g = { .c = c, .s = s, .now = now, .db = gc_dbs[st.db].db,
+				    .kind = gc_dbs[st.db].kind, .keep_unknown = true,
+				    .max_visits = budget, .t = t, .migrate = true };
 		memcpy(g.resume, st.resume, st.resume_len);
 		g.resume_len = st.resume_len;
 		rc = ag_txn_scan_from(t, gc_dbs[st.db].db, g.resume, g.resume_len, gc_visit, &g);
+		rc = rc == 0 ? g.err : rc;
 		if (rc != 0)
 			break;
 		dropped += g.batch_dropped;

@@ -167,8 +167,9 @@ AG_API void ag_notes_add(void *ctx, const char *msg);
 AG_API void ag_guard_say_notes(const struct ag_conf *c, const struct ag_sink *sink,
 			       const struct ag_notes *n);
 
-/* Drop records that no rule needs any more. Returns the number dropped,
- * or a negative AG_E* code. */
+/* Drop records that no rule needs any more, and move the live pairs of
+ * the old pair database to their place (record.h), in batches. Returns
+ * the number dropped, or a negative AG_E* code. */
 AG_API long ag_guard_gc(const struct ag_conf *c, int64_t now);
 
 struct ag_stats;

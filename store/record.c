@@ -302,14 +302,139 @@ bool ag_user_key_folds_to(bool fold, const uint8_t *xkey, size_t xlen, const uin
 	return true;
 }
 
-size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
-		   uint8_t key[AG_PAIR_KEY_MAX])
+size_t ag_pair_key(const uint8_t skey[AG_SRC_KEY_LEN], const uint8_t *ukey, size_t ulen,
+		   uint8_t key[AG_SRC_PAIR_KEY_MAX])
+{
+	memcpy(key, skey, AG_SRC_KEY_LEN);
+	key[AG_SRC_KEY_LEN] = AG_PAIR_TAG;
+	memcpy(key + AG_SRC_KEY_LEN + 1, ukey, ulen);
+	return AG_SRC_KEY_LEN + 1 + ulen;
+}
+
+size_t ag_pair_key_old(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
+		       uint8_t key[AG_PAIR_KEY_MAX])
 {
 	key[0] = (uint8_t)(ulen >> 8);
 	key[1] = (uint8_t)ulen;
 	memcpy(key + 2, ukey, ulen);
 	memcpy(key + 2 + ulen, skey, AG_SRC_KEY_LEN);
 	return 2 + ulen + AG_SRC_KEY_LEN;
+}
+
+/* The source part of a pair key: all zero ("no address") or a source. */
+static int pair_src(const uint8_t *s, struct ag_addr *src_r)
+{
+	for (int i = 0; i < AG_SRC_KEY_LEN; i++)
+		if (s[i] != 0)
+			return ag_src_key_decode(s, AG_SRC_KEY_LEN, src_r);
+	memset(src_r, 0, sizeof(*src_r));
+	return 0;
+}
+
+int ag_pair_key_decode(const uint8_t *key, size_t len, bool old, const uint8_t **ukey_r,
+		       size_t *ulen_r, struct ag_addr *src_r)
+{
+	const uint8_t *s;
+	size_t n;
+
+	memset(src_r, 0, sizeof(*src_r));
+	if (old) {
+		if (len < 2 + 1 + AG_SRC_KEY_LEN)
+			return AG_ECORRUPT;
+		n = ((size_t)key[0] << 8) | key[1];
+		if (len != 2 + n + AG_SRC_KEY_LEN)
+			return AG_ECORRUPT;
+		*ukey_r = key + 2;
+		s = key + 2 + n;
+	} else {
+		if (len < AG_SRC_KEY_LEN + 2 || len > AG_SRC_PAIR_KEY_MAX ||
+		    key[AG_SRC_KEY_LEN] != AG_PAIR_TAG)
+			return AG_ECORRUPT;
+		n = len - AG_SRC_KEY_LEN - 1;
+		*ukey_r = key + AG_SRC_KEY_LEN + 1;
+		s = key;
+	}
+	if (n > AG_USER_KEY_MAX || pair_src(s, src_r) != 0) {
+		memset(src_r, 0, sizeof(*src_r));
+		return AG_ECORRUPT;
+	}
+	*ulen_r = n;
+	return 0;
+}
+
+/* The wrong passwords of @a and @b, the latest of each hash, the
+ * AG_RECENT_PW latest of all, oldest first (so pw_next names the oldest). */
+static void merge_pw(struct ag_pair_rec *a, const struct ag_pair_rec *b)
+{
+	uint16_t h[2 * AG_RECENT_PW];
+	int64_t ts[2 * AG_RECENT_PW];
+	unsigned n = 0;
+
+	for (int k = 0; k < 2; k++) {
+		const struct ag_pair_rec *p = k == 0 ? a : b;
+		for (int i = 0; i < AG_RECENT_PW; i++) {
+			unsigned j = 0;
+			if (p->pw_ts[i] == 0)
+				continue;
+			while (j < n && h[j] != p->pw[i])
+				j++;
+			if (j == n) {
+				h[n] = p->pw[i];
+				ts[n++] = p->pw_ts[i];
+			} else if (p->pw_ts[i] > ts[j]) {
+				ts[j] = p->pw_ts[i];
+			}
+		}
+	}
+	for (unsigned i = 1; i < n; i++) /* by time, newest first */
+		for (unsigned j = i; j > 0 && ts[j] > ts[j - 1]; j--) {
+			uint16_t th = h[j];
+			int64_t tt = ts[j];
+			h[j] = h[j - 1];
+			ts[j] = ts[j - 1];
+			h[j - 1] = th;
+			ts[j - 1] = tt;
+		}
+	if (n > AG_RECENT_PW)
+		n = AG_RECENT_PW;
+	memset(a->pw, 0, sizeof(a->pw));
+	memset(a->pw_ts, 0, sizeof(a->pw_ts));
+	for (unsigned i = 0; i < n; i++) {
+		a->pw[i] = h[n - 1 - i];
+		a->pw_ts[i] = ts[n - 1 - i];
+	}
+	a->pw_next = n % AG_RECENT_PW;
+}
+
+void ag_wave_merge(struct ag_wave_rec *w, const struct ag_wave_rec *other, int64_t now,
+		   int64_t fast_half_life, int64_t base_half_life)
+{
+	double fast = ag_score_at(&other->fast, now, fast_half_life);
+	double base = ag_score_at(&other->base, now, base_half_life);
+
+	if (fast > 0)
+		ag_score_add(&w->fast, fast, now, fast_half_life);
+	if (base > 0)
+		ag_score_add(&w->base, base, now, base_half_life);
+	if (other->first_seen != 0 && (w->first_seen == 0 || other->first_seen < w->first_seen))
+		w->first_seen = other->first_seen;
+}
+
+void ag_pair_merge(struct ag_pair_rec *r, const struct ag_pair_rec *other, int64_t now,
+		   int64_t half_life)
+{
+	double theirs = ag_score_at(&other->fails, now, half_life);
+
+	if (theirs > 0)
+		ag_score_add(&r->fails, theirs, now, half_life);
+	merge_pw(r, other);
+	if (other->last_success > r->last_success ||
+	    (other->last_success == r->last_success && other->familiar_until > r->familiar_until)) {
+		r->last_success = other->last_success;
+		r->familiar_until = other->familiar_until;
+	}
+	if (other->last_seen > r->last_seen)
+		r->last_seen = other->last_seen;
 }
 
 double ag_score_at(const struct ag_score *s, int64_t now, int64_t half_life)

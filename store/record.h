@@ -90,8 +90,12 @@ struct ag_pw_rec {
 	uint64_t n_fail;           /* failures (and hot refusals) with it */
 };
 
-/* The host-wide attack-wave detector (meta database, key "wave"):
- * failures from sources unfamiliar to their user, on two time scales. */
+/* The host-wide attack-wave detector: failures from sources unfamiliar to
+ * their user, on two time scales. Since issue 15.3 in LMDB's unnamed
+ * database (AG_WAVE_KEY; AG_DB_MAIN, whose page every commit writes
+ * anyway), before in the meta database under "wave" (AG_WAVE_KEY_OLD),
+ * where modules of older versions still count theirs: the guard folds
+ * such a copy in (ag_wave_merge) and deletes it. */
 struct ag_wave_rec {
 	uint32_t version;
 	uint32_t active;           /* 1 while a wave is on (hysteresis) */
@@ -102,6 +106,18 @@ struct ag_wave_rec {
 	int64_t ended;             /* when the last wave ended (0: none yet) */
 	uint64_t waves;            /* waves so far */
 };
+
+#define AG_WAVE_KEY "\0wave"
+#define AG_WAVE_KEY_LEN 5
+#define AG_WAVE_KEY_OLD "wave"
+#define AG_WAVE_KEY_OLD_LEN 4
+
+/* Fold @other (a copy an older module counted in the old place since it
+ * was last folded in) into @w: both counts add up, decayed to @now with
+ * their half-lives; the learning starts at the earlier first failure;
+ * the wave's own state (on or off, since when, how many) stays @w's. */
+AG_API void ag_wave_merge(struct ag_wave_rec *w, const struct ag_wave_rec *other, int64_t now,
+			  int64_t fast_half_life, int64_t base_half_life);
 
 enum ag_rec_kind { AG_REC_SRC, AG_REC_USER, AG_REC_PAIR, AG_REC_STATS, AG_REC_PW, AG_REC_WAVE };
 
@@ -155,10 +171,6 @@ AG_API bool ag_user_key_folds_to(bool fold, const uint8_t *xkey, size_t xlen, co
  * and \r (isspace() in the C locale), whatever the process's locale. */
 AG_API void ag_user_trim(const char *s, size_t len, size_t *a_r, size_t *b_r);
 
-/* Pair key: 2-byte user key length, user key, source key. Pairs are
- * filed under the exact name (ag_user_key()), not the folded one: with
- * user_fold, the owner of "Alice" must not make a place familiar for
- * "alice". */
 /* Hot-password key: a 4-byte keyed hash of the password alone (a key
  * derived from @secret, not the pair's), and the non-zero 16-bit tag of
  * a user hash kept in its record. */
@@ -167,8 +179,40 @@ AG_API void ag_pw_key(const uint8_t secret[16], const void *pw, size_t len,
 		      uint8_t key[AG_PW_KEY_LEN]);
 AG_API uint16_t ag_pw_user_tag(const uint8_t secret[16], uint32_t user_hash);
 
-AG_API size_t ag_pair_key(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
-			  uint8_t key[AG_PAIR_KEY_MAX]);
+/* Pair keys. Pairs are filed under the exact name (ag_user_key()), not
+ * the folded one: with user_fold, the owner of "Alice" must not make a
+ * place familiar for "alice". The all-zero source key stands for "no
+ * address".
+ *
+ * Since issue 15.3 a pair lives in the source database, right after the
+ * record of its source (the host; the prefix of ipv6_familiar_prefix for
+ * IPv6), so that a failure writes the host and its pair in one leaf page
+ * instead of descending a third tree: the 18-byte source key,
+ * AG_PAIR_TAG, the user key. Source records' keys are exactly
+ * AG_SRC_KEY_LEN bytes long, so a longer key there is a pair's.
+ * Before, pairs had a database of their own ("pair"), keyed by 2-byte
+ * user key length, user key, source key (ag_pair_key_old()); modules of
+ * older versions still loaded in long-running services keep using it,
+ * so it is read too (README, "Store layout"). */
+#define AG_PAIR_TAG 0x70 /* 'p' */
+#define AG_SRC_PAIR_KEY_MAX (AG_SRC_KEY_LEN + 1 + AG_USER_KEY_MAX)
+AG_API size_t ag_pair_key(const uint8_t skey[AG_SRC_KEY_LEN], const uint8_t *ukey, size_t ulen,
+			  uint8_t key[AG_SRC_PAIR_KEY_MAX]);
+AG_API size_t ag_pair_key_old(const uint8_t *ukey, size_t ulen, const uint8_t skey[AG_SRC_KEY_LEN],
+			      uint8_t key[AG_PAIR_KEY_MAX]);
+/* Split a pair key of the source database (@old: of the old pair
+ * database) into its user key (*ukey_r points into @key) and source
+ * (family AG_AF_NONE for "no address"). Returns 0, or AG_ECORRUPT for
+ * anything else (a source record's key among them). */
+AG_API int ag_pair_key_decode(const uint8_t *key, size_t len, bool old, const uint8_t **ukey_r,
+			      size_t *ulen_r, struct ag_addr *src_r);
+/* Fold @other, a second copy of the pair in @r (one written by an older
+ * module into the old database), into @r so that no attempt either one
+ * counted is lost: the failures add up (both decayed to @now), the
+ * latest wrong passwords of both are kept, the times are the later
+ * ones, and familiarity is that of the copy with the later login. */
+AG_API void ag_pair_merge(struct ag_pair_rec *r, const struct ag_pair_rec *other, int64_t now,
+			  int64_t half_life);
 
 /* Decayed value of @s at @now with @half_life (ms). Clock steps
  * backwards are treated as no time passing. */

@@ -51,7 +51,8 @@ struct ag_txn {
 	MDB_txn *txn;
 };
 
-static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta", "pw" };
+static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta", "pw",
+						    NULL /* the unnamed one */ };
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -546,7 +547,7 @@ int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 	if (rc != 0)
 		return rc;
 	for (int i = 0; i < AG_DB_COUNT; i++)
-		if (mdb_stat(t->txn, s->dbi[i], &st) == 0)
+		if (i != AG_DB_MAIN && mdb_stat(t->txn, s->dbi[i], &st) == 0)
 			pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	ag_txn_abort(t);
 	*used_r = pages * psize;

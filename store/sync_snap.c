@@ -175,21 +175,33 @@ static int apply_one(struct ag_txn *t, const struct ag_conf *c, const struct ag_
 		return ag_txn_put(t, AG_DB_USER, key, kl, &r, sizeof(r));
 	}
 	case AG_SEV_SNAP_FAMILIAR: {
-		struct ag_pair_rec r;
-		uint8_t uk[AG_USER_KEY_MAX], sk[AG_SRC_KEY_LEN], pk[AG_PAIR_KEY_MAX];
+		struct ag_pair_rec r, o;
+		uint8_t uk[AG_USER_KEY_MAX], sk[AG_SRC_KEY_LEN], pk[AG_SRC_PAIR_KEY_MAX];
+		uint8_t ok[AG_PAIR_KEY_MAX];
 		size_t ul = ag_user_key(secret, e->user, e->user_len, uk);
 		ag_src_key(&e->addr, sk);
-		size_t pl = ag_pair_key(uk, ul, sk, pk);
-		if (ag_txn_get(t, AG_DB_PAIR, pk, pl, &val, &vlen) != 0 ||
+		size_t pl = ag_pair_key(sk, uk, ul, pk), ol = ag_pair_key_old(uk, ul, sk, ok);
+		bool old = false; /* a copy in the old pair database (store/record.h) */
+		if (ag_txn_get(t, AG_DB_SRC, pk, pl, &val, &vlen) != 0 ||
 		    ag_rec_decode(AG_REC_PAIR, val, vlen, &r) != 0) {
 			memset(&r, 0, sizeof(r));
 			r.version = AG_REC_VERSION;
 		}
-		if (r.familiar_until >= e->until_ms)
+		if (ag_txn_get(t, AG_DB_PAIR, ok, ol, &val, &vlen) == 0 &&
+		    ag_rec_decode(AG_REC_PAIR, val, vlen, &o) == 0) {
+			ag_pair_merge(&r, &o, now, c->decay_half_life);
+			old = true;
+		}
+		if (r.familiar_until >= e->until_ms && !old)
 			return 0;
-		r.familiar_until = e->until_ms;
-		r.last_seen = now;
-		return ag_txn_put(t, AG_DB_PAIR, pk, pl, &r, sizeof(r));
+		if (r.familiar_until < e->until_ms) {
+			r.familiar_until = e->until_ms;
+			r.last_seen = now;
+		}
+		rc = ag_txn_put(t, AG_DB_SRC, pk, pl, &r, sizeof(r));
+		if (rc == 0 && old)
+			rc = ag_txn_del(t, AG_DB_PAIR, ok, ol);
+		return rc;
 	}
 	case AG_SEV_LIST_ADD: {
 		struct ag_list_entry le = { .list = (enum ag_list)e->list, .net = e->addr,

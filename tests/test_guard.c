@@ -447,6 +447,38 @@ static void test_same_wrong_password_counts_once(void **state)
 
 /* gina fails once from each of 20 addresses in 20 /24s, no rule firing:
  * 40 source records, 20 pairs, one user. */
+/* Pair records wherever the store files them (among the sources since
+ * issue 15.3, and in the old pair database), and the source records
+ * without them. */
+static void count_pair(void *ctx, const uint8_t *k, size_t n, const struct ag_addr *a,
+		       const struct ag_pair_rec *r)
+{
+	(void)k;
+	(void)n;
+	(void)a;
+	(void)r;
+	++*(long *)ctx;
+}
+
+static long n_pairs(struct ag_store *s)
+{
+	struct ag_txn *t;
+	long n = 0;
+
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_each_pair(t, false, NULL, 0, count_pair, &n), 0);
+	ag_txn_abort(t);
+	return n;
+}
+
+static long n_srcs(struct ag_store *s)
+{
+	struct ag_store_info info;
+
+	assert_int_equal(ag_store_info(s, &info), 0);
+	return (long)(info.entries[AG_DB_SRC] + info.entries[AG_DB_PAIR]) - n_pairs(s);
+}
+
 static void gina_fails_from_20(struct fx *f)
 {
 	f->c.ip_ban_after = 0;
@@ -468,11 +500,11 @@ static void test_gc_drops_dead_records(void **state)
 	assert_int_equal(ag_guard_gc(&f->c, fake_ms), 0); /* all still live */
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_int_equal(info.entries[AG_DB_SRC], 40); /* 20 hosts + 20 /24s */
+	assert_int_equal(n_srcs(s), 40); /* 20 hosts + 20 /24s */
 	long n = ag_guard_gc(&f->c, fake_ms + 400LL * 86400000LL);
 	assert_true(n >= 40);
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_int_equal(info.entries[AG_DB_SRC], 0);
+	assert_int_equal(n_srcs(s), 0);
 	assert_int_equal(info.entries[AG_DB_USER], 0);
 }
 
@@ -532,8 +564,8 @@ static void test_gc_runs_by_itself(void **state)
 	gina_fails_from_20(f);
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_int_equal(info.entries[AG_DB_SRC], 40); /* 20 hosts + 20 /24s */
-	assert_int_equal(info.entries[AG_DB_PAIR], 20);
+	assert_int_equal(n_srcs(s), 40); /* 20 hosts + 20 /24s */
+	assert_int_equal(n_pairs(s), 20);
 	/* 400 days on, one user logs in from one place, again and again; a
 	 * pass under way when gina's records died may have gone past some of
 	 * them, the next one (at most an hour later) takes them */
@@ -548,8 +580,8 @@ static void test_gc_runs_by_itself(void **state)
 	 * which hold only successes, went with gina's: his logins since
 	 * renewed nothing that needs them (issue 15: a familiar success
 	 * writes nothing until its renewal is due) */
-	assert_int_equal(info.entries[AG_DB_SRC], 0);
-	assert_int_equal(info.entries[AG_DB_PAIR], 1);
+	assert_int_equal(n_srcs(s), 0);
+	assert_int_equal(n_pairs(s), 1);
 	assert_int_equal(info.entries[AG_DB_USER], 0);
 }
 
@@ -590,7 +622,7 @@ static void test_gc_pass_state(void **state)
 	for (int i = 0; i < 300; i++)
 		try(f, "hal", "192.0.2.1", true, NULL);
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_int_equal(info.entries[AG_DB_SRC], 6001); /* left to the newer version */
+	assert_int_equal(n_srcs(s), 6001); /* left to the newer version */
 
 	/* a damaged state (database 7, a resume key longer than any) */
 	const uint32_t bad[4] = { 1, 7, 0, 9999 };
@@ -609,8 +641,8 @@ static void test_gc_pass_state(void **state)
 	 * (his host and user records held only successes: gone too, see
 	 * test_gc_runs_by_itself), kim's user (locked), 3 pairs, 3 hosts and
 	 * 3 /24s */
-	assert_int_equal(info.entries[AG_DB_SRC], 6);
-	assert_int_equal(info.entries[AG_DB_PAIR], 4);
+	assert_int_equal(n_srcs(s), 6);
+	assert_int_equal(n_pairs(s), 4);
 	assert_int_equal(info.entries[AG_DB_USER], 1);
 	assert_int_equal(try(f, "kim", "100.99.0.1", true, NULL), AG_REFUSE);
 	assert_int_equal(try(f, "hal", "192.0.2.1", true, NULL), AG_PROCEED);
@@ -1498,6 +1530,287 @@ static void test_slow_campaign_through_guard(void **state)
 	assert_true(per_day[1] <= 40 && per_day[2] <= 40);
 }
 
+/* ---- the old pair database (issue 15.3) ------------------------------------ */
+
+/* A pair as a module of an older version writes it: in the "pair"
+ * database, keyed by user first. */
+static void put_old_pair(struct ag_store *s, const char *user, const char *addr,
+			 const struct ag_pair_rec *r)
+{
+	uint8_t ukey[AG_USER_KEY_MAX], skey[AG_SRC_KEY_LEN], key[AG_PAIR_KEY_MAX];
+	struct ag_addr a;
+	struct ag_txn *t;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, skey);
+	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), ukey);
+	size_t kl = ag_pair_key_old(ukey, ul, skey, key);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_PAIR, key, kl, r, sizeof(*r)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+/* Where the pair of @user at @addr is: 1 the source database, 2 the old
+ * pair database, 3 both, 0 neither; its record from the first place. */
+static int pair_where(struct ag_store *s, const char *user, const char *addr,
+		      struct ag_pair_rec *r)
+{
+	uint8_t ukey[AG_USER_KEY_MAX], skey[AG_SRC_KEY_LEN], nkey[AG_SRC_PAIR_KEY_MAX];
+	uint8_t okey[AG_PAIR_KEY_MAX];
+	struct ag_addr a;
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+	int where = 0;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, skey);
+	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), ukey);
+	size_t nl = ag_pair_key(skey, ukey, ul, nkey), ol = ag_pair_key_old(ukey, ul, skey, okey);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (ag_txn_get(t, AG_DB_PAIR, okey, ol, &val, &vlen) == 0) {
+		where |= 2;
+		if (r != NULL)
+			assert_int_equal(ag_rec_decode(AG_REC_PAIR, val, vlen, r), 0);
+	}
+	if (ag_txn_get(t, AG_DB_SRC, nkey, nl, &val, &vlen) == 0) {
+		where |= 1;
+		if (r != NULL)
+			assert_int_equal(ag_rec_decode(AG_REC_PAIR, val, vlen, r), 0);
+	}
+	ag_txn_abort(t);
+	return where;
+}
+
+struct pairs_listed {
+	char users[8][32];
+	char addrs[8][64];
+	double fails[8];
+	int64_t now;
+	int n;
+};
+
+static void note_pair(void *ctx, const uint8_t *k, size_t n, const struct ag_addr *a,
+		      const struct ag_pair_rec *r)
+{
+	struct pairs_listed *ps = ctx;
+
+	if (ps->n == 8)
+		return;
+	snprintf(ps->users[ps->n], sizeof(ps->users[0]), "%.*s", (int)n, (const char *)k);
+	ag_addr_format(a, ps->addrs[ps->n], sizeof(ps->addrs[0]));
+	ps->fails[ps->n] = ag_score_at(&r->fails, ps->now, 600000);
+	ps->n++;
+}
+
+static struct pairs_listed pairs_of(struct fx *f, struct ag_store *s, const char *user)
+{
+	struct pairs_listed ps = { .now = fake_ms };
+	uint8_t key[AG_USER_KEY_MAX];
+	struct ag_txn *t;
+	size_t kl = user != NULL ? ag_admin_user_key(s, &f->c, user, key) : 0;
+
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_each_pair(t, f->c.user_fold, user != NULL ? key : NULL, kl,
+					    note_pair, &ps), 0);
+	ag_txn_abort(t);
+	return ps;
+}
+
+/* A pair an older module wrote is found where it is (familiarity honoured,
+ * its counts go on), moved by the next write of it, merged if the older
+ * module writes it again, and seen by admin, forget and gc. */
+static void test_old_pair_database(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_pair_rec r = { .version = AG_REC_VERSION };
+	const char *home = "192.0.2.10";
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = 0;
+	f->c.user_lock_after = 3;
+	f->c.decay_half_life = 600000;
+	assert_int_equal(try(f, "bob", "198.51.100.1", true, NULL), AG_PROCEED); /* opens the store */
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	/* olga logged in from home yesterday, through an old module, and
+	 * mistyped once since */
+	r.last_success = fake_ms - 86400000LL;
+	r.familiar_until = fake_ms + 30 * 86400000LL;
+	r.fails.v = 1;
+	r.fails.ts = fake_ms;
+	r.last_seen = fake_ms;
+	put_old_pair(s, "olga", home, &r);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 2);
+	/* strangers lock her... */
+	for (int i = 0; i < 3; i++) {
+		char addr[32];
+		snprintf(addr, sizeof(addr), "203.0.113.%d", i + 1);
+		assert_int_equal(try(f, "olga", addr, false, "guess"), AG_PROCEED);
+	}
+	assert_int_equal(try(f, "olga", "203.0.113.50", true, NULL), AG_REFUSE);
+	/* ...but home is familiar, by the old record: she gets in (the
+	 * check read it where it was; nothing moved yet) */
+	struct ag_attempt a = att("olga", home);
+	struct ag_ticket tk;
+	struct ag_sink sk = { sink, f };
+	assert_int_equal(ag_guard_check(&f->c, &sk, &a, &tk), AG_PROCEED);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 2);
+	/* a failure from home: counted on top of the old record's one, and
+	 * the pair is moved (the old copy deleted); two of user_lock_after's
+	 * three: still familiar */
+	assert_int_equal(ag_guard_record(&f->c, &sk, &a, false, "typo", &tk), 0);
+	assert_int_equal(pair_where(s, "olga", home, &r), 1);
+	double fails = ag_score_at(&r.fails, fake_ms, f->c.decay_half_life);
+	assert_true(fails > 1.99 && fails < 2.01);
+	assert_true(r.familiar_until > fake_ms);
+	/* the old module writes its copy again (one failure it counted): the
+	 * next write merges it in, and admin shows it once, merged */
+	struct ag_pair_rec o = { .version = AG_REC_VERSION, .last_seen = fake_ms };
+	o.fails.v = 1;
+	o.fails.ts = fake_ms;
+	put_old_pair(s, "olga", home, &o);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 3);
+	struct pairs_listed ps = pairs_of(f, s, "olga");
+	int at_home = 0;
+	for (int i = 0; i < ps.n; i++)
+		if (strcmp(ps.addrs[i], home) == 0) {
+			at_home++;
+			assert_true(ps.fails[i] > 2.99 && ps.fails[i] < 3.01);
+		}
+	assert_int_equal(at_home, 1);
+	assert_int_equal(ps.n, 4); /* and the three strangers' */
+	assert_int_equal(try(f, "olga", home, true, NULL), AG_PROCEED);
+	assert_int_equal(pair_where(s, "olga", home, &r), 1);
+	assert_true(r.familiar_until > fake_ms && r.fails.v == 0); /* a success clears it */
+
+	/* admin sees old pairs, and forgets them by user and by address */
+	struct ag_pair_rec p = { .version = AG_REC_VERSION, .last_seen = fake_ms,
+				 .familiar_until = fake_ms + 86400000LL };
+	put_old_pair(s, "pia", "192.0.2.20", &p);
+	put_old_pair(s, "quinn", "192.0.2.30", &p);
+	ps = pairs_of(f, s, "pia");
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.users[0], "pia");
+	assert_string_equal(ps.addrs[0], "192.0.2.20");
+	assert_int_equal(pairs_of(f, s, NULL).n, 4 + 1 + 2); /* olga's, bob's, pia's, quinn's */
+	uint8_t key[AG_USER_KEY_MAX];
+	size_t kl = ag_admin_user_key(s, &f->c, "pia", key);
+	struct ag_txn *t;
+	long n;
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_admin_forget_user(t, f->c.user_fold, key, kl, &n), 0);
+	assert_int_equal(n, 1); /* pia has no user record: her old pair alone */
+	struct ag_addr qa;
+	assert_int_equal(ag_addr_parse("192.0.2.30", 10, &qa), 0);
+	assert_int_equal(ag_admin_forget_addr(t, &qa, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ag_addr_parse(home, strlen(home), &qa), 0);
+	assert_int_equal(ag_admin_forget_addr(t, &qa, &n), 0);
+	assert_int_equal(n, 2); /* home's host record and olga's (moved) pair */
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(pair_where(s, "pia", "192.0.2.20", NULL), 0);
+	assert_int_equal(pair_where(s, "quinn", "192.0.2.30", NULL), 0);
+	assert_int_equal(pair_where(s, "olga", home, NULL), 0);
+
+	/* gc moves the live ones and drops the dead */
+	put_old_pair(s, "rita", "192.0.2.40", &p);
+	struct ag_pair_rec dead = { .version = AG_REC_VERSION, .last_seen = fake_ms - 86400000LL };
+	put_old_pair(s, "sam", "192.0.2.50", &dead);
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 1);
+	assert_int_equal(pair_where(s, "rita", "192.0.2.40", &r), 1);
+	assert_int_equal(r.familiar_until, p.familiar_until);
+	assert_int_equal(pair_where(s, "sam", "192.0.2.50", NULL), 0);
+	struct ag_store_info info;
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PAIR], 0);
+	assert_int_equal(try(f, "rita", "192.0.2.40", true, NULL), AG_PROCEED);
+
+	/* and so does the hourly pass, taken in steps while the guard writes */
+	p.familiar_until = fake_ms + 30 * 86400000LL;
+	put_old_pair(s, "tom", "192.0.2.60", &p);
+	fake_ms += 2 * 3600000LL;
+	for (int i = 0; i < 200; i++)
+		try(f, "rita", "192.0.2.40", true, NULL);
+	assert_int_equal(pair_where(s, "tom", "192.0.2.60", NULL), 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.entries[AG_DB_PAIR], 0);
+}
+
+/* The wave state an older module keeps in the meta database: taken over
+ * whole by the first write after the upgrade, then whatever the older
+ * module counts there again is folded in and deleted. */
+static void get_wave(struct ag_store *s, enum ag_db db, struct ag_wave_rec *w, bool *found)
+{
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+	bool main_db = db == AG_DB_MAIN;
+
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	*found = ag_txn_get(t, db, main_db ? AG_WAVE_KEY : AG_WAVE_KEY_OLD,
+			    main_db ? AG_WAVE_KEY_LEN : AG_WAVE_KEY_OLD_LEN, &val, &vlen) == 0;
+	if (*found)
+		assert_int_equal(ag_rec_decode(AG_REC_WAVE, val, vlen, w), 0);
+	ag_txn_abort(t);
+}
+
+static void put_old_wave(struct ag_store *s, const struct ag_wave_rec *w)
+{
+	struct ag_txn *t;
+
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, w,
+				    sizeof(*w)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+static void test_old_wave_record(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_wave_rec w = { .version = AG_REC_VERSION }, got;
+	bool found;
+
+	f->c.ip_ban_after = f->c.net_ban_after = f->c.spray_users = 0;
+	f->c.user_lock_after = 0;
+	f->c.wave_factor = 4;
+	assert_int_equal(try(f, "bob", "198.51.100.1", true, NULL), AG_PROCEED);
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	w.first_seen = fake_ms - 2 * 86400000LL;
+	w.fast.v = 20;
+	w.fast.ts = fake_ms;
+	w.base.v = 100;
+	w.base.ts = fake_ms;
+	put_old_wave(s, &w);
+	assert_int_equal(try(f, "carl", "203.0.113.7", false, "guess1"), AG_PROCEED);
+	get_wave(s, AG_DB_META, &got, &found);
+	assert_false(found);
+	get_wave(s, AG_DB_MAIN, &got, &found);
+	assert_true(found);
+	assert_int_equal(got.first_seen, w.first_seen); /* no second learning period */
+	double fast = ag_score_at(&got.fast, fake_ms, f->c.decay_half_life);
+	assert_true(fast > 20.9 && fast < 21.01);
+	/* an older module counts 5 more in its place: shown, then folded in */
+	struct ag_wave_rec o = { .version = AG_REC_VERSION, .first_seen = fake_ms };
+	o.fast.v = 5;
+	o.fast.ts = fake_ms;
+	put_old_wave(s, &o);
+	struct ag_txn *t;
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_wave(t, &f->c, fake_ms, &got), 0);
+	ag_txn_abort(t);
+	fast = ag_score_at(&got.fast, fake_ms, f->c.decay_half_life);
+	assert_true(fast > 25.8 && fast < 26.01);
+	assert_int_equal(got.first_seen, w.first_seen);
+	assert_int_equal(try(f, "dora", "203.0.113.8", false, "guess2"), AG_PROCEED);
+	get_wave(s, AG_DB_META, &got, &found);
+	assert_false(found);
+	get_wave(s, AG_DB_MAIN, &got, &found);
+	assert_true(found);
+	fast = ag_score_at(&got.fast, fake_ms, f->c.decay_half_life);
+	assert_true(fast > 26.8 && fast < 27.01);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1537,6 +1850,8 @@ int main(void)
 		/* last: the maintenance look every 64 writes is per process,
 		 * and test_refusal_writes_nothing must not meet one */
 		cmocka_unit_test_setup_teardown(test_pw_records_gc_and_per_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_pair_database, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_wave_record, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

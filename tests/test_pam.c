@@ -478,7 +478,7 @@ static void seed_wave(const struct ag_wave_rec *wv)
 		if (rc == 0)
 			rc = ag_txn_begin(s, true, &t);
 		if (rc == 0)
-			rc = ag_txn_put(t, AG_DB_META, "wave", 4, wv, sizeof(*wv));
+			rc = ag_txn_put(t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, wv, sizeof(*wv));
 		if (rc == 0)
 			rc = ag_txn_commit(t);
 		_exit(rc == 0 ? 0 : 1);

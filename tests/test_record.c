@@ -743,7 +743,137 @@ static void test_user_key_folds_to(void **state)
 	}
 }
 
+/* Since issue 15.3: the source key, the tag, the user key; filed right
+ * after the source's own record (a key that begins with it), and told
+ * apart from every source record by its length. */
 static void test_pair_key(void **state)
+{
+	static const char *srcs[] = { "192.0.2.7", "2001:db8::/64" };
+	static const size_t ulens[] = { 1, 5, 200, AG_USER_KEY_MAX };
+	uint8_t ukey[AG_USER_KEY_MAX];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ukey); i++)
+		ukey[i] = (uint8_t)(0x30 + i % 40);
+	for (size_t s = 0; s < AG_ARRAY_LEN(srcs); s++) {
+		struct ag_addr a;
+		uint8_t skey[AG_SRC_KEY_LEN];
+
+		cidr(srcs[s], &a);
+		ag_src_key(&a, skey);
+		for (size_t i = 0; i < AG_ARRAY_LEN(ulens); i++) {
+			uint8_t key[AG_SRC_PAIR_KEY_MAX + 8];
+			size_t ulen = ulens[i];
+
+			memset(key, CANARY, sizeof(key));
+			size_t n = ag_pair_key(skey, ukey, ulen, key);
+			assert_int_equal(n, AG_SRC_KEY_LEN + 1 + ulen);
+			assert_true(n <= AG_SRC_PAIR_KEY_MAX && n > AG_SRC_KEY_LEN);
+			assert_memory_equal(key, skey, AG_SRC_KEY_LEN);
+			assert_int_equal(key[AG_SRC_KEY_LEN], AG_PAIR_TAG);
+			assert_memory_equal(key + AG_SRC_KEY_LEN + 1, ukey, ulen);
+			for (size_t j = n; j < sizeof(key); j++)
+				assert_int_equal(key[j], CANARY);
+			const uint8_t *uk;
+			size_t ul;
+			struct ag_addr back;
+			assert_int_equal(ag_pair_key_decode(key, n, false, &uk, &ul, &back), 0);
+			assert_int_equal(ul, ulen);
+			assert_ptr_equal(uk, key + AG_SRC_KEY_LEN + 1);
+			assert_memory_equal(&back, &a, sizeof(a));
+			/* not a pair key: a source's, a wrong tag, no user */
+			assert_int_equal(ag_pair_key_decode(key, AG_SRC_KEY_LEN, false, &uk, &ul, &back),
+					 AG_ECORRUPT);
+			assert_int_equal(back.family, AG_AF_NONE);
+			assert_int_equal(ag_pair_key_decode(key, AG_SRC_KEY_LEN + 1, false, &uk, &ul,
+							    &back), AG_ECORRUPT);
+			key[AG_SRC_KEY_LEN] = 0;
+			assert_int_equal(ag_pair_key_decode(key, n, false, &uk, &ul, &back), AG_ECORRUPT);
+		}
+	}
+	/* no address: the all-zero source; a damaged source part is refused */
+	{
+		uint8_t skey[AG_SRC_KEY_LEN] = { 0 }, key[AG_SRC_PAIR_KEY_MAX];
+		const uint8_t *uk;
+		size_t ul, n = ag_pair_key(skey, (const uint8_t *)"kim", 3, key);
+		struct ag_addr back;
+		assert_int_equal(ag_pair_key_decode(key, n, false, &uk, &ul, &back), 0);
+		assert_int_equal(back.family, AG_AF_NONE);
+		assert_int_equal(ul, 3);
+		key[0] = AG_AF_INET;
+		key[1] = 40; /* longer than an IPv4 address */
+		assert_int_equal(ag_pair_key_decode(key, n, false, &uk, &ul, &back), AG_ECORRUPT);
+		assert_int_equal(ag_pair_key_decode(key, AG_SRC_PAIR_KEY_MAX + 1, false, &uk, &ul, &back),
+				 AG_ECORRUPT);
+	}
+	/* a host's pairs sort right after the host, before the next source */
+	{
+		struct ag_addr h1, h2;
+		uint8_t s1[AG_SRC_KEY_LEN], s2[AG_SRC_KEY_LEN], k[AG_SRC_PAIR_KEY_MAX];
+		cidr("192.0.2.7", &h1);
+		cidr("192.0.2.8", &h2);
+		ag_src_key(&h1, s1);
+		ag_src_key(&h2, s2);
+		size_t n = ag_pair_key(s1, ukey, AG_USER_KEY_MAX, k);
+		assert_true(memcmp(k, s1, AG_SRC_KEY_LEN) == 0 && n > AG_SRC_KEY_LEN);
+		assert_true(memcmp(k, s2, AG_SRC_KEY_LEN) < 0);
+	}
+}
+
+/* A pair written in both places (an older module's copy in the old
+ * database) merges without losing what either counted. */
+static void test_pair_merge(void **state)
+{
+	const int64_t now = 1000000000, hl = 600000;
+	struct ag_pair_rec a = { .version = AG_REC_VERSION }, b = a;
+
+	(void)state;
+	a.fails.v = 2;
+	a.fails.ts = now;
+	a.pw[0] = 11, a.pw_ts[0] = now - 30;
+	a.pw[1] = 12, a.pw_ts[1] = now - 20;
+	a.pw_next = 2;
+	a.last_seen = now - 20;
+	a.last_success = now - 5000;
+	a.familiar_until = now + 1000;
+	b.fails.v = 3;
+	b.fails.ts = now;
+	b.pw[0] = 12, b.pw_ts[0] = now - 10; /* the same password, later */
+	b.pw[1] = 13, b.pw_ts[1] = now - 40;
+	b.pw[2] = 14, b.pw_ts[2] = now - 50;
+	b.pw[3] = 15, b.pw_ts[3] = now - 60; /* the oldest of five: goes */
+	b.last_seen = now - 10;
+	b.last_success = now - 100; /* the later login: its familiarity */
+	b.familiar_until = now + 9000;
+	ag_pair_merge(&a, &b, now, hl);
+	assert_true(ag_score_at(&a.fails, now, hl) > 4.99 && ag_score_at(&a.fails, now, hl) < 5.01);
+	assert_int_equal(a.last_seen, now - 10);
+	assert_int_equal(a.last_success, now - 100);
+	assert_int_equal(a.familiar_until, now + 9000);
+	/* the four latest of five hashes (12 at its later time), oldest first */
+	static const uint16_t want[] = { 14, 13, 11, 12 };
+	static const int64_t want_ts[] = { -50, -40, -30, -10 };
+	for (int i = 0; i < AG_RECENT_PW; i++) {
+		assert_int_equal(a.pw[i], want[i]);
+		assert_int_equal(a.pw_ts[i], now + want_ts[i]);
+	}
+	assert_int_equal(a.pw_next, 0); /* the oldest goes next */
+	/* an older login's familiarity does not replace a later one's */
+	struct ag_pair_rec c = { .version = AG_REC_VERSION, .last_success = now - 90000,
+				 .familiar_until = now + 99999 };
+	ag_pair_merge(&a, &c, now, hl);
+	assert_int_equal(a.familiar_until, now + 9000);
+	/* one empty copy changes nothing but the count of the other */
+	struct ag_pair_rec e = { .version = AG_REC_VERSION }, f = e;
+	f.pw[0] = 7, f.pw_ts[0] = now;
+	f.pw_next = 1;
+	ag_pair_merge(&e, &f, now, hl);
+	assert_int_equal(e.pw[0], 7);
+	assert_int_equal(e.pw_next, 1);
+	assert_true(ag_score_at(&e.fails, now, hl) == 0);
+}
+
+static void test_pair_key_old(void **state)
 {
 	static const char *srcs[] = { "192.0.2.7", "2001:db8::/64" };
 	static const size_t ulens[] = { 0, 1, 5, 200, AG_USER_KEY_MAX };
@@ -763,7 +893,7 @@ static void test_pair_key(void **state)
 			size_t ulen = ulens[i];
 
 			memset(key, CANARY, sizeof(key));
-			size_t n = ag_pair_key(ukey, ulen, skey, key);
+			size_t n = ag_pair_key_old(ukey, ulen, skey, key);
 			assert_int_equal(n, 2 + ulen + AG_SRC_KEY_LEN);
 			assert_true(n <= AG_PAIR_KEY_MAX);
 			assert_int_equal(key[0], (ulen >> 8) & 0xff);
@@ -773,21 +903,34 @@ static void test_pair_key(void **state)
 			assert_memory_equal(key + 2 + ulen, skey, AG_SRC_KEY_LEN);
 			for (size_t j = n; j < sizeof(key); j++)
 				assert_int_equal(key[j], CANARY);
+			if (ulen == 0)
+				continue;
+			/* and back */
+			const uint8_t *uk;
+			size_t ul;
+			struct ag_addr back;
+			assert_int_equal(ag_pair_key_decode(key, n, true, &uk, &ul, &back), 0);
+			assert_int_equal(ul, ulen);
+			assert_ptr_equal(uk, key + 2);
+			assert_memory_equal(&back, &a, sizeof(a));
+			assert_int_equal(ag_pair_key_decode(key, n, false, &uk, &ul, &back), AG_ECORRUPT);
+			assert_int_equal(ag_pair_key_decode(key, n - 1, true, &uk, &ul, &back),
+					 AG_ECORRUPT);
 		}
 	}
 	/* the longest pair key fills AG_PAIR_KEY_MAX exactly */
 	{
 		uint8_t skey[AG_SRC_KEY_LEN] = { AG_AF_INET, 32, 192, 0, 2, 7 };
 		uint8_t key[AG_PAIR_KEY_MAX];
-		assert_int_equal(ag_pair_key(ukey, AG_USER_KEY_MAX, skey, key), AG_PAIR_KEY_MAX);
+		assert_int_equal(ag_pair_key_old(ukey, AG_USER_KEY_MAX, skey, key), AG_PAIR_KEY_MAX);
 	}
 	/* "ab"+src and "a"+src' can never be equal: the length comes first */
 	{
 		uint8_t s1[AG_SRC_KEY_LEN] = { 0 }, s2[AG_SRC_KEY_LEN] = { 0 };
 		uint8_t k1[AG_PAIR_KEY_MAX], k2[AG_PAIR_KEY_MAX];
 		s2[0] = 'b';
-		size_t n1 = ag_pair_key((const uint8_t *)"ab", 2, s1, k1);
-		size_t n2 = ag_pair_key((const uint8_t *)"a", 1, s2, k2);
+		size_t n1 = ag_pair_key_old((const uint8_t *)"ab", 2, s1, k1);
+		size_t n2 = ag_pair_key_old((const uint8_t *)"a", 1, s2, k2);
 		assert_int_not_equal(n1, n2);
 		assert_memory_not_equal(k1, k2, 2);
 	}
@@ -957,6 +1100,8 @@ int main(void)
 		cmocka_unit_test(test_user_canon_fold_trim),
 		cmocka_unit_test(test_user_strip),
 		cmocka_unit_test(test_pair_key),
+		cmocka_unit_test(test_pair_key_old),
+		cmocka_unit_test(test_pair_merge),
 		cmocka_unit_test(test_score_at),
 		cmocka_unit_test(test_score_add),
 		cmocka_unit_test(test_version_1_records),

@@ -522,6 +522,44 @@ static void test_admin_by_time(void **state)
 	assert_int_equal(check(&f->h[0], "u", "192.0.2.60"), AG_REFUSE);
 }
 
+/* A pair as a module of a version before issue 15.3 files it (the old
+ * "pair" database); pair_moved(): whether it is in the new place. */
+static void put_old_pair(struct ag_store *s, const char *user, const char *addr,
+			 int64_t familiar_until)
+{
+	struct ag_pair_rec r = { .version = AG_REC_VERSION, .familiar_until = familiar_until,
+				 .last_success = fake_ms, .last_seen = fake_ms };
+	uint8_t uk[AG_USER_KEY_MAX], sk[AG_SRC_KEY_LEN], k[AG_PAIR_KEY_MAX];
+	struct ag_addr a;
+	struct ag_txn *t;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, sk);
+	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), uk);
+	size_t kl = ag_pair_key_old(uk, ul, sk, k);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_PAIR, k, kl, &r, sizeof(r)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+static bool pair_moved(struct ag_store *s, const char *user, const char *addr)
+{
+	uint8_t uk[AG_USER_KEY_MAX], sk[AG_SRC_KEY_LEN], k[AG_SRC_PAIR_KEY_MAX];
+	struct ag_addr a;
+	struct ag_txn *t;
+	const void *val;
+	size_t vlen;
+
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &a), 0);
+	ag_src_key(&a, sk);
+	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), uk);
+	size_t kl = ag_pair_key(sk, uk, ul, k);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	bool found = ag_txn_get(t, AG_DB_SRC, k, kl, &val, &vlen) == 0;
+	ag_txn_abort(t);
+	return found;
+}
+
 /* a host that missed the stream catches up from a peer's snapshot: bans,
  * locks, familiar places and run-time list entries, never lowered */
 static void test_snapshot(void **state)
@@ -541,8 +579,12 @@ static void test_snapshot(void **state)
 		attempt(a, "dave", ip, false, NULL); /* a lock */
 	}
 	admin(a, AG_SEV_LIST_ADD, "198.18.5.0/24", NULL, fake_ms + 3600000);
+	/* a familiar place an older module filed in the old pair database on
+	 * a, and one on b, which the snapshot's copy moves there */
+	put_old_pair(store(a), "erin", "198.51.100.31", fake_ms + 86400000LL);
+	put_old_pair(store(b), "dave", "198.51.100.30", fake_ms + 60000);
 	assert_int_equal(ag_sync_snapshot_make(store(a), &a->c, fake_ms, 1000, &buf, &len, &n), 0);
-	assert_true(n >= 4);
+	assert_true(n >= 5);
 	/* damaged: refused whole, nothing applied */
 	assert_int_equal(ag_sync_snapshot_apply(&b->c, buf, len - 1, "9-0", &applied), AG_ECORRUPT);
 	assert_int_equal(check(b, "u", "192.0.2.70"), AG_PROCEED);
@@ -552,6 +594,11 @@ static void test_snapshot(void **state)
 	assert_int_equal(check(b, "dave", "203.0.113.99"), AG_REFUSE);
 	assert_int_equal(check(b, "dave", "198.51.100.30"), AG_PROCEED);
 	assert_int_equal(check(b, "u", "198.18.5.9"), AG_REFUSE);
+	assert_true(pair_moved(store(b), "erin", "198.51.100.31"));
+	assert_true(pair_moved(store(b), "dave", "198.51.100.30"));
+	struct ag_store_info info;
+	assert_int_equal(ag_store_info(store(b), &info), 0);
+	assert_int_equal(info.entries[AG_DB_PAIR], 0);
 	assert_int_equal(ag_sync_pos(store(b), pos, sizeof(pos)), 0);
 	assert_string_equal(pos, "1234-5");
 	/* a longer ban on b stays longer */

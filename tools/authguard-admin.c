@@ -1026,16 +1026,11 @@ struct counts {
 
 static ag_scan_fn count_pw;
 
-/* The wave detector's state ("wave" in meta; see policy.h), and the
+/* The wave detector's state (record.h; see policy.h), and the
  * hot-password records: how many are hot now. */
 static int gather_spray(struct ctx *x, struct ag_txn *t, struct counts *c)
 {
-	const void *val;
-	size_t vlen;
-
-	memset(&c->wave, 0, sizeof(c->wave));
-	if (ag_txn_get(t, AG_DB_META, "wave", 4, &val, &vlen) != 0 ||
-	    ag_rec_decode(AG_REC_WAVE, val, vlen, &c->wave) != 0)
+	if (ag_admin_wave(t, &x->c, c->now, &c->wave) != 0)
 		memset(&c->wave, 0, sizeof(c->wave));
 	c->conf = &x->c;
 	return ag_txn_scan(t, AG_DB_PW, NULL, 0, count_pw, c);
@@ -1077,6 +1072,17 @@ static void count_user(void *vp, const uint8_t *k, size_t n, const struct ag_use
 	c->locks += ag_user_locked(r, c->now);
 }
 
+static void count_pair(void *vp, const uint8_t *k, size_t n, const struct ag_addr *a,
+		       const struct ag_pair_rec *r)
+{
+	struct counts *c = vp;
+	(void)k;
+	(void)n;
+	(void)a;
+	(void)r;
+	c->pairs++;
+}
+
 static void count_list(void *vp, const struct ag_list_entry *e)
 {
 	struct counts *c = vp;
@@ -1106,6 +1112,10 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 	rc = ag_admin_each_src(t, count_src, c);
 	if (rc == 0)
 		rc = ag_admin_each_user(t, count_user, c);
+	/* (pairs live among the sources since issue 15.3, and older
+	 * modules may still write some in the old database: counted) */
+	if (rc == 0)
+		rc = ag_admin_each_pair(t, false, NULL, 0, count_pair, c);
 	for (int l = AG_LIST_ALLOW; rc == 0 && l <= AG_LIST_DENY; l *= 2)
 		rc = ag_list_each(t, (enum ag_list)l, count_list, c);
 	if (rc == 0)
@@ -1119,8 +1129,6 @@ static int gather(struct ctx *x, struct counts *c, struct ag_stats *st, unsigned
 	ag_txn_abort(t);
 	if (rc == 0)
 		rc = ag_store_info(x->s, info);
-	if (rc == 0)
-		c->pairs = info->entries[AG_DB_PAIR];
 	return rc != 0 ? die_store(x, rc, "cannot read") : 0;
 }
 
