@@ -693,6 +693,15 @@ void ag_txn_abort(struct ag_txn *t)
 	free(t);
 }
 
+int ag_txn_entries(struct ag_txn *t, enum ag_db db, uint64_t *n_r)
+{
+	MDB_stat st;
+	int rc = mdb_stat(t->txn, t->s->dbi[db], &st);
+
+	*n_r = rc == 0 ? st.ms_entries : 0;
+	return map_rc(rc);
+}
+
 static bool key_ok(size_t klen)
 {
 	return klen > 0 && klen <= 511;
