@@ -27,8 +27,14 @@
 /* Read transactions kept reset per process for the next one (a process
  * rarely has more than one open at a time: one per thread that reads).
  * Each holds a reader slot of the AG_MAX_READERS, idle (no snapshot, so
- * no page is kept from reuse). */
+ * no page is kept from reuse), for as long as the process lives: an sshd
+ * session process would keep its slot for the session. So a process
+ * keeps one only while the host has never had more than
+ * AG_POOL_READERS_MAX slots in use at once (LMDB's count of slots ever
+ * taken): past that, read transactions end as before, and idle kept
+ * slots can never crowd out the ones attempts need. */
 #define AG_READ_POOL 4
+#define AG_POOL_READERS_MAX (AG_MAX_READERS / 4)
 
 /* The store's files, in the order they are opened: lock.mdb first, so
  * a planted lock.mdb is refused before data.mdb is made; then the counter
@@ -653,9 +659,12 @@ static void end_read(struct ag_txn *t)
 	struct ag_store *s = t->s;
 	bool kept = false;
 
+	MDB_envinfo ei;
+	bool room = mdb_env_info(s->env, &ei) == 0 && ei.me_numreaders <= AG_POOL_READERS_MAX;
+
 	mdb_txn_reset(t->txn);
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->pool_n < AG_READ_POOL) {
+	if (room && s->pool_n < AG_READ_POOL) {
 		s->pool[s->pool_n++] = t;
 		kept = true;
 	}
@@ -829,6 +838,17 @@ void ag_store_sync(struct ag_store *s)
 	flush(s);
 }
 
+/* mdb_reader_list() callback: one line per slot in use, "pid thread txnid". */
+static int count_own(const char *line, void *ctx)
+{
+	struct ag_store_info *info = ctx;
+	long pid;
+
+	if (sscanf(line, "%ld", &pid) == 1 && pid == (long)getpid())
+		info->own_readers++;
+	return 0;
+}
+
 int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 {
 	MDB_envinfo ei;
@@ -845,6 +865,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->map_size = ei.me_mapsize;
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
+	(void)mdb_reader_list(s->env, count_own, info);
 	info->last_txnid = ei.me_last_txnid;
 	info->max_readers = ei.me_maxreaders;
 	if (fstat(s->file_fd[SF_DATA], &fst) == 0)

@@ -109,7 +109,8 @@ AG_API void ag_store_sync(struct ag_store *s);
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;
 	uint64_t entries[AG_DB_COUNT];
-	unsigned readers, max_readers;
+	unsigned readers, max_readers; /* readers: the most slots ever in use at once */
+	unsigned own_readers;          /* slots this process holds (kept idle ones too) */
 	uint32_t schema;
 	char path[1024];
 	uint64_t last_txnid; /* of the last committed write transaction */

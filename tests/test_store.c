@@ -8,11 +8,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "counters.h"
 #include "record.h"
@@ -544,6 +546,67 @@ static void test_read_txns_shared_by_threads(void **state)
 	assert_int_equal(get_u64(s, "k"), 5);
 }
 
+/* A kept read transaction holds a reader slot for the life of the
+ * process: once the host has had a quarter of the slots in use at once
+ * (here 300 processes reading together), no process keeps one any more,
+ * so idle processes (an sshd session's, for hours) cannot take the slots
+ * that attempts need. */
+static void test_idle_slots_bounded(void **state)
+{
+	struct fx *f = *state;
+	enum { PROCS = 300 };
+	struct ag_store *s;
+	struct ag_store_info info;
+	pid_t pids[PROCS];
+	int ready[2], go[2];
+	char b;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.own_readers, 1); /* kept for the next read */
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] != 0)
+			continue;
+		struct ag_store *cs;
+		struct ag_txn *t;
+		close(ready[0]);
+		close(go[1]);
+		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
+			_exit(3);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(4);
+		while (read(go[0], &b, 1) < 0 && errno == EINTR)
+			;
+		ag_txn_abort(t);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	for (int i = 0; i < PROCS; i++)
+		assert_int_equal(read(ready[0], &b, 1), 1);
+	close(go[1]); /* all of them reading at once: now let them go */
+	close(ready[0]);
+	for (int i = 0; i < PROCS; i++) {
+		int status;
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_true(info.readers > PROCS);
+	/* the slot this process kept goes with its next read, and none is
+	 * kept after it */
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.own_readers, 0);
+}
+
 /* Many processes incrementing one counter lose no increment. */
 static void test_concurrent_writers(void **state)
 {
@@ -822,6 +885,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_after_write_elsewhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_after_map_grown_elsewhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_txns_shared_by_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_slots_bounded, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
