@@ -24,6 +24,18 @@
 #define AG_MAP_INITIAL ((size_t)8 << 20)
 #define AG_MAX_READERS 1022
 
+/* Read transactions kept reset per process for the next one (a process
+ * rarely has more than one open at a time: one per thread that reads).
+ * Each holds a reader slot of the AG_MAX_READERS, idle (no snapshot, so
+ * no page is kept from reuse), for as long as the process lives: an sshd
+ * session process would keep its slot for the session. So a process
+ * keeps one only while the host has never had more than
+ * AG_POOL_READERS_MAX slots in use at once (LMDB's count of slots ever
+ * taken): past that, read transactions end as before, and idle kept
+ * slots can never crowd out the ones attempts need. */
+#define AG_READ_POOL 4
+#define AG_POOL_READERS_MAX (AG_MAX_READERS / 4)
+
 /* The store's files, in the order they are opened: lock.mdb first, so
  * a planted lock.mdb is refused before data.mdb is made; then the counter
  * file (counters.h), which only this code opens, by its descriptor. */
@@ -44,11 +56,19 @@ struct ag_store {
 	int counters_rc;              /* why there is none (AG_E*), or 0 */
 	pthread_rwlock_t resize_lock; /* readers: transactions; writer: map resize */
 	_Atomic int64_t last_sync, last_reader_check; /* last_sync: without counters */
+	/* ended read transactions, reset, for ag_txn_begin() to renew: a
+	 * renew keeps the reader slot, where a new read transaction takes
+	 * LMDB's host-wide reader mutex and scans the reader table for a
+	 * free slot (and a malloc or two), for every check */
+	pthread_mutex_t pool_mu;
+	struct ag_txn *pool[AG_READ_POOL];
+	unsigned pool_n;
 };
 
 struct ag_txn {
 	struct ag_store *s;
 	MDB_txn *txn;
+	bool write;
 };
 
 static const char *const db_names[AG_DB_COUNT] = { "src", "user", "pair", "list", "slot", "meta", "pw",
@@ -269,6 +289,13 @@ static int same_files(struct ag_store *s, const char *dir, int lock_fds)
 
 static void close_store(struct ag_store *s)
 {
+	/* the pooled read transactions first: each holds a reader slot */
+	for (unsigned i = 0; i < s->pool_n; i++) {
+		mdb_txn_abort(s->pool[i]->txn);
+		free(s->pool[i]);
+	}
+	s->pool_n = 0;
+	pthread_mutex_destroy(&s->pool_mu);
 	if (s->env != NULL)
 		mdb_env_close(s->env); /* before our descriptors: see open_store_file() */
 	for (int i = 0; i < SF_COUNT; i++)
@@ -375,6 +402,7 @@ static int open_store(const char *dir, struct ag_store **s_r)
 	for (int i = 0; i < SF_COUNT; i++)
 		s->file_fd[i] = -1;
 	pthread_rwlock_init(&s->resize_lock, NULL);
+	pthread_mutex_init(&s->pool_mu, NULL);
 	rc = check_dir(dir);
 	if (rc == 0 && stat(dir, &st) != 0)
 		rc = sys_fail("stat", dir, errno);
@@ -555,19 +583,49 @@ int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 	return 0;
 }
 
+/* A pooled read transaction renewed on the current snapshot, or NULL
+ * (none pooled, or the renew failed: the caller begins one afresh, which
+ * also adopts a map another process grew). Called with the resize lock
+ * held for reading, as every open transaction holds it. */
+static struct ag_txn *renew_pooled(struct ag_store *s)
+{
+	struct ag_txn *t = NULL;
+
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->pool_n > 0)
+		t = s->pool[--s->pool_n];
+	pthread_mutex_unlock(&s->pool_mu);
+	if (t != NULL && mdb_txn_renew(t->txn) != 0) {
+		mdb_txn_abort(t->txn); /* MDB_MAP_RESIZED, a bad slot: a fresh one */
+		free(t);
+		t = NULL;
+	}
+	return t;
+}
+
 int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r)
 {
-	struct ag_txn *t = malloc(sizeof(*t));
+	struct ag_txn *t;
 	int64_t now = ag_now_ms();
 	int rc = 0, dead;
 
 	*t_r = NULL;
-	if (t == NULL)
-		return AG_ENOMEM;
 	if (now - s->last_reader_check > 60000) {
 		s->last_reader_check = now;
 		(void)mdb_reader_check(s->env, &dead);
 	}
+	if (!write) {
+		pthread_rwlock_rdlock(&s->resize_lock);
+		t = renew_pooled(s);
+		if (t != NULL) {
+			*t_r = t;
+			return 0;
+		}
+		pthread_rwlock_unlock(&s->resize_lock);
+	}
+	t = malloc(sizeof(*t));
+	if (t == NULL)
+		return AG_ENOMEM;
 	/* Other processes may grow the map again and again while this one
 	 * adopts their size (a store growing under load): adopt until it
 	 * holds still. Each round is a few system calls; the bound only
@@ -590,12 +648,41 @@ int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r)
 		return map_rc(rc);
 	}
 	t->s = s;
+	t->write = write;
 	*t_r = t;
 	return 0;
 }
 
+/* The end of a read transaction: reset into the pool (kept for the next
+ * one), or ended for good when the pool is full. */
+static void end_read(struct ag_txn *t)
+{
+	struct ag_store *s = t->s;
+	bool kept = false;
+
+	MDB_envinfo ei;
+	bool room = mdb_env_info(s->env, &ei) == 0 && ei.me_numreaders <= AG_POOL_READERS_MAX;
+
+	mdb_txn_reset(t->txn);
+	pthread_mutex_lock(&s->pool_mu);
+	if (room && s->pool_n < AG_READ_POOL) {
+		s->pool[s->pool_n++] = t;
+		kept = true;
+	}
+	pthread_mutex_unlock(&s->pool_mu);
+	if (!kept) {
+		mdb_txn_abort(t->txn);
+		free(t);
+	}
+	pthread_rwlock_unlock(&s->resize_lock);
+}
+
 int ag_txn_commit(struct ag_txn *t)
 {
+	if (!t->write) {
+		end_read(t); /* nothing to commit */
+		return 0;
+	}
 	int rc = mdb_txn_commit(t->txn);
 
 	pthread_rwlock_unlock(&t->s->resize_lock);
@@ -607,9 +694,22 @@ void ag_txn_abort(struct ag_txn *t)
 {
 	if (t == NULL)
 		return;
+	if (!t->write) {
+		end_read(t);
+		return;
+	}
 	mdb_txn_abort(t->txn);
 	pthread_rwlock_unlock(&t->s->resize_lock);
 	free(t);
+}
+
+int ag_txn_entries(struct ag_txn *t, enum ag_db db, uint64_t *n_r)
+{
+	MDB_stat st;
+	int rc = mdb_stat(t->txn, t->s->dbi[db], &st);
+
+	*n_r = rc == 0 ? st.ms_entries : 0;
+	return map_rc(rc);
 }
 
 static bool key_ok(size_t klen)
@@ -739,6 +839,17 @@ void ag_store_sync(struct ag_store *s)
 	flush(s);
 }
 
+/* mdb_reader_list() callback: one line per slot in use, "pid thread txnid". */
+static int count_own(const char *line, void *ctx)
+{
+	struct ag_store_info *info = ctx;
+	long pid;
+
+	if (sscanf(line, "%ld", &pid) == 1 && pid == (long)getpid())
+		info->own_readers++;
+	return 0;
+}
+
 int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 {
 	MDB_envinfo ei;
@@ -755,6 +866,7 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	info->map_size = ei.me_mapsize;
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
 	info->readers = ei.me_numreaders;
+	(void)mdb_reader_list(s->env, count_own, info);
 	info->last_txnid = ei.me_last_txnid;
 	info->max_readers = ei.me_maxreaders;
 	if (fstat(s->file_fd[SF_DATA], &fst) == 0)

@@ -47,7 +47,10 @@ AG_API int ag_store_get(const char *dir, struct ag_store **s_r);
 /* The install secret (made at random when the store was created). */
 AG_API const uint8_t *ag_store_secret(const struct ag_store *s);
 
-/* Begin a transaction. Errors: AG_ESTORE, AG_ENOMEM. */
+/* Begin a transaction. Errors: AG_ESTORE, AG_ENOMEM. A read-only one is
+ * renewed from the few this process ended last (kept reset, each holding
+ * an idle reader slot): no reader mutex, no slot search, no malloc. Its
+ * snapshot is as fresh as a new one's. */
 AG_API int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r);
 /* Commit (and free) @t. Errors: AG_EFULL (map full), AG_ESTORE. The
  * transaction is gone whatever the result. */
@@ -64,6 +67,10 @@ AG_API int ag_txn_put(struct ag_txn *t, enum ag_db db, const void *key, size_t k
 		      const void *val, size_t vlen);
 /* Errors: AG_ENOTFOUND, AG_ESTORE. */
 AG_API int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen);
+
+/* How many entries @db holds in @t's snapshot (no cursor, no descent:
+ * LMDB keeps the count with the database). Errors: AG_ESTORE. */
+AG_API int ag_txn_entries(struct ag_txn *t, enum ag_db db, uint64_t *n_r);
 
 enum ag_scan_op { AG_SCAN_NEXT = 0, AG_SCAN_STOP = 1, AG_SCAN_DELETE = 2 };
 typedef enum ag_scan_op ag_scan_fn(void *ctx, const void *key, size_t klen, const void *val,
@@ -107,7 +114,8 @@ AG_API void ag_store_sync(struct ag_store *s);
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;
 	uint64_t entries[AG_DB_COUNT];
-	unsigned readers, max_readers;
+	unsigned readers, max_readers; /* readers: the most slots ever in use at once */
+	unsigned own_readers;          /* slots this process holds (kept idle ones too) */
 	uint32_t schema;
 	char path[1024];
 	uint64_t last_txnid; /* of the last committed write transaction */

@@ -8,10 +8,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "counters.h"
 #include "record.h"
@@ -420,6 +423,190 @@ static void test_fork(void **state)
 	assert_int_equal(get_u64(s, "parent"), 1);
 }
 
+/* A read transaction is kept reset after it ends and renewed by the next
+ * one: the next one must still see every commit made in between, by this
+ * process or another (a ban is effective on the very next attempt). */
+static void test_read_after_write_elsewhere(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 0);
+	for (uint64_t round = 1; round <= 20; round++) {
+		assert_int_equal(get_u64(s, "k"), round - 1); /* leaves one pooled */
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct ag_store *cs;
+			struct ag_txn *t;
+			if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, true, &t) != 0 ||
+			    ag_txn_put(t, AG_DB_SRC, "k", 1, &round, sizeof(round)) != 0 ||
+			    ag_txn_commit(t) != 0)
+				_exit(3);
+			_exit(0);
+		}
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		assert_int_equal(get_u64(s, "k"), round);
+		put_u64(s, "mine", round); /* and this process's own commit */
+		assert_int_equal(get_u64(s, "mine"), round);
+	}
+}
+
+/* Another process grows the map far past this one's while a read
+ * transaction of this one is kept for reuse: the next read adopts the
+ * new size and reads what lies past the old map's end. */
+static void test_read_after_map_grown_elsewhere(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info before, after;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(ag_store_info(s, &before), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *cs;
+		uint64_t v = 7;
+		struct ag_txn *t;
+		fill_to(f->db, 32 << 20);
+		if (ag_store_get(f->db, &cs) != 0)
+			_exit(3);
+		/* the last key, on a page past the parent's map */
+		(void)ag_store_grow(cs, 64 << 20);
+		if (ag_txn_begin(cs, true, &t) != 0 || ag_txn_put(t, AG_DB_SRC, "late", 4, &v, sizeof(v)) != 0 ||
+		    ag_txn_commit(t) != 0)
+			_exit(4);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(get_u64(s, "late"), 7);
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(ag_store_info(s, &after), 0);
+	assert_true(after.map_size > before.map_size);
+}
+
+struct reader_arg {
+	struct ag_store *s;
+	int bad;
+};
+
+static void *reader(void *argp)
+{
+	struct reader_arg *a = argp;
+
+	for (int i = 0; i < 2000; i++) {
+		struct ag_txn *t;
+		const void *val;
+		size_t len;
+		if (ag_txn_begin(a->s, false, &t) != 0) {
+			a->bad++;
+			continue;
+		}
+		if (ag_txn_get(t, AG_DB_SRC, "k", 1, &val, &len) != 0 || len != sizeof(uint64_t))
+			a->bad++;
+		if (i % 2)
+			ag_txn_abort(t);
+		else if (ag_txn_commit(t) != 0) /* a read-only commit ends it too */
+			a->bad++;
+	}
+	return NULL;
+}
+
+/* Threads of one process share the kept read transactions: none is used
+ * by two at once, and the reader slots they hold stay within bounds. */
+static void test_read_txns_shared_by_threads(void **state)
+{
+	struct fx *f = *state;
+	enum { THREADS = 8 };
+	struct ag_store *s;
+	pthread_t th[THREADS];
+	struct reader_arg args[THREADS];
+	struct ag_store_info info;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 5);
+	for (int i = 0; i < THREADS; i++) {
+		args[i] = (struct reader_arg){ s, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(args[i].bad, 0);
+	}
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_true(info.readers <= THREADS + 1);
+	assert_int_equal(get_u64(s, "k"), 5);
+}
+
+/* A kept read transaction holds a reader slot for the life of the
+ * process: once the host has had a quarter of the slots in use at once
+ * (here 300 processes reading together), no process keeps one any more,
+ * so idle processes (an sshd session's, for hours) cannot take the slots
+ * that attempts need. */
+static void test_idle_slots_bounded(void **state)
+{
+	struct fx *f = *state;
+	enum { PROCS = 300 };
+	struct ag_store *s;
+	struct ag_store_info info;
+	pid_t pids[PROCS];
+	int ready[2], go[2];
+	char b;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.own_readers, 1); /* kept for the next read */
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] != 0)
+			continue;
+		struct ag_store *cs;
+		struct ag_txn *t;
+		close(ready[0]);
+		close(go[1]);
+		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
+			_exit(3);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(4);
+		while (read(go[0], &b, 1) < 0 && errno == EINTR)
+			;
+		ag_txn_abort(t);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	for (int i = 0; i < PROCS; i++)
+		assert_int_equal(read(ready[0], &b, 1), 1);
+	close(go[1]); /* all of them reading at once: now let them go */
+	close(ready[0]);
+	for (int i = 0; i < PROCS; i++) {
+		int status;
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_true(info.readers > PROCS);
+	/* the slot this process kept goes with its next read, and none is
+	 * kept after it */
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(get_u64(s, "k"), 1);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	assert_int_equal(info.own_readers, 0);
+}
+
 /* Many processes incrementing one counter lose no increment. */
 static void test_concurrent_writers(void **state)
 {
@@ -695,6 +882,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_after_write_elsewhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_after_map_grown_elsewhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_txns_shared_by_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_slots_bounded, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
