@@ -1411,6 +1411,7 @@ static int reload(pthread_t *tp, pthread_t *tr)
 		where_to, g.d.conf.sync_stream);
 	pthread_mutex_lock(&g.mu);
 	snprintf(g.st.host, sizeof(g.st.host), "%s", g.host);
+	g.primary[0] = '\0'; /* the next one found is said, and from which sentinel */
 	pthread_mutex_unlock(&g.mu);
 	return start_threads(tp, tr);
 }
