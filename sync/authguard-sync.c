@@ -661,10 +661,12 @@ static int push_batch(struct link *l, struct ag_sev *ev)
 		link_moved(l, "it refuses writes (READONLY: a replica now)", true);
 		return 0;
 	}
-	if (!refused)
-		l->backoff = 0;
+	/* a delay grown by XADD errors or missing acknowledgements ends
+	 * only with a batch taken and acknowledged */
 	if (ok > 0 && !replicas_have(l, ok))
 		return 0;
+	if (!refused)
+		l->backoff = 0;
 	if (ok == 0)
 		return 0;
 	rc = ag_txn_begin(g.s, true, &t);
