@@ -96,7 +96,8 @@ start_redis() { # start_redis PORT [ARGS...]: prints nothing, sets LASTPID
 	shift
 	mkdir -p "$S/redis-$p"
 	"$REDIS" --port "$p" --bind 127.0.0.1 --dir "$S/redis-$p" --save '' --appendonly no \
-		--requirepass "$PW" --masterauth "$PW" --daemonize no "$@" >>"$S/redis-$p.log" 2>&1 &
+		--requirepass "$PW" --masterauth "$PW" --repl-diskless-sync-delay 0 \
+		--daemonize no "$@" >>"$S/redis-$p.log" 2>&1 &
 	LASTPID=$!
 	for i in $(seq 100); do
 		red "$p" ping | grep -q PONG && return 0
