@@ -8,6 +8,7 @@
  *    success every length is in bounds, the kind is known, an admin
  *    action on an address carries a well-formed network (bits past the
  *    prefix clear), an action on a user a name without NUL;
+ *  - a hot-password key (version 2) only on a failure for a user;
  *  - what decodes encodes back to the very same bytes (one layout, no
  *    two readings of one event), and decodes again to the same event.
  */
@@ -43,6 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (e.kind == AG_SEV_UNLOCK || e.kind == AG_SEV_FORGET_USER || e.kind == AG_SEV_SNAP_LOCK ||
 	    e.kind == AG_SEV_SNAP_FAMILIAR)
 		CHECK(e.user_len > 0 && memchr(e.user, '\0', e.user_len) == NULL, "admin user name");
+	if (e.has_pw_key)
+		CHECK(e.kind == AG_SEV_FAIL && e.user_len > 0, "password key on kind %u, user %zu",
+		      e.kind, e.user_len);
 	size_t n = ag_sev_encode(&e, buf);
 	CHECK(n == size && memcmp(buf, data, size) == 0, "re-encoding differs (%zu vs %zu bytes)", n,
 	      size);

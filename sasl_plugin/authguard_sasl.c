@@ -10,8 +10,9 @@
  *
  *   - once per authentication, before the step that carries the
  *     credential, ag_guard_check(): refuse (SASL_BADAUTH) or tarpit;
- *     for PLAIN, LOGIN and CRAM-MD5 the user name is read from the
- *     client's data, for the others only source rules apply there;
+ *     for PLAIN, LOGIN, CRAM-MD5, SCRAM and DIGEST-MD5 the user name is
+ *     read from the client's data (sniff.c), for the others only source
+ *     rules apply there;
  *   - after a successful step, if libsasl2 authenticated another user
  *     than the one checked (none, or a name only libsasl2 resolved), that
  *     user's rules: a locked user's correct password from an unfamiliar
@@ -52,6 +53,7 @@
 
 #include "conf.h"
 #include "guard.h"
+#include "sniff.h"
 
 #define AGS_EXPORT __attribute__((visibility("default")))
 
@@ -59,7 +61,7 @@
 #define AG_SASL_SYSTEM_DIR "/usr/lib/sasl2"
 #endif
 
-enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_OTHER };
+enum mech_kind { MK_PLAIN, MK_LOGIN, MK_CRAM, MK_SCRAM, MK_DIGEST, MK_OTHER };
 
 /* One wrapped mechanism: our glob_context. */
 struct wglob {
@@ -73,6 +75,8 @@ struct wctx {
 	void *inner;
 	int data_steps;       /* client messages seen */
 	bool checked, user_checked, recorded;
+	bool flying;          /* the check left an in-flight mark not yet dropped */
+	sasl_server_params_t *sp; /* the connection's, for w_dispose() */
 	struct ag_ticket ticket;
 	char *user;           /* as the client sent it (PLAIN authcid, LOGIN name) */
 	char *pass;           /* PLAIN/LOGIN: kept until recorded, then wiped */
@@ -161,9 +165,10 @@ static int sasl_code(enum ag_decision d)
 }
 
 /* @after_step: the mechanism step has just succeeded (the password was
- * right), so a refusal's line says so. */
-static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, struct ag_ticket *t,
-				 bool tarpit, bool after_step)
+ * right), so a refusal's line says so. @flags: AG_CHECK_* for the check
+ * before the step. */
+static enum ag_decision check_flags(sasl_server_params_t *sp, const char *user, struct ag_ticket *t,
+				    bool tarpit, bool after_step, unsigned flags)
 {
 	struct ag_conf c;
 	struct ag_attempt a;
@@ -173,14 +178,44 @@ static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, str
 	if (!tarpit)
 		c.tarpit_base = 0; /* no delay, no slot taken */
 	attempt_of(sp, user, &a);
-	enum ag_decision d = after_step ? ag_guard_recheck(&c, &s, &a, t) : ag_guard_check(&c, &s, &a, t);
+	enum ag_decision d = after_step ? ag_guard_recheck(&c, &s, &a, t)
+				      : ag_guard_check_ex(&c, &s, &a, flags, t);
 	ag_conf_free(&c);
 	return d;
 }
 
-static enum ag_decision check(sasl_server_params_t *sp, const char *user, struct ag_ticket *t)
+static enum ag_decision check_as(sasl_server_params_t *sp, const char *user, struct ag_ticket *t,
+				 bool tarpit, bool after_step)
 {
-	return check_as(sp, user, t, true, false);
+	return check_flags(sp, user, t, tarpit, after_step, 0);
+}
+
+/* The check before a wrapped mechanism's credential step: the attempt
+ * is in flight until its outcome is recorded (or it is abandoned), so
+ * a parallel burst over many connections is held to the thresholds. */
+static enum ag_decision check(sasl_server_params_t *sp, struct wctx *w)
+{
+	enum ag_decision d = check_flags(sp, w->user, &w->ticket, true, false, AG_CHECK_INFLIGHT);
+	w->flying = w->ticket.flying;
+	return d;
+}
+
+/* An attempt that will not be recorded (a refusal after the step, a
+ * back-end error, a client that gave up): its mark goes now. */
+static void abandon(sasl_server_params_t *sp, struct wctx *w)
+{
+	struct ag_conf c;
+	struct ag_attempt a;
+	struct ag_sink s = { sink_fn, (void *)sp->utils };
+	struct ag_ticket t = { .magic = AG_TICKET_MAGIC, .flying = 1 };
+
+	if (!w->flying)
+		return;
+	w->flying = false;
+	load_conf(sp->utils, &s, &c);
+	attempt_of(sp, w->user, &a);
+	ag_guard_abandon(&c, &s, &a, &t);
+	ag_conf_free(&c);
 }
 
 /* Returns AG_REFUSE when a success is refused after all: its password is
@@ -202,6 +237,13 @@ static enum ag_decision record(sasl_server_params_t *sp, struct wctx *w, const c
 	attempt_of(sp, user, &a);
 	(void)ag_guard_record_ex(&c, &s, &a, ok, &o, w->checked ? &w->ticket : NULL);
 	ag_conf_free(&c);
+	if (w->flying && ((user == NULL) != (w->user == NULL) ||
+			  (user != NULL && strcmp(user, w->user) != 0))) {
+		/* recorded under another name than the one marked: that
+		 * mark is not the record's to drop */
+		abandon(sp, w);
+	}
+	w->flying = false;
 	return d;
 }
 
@@ -282,6 +324,17 @@ static void sniff_cram(struct wctx *w, sasl_server_params_t *sp, const char *in,
 		w->user = canon_dup(sp, in, n);
 }
 
+/* SCRAM's client-first-message and DIGEST-MD5's digest-response: the
+ * first message the client sends names the user (sniff.c reads it). */
+static void sniff_named(struct wctx *w, sasl_server_params_t *sp, const char *in, unsigned len)
+{
+	char name[AGS_NAME_MAX + 1];
+	int n = w->g->kind == MK_SCRAM ? ags_scram_user(in, len, name, sizeof(name))
+				       : ags_digest_user(in, len, name, sizeof(name));
+	if (n > 0)
+		w->user = canon_dup(sp, name, (size_t)n);
+}
+
 /* ---- the wrapped mechanism ----------------------------------------------- */
 
 static int w_new(void *glob, sasl_server_params_t *sp, const char *challenge, unsigned challen,
@@ -295,6 +348,7 @@ static int w_new(void *glob, sasl_server_params_t *sp, const char *challenge, un
 		return SASL_NOMEM;
 	memset(w, 0, sizeof(*w));
 	w->g = g;
+	w->sp = sp;
 	rc = g->inner->mech_new(g->inner->glob_context, sp, challenge, challen, &w->inner);
 	if (rc != SASL_OK) {
 		sp->utils->free(w);
@@ -360,6 +414,11 @@ static bool credential_step(struct wctx *w, sasl_server_params_t *sp, const char
 		if (w->user == NULL)
 			sniff_cram(w, sp, in, len);
 		return true;
+	case MK_SCRAM:
+	case MK_DIGEST:
+		if (w->user == NULL && w->data_steps == 1)
+			sniff_named(w, sp, in, len);
+		return true;
 	case MK_OTHER:
 		return true;
 	}
@@ -410,14 +469,15 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 	if (cred && !w->checked) {
 		w->checked = true;
 		w->user_checked = w->user != NULL;
-		if (check(sp, w->user, &w->ticket) == AG_REFUSE) {
+		if (check(sp, w) == AG_REFUSE) {
 			w->recorded = true; /* the refusal wrote its line */
 			wipe_free(sp->utils, &w->pass, w->pass_len);
 			sp->utils->seterror(sp->utils->conn, 0, "authentication failed");
 			return sasl_code(AG_REFUSE);
 		}
 	}
-	if (cred && w->g->kind != MK_OTHER && op != NULL) {
+	if (cred && (w->g->kind == MK_PLAIN || w->g->kind == MK_LOGIN || w->g->kind == MK_CRAM) &&
+	    op != NULL) {
 		/* PLAIN, LOGIN and CRAM-MD5 canonicalise the user in this step, before
 		 * the password check: what op holds is an earlier attempt's */
 		op->authid = NULL;
@@ -440,8 +500,10 @@ static int w_step(void *conn_context, sasl_server_params_t *sp, const char *in, 
 	} else if (is_auth_failure(rc)) {
 		record(sp, w, who, false);
 	}
-	if (rc != SASL_CONTINUE)
+	if (rc != SASL_CONTINUE) {
+		abandon(sp, w); /* not recorded: a refusal after the step, a back-end error */
 		wipe_free(sp->utils, &w->pass, w->pass_len);
+	}
 	return rc;
 }
 
@@ -451,6 +513,8 @@ static void w_dispose(void *conn_context, const sasl_utils_t *u)
 
 	if (w == NULL)
 		return;
+	if (w->sp != NULL)
+		abandon(w->sp, w); /* the client gave up in the middle of the exchange */
 	if (w->inner != NULL && w->g->inner->mech_dispose != NULL)
 		w->g->inner->mech_dispose(w->inner, u);
 	wipe_free(u, &w->pass, w->pass_len);
@@ -521,6 +585,10 @@ static enum mech_kind kind_of(const char *name)
 		return MK_LOGIN;
 	if (strcmp(name, "CRAM-MD5") == 0)
 		return MK_CRAM;
+	if (strncmp(name, "SCRAM-", 6) == 0)
+		return MK_SCRAM;
+	if (strcmp(name, "DIGEST-MD5") == 0)
+		return MK_DIGEST;
 	return MK_OTHER;
 }
 

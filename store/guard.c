@@ -57,6 +57,7 @@ struct op {
 	uint8_t wkey[AG_PREFIX_LEVELS - 1][AG_SRC_KEY_LEN];
 	bool want_flight; /* check: mark the attempt as in flight */
 	bool may_fly;     /* check: the caller records it (AG_CHECK_INFLIGHT) */
+	bool flew;        /* check: a mark was put (committed with op->wrote) */
 };
 
 /* ---- faults ------------------------------------------------------------ */
@@ -770,6 +771,7 @@ static int check_txn(struct op *op, struct ag_verdict *vd, bool write)
 		rc = flight_put(op, t, vd->action == AG_ACT_TARPIT ? vd->delay_ms : 0);
 		if (rc != 0)
 			goto fail;
+		op->flew = true;
 	}
 	/* attempts that go on (all of them in log-only mode) are counted
 	 * when their result is recorded */
@@ -909,6 +911,7 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 	t.would = (uint8_t)vd.action;
 	t.would_reason = (uint8_t)vd.reason;
 	t.delay_ms = vd.delay_ms;
+	t.flying = rc == 0 && op.flew && op.wrote;
 	if (c->mode == AG_MODE_LOG_ONLY) {
 		/* log-only never refuses, not even on a fault */
 		t.action = AG_ACT_ALLOW;
@@ -928,7 +931,44 @@ enum ag_decision ag_guard_check_ex(const struct ag_conf *c, const struct ag_sink
 	return AG_PROCEED;
 }
 
+static int abandon_fn(struct op *op, void *arg)
+{
+	struct ag_txn *t;
+	int rc = ag_txn_begin(op->s, true, &t);
+
+	(void)arg;
+	if (rc != 0)
+		return rc;
+	rc = flight_drop(op, t);
+	if (rc == 0)
+		return ag_txn_commit(t);
+	ag_txn_abort(t);
+	return rc;
+}
+
+void ag_guard_abandon(const struct ag_conf *c, const struct ag_sink *sink,
+		      const struct ag_attempt *a, const struct ag_ticket *t)
+{
+	struct op op;
+
+	if (t == NULL || t->magic != AG_TICKET_MAGIC || !t->flying)
+		return;
+	/* a mark that cannot be dropped expires by itself: no fault line */
+	if (op_prepare(&op, c, sink, a) == 0)
+		(void)with_retry(&op, abandon_fn, NULL);
+}
+
 /* ---- record -------------------------------------------------------------- */
+
+/* The attempt's password as the record gets it (ag_record_opts). */
+struct pw_in {
+	const char *pw;           /* local: the password or a digest, or NULL */
+	size_t len;
+	bool per_user;
+	bool remote;              /* from the fleet: its hashes instead */
+	int remote_hash;
+	const uint8_t *remote_key;
+};
 
 struct rec_arg {
 	bool success, remote;
@@ -936,7 +976,88 @@ struct rec_arg {
 	void *in_arg;
 	struct ag_events ev;
 	struct ag_verdict vd;
+	struct pw_in pw;
+	bool fleet_pw; /* the hashes are under the fleet's key (sync.h) */
 };
+
+/* The key passwords are hashed under: the fleet's when this host is in
+ * a fleet that has one (sync.h), so that every host files one password,
+ * and counts one user in its record, alike; else the install secret. */
+static const uint8_t *pw_secret(struct op *op, struct ag_txn *t, uint8_t fk[AG_FLEET_KEY_LEN])
+{
+	if (ag_sync_enabled(op->c) && ag_sync_fleet_key_get(t, fk) == 0)
+		return fk;
+	return ag_store_secret(op->s);
+}
+
+/* The user's tag in a hot-password record under @key: the install
+ * secret's from the user hash op_prepare() made, another key's from the
+ * name keyed again (as op_prepare() keys it: stripped, folded). */
+static int pw_user_tag(struct op *op, const uint8_t *key, uint16_t *tag_r)
+{
+	if (key == ag_store_secret(op->s)) {
+		*tag_r = ag_pw_user_tag(key, op->v.user_hash);
+		return 0;
+	}
+	const struct ag_conf *c = op->c;
+	uint8_t k[AG_USER_KEY_MAX];
+	size_t klen, ulen = ag_user_strip(c->user_fold, op->a->user, op->a->user_len,
+					  c->user_strip_domains.v, c->user_strip_domains.n);
+	uint32_t h;
+	int rc = ag_user_canon(key, c->user_fold, op->a->user, ulen, k, &klen, &h);
+	if (rc == 0)
+		*tag_r = ag_pw_user_tag(key, h);
+	return rc;
+}
+
+/* The attempt's password hashes into op->v, inside the record's @t (the
+ * fleet's key is read there): the pair's 16-bit hash of a wrong password
+ * and, with spray_password_users, the hot-password key and the user's
+ * tag. A remote attempt brings its sender's: they count here as the
+ * sender's count there when both hosts hash under the fleet's key. */
+static int pw_prepare(struct op *op, struct ag_txn *t, const struct pw_in *in, bool success,
+		      bool *fleet_r)
+{
+	uint8_t fk[AG_FLEET_KEY_LEN];
+	int rc = 0;
+
+	*fleet_r = false;
+	op->v.pw_hash = -1;
+	op->v.has_pw = false;
+	if (in->remote ? success : in->pw == NULL || in->len == 0)
+		return 0; /* nothing to hash: no key read */
+	const uint8_t *key = pw_secret(op, t, fk);
+	bool fleet = key == fk, spray = op->c->spray_password_users > 0 && op->v.has_user;
+	*fleet_r = fleet;
+	if (in->remote) {
+		op->v.pw_hash = in->remote_hash >= 0 ? in->remote_hash & 0xffff : -1;
+		/* a key made under the fleet's key, counted under the same */
+		if (in->remote_key != NULL && fleet && spray) {
+			memcpy(op->pwkey, in->remote_key, AG_PW_KEY_LEN);
+			rc = pw_user_tag(op, key, &op->v.user_tag);
+			op->v.has_pw = rc == 0;
+		}
+		return rc;
+	}
+	op->v.pw_hash = (int)(ag_siphash(key, in->pw, in->len) & 0xffff);
+	if (spray && !in->per_user) {
+		ag_pw_key(key, in->pw, in->len, op->pwkey);
+		rc = pw_user_tag(op, key, &op->v.user_tag);
+		op->v.has_pw = rc == 0;
+	}
+	return rc;
+}
+
+/* What goes to the fleet with a local failure: its hot-password key,
+ * when it is the fleet's and the failure counted toward it (a place new
+ * to the user: sync.h says why no more). */
+static const uint8_t *pw_key_to_send(const struct op *op, const struct rec_arg *arg,
+				     bool recorded_success)
+{
+	if (recorded_success || !arg->fleet_pw || !op->v.has_pw || arg->ev.familiar || op->v.proxy)
+		return NULL;
+	return op->pwkey;
+}
 
 /* The record itself, inside @t: what a local attempt and one applied
  * from another host of the fleet share. @d receives its stats. */
@@ -972,6 +1093,8 @@ static int record_fn(struct op *op, void *argp)
 	 * check; the record reads the store afresh) */
 	rc = flight_drop(op, t);
 	if (rc == 0)
+		rc = pw_prepare(op, t, &arg->pw, arg->success, &arg->fleet_pw);
+	if (rc == 0)
 		rc = record_in(op, t, arg->success, &arg->ev, &d);
 	if (rc == 0) {
 		arg->vd.familiar = arg->ev.familiar;
@@ -980,9 +1103,15 @@ static int record_fn(struct op *op, void *argp)
 									       : &op->v.pair.fails,
 						op->now, op->c->decay_half_life);
 	}
-	/* the fleet's copy commits with the record (sync.h) */
-	if (rc == 0 && !arg->remote)
-		rc = ag_sync_attempt(t, op->c, op->a, arg->success, op->v.pw_hash, op->now);
+	/* the fleet's copy commits with the record (sync.h); a success
+	 * refused as a hot password's hit went down as a failure, and goes
+	 * to the others as one (as a success it would make the place
+	 * familiar there) */
+	if (rc == 0 && !arg->remote) {
+		bool ok = arg->success && !(arg->ev.hot_refused && op->c->mode == AG_MODE_ENFORCE);
+		rc = ag_sync_attempt(t, op->c, op->a, ok, op->v.pw_hash, pw_key_to_send(op, arg, ok),
+				     op->now);
+	}
 	if (rc == 0 && arg->in_txn != NULL)
 		rc = arg->in_txn(t, arg->in_arg);
 	if (rc == 0) {
@@ -1012,6 +1141,67 @@ static void hot_ticket(struct ag_ticket *t, bool enforce)
 	t->would_reason = AG_WHY_HOT_PASSWORD;
 }
 
+/* A success that would move only counters and timestamps (issue 15): from
+ * a place familiar to its user, whose pair has nothing to clear and whose
+ * familiarity was renewed less than familiar_ttl / QUIET_RENEW_DIV ago
+ * (30d: 11 h). Nothing a later decision reads changes, so nothing is
+ * written: the host-wide counters count it (the counter file), the
+ * host's, user's and pair's n_success and last_seen stay as the last
+ * write left them (a user record that holds nothing else is dropped by
+ * the clean-up anyway), and in a fleet no event is sent (each peer
+ * renewed the place with the success that renewed it here). */
+#define QUIET_RENEW_DIV 64
+
+static bool pair_clean(const struct ag_pair_rec *p)
+{
+	if (p->fails.v != 0.0 || p->pw_next != 0)
+		return false;
+	for (int i = 0; i < AG_RECENT_PW; i++)
+		if (p->pw[i] != 0 || p->pw_ts[i] != 0)
+			return false;
+	return true;
+}
+
+static bool quiet_success(const struct op *op)
+{
+	const struct ag_view *v = &op->v;
+	int64_t age = op->now - v->pair.last_success;
+
+	return !op->damaged && !v->trusted && !v->denied && ag_pair_familiar(v, op->now) &&
+	       pair_clean(&v->pair) && age >= 0 && age < op->c->familiar_ttl / QUIET_RENEW_DIV &&
+	       !(v->has_pw && ag_pw_hot(op->c, &v->pw, op->now));
+}
+
+/* The read-only pass of a success's record: 1 if it was quiet (counted,
+ * nothing written), 0 if it needs its write transaction, or AG_E*. */
+static int record_quiet(struct op *op, struct rec_arg *arg)
+{
+	struct ag_view fresh = op->v;
+	struct ag_txn *t;
+	int rc = ag_txn_begin(op->s, false, &t);
+
+	if (rc != 0)
+		return rc;
+	bool fleet;
+	rc = pw_prepare(op, t, &arg->pw, true, &fleet); /* for the hot-password record */
+	if (rc == 0)
+		rc = op_load(op, t);
+	ag_txn_abort(t);
+	if (rc == 0 && quiet_success(op)) {
+		struct ag_stats d = { .attempts = 1, .successes = 1 };
+		arg->ev.familiar = arg->vd.familiar = true;
+		arg->ev.wave = arg->vd.wave = ag_wave_on(op->c, &op->v.wave, op->now);
+		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
+		arg->vd.src_score = ag_score_at(&op->v.src.fails, op->now, op->c->decay_half_life);
+		ag_count_stats(op->s, &d);
+		maybe_maintain(op); /* the clean-up goes on with the store's use */
+		return 1;
+	}
+	op->v = fresh;
+	op->damaged = false;
+	return rc;
+}
+
 int ag_guard_record(const struct ag_conf *c, const struct ag_sink *sink,
 		    const struct ag_attempt *a, bool success, const char *password,
 		    const struct ag_ticket *tk)
@@ -1028,7 +1218,11 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 {
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
 	struct rec_arg arg = { .success = success, .remote = o->remote, .in_txn = o->in_txn,
-			       .in_arg = o->arg };
+			       .in_arg = o->arg,
+			       .pw = { .pw = o->pw, .len = o->pw != NULL ? o->pw_len : 0,
+				       .per_user = o->pw_per_user, .remote = o->remote,
+				       .remote_hash = o->remote_pw_hash,
+				       .remote_key = o->remote_pw_key } };
 	struct op op;
 	int rc;
 
@@ -1038,19 +1232,16 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 	rc = op_prepare(&op, c, sink, a);
 	if (o->when_ms > 0 && o->when_ms < op.now)
 		op.now = o->when_ms;
-	if (rc == 0 && o->pw != NULL && o->pw_len > 0) {
-		const uint8_t *secret = ag_store_secret(op.s);
-		uint64_t h = ag_siphash(secret, o->pw, o->pw_len);
-		op.v.pw_hash = (int)(h & 0xffff);
-		if (c->spray_password_users > 0 && op.v.has_user && !o->pw_per_user) {
-			op.v.has_pw = true;
-			ag_pw_key(secret, o->pw, o->pw_len, op.pwkey);
-			op.v.user_tag = ag_pw_user_tag(secret, op.v.user_hash);
-		}
-	}
-	if (rc == 0 && !success && o->remote)
-		op.v.pw_hash = o->remote_pw_hash >= 0 ? o->remote_pw_hash & 0xffff : -1;
-	if (rc == 0)
+	/* the password's hashes are made in the record's transaction
+	 * (pw_prepare()), under the key it finds there. A familiar success
+	 * may need no write; not for a caller whose own data commits with
+	 * the record (in_txn), nor without a counter file to count it in */
+	int quiet = 0;
+	if (rc == 0 && success && !o->remote && o->in_txn == NULL && ag_store_counters(op.s) != NULL)
+		quiet = record_quiet(&op, &arg);
+	if (quiet < 0)
+		rc = quiet;
+	else if (rc == 0 && quiet == 0)
 		rc = with_retry(&op, record_fn, &arg);
 	if (rc != 0) {
 		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "record");
@@ -1075,17 +1266,21 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
  * host-wide counters to add after the commit are added to @d. */
 int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 			       const struct ag_attempt *a, bool success, int64_t when_ms,
-			       int pw_hash, struct ag_stats *d)
+			       int pw_hash, const uint8_t *pw_key, struct ag_stats *d)
 {
+	struct pw_in in = { .remote = true, .remote_hash = pw_hash, .remote_key = pw_key };
 	struct ag_events ev;
 	struct op op;
+	bool fleet;
 	int rc = op_prepare(&op, c, NULL, a);
 
 	if (rc != 0)
 		return rc;
 	if (when_ms > 0 && when_ms < op.now)
 		op.now = when_ms;
-	op.v.pw_hash = !success && pw_hash >= 0 ? pw_hash & 0xffff : -1;
+	rc = pw_prepare(&op, t, &in, success, &fleet);
+	if (rc != 0)
+		return rc;
 	struct ag_stats one = { 0 };
 	rc = record_in(&op, t, success, &ev, &one);
 	if (rc == 0 && d != NULL) {

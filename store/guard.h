@@ -36,6 +36,8 @@ struct ag_ticket {
 	uint8_t action, reason;       /* what was done (enum ag_action/ag_reason) */
 	uint8_t would, would_reason;  /* log-only: what would have been done */
 	uint8_t fault;
+	uint8_t flying;               /* the check left an in-flight mark (AG_CHECK_INFLIGHT):
+				       * the record drops it, or ag_guard_abandon() */
 	int64_t delay_ms;             /* slept (or would have slept) */
 };
 #define AG_TICKET_MAGIC 0x61677431u
@@ -74,6 +76,15 @@ enum ag_check_flag {
 	 * nothing does): its marks would hold the source for inflight_ttl */
 	AG_CHECK_INFLIGHT = 1u << 2,
 };
+
+/*
+ * An attempt checked with AG_CHECK_INFLIGHT that will not be recorded
+ * after all (the client gave up in the middle of a SASL exchange, the
+ * back end failed): its in-flight mark goes now instead of holding its
+ * source and user for inflight_ttl. Nothing if @t says no mark was left.
+ */
+AG_API void ag_guard_abandon(const struct ag_conf *c, const struct ag_sink *sink,
+			     const struct ag_attempt *a, const struct ag_ticket *t);
 
 /* ag_guard_check() with AG_CHECK_* @flags. A tarpit verdict returns
  * AG_PROCEED with t_r->action AG_ACT_TARPIT. */
@@ -126,6 +137,9 @@ struct ag_record_opts {
 	 * 16-bit hash as the sender made it, or -1 */
 	bool remote;
 	int remote_pw_hash;
+	/* ... and its hot-password key under the fleet's key (sync.h), or
+	 * NULL: counted here only under the same key */
+	const uint8_t *remote_pw_key;
 };
 
 AG_API int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
@@ -163,7 +177,7 @@ struct ag_stats;
  * host-wide counters to add once @t commits are added to @d. */
 AG_API int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 				      const struct ag_attempt *a, bool success, int64_t when_ms,
-				      int pw_hash, struct ag_stats *d);
+				      int pw_hash, const uint8_t *pw_key, struct ag_stats *d);
 
 /* The guard's clock (ms; the test hook's when set). */
 AG_API int64_t ag_guard_now(void);

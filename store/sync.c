@@ -435,6 +435,7 @@ int ag_sync_apply(const struct ag_conf *c, const struct ag_sink *sink, const str
 	struct ag_record_opts o = {
 		.when_ms = e->time_ms > 0 ? e->time_ms : 1, .in_txn = write_marks, .arg = &mk,
 		.remote = true, .remote_pw_hash = e->pw_hash,
+		.remote_pw_key = e->has_pw_key ? e->pw_key : NULL,
 	};
 	char service[AG_SEV_SERVICE_MAX];
 	memcpy(service, e->service, e->service_len);
@@ -474,7 +475,8 @@ static int batch_one(struct ag_txn *t, const struct ag_conf *c, struct ag_sync_i
 			.rhost_len = e->rhost_len,
 		};
 		rc = ag_guard_record_remote_txn(t, c, &a, e->kind == AG_SEV_OK,
-						e->time_ms > 0 ? e->time_ms : 1, e->pw_hash, d);
+						e->time_ms > 0 ? e->time_ms : 1, e->pw_hash,
+						e->has_pw_key ? e->pw_key : NULL, d);
 	} else {
 		uint8_t key[STAMP_KEY_MAX];
 		size_t klen = stamp_key(t, c, e, key);
@@ -531,13 +533,17 @@ int ag_sync_apply_batch(const struct ag_conf *c, const struct ag_sink *sink,
 /* The outbox event of a local attempt (called by the guard in the record's
  * transaction). */
 int ag_sync_attempt(struct ag_txn *t, const struct ag_conf *c, const struct ag_attempt *a,
-		    bool success, int pw_hash, int64_t when)
+		    bool success, int pw_hash, const uint8_t *pw_key, int64_t when)
 {
 	struct ag_sev e = { .kind = success ? AG_SEV_OK : AG_SEV_FAIL, .time_ms = when };
 
 	if (!ag_sync_enabled(c))
 		return 0;
 	e.pw_hash = success ? -1 : pw_hash;
+	if (!success && pw_key != NULL && a->user != NULL && a->user_len > 0) {
+		e.has_pw_key = true;
+		memcpy(e.pw_key, pw_key, AG_SEV_PW_KEY_LEN);
+	}
 	if (a->rhost != NULL) {
 		e.rhost_len = a->rhost_len < AG_SEV_RHOST_MAX ? a->rhost_len : AG_SEV_RHOST_MAX - 1;
 		memcpy(e.rhost, a->rhost, e.rhost_len);
@@ -551,6 +557,123 @@ int ag_sync_attempt(struct ag_txn *t, const struct ag_conf *c, const struct ag_a
 		memcpy(e.user, a->user, e.user_len);
 	}
 	return ag_outbox_put(t, c, &e);
+}
+
+/* ---- the fleet's password key ------------------------------------------------------ */
+
+#define K_FLEET_KEY "sync.pwkey"
+
+int ag_sync_fleet_key_get(struct ag_txn *t, uint8_t key[AG_FLEET_KEY_LEN])
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, AG_DB_META, K_FLEET_KEY, strlen(K_FLEET_KEY), &val, &vlen);
+
+	if (rc != 0)
+		return rc;
+	if (vlen != AG_FLEET_KEY_LEN)
+		return AG_ENOTFOUND; /* damaged: as none (the install secret serves) */
+	memcpy(key, val, AG_FLEET_KEY_LEN);
+	return 0;
+}
+
+int ag_sync_fleet_key_put(struct ag_store *s, const uint8_t key[AG_FLEET_KEY_LEN], bool *changed_r)
+{
+	uint8_t old[AG_FLEET_KEY_LEN];
+	struct ag_txn *t;
+	int rc = ag_txn_begin(s, true, &t);
+
+	*changed_r = false;
+	if (rc != 0)
+		return rc;
+	rc = ag_sync_fleet_key_get(t, old);
+	if (rc == 0 && memcmp(old, key, AG_FLEET_KEY_LEN) == 0) {
+		ag_txn_abort(t);
+		return 0;
+	}
+	if (rc != 0 && rc != AG_ENOTFOUND) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	rc = ag_txn_put(t, AG_DB_META, K_FLEET_KEY, strlen(K_FLEET_KEY), key, AG_FLEET_KEY_LEN);
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	rc = ag_txn_commit(t);
+	*changed_r = rc == 0;
+	return rc;
+}
+
+/* ---- collecting admin stamps ------------------------------------------------------- */
+
+struct stamp_gc {
+	int64_t before;
+	size_t visits, max;
+	long deleted;
+	uint8_t last[STAMP_KEY_MAX];
+	size_t last_len;
+	bool more;
+};
+
+static enum ag_scan_op stamp_visit(void *ctx, const void *key, size_t klen, const void *val,
+				   size_t vlen)
+{
+	struct stamp_gc *g = ctx;
+	int64_t v = 0;
+
+	if (klen < strlen(K_STAMP) || memcmp(key, K_STAMP, strlen(K_STAMP)) != 0)
+		return AG_SCAN_STOP; /* past the stamps */
+	if (g->visits++ >= g->max) {
+		g->more = true;
+		return AG_SCAN_STOP;
+	}
+	if (klen >= sizeof(g->last))
+		return AG_SCAN_DELETE; /* no key stamp_key() makes */
+	memcpy(g->last, key, klen);
+	g->last_len = klen;
+	if (vlen != sizeof(v))
+		return AG_SCAN_DELETE; /* damaged: it stamps nothing */
+	memcpy(&v, val, sizeof(v));
+	if (v >= g->before)
+		return AG_SCAN_NEXT;
+	g->deleted++;
+	return AG_SCAN_DELETE;
+}
+
+int ag_sync_gc_stamps(struct ag_store *s, int64_t now, size_t batch, long *n_r)
+{
+	struct stamp_gc g = { .before = now - AG_SYNC_STAMP_KEEP_MS, .max = batch > 0 ? batch : 1 };
+	uint8_t from[STAMP_KEY_MAX];
+	size_t from_len = strlen(K_STAMP);
+	int rc = 0;
+
+	*n_r = 0;
+	memcpy(from, K_STAMP, from_len);
+	do {
+		struct ag_txn *t;
+		long before = g.deleted;
+		g.more = false;
+		g.visits = 0;
+		rc = ag_txn_begin(s, true, &t);
+		if (rc != 0)
+			break;
+		rc = ag_txn_scan_from(t, AG_DB_META, from, from_len, stamp_visit, &g);
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+		if (rc != 0) {
+			g.deleted = before;
+			break;
+		}
+		/* go on after the last key looked at (deleted or kept) */
+		memcpy(from, g.last, g.last_len);
+		from[g.last_len] = 0;
+		from_len = g.last_len + 1;
+	} while (g.more);
+	*n_r = g.deleted;
+	return rc;
 }
 
 /* ---- position and status -------------------------------------------------------- */

@@ -54,6 +54,7 @@ enum ag_sev_kind {
 
 #define AG_SEV_RHOST_MAX 256
 #define AG_SEV_SERVICE_MAX 64
+#define AG_SEV_PW_KEY_LEN 4 /* = AG_PW_KEY_LEN */
 #define AG_SEV_USER_MAX 512  /* longer names are cut (and so known by these bytes) */
 /* an encoded event is never longer */
 #define AG_SEV_WIRE_MAX (64 + AG_SEV_RHOST_MAX + AG_SEV_SERVICE_MAX + AG_SEV_USER_MAX)
@@ -62,6 +63,10 @@ struct ag_sev {
 	uint8_t kind;           /* enum ag_sev_kind */
 	uint8_t list;           /* enum ag_list, for LIST_ADD/DEL */
 	int32_t pw_hash;        /* FAIL: the sender's 16-bit password hash, or -1 */
+	/* FAIL from a place new to its user (version 2 events only): the
+	 * password's hot-password key under the fleet's key (see below) */
+	bool has_pw_key;
+	uint8_t pw_key[4];
 	int64_t time_ms;        /* when it happened (on the sender) */
 	int64_t until_ms;       /* LIST_ADD: expiry (0 never) */
 	uint64_t seq;           /* the sender's outbox sequence number */
@@ -76,7 +81,9 @@ struct ag_sev {
 AG_API const char *ag_sev_name(unsigned kind);
 
 /* Encode @e into @buf (at least AG_SEV_WIRE_MAX bytes): a versioned,
- * byte-order-independent layout. Returns the length. */
+ * byte-order-independent layout. Returns the length. Version 1 unless
+ * the event carries a password key (version 2: what an older host
+ * cannot read, it rejects, so the rest stays readable to it). */
 AG_API size_t ag_sev_encode(const struct ag_sev *e, uint8_t *buf);
 /* Decode @len bytes (untrusted: from Redis, or a damaged store). Returns 0
  * or AG_ECORRUPT (wrong version, length, kind or field). */
@@ -115,9 +122,45 @@ AG_API int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max);
 AG_API int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n);
 
 /* The guard's part: the outbox event of a local attempt, put in the
- * record's transaction @t (nothing with sync off). */
+ * record's transaction @t (nothing with sync off); @pw_key: the
+ * password's fleet-keyed hot-password key, or NULL. */
 AG_API int ag_sync_attempt(struct ag_txn *t, const struct ag_conf *c, const struct ag_attempt *a,
-			   bool success, int pw_hash, int64_t when);
+			   bool success, int pw_hash, const uint8_t *pw_key, int64_t when);
+
+/*
+ * The fleet's password key. A password sprayed over the fleet's hosts
+ * must be seen as one spray, and a wrong password repeated on another
+ * host as a repeat, so every host of one fleet hashes passwords (and the
+ * users counted in a hot-password record) under one key instead of its
+ * install secret. The PAM module cannot read the cluster key (0600, the
+ * sync daemon's): authguard-sync derives this key from it (HMAC-SHA256
+ * under the cluster key of a fixed label, cut to 16 bytes: it says
+ * nothing of the cluster key and cannot sign an event) and writes it into
+ * the store at start, where every process of the store's group reads it
+ * like the install secret. With sync_redis set and the key there, the
+ * guard uses it for the password hashes it records and sends; records
+ * made under the install secret (or a former cluster key) are no longer
+ * met and fade like any unused record.
+ */
+#define AG_FLEET_KEY_LEN 16
+/* Write @key (if it is not the one there already, in which case *@changed_r
+ * is false). Returns 0 or AG_E*. */
+AG_API int ag_sync_fleet_key_put(struct ag_store *s, const uint8_t key[AG_FLEET_KEY_LEN],
+				 bool *changed_r);
+/* The key into @key inside @t: 0, or AG_ENOTFOUND (none, or not one). */
+AG_API int ag_sync_fleet_key_get(struct ag_txn *t, uint8_t key[AG_FLEET_KEY_LEN]);
+
+/*
+ * Admin stamps are kept AG_SYNC_STAMP_KEEP_MS after the action they
+ * stamp: an older action on the same target that arrives later than that
+ * (its sender was cut off from Redis for longer, with it in its outbox)
+ * finds no stamp and is applied. ag_sync_gc_stamps() deletes, in write
+ * transactions of at most @batch visits each, the stamps older than
+ * @now - AG_SYNC_STAMP_KEEP_MS; *@n_r: how many. authguard-sync runs it
+ * once an hour.
+ */
+#define AG_SYNC_STAMP_KEEP_MS (INT64_C(7) * 86400000)
+AG_API int ag_sync_gc_stamps(struct ag_store *s, int64_t now, size_t batch, long *n_r);
 
 /* Where a remote event came from, and where the reader is in the stream. */
 struct ag_sync_from {

@@ -9,11 +9,16 @@
 
 /* ---- encoding ---------------------------------------------------------------- */
 
-#define SEV_VERSION 1
-/* version kind list flags | pw_hash(2) | time(8) until(8) seq(8) |
- * family plen addr(16) | rhost_len(1) service_len(1) user_len(2) | bytes */
+/* version 1: version kind list flags | pw_hash(2) | time(8) until(8) seq(8) |
+ * family plen addr(16) | rhost_len(1) service_len(1) user_len(2) | bytes.
+ * Version 2 (a failure with a fleet password key, sync.h): the same with
+ * the 4-byte key after pw_hash. An event without one is still written as
+ * version 1, so a host that reads only version 1 misses nothing else. */
+#define SEV_V1 1
+#define SEV_V2 2
 #define SEV_FIXED (4 + 2 + 24 + 18 + 4)
 #define SEV_HAS_PW 1u
+#define SEV_HAS_PW_KEY 2u
 
 const char *ag_sev_name(unsigned kind)
 {
@@ -40,12 +45,16 @@ size_t ag_sev_encode(const struct ag_sev *e, uint8_t *buf)
 	size_t ul = e->user_len < AG_SEV_USER_MAX ? e->user_len : AG_SEV_USER_MAX - 1;
 	uint8_t *p = buf;
 
-	*p++ = SEV_VERSION;
+	*p++ = e->has_pw_key ? SEV_V2 : SEV_V1;
 	*p++ = e->kind;
 	*p++ = e->list;
-	*p++ = e->pw_hash >= 0 ? SEV_HAS_PW : 0;
+	*p++ = (e->pw_hash >= 0 ? SEV_HAS_PW : 0) | (e->has_pw_key ? SEV_HAS_PW_KEY : 0);
 	*p++ = (uint8_t)((e->pw_hash >= 0 ? e->pw_hash : 0) >> 8);
 	*p++ = (uint8_t)(e->pw_hash >= 0 ? e->pw_hash : 0);
+	if (e->has_pw_key) {
+		memcpy(p, e->pw_key, AG_SEV_PW_KEY_LEN);
+		p += AG_SEV_PW_KEY_LEN;
+	}
 	ag_put_be64(p, (uint64_t)e->time_ms);
 	ag_put_be64(p + 8, (uint64_t)e->until_ms);
 	ag_put_be64(p + 16, e->seq);
@@ -70,21 +79,33 @@ size_t ag_sev_encode(const struct ag_sev *e, uint8_t *buf)
 int ag_sev_decode(const uint8_t *buf, size_t len, struct ag_sev *e)
 {
 	memset(e, 0, sizeof(*e));
-	if (len < SEV_FIXED || buf[0] != SEV_VERSION)
+	if (len < SEV_FIXED || (buf[0] != SEV_V1 && buf[0] != SEV_V2))
 		return AG_ECORRUPT;
+	/* version 2 is version 1 with a password key: only with the flag */
+	size_t x = buf[0] == SEV_V2 ? AG_SEV_PW_KEY_LEN : 0;
+	unsigned flags = buf[3];
 	e->kind = buf[1];
 	e->list = buf[2];
-	if (e->kind < AG_SEV_FAIL || e->kind > AG_SEV_KIND_MAX || (buf[3] & ~SEV_HAS_PW) != 0)
+	if (e->kind < AG_SEV_FAIL || e->kind > AG_SEV_KIND_MAX ||
+	    (flags & ~(SEV_HAS_PW | SEV_HAS_PW_KEY)) != 0 ||
+	    ((flags & SEV_HAS_PW_KEY) != 0) != (x != 0) || len < SEV_FIXED + x)
 		return AG_ECORRUPT;
-	if (!(buf[3] & SEV_HAS_PW) && (buf[4] | buf[5]) != 0)
+	if (!(flags & SEV_HAS_PW) && (buf[4] | buf[5]) != 0)
 		return AG_ECORRUPT; /* one layout per event: no stray bytes */
-	e->pw_hash = (buf[3] & SEV_HAS_PW) ? (int32_t)((buf[4] << 8) | buf[5]) : -1;
-	e->time_ms = (int64_t)ag_get_be64(buf + 6);
-	e->until_ms = (int64_t)ag_get_be64(buf + 14);
-	e->seq = ag_get_be64(buf + 22);
+	e->pw_hash = (flags & SEV_HAS_PW) ? (int32_t)((buf[4] << 8) | buf[5]) : -1;
+	if (x != 0) {
+		/* a hot-password key is a failure's, for a user */
+		if (e->kind != AG_SEV_FAIL)
+			return AG_ECORRUPT;
+		e->has_pw_key = true;
+		memcpy(e->pw_key, buf + 6, AG_SEV_PW_KEY_LEN);
+	}
+	e->time_ms = (int64_t)ag_get_be64(buf + 6 + x);
+	e->until_ms = (int64_t)ag_get_be64(buf + 14 + x);
+	e->seq = ag_get_be64(buf + 22 + x);
 	if (e->time_ms < 0 || e->until_ms < 0)
 		return AG_ECORRUPT;
-	const uint8_t *p = buf + 30;
+	const uint8_t *p = buf + 30 + x;
 	e->addr.family = p[0];
 	e->addr.plen = p[1];
 	memcpy(e->addr.b, p + 2, 16);
@@ -95,7 +116,8 @@ int ag_sev_decode(const uint8_t *buf, size_t len, struct ag_sev *e)
 	p += 4;
 	if (e->rhost_len >= AG_SEV_RHOST_MAX || e->service_len >= AG_SEV_SERVICE_MAX ||
 	    e->user_len >= AG_SEV_USER_MAX ||
-	    len != SEV_FIXED + e->rhost_len + e->service_len + e->user_len)
+	    len != SEV_FIXED + x + e->rhost_len + e->service_len + e->user_len ||
+	    (e->has_pw_key && e->user_len == 0))
 		return AG_ECORRUPT;
 	memcpy(e->rhost, p, e->rhost_len);
 	p += e->rhost_len;

@@ -1342,6 +1342,57 @@ static void describe(const struct ag_conf *c, char *buf, size_t len)
 			      c->sync_sentinels.v[i]);
 }
 
+/* The fleet's password key (sync.h): derived from the cluster key under
+ * a label of its own (so it neither is nor reveals the key that signs
+ * events), into the store, where the guard of every process on this host
+ * reads it. A changed cluster key changes it: the hot-password and
+ * repeat records made under the old one fade. */
+static int publish_pw_key(void)
+{
+	static const char label[] = "authguard-sync fleet password key 1";
+	uint8_t out[MAC_LEN];
+	unsigned olen = MAC_LEN;
+	bool changed = false;
+
+	if (HMAC(EVP_sha256(), g.key, (int)g.key_len, (const uint8_t *)label, sizeof(label) - 1,
+		 out, &olen) == NULL) {
+		agd_log(AG_LVL_ERR, "cannot derive the fleet's password key (HMAC-SHA256)");
+		return -1;
+	}
+	int rc = ag_sync_fleet_key_put(g.s, out, &changed);
+	OPENSSL_cleanse(out, sizeof(out));
+	if (rc != 0) {
+		agd_log(AG_LVL_ERR, "store %s: cannot keep the fleet's password key: %s",
+			g.d.conf.db_dir, ag_strerror(rc));
+		return -1;
+	}
+	if (changed)
+		agd_log(AG_LVL_INFO, "the fleet's password key is in the store (first start, or a "
+			"new cluster key): passwords are hashed alike on every host from now on");
+	return 0;
+}
+
+/* Admin stamps older than anything that may still arrive (sync.h): once
+ * at start, then once an hour, in batches of short transactions. */
+#define STAMP_GC_EVERY_MS 3600000
+static void gc_stamps(void)
+{
+	static int64_t last;
+	int64_t now = ag_now_ms();
+	long n = 0;
+
+	if (last != 0 && now - last < STAMP_GC_EVERY_MS && now >= last)
+		return;
+	last = now;
+	int rc = ag_sync_gc_stamps(g.s, ag_guard_now(), 1000, &n);
+	if (rc != 0)
+		agd_log(AG_LVL_WARN, NAME ": collecting old admin stamps: %s (tried again in an hour)",
+			ag_strerror(rc));
+	else if (n > 0)
+		agd_log(AG_LVL_INFO, "%ld admin stamps older than %d days collected", n,
+			(int)(AG_SYNC_STAMP_KEEP_MS / 86400000));
+}
+
 static void write_status(void)
 {
 	struct ag_sync_status st;
@@ -1407,6 +1458,8 @@ static int reload(pthread_t *tp, pthread_t *tr)
 	ag_conf_free(&g.d.conf);
 	g.d.conf = c;
 	use_secrets(&sec);
+	/* a new cluster key makes a new password key (said if it did) */
+	(void)publish_pw_key();
 	char where_to[2 * AG_CONF_STR_MAX];
 	describe(&g.d.conf, where_to, sizeof(where_to));
 	agd_log(AG_LVL_INFO, "config %s read again: host %s, %s, stream %s", g.d.conf_path, g.host,
@@ -1443,6 +1496,10 @@ int main(int argc, char **argv)
 	}
 	if ((rc = ag_store_get(g.d.conf.db_dir, &g.s)) != 0) {
 		agd_log(AG_LVL_ERR, "store %s: %s", g.d.conf.db_dir, ag_strerror(rc));
+		agd_finish(&g.d);
+		return 2;
+	}
+	if (publish_pw_key() != 0) {
 		agd_finish(&g.d);
 		return 2;
 	}
@@ -1484,6 +1541,7 @@ int main(int argc, char **argv)
 			}
 		}
 		write_status();
+		gc_stamps();
 	}
 	agd_stopping();
 	if (tp_running) {

@@ -23,6 +23,7 @@
 #include "pamdrive.h"
 #include "record.h"
 #include "store.h"
+#include "sync.h"
 #include "testutil.h"
 #include "pamtest.h"
 
@@ -266,6 +267,75 @@ static void test_status_spray_and_wave(void **state)
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
 	assert_int_equal(has(out, "authguard_wave_active 1"), 1);
 	assert_int_equal(has(out, "authguard_waves_total 2"), 1);
+}
+
+/* Writes @st as authguard-sync does (in a child: the tool's store stays
+ * the only one this process opens). */
+static void put_sync_status(const struct ag_sync_status *st)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *s;
+		int rc = ag_store_get(dbdir, &s);
+		if (rc == 0)
+			rc = ag_sync_status_put(s, st);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	int w;
+	assert_int_equal(waitpid(pid, &w, 0), pid);
+	assert_true(WIFEXITED(w) && WEXITSTATUS(w) == 0);
+}
+
+/* stats shows the fleet's state for an alert: not running (never ran,
+ * or its state gone stale), connected, each peer's lag with its host id
+ * escaped as a label value. Outside a fleet: no sync figures. */
+static void test_stats_sync_metrics(void **state)
+{
+	(void)state;
+	use_conf("");
+	fail_n(1, "alice", "203.0.113.60");
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_sync_"), 0);
+
+	use_conf("sync_redis = 127.0.0.1:1\n");
+	fail_n(1, "alice", "203.0.113.60");
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_sync_running 0"), 1);
+	assert_int_equal(has(out, "authguard_sync_connected 0"), 1);
+	assert_int_equal(has(out, "authguard_sync_outbox_depth 1"), 1);
+
+	struct ag_sync_status st = { .version = AG_SYNC_STATUS_VERSION, .connected = 1, .npeers = 2 };
+	int64_t now = ag_now_ms();
+	st.updated_ms = st.since_ms = now;
+	st.pushed = 7;
+	snprintf(st.host, sizeof(st.host), "h1");
+	snprintf(st.peers[0].host, sizeof(st.peers[0].host), "h2");
+	st.peers[0].lag_ms = 1500;
+	st.peers[0].last_ms = now;
+	snprintf(st.peers[1].host, sizeof(st.peers[1].host), "odd\"h\\3\n");
+	st.peers[1].gaps = 4;
+	put_sync_status(&st);
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_sync_running 1"), 1);
+	assert_int_equal(has(out, "authguard_sync_connected 1"), 1);
+	assert_int_equal(has(out, "authguard_sync_pushed_total 7"), 1);
+	assert_int_equal(has(out, "# TYPE authguard_sync_peer_lag_seconds gauge"), 1);
+	assert_int_equal(has(out, "authguard_sync_peer_lag_seconds{peer=\"h2\"} 1.5"), 1);
+	assert_int_equal(has(out, "authguard_sync_peer_missed_total{peer=\"odd\\\"h\\\\3\\n\"} 4"), 1);
+
+	st.connected = 0;
+	put_sync_status(&st);
+	assert_int_equal(run("stats", "--prometheus", NULL), 0);
+	assert_int_equal(has(out, "authguard_sync_running 1"), 1);
+	assert_int_equal(has(out, "authguard_sync_connected 0"), 1);
+	st.connected = 1;
+	st.updated_ms = now - 60000; /* the daemon stopped a minute ago */
+	put_sync_status(&st);
+	assert_int_equal(run("stats", NULL), 0);
+	assert_int_equal(has(out, "sync_running                 0"), 1);
+	assert_int_equal(has(out, "sync_connected               0"), 1);
 }
 
 /* With user_fold, pairs are filed under the names as given ("Alice",
@@ -605,6 +675,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_ban_and_export),
 		cmocka_unit_test(test_forget_status_stats_gc),
 		cmocka_unit_test(test_status_spray_and_wave),
+		cmocka_unit_test(test_stats_sync_metrics),
 		cmocka_unit_test(test_user_fold_pairs_of_every_spelling),
 		cmocka_unit_test(test_config_commands),
 		cmocka_unit_test(test_bad_arguments),

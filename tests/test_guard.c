@@ -544,9 +544,13 @@ static void test_gc_runs_by_itself(void **state)
 	for (int i = 0; i < 200; i++)
 		try(f, "hal", "192.0.2.1", true, NULL);
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_int_equal(info.entries[AG_DB_SRC], 1); /* hal's host (a success makes no /24 record) */
+	/* hal's place stays (his pair, familiar); his host and user records,
+	 * which hold only successes, went with gina's: his logins since
+	 * renewed nothing that needs them (issue 15: a familiar success
+	 * writes nothing until its renewal is due) */
+	assert_int_equal(info.entries[AG_DB_SRC], 0);
 	assert_int_equal(info.entries[AG_DB_PAIR], 1);
-	assert_int_equal(info.entries[AG_DB_USER], 1);
+	assert_int_equal(info.entries[AG_DB_USER], 0);
 }
 
 static void put_gc_state(struct ag_store *s, const void *v, size_t n)
@@ -601,11 +605,13 @@ static void test_gc_pass_state(void **state)
 	for (int i = 0; i < 400; i++)
 		try(f, "hal", "192.0.2.1", true, NULL);
 	assert_int_equal(ag_store_info(s, &info), 0);
-	/* gina's 6000 sources, 3000 pairs and user are gone; kept: hal's host,
-	 * pair and user, kim's user (locked), 3 pairs, 3 hosts and 3 /24s */
-	assert_int_equal(info.entries[AG_DB_SRC], 7);
+	/* gina's 6000 sources, 3000 pairs and user are gone; kept: hal's pair
+	 * (his host and user records held only successes: gone too, see
+	 * test_gc_runs_by_itself), kim's user (locked), 3 pairs, 3 hosts and
+	 * 3 /24s */
+	assert_int_equal(info.entries[AG_DB_SRC], 6);
 	assert_int_equal(info.entries[AG_DB_PAIR], 4);
-	assert_int_equal(info.entries[AG_DB_USER], 2);
+	assert_int_equal(info.entries[AG_DB_USER], 1);
 	assert_int_equal(try(f, "kim", "100.99.0.1", true, NULL), AG_REFUSE);
 	assert_int_equal(try(f, "hal", "192.0.2.1", true, NULL), AG_PROCEED);
 }
@@ -1132,6 +1138,102 @@ static void test_refusal_writes_nothing(void **state)
 	assert_true(last_txnid(f) > txn);
 }
 
+static uint64_t successes_total(struct fx *f)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct ag_stats st;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_stats(t, &st), 0);
+	ag_txn_abort(t);
+	return st.successes;
+}
+
+struct pair_seen {
+	struct ag_addr src;
+	int64_t last_success;
+	int n;
+};
+
+static void pair_seen_visit(void *ctx, const uint8_t *ukey, size_t ulen, const struct ag_addr *src,
+			    const struct ag_pair_rec *r)
+{
+	struct pair_seen *ps = ctx;
+
+	(void)ukey;
+	(void)ulen;
+	if (src->plen == ps->src.plen && memcmp(src->b, ps->src.b, sizeof(src->b)) == 0) {
+		ps->last_success = r->last_success;
+		ps->n++;
+	}
+}
+
+/* The last success the store holds for @user at @addr (the pair's
+ * record, as the last write left it). */
+static int64_t pair_last_success(struct fx *f, const char *user, const char *addr)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	struct pair_seen ps = { 0 };
+	uint8_t k[AG_USER_KEY_MAX];
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	assert_int_equal(ag_addr_parse(addr, strlen(addr), &ps.src), 0);
+	size_t kl = ag_admin_user_key(s, &f->c, user, k);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_admin_each_pair(t, false, k, kl, pair_seen_visit, &ps), 0);
+	ag_txn_abort(t);
+	assert_int_equal(ps.n, 1);
+	return ps.last_success;
+}
+
+/* Issue 15: an owner's success from home, soon after the one that last
+ * renewed the place, writes nothing (the pair keeps the time of that
+ * one; the counter file counts the success host-wide); once
+ * familiar_ttl/64 has passed it renews the place again, and after a
+ * failure the next success writes (the pair has a failure to clear). A
+ * new place is written. */
+static void test_familiar_success_writes_nothing(void **state)
+{
+	struct fx *f = *state;
+	const char *home = "198.51.100.60";
+
+	f->c.ip_ban_after = 5;
+	f->c.user_lock_after = 5;
+	assert_int_equal(try(f, "quinn", home, true, "right"), AG_PROCEED);
+	int64_t first = pair_last_success(f, "quinn", home);
+	uint64_t ok = successes_total(f);
+	for (int i = 0; i < 20; i++) {
+		fake_ms += 60000;
+		assert_int_equal(try(f, "quinn", home, true, "right"), AG_PROCEED);
+	}
+	assert_int_equal(pair_last_success(f, "quinn", home), first);
+	assert_int_equal(successes_total(f), ok + 20);
+	assert_int_equal(lines(f, "result=success", "rhost=198.51.100.60"), 21);
+	/* a mistyped password, then the right one: written */
+	try(f, "quinn", home, false, "typo");
+	try(f, "quinn", home, true, "right");
+	int64_t after_typo = pair_last_success(f, "quinn", home);
+	assert_true(after_typo > first);
+	try(f, "quinn", home, true, "right");
+	assert_int_equal(pair_last_success(f, "quinn", home), after_typo);
+	/* the renewal is due again: written */
+	fake_ms += f->c.familiar_ttl / 64;
+	try(f, "quinn", home, true, "right");
+	int64_t renewed = pair_last_success(f, "quinn", home);
+	assert_true(renewed > after_typo);
+	try(f, "quinn", home, true, "right");
+	assert_int_equal(pair_last_success(f, "quinn", home), renewed);
+	/* a new place: written, then quiet in its turn */
+	try(f, "quinn", "198.51.100.61", true, "right");
+	int64_t phone = pair_last_success(f, "quinn", "198.51.100.61");
+	assert_true(phone > 0);
+	try(f, "quinn", "198.51.100.61", true, "right");
+	assert_int_equal(pair_last_success(f, "quinn", "198.51.100.61"), phone);
+}
+
 /* The counts are in the shared file the moment they are made: a process
  * killed right after its refusals loses none of them. */
 static void test_refusal_counts_survive_kill(void **state)
@@ -1424,6 +1526,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_check_nosleep, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_ex_in_txn_and_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_writes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_familiar_success_writes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_counts_survive_kill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dropped_record_forgets_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_none_formats_nothing, setup, teardown),

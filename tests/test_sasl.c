@@ -441,6 +441,133 @@ static void test_cram_md5(void **state)
 	assert_int_equal(lines(" result=", "time="), 6);
 }
 
+/* SCRAM and DIGEST-MD5: the user is read from the client's first
+ * message (sasl_plugin/sniff.c), so a banned attempt's line names it (it
+ * said user=none before) and a locked user is refused before the
+ * exchange, while the owner still logs in from a familiar place. */
+static void test_scram_and_digest_name_the_user(void **state)
+{
+	(void)state;
+	static const char *const named[] = { "SCRAM-SHA-256", "DIGEST-MD5" };
+	for (size_t m = 0; m < AG_ARRAY_LEN(named); m++) {
+		use_conf("ip_ban_after = 3\nuser_lock_after = 3\n");
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "198.51.100.5;1"), SASL_OK);
+		fail_n(named[m], 3, "bob", "203.0.113.30;1");
+		assert_int_equal(lines("result=fail", "user=\"bob@test.example\""), 3);
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "203.0.113.30;2"), SASL_BADAUTH);
+		assert_int_equal(lines("result=unchecked action=refuse reason=banned",
+				       "user=\"bob@test.example\""), 1);
+		assert_int_equal(lines("user=none", "time="), 0);
+		/* locked for strangers: refused before the exchange */
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "203.0.113.31;1"), SASL_BADAUTH);
+		assert_int_equal(lines("result=unchecked action=refuse reason=locked",
+				       "rhost=203.0.113.31"), 1);
+		assert_int_equal(auth(named[m], "bob", "bob-pw", NULL, "198.51.100.5;2"), SASL_OK);
+	}
+}
+
+/* One exchange held open between its steps, so several are in flight
+ * at once over separate connections, as a parallel burst makes them. */
+struct exch {
+	struct who w;
+	sasl_callback_t cbs[4];
+	sasl_conn_t *s, *c;
+	const char *sout;
+	unsigned soutlen;
+	int r;
+};
+
+/* Up to the step that carries the credential being checked (the
+ * server's answer to the client's first message): SASL_CONTINUE, or
+ * the refusal. */
+static int exch_begin(struct exch *e, const char *mech, const char *user, const char *pw,
+		      const char *rhost)
+{
+	const char *out = NULL, *chosen = NULL;
+	unsigned outlen = 0;
+	size_t n = strlen(pw);
+
+	memset(e, 0, sizeof(*e));
+	e->w = (struct who){ user, NULL, pw, calloc(1, sizeof(sasl_secret_t) + n + 1) };
+	assert_non_null(e->w.secret);
+	e->w.secret->len = n;
+	memcpy(e->w.secret->data, pw, n);
+	e->cbs[0] = (sasl_callback_t){ SASL_CB_AUTHNAME, (cb_fn)(void (*)(void))cli_simple, &e->w };
+	e->cbs[1] = (sasl_callback_t){ SASL_CB_USER, (cb_fn)(void (*)(void))cli_simple, &e->w };
+	e->cbs[2] = (sasl_callback_t){ SASL_CB_PASS, (cb_fn)(void (*)(void))cli_pass, &e->w };
+	e->cbs[3] = (sasl_callback_t){ SASL_CB_LIST_END, NULL, NULL };
+	assert_int_equal(sasl_server_new("smtp", "mail.test", REALM, "127.0.0.1;25", rhost, NULL, 0, &e->s),
+			 SASL_OK);
+	assert_int_equal(sasl_client_new("smtp", "mail.test", NULL, NULL, e->cbs, 0, &e->c), SASL_OK);
+	int cr = sasl_client_start(e->c, mech, NULL, &out, &outlen, &chosen);
+	assert_true(cr == SASL_OK || cr == SASL_CONTINUE);
+	e->r = sasl_server_start(e->s, mech, out, outlen, &e->sout, &e->soutlen);
+	return e->r;
+}
+
+/* The rest of the exchange; returns the server's result. */
+static int exch_finish(struct exch *e)
+{
+	const char *out = NULL;
+	unsigned outlen = 0;
+
+	while (e->r == SASL_CONTINUE) {
+		int cr = sasl_client_step(e->c, e->sout, e->soutlen, NULL, &out, &outlen);
+		if (cr != SASL_OK && cr != SASL_CONTINUE)
+			break;
+		e->r = sasl_server_step(e->s, out, outlen, &e->sout, &e->soutlen);
+	}
+	return e->r;
+}
+
+/* The client goes away (the exchange is not finished). */
+static void exch_drop(struct exch *e)
+{
+	sasl_dispose(&e->c);
+	sasl_dispose(&e->s);
+	free(e->w.secret);
+}
+
+/* Attempts in flight through the SASL plugin (issue 14's marks): three
+ * SCRAM exchanges open at once from one source with ip_ban_after = 3
+ * hold the source, so a fourth is refused (reason=inflight) before its
+ * password is checked; the three fail and ban it. Exchanges the client
+ * gives up on drop their marks: a fourth then goes on. */
+static void test_parallel_exchanges_in_flight(void **state)
+{
+	(void)state;
+	struct exch e[4];
+
+	use_conf("ip_ban_after = 3\nuser_lock_after = 10\n");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(exch_begin(&e[i], "SCRAM-SHA-256", "bob", "wrong", "203.0.113.70;1"),
+				 SASL_CONTINUE);
+	assert_int_equal(exch_begin(&e[3], "SCRAM-SHA-256", "bob", "bob-pw", "203.0.113.70;2"),
+			 SASL_BADAUTH);
+	exch_drop(&e[3]);
+	assert_int_equal(lines("reason=inflight", "rhost=203.0.113.70"), 1);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(exch_finish(&e[i]), SASL_BADAUTH);
+		exch_drop(&e[i]);
+	}
+	assert_int_equal(lines("result=fail", "rhost=203.0.113.70"), 3);
+	assert_int_equal(lines("event=ban", "rhost=203.0.113.70"), 1);
+
+	/* given up: the marks go with the connections */
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(exch_begin(&e[i], "SCRAM-SHA-256", "bob", "wrong", "203.0.113.71;1"),
+					 SASL_CONTINUE);
+		for (int i = 0; i < 3; i++)
+			exch_drop(&e[i]);
+	}
+	assert_int_equal(exch_begin(&e[0], "SCRAM-SHA-256", "bob", "bob-pw", "203.0.113.71;2"),
+			 SASL_CONTINUE);
+	assert_int_equal(exch_finish(&e[0]), SASL_OK);
+	exch_drop(&e[0]);
+	assert_int_equal(lines("reason=inflight", "rhost=203.0.113.71"), 0);
+}
+
 static void test_proxy_and_log_only(void **state)
 {
 	(void)state;
@@ -1152,6 +1279,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bruteforce_tarpit_then_ban),
 		cmocka_unit_test(test_botnet_locks_strangers_not_the_owner),
 		cmocka_unit_test(test_cram_md5),
+		cmocka_unit_test(test_scram_and_digest_name_the_user),
+		cmocka_unit_test(test_parallel_exchanges_in_flight),
 		cmocka_unit_test(test_proxy_and_log_only),
 		cmocka_unit_test_teardown(test_blank_spellings_are_one_user, restore_canon),
 		cmocka_unit_test_teardown(test_alias_is_checked_after_the_step, restore_canon),

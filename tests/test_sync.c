@@ -111,6 +111,10 @@ static enum ag_decision check(struct host *h, const char *user, const char *rhos
 	return ag_guard_check(&h->c, NULL, &a, NULL);
 }
 
+/* relay_ex() applies through ag_sync_apply_batch() (as authguard-sync
+ * does) instead of one ag_sync_apply() each */
+static bool relay_batch;
+
 /* Move every event waiting in @from's outbox to @to through the wire
  * encoding; returns how many; @res counts the apply results (0, DUP, STALE). */
 static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
@@ -125,6 +129,7 @@ static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
 		n = ag_outbox_peek(t, ev, 64);
 		ag_txn_abort(t);
 		assert_true(n >= 0);
+		static struct ag_sync_item it[64];
 		for (int i = 0; i < n; i++) {
 			uint8_t buf[AG_SEV_WIRE_MAX];
 			struct ag_sev d;
@@ -132,11 +137,25 @@ static int relay_ex(struct host *from, struct host *to, bool keep, int res[3])
 			size_t len = ag_sev_encode(&ev[i], buf);
 			assert_int_equal(ag_sev_decode(buf, len, &d), 0);
 			snprintf(id, sizeof(id), "%lu-0", ++to->next_id);
+			if (relay_batch) {
+				memset(&it[i], 0, sizeof(it[i]));
+				it[i].e = d;
+				snprintf(it[i].host, sizeof(it[i].host), "%s", from->name);
+				it[i].epoch = epoch;
+				snprintf(it[i].stream_id, sizeof(it[i].stream_id), "%s", id);
+				continue;
+			}
 			struct ag_sync_from fr = { .host = from->name, .epoch = epoch, .stream_id = id };
 			int rc = ag_sync_apply(&to->c, NULL, &d, &fr);
 			assert_true(rc >= 0 && rc <= 2);
 			if (res != NULL)
 				res[rc]++;
+		}
+		if (relay_batch && n > 0) {
+			assert_int_equal(ag_sync_apply_batch(&to->c, NULL, it, (size_t)n,
+							     it[n - 1].stream_id), 0);
+			for (int i = 0; res != NULL && i < n; i++)
+				res[it[i].result]++;
 		}
 		if (keep)
 			return n;
@@ -537,6 +556,189 @@ static void test_snapshot(void **state)
 	free(buf);
 }
 
+/* ---- the fleet's password key ----------------------------------------------- */
+
+static void fleet_key(struct host *h, uint8_t fill)
+{
+	uint8_t k[AG_FLEET_KEY_LEN];
+	bool changed;
+
+	memset(k, fill, sizeof(k));
+	assert_int_equal(ag_sync_fleet_key_put(store(h), k, &changed), 0);
+	assert_true(changed);
+	assert_int_equal(ag_sync_fleet_key_put(store(h), k, &changed), 0);
+	assert_false(changed); /* the same key again: nothing written */
+}
+
+/* A record with its password; returns the decision (hot_password). */
+static enum ag_decision attempt_pw(struct host *h, const char *user, const char *rhost, bool ok,
+				   const char *pw)
+{
+	struct ag_attempt a = { "imap", user, strlen(user), rhost, strlen(rhost) };
+	enum ag_decision d = AG_PROCEED;
+	struct ag_record_opts o = { .pw = pw, .pw_len = strlen(pw), .decision_r = &d };
+
+	assert_int_equal(ag_guard_record_ex(&h->c, NULL, &a, ok, &o, NULL), 0);
+	return d;
+}
+
+/* Half a spray of @pw on each host (six users, one new place each),
+ * relayed both ways after each attempt. */
+static void spray_both(struct fx *f, const char *pw, int net)
+{
+	for (int i = 0; i < 6; i++) {
+		struct host *h = &f->h[i % 2], *o = &f->h[(i + 1) % 2];
+		char user[16], ip[32];
+		snprintf(user, sizeof(user), "user%d", i);
+		snprintf(ip, sizeof(ip), "198.18.%d.%d", net, 10 + i);
+		attempt_pw(h, user, ip, false, pw);
+		relay(h, o);
+	}
+}
+
+/* issue 13: a password sprayed half on a, half on b is hot on both (one
+ * key for the fleet); with each host's own key it was hot on neither */
+static void test_spray_fleet(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+
+	for (int i = 0; i < 2; i++)
+		f->h[i].c.spray_password_users = 6;
+	/* no fleet key yet: three users on each host, under two keys */
+	spray_both(f, "Autumn2026!", 1);
+	assert_int_equal(attempt_pw(b, "victim", "203.0.113.80", true, "Autumn2026!"), AG_PROCEED);
+	assert_int_equal(attempt_pw(a, "victim2", "203.0.113.81", true, "Autumn2026!"), AG_PROCEED);
+	relay(a, b);
+	relay(b, a);
+
+	fleet_key(a, 0x5a);
+	fleet_key(b, 0x5a);
+	spray_both(f, "Summer2026!", 2);
+	/* the right password from a place new to its user: refused on b */
+	assert_int_equal(attempt_pw(b, "victim", "203.0.113.90", true, "Summer2026!"), AG_REFUSE);
+	/* and on a, whose refusal goes to b as a failure: the place is not
+	 * made familiar there */
+	assert_int_equal(attempt_pw(a, "victim2", "203.0.113.91", true, "Summer2026!"), AG_REFUSE);
+	relay(a, b);
+	struct ag_src_rec r = src(b, "203.0.113.91");
+	assert_int_equal(r.n_success, 0);
+	assert_int_equal(r.n_fail, 1);
+	/* the owner at home is not refused (familiar) */
+	attempt_pw(a, "owner", "192.0.2.200", true, "Owner-pw-1");
+	relay(a, b);
+	assert_int_equal(attempt_pw(b, "owner", "192.0.2.200", true, "Summer2026!"), AG_PROCEED);
+}
+
+/* the same through the batch apply authguard-sync uses */
+static void test_spray_fleet_batch(void **state)
+{
+	relay_batch = true;
+	test_spray_fleet(state);
+	relay_batch = false;
+}
+
+/* a host without the fleet's key (its authguard-sync has not started
+ * yet) counts no remote hot-password key: its own are under another key */
+static void test_spray_needs_key_on_both(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+
+	for (int i = 0; i < 2; i++)
+		f->h[i].c.spray_password_users = 3;
+	fleet_key(a, 0x11);
+	for (int i = 0; i < 3; i++) {
+		char user[16], ip[32];
+		snprintf(user, sizeof(user), "user%d", i);
+		snprintf(ip, sizeof(ip), "198.18.3.%d", 10 + i);
+		attempt_pw(a, user, ip, false, "Winter2026!");
+	}
+	relay(a, b);
+	assert_int_equal(attempt_pw(a, "victim", "203.0.113.70", true, "Winter2026!"), AG_REFUSE);
+	assert_int_equal(attempt_pw(b, "victim", "203.0.113.71", true, "Winter2026!"), AG_PROCEED);
+}
+
+/* item 4: the same wrong password again from the same place on the other
+ * host is a repeat there (a stale phone), not a second guess */
+static void test_repeat_fleet(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+	struct ag_user_rec ur;
+	struct ag_txn *t;
+	uint8_t k[AG_USER_KEY_MAX];
+
+	fleet_key(a, 0x77);
+	fleet_key(b, 0x77);
+	attempt_pw(a, "erin", "203.0.113.60", false, "old-password");
+	relay(a, b);
+	attempt_pw(b, "erin", "203.0.113.60", false, "old-password");
+	relay(b, a);
+	attempt_pw(a, "erin", "203.0.113.60", false, "old-password");
+	relay(a, b);
+	for (int i = 0; i < 2; i++) {
+		struct host *h = &f->h[i];
+		size_t n = ag_admin_user_key(store(h), &h->c, "erin", k);
+		assert_int_equal(ag_txn_begin(store(h), false, &t), 0);
+		assert_int_equal(ag_admin_get_user(t, k, n, &ur), 0);
+		ag_txn_abort(t);
+		assert_int_equal(ur.n_fail, 3);
+		/* one guess counted, the two repeats not (per host keys: two) */
+		assert_true(ag_score_at(&ur.fails, fake_ms, h->c.decay_half_life) < 1.5);
+	}
+}
+
+/* ---- admin stamps are collected ------------------------------------------- */
+
+/* stamps older than AG_SYNC_STAMP_KEEP_MS go, younger ones stay and still
+ * win; an action older than a collected stamp finds none */
+static void test_stamp_gc(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+	int res[3] = { 0 };
+	long n;
+
+	admin(a, AG_SEV_LIST_ADD, "192.0.2.80", NULL, 0); /* stamp at t0 */
+	int64_t t0 = fake_ms;
+	for (int i = 0; i < 30; i++) { /* more than one batch */
+		char ip[32];
+		snprintf(ip, sizeof(ip), "198.19.0.%d", i);
+		admin(a, AG_SEV_LIST_ADD, ip, NULL, 0);
+	}
+	fake_ms += AG_SYNC_STAMP_KEEP_MS / 2;
+	{ /* stamp at t1: an unlock (of a user not locked here) */
+		struct ag_sev u = { .kind = AG_SEV_UNLOCK, .pw_hash = -1, .time_ms = fake_ms,
+				    .user_len = 5 };
+		struct ag_txn *t;
+		memcpy(u.user, "frank", 5);
+		assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+		assert_int_equal(ag_sync_admin_local(t, &a->c, &u), 0);
+		assert_int_equal(ag_txn_commit(t), 0);
+	}
+	assert_int_equal(ag_sync_gc_stamps(store(a), fake_ms, 7, &n), 0);
+	assert_int_equal(n, 0);
+	fake_ms = t0 + AG_SYNC_STAMP_KEEP_MS + 1;
+	assert_int_equal(ag_sync_gc_stamps(store(a), fake_ms, 7, &n), 0);
+	assert_int_equal(n, 31);
+	assert_int_equal(ag_sync_gc_stamps(store(a), fake_ms, 7, &n), 0);
+	assert_int_equal(n, 0);
+	/* the user's stamp (t1) is kept and still wins over an older unlock */
+	struct ag_sev e = { .kind = AG_SEV_UNLOCK, .pw_hash = -1,
+			    .time_ms = t0 + AG_SYNC_STAMP_KEEP_MS / 4, .user_len = 5 };
+	memcpy(e.user, "frank", 5);
+	e.seq = 1;
+	struct ag_sync_from fr = { .host = "c", .epoch = 9, .stream_id = "1-0" };
+	assert_int_equal(ag_sync_apply(&a->c, NULL, &e, &fr), AG_SYNC_STALE);
+	/* and the whole fleet keeps them the same way */
+	relay_ex(a, b, false, res);
+	assert_int_equal(res[0], 32);
+	fake_ms += AG_SYNC_STAMP_KEEP_MS;
+	assert_int_equal(ag_sync_gc_stamps(store(b), fake_ms, 1000, &n), 0);
+	assert_int_equal(n, 32);
+}
+
 /* ---- the wire format (untrusted) -------------------------------------------- */
 
 static void test_decode_rejects(void **state)
@@ -592,6 +794,60 @@ static void test_decode_rejects(void **state)
 	assert_int_equal(ag_sev_decode(buf, n, &d), AG_ECORRUPT);
 }
 
+/* version 2: a failure with a fleet password key; version 1 (an older
+ * host's events) still decodes, and is what an event without a key is */
+static void test_decode_v2(void **state)
+{
+	(void)state;
+	/* a version 1 failure as an older host wrote it (fuzz/corpus/sync/fail) */
+	static const uint8_t v1[] = {
+		0x01, 0x01, 0x00, 0x01, 0x12, 0x67, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x04, 0x00, 0x05, '1', '9', '2', '.', '0',
+		'.', '2', '.', '7', 'i', 'm', 'a', 'p', 'a', 'l', 'i', 'c', 'e',
+	};
+	struct ag_sev d, d2;
+	uint8_t buf[AG_SEV_WIRE_MAX];
+
+	assert_int_equal(ag_sev_decode(v1, sizeof(v1), &d), 0);
+	assert_int_equal(d.kind, AG_SEV_FAIL);
+	assert_int_equal(d.pw_hash, 0x1267);
+	assert_false(d.has_pw_key);
+	assert_int_equal(d.user_len, 5);
+	assert_int_equal(ag_sev_encode(&d, buf), sizeof(v1)); /* still version 1 */
+	assert_memory_equal(buf, v1, sizeof(v1));
+
+	d.has_pw_key = true;
+	memcpy(d.pw_key, "\x01\x02\x03\x04", 4);
+	size_t n = ag_sev_encode(&d, buf);
+	assert_int_equal(n, sizeof(v1) + 4);
+	assert_int_equal(buf[0], 2);
+	assert_int_equal(ag_sev_decode(buf, n, &d2), 0);
+	assert_true(d2.has_pw_key);
+	assert_memory_equal(d2.pw_key, "\x01\x02\x03\x04", 4);
+	assert_int_equal(d2.pw_hash, 0x1267);
+	assert_int_equal(d2.time_ms, d.time_ms);
+	assert_int_equal(d2.seq, d.seq);
+	assert_memory_equal(d2.user, "alice", 5);
+	for (size_t l = 0; l < n; l++)
+		assert_int_equal(ag_sev_decode(buf, l, &d2), AG_ECORRUPT);
+	buf[3] &= (uint8_t)~2u; /* version 2 without the key's flag */
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+	buf[3] |= 2u;
+	buf[0] = 1; /* the flag in a version 1 event */
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+	buf[0] = 2;
+	buf[1] = AG_SEV_OK; /* a key on a success */
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+	buf[1] = AG_SEV_FAIL;
+	assert_int_equal(ag_sev_decode(buf, n, &d2), 0);
+	/* a key without a user */
+	d.user_len = 0;
+	n = ag_sev_encode(&d, buf);
+	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -607,7 +863,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admin_ban_unban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_by_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spray_fleet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spray_fleet_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spray_needs_key_on_both, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repeat_fleet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stamp_gc, setup, teardown),
 		cmocka_unit_test(test_decode_rejects),
+		cmocka_unit_test(test_decode_v2),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

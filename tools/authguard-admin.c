@@ -1195,6 +1195,26 @@ static void print_spray(struct ctx *x, const struct counts *c)
 	printf("          %llu waves so far\n", (unsigned long long)w->waves);
 }
 
+/* Whether the fleet's password key is in the store (sync.h; never the
+ * key itself): without it a spray over the hosts is counted per host. */
+static void print_pw_key(struct ctx *x)
+{
+	uint8_t k[AG_FLEET_KEY_LEN];
+	struct ag_txn *t;
+
+	if (ag_txn_begin(x->s, false, &t) != 0)
+		return;
+	int rc = ag_sync_fleet_key_get(t, k);
+	ag_txn_abort(t);
+	memset(k, 0, sizeof(k));
+	if (rc == 0)
+		printf("pw key:   the fleet's (from the cluster key): hot and repeated passwords "
+		       "count over the fleet\n");
+	else
+		printf("pw key:   NONE YET (authguard-sync has not started on this store): passwords "
+		       "are hashed under this host's own secret and counted here only\n");
+}
+
 /* The fleet (authguard-sync(8)): the daemon's state as it last wrote it
  * (once a second), and the outbox as it is now. */
 #define SYNC_STALE_MS 5000
@@ -1256,6 +1276,95 @@ static void print_sync(struct ctx *x)
 		       (unsigned long long)ob.dropped_fail, (unsigned long long)ob.dropped_other);
 	else
 		printf("outbox:   unreadable (%s)\n", ag_strerror(orc));
+	print_pw_key(x);
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped
+ * (a peer's host id comes from the fleet's events). */
+static void prom_label(const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			printf("\\%c", *v);
+		else if (*v == '\n')
+			printf("\\n");
+		else
+			putchar(*v);
+	}
+}
+
+static void metric(bool prom, const char *name, const char *help, bool counter, double v)
+{
+	if (prom)
+		printf("# HELP authguard_%s %s\n# TYPE authguard_%s %s\nauthguard_%s %.17g\n", name,
+		       help, name, counter ? "counter" : "gauge", name, v);
+	else
+		printf("%-28s %.17g\n", name, v);
+}
+
+/* The fleet's figures for stats (nothing outside a fleet): whether
+ * authguard-sync runs and is connected, so an alert can fire on a host
+ * that guards alone; the outbox; each peer's lag. */
+static void stats_sync(struct ctx *x, bool prom)
+{
+	struct ag_sync_status st;
+	struct ag_outbox_state ob = { 0 };
+	struct ag_txn *t;
+	int src = AG_ENOTFOUND, orc = AG_ENOTFOUND;
+
+	if (!x->no_store && ag_txn_begin(x->s, false, &t) == 0) {
+		src = ag_sync_status_get(t, &st);
+		orc = ag_outbox_state(t, &ob);
+		ag_txn_abort(t);
+	}
+	if (!ag_sync_enabled(&x->c) && src != 0)
+		return;
+	int64_t age = src == 0 ? x->now - st.updated_ms : 0;
+	bool running = src == 0 && age <= SYNC_STALE_MS && age >= -SYNC_STALE_MS;
+	metric(prom, "sync_running", "Whether authguard-sync wrote its state in the last 5 s (1) or not (0).",
+	       false, running ? 1.0 : 0.0);
+	metric(prom, "sync_connected", "Whether authguard-sync is running and connected to Redis (1) or not (0): at 0 this host guards with what it knows alone.",
+	       false, running && st.connected ? 1.0 : 0.0);
+	if (orc == 0) {
+		metric(prom, "sync_outbox_depth", "Events in the outbox not yet pushed to Redis.", false,
+		       (double)ob.depth);
+		metric(prom, "sync_outbox_dropped_total", "Events dropped because the outbox was full (sync_outbox_max).",
+		       true, (double)(ob.dropped_fail + ob.dropped_other));
+	}
+	if (src != 0)
+		return;
+	metric(prom, "sync_pushed_total", "Events pushed to the stream.", true, (double)st.pushed);
+	metric(prom, "sync_applied_total", "Other hosts' events applied to this store.", true, (double)st.applied);
+	metric(prom, "sync_duplicates_total", "Events skipped as already applied.", true, (double)st.dups);
+	metric(prom, "sync_rejected_total", "Events rejected: missing or wrong MAC (not made with the cluster key).",
+	       true, (double)st.rejected);
+	metric(prom, "sync_last_error_timestamp_seconds", "When authguard-sync last met an error (0: never).",
+	       false, (double)st.last_error_ms / 1000.0);
+	static const struct { const char *name, *help; } pm[] = {
+		{ "sync_peer_lag_seconds", "How old the last event applied from a peer was when it was applied." },
+		{ "sync_peer_last_event_timestamp_seconds", "When the last event from a peer was applied." },
+		{ "sync_peer_missed_total", "Sequence numbers of a peer never seen (events lost between it and here)." },
+	};
+	unsigned n = st.npeers < AG_SYNC_PEERS ? st.npeers : AG_SYNC_PEERS;
+	for (size_t k = 0; k < AG_ARRAY_LEN(pm); k++) {
+		if (prom && n > 0)
+			printf("# HELP authguard_%s %s\n# TYPE authguard_%s %s\n", pm[k].name, pm[k].help,
+			       pm[k].name, k == 2 ? "counter" : "gauge");
+		for (unsigned i = 0; i < n; i++) {
+			const struct ag_sync_peer *p = &st.peers[i];
+			double v = k == 0 ? (double)p->lag_ms / 1000.0
+				 : k == 1 ? (double)p->last_ms / 1000.0 : (double)p->gaps;
+			char host[sizeof(p->host) + 1];
+			snprintf(host, sizeof(host), "%.*s", (int)sizeof(p->host), p->host);
+			if (prom) {
+				printf("authguard_%s{peer=\"", pm[k].name);
+				prom_label(host);
+				printf("\"} %.17g\n", v);
+			} else {
+				printf("%s{%s} %.17g\n", pm[k].name, host, v);
+			}
+		}
+	}
 }
 
 static int cmd_status(struct ctx *x, int argc, char **argv)
@@ -1354,14 +1463,9 @@ static int cmd_stats(struct ctx *x, int argc, char **argv)
 		{ "wave_unfamiliar_failures", "Failures from places new to their user, faded with decay_half_life.", ag_score_at(&c.wave.fast, x->now, x->c.decay_half_life), false },
 		{ "wave_start_level", "The count of unfamiliar failures that starts a wave now.", ag_wave_level(&x->c, &c.wave, x->now), false },
 	};
-	for (size_t i = 0; i < AG_ARRAY_LEN(m); i++) {
-		if (prom)
-			printf("# HELP authguard_%s %s\n# TYPE authguard_%s %s\nauthguard_%s %.17g\n",
-			       m[i].name, m[i].help, m[i].name, m[i].counter ? "counter" : "gauge",
-			       m[i].name, m[i].v);
-		else
-			printf("%-28s %.17g\n", m[i].name, m[i].v);
-	}
+	for (size_t i = 0; i < AG_ARRAY_LEN(m); i++)
+		metric(prom, m[i].name, m[i].help, m[i].counter, m[i].v);
+	stats_sync(x, prom);
 	if (!prom) {
 		char t[40];
 		fmt_time(st.created, t, sizeof(t));

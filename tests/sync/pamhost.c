@@ -3,7 +3,9 @@
  * with the host's own config and store (WORKDIR/authguard.conf, passwords
  * in WORKDIR/passdb). Usage: pamhost WORKDIR USER PASSWORD RHOST [...]:
  * each triple is one attempt, and one line says how it ended: "ok", or
- * "fail" with PAM's code. Exit 0, or 2 when the wrapper cannot be set up. */
+ * "fail" with PAM's code. Exit 0, or 2 when the wrapper cannot be set up.
+ * With AG_PAMHOST_AUTHTOK=1 the stack also hands the module the password
+ * (PAM_AUTHTOK, as pam_unix does; pam_matrix does not): hot passwords. */
 #include "config.h"
 
 #include <stdio.h>
@@ -27,8 +29,10 @@ int main(int argc, char **argv)
 	}
 	if (pd_ensure_wrapper(&p, argv) != 0)
 		return 2;
+	const char *tok = getenv("AG_PAMHOST_AUTHTOK");
+	const char *service = tok != NULL && tok[0] == '1' ? PD_SERVICE_AUTHTOK : PD_SERVICE;
 	for (int i = 2; i + 2 < argc; i += 3) {
-		int rc = pd_login(argv[i], argv[i + 1], argv[i + 2], NULL);
+		int rc = pd_login_service(service, argv[i], argv[i + 1], argv[i + 2], NULL);
 		if (rc == PAM_SUCCESS)
 			printf("ok\n");
 		else

@@ -7,7 +7,10 @@
 # hosts is banned after ip_ban_after failures in all; a ban made on one
 # host refuses on another; a botnet against one mailbox locks strangers
 # out on every host while the owner, familiar on host 1, logs in on host 3;
-# unban and unlock on one host lift them everywhere; Redis killed (-9) in
+# unban and unlock on one host lift them everywhere; a password sprayed
+# one user per host is hot on all of them (the fleet's password key); the
+# nftables export of a host that never saw an address holds another's
+# ban of it; Redis killed (-9) in
 # the middle of an attack and restarted: every event arrives and none
 # counts twice; a host stopped while the stream was trimmed past its position
 # catches up from a peer's snapshot; a forged event (no cluster key) is
@@ -29,7 +32,7 @@ REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
 REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=10
-NTESTS=32
+NTESTS=43
 
 skip() {
 	echo "SKIP: $1" >&2
@@ -130,6 +133,7 @@ ip_ban_after = 8
 user_lock_after = 6
 spray_users = 0
 net_ban_after = 0
+spray_password_users = 4
 sync_redis = 127.0.0.1:$PORT
 sync_host = h$i
 sync_key_file = $S/cluster.key
@@ -153,6 +157,9 @@ admin() { # admin HOST ARGS...
 }
 login() { # login HOST USER PASSWORD RHOST: prints ok | fail CODE
 	"$PAMHOST" "$S/h$1" "$2" "$3" "$4"
+}
+login_pw() { # the same, the module given the password too (PAM_AUTHTOK)
+	AG_PAMHOST_AUTHTOK=1 "$PAMHOST" "$S/h$1" "$2" "$3" "$4"
 }
 # failures "in all" a host's store holds for an address (0 if none)
 fails_of() {
@@ -191,6 +198,8 @@ for i in 1 2 3 4; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
 done
 ok 0 "all four connected (h4 as Redis ACL user agsync, with only the commands it needs)"
+ok "$(admin 3 status | grep -q "^pw key: *the fleet's"; echo $?)" \
+	"authguard-admin status: the fleet's password key is in h3's store"
 
 # ---------------------------------------------------- 1. round-robin brute force
 A=192.0.2.10
@@ -244,6 +253,38 @@ wait_for allows 1 $B
 ok $? "unban on h3 lifts h1's ban"
 ok "$(wait_for allows 2 $B && wait_for allows 4 $B; echo $?)" "unban: h2 and h4 let it in too"
 
+# ---------------------------------------------------- 4b. a password sprayed over the fleet
+# spray_password_users = 4: four users, one on each host, each from a
+# place of its own, all with bob's password: one spray (the hosts hash
+# passwords under the fleet's key, which authguard-sync derives)
+BOB_HOME=203.0.113.6
+is "$(login_pw 1 bob bob-secret $BOB_HOME)" ok "spray: bob logs in on h1 from home"
+for n in 1 2 3 4; do
+	login_pw $n "sp$n" bob-secret "198.18.2.$n" >/dev/null
+	wait_for all_user_fails "sp$n" 1 || break
+done
+is "$(login_pw 2 bob bob-secret 198.18.3.1)" "fail 7" \
+	"spray: 1 user per host, 4 in all: bob's password from a new place is refused on h2"
+is "$(grep -c 'user="bob" rhost=198.18.3.1 .*action=refuse reason=hot_password' \
+	"$S/h2/attempts.log")" 1 "spray: h2's attempt line says hot_password"
+ok "$(wait_for eval '[ "$(fails_of 4 198.18.3.1)" = 1 ]'; echo $?)" \
+	"spray: the refusal reaches h4 as the failure it was (not a success: no familiar place)"
+is "$(login_pw 4 bob bob-secret 198.18.3.1)" "fail 7" "spray: ... so h4 refuses that place too"
+is "$(login_pw 3 bob bob-secret $BOB_HOME)" ok "spray: bob, familiar on h1, logs in on h3 from home"
+
+# ---------------------------------------------------- 4c. nftables export across the fleet
+F=192.0.2.90
+G=198.51.100.99
+for n in 1 2 3 4 5 6 7 8; do login 1 "nf$n" wrong $F >/dev/null; done
+admin 1 ban $G --for 1h >/dev/null
+wait_for refuses 3 $F && wait_for refuses 3 $G
+ok $? "export: h1's rule ban and admin ban reach h3"
+admin 3 export nft >"$S/h3.nft"
+ok "$(grep -q "^add element inet authguard authguard4 {.* $F[ ,/]" "$S/h3.nft" &&
+	grep -q "^add element inet authguard authguard4 {.* $G[ ,/]" "$S/h3.nft" &&
+	! grep -q "service=authguard-[a-z]* .*rhost=$F " "$S/h3/attempts.log"; echo $?)" \
+	"export nft on h3, which never saw $F: its set holds h1's bans of $F and $G"
+
 # ---------------------------------------------------- 5. Redis killed mid-attack
 C=192.0.2.30
 for n in 1 2 3; do login $n "k$n" wrong $C >/dev/null; done
@@ -261,9 +302,14 @@ ok "$(grep -q 'fault: Redis .* unreachable' "$S/h1/sync.log"; echo $?)" \
 	"Redis away: a fault line in h1's log"
 ok "$(admin 2 status | grep -q '^sync: *DISCONNECTED'; echo $?)" \
 	"Redis away: authguard-admin status says disconnected"
+ok "$(admin 2 stats --prometheus | grep -qx 'authguard_sync_connected 0'; echo $?)" \
+	"Redis away: the Prometheus export says authguard_sync_connected 0"
 start_redis
 wait_for all_fails $C 7
 ok $? "Redis back: every host catches up to the 7 failures"
+wait_for connected 2
+ok "$(admin 2 stats --prometheus | grep -qx 'authguard_sync_connected 1'; echo $?)" \
+	"Redis back: authguard_sync_connected 1"
 sleep 1 # anything counted twice would show by now
 is "$(fails_of 1 $C) $(fails_of 2 $C) $(fails_of 3 $C) $(fails_of 4 $C)" "7 7 7 7" \
 	"Redis back: no failure counted twice"
