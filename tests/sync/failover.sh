@@ -2,7 +2,7 @@
 # tests/sync/failover.sh - the fleet on a highly available Redis (issue 13
 # item 5): a real primary, one replica (--replicaof) and a real Sentinel
 # (redis-server --sentinel; quorum 1, down-after 1 s) on random loopback
-# ports, all with a password; two simulated hosts (two stores, two
+# ports, all with a password; three simulated hosts (three stores, three
 # authguard-sync with sync_sentinels and sync_wait_replicas = 1), events
 # recorded with authguard-admin record as a front end does.
 #
@@ -13,7 +13,9 @@
 # killed (-9) in the middle of the brute force, Sentinel promotes the
 # replica (which never had those failures), both daemons follow (a fault
 # line naming the old and the new primary) and every failure arrives on
-# host 2 exactly once (counts equal); a ban on host 2 after the failover
+# host 2 exactly once (counts equal); host 3, which read on from the old
+# primary what the replica never got, reads on from the new primary's last
+# entry and counts each once too; a ban on host 2 after the failover
 # reaches host 1; the old primary back as a replica drains the outboxes.
 # SIGHUP: a new sentinel list (a second sentinel, without a password) is
 # followed without a restart; a config with a bad value or a key file
@@ -39,7 +41,7 @@ REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=20
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=26
+NTESTS=28
 
 [ -n "$REDIS" ] && [ -x "$REDIS" ] || tap_skip_all "redis-server not found: install redis-server (or set AG_TEST_REDIS)"
 [ -n "$REDIS_CLI" ] || tap_skip_all "redis-cli not found: install redis-tools"
@@ -55,11 +57,11 @@ fi
 S=$(mktemp -d /tmp/ag-failover.XXXXXX) || exit 1
 WDPID=
 P1PID= P2PID= S1PID= S2PID=
-SPIDS=("" "" "")
+SPIDS=("" "" "" "")
 cleanup() {
 	local rc=$? p
 	trap - EXIT
-	for p in "${SPIDS[1]}" "${SPIDS[2]}"; do
+	for p in "${SPIDS[1]}" "${SPIDS[2]}" "${SPIDS[3]}"; do
 		[ -z "$p" ] || { kill -CONT "$p"; kill -TERM "$p"; } 2>/dev/null
 	done
 	for p in "$S1PID" "$S2PID" "$P1PID" "$P2PID"; do
@@ -164,7 +166,7 @@ sync_key_file = $S/cluster.key
 sync_snapshot_every = 1m
 EOF
 }
-for i in 1 2; do
+for i in 1 2 3; do
 	mkdir -p "$S/h$i"
 	conf $i >"$S/h$i/authguard.conf"
 done
@@ -174,7 +176,8 @@ start_sync() {
 }
 start_sync 1
 start_sync 2
-for i in 1 2; do
+start_sync 3
+for i in 1 2 3; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
 done
 logged() { grep -qF -- "$2" "$S/h$1/sync.log"; } # logged HOST TEXT
@@ -208,18 +211,27 @@ ok "$([ "$(outbox_of 1)" -ge 10 ]; echo $?)" \
 	"replica stopped: the 10 unacknowledged failures stay in h1's outbox"
 in_primary() { [ "$(red "$P1" xlen authguard)" -ge 15 ]; }
 ok "$(wait_for in_primary; echo $?)" "... although the primary has them in its stream"
+# h3 reads on: it applies from the primary what the replica never gets
+wait_for eval '[ "$(fails_of 3 $A)" = 15 ]' || bail "h3 did not read the 15 failures from the primary"
+# h1's daemon held until h3 has looked at the new primary (else what h1
+# pushes there may come first, and h3's position is no longer past its end)
+kill -STOP "${SPIDS[1]}"
 kill -KILL "$P1PID"
-wait "$P1PID" 2>/dev/null
+{ wait "$P1PID"; } 2>/dev/null
 P1PID=
 kill -CONT "$P2PID" "${SPIDS[2]}"
 for n in 16 17 18 19 20 21 22 23 24 25; do record_fail 1 "u$n" $A; done
 promoted() { sentinel "$SP1" get-master-addr-by-name ag | grep -qx "$P2"; }
 wait_for promoted
 ok $? "Sentinel promoted the replica"
+wait_for logged 3 "is past the last entry"
+ok $? "h3 read entries the new primary never had: it reads on from that primary's last entry"
+kill -CONT "${SPIDS[1]}"
 ok "$(wait_for eval '[ "$(fails_of 2 $A)" = 25 ]'; echo $?)" \
 	"every failure arrived on h2 (25), the 10 the dead primary took along too"
 sleep 1 # anything counted twice would show by now
 is "$(fails_of 1 $A) $(fails_of 2 $A)" "25 25" "each exactly once: the counts are equal"
+is "$(fails_of 3 $A)" 25 "h3 counted each once too"
 ok "$(wait_for logged 1 "primary 'ag' changed from 127.0.0.1:$P1 to 127.0.0.1:$P2"; echo $?)" \
 	"h1's fault line names the old and the new primary"
 ok "$(wait_for logged 2 "primary 'ag' changed from 127.0.0.1:$P1 to 127.0.0.1:$P2"; echo $?)" \
@@ -292,10 +304,10 @@ ok "$([ $rc = 2 ] && grep -q 'both set' "$S/both.out"; echo $?)" \
 
 # ---------------------------------------------------- stop
 stopped=0
-for i in 1 2; do
+for i in 1 2 3; do
 	kill -TERM "${SPIDS[$i]}"
 	wait "${SPIDS[$i]}" || stopped=1
 	SPIDS[$i]=
 done
-ok $stopped "SIGTERM: both daemons stop cleanly (status 0)"
+ok $stopped "SIGTERM: every daemon stops cleanly (status 0)"
 exit 0
