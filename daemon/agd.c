@@ -177,14 +177,21 @@ int agd_signal_take(int fd)
 	return (int)si.ssi_signo;
 }
 
+int agd_conf_read(struct agd *d, struct ag_conf *c)
+{
+	if (load(d->conf_path, c) != 0) {
+		agd_log(AG_LVL_WARN, "reload refused: still running with the config read before");
+		return -1;
+	}
+	return 0;
+}
+
 int agd_reload(struct agd *d)
 {
 	struct ag_conf c;
 
-	if (load(d->conf_path, &c) != 0) {
-		agd_log(AG_LVL_WARN, "reload refused: still running with the config read before");
+	if (agd_conf_read(d, &c) != 0)
 		return -1;
-	}
 	ag_conf_free(&d->conf);
 	d->conf = c;
 	agd_log(AG_LVL_INFO, "config %s read again", d->conf_path);

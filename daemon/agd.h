@@ -64,6 +64,15 @@ int agd_signal_take(int fd);
  */
 int agd_reload(struct agd *d);
 
+/*
+ * Read the config again into @c (initialised here; the caller frees it
+ * with ag_conf_free()), with the checks of agd_start(): every bad line is
+ * said, and any refuses it. For a daemon whose threads read d->conf: it
+ * checks the new config while they run, then swaps it in when they are
+ * stopped. Returns 0, or -1 (said why; @c holds nothing).
+ */
+int agd_conf_read(struct agd *d, struct ag_conf *c);
+
 /* systemd: READY=1, STOPPING=1, STATUS=... (no-ops without NOTIFY_SOCKET). */
 void agd_ready(const char *status);
 void agd_stopping(void);

@@ -18,7 +18,8 @@
 enum ctype { T_PATH, T_MODE, T_BOOL, T_LOG, T_DURATION, T_COUNT, T_SIZE, T_CIDRS, T_STRING,
 	     T_STRLIST,
 	     T_PREFIXES, /* "LEN[:AFTER] ...", into a struct ag_prefixes */
-	     T_DOMAINS /* mail domains, comma- or blank-separated, into a struct ag_strlist */ };
+	     T_DOMAINS, /* mail domains, comma- or blank-separated, into a struct ag_strlist */
+	     T_HOSTPORTS /* host:port, [v6]:port, comma- or blank-separated, into a struct ag_strlist */ };
 
 struct ckey {
 	const char *name;
@@ -87,6 +88,11 @@ static const struct ckey keys[] = {
 	{ "sync_stream_max", T_COUNT, OFF(sync_stream_max), 1000, 100000000, "1000000" },
 	{ "sync_outbox_max", T_COUNT, OFF(sync_outbox_max), 100, 100000000, "100000" },
 	{ "sync_snapshot_every", T_DURATION, OFF(sync_snapshot_every), SEC, DAY, "5m" },
+	/* authguard-sync: Redis Sentinel and replica acknowledgements (issue 13 item 5) */
+	{ "sync_sentinels", T_HOSTPORTS, OFF(sync_sentinels), 0, 0, "" },
+	{ "sync_sentinel_master", T_STRING, OFF(sync_sentinel_master), 0, 0, "" },
+	{ "sync_wait_replicas", T_COUNT, OFF(sync_wait_replicas), 0, 16, "0" },
+	{ "sync_wait_timeout", T_DURATION, OFF(sync_wait_timeout), 10, 60 * SEC, "1s" },
 	/* prefix hierarchy, slow time scale, attempts in flight (issue 14);
 	 * min/max of a T_PREFIXES key bound its lengths */
 	{ "ipv4_prefixes", T_PREFIXES, OFF(ipv4_prefixes), 8, 32, "24" },
@@ -275,7 +281,7 @@ static int parse_cidrs(const char *s, struct ag_cidrs *out, char *err, size_t er
 /* The lists kept as struct ag_strlist. */
 static bool strlist_type(enum ctype t)
 {
-	return t == T_STRLIST || t == T_DOMAINS;
+	return t == T_STRLIST || t == T_DOMAINS || t == T_HOSTPORTS;
 }
 
 static void strlist_clear(struct ag_strlist *l)
@@ -337,6 +343,61 @@ static int parse_domains(const char *key, const char *s, struct ag_strlist *out,
 				 (int)(n < 64 ? n : 64), w);
 			return AG_EINVAL;
 		}
+		word[n] = '\0';
+		if (strlist_add(out, word) != 0) {
+			snprintf(err, errlen, "out of memory");
+			return AG_ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* One "host:port" or "[v6]:port" of a T_HOSTPORTS list: a name or an IPv4
+ * address (letters, digits, '.', '-', '_'), an IPv6 address in brackets,
+ * a port from 1 to 65535. */
+static bool hostport_ok(const char *w, size_t n)
+{
+	size_t hl = n;
+
+	while (hl > 0 && w[hl - 1] != ':')
+		hl--;
+	if (hl < 2 || n - hl == 0 || n - hl > 5 || hl - 1 > 255)
+		return false;
+	hl--; /* the host's length, before the last ':' */
+	bool v6 = hl > 2 && w[0] == '[' && w[hl - 1] == ']';
+
+	for (size_t i = v6 ? 1 : 0; i < (v6 ? hl - 1 : hl); i++) {
+		unsigned char ch = (unsigned char)w[i];
+		bool ok = v6 ? isxdigit(ch) || ch == ':' || ch == '.'
+			     : isalnum(ch) || ch == '.' || ch == '-' || ch == '_';
+		if (!ok)
+			return false;
+	}
+	unsigned port = 0;
+	for (size_t i = hl + 1; i < n; i++) {
+		if (!isdigit((unsigned char)w[i]))
+			return false;
+		port = port * 10 + (unsigned)(w[i] - '0');
+	}
+	return port >= 1 && port <= 65535;
+}
+
+/* host:port entries separated by commas and/or blanks into @out
+ * (appended), as given. */
+static int parse_hostports(const char *key, const char *s, struct ag_strlist *out, char *err,
+			   size_t errlen)
+{
+	char word[300];
+	const char *w;
+	size_t n;
+
+	while (next_entry(&s, &w, &n)) {
+		if (n >= sizeof(word) || !hostport_ok(w, n)) {
+			snprintf(err, errlen, "%s: '%.*s' is not host:port or [IPv6]:port", key,
+				 (int)(n < 64 ? n : 64), w);
+			return AG_EINVAL;
+		}
+		memcpy(word, w, n);
 		word[n] = '\0';
 		if (strlist_add(out, word) != 0) {
 			snprintf(err, errlen, "out of memory");
@@ -587,14 +648,16 @@ static int set_value_raw(struct ag_conf *c, const struct ckey *k, const char *v,
 		}
 		return 0;
 	}
-	case T_DOMAINS: {
+	case T_DOMAINS:
+	case T_HOSTPORTS: {
 		struct ag_strlist tmp = { 0 };
 		if (append && strlist_copy(&tmp, field) != 0) {
 			strlist_clear(&tmp);
 			snprintf(err, errlen, "out of memory");
 			return AG_ENOMEM;
 		}
-		rc = parse_domains(k->name, v, &tmp, err, errlen);
+		rc = k->type == T_DOMAINS ? parse_domains(k->name, v, &tmp, err, errlen)
+					  : parse_hostports(k->name, v, &tmp, err, errlen);
 		if (rc != 0) {
 			strlist_clear(&tmp);
 			return rc == AG_ENOMEM ? AG_ENOMEM : AG_ECONF;
@@ -950,7 +1013,8 @@ void ag_conf_dump(const struct ag_conf *c, FILE *out)
 		case T_CIDRS: dump_cidrs(field, out); break;
 		case T_STRING: fputs(field, out); break;
 		case T_PREFIXES: dump_prefixes(field, out); break;
-		case T_DOMAINS: {
+		case T_DOMAINS:
+		case T_HOSTPORTS: {
 			const struct ag_strlist *l = field;
 			for (size_t j = 0; j < l->n; j++)
 				fprintf(out, "%s%s", j ? ", " : "", l->v[j]);

@@ -98,6 +98,11 @@ struct ag_conf {
 	uint32_t sync_stream_max;          /* XADD MAXLEN ~ */
 	uint32_t sync_outbox_max;          /* events kept while Redis is away */
 	int64_t sync_snapshot_every;       /* publish a snapshot this often */
+	/* authguard-sync: Redis Sentinel, replica acknowledgements */
+	struct ag_strlist sync_sentinels;  /* host:port entries; none: sync_redis */
+	char sync_sentinel_master[AG_CONF_STR_MAX]; /* the primary's name at the sentinels */
+	uint32_t sync_wait_replicas;       /* WAIT for this many replicas; 0: off */
+	int64_t sync_wait_timeout;         /* ... at most this long per batch */
 	/* prefix hierarchy, slow time scale, attempts in flight (issue 14) */
 	struct ag_prefixes ipv4_prefixes;  /* [0].len is ipv4_prefix */
 	struct ag_prefixes ipv6_prefixes;  /* [0].len is ipv6_prefix */

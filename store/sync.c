@@ -39,7 +39,7 @@ enum { CLASS_FAIL = 0, CLASS_OTHER = 1 };
 
 bool ag_sync_enabled(const struct ag_conf *c)
 {
-	return c->sync_redis[0] != '\0';
+	return c->sync_redis[0] != '\0' || c->sync_sentinels.n > 0;
 }
 
 static void q_key(uint8_t cls, uint64_t seq, uint8_t key[Q_KEYLEN])

@@ -70,6 +70,8 @@
 #define DRAIN_AFTER 16
 #define FLUSH_EVERY_MS 500
 #define RESUME_SCAN 8192
+#define SENTINEL_TIMEOUT_MS 1000
+#define ROLE_CHECK_MS 1000
 
 static const char usage[] =
 	"usage: " NAME " [-c CONF] [-t] [-h] [-V]\n"
@@ -86,6 +88,8 @@ static struct {
 	char host[64];
 	char password[512];
 	atomic_bool stop;
+	atomic_bool restart;     /* SIGHUP: the threads stop, the new config goes in */
+	char primary[AG_CONF_STR_MAX]; /* with Sentinel: the primary last followed (under mu) */
 	pthread_mutex_t mu; /* guards st and the fault times */
 	struct ag_sync_status st;
 	uint64_t outbox_dropped; /* last seen, to log new drops */
@@ -102,7 +106,19 @@ struct link {
 	int64_t down_since;    /* 0: up */
 	int64_t last_fault;
 	int64_t backoff;
+	char addr[AG_CONF_STR_MAX]; /* the server it talks to (with Sentinel: the primary named) */
+	int64_t role_checked;  /* with Sentinel: when ROLE last said "master" */
+	unsigned sentinel_first; /* the sentinel that answered last: asked first */
+	unsigned wait_short;   /* WAITs in a row that fewer replicas answered */
+	int64_t last_moved;    /* the last fault line of link_moved() */
 };
+
+/* What a log line calls the Redis a link talks to: the address it dialled
+ * last (with Sentinel, the primary they named), before that the config's. */
+static const char *where(const struct link *l)
+{
+	return l->addr[0] != '\0' ? l->addr : g.d.conf.sync_redis;
+}
 
 static void set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void set_error(const char *fmt, ...)
@@ -161,17 +177,22 @@ static void link_down(struct link *l, const char *reason)
 		agd_log(AG_LVL_ERR,
 			NAME " fault: Redis %s (%s) unreachable for %" PRId64 " s: %s; this host "
 			"guards with what it knows, %" PRIu64 " events wait in the outbox",
-			g.d.conf.sync_redis, l->role, (now - l->down_since) / 1000, why, outbox_depth());
+			where(l), l->role, (now - l->down_since) / 1000, why, outbox_depth());
 	}
 	l->backoff = l->backoff == 0 ? 100 : l->backoff * 2;
 	if (l->backoff > BACKOFF_MAX_MS)
 		l->backoff = BACKOFF_MAX_MS;
 }
 
+static bool running(void)
+{
+	return !atomic_load(&g.stop) && !atomic_load(&g.restart);
+}
+
 static void sleep_ms(int64_t ms)
 {
-	/* in small steps, so SIGTERM is seen quickly */
-	while (ms > 0 && !atomic_load(&g.stop)) {
+	/* in small steps, so SIGTERM (or SIGHUP) is seen quickly */
+	while (ms > 0 && running()) {
 		int64_t step = ms < 50 ? ms : 50;
 		struct timespec ts = { 0, (long)step * 1000000L };
 		nanosleep(&ts, NULL);
@@ -181,29 +202,50 @@ static void sleep_ms(int64_t ms)
 
 /* ---- Redis ----------------------------------------------------------------------------- */
 
-static redisContext *redis_open(char *err, size_t errlen)
+static bool sentinel_mode(void)
 {
-	const char *a = g.d.conf.sync_redis;
-	struct timeval tv = { IO_TIMEOUT_MS / 1000, (IO_TIMEOUT_MS % 1000) * 1000 };
-	redisContext *rc;
+	return g.d.conf.sync_sentinels.n > 0;
+}
 
-	if (strncmp(a, "unix:", 5) == 0) {
-		rc = redisConnectUnixWithTimeout(a + 5, tv);
+/* "host:port" or "[v6]:port" into @host (brackets dropped) and *@port;
+ * false if it is neither (the config checked it, a sentinel may not). */
+static bool split_hostport(const char *a, char *host, size_t hostlen, int *port)
+{
+	const char *colon = strrchr(a, ':');
+	size_t hl = colon != NULL ? (size_t)(colon - a) : 0;
+	char *end;
+
+	if (hl == 0 || hl >= hostlen)
+		return false;
+	long p = strtol(colon + 1, &end, 10);
+	if (end == colon + 1 || *end != '\0' || p < 1 || p > 65535)
+		return false;
+	memcpy(host, a, hl);
+	host[hl] = '\0';
+	if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	}
+	*port = (int)p;
+	return true;
+}
+
+/* A connection to @addr (host:port, or unix:/path) with @ms for the
+ * connect and for each reply, or NULL with why in @err. */
+static redisContext *dial(const char *addr, int64_t ms, char *err, size_t errlen)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+	redisContext *rc;
+	char host[256];
+	int port;
+
+	if (strncmp(addr, "unix:", 5) == 0) {
+		rc = redisConnectUnixWithTimeout(addr + 5, tv);
+	} else if (split_hostport(addr, host, sizeof(host), &port)) {
+		rc = redisConnectWithTimeout(host, port, tv);
 	} else {
-		char host[256];
-		const char *colon = strrchr(a, ':');
-		size_t hl = colon != NULL ? (size_t)(colon - a) : 0;
-		if (hl == 0 || hl >= sizeof(host)) {
-			snprintf(err, errlen, "bad sync_redis");
-			return NULL;
-		}
-		memcpy(host, a, hl);
-		host[hl] = '\0';
-		if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-			memmove(host, host + 1, hl - 2);
-			host[hl - 2] = '\0';
-		}
-		rc = redisConnectWithTimeout(host, atoi(colon + 1), tv);
+		snprintf(err, errlen, "'%s' is not host:port", addr);
+		return NULL;
 	}
 	if (rc == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -215,21 +257,183 @@ static redisContext *redis_open(char *err, size_t errlen)
 		return NULL;
 	}
 	(void)redisSetTimeout(rc, tv);
-	if (g.password[0] != '\0') {
-		redisReply *r;
-		if (g.d.conf.sync_redis_user[0] != '\0')
-			r = redisCommand(rc, "AUTH %s %s", g.d.conf.sync_redis_user, g.password);
-		else
-			r = redisCommand(rc, "AUTH %s", g.password);
-		bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+	return rc;
+}
+
+/* AUTH with sync_redis_user / sync_redis_password_file (if a password is
+ * set). @optional (a sentinel): one that has no password takes none. */
+static bool auth(redisContext *rc, bool optional, char *err, size_t errlen)
+{
+	redisReply *r;
+
+	if (g.password[0] == '\0')
+		return true;
+	if (g.d.conf.sync_redis_user[0] != '\0')
+		r = redisCommand(rc, "AUTH %s %s", g.d.conf.sync_redis_user, g.password);
+	else
+		r = redisCommand(rc, "AUTH %s", g.password);
+	bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+	/* Redis 6 and later, and 5 ("no password is set") */
+	if (!ok && optional && r != NULL && r->type == REDIS_REPLY_ERROR &&
+	    (strstr(r->str, "without any password configured") != NULL ||
+	     strstr(r->str, "no password is set") != NULL))
+		ok = true;
+	if (!ok)
 		snprintf(err, errlen, "AUTH refused: %s",
 			 r == NULL ? rc->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	if (r != NULL)
+		freeReplyObject(r);
+	return ok;
+}
+
+/* Append "; " and a formatted reason to @err (what each sentinel said). */
+static void add_reason(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void add_reason(char *err, size_t errlen, const char *fmt, ...)
+{
+	size_t n = strlen(err);
+	va_list ap;
+
+	if (n > 0 && n + 2 < errlen) {
+		memcpy(err + n, "; ", 3);
+		n += 2;
+	}
+	va_start(ap, fmt);
+	if (n < errlen)
+		vsnprintf(err + n, errlen - n, fmt, ap);
+	va_end(ap);
+}
+
+/* Ask the sentinels in turn (the one that answered last first) for the
+ * address of sync_sentinel_master: "host:port" into @addr and the
+ * sentinel that said it into @from; false with what each said in @err. */
+static bool ask_sentinels(struct link *l, char *addr, size_t addrlen, char *from, size_t fromlen,
+			  char *err, size_t errlen)
+{
+	const struct ag_strlist *s = &g.d.conf.sync_sentinels;
+	const char *name = g.d.conf.sync_sentinel_master;
+
+	err[0] = '\0';
+	for (size_t k = 0; k < s->n && running(); k++) {
+		size_t i = (l->sentinel_first + k) % s->n;
+		char why[256] = "";
+		redisContext *rc = dial(s->v[i], SENTINEL_TIMEOUT_MS, why, sizeof(why));
+		if (rc == NULL || !auth(rc, true, why, sizeof(why))) {
+			add_reason(err, errlen, "sentinel %s: %s", s->v[i], why);
+			if (rc != NULL)
+				redisFree(rc);
+			continue;
+		}
+		redisReply *r = redisCommand(rc, "SENTINEL get-master-addr-by-name %s", name);
+		bool ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+			  r->element[0]->type == REDIS_REPLY_STRING &&
+			  r->element[1]->type == REDIS_REPLY_STRING && r->element[0]->len > 0 &&
+			  r->element[0]->len < 200 && r->element[1]->len < 6;
+		if (ok) {
+			const char *h = r->element[0]->str;
+			if (strchr(h, ':') != NULL) /* IPv6 */
+				snprintf(addr, addrlen, "[%s]:%s", h, r->element[1]->str);
+			else
+				snprintf(addr, addrlen, "%s:%s", h, r->element[1]->str);
+			char host[256];
+			int port;
+			ok = split_hostport(addr, host, sizeof(host), &port);
+			if (!ok)
+				add_reason(err, errlen, "sentinel %s: a bad address for '%s'", s->v[i], name);
+		} else if (r == NULL) {
+			add_reason(err, errlen, "sentinel %s: %s", s->v[i], rc->errstr);
+		} else if (r->type == REDIS_REPLY_NIL) {
+			add_reason(err, errlen, "sentinel %s knows no primary named '%s'", s->v[i], name);
+		} else {
+			add_reason(err, errlen, "sentinel %s: %s", s->v[i],
+				   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		}
 		if (r != NULL)
 			freeReplyObject(r);
-		if (!ok) {
+		redisFree(rc);
+		if (ok) {
+			l->sentinel_first = (unsigned)i;
+			snprintf(from, fromlen, "%s", s->v[i]);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The role the server on @rc says it has ("master", "slave", ...) into
+ * @role; false on a lost link (why in @err). */
+static bool role_of(redisContext *rc, char *role, size_t rolelen, char *err, size_t errlen)
+{
+	redisReply *r = redisCommand(rc, "ROLE");
+
+	if (r == NULL) {
+		snprintf(err, errlen, "%s", rc->errstr);
+		return false;
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING)
+		snprintf(role, rolelen, "%s", r->element[0]->str);
+	else
+		snprintf(role, rolelen, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unknown");
+	freeReplyObject(r);
+	return true;
+}
+
+/* The primary both links follow: said once when it is first known, and
+ * as a fault when it changes (the old and the new one named). */
+static void note_primary(const char *addr, const char *from)
+{
+	char old[sizeof(g.primary)];
+
+	pthread_mutex_lock(&g.mu);
+	snprintf(old, sizeof(old), "%s", g.primary);
+	snprintf(g.primary, sizeof(g.primary), "%s", addr);
+	pthread_mutex_unlock(&g.mu);
+	if (old[0] == '\0')
+		agd_log(AG_LVL_INFO, "Redis primary '%s' is %s (sentinel %s)",
+			g.d.conf.sync_sentinel_master, addr, from);
+	else if (strcmp(old, addr) != 0)
+		agd_log(AG_LVL_ERR, NAME " fault: Redis primary '%s' changed from %s to %s "
+			"(sentinel %s): following it; what waits in the outbox goes there",
+			g.d.conf.sync_sentinel_master, old, addr, from);
+}
+
+static redisContext *redis_open(struct link *l, char *err, size_t errlen)
+{
+	char from[300] = "", role[32];
+	int64_t io_ms = IO_TIMEOUT_MS;
+
+	/* a WAIT may block for sync_wait_timeout before it answers */
+	if (g.d.conf.sync_wait_replicas > 0)
+		io_ms += g.d.conf.sync_wait_timeout;
+	if (!sentinel_mode()) {
+		snprintf(l->addr, sizeof(l->addr), "%s", g.d.conf.sync_redis);
+	} else if (!ask_sentinels(l, l->addr, sizeof(l->addr), from, sizeof(from), err, errlen)) {
+		snprintf(l->addr, sizeof(l->addr), "primary '%.200s' (sentinels)",
+			 g.d.conf.sync_sentinel_master);
+		return NULL;
+	}
+	redisContext *rc = dial(l->addr, io_ms, err, errlen);
+	if (rc == NULL)
+		return NULL;
+	if (!auth(rc, false, err, errlen)) {
+		redisFree(rc);
+		return NULL;
+	}
+	if (sentinel_mode()) {
+		/* the sentinels' word may be stale (a failover under way):
+		 * only a primary takes the stream */
+		if (!role_of(rc, role, sizeof(role), err, errlen)) {
 			redisFree(rc);
 			return NULL;
 		}
+		if (strcmp(role, "master") != 0) {
+			snprintf(err, errlen, "sentinel %s names it primary '%.200s' but its ROLE is '%s'",
+				 from, g.d.conf.sync_sentinel_master, role);
+			redisFree(rc);
+			return NULL;
+		}
+		l->role_checked = ag_now_ms();
+		note_primary(l->addr, from);
 	}
 	return rc;
 }
@@ -237,26 +441,81 @@ static redisContext *redis_open(char *err, size_t errlen)
 /* Connected, or why not (then after the backoff). */
 static bool link_up(struct link *l)
 {
-	char err[256];
+	char err[1024];
 
 	if (l->rc != NULL)
 		return true;
 	if (l->backoff > 0)
 		sleep_ms(l->backoff);
-	if (atomic_load(&g.stop))
+	if (!running())
 		return false;
-	l->rc = redis_open(err, sizeof(err));
+	err[0] = '\0';
+	l->rc = redis_open(l, err, sizeof(err));
 	if (l->rc == NULL) {
 		link_down(l, err);
 		return false;
 	}
 	if (l->down_since != 0)
 		agd_log(AG_LVL_INFO, "Redis %s (%s) reachable again after %" PRId64 " s; %" PRIu64
-			" events to push", g.d.conf.sync_redis, l->role,
+			" events to push", where(l), l->role,
 			(ag_now_ms() - l->down_since) / 1000, outbox_depth());
-	l->down_since = l->last_fault = l->backoff = 0;
+	l->down_since = l->last_fault = 0;
+	if (l->wait_short == 0) /* else the delay keeps growing: see replicas_have() */
+		l->backoff = 0;
 	set_connected(true);
 	return true;
+}
+
+/* The primary's role is gone (READONLY, a blocked read cut off when the
+ * server became a replica, a WAIT no replica answers): drop the link so
+ * that the next one asks the sentinels again. Said as a fault. */
+static void link_moved(struct link *l, const char *why, bool always)
+{
+	int64_t now = ag_now_ms();
+
+	if (always || now - l->last_moved >= FAULT_EVERY_MS) {
+		l->last_moved = now;
+		agd_log(AG_LVL_ERR, NAME " fault: Redis %s (%s): %s; %s", where(l), l->role, why,
+		sentinel_mode() ? "asking the sentinels for the primary again"
+				: "connecting again");
+	}
+	set_error("%s: %s: %s", l->role, where(l), why);
+	if (l->rc != NULL) {
+		redisFree(l->rc);
+		l->rc = NULL;
+	}
+	l->backoff = l->backoff == 0 ? 100 : l->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+									   : l->backoff * 2;
+}
+
+/* Errors that say the server is not (or no longer) the primary. */
+static bool moved_error(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR &&
+	       (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "UNBLOCKED", 9) == 0);
+}
+
+/* With Sentinel, once a second: is the server still the primary? (A
+ * primary cut off from the sentinels is replaced while it still takes
+ * writes; when it comes back it is made a replica.) False when the link
+ * was dropped. */
+static bool still_primary(struct link *l)
+{
+	char role[32], err[256], why[300];
+	int64_t now = ag_now_ms();
+
+	if (!sentinel_mode() || l->rc == NULL || now - l->role_checked < ROLE_CHECK_MS)
+		return l->rc != NULL;
+	l->role_checked = now;
+	if (!role_of(l->rc, role, sizeof(role), err, sizeof(err))) {
+		link_down(l, err);
+		return false;
+	}
+	if (strcmp(role, "master") == 0)
+		return true;
+	snprintf(why, sizeof(why), "its ROLE is '%s' now", role);
+	link_moved(l, why, true);
+	return false;
 }
 
 /* ---- the MAC ----------------------------------------------------------------------------- */
@@ -319,13 +578,67 @@ static bool mac(const char *host, size_t hlen, const uint8_t epoch[8], const uin
 
 /* ---- pushing ------------------------------------------------------------------------- */
 
+/* sync_wait_replicas: have the @n events just added reached that many
+ * replicas (WAIT)? Only then may they leave the outbox: a primary that
+ * dies before its replica copied them would take them along. When fewer
+ * answer they stay and go again later (the receivers skip what they
+ * applied already), after a growing delay; with Sentinel the link is
+ * dropped too, as the primary may be cut off from its replicas and
+ * replaced. True also when the key is 0. */
+static bool replicas_have(struct link *l, int n)
+{
+	unsigned want = g.d.conf.sync_wait_replicas;
+	char nrep[16], ms[24];
+
+	if (want == 0)
+		return true;
+	snprintf(nrep, sizeof(nrep), "%u", want);
+	snprintf(ms, sizeof(ms), "%" PRId64, g.d.conf.sync_wait_timeout);
+	const char *argv[] = { "WAIT", nrep, ms };
+	redisReply *r = redisCommandArgv(l->rc, 3, argv, NULL);
+	if (r == NULL) {
+		link_down(l, l->rc->errstr);
+		return false;
+	}
+	long long got = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+	char why[512];
+	if (got >= (long long)want) {
+		freeReplyObject(r);
+		l->wait_short = 0;
+		return true;
+	}
+	if (got < 0)
+		snprintf(why, sizeof(why), "WAIT refused: %s",
+			 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	else
+		snprintf(why, sizeof(why), "%lld of sync_wait_replicas=%u replicas have the last %d "
+			 "events after %" PRId64 " ms; they stay in the outbox and go again",
+			 got, want, n, g.d.conf.sync_wait_timeout);
+	freeReplyObject(r);
+	l->wait_short++;
+	if (sentinel_mode()) {
+		link_moved(l, why, l->wait_short == 1);
+	} else {
+		int64_t now = ag_now_ms();
+		set_error("push: %s", why);
+		if (l->wait_short == 1 || now - l->last_fault >= FAULT_EVERY_MS) {
+			l->last_fault = now;
+			agd_log(AG_LVL_ERR, NAME " fault: Redis %s: %s", where(l), why);
+		}
+		l->backoff = l->backoff == 0 ? 100 : l->backoff * 2 > BACKOFF_MAX_MS ?
+			     BACKOFF_MAX_MS : l->backoff * 2;
+	}
+	return false;
+}
+
 /* What the pusher has sent: the events numbered up to @seq of outbox
- * @epoch are in the stream. Kept in memory; the events are deleted from
- * the outbox in bulk (drain()), so the pusher takes the writer lock a few
- * times a second rather than after every batch. A crash (SIGKILL) in
- * between sends the undeleted ones again after the restart: the receivers
- * skip them by their sequence number (sync.h), and the restart looks for
- * them in the stream first (pushed_in_stream()). */
+ * @epoch are in the stream (and, with sync_wait_replicas, on that many
+ * replicas). Kept in memory; the events are deleted from the outbox in
+ * bulk (drain()), so the pusher takes the writer lock a few times a
+ * second rather than after every batch. A crash (SIGKILL) in between
+ * sends the undeleted ones again after the restart: the receivers skip
+ * them by their sequence number (sync.h), and the restart looks for them
+ * in the stream first (pushed_in_stream()). */
 struct pushed {
 	uint64_t epoch, seq;   /* sent */
 	uint64_t deleted;      /* deleted from the outbox up to */
@@ -386,34 +699,46 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 		}
 	}
 	int ok = 0;
+	bool refused = false, moved = false;
 	for (int i = 0; i < n; i++) {
+		/* every reply is read, even after an error: one left unread
+		 * would be taken for the next command's */
 		redisReply *r = NULL;
 		if (redisGetReply(l->rc, (void **)&r) != REDIS_OK) {
 			link_down(l, l->rc->errstr);
-			break;
+			return 0; /* what Redis took goes again: the receivers skip it */
 		}
-		if (r->type == REDIS_REPLY_ERROR) {
+		if (moved_error(r)) {
+			moved = true;
+		} else if (r->type == REDIS_REPLY_ERROR && !refused) {
 			/* Redis is there but refuses (ACL, out of memory, a wrong
 			 * key type): as loud as Redis away, as often */
 			int64_t now = ag_now_ms();
+			refused = true;
 			set_error("push: XADD: %s", r->str);
 			if (l->last_fault == 0 || now - l->last_fault >= FAULT_EVERY_MS) {
 				l->last_fault = now;
 				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XADD to %s: %s; %" PRIu64
-					" events wait in the outbox", g.d.conf.sync_redis,
+					" events wait in the outbox", where(l),
 					g.d.conf.sync_stream, r->str, ob.depth);
 			}
 			l->backoff = l->backoff == 0 ? 100 : l->backoff * 2 > BACKOFF_MAX_MS ?
 				     BACKOFF_MAX_MS : l->backoff * 2;
-		} else {
-			l->backoff = 0;
 		}
-		if (r->type != REDIS_REPLY_ERROR)
-			ok = i + 1; /* each in order: the first n are in the stream */
+		if (r->type != REDIS_REPLY_ERROR && ok == i)
+			ok = i + 1; /* each in order: the first ok are in the stream */
 		freeReplyObject(r);
-		if (ok != i + 1)
-			break;
 	}
+	if (moved) {
+		link_moved(l, "it refuses writes (READONLY: a replica now)", true);
+		return 0;
+	}
+	/* a delay grown by XADD errors or missing acknowledgements ends
+	 * only with a batch taken and acknowledged */
+	if (ok > 0 && !replicas_have(l, ok))
+		return 0;
+	if (!refused)
+		l->backoff = 0;
 	if (ok == 0)
 		return 0;
 	if (pd->seq <= pd->deleted)
@@ -632,6 +957,19 @@ static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
 	 * when even its first entry is past ours (those before it are gone;
 	 * at worst, right at the boundary, the snapshot is applied for
 	 * nothing: it only raises end times). */
+	/* Our position is past the stream's last id: the entries after it
+	 * were on a primary that lost them (it died before its replica had
+	 * them, and the replica took over; or a Redis restarted from an
+	 * older file). What this Redis adds comes after its own last id,
+	 * which may be before ours (another clock): read on from there,
+	 * the sender's sequence numbers skip what was applied already. */
+	if (last[0] != '\0' && strcmp(pos, "0") != 0 && id_cmp(pos, last) > 0) {
+		agd_log(AG_LVL_WARN, NAME ": position %s is past the last entry %s of %s at %s (a "
+			"primary that lost entries, or a Redis restarted from an older file): reading "
+			"on from %s", pos, last, g.d.conf.sync_stream, where(l), last);
+		snprintf(pos, poslen, "%s", last);
+		return true;
+	}
 	bool trimmed = added >= 0 && length >= 0 && added > length;
 	bool missed = trimmed && ((length == 0 && last[0] && id_cmp(last, pos) > 0) ||
 				  (length > 0 && first[0] && id_cmp(first, pos) > 0));
@@ -795,8 +1133,8 @@ static void *pusher(void *arg)
 	if (drc != 0)
 		set_error("push: store: %s", ag_strerror(drc));
 	bool resumed = false;
-	while (!atomic_load(&g.stop)) {
-		if (!link_up(&l))
+	while (running()) {
+		if (!link_up(&l) || !still_primary(&l))
 			continue;
 		if (!resumed) { /* what a killed predecessor sent but did not delete */
 			resumed = pushed_in_stream(&l, &pd);
@@ -1017,10 +1355,10 @@ static void *reader(void *arg)
 	if (ag_sync_pos(g.s, pos, sizeof(pos)) != 0)
 		snprintf(pos, sizeof(pos), "0");
 	bool fresh = true;
-	while (!atomic_load(&g.stop)) {
+	while (running()) {
 		if (l.rc == NULL)
 			fresh = true;
-		if (!link_up(&l))
+		if (!link_up(&l) || !still_primary(&l))
 			continue;
 		if (fresh) { /* (re)connected: were we away too long? */
 			fresh = false;
@@ -1034,13 +1372,20 @@ static void *reader(void *arg)
 			link_down(&l, l.rc->errstr);
 			continue;
 		}
+		if (moved_error(r)) { /* a primary made a replica under our read */
+			char why[300];
+			snprintf(why, sizeof(why), "XREAD: %s", r->str);
+			freeReplyObject(r);
+			link_moved(&l, why, true);
+			continue;
+		}
 		if (r->type == REDIS_REPLY_ERROR) {
 			int64_t now = ag_now_ms();
 			set_error("read: XREAD: %s", r->str);
 			if (l.last_fault == 0 || now - l.last_fault >= FAULT_EVERY_MS) {
 				l.last_fault = now;
 				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XREAD on %s: %s; "
-					"nothing from the other hosts arrives", g.d.conf.sync_redis,
+					"nothing from the other hosts arrives", where(&l),
 					g.d.conf.sync_stream, r->str);
 			}
 			freeReplyObject(r);
@@ -1107,17 +1452,56 @@ static int read_secret(const char *what, const char *path, uint8_t *buf, size_t 
 	return 0;
 }
 
-static int configure(void)
-{
-	const struct ag_conf *c = &g.d.conf;
+/* What configure() reads besides the config: applied with it. */
+struct secrets {
+	uint8_t key[KEY_MAX];
+	size_t key_len;
+	char host[64];
+	char password[512];
+};
 
-	if (!ag_sync_enabled(c)) {
-		agd_log(AG_LVL_ERR, "sync_redis is not set in %s: no Redis to sync through",
-			g.d.conf_path);
+/* With Sentinel: the sentinels and the primary's name (checked as far
+ * as the config can be: whether they know it is seen when asked). */
+static int configure_sentinels(const struct ag_conf *c)
+{
+	const char *m = c->sync_sentinel_master;
+
+	if (c->sync_sentinels.n == 0) {
+		if (m[0] == '\0')
+			return 0;
+		agd_log(AG_LVL_ERR, "sync_sentinel_master = %.200s but sync_sentinels is not set", m);
 		return -1;
 	}
+	if (c->sync_redis[0] != '\0') {
+		agd_log(AG_LVL_ERR, "sync_redis and sync_sentinels are both set: with Sentinel the "
+			"primary's address comes from the sentinels (set one of them)");
+		return -1;
+	}
+	bool ok = m[0] != '\0' && strlen(m) <= 200;
+	for (const char *p = m; ok && *p != '\0'; p++)
+		ok = (unsigned char)*p > ' ' && *p != 0x7f;
+	if (!ok) {
+		agd_log(AG_LVL_ERR, "sync_sentinel_master must be the primary's name at the "
+			"sentinels (1 to 200 bytes, no blanks)%s", m[0] == '\0' ? ": it is not set" : "");
+		return -1;
+	}
+	return 0;
+}
+
+/* Check the sync keys of @c and read its key and password files into
+ * @out. Returns 0 or -1 (said why). */
+static int configure(const struct ag_conf *c, struct secrets *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!ag_sync_enabled(c)) {
+		agd_log(AG_LVL_ERR, "neither sync_redis nor sync_sentinels is set in %s: no Redis to "
+			"sync through", g.d.conf_path);
+		return -1;
+	}
+	if (configure_sentinels(c) != 0)
+		return -1;
 	const char *colon = strrchr(c->sync_redis, ':');
-	if (strncmp(c->sync_redis, "unix:/", 6) != 0 &&
+	if (c->sync_redis[0] != '\0' && strncmp(c->sync_redis, "unix:/", 6) != 0 &&
 	    (colon == NULL || colon == c->sync_redis || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535)) {
 		agd_log(AG_LVL_ERR, "sync_redis = %s: must be host:port or unix:/path", c->sync_redis);
 		return -1;
@@ -1127,35 +1511,62 @@ static int configure(void)
 			"authenticated (the same key file on every host; authguard-sync(8))");
 		return -1;
 	}
-	if (read_secret("sync_key_file", c->sync_key_file, g.key, sizeof(g.key), &g.key_len) != 0)
+	if (read_secret("sync_key_file", c->sync_key_file, out->key, sizeof(out->key),
+			&out->key_len) != 0)
 		return -1;
-	if (g.key_len < KEY_MIN) {
+	if (out->key_len < KEY_MIN) {
 		agd_log(AG_LVL_ERR, "sync_key_file %s: %zu bytes; at least %d are needed "
-			"(head -c 32 /dev/urandom | base64 > FILE)", c->sync_key_file, g.key_len, KEY_MIN);
+			"(head -c 32 /dev/urandom | base64 > FILE)", c->sync_key_file, out->key_len,
+			KEY_MIN);
 		return -1;
 	}
 	if (c->sync_redis_password_file[0] != '\0') {
 		size_t n;
 		if (read_secret("sync_redis_password_file", c->sync_redis_password_file,
-				(uint8_t *)g.password, sizeof(g.password), &n) != 0)
+				(uint8_t *)out->password, sizeof(out->password), &n) != 0)
 			return -1;
-		g.password[n] = '\0';
-		char *nl = strchr(g.password, '\n');
+		out->password[n] = '\0';
+		char *nl = strchr(out->password, '\n');
 		if (nl != NULL)
 			*nl = '\0';
 	}
-	if (strlen(c->sync_host) >= sizeof(g.host) || strlen(c->sync_stream) == 0 ||
+	if (strlen(c->sync_host) >= sizeof(out->host) || strlen(c->sync_stream) == 0 ||
 	    strlen(c->sync_stream) > 512) {
 		agd_log(AG_LVL_ERR, "sync_host must be shorter than 64 bytes, sync_stream 1 to 512 bytes");
 		return -1;
 	}
 	if (c->sync_host[0] != '\0') {
-		memcpy(g.host, c->sync_host, strlen(c->sync_host) + 1);
-	} else if (gethostname(g.host, sizeof(g.host) - 1) != 0 || g.host[0] == '\0') {
+		memcpy(out->host, c->sync_host, strlen(c->sync_host) + 1);
+	} else if (gethostname(out->host, sizeof(out->host) - 1) != 0 || out->host[0] == '\0') {
 		agd_log(AG_LVL_ERR, "sync_host is not set and the host name is unknown");
 		return -1;
 	}
 	return 0;
+}
+
+/* Make @sec the daemon's (its threads stopped, or not started yet). */
+static void use_secrets(struct secrets *sec)
+{
+	OPENSSL_cleanse(g.key, sizeof(g.key));
+	memcpy(g.key, sec->key, sec->key_len);
+	g.key_len = sec->key_len;
+	memcpy(g.host, sec->host, sizeof(g.host));
+	memcpy(g.password, sec->password, sizeof(g.password));
+	OPENSSL_cleanse(sec, sizeof(*sec));
+}
+
+/* Where the events go, for the log and systemd's status. */
+static void describe(const struct ag_conf *c, char *buf, size_t len)
+{
+	if (c->sync_sentinels.n == 0) {
+		snprintf(buf, len, "Redis %s", c->sync_redis);
+		return;
+	}
+	int n = snprintf(buf, len, "Redis primary '%.200s' via sentinels",
+			 c->sync_sentinel_master);
+	for (size_t i = 0; i < c->sync_sentinels.n && n > 0 && (size_t)n < len; i++)
+		n += snprintf(buf + n, len - (size_t)n, "%s%s", i ? ", " : " ",
+			      c->sync_sentinels.v[i]);
 }
 
 /* The fleet's password key (sync.h): derived from the cluster key under
@@ -1223,6 +1634,70 @@ static void write_status(void)
 			ag_strerror(rc));
 }
 
+static bool tp_running;
+
+static int start_threads(pthread_t *tp, pthread_t *tr)
+{
+	if (pthread_create(tp, NULL, pusher, NULL) != 0) {
+		agd_log(AG_LVL_ERR, "cannot start threads");
+		return -1;
+	}
+	if (pthread_create(tr, NULL, reader, NULL) != 0) {
+		agd_log(AG_LVL_ERR, "cannot start threads");
+		atomic_store(&g.stop, true);
+		pthread_join(*tp, NULL);
+		return -1;
+	}
+	tp_running = true;
+	return 0;
+}
+
+/* SIGHUP: the config and its files read again and checked while the
+ * threads go on; a bad one is refused (said why) and the running one
+ * kept. A good one: the threads stop (within a Redis timeout: their
+ * state is in the store: the outbox, the stream position), the new
+ * config goes in, they start again and connect to what it says. Returns
+ * -1 only when the threads cannot be started again. */
+static int reload(pthread_t *tp, pthread_t *tr)
+{
+	struct ag_conf c;
+	struct secrets sec;
+
+	if (agd_conf_read(&g.d, &c) != 0)
+		return 0;
+	if (configure(&c, &sec) != 0) {
+		agd_log(AG_LVL_WARN, "reload refused: %s has a sync setting that cannot be used (see "
+			"above); still running with the config read before", g.d.conf_path);
+		ag_conf_free(&c);
+		OPENSSL_cleanse(&sec, sizeof(sec));
+		return 0;
+	}
+	if (strcmp(c.db_dir, g.d.conf.db_dir) != 0) {
+		agd_log(AG_LVL_WARN, "reload: db_dir = %s takes a restart; still syncing %s", c.db_dir,
+			g.d.conf.db_dir);
+		snprintf(c.db_dir, sizeof(c.db_dir), "%s", g.d.conf.db_dir);
+	}
+	atomic_store(&g.restart, true);
+	pthread_join(*tp, NULL);
+	pthread_join(*tr, NULL);
+	tp_running = false;
+	atomic_store(&g.restart, false);
+	ag_conf_free(&g.d.conf);
+	g.d.conf = c;
+	use_secrets(&sec);
+	/* a new cluster key makes a new password key (said if it did) */
+	(void)publish_pw_key();
+	char where_to[2 * AG_CONF_STR_MAX];
+	describe(&g.d.conf, where_to, sizeof(where_to));
+	agd_log(AG_LVL_INFO, "config %s read again: host %s, %s, stream %s", g.d.conf_path, g.host,
+		where_to, g.d.conf.sync_stream);
+	pthread_mutex_lock(&g.mu);
+	snprintf(g.st.host, sizeof(g.st.host), "%s", g.host);
+	g.primary[0] = '\0'; /* the next one found is said, and from which sentinel */
+	pthread_mutex_unlock(&g.mu);
+	return start_threads(tp, tr);
+}
+
 int main(int argc, char **argv)
 {
 	int rc = agd_start(&g.d, NAME, usage, NULL, NULL, argc, argv);
@@ -1231,13 +1706,17 @@ int main(int argc, char **argv)
 		return 2;
 	if (rc == 1 && !g.d.check_only)
 		return 0; /* help, version */
-	if (configure() != 0) {
+	struct secrets sec;
+	if (configure(&g.d.conf, &sec) != 0) {
 		agd_finish(&g.d);
 		return 2;
 	}
+	use_secrets(&sec);
+	char where_to[2 * AG_CONF_STR_MAX];
+	describe(&g.d.conf, where_to, sizeof(where_to));
 	if (rc == 1) {
 		if (g.d.check_only)
-			printf("%s: host %s, Redis %s, stream %s\n", NAME, g.host, g.d.conf.sync_redis,
+			printf("%s: host %s, %s, stream %s\n", NAME, g.host, where_to,
 			       g.d.conf.sync_stream);
 		agd_finish(&g.d);
 		return 0;
@@ -1269,13 +1748,10 @@ int main(int argc, char **argv)
 		}
 	}
 	pthread_t tp, tr;
-	if (pthread_create(&tp, NULL, pusher, NULL) != 0 ||
-	    pthread_create(&tr, NULL, reader, NULL) != 0) {
-		agd_log(AG_LVL_ERR, "cannot start threads");
+	if (start_threads(&tp, &tr) != 0)
 		return 2;
-	}
-	char status[2 * AG_CONF_STR_MAX + 128];
-	snprintf(status, sizeof(status), "host %s, Redis %s, stream %s", g.host, g.d.conf.sync_redis,
+	char status[3 * AG_CONF_STR_MAX + 128];
+	snprintf(status, sizeof(status), "host %s, %s, stream %s", g.host, where_to,
 		 g.d.conf.sync_stream);
 	agd_log(AG_LVL_INFO, "%s", status);
 	agd_ready(status);
@@ -1290,11 +1766,12 @@ int main(int argc, char **argv)
 		ag_store_sync(g.s);
 		int sig;
 		while ((sig = agd_signal_take(sigfd)) != 0) {
-			if (sig == SIGHUP)
-				agd_log(AG_LVL_INFO, NAME " reads its config at start only: restart it "
-					"to apply changes");
-			else
+			if (sig == SIGHUP) {
+				if (reload(&tp, &tr) != 0)
+					atomic_store(&g.stop, true); /* no threads: said why */
+			} else {
 				atomic_store(&g.stop, true);
+			}
 		}
 		int64_t now = ag_now_ms();
 		if (now - last_status >= 1000 || now < last_status) {
@@ -1304,8 +1781,10 @@ int main(int argc, char **argv)
 		gc_stamps();
 	}
 	agd_stopping();
-	pthread_join(tp, NULL);
-	pthread_join(tr, NULL);
+	if (tp_running) {
+		pthread_join(tp, NULL);
+		pthread_join(tr, NULL);
+	}
 	pthread_mutex_lock(&g.mu);
 	g.st.connected = 0;
 	pthread_mutex_unlock(&g.mu);

@@ -47,6 +47,8 @@ static const char *const all_keys[] = {
 	/* authguard-sync */
 	"sync_redis", "sync_host", "sync_key_file", "sync_stream", "sync_redis_user",
 	"sync_redis_password_file", "sync_stream_max", "sync_outbox_max", "sync_snapshot_every",
+	/* authguard-sync: Sentinel, replica acknowledgements */
+	"sync_sentinels", "sync_sentinel_master", "sync_wait_replicas", "sync_wait_timeout",
 	/* prefix hierarchy, slow time scale, attempts in flight (issue 14) */
 	"ipv4_prefixes", "ipv6_prefixes", "ipv6_familiar_prefix", "slow_half_life",
 	"ip_slow_ban_after", "user_slow_lock_after", "user_slow_lock_time", "inflight_max",
@@ -362,6 +364,11 @@ static void test_defaults_values(void **state)
 	assert_int_equal(c->sync_stream_max, 1000000);
 	assert_int_equal(c->sync_outbox_max, 100000);
 	assert_true(c->sync_snapshot_every == 5 * MIN);
+	/* no Sentinel, no replica acknowledgements unless asked */
+	assert_int_equal(c->sync_sentinels.n, 0);
+	assert_string_equal(c->sync_sentinel_master, "");
+	assert_int_equal(c->sync_wait_replicas, 0);
+	assert_true(c->sync_wait_timeout == 1000);
 	/* issue 14 */
 	assert_int_equal(c->ipv4_prefixes.n, 1);
 	assert_int_equal(c->ipv4_prefixes.len[0], 24);
@@ -718,6 +725,31 @@ static const struct set_case set_cases[] = {
 	{ "sync_outbox_max", "99", AG_ECONF, "100000" },
 	{ "sync_snapshot_every", "1s", 0, "1s" },
 	{ "sync_snapshot_every", "2d", AG_ECONF, "5m" },
+	/* authguard-sync with Sentinel: host:port lists, IPv6 in brackets */
+	{ "sync_sentinels", "10.0.0.1:26379, 10.0.0.2:26379 sentinel-3.example:26380", 0,
+	  "10.0.0.1:26379, 10.0.0.2:26379, sentinel-3.example:26380" },
+	{ "sync_sentinels", "[2001:db8::1]:26379,[::1]:1", 0, "[2001:db8::1]:26379, [::1]:1" },
+	{ "sync_sentinels", "", 0, "" },
+	{ "sync_sentinels", "localhost:65535", 0, "localhost:65535" },
+	{ "sync_sentinels", "10.0.0.1", AG_ECONF, "" },
+	{ "sync_sentinels", "10.0.0.1:", AG_ECONF, "" },
+	{ "sync_sentinels", ":26379", AG_ECONF, "" },
+	{ "sync_sentinels", "10.0.0.1:0", AG_ECONF, "" },
+	{ "sync_sentinels", "10.0.0.1:65536", AG_ECONF, "" },
+	{ "sync_sentinels", "10.0.0.1:263790", AG_ECONF, "" },
+	{ "sync_sentinels", "10.0.0.1:2x", AG_ECONF, "" },
+	{ "sync_sentinels", "::1:26379", AG_ECONF, "" },
+	{ "sync_sentinels", "[::1]x:26379", AG_ECONF, "" },
+	{ "sync_sentinels", "[]:26379", AG_ECONF, "" },
+	{ "sync_sentinels", "a/b:26379", AG_ECONF, "" },
+	{ "sync_sentinels", "10.0.0.1:26379, unix:/run/sentinel.sock", AG_ECONF, "" },
+	{ "sync_sentinel_master", "mymaster", 0, "mymaster" },
+	{ "sync_wait_replicas", "1", 0, "1" },
+	{ "sync_wait_replicas", "16", 0, "16" },
+	{ "sync_wait_replicas", "17", AG_ECONF, "0" },
+	{ "sync_wait_timeout", "250ms", 0, "250ms" },
+	{ "sync_wait_timeout", "5ms", AG_ECONF, "1s" },
+	{ "sync_wait_timeout", "61s", AG_ECONF, "1s" },
 	/* issue 14: prefix levels (longest first, one per length), the
 	 * familiarity unit, the slow scale, attempts in flight */
 	{ "ipv6_prefixes", "48:60 64 32:500", 0, "64 48:60 32:500" },
@@ -1062,6 +1094,30 @@ static void test_strip_domains_lines(void **state)
 	assert_int_equal(ag_conf_copy(&copy, &f->c), 0);
 	assert_true(copy.user_strip_domains.v != f->c.user_strip_domains.v);
 	assert_string_equal(copy.user_strip_domains.v[1], "mail.test");
+	ag_conf_free(&copy);
+}
+
+/* sync_sentinels on several lines adds to the list; a '#' ends the value
+ * (not a verbatim key); a bad entry is named and the line keeps nothing */
+static void test_sentinels_lines(void **state)
+{
+	struct fx *f = *state;
+	static const char text[] = "sync_sentinels = 10.0.0.1:26379\n"
+				   "sync_sentinels = 10.0.0.2:26379, 10.0.0.3\n"
+				   "sync_sentinels = [2001:db8::3]:26379 # the third site\n"
+				   "sync_sentinel_master = fleet\n";
+	struct ag_conf copy;
+
+	write_file(f->path, text, strlen(text));
+	assert_int_equal(ag_conf_load(&f->c, f->path, capture, &f->cap), 1);
+	assert_int_equal(f->cap.n, 1);
+	assert_non_null(strstr(f->cap.msg[0],
+			       ":2: sync_sentinels: '10.0.0.3' is not host:port or [IPv6]:port"));
+	assert_dump_value(&f->c, "sync_sentinels", "10.0.0.1:26379, [2001:db8::3]:26379");
+	assert_string_equal(f->c.sync_sentinel_master, "fleet");
+	assert_int_equal(ag_conf_copy(&copy, &f->c), 0);
+	assert_true(copy.sync_sentinels.v != f->c.sync_sentinels.v);
+	assert_string_equal(copy.sync_sentinels.v[1], "[2001:db8::3]:26379");
 	ag_conf_free(&copy);
 }
 
@@ -1882,6 +1938,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conf_set_log, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conf_set_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_strip_domains_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sentinels_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_good, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_policyd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),

@@ -402,6 +402,49 @@ static void test_batch(void **state)
 	assert_int_equal(outbox(&f->h[1]).total, 0); /* applied, not re-emitted */
 }
 
+/* authguard-sync with sync_wait_replicas: events no replica acknowledged
+ * stay in the outbox and are pushed again, to the primary Sentinel
+ * promoted, whose stream has only what was replicated: a receiver that
+ * read them from the old primary skips those and applies the rest, each
+ * once; a third push of everything changes nothing */
+static void test_failover_repush(void **state)
+{
+	struct fx *f = *state;
+	struct ag_sync_item *it = calloc(15, sizeof(*it));
+	struct ag_sev ev[15];
+	struct ag_txn *t;
+	int res[3] = { 0 };
+
+	assert_non_null(it);
+	for (int i = 0; i < 10; i++)
+		attempt(&f->h[0], "u", "192.0.2.19", false, NULL);
+	/* pushed to the old primary and read from it; not acknowledged */
+	assert_int_equal(relay_ex(&f->h[0], &f->h[1], true, res), 10);
+	assert_int_equal(res[0], 10);
+	assert_int_equal(outbox(&f->h[0]).depth, 10);
+	for (int i = 0; i < 5; i++)
+		attempt(&f->h[0], "u", "192.0.2.19", false, NULL);
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 15), 15);
+	ag_txn_abort(t);
+	/* the new primary had 1..5; the sender pushes 6..15 after them */
+	for (int round = 0; round < 2; round++) {
+		size_t n = round == 0 ? 10 : 15;
+		for (size_t i = 0; i < n; i++) {
+			memset(&it[i], 0, sizeof(it[i]));
+			it[i].e = ev[round == 0 ? i + 5 : i];
+			snprintf(it[i].host, sizeof(it[i].host), "a");
+			it[i].epoch = outbox(&f->h[0]).epoch;
+			snprintf(it[i].stream_id, sizeof(it[i].stream_id), "%zu-%d", 100 + i, round);
+		}
+		assert_int_equal(ag_sync_apply_batch(&f->h[1].c, NULL, it, n, it[n - 1].stream_id), 0);
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(it[i].result, round == 0 && i >= 5 ? 0 : AG_SYNC_DUP);
+		assert_int_equal(src(&f->h[1], "192.0.2.19").n_fail, 15);
+	}
+	free(it);
+}
+
 /* a remote failure counts at its own time: an old one has decayed */
 static void test_remote_time(void **state)
 {
@@ -910,6 +953,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_outbox_after_and_upto, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failover_repush, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remote_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_and_familiar, setup, teardown),

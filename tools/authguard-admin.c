@@ -1254,8 +1254,10 @@ static void print_sync(struct ctx *x)
 			fmt_time(st.updated_ms, when, sizeof(when));
 			printf("sync:     NOT RUNNING (authguard-sync last wrote its state at %s)\n", when);
 		} else {
-			printf("sync:     %s since %s, host %s, Redis %s, stream %s\n",
-			       st.connected ? "connected" : "DISCONNECTED", when, st.host, x->c.sync_redis,
+			printf("sync:     %s since %s, host %s, Redis %s%s, stream %s\n",
+			       st.connected ? "connected" : "DISCONNECTED", when, st.host,
+			       x->c.sync_sentinels.n > 0 ? "primary " : x->c.sync_redis,
+			       x->c.sync_sentinels.n > 0 ? x->c.sync_sentinel_master : "",
 			       x->c.sync_stream);
 		}
 		printf("          events: %llu pushed, %llu applied, %llu duplicates skipped, %llu rejected (bad MAC)\n",
