@@ -1043,22 +1043,171 @@ static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
 	return true;
 }
 
-static int seq_cmp(const void *a, const void *b)
+/* One of this host's entries of the current epoch in the stream: its
+ * number and event bytes (pointing into the XREVRANGE reply). */
+struct own {
+	uint64_t seq;
+	const char *e;
+	size_t len;
+	bool lost;   /* an event whose record the rollback took (rolled_back()) */
+};
+
+static int own_cmp(const void *a, const void *b)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t x = ((const struct own *)a)->seq, y = ((const struct own *)b)->seq;
 
 	return x < y ? -1 : x > y;
 }
 
-static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r);
+static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r,
+			 const redisReply **e_r);
+
+/* Is the stream's event @o the outbox's event @ev? Both go through this
+ * build's encoder, so a daemon upgraded in between compares contents, not
+ * layouts. */
+static bool same_event(const struct own *o, const struct ag_sev *ev)
+{
+	uint8_t a[AG_SEV_WIRE_MAX], b[AG_SEV_WIRE_MAX];
+	struct ag_sev se;
+
+	if (ag_sev_decode((const uint8_t *)o->e, o->len, &se) != 0)
+		return false;
+	size_t la = ag_sev_encode(&se, a), lb = ag_sev_encode(ev, b);
+	return la == lb && memcmp(a, b, la) == 0;
+}
+
+/*
+ * The store rolled back? With MDB_NOSYNC an OS crash brings the store
+ * back at its last flush: records, outbox and numbering together. The
+ * stream keeps what was pushed after it, so the numbers the outbox hands
+ * out again are already there with other events, and the receivers would
+ * skip them as duplicates. Proof of it: one of our entries of this epoch
+ * numbered at or past the outbox's next number, or one whose number the
+ * outbox holds with another event. Then, in one write transaction, the
+ * outbox's events that ARE in the stream (same number, same event) are
+ * deleted (pushed: sending them again under another epoch would count
+ * them twice), and the rest goes under a new epoch (ag_outbox_new_epoch()),
+ * which every receiver takes as a new sender. The numbering goes on where
+ * it is: the new epoch alone tells the events apart, and the receivers'
+ * gap count sees no jump. @own: sorted, all numbered past pd->seq; those
+ * that the rollback took from this store (numbered past the outbox's
+ * numbering, or another event under their number) are marked lost.
+ * *@rolled_r: whether it did. Returns 0 or AG_E*.
+ */
+static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolled_r)
+{
+	struct ag_txn *t;
+	struct ag_outbox_state ob;
+
+	*rolled_r = false;
+	if (n == 0)
+		return 0; /* (the common start: no writer lock) */
+	struct ag_sev *ev = malloc(sizeof(*ev) * PUSH_BATCH);
+	int rc = ev == NULL ? AG_ENOMEM : ag_txn_begin(g.s, true, &t);
+	if (rc != 0) {
+		free(ev);
+		return rc;
+	}
+	rc = ag_outbox_state(t, &ob);
+	bool rolled = rc == 0 && ob.epoch == pd->epoch && own[n - 1].seq >= ob.next_seq;
+	uint64_t matched = 0, after = pd->seq;
+	size_t i = 0;
+	/* walk the outbox beside the stream's entries, up to their last */
+	while (rc == 0 && ob.epoch == pd->epoch && after < own[n - 1].seq) {
+		int k = ag_outbox_peek_after(t, after, ev, PUSH_BATCH);
+		if (k <= 0) {
+			rc = k;
+			break;
+		}
+		after = ev[k - 1].seq;
+		int sent = 0;
+		for (int x = 0; x < k; x++) {
+			while (i < n && own[i].seq < ev[x].seq)
+				i++; /* (not in the outbox: dropped when full) */
+			bool same = false, other = false;
+			for (size_t j = i; j < n && own[j].seq == ev[x].seq; j++) {
+				if (same_event(&own[j], &ev[x]))
+					same = true;
+				else
+					other = own[j].lost = true;
+			}
+			if (other)
+				rolled = true;
+			if (same)
+				ev[sent++] = ev[x];
+		}
+		/* deleted in this transaction, kept only if it is committed */
+		if (sent > 0)
+			rc = ag_outbox_done(t, ev, sent);
+		matched += (uint64_t)sent;
+	}
+	uint64_t epoch = 0;
+	if (rc == 0 && rolled)
+		rc = ag_outbox_new_epoch(t, &epoch);
+	struct ag_outbox_state now = { 0 };
+	if (rc == 0 && rolled)
+		rc = ag_outbox_state(t, &now);
+	uint64_t first = now.next_seq; /* what goes first under the new epoch */
+	int k = rc == 0 && rolled ? ag_outbox_peek_after(t, pd->seq, ev, 1) : 0;
+	if (k < 0)
+		rc = k;
+	else if (k == 1)
+		first = ev[0].seq;
+	if (rc != 0 || !rolled) {
+		ag_txn_abort(t);
+		free(ev);
+		return rc;
+	}
+	rc = ag_txn_commit(t);
+	free(ev);
+	if (rc != 0)
+		return rc;
+	agd_log(AG_LVL_WARN, NAME ": the store was rolled back (an OS crash?): the stream holds this "
+		"host's events #%" PRIu64 "..#%" PRIu64 ", %" PRIu64 " of the outbox's among them (not "
+		"sent again); %" PRIu64 " events waiting, from #%" PRIu64 " on, and all new ones are "
+		"sent under a new epoch", own[0].seq, own[n - 1].seq, matched, now.depth,
+		first);
+	for (size_t j = 0; j < n; j++)
+		own[j].lost = own[j].lost || own[j].seq >= now.next_seq;
+	pd->epoch = epoch;
+	*rolled_r = true;
+	return 0;
+}
+
+/* The events of this host that the rollback took from its store (its
+ * records, bans, locks) are in the stream: applied again here as a remote
+ * event is, in their order, under this host's own mark for their epoch
+ * (never the stream position: the reader's), so a second start after a
+ * crash in between applies none twice. */
+static void take_back(const struct own *own, size_t n, uint64_t epoch)
+{
+	struct ag_sync_from f = { .host = g.host, .epoch = epoch, .stream_id = NULL };
+	size_t done = 0, failed = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		struct ag_sev e;
+		if (!own[j].lost || ag_sev_decode((const uint8_t *)own[j].e, own[j].len, &e) != 0)
+			continue;
+		int rc = ag_sync_apply(&g.d.conf, &g.d.sink, &e, &f);
+		if (rc < 0)
+			failed++;
+		else if (rc != AG_SYNC_DUP)
+			done++;
+	}
+	if (done > 0 || failed > 0)
+		agd_log(failed > 0 ? AG_LVL_WARN : AG_LVL_INFO, NAME ": %zu events of this host that "
+			"the rollback took from the store were taken back from the stream (%zu could not "
+			"be applied)", done, failed);
+}
 
 /* At start: the events a predecessor pushed but had not deleted yet (it
  * was killed) are among the newest RESUME_SCAN entries of the stream.
  * Those numbered on from what the outbox still holds, without a gap
  * (a refused XADD in the middle of a pipeline leaves one), count as
  * pushed; only entries under the cluster key count. Anything not found
- * is pushed again (and skipped by the receivers). Returns false on a
- * lost link. */
+ * is pushed again (and skipped by the receivers). Unless the entries show
+ * that the store was rolled back (rolled_back()). Returns false on a lost
+ * link or a store fault (then nothing may be pushed yet). */
 static bool pushed_in_stream(struct link *l, struct pushed *pd)
 {
 	char count[16];
@@ -1074,22 +1223,36 @@ static bool pushed_in_stream(struct link *l, struct pushed *pd)
 		agd_log(AG_LVL_WARN, NAME ": XREVRANGE refused (%s): events sent before a restart "
 			"but not yet deleted from the outbox are sent again (the receivers skip "
 			"them); let the ACL user run +xrevrange (authguard-sync(8))", r->str);
-	uint64_t *seqs = malloc(sizeof(*seqs) * RESUME_SCAN);
+	struct own *own = malloc(sizeof(*own) * RESUME_SCAN);
 	size_t n = 0;
-	for (size_t i = 0; seqs != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
+	for (size_t i = 0; own != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
 	     n < RESUME_SCAN; i++) {
 		uint64_t seq;
-		if (verified_own(r->element[i], pd->epoch, &seq) && seq > pd->seq)
-			seqs[n++] = seq;
+		const redisReply *e;
+		if (verified_own(r->element[i], pd->epoch, &seq, &e) && seq > pd->seq)
+			own[n++] = (struct own){ seq, e->str, e->len, false };
 	}
-	freeReplyObject(r);
-	if (seqs == NULL)
+	if (own == NULL) {
+		freeReplyObject(r);
 		return true; /* (everything is pushed again) */
-	qsort(seqs, n, sizeof(*seqs), seq_cmp);
+	}
+	qsort(own, n, sizeof(*own), own_cmp);
+	bool rolled;
+	uint64_t old_epoch = pd->epoch;
+	int rc = rolled_back(pd, own, n, &rolled);
+	if (rc == 0 && rolled)
+		take_back(own, n, old_epoch);
 	uint64_t at = pd->seq;
-	for (size_t i = 0; i < n && seqs[i] <= at + 1; i++)
-		at = seqs[i];
-	free(seqs);
+	for (size_t i = 0; rc == 0 && !rolled && i < n && own[i].seq <= at + 1; i++)
+		at = own[i].seq;
+	free(own);
+	freeReplyObject(r);
+	if (rc != 0) {
+		set_error("push: store: %s", ag_strerror(rc));
+		agd_log(AG_LVL_ERR, NAME " fault: comparing the outbox with the stream: %s%s%s",
+			ag_strerror(rc), ag_store_detail()[0] ? ": " : "", ag_store_detail());
+		return false;
+	}
 	if (at > pd->seq) {
 		agd_log(AG_LVL_INFO, NAME ": events up to %" PRIu64 " of this host were in the stream "
 			"already (pushed before a restart): not sent again", at);
@@ -1138,8 +1301,11 @@ static void *pusher(void *arg)
 			continue;
 		if (!resumed) { /* what a killed predecessor sent but did not delete */
 			resumed = pushed_in_stream(&l, &pd);
-			if (l.rc == NULL)
+			if (!resumed) { /* nothing pushed before that is known */
+				if (l.rc != NULL)
+					sleep_ms(1000); /* (a store fault) */
 				continue;
+			}
 		}
 		int64_t now = ag_now_ms();
 		if (now - last_snap >= g.d.conf.sync_snapshot_every || now < last_snap) {
@@ -1262,8 +1428,9 @@ static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
 }
 
 /* @en is an entry of this host's outbox @epoch under the cluster key:
- * its sequence number into *@seq_r. */
-static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r)
+ * its sequence number into *@seq_r, its event field into *@e_r. */
+static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r,
+			 const redisReply **e_r)
 {
 	if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
 	    en->element[1]->type != REDIS_REPLY_ARRAY)
@@ -1283,6 +1450,7 @@ static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r)
 	    ag_sev_decode((const uint8_t *)e->str, e->len, &ev) != 0)
 		return false;
 	*seq_r = ev.seq;
+	*e_r = e;
 	return true;
 }
 
