@@ -1162,7 +1162,7 @@ static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolle
 	free(ev);
 	if (rc != 0)
 		return rc;
-	agd_log(AG_LVL_WARN, NAME ": the store was rolled back (an OS crash?): the stream holds this "
+	agd_log(AG_LVL_WARN, "the store was rolled back (an OS crash?): the stream holds this "
 		"host's events #%" PRIu64 "..#%" PRIu64 ", %" PRIu64 " of the outbox's among them (not "
 		"sent again); %" PRIu64 " events waiting, from #%" PRIu64 " on, and all new ones are "
 		"sent under a new epoch", own[0].seq, own[n - 1].seq, matched, now.depth,
@@ -1183,6 +1183,7 @@ static void take_back(const struct own *own, size_t n, uint64_t epoch)
 {
 	struct ag_sync_from f = { .host = g.host, .epoch = epoch, .stream_id = NULL };
 	size_t done = 0, failed = 0;
+	int last = 0;
 
 	for (size_t j = 0; j < n; j++) {
 		struct ag_sev e;
@@ -1190,14 +1191,17 @@ static void take_back(const struct own *own, size_t n, uint64_t epoch)
 			continue;
 		int rc = ag_sync_apply(&g.d.conf, &g.d.sink, &e, &f);
 		if (rc < 0)
-			failed++;
+			failed++, last = rc;
 		else if (rc != AG_SYNC_DUP)
 			done++;
 	}
-	if (done > 0 || failed > 0)
-		agd_log(failed > 0 ? AG_LVL_WARN : AG_LVL_INFO, NAME ": %zu events of this host that "
-			"the rollback took from the store were taken back from the stream (%zu could not "
-			"be applied)", done, failed);
+	if (failed > 0)
+		agd_log(AG_LVL_WARN, "%zu events of this host that the rollback took from the store "
+			"were taken back from the stream, %zu could not be applied (%s%s%s)", done,
+			failed, ag_strerror(last), ag_store_detail()[0] ? ": " : "", ag_store_detail());
+	else if (done > 0)
+		agd_log(AG_LVL_INFO, "%zu events of this host that the rollback took from the store "
+			"were taken back from the stream", done);
 }
 
 /* At start: the events a predecessor pushed but had not deleted yet (it

@@ -12,7 +12,8 @@
 # Checked: 1. the outbox empty at the copy; K failures pushed after it;
 # the copy back; J failures on another address: h2 gets all J exactly
 # once (before issue 13's fix they were numbered as the K and never
-# pushed), the K are not counted twice, h1 says what happened.
+# pushed), the K are not counted twice, h1 says what happened and takes
+# the K it lost back from the stream.
 # 2. the outbox holding pushed, not yet deleted events at the copy (the
 # daemon stopped with SIGSTOP for it, as a power cut stops it, and later
 # killed with -9): those are found in the stream and not sent again under
@@ -37,7 +38,7 @@ REDIS_CLI=$(command -v redis-cli)
 PYTHON=$(command -v python3)
 WAIT_S=15
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=20
+NTESTS=21
 
 [ -n "$REDIS" ] && [ -x "$REDIS" ] || tap_skip_all "redis-server not found: install redis-server (or set AG_TEST_REDIS)"
 [ -n "$REDIS_CLI" ] || tap_skip_all "redis-cli not found: install redis-tools"
@@ -162,6 +163,8 @@ wait_for eval '[ "$(outbox_of 1)" = 0 ]'
 sleep 1 # anything pushed or counted twice would show by now
 is "$(fails 2 $A0 $A $B)" "2 5 3" "1: on h2 each counts once (the 5 not again)"
 is "$(fails 1 $A0 $A $B)" "2 5 3" "1: h1 took the 5 the rollback lost back from the stream"
+ok "$(grep -q ': 5 events of this host that the rollback took from the store were taken back' \
+	"$S/h1/sync.log"; echo $?)" "1: ... and says so"
 is "$(rollbacks)" 1 "1: h1 logs the rollback once"
 ok "$(grep -q 'rolled back (an OS crash?).* 3 events waiting, from #3 on, and all new ones are sent under a new epoch' \
 	"$S/h1/sync.log"; echo $?)" "1: ... saying how many go under a new epoch, from which number on"
