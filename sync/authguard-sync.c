@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -70,6 +71,7 @@
 #define DRAIN_AFTER 16
 #define FLUSH_EVERY_MS 500
 #define RESUME_SCAN 8192
+#define RESUME_PAGES 16 /* at start: this host's entries among the newest 131072 */
 #define SENTINEL_TIMEOUT_MS 1000
 #define ROLE_CHECK_MS 1000
 
@@ -1044,10 +1046,10 @@ static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
 }
 
 /* One of this host's entries of the current epoch in the stream: its
- * number and event bytes (pointing into the XREVRANGE reply). */
+ * number and event bytes. */
 struct own {
 	uint64_t seq;
-	const char *e;
+	char *e;     /* a copy (malloc) */
 	size_t len;
 	bool lost;   /* an event whose record the rollback took (rolled_back()) */
 };
@@ -1204,42 +1206,92 @@ static void take_back(const struct own *own, size_t n, uint64_t epoch)
 			"were taken back from the stream", done);
 }
 
+/* The stream id just before @id ("ms-seq"), for the next page back
+ * (XREVRANGE's exclusive "(" needs Redis 6.2); false at the very start. */
+static bool id_before(const char *id, char *buf, size_t len)
+{
+	unsigned long long ms, sq;
+	char tail;
+
+	if (sscanf(id, "%llu-%llu%c", &ms, &sq, &tail) != 2)
+		return false;
+	if (sq > 0)
+		snprintf(buf, len, "%llu-%llu", ms, sq - 1);
+	else if (ms > 0)
+		snprintf(buf, len, "%llu-%llu", ms - 1, ULLONG_MAX);
+	else
+		return false;
+	return true;
+}
+
+static void own_free(struct own *own, size_t n)
+{
+	for (size_t i = 0; own != NULL && i < n; i++)
+		free(own[i].e);
+	free(own);
+}
+
 /* At start: the events a predecessor pushed but had not deleted yet (it
- * was killed) are among the newest RESUME_SCAN entries of the stream.
- * Those numbered on from what the outbox still holds, without a gap
- * (a refused XADD in the middle of a pipeline leaves one), count as
- * pushed; only entries under the cluster key count. Anything not found
- * is pushed again (and skipped by the receivers). Unless the entries show
- * that the store was rolled back (rolled_back()). Returns false on a lost
- * link or a store fault (then nothing may be pushed yet). */
+ * was killed), and those a rolled back store lost (an OS crash), are this
+ * host's newest entries of its epoch in the stream. They are looked for
+ * from the newest entry back, RESUME_SCAN entries a page, up to
+ * RESUME_PAGES pages (other hosts may have pushed many meanwhile), until
+ * an entry numbered at or below what the outbox still holds shows that
+ * the rest is older. Those numbered on from what the outbox holds,
+ * without a gap (a refused XADD in the middle of a pipeline leaves one),
+ * count as pushed; only entries under the cluster key count. Anything not
+ * found is pushed again (and skipped by the receivers). Unless the entries
+ * show that the store was rolled back (rolled_back()). Returns false on a
+ * lost link or a store fault (then nothing may be pushed yet). */
 static bool pushed_in_stream(struct link *l, struct pushed *pd)
 {
-	char count[16];
-	snprintf(count, sizeof(count), "%d", RESUME_SCAN);
-	const char *a[] = { "XREVRANGE", g.d.conf.sync_stream, "+", "-", "COUNT", count };
-	redisReply *r = redisCommandArgv(l->rc, 6, a, NULL);
-
-	if (r == NULL) {
-		link_down(l, l->rc->errstr);
-		return false;
-	}
-	if (r->type == REDIS_REPLY_ERROR)
-		agd_log(AG_LVL_WARN, NAME ": XREVRANGE refused (%s): events sent before a restart "
-			"but not yet deleted from the outbox are sent again (the receivers skip "
-			"them); let the ACL user run +xrevrange (authguard-sync(8))", r->str);
+	char count[16], end[64] = "+";
 	struct own *own = malloc(sizeof(*own) * RESUME_SCAN);
 	size_t n = 0;
-	for (size_t i = 0; own != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
-	     n < RESUME_SCAN; i++) {
-		uint64_t seq;
-		const redisReply *e;
-		if (verified_own(r->element[i], pd->epoch, &seq, &e) && seq > pd->seq)
-			own[n++] = (struct own){ seq, e->str, e->len, false };
-	}
-	if (own == NULL) {
+	bool done = own == NULL;
+
+	snprintf(count, sizeof(count), "%d", RESUME_SCAN);
+	for (int page = 0; !done && page < RESUME_PAGES; page++) {
+		const char *a[] = { "XREVRANGE", g.d.conf.sync_stream, end, "-", "COUNT", count };
+		redisReply *r = redisCommandArgv(l->rc, 6, a, NULL);
+		if (r == NULL) {
+			link_down(l, l->rc->errstr);
+			own_free(own, n);
+			return false;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+			agd_log(AG_LVL_WARN, NAME ": XREVRANGE refused (%s): events sent before a "
+				"restart but not yet deleted from the outbox are sent again (the "
+				"receivers skip them), and a store rolled back by an OS crash is not "
+				"seen; let the ACL user run +xrevrange (authguard-sync(8))", r->str);
+		const char *last = NULL;
+		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !done; i++) {
+			const redisReply *en = r->element[i], *e;
+			uint64_t seq;
+			if (en->type == REDIS_REPLY_ARRAY && en->elements == 2 &&
+			    en->element[0]->type == REDIS_REPLY_STRING)
+				last = en->element[0]->str;
+			if (!verified_own(en, pd->epoch, &seq, &e))
+				continue;
+			if (seq <= pd->seq) {
+				done = true; /* deleted before: what comes before it is older */
+			} else if (n == RESUME_SCAN) {
+				done = true;
+			} else if ((own[n].e = malloc(e->len + 1)) != NULL) {
+				memcpy(own[n].e, e->str, e->len);
+				own[n].seq = seq;
+				own[n].len = e->len;
+				own[n].lost = false;
+				n++;
+			}
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements < RESUME_SCAN || last == NULL ||
+		    !id_before(last, end, sizeof(end)))
+			done = true; /* the stream's start */
 		freeReplyObject(r);
-		return true; /* (everything is pushed again) */
 	}
+	if (own == NULL)
+		return true; /* (everything is pushed again) */
 	qsort(own, n, sizeof(*own), own_cmp);
 	bool rolled;
 	uint64_t old_epoch = pd->epoch;
@@ -1249,8 +1301,7 @@ static bool pushed_in_stream(struct link *l, struct pushed *pd)
 	uint64_t at = pd->seq;
 	for (size_t i = 0; rc == 0 && !rolled && i < n && own[i].seq <= at + 1; i++)
 		at = own[i].seq;
-	free(own);
-	freeReplyObject(r);
+	own_free(own, n);
 	if (rc != 0) {
 		set_error("push: store: %s", ag_strerror(rc));
 		agd_log(AG_LVL_ERR, NAME " fault: comparing the outbox with the stream: %s%s%s",
