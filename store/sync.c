@@ -151,6 +151,29 @@ int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
 	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
 }
 
+int ag_outbox_new_epoch(struct ag_txn *t, uint64_t *epoch_r)
+{
+	struct ag_outbox_state st;
+	uint64_t e;
+	int rc = ag_outbox_state(t, &st);
+
+	if (rc != 0)
+		return rc;
+	if (st.version == 0)
+		return AG_ENOTFOUND;
+	/* (equal to the old one or zero: receivers would take it for the
+	 * old epoch or for none) */
+	do {
+		if (getrandom(&e, sizeof(e), 0) != (ssize_t)sizeof(e))
+			return AG_EIO;
+	} while (e == st.epoch || e == 0);
+	st.epoch = e;
+	rc = ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+	if (rc == 0 && epoch_r != NULL)
+		*epoch_r = e;
+	return rc;
+}
+
 /* Peeking merges the two classes by sequence number without a second
  * array of events (the pusher asks for hundreds; large buffers per call
  * cost it more than the scan): a first pass reads only keys, a second

@@ -115,6 +115,15 @@ struct ag_outbox_state {
 /* The outbox's counters (all zero, version 0, when none was made yet). */
 AG_API int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st_r);
 
+/* A new random epoch for the outbox in @t (into *@epoch_r, may be NULL),
+ * keeping its events, counters and numbering: the events not sent yet go
+ * under it. authguard-sync takes one when the stream shows that the store
+ * was rolled back (an OS crash lost its last transactions, which the
+ * stream holds): the numbers the outbox hands out again are the stream's
+ * already, and receivers would skip them as duplicates of the old epoch;
+ * a new epoch starts every receiver's mark for this host anew. Returns 0,
+ * AG_ENOTFOUND (no outbox yet) or AG_E*. */
+AG_API int ag_outbox_new_epoch(struct ag_txn *t, uint64_t *epoch_r);
 /* Up to @max of the oldest events, in sequence order, into @ev. Returns
  * how many, or AG_E*. Events that cannot be decoded (a damaged store) are
  * skipped; they go as the oldest when the outbox is full. */

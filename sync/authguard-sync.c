@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -70,6 +71,7 @@
 #define DRAIN_AFTER 16
 #define FLUSH_EVERY_MS 500
 #define RESUME_SCAN 8192
+#define RESUME_PAGES 16 /* at start: this host's entries among the newest 131072 */
 #define SENTINEL_TIMEOUT_MS 1000
 #define ROLE_CHECK_MS 1000
 
@@ -1043,53 +1045,269 @@ static bool maybe_catch_up(struct link *l, char *pos, size_t poslen)
 	return true;
 }
 
-static int seq_cmp(const void *a, const void *b)
+/* One of this host's entries of the current epoch in the stream: its
+ * number and event bytes. */
+struct own {
+	uint64_t seq;
+	char *e;     /* a copy (malloc) */
+	size_t len;
+	bool lost;   /* an event whose record the rollback took (rolled_back()) */
+};
+
+static int own_cmp(const void *a, const void *b)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t x = ((const struct own *)a)->seq, y = ((const struct own *)b)->seq;
 
 	return x < y ? -1 : x > y;
 }
 
-static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r);
+static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r,
+			 const redisReply **e_r);
+
+/* Is the stream's event @o the outbox's event @ev? Both go through this
+ * build's encoder, so a daemon upgraded in between compares contents, not
+ * layouts. */
+static bool same_event(const struct own *o, const struct ag_sev *ev)
+{
+	uint8_t a[AG_SEV_WIRE_MAX], b[AG_SEV_WIRE_MAX];
+	struct ag_sev se;
+
+	if (ag_sev_decode((const uint8_t *)o->e, o->len, &se) != 0)
+		return false;
+	size_t la = ag_sev_encode(&se, a), lb = ag_sev_encode(ev, b);
+	return la == lb && memcmp(a, b, la) == 0;
+}
+
+/*
+ * The store rolled back? With MDB_NOSYNC an OS crash brings the store
+ * back at its last flush: records, outbox and numbering together. The
+ * stream keeps what was pushed after it, so the numbers the outbox hands
+ * out again are already there with other events, and the receivers would
+ * skip them as duplicates. Proof of it: one of our entries of this epoch
+ * numbered at or past the outbox's next number, or one whose number the
+ * outbox holds with another event. Then, in one write transaction, the
+ * outbox's events that ARE in the stream (same number, same event) are
+ * deleted (pushed: sending them again under another epoch would count
+ * them twice), and the rest goes under a new epoch (ag_outbox_new_epoch()),
+ * which every receiver takes as a new sender. The numbering goes on where
+ * it is: the new epoch alone tells the events apart, and the receivers'
+ * gap count sees no jump. @own: sorted, all numbered past pd->seq; those
+ * that the rollback took from this store (numbered past the outbox's
+ * numbering, or another event under their number) are marked lost.
+ * *@rolled_r: whether it did. Returns 0 or AG_E*.
+ */
+static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolled_r)
+{
+	struct ag_txn *t;
+	struct ag_outbox_state ob;
+
+	*rolled_r = false;
+	if (n == 0)
+		return 0; /* (the common start: no writer lock) */
+	struct ag_sev *ev = malloc(sizeof(*ev) * PUSH_BATCH);
+	int rc = ev == NULL ? AG_ENOMEM : ag_txn_begin(g.s, true, &t);
+	if (rc != 0) {
+		free(ev);
+		return rc;
+	}
+	rc = ag_outbox_state(t, &ob);
+	bool rolled = rc == 0 && ob.epoch == pd->epoch && own[n - 1].seq >= ob.next_seq;
+	uint64_t matched = 0, after = pd->seq;
+	size_t i = 0;
+	/* walk the outbox beside the stream's entries, up to their last */
+	while (rc == 0 && ob.epoch == pd->epoch && after < own[n - 1].seq) {
+		int k = ag_outbox_peek_after(t, after, ev, PUSH_BATCH);
+		if (k <= 0) {
+			rc = k;
+			break;
+		}
+		after = ev[k - 1].seq;
+		int sent = 0;
+		for (int x = 0; x < k; x++) {
+			while (i < n && own[i].seq < ev[x].seq)
+				i++; /* (not in the outbox: dropped when full) */
+			bool same = false, other = false;
+			for (size_t j = i; j < n && own[j].seq == ev[x].seq; j++) {
+				if (same_event(&own[j], &ev[x]))
+					same = true;
+				else
+					other = own[j].lost = true;
+			}
+			if (other)
+				rolled = true;
+			if (same)
+				ev[sent++] = ev[x];
+		}
+		/* deleted in this transaction, kept only if it is committed */
+		if (sent > 0)
+			rc = ag_outbox_done(t, ev, sent);
+		matched += (uint64_t)sent;
+	}
+	uint64_t epoch = 0;
+	if (rc == 0 && rolled)
+		rc = ag_outbox_new_epoch(t, &epoch);
+	struct ag_outbox_state now = { 0 };
+	if (rc == 0 && rolled)
+		rc = ag_outbox_state(t, &now);
+	uint64_t first = now.next_seq; /* what goes first under the new epoch */
+	int k = rc == 0 && rolled ? ag_outbox_peek_after(t, pd->seq, ev, 1) : 0;
+	if (k < 0)
+		rc = k;
+	else if (k == 1)
+		first = ev[0].seq;
+	if (rc != 0 || !rolled) {
+		ag_txn_abort(t);
+		free(ev);
+		return rc;
+	}
+	rc = ag_txn_commit(t);
+	free(ev);
+	if (rc != 0)
+		return rc;
+	agd_log(AG_LVL_WARN, "the store was rolled back (an OS crash?): the stream holds this "
+		"host's events #%" PRIu64 "..#%" PRIu64 ", %" PRIu64 " of the outbox's among them (not "
+		"sent again); %" PRIu64 " events waiting, from #%" PRIu64 " on, and all new ones are "
+		"sent under a new epoch", own[0].seq, own[n - 1].seq, matched, now.depth,
+		first);
+	for (size_t j = 0; j < n; j++)
+		own[j].lost = own[j].lost || own[j].seq >= now.next_seq;
+	pd->epoch = epoch;
+	*rolled_r = true;
+	return 0;
+}
+
+/* The events of this host that the rollback took from its store (its
+ * records, bans, locks) are in the stream: applied again here as a remote
+ * event is, in their order, under this host's own mark for their epoch
+ * (never the stream position: the reader's), so a second start after a
+ * crash in between applies none twice. */
+static void take_back(const struct own *own, size_t n, uint64_t epoch)
+{
+	struct ag_sync_from f = { .host = g.host, .epoch = epoch, .stream_id = NULL };
+	size_t done = 0, failed = 0;
+	int last = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		struct ag_sev e;
+		if (!own[j].lost || ag_sev_decode((const uint8_t *)own[j].e, own[j].len, &e) != 0)
+			continue;
+		int rc = ag_sync_apply(&g.d.conf, &g.d.sink, &e, &f);
+		if (rc < 0)
+			failed++, last = rc;
+		else if (rc != AG_SYNC_DUP)
+			done++;
+	}
+	if (failed > 0)
+		agd_log(AG_LVL_WARN, "%zu events of this host that the rollback took from the store "
+			"were taken back from the stream, %zu could not be applied (%s%s%s)", done,
+			failed, ag_strerror(last), ag_store_detail()[0] ? ": " : "", ag_store_detail());
+	else if (done > 0)
+		agd_log(AG_LVL_INFO, "%zu events of this host that the rollback took from the store "
+			"were taken back from the stream", done);
+}
+
+/* The stream id just before @id ("ms-seq"), for the next page back
+ * (XREVRANGE's exclusive "(" needs Redis 6.2); false at the very start. */
+static bool id_before(const char *id, char *buf, size_t len)
+{
+	unsigned long long ms, sq;
+	char tail;
+
+	if (sscanf(id, "%llu-%llu%c", &ms, &sq, &tail) != 2)
+		return false;
+	if (sq > 0)
+		snprintf(buf, len, "%llu-%llu", ms, sq - 1);
+	else if (ms > 0)
+		snprintf(buf, len, "%llu-%llu", ms - 1, ULLONG_MAX);
+	else
+		return false;
+	return true;
+}
+
+static void own_free(struct own *own, size_t n)
+{
+	for (size_t i = 0; own != NULL && i < n; i++)
+		free(own[i].e);
+	free(own);
+}
 
 /* At start: the events a predecessor pushed but had not deleted yet (it
- * was killed) are among the newest RESUME_SCAN entries of the stream.
- * Those numbered on from what the outbox still holds, without a gap
- * (a refused XADD in the middle of a pipeline leaves one), count as
- * pushed; only entries under the cluster key count. Anything not found
- * is pushed again (and skipped by the receivers). Returns false on a
- * lost link. */
+ * was killed), and those a rolled back store lost (an OS crash), are this
+ * host's newest entries of its epoch in the stream. They are looked for
+ * from the newest entry back, RESUME_SCAN entries a page, up to
+ * RESUME_PAGES pages (other hosts may have pushed many meanwhile), until
+ * an entry numbered at or below what the outbox still holds shows that
+ * the rest is older. Those numbered on from what the outbox holds,
+ * without a gap (a refused XADD in the middle of a pipeline leaves one),
+ * count as pushed; only entries under the cluster key count. Anything not
+ * found is pushed again (and skipped by the receivers). Unless the entries
+ * show that the store was rolled back (rolled_back()). Returns false on a
+ * lost link or a store fault (then nothing may be pushed yet). */
 static bool pushed_in_stream(struct link *l, struct pushed *pd)
 {
-	char count[16];
-	snprintf(count, sizeof(count), "%d", RESUME_SCAN);
-	const char *a[] = { "XREVRANGE", g.d.conf.sync_stream, "+", "-", "COUNT", count };
-	redisReply *r = redisCommandArgv(l->rc, 6, a, NULL);
+	char count[16], end[64] = "+";
+	struct own *own = malloc(sizeof(*own) * RESUME_SCAN);
+	size_t n = 0;
+	bool done = own == NULL;
 
-	if (r == NULL) {
-		link_down(l, l->rc->errstr);
+	snprintf(count, sizeof(count), "%d", RESUME_SCAN);
+	for (int page = 0; !done && page < RESUME_PAGES; page++) {
+		const char *a[] = { "XREVRANGE", g.d.conf.sync_stream, end, "-", "COUNT", count };
+		redisReply *r = redisCommandArgv(l->rc, 6, a, NULL);
+		if (r == NULL) {
+			link_down(l, l->rc->errstr);
+			own_free(own, n);
+			return false;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+			agd_log(AG_LVL_WARN, NAME ": XREVRANGE refused (%s): events sent before a "
+				"restart but not yet deleted from the outbox are sent again (the "
+				"receivers skip them), and a store rolled back by an OS crash is not "
+				"seen; let the ACL user run +xrevrange (authguard-sync(8))", r->str);
+		const char *last = NULL;
+		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !done; i++) {
+			const redisReply *en = r->element[i], *e;
+			uint64_t seq;
+			if (en->type == REDIS_REPLY_ARRAY && en->elements == 2 &&
+			    en->element[0]->type == REDIS_REPLY_STRING)
+				last = en->element[0]->str;
+			if (!verified_own(en, pd->epoch, &seq, &e))
+				continue;
+			if (seq <= pd->seq) {
+				done = true; /* deleted before: what comes before it is older */
+			} else if (n == RESUME_SCAN) {
+				done = true;
+			} else if ((own[n].e = malloc(e->len + 1)) != NULL) {
+				memcpy(own[n].e, e->str, e->len);
+				own[n].seq = seq;
+				own[n].len = e->len;
+				own[n].lost = false;
+				n++;
+			}
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements < RESUME_SCAN || last == NULL ||
+		    !id_before(last, end, sizeof(end)))
+			done = true; /* the stream's start */
+		freeReplyObject(r);
+	}
+	if (own == NULL)
+		return true; /* (everything is pushed again) */
+	qsort(own, n, sizeof(*own), own_cmp);
+	bool rolled;
+	uint64_t old_epoch = pd->epoch;
+	int rc = rolled_back(pd, own, n, &rolled);
+	if (rc == 0 && rolled)
+		take_back(own, n, old_epoch);
+	uint64_t at = pd->seq;
+	for (size_t i = 0; rc == 0 && !rolled && i < n && own[i].seq <= at + 1; i++)
+		at = own[i].seq;
+	own_free(own, n);
+	if (rc != 0) {
+		set_error("push: store: %s", ag_strerror(rc));
+		agd_log(AG_LVL_ERR, NAME " fault: comparing the outbox with the stream: %s%s%s",
+			ag_strerror(rc), ag_store_detail()[0] ? ": " : "", ag_store_detail());
 		return false;
 	}
-	if (r->type == REDIS_REPLY_ERROR)
-		agd_log(AG_LVL_WARN, NAME ": XREVRANGE refused (%s): events sent before a restart "
-			"but not yet deleted from the outbox are sent again (the receivers skip "
-			"them); let the ACL user run +xrevrange (authguard-sync(8))", r->str);
-	uint64_t *seqs = malloc(sizeof(*seqs) * RESUME_SCAN);
-	size_t n = 0;
-	for (size_t i = 0; seqs != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
-	     n < RESUME_SCAN; i++) {
-		uint64_t seq;
-		if (verified_own(r->element[i], pd->epoch, &seq) && seq > pd->seq)
-			seqs[n++] = seq;
-	}
-	freeReplyObject(r);
-	if (seqs == NULL)
-		return true; /* (everything is pushed again) */
-	qsort(seqs, n, sizeof(*seqs), seq_cmp);
-	uint64_t at = pd->seq;
-	for (size_t i = 0; i < n && seqs[i] <= at + 1; i++)
-		at = seqs[i];
-	free(seqs);
 	if (at > pd->seq) {
 		agd_log(AG_LVL_INFO, NAME ": events up to %" PRIu64 " of this host were in the stream "
 			"already (pushed before a restart): not sent again", at);
@@ -1138,8 +1356,11 @@ static void *pusher(void *arg)
 			continue;
 		if (!resumed) { /* what a killed predecessor sent but did not delete */
 			resumed = pushed_in_stream(&l, &pd);
-			if (l.rc == NULL)
+			if (!resumed) { /* nothing pushed before that is known */
+				if (l.rc != NULL)
+					sleep_ms(1000); /* (a store fault) */
 				continue;
+			}
 		}
 		int64_t now = ag_now_ms();
 		if (now - last_snap >= g.d.conf.sync_snapshot_every || now < last_snap) {
@@ -1262,8 +1483,9 @@ static bool entry(const redisReply *en, struct ag_sync_item *it, char id[64])
 }
 
 /* @en is an entry of this host's outbox @epoch under the cluster key:
- * its sequence number into *@seq_r. */
-static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r)
+ * its sequence number into *@seq_r, its event field into *@e_r. */
+static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r,
+			 const redisReply **e_r)
 {
 	if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
 	    en->element[1]->type != REDIS_REPLY_ARRAY)
@@ -1283,6 +1505,7 @@ static bool verified_own(const redisReply *en, uint64_t epoch, uint64_t *seq_r)
 	    ag_sev_decode((const uint8_t *)e->str, e->len, &ev) != 0)
 		return false;
 	*seq_r = ev.seq;
+	*e_r = e;
 	return true;
 }
 

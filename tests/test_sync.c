@@ -314,6 +314,68 @@ static void test_outbox_after_and_upto(void **state)
 	assert_int_equal(outbox(a).total, 6);
 }
 
+/* authguard-sync after a rollback of the store (an OS crash): the outbox
+ * takes a new epoch in the caller's transaction, keeping its events,
+ * counters and numbering; a receiver that holds the old epoch's numbers
+ * (what the stream kept) takes the new epoch's for a new sender */
+static void test_outbox_new_epoch(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+	struct ag_sev before[4], after[4];
+	struct ag_txn *t;
+	uint64_t e = 0;
+	int res[3] = { 0 };
+
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_new_epoch(t, &e), AG_ENOTFOUND); /* no outbox yet */
+	ag_txn_abort(t);
+	for (int i = 0; i < 3; i++)
+		attempt(a, "u", "192.0.2.29", false, NULL);
+	struct ag_outbox_state old = outbox(a);
+	assert_int_equal(relay_ex(a, b, true, res), 3);
+	assert_int_equal(relay_ex(a, b, true, res), 3); /* the same epoch: skipped */
+	assert_int_equal(res[0], 3);
+	assert_int_equal(res[AG_SYNC_DUP], 3);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, before, 4), 3);
+	ag_txn_abort(t);
+	/* aborted: nothing changes */
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_new_epoch(t, &e), 0);
+	ag_txn_abort(t);
+	assert_true(outbox(a).epoch == old.epoch);
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_new_epoch(t, &e), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	struct ag_outbox_state now = outbox(a);
+	assert_true(now.epoch == e);
+	assert_true(e != old.epoch && e != 0);
+	assert_int_equal(now.next_seq, old.next_seq);
+	assert_int_equal(now.depth, old.depth);
+	assert_int_equal(now.total, old.total);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, after, 4), 3);
+	ag_txn_abort(t);
+	for (int i = 0; i < 3; i++) {
+		uint8_t x[AG_SEV_WIRE_MAX], y[AG_SEV_WIRE_MAX];
+		size_t lx = ag_sev_encode(&before[i], x), ly = ag_sev_encode(&after[i], y);
+		assert_int_equal(lx, ly);
+		assert_memory_equal(x, y, lx);
+	}
+	/* the same numbers under the new epoch: applied, not duplicates */
+	memset(res, 0, sizeof(res));
+	assert_int_equal(relay(a, b), 3);
+	assert_int_equal(src(b, "192.0.2.29").n_fail, 6);
+	attempt(a, "u", "192.0.2.29", false, NULL);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, after, 4), 1);
+	ag_txn_abort(t);
+	assert_int_equal(after[0].seq, 4); /* numbered on */
+	assert_int_equal(relay_ex(a, b, false, res), 1);
+	assert_int_equal(res[0], 1);
+}
+
 /* ---- applying ------------------------------------------------------------------ */
 
 /* a brute force spread over two hosts is banned after ip_ban_after in all */
@@ -951,6 +1013,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_no_fleet_no_outbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_after_and_upto, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_new_epoch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_repush, setup, teardown),

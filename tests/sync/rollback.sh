@@ -1,0 +1,254 @@
+#!/bin/bash
+# tests/sync/rollback.sh - an OS crash rolls a host's store back (issue 13):
+# the store runs with MDB_NOSYNC, so after a power cut LMDB comes back at
+# its last flush, records and outbox together, while the Redis stream
+# keeps what authguard-sync pushed after it. The rollback is made by hand:
+# h1's store files (data.mdb, counters.ag) copied aside, events recorded
+# and pushed, the copy put back. A real redis-server on a random loopback
+# port, three simulated hosts (h3 starts only at the end and reads the
+# whole stream), events recorded with authguard-admin record as a front
+# end does.
+#
+# Checked: 1. the outbox empty at the copy; K failures pushed after it;
+# the copy back; J failures on another address: h2 gets all J exactly
+# once (before issue 13's fix they were numbered as the K and never
+# pushed), the K are not counted twice, h1 says what happened and takes
+# the K it lost back from the stream.
+# 2. the outbox holding pushed, not yet deleted events at the copy (the
+# daemon stopped with SIGSTOP for it, as a power cut stops it, and later
+# killed with -9): those are found in the stream and not sent again under
+# the new epoch (they would count twice), the new ones arrive. A late host
+# reads the old epochs and the new ones and counts each once; no peer
+# shows missed sequence numbers; a plain restart finds no rollback.
+# 3. the same behind 10000 entries of another host (the look back at
+# start reads the stream a page at a time).
+#
+# Output is TAP; every wait is bounded (WAIT_S), the whole run by
+# AG_TEST_TIMEOUT (60 s). SKIP when redis-server, python3 or the binaries
+# are missing, or authguard-sync is built with a sanitizer.
+# Environment: AG_TEST_SYNC, AG_TEST_ADMIN (make check sets them),
+# AG_TEST_REDIS (redis-server), AG_TEST_KEEP=1 keeps the scratch directory.
+set -u
+export LC_ALL=C
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../tap.sh"
+. "$HERE/lib.sh"
+SYNC=${AG_TEST_SYNC:-}
+ADMIN=${AG_TEST_ADMIN:-}
+REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
+REDIS_CLI=$(command -v redis-cli)
+PYTHON=$(command -v python3)
+WAIT_S=15
+TIMEOUT=${AG_TEST_TIMEOUT:-60}
+NTESTS=24
+
+[ -n "$REDIS" ] && [ -x "$REDIS" ] || tap_skip_all "redis-server not found: install redis-server (or set AG_TEST_REDIS)"
+[ -n "$REDIS_CLI" ] || tap_skip_all "redis-cli not found: install redis-tools"
+[ -n "$PYTHON" ] || tap_skip_all "python3 not found (free ports are picked with it)"
+for b in "$SYNC" "$ADMIN"; do
+	[ -n "$b" ] && [ -x "$b" ] || tap_skip_all "${b:-a binary} not built (run through make check)"
+done
+if nm "$SYNC" 2>/dev/null | grep -qE ' __(a|t|ub|m)san_' ||
+	readelf -d "$SYNC" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub|m)san'; then
+	tap_skip_all "$SYNC is built with a sanitizer (the plain build runs this test)"
+fi
+
+S=$(mktemp -d /tmp/ag-rollback.XXXXXX) || exit 1
+WDPID=
+RPID=
+SPIDS=("" "" "" "")
+cleanup() {
+	local rc=$? p
+	trap - EXIT
+	for p in "${SPIDS[1]}" "${SPIDS[2]}" "${SPIDS[3]}"; do
+		[ -z "$p" ] || { kill -CONT "$p"; kill -TERM "$p"; } 2>/dev/null
+	done
+	[ -z "$RPID" ] || kill -KILL "$RPID" 2>/dev/null
+	[ -z "$WDPID" ] || kill -TERM "$WDPID" 2>/dev/null
+	{ wait; } 2>/dev/null
+	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
+		rm -rf "$S"
+	else
+		echo "# scratch directory kept: $S (hN/sync.log, redis.log)"
+	fi
+	[ "$FAILED" = 0 ] || rc=1
+	exit "$rc"
+}
+tap_start
+echo "1..$NTESTS"
+is() { # is GOT WANT NAME
+	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3 (got '$1', want '$2')"; fi
+}
+
+# ---------------------------------------------------------------- Redis
+PORT=$(free_port)
+mkdir -p "$S/redis"
+"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --save '' --appendonly no \
+	--daemonize no >>"$S/redis.log" 2>&1 &
+RPID=$!
+up() { "$REDIS_CLI" -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
+wait_for up || bail "redis-server did not start (redis.log)"
+
+# ---------------------------------------------------------------- hosts
+head -c 48 /dev/urandom | base64 >"$S/cluster.key"
+chmod 600 "$S/cluster.key"
+for i in 1 2 3; do
+	mkdir -p "$S/h$i"
+	cat >"$S/h$i/authguard.conf" <<EOF
+db_dir = $S/h$i/db
+log = file:$S/h$i/attempts.log
+tarpit_base = 0
+ip_ban_after = 1000
+user_lock_after = 0
+spray_users = 0
+net_ban_after = 0
+sync_redis = 127.0.0.1:$PORT
+sync_host = h$i
+sync_key_file = $S/cluster.key
+sync_snapshot_every = 1m
+EOF
+done
+start_sync() { # start_sync HOST [ENV...]
+	local h=$1
+	shift
+	env "$@" "$SYNC" -c "$S/h$h/authguard.conf" >>"$S/h$h/sync.log" 2>&1 &
+	SPIDS[$h]=$!
+	wait_for connected "$h" || bail "authguard-sync on h$h did not connect (h$h/sync.log)"
+}
+stop_sync() { # stop_sync HOST [SIGNAL]
+	kill "-${2:-TERM}" "${SPIDS[$1]}"
+	wait "${SPIDS[$1]}" 2>/dev/null
+	SPIDS[$1]=
+}
+save_store() { cp "$S/h1/db/data.mdb" "$S/h1/db/counters.ag" "$S/saved/"; }
+# the "power cut": h1's store back at the copy (lock.mdb is made anew by
+# the first process to open the store, as after a reboot)
+restore_store() { cp "$S/saved/data.mdb" "$S/saved/counters.ag" "$S/h1/db/"; }
+# failures "in all" of the address itself (lib.sh's fails_of shows its
+# network's when the address is not tracked)
+addr_fails() {
+	admin "$1" show "$2" 2>/dev/null | sed -n '/^address/,/^network/s/.*(\([0-9]*\) in all).*/\1/p' |
+		head -1 | grep . || echo 0
+}
+fails() { # fails HOST ADDR...: the counts, space separated
+	local h=$1 a out=
+	shift
+	for a in "$@"; do out="$out $(addr_fails "$h" "$a")"; done
+	echo "${out# }"
+}
+missed_of() { # missed_of HOST PEER: sequence numbers of PEER never seen
+	admin "$1" status 2>/dev/null | sed -n "s/^ *peer $2: .* \([0-9]*\) missed$/\1/p"
+}
+rollbacks() { grep -c 'the store was rolled back' "$S/h1/sync.log"; }
+mkdir -p "$S/saved"
+start_sync 1
+start_sync 2
+
+A0=192.0.2.80
+record_fail 1 w1 $A0
+record_fail 1 w2 $A0
+wait_for eval '[ "$(addr_fails 2 $A0)" = 2 ] && [ "$(outbox_of 1)" = 0 ]'
+ok $? "before: h1's failures reach h2, h1's outbox drains"
+
+# ---------------------------------------------------- 1. the outbox empty at the copy
+stop_sync 1
+save_store
+start_sync 1
+A=192.0.2.81
+for n in 1 2 3 4 5; do record_fail 1 "a$n" $A; done
+wait_for eval '[ "$(addr_fails 2 $A)" = 5 ]'
+ok $? "1: 5 failures on h1 after the copy reach h2"
+stop_sync 1
+restore_store
+ok "$(admin 1 show $A | grep -q 'not tracked'; echo $?)" \
+	"1: h1's store rolled back to the copy (the 5 are gone from it)"
+B=198.51.100.81
+for n in 1 2 3; do record_fail 1 "b$n" $B; done
+start_sync 1
+ok "$(wait_for eval '[ "$(addr_fails 2 $B)" = 3 ]'; echo $?)" \
+	"1: the 3 failures recorded after the rollback reach h2 (numbered as 3 of the 5 in the stream)"
+wait_for eval '[ "$(outbox_of 1)" = 0 ]'
+sleep 1 # anything pushed or counted twice would show by now
+is "$(fails 2 $A0 $A $B)" "2 5 3" "1: on h2 each counts once (the 5 not again)"
+is "$(fails 1 $A0 $A $B)" "2 5 3" "1: h1 took the 5 the rollback lost back from the stream"
+ok "$(grep -q ': 5 events of this host that the rollback took from the store were taken back' \
+	"$S/h1/sync.log"; echo $?)" "1: ... and says so"
+is "$(rollbacks)" 1 "1: h1 logs the rollback once"
+ok "$(grep -q 'rolled back (an OS crash?).* 3 events waiting, from #3 on, and all new ones are sent under a new epoch' \
+	"$S/h1/sync.log"; echo $?)" "1: ... saying how many go under a new epoch, from which number on"
+
+# ---------------------------------------------------- 2. pushed, not deleted at the copy
+# h1's daemon holds what it pushed (AUTHGUARD_SYNC_DRAIN_MS): 4 failures
+# pushed and still in its outbox when the copy is made
+stop_sync 1
+start_sync 1 AUTHGUARD_SYNC_DRAIN_MS=600000
+C=192.0.2.82
+for n in 1 2 3 4; do record_fail 1 "c$n" $C; done
+wait_for eval '[ "$(addr_fails 2 $C)" = 4 ]'
+ok $? "2: 4 failures on h1 reach h2"
+is "$(outbox_of 1)" 4 "2: ... and are still in h1's outbox (pushed, not deleted)"
+kill -STOP "${SPIDS[1]}"
+save_store
+kill -CONT "${SPIDS[1]}"
+for n in 5 6 7; do record_fail 1 "c$n" $C; done
+wait_for eval '[ "$(addr_fails 2 $C)" = 7 ]'
+ok $? "2: 3 more after the copy reach h2"
+stop_sync 1 KILL
+restore_store
+D=198.51.100.82
+for n in 1 2; do record_fail 1 "d$n" $D; done
+start_sync 1
+wait_for eval '[ "$(outbox_of 1)" = 0 ] && [ "$(addr_fails 2 $D)" = 2 ]'
+ok $? "2: after the rollback h1's outbox drains and h2 gets the 2 new failures"
+sleep 1
+is "$(fails 2 $C $D)" "7 2" "2: the 4 pushed before the copy are not sent again under the new epoch"
+is "$(fails 1 $C $D)" "7 2" "2: h1 holds the 4 and took the 3 lost ones back"
+ok "$(grep 'rolled back' "$S/h1/sync.log" | tail -1 | grep -q ', 4 of the outbox.s among them (not sent again); 2 events waiting'; echo $?)" \
+	"2: h1's log says 4 were in the stream, 2 go under the new epoch"
+
+# ---------------------------------------------------- a late reader, a plain restart
+start_sync 3
+wait_for eval '[ "$(fails 3 $A0 $A $B $C $D)" = "2 5 3 7 2" ]'
+ok $? "h3, started last, reads three epochs of h1 and counts each event once"
+stop_sync 1
+start_sync 1
+E=192.0.2.83
+record_fail 1 e1 $E
+ok "$(wait_for eval '[ "$(addr_fails 2 $E)" = 1 ] && [ "$(addr_fails 3 $E)" = 1 ]'; echo $?)" \
+	"a plain restart: the next failure arrives everywhere"
+is "$(rollbacks)" 2 "a plain restart finds no rollback"
+sleep 1 # the status is written once a second
+is "$(missed_of 2 h1) $(missed_of 3 h1)" "0 0" "no peer counts missed sequence numbers of h1"
+
+# ---------------------------------------------------- 3. behind many entries of other hosts
+# while h1 is down, 10000 entries of another host come first in the
+# stream (more than one page of the look back at start)
+stop_sync 1
+save_store
+start_sync 1
+F=192.0.2.84
+for n in 1 2 3; do record_fail 1 "f$n" $F; done
+wait_for eval '[ "$(addr_fails 2 $F)" = 3 ] && [ "$(outbox_of 1)" = 0 ]'
+ok $? "3: 3 failures on h1 after the copy reach h2"
+stop_sync 1
+"$REDIS_CLI" -h 127.0.0.1 -p "$PORT" eval "for i = 1, 10000 do redis.call('XADD', KEYS[1], '*',
+	'h', 'filler', 'o', '12345678', 'e', 'x', 'm', 'y') end" 1 authguard >/dev/null
+restore_store
+G=198.51.100.84
+for n in 1 2; do record_fail 1 "g$n" $G; done
+start_sync 1
+ok "$(wait_for eval '[ "$(addr_fails 2 $G)" = 2 ]'; echo $?)" \
+	"3: behind 10000 other entries the rollback is found: the 2 new failures reach h2"
+wait_for eval '[ "$(outbox_of 1)" = 0 ]'
+sleep 1
+is "$(fails 2 $F $G) / $(fails 1 $F $G) / $(rollbacks)" "3 2 / 3 2 / 3" \
+	"3: counted once on h2, the 3 taken back on h1, the rollback logged"
+
+stopped=0
+for i in 1 2 3; do
+	kill -TERM "${SPIDS[$i]}"
+	wait "${SPIDS[$i]}" || stopped=1
+	SPIDS[$i]=
+done
+ok $stopped "SIGTERM: every daemon stops cleanly (status 0)"
+exit 0
