@@ -1293,7 +1293,8 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 	 * may need no write; not for a caller whose own data commits with
 	 * the record (in_txn), nor without a counter file to count it in */
 	int quiet = 0;
-	if (rc == 0 && success && !o->remote && o->in_txn == NULL && ag_store_counters(op.s) != NULL)
+	if (rc == 0 && success && !o->remote && o->in_txn == NULL && !t.flying &&
+	    ag_store_counters(op.s) != NULL) /* (a mark to drop is a write) */
 		quiet = record_quiet(&op, &arg);
 	if (quiet < 0)
 		rc = quiet;
