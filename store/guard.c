@@ -324,11 +324,22 @@ static int load_wave(struct op *op, struct ag_txn *t)
 			  &op->v.wave, &found);
 
 	op->old_wave = false;
-	if (rc == 0)
-		rc = read_rec(op, t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, AG_REC_WAVE,
-			      &old, &op->old_wave);
-	if (rc != 0 || !op->old_wave)
+	if (rc != 0)
 		return rc;
+	/* as for pairs (load_pair()): an old copy goes with the next write,
+	 * readable or not */
+	const void *val;
+	size_t vlen;
+	rc = ag_txn_get(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, &val, &vlen);
+	if (rc == AG_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	op->old_wave = true;
+	if (ag_rec_decode(AG_REC_WAVE, val, vlen, &old) != 0) {
+		op->damaged = true;
+		return 0;
+	}
 	if (found)
 		ag_wave_merge(&op->v.wave, &old, op->now, op->c->decay_half_life,
 			      op->c->wave_baseline);
@@ -379,11 +390,23 @@ static int load_pair(struct op *op, struct ag_txn *t)
 	int rc = read_rec(op, t, AG_DB_SRC, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair, &found);
 
 	op->old_pair = false;
-	if (rc == 0)
-		rc = read_rec(op, t, AG_DB_PAIR, op->okey, op->olen, AG_REC_PAIR, &old,
-			      &op->old_pair);
-	if (rc != 0 || !op->old_pair)
+	if (rc != 0)
 		return rc;
+	/* a copy in the old place, readable or not, goes when the pair is
+	 * written (op_save()): a damaged one would otherwise stay, reset and
+	 * counted as a fault on every attempt of that user at that place */
+	const void *val;
+	size_t vlen;
+	rc = ag_txn_get(t, AG_DB_PAIR, op->okey, op->olen, &val, &vlen);
+	if (rc == AG_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	op->old_pair = true;
+	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &old) != 0) {
+		op->damaged = true; /* the new place's copy (or a fresh one) stands */
+		return 0;
+	}
 	if (found)
 		ag_pair_merge(&op->v.pair, &old, op->now, op->c->decay_half_life);
 	else
@@ -1553,9 +1576,13 @@ static int migrate_pair(struct gc_ctx *g, const void *key, size_t klen, const vo
 	const void *cur;
 	size_t curlen;
 
-	if (ag_pair_key_decode(key, klen, true, &ukey, &ulen, &src) != 0 ||
-	    ag_rec_decode(AG_REC_PAIR, val, vlen, &r) != 0)
+	if (ag_pair_key_decode(key, klen, true, &ukey, &ulen, &src) != 0)
 		return AG_ENOTFOUND;
+	/* a pair's key with a value that does not decode (only older
+	 * modules write here: damage, not a newer version): nothing to move,
+	 * it goes */
+	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &r) != 0)
+		return 0;
 	if (src.family != AG_AF_NONE)
 		ag_src_key(&src, skey);
 	size_t nlen = ag_pair_key(skey, ukey, ulen, nkey);

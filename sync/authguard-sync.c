@@ -698,7 +698,13 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 	for (int i = 0; i < n; i++) {
 		uint8_t buf[AG_SEV_WIRE_MAX], m[MAC_LEN];
 		size_t len = ag_sev_encode(&ev[i], buf);
-		(void)mac(g.host, hl, epoch, buf, len, m); /* (a zero MAC: rejected) */
+		if (!mac(g.host, hl, epoch, buf, len, m)) {
+			/* (OpenSSL failed: out of memory?) nothing of the batch
+			 * is sent: the connection, with what was queued on it,
+			 * goes; the events stay in the outbox */
+			link_down(l, "computing the events' HMAC failed (OpenSSL); nothing sent");
+			return 0;
+		}
 		const char *argv[] = { "XADD", g.d.conf.sync_stream, "MAXLEN", "~", maxlen, "*",
 				       "h", g.host, "o", (const char *)epoch, "e", (const char *)buf,
 				       "m", (const char *)m };

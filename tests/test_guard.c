@@ -1531,8 +1531,8 @@ static void test_slow_campaign_through_guard(void **state)
 
 /* A pair as a module of an older version writes it: in the "pair"
  * database, keyed by user first. */
-static void put_old_pair(struct ag_store *s, const char *user, const char *addr,
-			 const struct ag_pair_rec *r)
+static void put_old_raw(struct ag_store *s, const char *user, const char *addr, const void *v,
+			size_t vlen)
 {
 	uint8_t ukey[AG_USER_KEY_MAX], skey[AG_SRC_KEY_LEN], key[AG_PAIR_KEY_MAX];
 	struct ag_addr a;
@@ -1543,8 +1543,14 @@ static void put_old_pair(struct ag_store *s, const char *user, const char *addr,
 	size_t ul = ag_user_key(ag_store_secret(s), user, strlen(user), ukey);
 	size_t kl = ag_pair_key_old(ukey, ul, skey, key);
 	assert_int_equal(ag_txn_begin(s, true, &t), 0);
-	assert_int_equal(ag_txn_put(t, AG_DB_PAIR, key, kl, r, sizeof(*r)), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_PAIR, key, kl, v, vlen), 0);
 	assert_int_equal(ag_txn_commit(t), 0);
+}
+
+static void put_old_pair(struct ag_store *s, const char *user, const char *addr,
+			 const struct ag_pair_rec *r)
+{
+	put_old_raw(s, user, addr, r, sizeof(*r));
 }
 
 /* Where the pair of @user at @addr is: 1 the source database, 2 the old
@@ -1617,6 +1623,31 @@ static struct pairs_listed pairs_of(struct fx *f, struct ag_store *s, const char
 /* A pair an older module wrote is found where it is (familiarity honoured,
  * its counts go on), moved by the next write of it, merged if the older
  * module writes it again, and seen by admin, forget and gc. */
+/* A copy in the old pair database that does not decode goes with the
+ * pair's next write (it stayed: reset and counted as a fault on every
+ * attempt of that user there), and the clean-up drops one it finds. */
+static void test_old_pair_damaged(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	static const uint8_t junk[4] = { 1, 2, 3, 4 };
+
+	f->c.ip_ban_after = f->c.user_lock_after = 0;
+	try(f, "vera", "198.51.100.70", false, "x"); /* the store */
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	put_old_raw(s, "vera", "198.51.100.71", junk, sizeof(junk));
+	put_old_raw(s, "vera", "198.51.100.72", junk, sizeof(junk));
+	try(f, "vera", "198.51.100.71", false, "y");
+	assert_int_equal(pair_where(s, "vera", "198.51.100.71", NULL), 1);
+	uint64_t faults = stats_now(f).faults;
+	assert_true(faults >= 1);
+	for (int i = 0; i < 5; i++)
+		try(f, "vera", "198.51.100.71", false, "y");
+	assert_int_equal(stats_now(f).faults, faults);
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 0);
+	assert_int_equal(pair_where(s, "vera", "198.51.100.72", NULL), 0);
+}
+
 static void test_old_pair_database(void **state)
 {
 	struct fx *f = *state;
@@ -1848,6 +1879,7 @@ int main(void)
 		 * and test_refusal_writes_nothing must not meet one */
 		cmocka_unit_test_setup_teardown(test_pw_records_gc_and_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_pair_database, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_pair_damaged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_wave_record, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
