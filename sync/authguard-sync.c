@@ -686,15 +686,6 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 	char maxlen[24];
 	snprintf(maxlen, sizeof(maxlen), "%u", g.d.conf.sync_stream_max);
 	size_t hl = strlen(g.host);
-	/* One transaction, MULTI ... EXEC: the batch lands whole or not at
-	 * all. Bare pipelined XADDs could lose an event for good: Redis
-	 * refusing one in the middle (out of memory) and taking those after
-	 * it moves the receivers' mark past its number, so its next push is
-	 * skipped as a duplicate. */
-	if (redisAppendCommand(l->rc, "MULTI") != REDIS_OK) {
-		link_down(l, l->rc->errstr);
-		return 0;
-	}
 	for (int i = 0; i < n; i++) {
 		uint8_t buf[AG_SEV_WIRE_MAX], m[MAC_LEN];
 		size_t len = ag_sev_encode(&ev[i], buf);
@@ -715,51 +706,35 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 			return 0;
 		}
 	}
-	if (redisAppendCommand(l->rc, "EXEC") != REDIS_OK) {
-		link_down(l, l->rc->errstr);
-		return 0;
-	}
 	int ok = 0;
 	bool refused = false, moved = false;
-	/* MULTI's reply, one per XADD (QUEUED or an error), EXEC's: every
-	 * reply is read, even after an error, or one left unread would be
-	 * taken for the next command's */
-	for (int i = 0; i <= n + 1; i++) {
+	for (int i = 0; i < n; i++) {
+		/* every reply is read, even after an error: one left unread
+		 * would be taken for the next command's */
 		redisReply *r = NULL;
 		if (redisGetReply(l->rc, (void **)&r) != REDIS_OK) {
 			link_down(l, l->rc->errstr);
 			return 0; /* what Redis took goes again: the receivers skip it */
 		}
-		const redisReply *e = r;
-		if (i == n + 1 && r->type == REDIS_REPLY_ARRAY) {
-			/* the XADDs' own replies: all taken, or (an error at run
-			 * time, the same for each XADD to one key) not */
-			size_t k = 0;
-			while (k < r->elements && r->element[k]->type != REDIS_REPLY_ERROR)
-				k++;
-			ok = k == r->elements && k == (size_t)n ? n : (int)k;
-			e = k < r->elements ? r->element[k] : NULL;
-		} else if (i == n + 1 && r->type != REDIS_REPLY_ERROR) {
-			e = NULL; /* nil: the transaction was not run */
-		}
-		if (e != NULL && moved_error(e)) {
+		if (moved_error(r)) {
 			moved = true;
-		} else if (e != NULL && e->type == REDIS_REPLY_ERROR && !refused &&
-			   strncmp(e->str, "EXECABORT", 9) != 0) {
+		} else if (r->type == REDIS_REPLY_ERROR && !refused) {
 			/* Redis is there but refuses (ACL, out of memory, a wrong
 			 * key type): as loud as Redis away, as often */
 			int64_t now = ag_now_ms();
 			refused = true;
-			set_error("push: XADD: %s", e->str);
+			set_error("push: XADD: %s", r->str);
 			if (l->last_fault == 0 || now - l->last_fault >= FAULT_EVERY_MS) {
 				l->last_fault = now;
 				agd_log(AG_LVL_ERR, NAME " fault: Redis %s refuses XADD to %s: %s; %" PRIu64
 					" events wait in the outbox", where(l),
-					g.d.conf.sync_stream, e->str, ob.depth);
+					g.d.conf.sync_stream, r->str, ob.depth);
 			}
 			l->backoff = l->backoff == 0 ? 100 : l->backoff * 2 > BACKOFF_MAX_MS ?
 				     BACKOFF_MAX_MS : l->backoff * 2;
 		}
+		if (r->type != REDIS_REPLY_ERROR && ok == i)
+			ok = i + 1; /* each in order: the first ok are in the stream */
 		freeReplyObject(r);
 	}
 	if (moved) {

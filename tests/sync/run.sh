@@ -102,7 +102,7 @@ mkdir -p "$S/redis"
 # h4 logs in as an ACL user with only the commands authguard-sync(8) lists
 # (the test's own redis-cli and the forger use the default user)
 printf '%s\n' 'user default on nopass ~* &* +@all' \
-	'user agsync on >h4-redis-secret ~authguard* +multi +exec +xadd +xread +xrevrange +xinfo +set +get +sadd +smembers' \
+	'user agsync on >h4-redis-secret ~authguard* +xadd +xread +xrevrange +xinfo +set +get +sadd +smembers' \
 	>"$S/users.acl"
 echo h4-redis-secret >"$S/redis.pw"
 chmod 600 "$S/redis.pw"
