@@ -33,25 +33,11 @@ export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../tap.sh"
 . "$HERE/lib.sh"
-SYNC=${AG_TEST_SYNC:-}
-ADMIN=${AG_TEST_ADMIN:-}
-REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
-REDIS_CLI=$(command -v redis-cli)
-PYTHON=$(command -v python3)
 WAIT_S=15
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
 NTESTS=24
 
-[ -n "$REDIS" ] && [ -x "$REDIS" ] || tap_skip_all "redis-server not found: install redis-server (or set AG_TEST_REDIS)"
-[ -n "$REDIS_CLI" ] || tap_skip_all "redis-cli not found: install redis-tools"
-[ -n "$PYTHON" ] || tap_skip_all "python3 not found (free ports are picked with it)"
-for b in "$SYNC" "$ADMIN"; do
-	[ -n "$b" ] && [ -x "$b" ] || tap_skip_all "${b:-a binary} not built (run through make check)"
-done
-if nm "$SYNC" 2>/dev/null | grep -qE ' __(a|t|ub|m)san_' ||
-	readelf -d "$SYNC" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub|m)san'; then
-	tap_skip_all "$SYNC is built with a sanitizer (the plain build runs this test)"
-fi
+sync_test_needs
 
 S=$(mktemp -d /tmp/ag-rollback.XXXXXX) || exit 1
 WDPID=
