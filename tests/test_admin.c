@@ -202,6 +202,11 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(has(out, "authguard_successes_total 1"), 1);
 	assert_int_equal(has(out, "authguard_evicted_total 0"), 1);
 	assert_int_equal(has(out, "authguard_last_eviction_timestamp_seconds 0"), 1);
+	/* --json where there is no JSON output: an error, not a table */
+	assert_int_equal(run("status", "--json", NULL), 1);
+	assert_int_equal(has(err, "status has no --json output"), 1);
+	assert_int_equal(run("stats", "--json", NULL), 1);
+	assert_int_equal(run("list", "sources", "--json", NULL), 0);
 	assert_int_equal(run("list", "sources", NULL), 0);
 	assert_int_equal(has(out, "203.0.113.40 "), 1);
 	assert_int_equal(run("forget", "203.0.113.40", NULL), 0);

@@ -1827,6 +1827,17 @@ int main(int argc, char **argv)
 	argc = take_json(argc - 1, argv + 1, &x.json);
 	argv++;
 	int rc = -1;
+	/* only these have JSON output: elsewhere the flag would be taken
+	 * without a word and a script would parse a table */
+	static const char *const with_json[] = { "list", "show", "allow", "proxy", "deny" };
+	bool json_ok = false;
+	for (size_t i = 0; i < AG_ARRAY_LEN(with_json); i++)
+		json_ok = json_ok || strcmp(cmd, with_json[i]) == 0;
+	if (x.json && !json_ok) {
+		fprintf(stderr, "authguard-admin: %s has no --json output (list, show and allow|proxy|deny "
+			"list have)\n", cmd);
+		rc = EX_USAGE;
+	}
 	for (size_t i = 0; i < AG_ARRAY_LEN(cmds) && rc < 0; i++)
 		if (strcmp(cmd, cmds[i].name) == 0)
 			rc = cmds[i].fn(&x, argc, argv);
