@@ -314,6 +314,31 @@ static int read_rec(struct op *op, struct ag_txn *t, enum ag_db db, const void *
 	return 0;
 }
 
+/* A copy an older module keeps in its own place (the old pair database,
+ * the wave state in meta): *present_r whether there is one, readable or
+ * not, so that the next write removes it (a damaged one would otherwise
+ * stay, reset and counted as a fault on every attempt that reads it);
+ * *decoded_r whether @out holds it. */
+static int read_old(struct op *op, struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
+		    enum ag_rec_kind kind, void *out, bool *present_r, bool *decoded_r)
+{
+	const void *val;
+	size_t vlen;
+	int rc = ag_txn_get(t, db, key, klen, &val, &vlen);
+
+	*present_r = *decoded_r = false;
+	if (rc == AG_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	*present_r = true;
+	if (ag_rec_decode(kind, val, vlen, out) != 0)
+		op->damaged = true; /* the new place's copy (or a fresh one) stands */
+	else
+		*decoded_r = true;
+	return 0;
+}
+
 /* The host's wave state (record.h): in the unnamed database, with what
  * older modules counted in the old place since folded in. */
 static int load_wave(struct op *op, struct ag_txn *t)
@@ -323,23 +348,13 @@ static int load_wave(struct op *op, struct ag_txn *t)
 	int rc = read_rec(op, t, AG_DB_MAIN, AG_WAVE_KEY, AG_WAVE_KEY_LEN, AG_REC_WAVE,
 			  &op->v.wave, &found);
 
+	bool decoded = false;
 	op->old_wave = false;
-	if (rc != 0)
+	if (rc == 0)
+		rc = read_old(op, t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, AG_REC_WAVE,
+			      &old, &op->old_wave, &decoded);
+	if (rc != 0 || !decoded)
 		return rc;
-	/* as for pairs (load_pair()): an old copy goes with the next write,
-	 * readable or not */
-	const void *val;
-	size_t vlen;
-	rc = ag_txn_get(t, AG_DB_META, AG_WAVE_KEY_OLD, AG_WAVE_KEY_OLD_LEN, &val, &vlen);
-	if (rc == AG_ENOTFOUND)
-		return 0;
-	if (rc != 0)
-		return rc;
-	op->old_wave = true;
-	if (ag_rec_decode(AG_REC_WAVE, val, vlen, &old) != 0) {
-		op->damaged = true;
-		return 0;
-	}
 	if (found)
 		ag_wave_merge(&op->v.wave, &old, op->now, op->c->decay_half_life,
 			      op->c->wave_baseline);
@@ -389,24 +404,13 @@ static int load_pair(struct op *op, struct ag_txn *t)
 	bool found = false;
 	int rc = read_rec(op, t, AG_DB_SRC, op->pkey, op->plen, AG_REC_PAIR, &op->v.pair, &found);
 
+	bool decoded = false;
 	op->old_pair = false;
-	if (rc != 0)
+	if (rc == 0) /* an old copy goes when the pair is written (op_save()) */
+		rc = read_old(op, t, AG_DB_PAIR, op->okey, op->olen, AG_REC_PAIR, &old,
+			      &op->old_pair, &decoded);
+	if (rc != 0 || !decoded)
 		return rc;
-	/* a copy in the old place, readable or not, goes when the pair is
-	 * written (op_save()): a damaged one would otherwise stay, reset and
-	 * counted as a fault on every attempt of that user at that place */
-	const void *val;
-	size_t vlen;
-	rc = ag_txn_get(t, AG_DB_PAIR, op->okey, op->olen, &val, &vlen);
-	if (rc == AG_ENOTFOUND)
-		return 0;
-	if (rc != 0)
-		return rc;
-	op->old_pair = true;
-	if (ag_rec_decode(AG_REC_PAIR, val, vlen, &old) != 0) {
-		op->damaged = true; /* the new place's copy (or a fresh one) stands */
-		return 0;
-	}
 	if (found)
 		ag_pair_merge(&op->v.pair, &old, op->now, op->c->decay_half_life);
 	else
