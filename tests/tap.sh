@@ -34,6 +34,10 @@ ok() { # ok STATUS DESCRIPTION [DIAGNOSTIC...]: STATUS 0 passes
 	fi
 }
 
+is() { # is GOT WANT DESCRIPTION: passes when GOT equals WANT
+	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi
+}
+
 skip() { # skip DESCRIPTION REASON
 	TESTNO=$((TESTNO + 1))
 	echo "ok $TESTNO - $1 # SKIP $2"

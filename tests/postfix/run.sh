@@ -108,9 +108,6 @@ cleanup() {
 }
 tap_start
 
-is() { # is GOT WANT DESCRIPTION
-	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3" "got:  $1" "want: $2"; fi
-}
 # lines FILE PATTERN...: how many lines of FILE match every (fixed) PATTERN
 lines() {
 	local f=$1 p

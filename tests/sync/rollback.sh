@@ -62,9 +62,6 @@ cleanup() {
 }
 tap_start
 echo "1..$NTESTS"
-is() { # is GOT WANT NAME
-	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3 (got '$1', want '$2')"; fi
-}
 
 # ---------------------------------------------------------------- Redis
 PORT=$(free_port)
