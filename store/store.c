@@ -565,7 +565,7 @@ int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 	MDB_envinfo ei;
 	MDB_stat st;
 	struct ag_txn *t;
-	uint64_t pages = 4; /* two meta pages, two roots */
+	uint64_t pages = 3; /* two meta pages, the free list's root */
 	int rc;
 
 	if (mdb_env_info(s->env, &ei) != 0 || mdb_env_stat(s->env, &st) != 0)
@@ -574,8 +574,10 @@ int ag_store_usage(struct ag_store *s, uint64_t *used_r, uint64_t *map_r)
 	rc = ag_txn_begin(s, false, &t);
 	if (rc != 0)
 		return rc;
+	/* (the unnamed database too: the fleet's outbox grows there while
+	 * Redis is away) */
 	for (int i = 0; i < AG_DB_COUNT; i++)
-		if (i != AG_DB_MAIN && mdb_stat(t->txn, s->dbi[i], &st) == 0)
+		if (mdb_stat(t->txn, s->dbi[i], &st) == 0)
 			pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	ag_txn_abort(t);
 	*used_r = pages * psize;

@@ -25,8 +25,10 @@ enum ag_db { AG_DB_SRC = 0, AG_DB_USER, AG_DB_PAIR, AG_DB_LIST, AG_DB_SLOT, AG_D
 	      AG_DB_PW, /* hot passwords (struct ag_pw_rec) */
 	      /* LMDB's unnamed database, whose keys name the others: every
 	       * write transaction rewrites its page anyway, so a small record
-	       * written by most of them costs no page of its own there. Keys
-	       * hold a NUL (a database name never does). Not scanned. */
+	       * written by most of them costs no page of its own there (the
+	       * wave state, the fleet's outbox). Keys start with a NUL (a
+	       * database name never has one, so mdb_dbi_open() never meets
+	       * them); only the outbox's own prefix is scanned. */
 	      AG_DB_MAIN,
 	      AG_DB_COUNT };
 

@@ -17,24 +17,47 @@
 /* ---- the outbox -------------------------------------------------------------------- */
 
 /*
- * The events wait in the meta database (keys "sync.q" + class + 8-byte
- * big-endian sequence number), the counters in the state record beside
- * them. Measured against databases of their own (bench_sync -P, issue 13
- * item 4): a failure's record writes the meta leaf anyway (the wave
- * state), and authguard-sync deletes what it pushed before the queue
- * outgrows that leaf, so the event and the counters ride on a page the
- * commit writes regardless (+0.2 pages a record); an outbox database of
- * its own cost a page more on every record (+1.1).
+ * The events wait in LMDB's unnamed database (AG_DB_MAIN: keys "\0sync.q"
+ * + class + 8-byte big-endian sequence number), the counters in the state
+ * record "\0sync.ob" beside them. Every commit rewrites that database's
+ * leaf anyway (it holds the named databases' records, whose roots move
+ * with every write), and authguard-sync deletes what it pushed before the
+ * queue outgrows that leaf, so the event and the counters ride on a page
+ * the commit writes regardless. The keys start with a NUL: no database
+ * name has one (LMDB names are C strings), so no mdb_dbi_open() can ever
+ * meet one of them, and they cannot be AG_WAVE_KEY ("\0wave") either.
+ * Measured (bench_sync -P): in the meta database, where it was until
+ * this change, the outbox cost a page of its own on every record (+1.1),
+ * since a record no longer writes meta otherwise; in two databases of its
+ * own, +1.1 too.
+ *
+ * The old place. Modules of an older version (a PAM or SASL process
+ * started before the upgrade keeps its module: -z nodelete) still put
+ * their events into the meta database (keys "sync.q" + class + number,
+ * state "sync.ob", the same layouts) under that state's epoch and
+ * numbers. The new place's state is made with an epoch of its own (never
+ * the old place's), so the two never hand out the same (epoch, number)
+ * pair, and authguard-sync moves what it finds in the old place into the
+ * new one (ag_outbox_old_move(): renumbered there, in the transaction
+ * that deletes it from the old place), so only one numbering is pushed.
  */
 
-#define K_STATE "sync.ob"
+struct place {
+	enum ag_db db;
+	const char *state;  /* the state record's key */
+	size_t state_len;
+	const char *prefix; /* the events' key prefix (+ class + 8-byte number) */
+	size_t plen;
+};
+
+static const struct place P_NEW = { AG_DB_MAIN, "\0sync.ob", 8, "\0sync.q", 7 };
+static const struct place P_OLD = { AG_DB_META, "sync.ob", 7, "sync.q", 6 };
+#define Q_KEYMAX (7 + 1 + 8)
+
 #define K_POS "sync.pos"
 #define K_STATUS "sync.st"
 #define K_PEER "sync.peer."
 #define K_STAMP "sync.adm."
-#define Q_PREFIX "sync.q" /* + class + 8-byte sequence number */
-#define Q_PLEN 6
-#define Q_KEYLEN (Q_PLEN + 1 + 8)
 enum { CLASS_FAIL = 0, CLASS_OTHER = 1 };
 
 bool ag_sync_enabled(const struct ag_conf *c)
@@ -42,18 +65,24 @@ bool ag_sync_enabled(const struct ag_conf *c)
 	return c->sync_redis[0] != '\0' || c->sync_sentinels.n > 0;
 }
 
-static void q_key(uint8_t cls, uint64_t seq, uint8_t key[Q_KEYLEN])
+static size_t q_keylen(const struct place *p)
 {
-	memcpy(key, Q_PREFIX, Q_PLEN);
-	key[Q_PLEN] = cls;
-	ag_put_be64(key + Q_PLEN + 1, seq);
+	return p->plen + 1 + 8;
 }
 
-int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
+static size_t q_key(const struct place *p, uint8_t cls, uint64_t seq, uint8_t key[Q_KEYMAX])
+{
+	memcpy(key, p->prefix, p->plen);
+	key[p->plen] = cls;
+	ag_put_be64(key + p->plen + 1, seq);
+	return q_keylen(p);
+}
+
+static int state_get(const struct place *p, struct ag_txn *t, struct ag_outbox_state *st)
 {
 	const void *val;
 	size_t vlen;
-	int rc = ag_txn_get(t, AG_DB_META, K_STATE, strlen(K_STATE), &val, &vlen);
+	int rc = ag_txn_get(t, p->db, p->state, p->state_len, &val, &vlen);
 
 	memset(st, 0, sizeof(*st));
 	if (rc == AG_ENOTFOUND)
@@ -66,8 +95,47 @@ int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
 	return st->version == AG_OUTBOX_VERSION ? 0 : AG_ECORRUPT;
 }
 
+static int state_put(const struct place *p, struct ag_txn *t, const struct ag_outbox_state *st)
+{
+	return ag_txn_put(t, p->db, p->state, p->state_len, st, sizeof(*st));
+}
+
+int ag_outbox_state(struct ag_txn *t, struct ag_outbox_state *st)
+{
+	return state_get(&P_NEW, t, st);
+}
+
+int ag_outbox_old_state(struct ag_txn *t, struct ag_outbox_state *st)
+{
+	return state_get(&P_OLD, t, st);
+}
+
+/* A random epoch that is neither zero (receivers would take it for none)
+ * nor @a nor @b (the old one; the other place's). */
+static int fresh_epoch(uint64_t a, uint64_t b, uint64_t *e_r)
+{
+	uint64_t e;
+
+	do {
+		if (getrandom(&e, sizeof(e), 0) != (ssize_t)sizeof(e))
+			return AG_EIO;
+	} while (e == 0 || e == a || e == b);
+	*e_r = e;
+	return 0;
+}
+
+/* The old place's epoch, or 0 (none, unreadable): what the new place's
+ * must not be. Read only when the new place takes an epoch. */
+static uint64_t old_epoch(struct ag_txn *t)
+{
+	struct ag_outbox_state o;
+
+	return state_get(&P_OLD, t, &o) == 0 ? o.epoch : 0;
+}
+
 struct first_key {
-	uint8_t key[Q_KEYLEN];
+	size_t klen;
+	uint8_t key[Q_KEYMAX];
 	bool found;
 };
 
@@ -78,28 +146,28 @@ static enum ag_scan_op first_visit(void *ctx, const void *key, size_t klen, cons
 
 	(void)val;
 	(void)vlen;
-	if (klen != Q_KEYLEN)
+	if (klen != f->klen)
 		return AG_SCAN_DELETE; /* not one of ours: damaged */
-	memcpy(f->key, key, Q_KEYLEN);
+	memcpy(f->key, key, klen);
 	f->found = true;
 	return AG_SCAN_STOP;
 }
 
 /* The outbox is full: the oldest failure goes, or if there is none the
  * oldest of the rest. */
-static int outbox_drop_one(struct ag_txn *t, struct ag_outbox_state *st)
+static int outbox_drop_one(const struct place *p, struct ag_txn *t, struct ag_outbox_state *st)
 {
 	for (uint8_t cls = CLASS_FAIL; cls <= CLASS_OTHER; cls++) {
-		uint8_t prefix[Q_PLEN + 1];
-		struct first_key f = { .found = false };
-		memcpy(prefix, Q_PREFIX, Q_PLEN);
-		prefix[Q_PLEN] = cls;
-		int rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), first_visit, &f);
+		uint8_t prefix[Q_KEYMAX];
+		struct first_key f = { .klen = q_keylen(p), .found = false };
+		memcpy(prefix, p->prefix, p->plen);
+		prefix[p->plen] = cls;
+		int rc = ag_txn_scan(t, p->db, prefix, p->plen + 1, first_visit, &f);
 		if (rc != 0)
 			return rc;
 		if (!f.found)
 			continue;
-		rc = ag_txn_del(t, AG_DB_META, f.key, Q_KEYLEN);
+		rc = ag_txn_del(t, p->db, f.key, f.klen);
 		if (rc != 0)
 			return rc;
 		if (cls == CLASS_FAIL)
@@ -114,63 +182,80 @@ static int outbox_drop_one(struct ag_txn *t, struct ag_outbox_state *st)
 	return 0;
 }
 
+/* Into the new place, as ag_outbox_put() says; *@st: its state as read
+ * (version 0: none yet), written back here. */
+static int put_new(struct ag_txn *t, const struct ag_conf *c, struct ag_outbox_state *st,
+		   struct ag_sev *e)
+{
+	uint8_t key[Q_KEYMAX], buf[AG_SEV_WIRE_MAX];
+	int rc;
+
+	if (st->version == 0) {
+		memset(st, 0, sizeof(*st));
+		st->version = AG_OUTBOX_VERSION;
+		rc = fresh_epoch(0, old_epoch(t), &st->epoch);
+		if (rc != 0)
+			return rc;
+		st->next_seq = 1;
+	}
+	while (st->depth >= c->sync_outbox_max && st->depth > 0) {
+		uint64_t before = st->depth;
+		rc = outbox_drop_one(&P_NEW, t, st);
+		if (rc != 0)
+			return rc;
+		if (st->depth >= before)
+			break;
+	}
+	e->seq = st->next_seq++;
+	size_t klen = q_key(&P_NEW, e->kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, e->seq, key);
+	rc = ag_txn_put(t, P_NEW.db, key, klen, buf, ag_sev_encode(e, buf));
+	if (rc != 0)
+		return rc;
+	st->depth++;
+	st->total++;
+	return 0;
+}
+
+/* The new place's state for a write: damaged, it starts again (a new
+ * epoch: the peers start anew too). */
+static int state_for_write(struct ag_txn *t, struct ag_outbox_state *st)
+{
+	int rc = state_get(&P_NEW, t, st);
+
+	if (rc == AG_ECORRUPT) {
+		memset(st, 0, sizeof(*st));
+		return 0;
+	}
+	return rc;
+}
+
 int ag_outbox_put(struct ag_txn *t, const struct ag_conf *c, struct ag_sev *e)
 {
 	struct ag_outbox_state st;
-	uint8_t key[Q_KEYLEN], buf[AG_SEV_WIRE_MAX];
 	int rc;
 
 	if (!ag_sync_enabled(c))
 		return 0;
-	rc = ag_outbox_state(t, &st);
-	if (rc == AG_ECORRUPT)
-		memset(&st, 0, sizeof(st)); /* start again (a new epoch: peers start anew too) */
-	else if (rc != 0)
-		return rc;
-	if (st.version == 0) {
-		st.version = AG_OUTBOX_VERSION;
-		if (getrandom(&st.epoch, sizeof(st.epoch), 0) != (ssize_t)sizeof(st.epoch))
-			return AG_EIO;
-		st.next_seq = 1;
-	}
-	while (st.depth >= c->sync_outbox_max && st.depth > 0) {
-		uint64_t before = st.depth;
-		rc = outbox_drop_one(t, &st);
-		if (rc != 0)
-			return rc;
-		if (st.depth >= before)
-			break;
-	}
-	e->seq = st.next_seq++;
-	q_key(e->kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, e->seq, key);
-	rc = ag_txn_put(t, AG_DB_META, key, sizeof(key), buf, ag_sev_encode(e, buf));
-	if (rc != 0)
-		return rc;
-	st.depth++;
-	st.total++;
-	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+	rc = state_for_write(t, &st);
+	if (rc == 0)
+		rc = put_new(t, c, &st, e);
+	return rc != 0 ? rc : state_put(&P_NEW, t, &st);
 }
 
 int ag_outbox_new_epoch(struct ag_txn *t, uint64_t *epoch_r)
 {
 	struct ag_outbox_state st;
-	uint64_t e;
-	int rc = ag_outbox_state(t, &st);
+	int rc = state_get(&P_NEW, t, &st);
 
 	if (rc != 0)
 		return rc;
 	if (st.version == 0)
 		return AG_ENOTFOUND;
-	/* (equal to the old one or zero: receivers would take it for the
-	 * old epoch or for none) */
-	do {
-		if (getrandom(&e, sizeof(e), 0) != (ssize_t)sizeof(e))
-			return AG_EIO;
-	} while (e == st.epoch || e == 0);
-	st.epoch = e;
-	rc = ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+	rc = fresh_epoch(st.epoch, old_epoch(t), &st.epoch);
+	if (rc == 0)
+		rc = state_put(&P_NEW, t, &st);
 	if (rc == 0 && epoch_r != NULL)
-		*epoch_r = e;
+		*epoch_r = st.epoch;
 	return rc;
 }
 
@@ -179,16 +264,17 @@ int ag_outbox_new_epoch(struct ag_txn *t, uint64_t *epoch_r)
  * cost it more than the scan): a first pass reads only keys, a second
  * decodes each wanted event straight into its place. */
 struct keys_ctx {
+	const struct place *p;
 	uint8_t cls;
 	uint64_t *seq;
 	int n, max;
 };
 
-static bool in_class(const void *key, size_t klen, uint8_t cls)
+static bool in_class(const struct place *p, const void *key, size_t klen, uint8_t cls)
 {
 	const uint8_t *k = key;
 
-	return klen >= Q_PLEN + 1 && memcmp(k, Q_PREFIX, Q_PLEN) == 0 && k[Q_PLEN] == cls;
+	return klen >= p->plen + 1 && memcmp(k, p->prefix, p->plen) == 0 && k[p->plen] == cls;
 }
 
 static enum ag_scan_op keys_visit(void *ctxp, const void *key, size_t klen, const void *val,
@@ -198,14 +284,15 @@ static enum ag_scan_op keys_visit(void *ctxp, const void *key, size_t klen, cons
 
 	(void)val;
 	(void)vlen;
-	if (k->n >= k->max || !in_class(key, klen, k->cls))
+	if (k->n >= k->max || !in_class(k->p, key, klen, k->cls))
 		return AG_SCAN_STOP;
-	if (klen == Q_KEYLEN) /* (a damaged key cannot be sent: it goes when deleted up to) */
-		k->seq[k->n++] = ag_get_be64((const uint8_t *)key + Q_PLEN + 1);
+	if (klen == q_keylen(k->p)) /* (a damaged key cannot be sent: it goes when deleted up to) */
+		k->seq[k->n++] = ag_get_be64((const uint8_t *)key + k->p->plen + 1);
 	return AG_SCAN_NEXT;
 }
 
 struct place_ctx {
+	const struct place *p;
 	uint8_t cls;
 	struct ag_sev *ev;
 	const int *pos;    /* where the i-th key of this class goes in ev, or -1 */
@@ -219,9 +306,9 @@ static enum ag_scan_op place_visit(void *ctxp, const void *key, size_t klen, con
 {
 	struct place_ctx *p = ctxp;
 
-	if (p->i >= p->n || !in_class(key, klen, p->cls))
+	if (p->i >= p->n || !in_class(p->p, key, klen, p->cls))
 		return AG_SCAN_STOP;
-	if (klen != Q_KEYLEN)
+	if (klen != q_keylen(p->p))
 		return AG_SCAN_NEXT; /* skipped by the first pass too */
 	int at = p->pos[p->i];
 	if (at >= 0 && (ag_sev_decode(val, vlen, &p->ev[at]) != 0 || p->ev[at].seq != p->seq[p->i]))
@@ -230,15 +317,22 @@ static enum ag_scan_op place_visit(void *ctxp, const void *key, size_t klen, con
 	return AG_SCAN_NEXT;
 }
 
-int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max)
+/* ag_outbox_peek_after() in place @p; *@last_r (may be NULL): the number
+ * of the last key taken, decoded or not (0: none): every event numbered
+ * up to it was looked at. */
+static int peek_after(const struct place *p, struct ag_txn *t, uint64_t after, struct ag_sev *ev,
+		      int max, uint64_t *last_r)
 {
-	uint8_t start[2][Q_KEYLEN];
+	uint8_t start[2][Q_KEYMAX];
+	size_t klen = q_keylen(p);
 	int rc = 0;
 
+	if (last_r != NULL)
+		*last_r = 0;
 	if (max <= 0 || after == UINT64_MAX)
 		return 0;
-	q_key(CLASS_FAIL, after + 1, start[0]);
-	q_key(CLASS_OTHER, after + 1, start[1]);
+	q_key(p, CLASS_FAIL, after + 1, start[0]);
+	q_key(p, CLASS_OTHER, after + 1, start[1]);
 	/* keys of both classes, their places, what did not decode */
 	size_t m = (size_t)max;
 	uint8_t *mem = malloc(2 * m * (sizeof(uint64_t) + sizeof(int)) + m);
@@ -247,16 +341,20 @@ int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, in
 	uint64_t *seq = (uint64_t *)mem;
 	int *pos = (int *)(seq + 2 * m);
 	bool *bad = (bool *)(pos + 2 * m);
-	struct keys_ctx k[2] = { { CLASS_FAIL, seq, 0, max }, { CLASS_OTHER, seq + m, 0, max } };
+	struct keys_ctx k[2] = { { p, CLASS_FAIL, seq, 0, max }, { p, CLASS_OTHER, seq + m, 0, max } };
 	for (int c = 0; c < 2 && rc == 0; c++)
-		rc = ag_txn_scan_from(t, AG_DB_META, start[c], Q_KEYLEN, keys_visit, &k[c]);
+		rc = ag_txn_scan_from(t, p->db, start[c], klen, keys_visit, &k[c]);
 	/* each class is in order by itself: merge the two by sequence number */
 	int i = 0, j = 0, n = 0;
+	uint64_t last = 0;
 	while (rc == 0 && n < max && (i < k[0].n || j < k[1].n)) {
-		if (j >= k[1].n || (i < k[0].n && seq[i] < seq[m + (size_t)j]))
+		if (j >= k[1].n || (i < k[0].n && seq[i] < seq[m + (size_t)j])) {
+			last = seq[i];
 			pos[i++] = n++;
-		else
+		} else {
+			last = seq[m + (size_t)j];
 			pos[m + (size_t)j++] = n++;
+		}
 	}
 	for (int x = i; x < k[0].n; x++)
 		pos[x] = -1;
@@ -264,10 +362,10 @@ int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, in
 		pos[m + (size_t)x] = -1;
 	memset(bad, 0, m);
 	for (int c = 0; c < 2 && rc == 0; c++) {
-		struct place_ctx p = { (uint8_t)c, ev, pos + (size_t)c * m, seq + (size_t)c * m, bad, 0,
-				       c == 0 ? i : j };
-		if (p.n > 0)
-			rc = ag_txn_scan_from(t, AG_DB_META, start[c], Q_KEYLEN, place_visit, &p);
+		struct place_ctx pc = { p, (uint8_t)c, ev, pos + (size_t)c * m, seq + (size_t)c * m, bad,
+					0, c == 0 ? i : j };
+		if (pc.n > 0)
+			rc = ag_txn_scan_from(t, p->db, start[c], klen, place_visit, &pc);
 	}
 	int out = 0;
 	for (int x = 0; rc == 0 && x < n; x++)
@@ -277,15 +375,28 @@ int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, in
 			out++;
 		}
 	free(mem);
+	if (rc == 0 && last_r != NULL)
+		*last_r = last;
 	return rc != 0 ? rc : out;
+}
+
+int ag_outbox_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max)
+{
+	return peek_after(&P_NEW, t, after, ev, max, NULL);
 }
 
 int ag_outbox_peek(struct ag_txn *t, struct ag_sev *ev, int max)
 {
-	return ag_outbox_peek_after(t, 0, ev, max);
+	return peek_after(&P_NEW, t, 0, ev, max, NULL);
+}
+
+int ag_outbox_old_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max)
+{
+	return peek_after(&P_OLD, t, after, ev, max, NULL);
 }
 
 struct upto_ctx {
+	const struct place *p;
 	uint8_t cls;
 	uint64_t upto, n;
 };
@@ -294,30 +405,33 @@ static enum ag_scan_op upto_visit(void *ctxp, const void *key, size_t klen, cons
 				  size_t vlen)
 {
 	struct upto_ctx *u = ctxp;
+	size_t ql = q_keylen(u->p);
 
 	(void)val;
 	(void)vlen;
-	if (!in_class(key, klen, u->cls) ||
-	    (klen == Q_KEYLEN && ag_get_be64((const uint8_t *)key + Q_PLEN + 1) > u->upto))
+	if (!in_class(u->p, key, klen, u->cls) ||
+	    (klen == ql && ag_get_be64((const uint8_t *)key + u->p->plen + 1) > u->upto))
 		return AG_SCAN_STOP;
-	u->n += klen == Q_KEYLEN;
+	u->n += klen == ql;
 	return AG_SCAN_DELETE; /* pushed (or a damaged key, which sorts among them) */
 }
 
-int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r)
+static int done_upto(const struct place *p, struct ag_txn *t, uint64_t upto, uint64_t *n_r)
 {
 	struct ag_outbox_state st;
 	uint64_t n = 0;
-	int rc = ag_outbox_state(t, &st);
+	int rc = state_get(p, t, &st);
 
+	if (rc == AG_ECORRUPT && p == &P_OLD)
+		rc = 0, st.version = 0; /* (an old writer starts it again) */
 	if (rc != 0)
 		return rc;
 	for (uint8_t cls = CLASS_FAIL; cls <= CLASS_OTHER && rc == 0; cls++) {
-		uint8_t prefix[Q_PLEN + 1];
-		struct upto_ctx u = { cls, upto, 0 };
-		memcpy(prefix, Q_PREFIX, Q_PLEN);
-		prefix[Q_PLEN] = cls;
-		rc = ag_txn_scan(t, AG_DB_META, prefix, sizeof(prefix), upto_visit, &u);
+		uint8_t prefix[Q_KEYMAX];
+		struct upto_ctx u = { p, cls, upto, 0 };
+		memcpy(prefix, p->prefix, p->plen);
+		prefix[p->plen] = cls;
+		rc = ag_txn_scan(t, p->db, prefix, p->plen + 1, upto_visit, &u);
 		n += u.n;
 	}
 	if (rc != 0)
@@ -327,20 +441,33 @@ int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r)
 	if (st.version == 0 || n == 0)
 		return 0;
 	st.depth = st.depth > n ? st.depth - n : 0;
-	return ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+	return state_put(p, t, &st);
 }
 
-int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n)
+int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r)
+{
+	return done_upto(&P_NEW, t, upto, n_r);
+}
+
+int ag_outbox_old_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r)
+{
+	return done_upto(&P_OLD, t, upto, n_r);
+}
+
+static int done(const struct place *p, struct ag_txn *t, const struct ag_sev *ev, int n)
 {
 	struct ag_outbox_state st;
-	int rc = ag_outbox_state(t, &st);
+	int rc = state_get(p, t, &st);
 
+	if (rc == AG_ECORRUPT && p == &P_OLD)
+		rc = 0, st.version = 0;
 	if (rc != 0)
 		return rc;
 	for (int i = 0; i < n; i++) {
-		uint8_t key[Q_KEYLEN];
-		q_key(ev[i].kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, ev[i].seq, key);
-		rc = ag_txn_del(t, AG_DB_META, key, sizeof(key));
+		uint8_t key[Q_KEYMAX];
+		size_t klen = q_key(p, ev[i].kind == AG_SEV_FAIL ? CLASS_FAIL : CLASS_OTHER, ev[i].seq,
+				    key);
+		rc = ag_txn_del(t, p->db, key, klen);
 		if (rc == AG_ENOTFOUND)
 			continue; /* dropped meanwhile (full) */
 		if (rc != 0)
@@ -348,7 +475,90 @@ int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n)
 		if (st.depth > 0)
 			st.depth--;
 	}
-	return st.version == 0 ? 0 : ag_txn_put(t, AG_DB_META, K_STATE, strlen(K_STATE), &st, sizeof(st));
+	return st.version == 0 ? 0 : state_put(p, t, &st);
+}
+
+int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n)
+{
+	return done(&P_NEW, t, ev, n);
+}
+
+int ag_outbox_old_done(struct ag_txn *t, const struct ag_sev *ev, int n)
+{
+	return done(&P_OLD, t, ev, n);
+}
+
+static enum ag_scan_op del_visit(void *ctx, const void *key, size_t klen, const void *val,
+				 size_t vlen)
+{
+	(void)ctx;
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	return AG_SCAN_DELETE;
+}
+
+static enum ag_scan_op any_visit(void *ctx, const void *key, size_t klen, const void *val,
+				 size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	*(bool *)ctx = true;
+	return AG_SCAN_STOP;
+}
+
+int ag_outbox_old_waiting(struct ag_txn *t, bool *any_r)
+{
+	*any_r = false;
+	return ag_txn_scan(t, P_OLD.db, P_OLD.prefix, P_OLD.plen, any_visit, any_r);
+}
+
+int ag_outbox_old_move(struct ag_txn *t, const struct ag_conf *c, int max, int *moved_r)
+{
+	struct ag_outbox_state st, old;
+	uint64_t last = 0;
+	int rc, k, moved = 0;
+
+	*moved_r = 0;
+	if (max <= 0)
+		return AG_EINVAL;
+	struct ag_sev *ev = malloc(sizeof(*ev) * (size_t)max);
+	if (ev == NULL)
+		return AG_ENOMEM;
+	rc = state_for_write(t, &st);
+	k = rc != 0 ? rc : peek_after(&P_OLD, t, 0, ev, max, &last);
+	if (k < 0)
+		rc = k;
+	/* in the old numbering's order, each renumbered here */
+	for (int i = 0; rc == 0 && i < k; i++, moved++)
+		rc = put_new(t, c, &st, &ev[i]);
+	free(ev);
+	if (rc == 0 && last > 0)
+		rc = done_upto(&P_OLD, t, last, NULL); /* (damaged keys among them too) */
+	else if (rc == 0) /* no key with a number: damaged ones only, all of them go */
+		rc = ag_txn_scan(t, P_OLD.db, P_OLD.prefix, P_OLD.plen, del_visit, NULL);
+	/* the old place's drops: counted with the new place's from now on */
+	if (rc == 0 && state_get(&P_OLD, t, &old) == 0 && old.version != 0 &&
+	    (old.dropped_fail > 0 || old.dropped_other > 0)) {
+		if (st.version == 0) { /* (nothing moved, none made yet) */
+			st.version = AG_OUTBOX_VERSION;
+			rc = fresh_epoch(0, old.epoch, &st.epoch);
+			st.next_seq = 1;
+		}
+		st.dropped_fail += old.dropped_fail;
+		st.dropped_other += old.dropped_other;
+		old.dropped_fail = old.dropped_other = 0;
+		if (rc == 0)
+			rc = state_put(&P_OLD, t, &old);
+	}
+	if (rc == 0 && st.version != 0)
+		rc = state_put(&P_NEW, t, &st);
+	if (rc == 0)
+		*moved_r = moved;
+	return rc;
 }
 
 /* ---- admin stamps (admin actions win by time) ---------------------------------- */

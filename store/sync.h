@@ -20,8 +20,12 @@
  *    last admin action on an address or a user, and an older one arriving
  *    later is ignored.
  *
- * Everything lives in the meta database under keys that start "sync."
- * (sync.c says why the outbox too).
+ * The outbox lives in LMDB's unnamed database (AG_DB_MAIN, keys that start
+ * "\0sync."), whose page every commit writes anyway; everything else in
+ * the meta database under keys that start "sync." (sync.c says why). Up
+ * to this version the outbox was in the meta database: modules loaded
+ * before an upgrade still put their events there, and authguard-sync
+ * moves them over (ag_outbox_old_move(), below).
  */
 #ifndef AG_SYNC_H
 #define AG_SYNC_H
@@ -137,6 +141,39 @@ AG_API int ag_outbox_done(struct ag_txn *t, const struct ag_sev *ev, int n);
 /* Delete every event numbered up to @upto (pushed) in @t, in one pass;
  * *@n_r (may be NULL): how many went. */
 AG_API int ag_outbox_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r);
+
+/*
+ * The old place: the meta database, where modules of an older version
+ * (a PAM or SASL process started before the upgrade keeps the module it
+ * loaded) go on putting their events, under the old state's epoch and
+ * numbers. The new place's epoch is never the old place's (chosen when
+ * its state is made, and by ag_outbox_new_epoch()), so no (epoch, number)
+ * pair is handed out by both. authguard-sync, and only it, empties the
+ * old place: at start it looks for the old place's events in the stream
+ * (an older daemon may have pushed them, killed before it deleted them:
+ * deleted with ag_outbox_old_done_upto()/ag_outbox_old_done(), never sent
+ * twice), then moves the rest, and whatever old modules put there later,
+ * with ag_outbox_old_move(). An older authguard-sync does not know the
+ * new place: with new modules, their events wait there (nothing is
+ * lost) until the new daemon runs.
+ */
+/* The old place's counters (version 0: none). */
+AG_API int ag_outbox_old_state(struct ag_txn *t, struct ag_outbox_state *st_r);
+/* Is any event (or damaged key) waiting in the old place? A cursor's
+ * look, for the pusher's idle loop. */
+AG_API int ag_outbox_old_waiting(struct ag_txn *t, bool *any_r);
+/* As ag_outbox_peek_after(), ag_outbox_done(), ag_outbox_done_upto(),
+ * in the old place (its epoch: ag_outbox_old_state()). */
+AG_API int ag_outbox_old_peek_after(struct ag_txn *t, uint64_t after, struct ag_sev *ev, int max);
+AG_API int ag_outbox_old_done(struct ag_txn *t, const struct ag_sev *ev, int n);
+AG_API int ag_outbox_old_done_upto(struct ag_txn *t, uint64_t upto, uint64_t *n_r);
+/* Move up to @max of the old place's oldest events into the outbox in
+ * @t: put as ag_outbox_put() puts (numbered on under the outbox's epoch,
+ * the full outbox's rule), deleted from the old place (with the damaged
+ * keys among them). The old place's drop counters are added to the
+ * outbox's and zeroed there (its epoch, numbering and total stay, for the
+ * old writers). *@moved_r: how many were moved. Returns 0 or AG_E*. */
+AG_API int ag_outbox_old_move(struct ag_txn *t, const struct ag_conf *c, int max, int *moved_r);
 
 /* The guard's part: the outbox event of a local attempt, put in the
  * record's transaction @t (nothing with sync off); @pw_key: the

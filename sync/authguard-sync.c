@@ -95,6 +95,7 @@ static struct {
 	pthread_mutex_t mu; /* guards st and the fault times */
 	struct ag_sync_status st;
 	uint64_t outbox_dropped; /* last seen, to log new drops */
+	bool old_seen;           /* the old place's events were met (logged once) */
 	/* per peer (in memory): the last sequence number, for gaps */
 	struct { char host[64]; uint64_t epoch, seq; } seen[AG_SYNC_PEERS];
 	unsigned nseen;
@@ -145,16 +146,19 @@ static void set_connected(bool up)
 	pthread_mutex_unlock(&g.mu);
 }
 
+/* The events waiting: in the outbox, and in the old place that modules
+ * loaded before an upgrade still write (sync.h), until they are moved. */
 static uint64_t outbox_depth(void)
 {
-	struct ag_outbox_state ob = { 0 };
+	struct ag_outbox_state ob = { 0 }, old = { 0 };
 	struct ag_txn *t;
 
 	if (ag_txn_begin(g.s, false, &t) == 0) {
 		(void)ag_outbox_state(t, &ob);
+		(void)ag_outbox_old_state(t, &old);
 		ag_txn_abort(t);
 	}
-	return ob.depth;
+	return ob.depth + old.depth;
 }
 
 /* Redis went away (or never came): a fault line at once, then every 30 s
@@ -646,6 +650,7 @@ struct pushed {
 	uint64_t deleted;      /* deleted from the outbox up to */
 	int64_t since;         /* when the oldest sent one not deleted was sent */
 	uint64_t depth;        /* the outbox's, at the last look */
+	bool old_waiting;      /* events in the old place at the last look (sync.h) */
 };
 
 /* How long sent events may wait to be deleted: DRAIN_EVERY_MS, or
@@ -667,8 +672,12 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 		pd->seq = pd->deleted = 0;
 	}
 	pd->depth = ob.depth;
-	/* the common case while idle: one read of the counters, no scan */
+	/* the common case while idle: one read of the counters, no scan, and
+	 * one cursor's look at the old place (modules older than this
+	 * version write there: move_old() takes them over) */
 	bool more = ob.next_seq > pd->seq + 1 && ob.depth > 0;
+	if (rc == 0)
+		rc = ag_outbox_old_waiting(t, &pd->old_waiting);
 	n = rc != 0 ? rc : more ? ag_outbox_peek_after(t, pd->seq, ev, PUSH_BATCH) : 0;
 	ag_txn_abort(t);
 	if (n <= 0)
@@ -778,6 +787,35 @@ static int drain(struct pushed *pd)
 	rc = ag_txn_commit(t);
 	if (rc == 0)
 		pd->deleted = pd->seq;
+	return rc;
+}
+
+/* Events that modules of an older version put into the old place (the
+ * meta database, sync.h) go into the outbox, renumbered under its epoch,
+ * in the transaction that deletes them there: from then on they are
+ * pushed like any other, and nothing of the old numbering is ever pushed
+ * by this daemon (what an older daemon pushed of it was deleted at start:
+ * old_in_stream()). */
+static int move_old(struct pushed *pd)
+{
+	struct ag_txn *t;
+	int moved = 0, rc = ag_txn_begin(g.s, true, &t);
+
+	if (rc != 0)
+		return rc;
+	rc = ag_outbox_old_move(t, &g.d.conf, PUSH_BATCH, &moved);
+	if (rc != 0) {
+		ag_txn_abort(t);
+		return rc;
+	}
+	rc = ag_txn_commit(t);
+	if (rc == 0 && moved > 0 && !g.old_seen) {
+		g.old_seen = true;
+		agd_log(AG_LVL_INFO, NAME ": events of modules loaded before the upgrade (in the "
+			"old place, the meta database) go into the outbox under its epoch; a "
+			"restart of the services that load them ends this");
+	}
+	pd->old_waiting = moved == PUSH_BATCH;
 	return rc;
 }
 
@@ -1084,6 +1122,33 @@ static bool same_event(const struct own *o, const struct ag_sev *ev)
 	return la == lb && memcmp(a, b, la) == 0;
 }
 
+/* Which outbox the look back at start compares with the stream: the
+ * outbox, or the old place that modules of an older version write
+ * (sync.h), whose events an older daemon may have pushed. */
+struct box {
+	bool old;
+	const char *what; /* for log lines */
+};
+static const struct box BOX_NEW = { false, "the outbox" };
+static const struct box BOX_OLD = { true, "the old place's (older modules' events, in the meta database)" };
+
+static int box_state(struct ag_txn *t, const struct box *b, struct ag_outbox_state *st)
+{
+	return b->old ? ag_outbox_old_state(t, st) : ag_outbox_state(t, st);
+}
+
+static int box_peek_after(struct ag_txn *t, const struct box *b, uint64_t after, struct ag_sev *ev,
+			  int max)
+{
+	return b->old ? ag_outbox_old_peek_after(t, after, ev, max)
+		      : ag_outbox_peek_after(t, after, ev, max);
+}
+
+static int box_done(struct ag_txn *t, const struct box *b, const struct ag_sev *ev, int n)
+{
+	return b->old ? ag_outbox_old_done(t, ev, n) : ag_outbox_done(t, ev, n);
+}
+
 /*
  * The store rolled back? With MDB_NOSYNC an OS crash brings the store
  * back at its last flush: records, outbox and numbering together. The
@@ -1101,8 +1166,12 @@ static bool same_event(const struct own *o, const struct ag_sev *ev)
  * that the rollback took from this store (numbered past the outbox's
  * numbering, or another event under their number) are marked lost.
  * *@rolled_r: whether it did. Returns 0 or AG_E*.
+ * In the old place (@b->old) no new epoch is taken: what is left there is
+ * moved into the outbox, under its epoch, and never pushed under the old
+ * one by this daemon.
  */
-static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolled_r)
+static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, size_t n,
+		       bool *rolled_r)
 {
 	struct ag_txn *t;
 	struct ag_outbox_state ob;
@@ -1116,13 +1185,13 @@ static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolle
 		free(ev);
 		return rc;
 	}
-	rc = ag_outbox_state(t, &ob);
+	rc = box_state(t, b, &ob);
 	bool rolled = rc == 0 && ob.epoch == pd->epoch && own[n - 1].seq >= ob.next_seq;
 	uint64_t matched = 0, after = pd->seq;
 	size_t i = 0;
 	/* walk the outbox beside the stream's entries, up to their last */
 	while (rc == 0 && ob.epoch == pd->epoch && after < own[n - 1].seq) {
-		int k = ag_outbox_peek_after(t, after, ev, PUSH_BATCH);
+		int k = box_peek_after(t, b, after, ev, PUSH_BATCH);
 		if (k <= 0) {
 			rc = k;
 			break;
@@ -1146,17 +1215,17 @@ static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolle
 		}
 		/* deleted in this transaction, kept only if it is committed */
 		if (sent > 0)
-			rc = ag_outbox_done(t, ev, sent);
+			rc = box_done(t, b, ev, sent);
 		matched += (uint64_t)sent;
 	}
-	uint64_t epoch = 0;
-	if (rc == 0 && rolled)
+	uint64_t epoch = pd->epoch;
+	if (rc == 0 && rolled && !b->old)
 		rc = ag_outbox_new_epoch(t, &epoch);
 	struct ag_outbox_state now = { 0 };
 	if (rc == 0 && rolled)
-		rc = ag_outbox_state(t, &now);
+		rc = box_state(t, b, &now);
 	uint64_t first = now.next_seq; /* what goes first under the new epoch */
-	int k = rc == 0 && rolled ? ag_outbox_peek_after(t, pd->seq, ev, 1) : 0;
+	int k = rc == 0 && rolled ? box_peek_after(t, b, pd->seq, ev, 1) : 0;
 	if (k < 0)
 		rc = k;
 	else if (k == 1)
@@ -1170,11 +1239,18 @@ static int rolled_back(struct pushed *pd, struct own *own, size_t n, bool *rolle
 	free(ev);
 	if (rc != 0)
 		return rc;
-	agd_log(AG_LVL_WARN, "the store was rolled back (an OS crash?): the stream holds this "
-		"host's events #%" PRIu64 "..#%" PRIu64 ", %" PRIu64 " of the outbox's among them (not "
-		"sent again); %" PRIu64 " events waiting, from #%" PRIu64 " on, and all new ones are "
-		"sent under a new epoch", own[0].seq, own[n - 1].seq, matched, now.depth,
-		first);
+	if (b->old)
+		agd_log(AG_LVL_WARN, "the store was rolled back (an OS crash?): the stream holds this "
+			"host's events #%" PRIu64 "..#%" PRIu64 " of %s old epoch, %" PRIu64 " of "
+			"those waiting there among them (not sent again); %" PRIu64 " events waiting "
+			"there, from #%" PRIu64 " on, go into the outbox under its epoch",
+			own[0].seq, own[n - 1].seq, b->what, matched, now.depth, first);
+	else
+		agd_log(AG_LVL_WARN, "the store was rolled back (an OS crash?): the stream holds this "
+			"host's events #%" PRIu64 "..#%" PRIu64 ", %" PRIu64 " of the outbox's among "
+			"them (not sent again); %" PRIu64 " events waiting, from #%" PRIu64 " on, and "
+			"all new ones are sent under a new epoch", own[0].seq, own[n - 1].seq, matched,
+			now.depth, first);
 	for (size_t j = 0; j < n; j++)
 		own[j].lost = own[j].lost || own[j].seq >= now.next_seq;
 	pd->epoch = epoch;
@@ -1248,8 +1324,9 @@ static void own_free(struct own *own, size_t n)
  * count as pushed; only entries under the cluster key count. Anything not
  * found is pushed again (and skipped by the receivers). Unless the entries
  * show that the store was rolled back (rolled_back()). Returns false on a
- * lost link or a store fault (then nothing may be pushed yet). */
-static bool pushed_in_stream(struct link *l, struct pushed *pd)
+ * lost link or a store fault (then nothing may be pushed yet). @b: the
+ * outbox, or the old place (old_in_stream()). */
+static bool pushed_in_stream(struct link *l, const struct box *b, struct pushed *pd)
 {
 	char count[16], end[64] = "+";
 	struct own *own = malloc(sizeof(*own) * RESUME_SCAN);
@@ -1301,7 +1378,7 @@ static bool pushed_in_stream(struct link *l, struct pushed *pd)
 	qsort(own, n, sizeof(*own), own_cmp);
 	bool rolled;
 	uint64_t old_epoch = pd->epoch;
-	int rc = rolled_back(pd, own, n, &rolled);
+	int rc = rolled_back(b, pd, own, n, &rolled);
 	if (rc == 0 && rolled)
 		take_back(own, n, old_epoch);
 	uint64_t at = pd->seq;
@@ -1310,16 +1387,77 @@ static bool pushed_in_stream(struct link *l, struct pushed *pd)
 	own_free(own, n);
 	if (rc != 0) {
 		set_error("push: store: %s", ag_strerror(rc));
-		agd_log(AG_LVL_ERR, NAME " fault: comparing the outbox with the stream: %s%s%s",
+		agd_log(AG_LVL_ERR, NAME " fault: comparing %s with the stream: %s%s%s", b->what,
 			ag_strerror(rc), ag_store_detail()[0] ? ": " : "", ag_store_detail());
 		return false;
 	}
 	if (at > pd->seq) {
-		agd_log(AG_LVL_INFO, NAME ": events up to %" PRIu64 " of this host were in the stream "
-			"already (pushed before a restart): not sent again", at);
+		agd_log(AG_LVL_INFO, NAME ": events up to %" PRIu64 " of this host%s%s were in the "
+			"stream already (pushed before a restart): not sent again", at,
+			b->old ? " in " : "", b->old ? b->what : "");
 		pd->seq = at;
 	}
 	return true;
+}
+
+/*
+ * At start, after the outbox's look back: the old place (sync.h) holds
+ * events of modules loaded before an upgrade, and an older daemon, killed
+ * before it deleted what it had pushed, may have pushed some of them
+ * under the old place's epoch. Those are looked for in the stream as the
+ * outbox's are (pushed_in_stream(): the same rules, a rollback too) and
+ * deleted there; only what is left is moved into the outbox (move_old()),
+ * so none is counted twice. Nothing to do (one read) when the old place
+ * is empty. Returns false on a lost link or a store fault.
+ */
+static bool old_in_stream(struct link *l, struct ag_sev *ev)
+{
+	struct ag_outbox_state ob;
+	struct ag_txn *t;
+	bool any = false;
+	int k = 0, rc = ag_txn_begin(g.s, false, &t);
+
+	if (rc != 0)
+		goto fault;
+	rc = ag_outbox_old_waiting(t, &any);
+	if (rc == 0 && any && (rc = ag_outbox_old_state(t, &ob)) == AG_ECORRUPT) {
+		rc = 0; /* (an old writer starts it again) */
+		ob.version = 0;
+	}
+	if (rc == 0 && any)
+		k = ag_outbox_old_peek_after(t, 0, ev, 1);
+	ag_txn_abort(t);
+	rc = rc != 0 ? rc : k < 0 ? k : 0;
+	if (rc != 0)
+		goto fault;
+	if (!any || k == 0 || ob.version == 0)
+		return true; /* (none, or none with a number and an epoch: moved as they are) */
+	struct pushed po = { .epoch = ob.epoch, .seq = ev[0].seq - 1 };
+	uint64_t before = po.seq;
+	if (!pushed_in_stream(l, &BOX_OLD, &po))
+		return false;
+	if (po.seq == before)
+		return true;
+	/* found in the stream, numbered on without a gap: pushed, deleted */
+	uint64_t n = 0;
+	rc = ag_txn_begin(g.s, true, &t);
+	if (rc == 0) {
+		rc = ag_outbox_old_done_upto(t, po.seq, &n);
+		if (rc == 0)
+			rc = ag_txn_commit(t);
+		else
+			ag_txn_abort(t);
+	}
+	if (rc != 0)
+		goto fault;
+	agd_log(AG_LVL_INFO, NAME ": %" PRIu64 " events of %s were pushed by an older daemon: "
+		"deleted there, not sent again", n, BOX_OLD.what);
+	return true;
+fault:
+	set_error("push: store: %s", ag_strerror(rc));
+	agd_log(AG_LVL_ERR, NAME " fault: reading %s: %s%s%s", BOX_OLD.what, ag_strerror(rc),
+		ag_store_detail()[0] ? ": " : "", ag_store_detail());
+	return false;
 }
 
 static void *pusher(void *arg)
@@ -1356,13 +1494,16 @@ static void *pusher(void *arg)
 	}
 	if (drc != 0)
 		set_error("push: store: %s", ag_strerror(drc));
-	bool resumed = false;
+	bool resumed = false, resumed_old = false;
 	while (running()) {
 		if (!link_up(&l) || !still_primary(&l))
 			continue;
-		if (!resumed) { /* what a killed predecessor sent but did not delete */
-			resumed = pushed_in_stream(&l, &pd);
-			if (!resumed) { /* nothing pushed before that is known */
+		if (!resumed || !resumed_old) { /* what a killed predecessor sent but did not delete */
+			if (!resumed)
+				resumed = pushed_in_stream(&l, &BOX_NEW, &pd);
+			if (resumed)
+				resumed_old = old_in_stream(&l, ev);
+			if (!resumed || !resumed_old) { /* nothing pushed before that is known */
 				if (l.rc != NULL)
 					sleep_ms(1000); /* (a store fault) */
 				continue;
@@ -1378,6 +1519,10 @@ static void *pusher(void *arg)
 				continue;
 		}
 		int n = push_batch(&l, ev, &pd);
+		if (n >= 0 && pd.old_waiting) {
+			int mr = move_old(&pd);
+			n = mr != 0 ? mr : pd.old_waiting ? PUSH_BATCH : n; /* (more: at once) */
+		}
 		if (n >= 0 && drain_due(&pd)) {
 			int dr = drain(&pd);
 			n = dr != 0 ? dr : n;

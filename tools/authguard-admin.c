@@ -1229,7 +1229,7 @@ static void print_pw_key(struct ctx *x)
 static void print_sync(struct ctx *x)
 {
 	struct ag_sync_status st;
-	struct ag_outbox_state ob = { 0 };
+	struct ag_outbox_state ob = { 0 }, old = { 0 };
 	struct ag_txn *t;
 	char when[40];
 	int src = AG_ENOTFOUND;
@@ -1241,6 +1241,9 @@ static void print_sync(struct ctx *x)
 	}
 	src = ag_sync_status_get(t, &st);
 	int orc = ag_outbox_state(t, &ob);
+	bool old_any = false; /* the old place (sync.h): modules loaded before an upgrade */
+	if (ag_outbox_old_waiting(t, &old_any) != 0 || ag_outbox_old_state(t, &old) != 0)
+		memset(&old, 0, sizeof(old));
 	ag_txn_abort(t);
 	if (!ag_sync_enabled(&x->c) && src != 0)
 		return; /* not in a fleet */
@@ -1276,14 +1279,20 @@ static void print_sync(struct ctx *x)
 			       (unsigned long long)p->gaps);
 		}
 	}
+	uint64_t df = ob.dropped_fail + old.dropped_fail, dother = ob.dropped_other + old.dropped_other;
 	if (orc == 0)
 		printf("outbox:   %llu waiting (sync_outbox_max %u), %llu dropped when full "
 		       "(%llu failures, %llu others)\n",
-		       (unsigned long long)ob.depth, x->c.sync_outbox_max,
-		       (unsigned long long)(ob.dropped_fail + ob.dropped_other),
-		       (unsigned long long)ob.dropped_fail, (unsigned long long)ob.dropped_other);
+		       (unsigned long long)(ob.depth + old.depth), x->c.sync_outbox_max,
+		       (unsigned long long)(df + dother), (unsigned long long)df,
+		       (unsigned long long)dother);
 	else
 		printf("outbox:   unreadable (%s)\n", ag_strerror(orc));
+	if (old_any)
+		printf("          %llu of them in the old place (the meta database), put there by "
+		       "modules loaded before the upgrade: authguard-sync moves them into the "
+		       "outbox (an older authguard-sync pushes only those)\n",
+		       (unsigned long long)old.depth);
 	print_pw_key(x);
 }
 
@@ -1316,13 +1325,15 @@ static void metric(bool prom, const char *name, const char *help, bool counter, 
 static void stats_sync(struct ctx *x, bool prom)
 {
 	struct ag_sync_status st;
-	struct ag_outbox_state ob = { 0 };
+	struct ag_outbox_state ob = { 0 }, old = { 0 };
 	struct ag_txn *t;
 	int src = AG_ENOTFOUND, orc = AG_ENOTFOUND;
 
 	if (!x->no_store && ag_txn_begin(x->s, false, &t) == 0) {
 		src = ag_sync_status_get(t, &st);
 		orc = ag_outbox_state(t, &ob);
+		if (ag_outbox_old_state(t, &old) != 0) /* (modules older than the upgrade: sync.h) */
+			memset(&old, 0, sizeof(old));
 		ag_txn_abort(t);
 	}
 	if (!ag_sync_enabled(&x->c) && src != 0)
@@ -1335,9 +1346,10 @@ static void stats_sync(struct ctx *x, bool prom)
 	       false, running && st.connected ? 1.0 : 0.0);
 	if (orc == 0) {
 		metric(prom, "sync_outbox_depth", "Events in the outbox not yet pushed to Redis.", false,
-		       (double)ob.depth);
+		       (double)(ob.depth + old.depth));
 		metric(prom, "sync_outbox_dropped_total", "Events dropped because the outbox was full (sync_outbox_max).",
-		       true, (double)(ob.dropped_fail + ob.dropped_other));
+		       true, (double)(ob.dropped_fail + ob.dropped_other + old.dropped_fail +
+				      old.dropped_other));
 	}
 	if (src != 0)
 		return;
