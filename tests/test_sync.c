@@ -212,12 +212,27 @@ static void test_record_fills_outbox(void **state)
 	assert_memory_equal(ev[0].user, "alice", 5);
 	assert_memory_equal(ev[0].rhost, "192.0.2.7", 9);
 	assert_memory_equal(ev[0].service, "imap", 4);
+	/* in LMDB's unnamed database (whose leaf every commit writes), under
+	 * keys with a NUL that no database name can have; nothing in meta */
+	const void *val;
+	size_t vlen;
+	bool old_any = true;
+	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
+	assert_int_equal(ag_txn_get(t, AG_DB_MAIN, "\0sync.ob", 8, &val, &vlen), 0);
+	assert_int_equal(vlen, sizeof(st));
+	assert_int_equal(ag_txn_get(t, AG_DB_META, "sync.ob", 7, &val, &vlen), AG_ENOTFOUND);
+	assert_int_equal(ag_outbox_old_waiting(t, &old_any), 0);
+	assert_false(old_any);
+	uint8_t k1[16] = { 0, 's', 'y', 'n', 'c', '.', 'q', 0 };
+	ag_put_be64(k1 + 8, ev[0].seq);
+	assert_int_equal(ag_txn_get(t, AG_DB_MAIN, k1, sizeof(k1), &val, &vlen), 0);
+	ag_txn_abort(t);
 	/* damaged entries (a damaged store: an event that does not decode, a
 	 * key of the wrong length) are skipped, even in a read transaction */
-	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 3, 0xe8 };
+	uint8_t key[16] = { 0, 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 0, 0, 0, 0, 3, 0xe8 };
 	assert_int_equal(ag_txn_begin(store(&f->h[0]), true, &t), 0);
-	assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), "junk", 4), 0);
-	assert_int_equal(ag_txn_put(t, AG_DB_META, key, 9, "junk", 4), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_MAIN, key, sizeof(key), "junk", 4), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_MAIN, key, 10, "junk", 4), 0);
 	assert_int_equal(ag_txn_commit(t), 0);
 	assert_int_equal(ag_txn_begin(store(&f->h[0]), false, &t), 0);
 	assert_int_equal(ag_outbox_peek(t, ev, 4), 2);
@@ -374,6 +389,226 @@ static void test_outbox_new_epoch(void **state)
 	assert_int_equal(after[0].seq, 4); /* numbered on */
 	assert_int_equal(relay_ex(a, b, false, res), 1);
 	assert_int_equal(res[0], 1);
+}
+
+/* ---- the old place: modules loaded before the upgrade ---------------------------- */
+
+#define OLD_EPOCH UINT64_C(0x0123456789abcdef)
+
+/* What a module of the previous version does with an event (its
+ * ag_outbox_put(), by raw puts): the meta database's state "sync.ob"
+ * (made with OLD_EPOCH here), the event under "sync.q" + class + its
+ * number, in one transaction. */
+static uint64_t old_put(struct host *h, const char *user, const char *rhost, bool ok)
+{
+	struct ag_outbox_state st = { .version = AG_OUTBOX_VERSION, .epoch = OLD_EPOCH,
+				      .next_seq = 1 };
+	struct ag_sev e = { .kind = ok ? AG_SEV_OK : AG_SEV_FAIL, .pw_hash = -1, .time_ms = fake_ms };
+	uint8_t key[15] = { 's', 'y', 'n', 'c', '.', 'q', ok ? 1 : 0 }, buf[AG_SEV_WIRE_MAX];
+	const void *val;
+	size_t vlen;
+	struct ag_txn *t;
+
+	e.user_len = strlen(user);
+	memcpy(e.user, user, e.user_len);
+	e.rhost_len = strlen(rhost);
+	memcpy(e.rhost, rhost, e.rhost_len);
+	e.service_len = 4;
+	memcpy(e.service, "imap", 4);
+	assert_int_equal(ag_txn_begin(store(h), true, &t), 0);
+	if (ag_txn_get(t, AG_DB_META, "sync.ob", 7, &val, &vlen) == 0) {
+		assert_int_equal(vlen, sizeof(st));
+		memcpy(&st, val, sizeof(st));
+	}
+	e.seq = st.next_seq++;
+	ag_put_be64(key + 7, e.seq);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, key, sizeof(key), buf, ag_sev_encode(&e, buf)), 0);
+	st.depth++;
+	st.total++;
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "sync.ob", 7, &st, sizeof(st)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	return e.seq;
+}
+
+static struct ag_outbox_state old_state(struct host *h)
+{
+	struct ag_outbox_state st;
+	struct ag_txn *t;
+
+	assert_int_equal(ag_txn_begin(store(h), false, &t), 0);
+	assert_int_equal(ag_outbox_old_state(t, &st), 0);
+	ag_txn_abort(t);
+	return st;
+}
+
+/* authguard-sync's move, in its own write transaction */
+static int old_move(struct host *h, int max)
+{
+	struct ag_txn *t;
+	int moved = -1;
+
+	assert_int_equal(ag_txn_begin(store(h), true, &t), 0);
+	assert_int_equal(ag_outbox_old_move(t, &h->c, max, &moved), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	return moved;
+}
+
+/* An old writer (the meta database's outbox, its own epoch and numbers)
+ * beside new writers (the unnamed database's): no (epoch, number) pair is
+ * handed out twice; the move renumbers the old place's events into the
+ * outbox under its epoch, in their order, deletes them there (with a
+ * damaged key), folds the old drop counters in; the old writer goes on
+ * numbering where it was; each event reaches the other host once. */
+static void test_outbox_old_place(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0], *b = &f->h[1];
+	struct ag_sev ev[16];
+	struct ag_txn *t;
+	bool any = false;
+
+	/* the upgrade: the old place holds 2 events and 3 drops when the first
+	 * new module records */
+	assert_int_equal(old_put(a, "o1", "192.0.2.60", false), 1);
+	assert_int_equal(old_put(a, "o2", "192.0.2.60", true), 2);
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	struct ag_outbox_state os;
+	assert_int_equal(ag_outbox_old_state(t, &os), 0);
+	os.dropped_fail = 3;
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "sync.ob", 7, &os, sizeof(os)), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	attempt(a, "n1", "192.0.2.61", false, "x");             /* new: #1 */
+	assert_int_equal(old_put(a, "o3", "192.0.2.60", false), 3); /* old: #3 */
+	attempt(a, "n2", "192.0.2.61", false, "x");             /* new: #2 */
+	assert_int_equal(old_put(a, "o4", "192.0.2.60", false), 4); /* old: #4 */
+	struct ag_outbox_state ns = outbox(a);
+	os = old_state(a);
+	assert_true(ns.epoch != 0 && ns.epoch != OLD_EPOCH); /* never the old place's pairs */
+	assert_int_equal(ns.next_seq, 3);
+	assert_int_equal(ns.depth, 2);
+	assert_int_equal(os.epoch, OLD_EPOCH);
+	assert_int_equal(os.next_seq, 5);
+	assert_int_equal(os.depth, 4);
+	/* the old place's events, as an older daemon would read them */
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_old_waiting(t, &any), 0);
+	assert_true(any);
+	assert_int_equal(ag_outbox_old_peek_after(t, 1, ev, 16), 3);
+	assert_int_equal(ev[0].seq, 2);
+	assert_int_equal(ev[0].kind, AG_SEV_OK);
+	assert_int_equal(ev[2].seq, 4);
+	assert_int_equal(ag_outbox_peek(t, ev, 16), 2); /* the outbox: the new ones only */
+	ag_txn_abort(t);
+	/* a damaged key among them: skipped, deleted with them */
+	uint8_t bad[10] = { 's', 'y', 'n', 'c', '.', 'q', 0, 0, 0, 3 }; /* (sorts after #4) */
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, bad, sizeof(bad), "junk", 4), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+
+	/* moved a few at a time, in their order, renumbered under the outbox's epoch */
+	assert_int_equal(old_move(a, 2), 2);
+	os = old_state(a);
+	assert_int_equal(os.depth, 2);
+	assert_int_equal(os.dropped_fail, 0); /* folded in */
+	assert_int_equal(outbox(a).dropped_fail, 3);
+	assert_int_equal(old_move(a, 256), 2); /* #3 and #4; the damaged key goes */
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_old_waiting(t, &any), 0);
+	assert_false(any);
+	int n = ag_outbox_peek(t, ev, 16);
+	ag_txn_abort(t);
+	assert_int_equal(n, 6);
+	static const char *const users[6] = { "n1", "n2", "o1", "o2", "o3", "o4" };
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(ev[i].seq, (uint64_t)i + 1);
+		assert_memory_equal(ev[i].user, users[i], 2);
+	}
+	assert_int_equal(ev[3].kind, AG_SEV_OK);
+	ns = outbox(a);
+	assert_true(ns.epoch != OLD_EPOCH);
+	assert_int_equal(ns.depth, 6);
+	assert_int_equal(ns.next_seq, 7);
+	assert_int_equal(ns.total, 6);
+	os = old_state(a);
+	assert_int_equal(os.depth, 0);
+	assert_int_equal(os.next_seq, 5); /* the old writers' numbering stays theirs */
+	assert_int_equal(os.epoch, OLD_EPOCH);
+	assert_int_equal(old_move(a, 256), 0); /* nothing left: nothing changes */
+	assert_int_equal(outbox(a).dropped_fail, 3);
+
+	/* the old writer goes on after the move, numbered on in its place */
+	assert_int_equal(old_put(a, "o5", "192.0.2.60", false), 5);
+	attempt(a, "n3", "192.0.2.61", false, "x");
+	assert_int_equal(old_move(a, 256), 1);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek_after(t, 6, ev, 16), 2);
+	ag_txn_abort(t);
+	assert_memory_equal(ev[0].user, "n3", 2);
+	assert_int_equal(ev[0].seq, 7);
+	assert_memory_equal(ev[1].user, "o5", 2);
+	assert_int_equal(ev[1].seq, 8);
+
+	/* the other host: each event once (4 old failures, 3 new; the old
+	 * success too), and again nothing when relayed twice */
+	int res[3] = { 0 };
+	assert_int_equal(relay_ex(a, b, true, res), 8);
+	assert_int_equal(relay_ex(a, b, false, res), 8);
+	assert_int_equal(res[0], 8);
+	assert_int_equal(res[AG_SYNC_DUP], 8);
+	assert_int_equal(src(b, "192.0.2.60").n_fail, 4);
+	assert_int_equal(src(b, "192.0.2.61").n_fail, 3);
+	assert_int_equal(outbox(a).depth, 0);
+	assert_int_equal(outbox(b).total, 0); /* applied, not put into b's outbox */
+}
+
+/* The old place after an older daemon pushed part of it (killed before it
+ * deleted them): authguard-sync deletes those there by number
+ * (ag_outbox_old_done_upto(), ag_outbox_old_done()) before it moves the
+ * rest; the old place's state keeps its count right. A full outbox takes
+ * the moved events by its own rule (the oldest failures go). */
+static void test_outbox_old_done_and_full(void **state)
+{
+	struct fx *f = *state;
+	struct host *a = &f->h[0];
+	struct ag_sev ev[4];
+	struct ag_txn *t;
+	uint64_t n = 0;
+
+	for (int i = 0; i < 5; i++)
+		old_put(a, "o", "192.0.2.70", false);
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_old_done_upto(t, 2, &n), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(old_state(a).depth, 3);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_old_peek_after(t, 0, ev, 4), 3);
+	ag_txn_abort(t);
+	assert_int_equal(ev[0].seq, 3);
+	assert_int_equal(ag_txn_begin(store(a), true, &t), 0);
+	assert_int_equal(ag_outbox_old_done(t, ev, 1), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(old_state(a).depth, 2);
+	assert_int_equal(outbox(a).version, 0); /* the outbox untouched */
+
+	/* the outbox full (sync_outbox_max 100, held by 100 new failures) */
+	char ip[32];
+	a->c.sync_outbox_max = 100;
+	a->c.ip_ban_after = 0;
+	for (int i = 0; i < 100; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", i);
+		attempt(a, "x", ip, false, NULL);
+	}
+	assert_int_equal(old_move(a, 256), 2);
+	struct ag_outbox_state st = outbox(a);
+	assert_int_equal(st.depth, 100);
+	assert_int_equal(st.dropped_fail, 2);
+	assert_int_equal(st.next_seq, 103);
+	assert_int_equal(old_state(a).depth, 0);
+	assert_int_equal(ag_txn_begin(store(a), false, &t), 0);
+	assert_int_equal(ag_outbox_peek(t, ev, 1), 1);
+	ag_txn_abort(t);
+	assert_memory_equal(ev[0].rhost, "203.0.113.2", 11); /* the two oldest went */
 }
 
 /* ---- applying ------------------------------------------------------------------ */
@@ -1014,6 +1249,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_after_and_upto, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_new_epoch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_old_place, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_old_done_and_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_robin_ban, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exactly_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failover_repush, setup, teardown),
