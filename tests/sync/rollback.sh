@@ -22,12 +22,24 @@
 # shows missed sequence numbers; a plain restart finds no rollback.
 # 3. the same behind 10000 entries of another host (the look back at
 # start reads the stream a page at a time).
+# 4. the upgrade: modules loaded before it put their events into the old
+# place (the meta database's outbox, its own epoch and numbers; written
+# here by tests/sync/oldbox as that version did), new ones into the
+# outbox: status counts both, the daemon moves the old place's into the
+# outbox, and each event reaches h2 and h3 exactly once, also those an
+# old writer adds while the new daemon runs.
+# 5. (only with AG_TEST_OLD_SYNC and AG_TEST_OLD_ADMIN: the previous
+# version's authguard-sync and authguard-admin) the previous daemon
+# pushes old modules' events and is killed before it deletes them; the
+# new daemon finds them in the stream and sends none twice.
 #
 # Output is TAP; every wait is bounded (WAIT_S), the whole run by
 # AG_TEST_TIMEOUT (60 s). SKIP when redis-server, python3 or the binaries
 # are missing, or authguard-sync is built with a sanitizer.
-# Environment: AG_TEST_SYNC, AG_TEST_ADMIN (make check sets them),
-# AG_TEST_REDIS (redis-server), AG_TEST_KEEP=1 keeps the scratch directory.
+# Environment: AG_TEST_SYNC, AG_TEST_ADMIN,
+# AG_TEST_OLDBOX (make check sets them), AG_TEST_REDIS (redis-server),
+# AG_TEST_OLD_SYNC, AG_TEST_OLD_ADMIN (5. above), AG_TEST_KEEP=1 keeps the
+# scratch directory.
 set -u
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,9 +47,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=15
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=24
+NTESTS=37
 
 sync_test_needs
+OLDBOX=${AG_TEST_OLDBOX:-}
+[ -n "$OLDBOX" ] && [ -x "$OLDBOX" ] || tap_skip_all "tests/sync/oldbox not built (run through make check)"
+OLD_SYNC=${AG_TEST_OLD_SYNC:-}
+OLD_ADMIN=${AG_TEST_OLD_ADMIN:-}
 
 S=$(mktemp -d /tmp/ag-rollback.XXXXXX) || exit 1
 WDPID=
@@ -226,6 +242,64 @@ wait_for eval '[ "$(outbox_of 1)" = 0 ]'
 sleep 1
 is "$(fails 2 $F $G) / $(fails 1 $F $G) / $(rollbacks)" "3 2 / 3 2 / 3" \
 	"3: counted once on h2, the 3 taken back on h1, the rollback logged"
+
+# ---------------------------------------------------- 4. the upgrade: the old place
+stop_sync 1
+H=192.0.2.86
+I=198.51.100.86
+"$OLDBOX" "$S/h1/db" o1 $H 3 >/dev/null
+record_fail 1 n1 $I
+"$OLDBOX" "$S/h1/db" o2 $H 2 >/dev/null
+record_fail 1 n2 $I
+is "$(outbox_of 1)" 7 "4: 7 events wait on h1: 5 of old modules, 2 of new ones"
+ok "$(admin 1 status | grep -q '^ *5 of them in the old place'; echo $?)" \
+	"4: status says 5 are in the old place"
+start_sync 1
+wait_for eval '[ "$(fails 2 $H $I)" = "5 2" ] && [ "$(outbox_of 1)" = 0 ]'
+ok $? "4: the old place's 5 and the outbox's 2 reach h2, h1's outbox drains"
+"$OLDBOX" "$S/h1/db" o3 $H 2 >/dev/null
+wait_for eval '[ "$(fails 2 $H)" = 7 ] && [ "$(fails 3 $H)" = 7 ] && [ "$(outbox_of 1)" = 0 ]'
+ok $? "4: 2 more an old writer puts there while the daemon runs reach h2 and h3"
+sleep 1
+is "$(fails 2 $H $I) / $(fails 3 $H $I)" "7 2 / 7 2" "4: each counted once on h2 and on h3"
+ok "$(admin 1 status | grep -q 'in the old place' && echo 1 || echo 0)" \
+	"4: status shows nothing left in the old place"
+ok "$(grep -q 'events of modules loaded before the upgrade' "$S/h1/sync.log"; echo $?)" \
+	"4: h1 says it moves the old place's events"
+is "$(missed_of 2 h1) $(missed_of 3 h1) $(rollbacks)" "0 0 3" "4: no peer counts missed numbers, no rollback seen"
+
+# ---------------------------------------------------- 5. the previous daemon killed
+if [ -n "$OLD_SYNC" ] && [ -x "$OLD_SYNC" ] && [ -n "$OLD_ADMIN" ] && [ -x "$OLD_ADMIN" ]; then
+	stop_sync 1
+	J=192.0.2.87
+	K=198.51.100.87
+	old_admin() { "$OLD_ADMIN" -c "$S/h1/authguard.conf" "$@"; }
+	old_fail() { old_admin record --service imap --user "$1" --rhost "$2" --result failure >/dev/null; }
+	# the previous daemon, holding what it pushed (never deleted: killed)
+	AUTHGUARD_SYNC_DRAIN_MS=600000 "$OLD_SYNC" -c "$S/h1/authguard.conf" >>"$S/h1/sync.log" 2>&1 &
+	SPIDS[1]=$!
+	wait_for eval 'old_admin status 2>/dev/null | grep -q "^sync: *connected"' ||
+		bail "the previous authguard-sync on h1 did not connect (h1/sync.log)"
+	for n in 1 2 3 4; do old_fail "j$n" $J; done
+	wait_for eval '[ "$(fails 2 $J)" = 4 ]'
+	ok $? "5: the previous daemon pushes the previous module's 4 failures"
+	stop_sync 1 KILL
+	for n in 5 6; do old_fail "j$n" $J; done
+	record_fail 1 k1 $K
+	is "$(outbox_of 1)" 7 "5: 7 wait: 4 pushed, 2 not, in the old place; 1 in the outbox"
+	start_sync 1
+	wait_for eval '[ "$(fails 2 $K)" = 1 ] && [ "$(outbox_of 1)" = 0 ]'
+	sleep 1 # anything sent twice would show by now
+	is "$(fails 2 $J $K) / $(fails 3 $J $K)" "6 1 / 6 1" \
+		"5: the 4 pushed by the previous daemon are not sent again, the rest arrive once"
+	ok "$(grep -q '4 events of the old place.s .* were pushed by an older daemon' "$S/h1/sync.log"; echo $?)" \
+		"5: h1 says it found the 4 in the stream"
+	is "$(fails 1 $J)" 6 "5: the previous module recorded on the new code's store"
+else
+	for n in 1 2 3 4 5; do
+		skip "5: the previous daemon killed ($n)" "AG_TEST_OLD_SYNC and AG_TEST_OLD_ADMIN not set"
+	done
+fi
 
 stopped=0
 for i in 1 2 3; do
