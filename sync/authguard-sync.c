@@ -69,6 +69,10 @@
  * deeper tree would cost every record a page per level (bench_sync -P). */
 #define DRAIN_EVERY_MS 250
 #define DRAIN_AFTER 16
+/* Older modules' events (the old place, sync.h) are moved into the outbox
+ * at most this often (a write transaction each; at once again while a
+ * move fills a whole batch). */
+#define MOVE_EVERY_MS 10
 #define FLUSH_EVERY_MS 500
 #define RESUME_SCAN 8192
 #define RESUME_PAGES 16 /* at start: this host's entries among the newest 131072 */
@@ -651,6 +655,7 @@ struct pushed {
 	int64_t since;         /* when the oldest sent one not deleted was sent */
 	uint64_t depth;        /* the outbox's, at the last look */
 	bool old_waiting;      /* events in the old place at the last look (sync.h) */
+	int64_t moved_at;      /* when move_old() last ran */
 };
 
 /* How long sent events may wait to be deleted: DRAIN_EVERY_MS, or
@@ -816,7 +821,15 @@ static int move_old(struct pushed *pd)
 			"restart of the services that load them ends this");
 	}
 	pd->old_waiting = moved == PUSH_BATCH;
+	pd->moved_at = pd->old_waiting ? 0 : ag_now_ms();
 	return rc;
+}
+
+static bool move_due(const struct pushed *pd)
+{
+	int64_t now = ag_now_ms();
+
+	return pd->old_waiting && (now - pd->moved_at >= MOVE_EVERY_MS || now < pd->moved_at);
 }
 
 /* Due: the oldest sent one waited drain_every, DRAIN_AFTER were sent, or
@@ -1519,7 +1532,7 @@ static void *pusher(void *arg)
 				continue;
 		}
 		int n = push_batch(&l, ev, &pd);
-		if (n >= 0 && pd.old_waiting) {
+		if (n >= 0 && move_due(&pd)) {
 			int mr = move_old(&pd);
 			n = mr != 0 ? mr : pd.old_waiting ? PUSH_BATCH : n; /* (more: at once) */
 		}
