@@ -1855,6 +1855,7 @@ static void write_status(void)
 
 	pthread_mutex_lock(&g.mu);
 	g.st.updated_ms = ag_now_ms();
+	snprintf(g.st.primary, sizeof(g.st.primary), "%.*s", (int)sizeof(g.st.primary) - 1, g.primary);
 	st = g.st;
 	pthread_mutex_unlock(&g.mu);
 	int rc = ag_sync_status_put(g.s, &st);

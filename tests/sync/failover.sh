@@ -36,7 +36,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=20
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=28
+NTESTS=30
 
 sync_test_needs
 
@@ -164,9 +164,12 @@ for i in 1 2 3; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
 done
 logged() { grep -qF -- "$2" "$S/h$1/sync.log"; } # logged HOST TEXT
+primary_in_status() { admin "$1" status 2>/dev/null | grep -qF "Redis primary 'ag' at 127.0.0.1:$2,"; }
 ok "$(logged 1 "primary 'ag' is 127.0.0.1:$P1 (sentinel 127.0.0.1:$SP1)" &&
 	logged 2 "primary 'ag' is 127.0.0.1:$P1 (sentinel 127.0.0.1:$SP1)"; echo $?)" \
 	"both daemons found the primary through the sentinel (with AUTH)"
+ok "$(wait_for primary_in_status 1 "$P1"; echo $?)" \
+	"authguard-admin status names the primary's address"
 
 # ---------------------------------------------------- 1. a healthy replica acknowledges
 A=192.0.2.60
@@ -219,6 +222,8 @@ ok "$(wait_for logged 1 "primary 'ag' changed from 127.0.0.1:$P1 to 127.0.0.1:$P
 	"h1's fault line names the old and the new primary"
 ok "$(wait_for logged 2 "primary 'ag' changed from 127.0.0.1:$P1 to 127.0.0.1:$P2"; echo $?)" \
 	"h2's too"
+ok "$(wait_for primary_in_status 1 "$P2"; echo $?)" \
+	"authguard-admin status on h1 names the primary it follows now (the new one)"
 B=198.51.100.60
 admin 2 ban $B --for 1h >/dev/null
 wait_for refuses 1 $B
