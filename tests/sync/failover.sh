@@ -115,7 +115,7 @@ start_sentinel() { # start_sentinel PORT PRIMARY_PORT [requirepass]: sets LASTPI
 		[ "${3:-}" != requirepass ] || {
 			echo "requirepass $PW"
 			# a sentinel with ACL users: h3's may only ask for the primary
-			echo "user agsync on >$UPW +sentinel|get-master-addr-by-name +ping"
+			echo "user agsync on >$UPW +sentinel|get-master-addr-by-name"
 		}
 	} >"$S/sentinel-$p.conf"
 	"$REDIS" "$S/sentinel-$p.conf" --sentinel >>"$S/sentinel-$p.log" 2>&1 &
