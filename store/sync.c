@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -1063,13 +1064,14 @@ int ag_sync_status_get(struct ag_txn *t, struct ag_sync_status *st)
 	memset(st, 0, sizeof(*st));
 	if (rc != 0)
 		return rc;
-	if (vlen != sizeof(*st))
+	if (vlen != sizeof(*st) && vlen != offsetof(struct ag_sync_status, primary))
 		return AG_ECORRUPT;
-	memcpy(st, val, sizeof(*st));
+	memcpy(st, val, vlen);
 	if (st->version != AG_SYNC_STATUS_VERSION || st->npeers > AG_SYNC_PEERS)
 		return AG_ECORRUPT;
 	st->last_error[sizeof(st->last_error) - 1] = '\0';
 	st->host[sizeof(st->host) - 1] = '\0';
+	st->primary[sizeof(st->primary) - 1] = '\0';
 	for (unsigned i = 0; i < st->npeers; i++)
 		st->peers[i].host[sizeof(st->peers[i].host) - 1] = '\0';
 	return 0;

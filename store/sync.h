@@ -279,6 +279,10 @@ struct ag_sync_status {
 	uint64_t pushed, applied, rejected, dups;
 	uint32_t npeers, pad;
 	struct ag_sync_peer peers[AG_SYNC_PEERS];
+	/* with Sentinel: the primary's address the daemon follows ("" none
+	 * found yet). Added later: a record without it (an older daemon's)
+	 * reads as "". */
+	char primary[128];
 };
 /*
  * Snapshots: a host away for longer than the stream keeps cannot replay

@@ -663,6 +663,50 @@ struct pushed {
  * in between: authguard-sync(8)). */
 static int64_t drain_every = DRAIN_EVERY_MS;
 
+/* A Redis that refused an XADD of a pipelined batch (out of memory, say)
+ * and took later ones: the receivers' mark is past the refused events'
+ * numbers, so pushed again as they are they would be skipped as
+ * duplicates. They go back into the outbox under new numbers (after the
+ * batch), in one write transaction; the receivers count the old numbers
+ * as missed, which they were, until their events come under the new ones.
+ * @holes: the refused ones' indices in @ev, those before @last only. */
+static bool renumber_holes(struct ag_sev *ev, const int *holes, int nholes, int last)
+{
+	struct ag_sev *moved = malloc(sizeof(*moved) * (size_t)nholes);
+	struct ag_txn *t;
+	int n = 0, rc;
+
+	if (moved == NULL) {
+		agd_log(AG_LVL_ERR, NAME ": out of memory renumbering events Redis refused; "
+			"the batch goes again from the first of them");
+		return false;
+	}
+	for (int i = 0; i < nholes; i++)
+		if (holes[i] < last)
+			moved[n++] = ev[holes[i]];
+	rc = ag_txn_begin(g.s, true, &t);
+	if (rc == 0)
+		rc = ag_outbox_done(t, moved, n);
+	for (int i = 0; rc == 0 && i < n; i++)
+		rc = ag_outbox_put(t, &g.d.conf, &moved[i]);
+	if (rc == 0)
+		rc = ag_txn_commit(t);
+	else
+		ag_txn_abort(t);
+	if (rc != 0) {
+		set_error("push: store: %s", ag_strerror(rc));
+		agd_log(AG_LVL_ERR, NAME " fault: renumbering %d events Redis refused: %s; "
+			"the batch goes again from the first of them", n, ag_strerror(rc));
+		free(moved);
+		return false;
+	}
+	agd_log(AG_LVL_WARN, NAME ": Redis refused %d events of a batch and took later ones: "
+		"they go again under new numbers (%" PRIu64 " on); the other hosts count "
+		"the old numbers as missed", n, moved[0].seq);
+	free(moved);
+	return true;
+}
+
 static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 {
 	struct ag_txn *t;
@@ -720,8 +764,9 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 			return 0;
 		}
 	}
-	int ok = 0;
+	int ok = 0, last = 0, nholes = 0;
 	bool refused = false, moved = false;
+	int holes[PUSH_BATCH];
 	for (int i = 0; i < n; i++) {
 		/* every reply is read, even after an error: one left unread
 		 * would be taken for the next command's */
@@ -749,11 +794,24 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 		}
 		if (r->type != REDIS_REPLY_ERROR && ok == i)
 			ok = i + 1; /* each in order: the first ok are in the stream */
+		if (r->type != REDIS_REPLY_ERROR)
+			last = i + 1;
+		else if (!moved_error(r))
+			holes[nholes++] = i;
 		freeReplyObject(r);
 	}
 	if (moved) {
 		link_moved(l, "it refuses writes (READONLY: a replica now)", true);
 		return 0;
+	}
+	int took = ok; /* the events now in the stream */
+	if (last > ok) {
+		if (renumber_holes(ev, holes, nholes, last)) {
+			took = last;
+			for (int i = 0; i < nholes; i++)
+				took -= holes[i] < last;
+			ok = last; /* pushed up to there; the holes have new numbers */
+		} /* (else a store fault, said: the batch goes again from the hole) */
 	}
 	/* a delay grown by XADD errors or missing acknowledgements ends
 	 * only with a batch taken and acknowledged */
@@ -767,7 +825,7 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 		pd->since = ag_now_ms();
 	pd->seq = ev[ok - 1].seq;
 	pthread_mutex_lock(&g.mu);
-	g.st.pushed += (uint64_t)ok;
+	g.st.pushed += (uint64_t)took;
 	pthread_mutex_unlock(&g.mu);
 	return ok;
 }
@@ -2013,6 +2071,7 @@ static void write_status(void)
 
 	pthread_mutex_lock(&g.mu);
 	g.st.updated_ms = ag_now_ms();
+	snprintf(g.st.primary, sizeof(g.st.primary), "%.*s", (int)sizeof(g.st.primary) - 1, g.primary);
 	st = g.st;
 	pthread_mutex_unlock(&g.mu);
 	int rc = ag_sync_status_put(g.s, &st);

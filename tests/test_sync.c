@@ -1241,6 +1241,43 @@ static void test_decode_v2(void **state)
 	assert_int_equal(ag_sev_decode(buf, n, &d2), AG_ECORRUPT);
 }
 
+/* The daemon's state for authguard-admin status: the primary's address
+ * round trips; a record an older daemon wrote (without it) still reads,
+ * with no primary; any other size is damage. */
+static void test_status_sizes(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s = store(&f->h[0]);
+	struct ag_sync_status st = { .version = AG_SYNC_STATUS_VERSION, .connected = 1 }, got;
+	struct ag_txn *t;
+
+	snprintf(st.host, sizeof(st.host), "a");
+	snprintf(st.primary, sizeof(st.primary), "127.0.0.1:6380");
+	assert_int_equal(ag_sync_status_put(s, &st), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_sync_status_get(t, &got), 0);
+	ag_txn_abort(t);
+	assert_string_equal(got.primary, "127.0.0.1:6380");
+	assert_int_equal(got.connected, 1);
+
+	size_t old = offsetof(struct ag_sync_status, primary);
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "sync.st", 7, &st, old), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_sync_status_get(t, &got), 0);
+	ag_txn_abort(t);
+	assert_string_equal(got.primary, "");
+	assert_string_equal(got.host, "a");
+
+	assert_int_equal(ag_txn_begin(s, true, &t), 0);
+	assert_int_equal(ag_txn_put(t, AG_DB_META, "sync.st", 7, &st, old + 1), 0);
+	assert_int_equal(ag_txn_commit(t), 0);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	assert_int_equal(ag_sync_status_get(t, &got), AG_ECORRUPT);
+	ag_txn_abort(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1265,6 +1302,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spray_needs_key_on_both, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repeat_fleet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stamp_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status_sizes, setup, teardown),
 		cmocka_unit_test(test_decode_rejects),
 		cmocka_unit_test(test_decode_v2),
 	};

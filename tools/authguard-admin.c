@@ -1257,10 +1257,17 @@ static void print_sync(struct ctx *x)
 			fmt_time(st.updated_ms, when, sizeof(when));
 			printf("sync:     NOT RUNNING (authguard-sync last wrote its state at %s)\n", when);
 		} else {
-			printf("sync:     %s since %s, host %s, Redis %s%s, stream %s\n",
-			       st.connected ? "connected" : "DISCONNECTED", when, st.host,
-			       x->c.sync_sentinels.n > 0 ? "primary " : x->c.sync_redis,
-			       x->c.sync_sentinels.n > 0 ? x->c.sync_sentinel_master : "",
+			char redis[AG_CONF_STR_MAX + 200];
+			if (x->c.sync_sentinels.n == 0)
+				snprintf(redis, sizeof(redis), "%s", x->c.sync_redis);
+			else if (st.primary[0] != '\0')
+				snprintf(redis, sizeof(redis), "primary '%s' at %s", x->c.sync_sentinel_master,
+					 st.primary);
+			else
+				snprintf(redis, sizeof(redis), "primary '%s' (not found yet)",
+					 x->c.sync_sentinel_master);
+			printf("sync:     %s since %s, host %s, Redis %s, stream %s\n",
+			       st.connected ? "connected" : "DISCONNECTED", when, st.host, redis,
 			       x->c.sync_stream);
 		}
 		printf("          events: %llu pushed, %llu applied, %llu duplicates skipped, %llu rejected (bad MAC)\n",

@@ -22,7 +22,8 @@
 # others can read is refused and the running one kept; a wrong primary
 # name is loud (fault line, status disconnected) and a good one after it
 # reconnects. Start checks: a missing master name, both sync_redis and
-# sync_sentinels.
+# sync_sentinels. Host 3 logs in as an ACL user that has only the commands
+# authguard-sync(8) lists, on the servers and on the sentinel.
 #
 # Output is TAP; every wait is bounded (WAIT_S), the whole run by
 # AG_TEST_TIMEOUT (60 s). SKIP when redis-server, redis-cli, python3 or
@@ -36,7 +37,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=20
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=28
+NTESTS=32
 
 sync_test_needs
 
@@ -70,6 +71,10 @@ echo "1..$NTESTS"
 PW=failover-redis-secret
 echo "$PW" >"$S/redis.pw"
 chmod 600 "$S/redis.pw"
+UPW=failover-h3-secret
+echo "$UPW" >"$S/agsync.pw"
+chmod 600 "$S/agsync.pw"
+ACL_CMDS="+xadd +xread +xrevrange +xinfo +set +get +sadd +smembers +wait +role"
 P1=$(free_port) P2=$(free_port) SP1=$(free_port) SP2=$(free_port)
 red() { # red PORT ARGS...: redis-cli with the password
 	local p=$1
@@ -85,7 +90,14 @@ start_redis() { # start_redis PORT [ARGS...]: prints nothing, sets LASTPID
 		--daemonize no "$@" >>"$S/redis-$p.log" 2>&1 &
 	LASTPID=$!
 	for i in $(seq 100); do
-		red "$p" ping | grep -q PONG && return 0
+		if red "$p" ping | grep -q PONG; then
+			# h3's user: the commands authguard-sync(8) lists for
+			# Sentinel and WAIT, nothing else (ACLs do not replicate:
+			# on each server)
+			red "$p" acl setuser agsync on ">$UPW" '~authguard*' $ACL_CMDS |
+				grep -q OK || bail "ACL SETUSER on $p failed"
+			return 0
+		fi
 		sleep 0.05
 	done
 	bail "redis-server on $p did not start (redis-$p.log)"
@@ -100,7 +112,11 @@ start_sentinel() { # start_sentinel PORT PRIMARY_PORT [requirepass]: sets LASTPI
 		echo "sentinel auth-pass ag $PW"
 		echo "sentinel down-after-milliseconds ag 1000"
 		echo "sentinel failover-timeout ag 3000"
-		[ "${3:-}" != requirepass ] || echo "requirepass $PW"
+		[ "${3:-}" != requirepass ] || {
+			echo "requirepass $PW"
+			# a sentinel with ACL users: h3's may only ask for the primary
+			echo "user agsync on >$UPW +sentinel|get-master-addr-by-name"
+		}
 	} >"$S/sentinel-$p.conf"
 	"$REDIS" "$S/sentinel-$p.conf" --sentinel >>"$S/sentinel-$p.log" 2>&1 &
 	LASTPID=$!
@@ -141,7 +157,11 @@ spray_users = 0
 net_ban_after = 0
 sync_sentinels = ${2:-127.0.0.1:$SP1}
 sync_sentinel_master = ${3:-ag}
-sync_redis_password_file = $S/redis.pw
+$(if [ "$1" = 3 ]; then
+	printf 'sync_redis_user = agsync\nsync_redis_password_file = %s\n' "$S/agsync.pw"
+else
+	printf 'sync_redis_password_file = %s\n' "$S/redis.pw"
+fi)
 sync_wait_replicas = 1
 sync_wait_timeout = 1s
 sync_host = h$1
@@ -164,9 +184,14 @@ for i in 1 2 3; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
 done
 logged() { grep -qF -- "$2" "$S/h$1/sync.log"; } # logged HOST TEXT
+primary_in_status() { admin "$1" status 2>/dev/null | grep -qF "Redis primary 'ag' at 127.0.0.1:$2,"; }
 ok "$(logged 1 "primary 'ag' is 127.0.0.1:$P1 (sentinel 127.0.0.1:$SP1)" &&
 	logged 2 "primary 'ag' is 127.0.0.1:$P1 (sentinel 127.0.0.1:$SP1)"; echo $?)" \
 	"both daemons found the primary through the sentinel (with AUTH)"
+ok "$(logged 3 "primary 'ag' is 127.0.0.1:$P1 (sentinel 127.0.0.1:$SP1)"; echo $?)" \
+	"h3 too, as an ACL user with only the documented commands (servers and sentinel)"
+ok "$(wait_for primary_in_status 1 "$P1"; echo $?)" \
+	"authguard-admin status names the primary's address"
 
 # ---------------------------------------------------- 1. a healthy replica acknowledges
 A=192.0.2.60
@@ -219,6 +244,8 @@ ok "$(wait_for logged 1 "primary 'ag' changed from 127.0.0.1:$P1 to 127.0.0.1:$P
 	"h1's fault line names the old and the new primary"
 ok "$(wait_for logged 2 "primary 'ag' changed from 127.0.0.1:$P1 to 127.0.0.1:$P2"; echo $?)" \
 	"h2's too"
+ok "$(wait_for primary_in_status 1 "$P2"; echo $?)" \
+	"authguard-admin status on h1 names the primary it follows now (the new one)"
 B=198.51.100.60
 admin 2 ban $B --for 1h >/dev/null
 wait_for refuses 1 $B
@@ -293,4 +320,6 @@ for i in 1 2 3; do
 	SPIDS[$i]=
 done
 ok $stopped "SIGTERM: every daemon stops cleanly (status 0)"
+ok "$(! grep -q NOPERM "$S/h3/sync.log"; echo $?)" \
+	"h3's ACL user was never refused a command (no NOPERM in its log)"
 exit 0

@@ -1,0 +1,134 @@
+#!/bin/bash
+# tests/sync/refused.sh - Redis refuses some XADDs of a pipelined batch and
+# takes the ones after them (as it does when it runs out of memory between
+# them): nothing may be lost (issue 13, "nothing lost"). A real
+# redis-server on a random loopback port; h1's authguard-sync talks to it
+# through tests/sync/refuse_proxy.py, which answers chosen XADDs with
+# Redis's OOM error; h2's talks to it directly. Events are recorded with
+# authguard-admin record as a front end does.
+#
+# Checked: 1. eight failures waiting in h1's outbox go in one batch of
+# which the 3rd and 4th XADD are refused: all eight arrive on h2, once
+# (before the fix the two went again under their old numbers, behind the
+# receivers' mark, and h2 skipped them as duplicates: 6); h1 says it sent
+# them again under new numbers; h2 counts the two old numbers as missed;
+# h1's outbox drains. 2. a refusal with nothing taken after it in its
+# batch: the event goes again under its own number, nothing is missed.
+#
+# Output is TAP; every wait is bounded (WAIT_S), the whole run by
+# AG_TEST_TIMEOUT (60 s). SKIP when redis-server, python3 or the binaries
+# are missing, or authguard-sync is built with a sanitizer.
+# Environment: AG_TEST_SYNC, AG_TEST_ADMIN (make check sets them),
+# AG_TEST_REDIS (redis-server), AG_TEST_KEEP=1 keeps the scratch directory.
+set -u
+export LC_ALL=C
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../tap.sh"
+. "$HERE/lib.sh"
+WAIT_S=15
+TIMEOUT=${AG_TEST_TIMEOUT:-60}
+NTESTS=10
+
+sync_test_needs
+
+S=$(mktemp -d /tmp/ag-refused.XXXXXX) || exit 1
+WDPID=
+RPID=
+PXPID=
+SPIDS=("" "" "")
+cleanup() {
+	local rc=$? p
+	trap - EXIT
+	for p in "${SPIDS[1]}" "${SPIDS[2]}"; do
+		[ -z "$p" ] || kill -TERM "$p" 2>/dev/null
+	done
+	[ -z "$PXPID" ] || kill -TERM "$PXPID" 2>/dev/null
+	[ -z "$RPID" ] || kill -KILL "$RPID" 2>/dev/null
+	[ -z "$WDPID" ] || kill -TERM "$WDPID" 2>/dev/null
+	{ wait; } 2>/dev/null
+	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
+		rm -rf "$S"
+	else
+		echo "# scratch directory kept: $S (hN/sync.log, redis.log, proxy.log)"
+	fi
+	[ "$FAILED" = 0 ] || rc=1
+	exit "$rc"
+}
+tap_start
+echo "1..$NTESTS"
+
+# ---------------------------------------------------------------- Redis, the proxy
+PORT=$(free_port)
+mkdir -p "$S/redis"
+"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --save '' --appendonly no \
+	--daemonize no >>"$S/redis.log" 2>&1 &
+RPID=$!
+up() { "$REDIS_CLI" -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
+wait_for up || bail "redis-server did not start (redis.log)"
+# XADDs through the proxy, counted from 1: the 3rd and 4th (phase 1) and
+# the 13th (phase 2) are refused
+"$PYTHON" "$HERE/refuse_proxy.py" 0 "$PORT" 3,4,13 "$S/proxy.port" >>"$S/proxy.log" 2>&1 &
+PXPID=$!
+wait_for test -s "$S/proxy.port" || bail "refuse_proxy.py did not start (proxy.log)"
+PPORT=$(cat "$S/proxy.port")
+
+# ---------------------------------------------------------------- hosts
+head -c 48 /dev/urandom | base64 >"$S/cluster.key"
+chmod 600 "$S/cluster.key"
+for i in 1 2; do
+	mkdir -p "$S/h$i"
+	p=$PORT
+	[ "$i" = 1 ] && p=$PPORT
+	cat >"$S/h$i/authguard.conf" <<EOF
+db_dir = $S/h$i/db
+log = file:$S/h$i/attempts.log
+tarpit_base = 0
+ip_ban_after = 1000
+user_lock_after = 0
+spray_users = 0
+net_ban_after = 0
+sync_redis = 127.0.0.1:$p
+sync_host = h$i
+sync_key_file = $S/cluster.key
+sync_snapshot_every = 1m
+EOF
+done
+start_sync() { # start_sync HOST
+	"$SYNC" -c "$S/h$1/authguard.conf" >>"$S/h$1/sync.log" 2>&1 &
+	SPIDS[$1]=$!
+	wait_for connected "$1" || bail "authguard-sync on h$1 did not connect (h$1/sync.log)"
+}
+missed_of() { # missed_of HOST PEER: sequence numbers of PEER never seen
+	admin "$1" status 2>/dev/null | sed -n "s/^ *peer $2: .* \([0-9]*\) missed$/\1/p"
+}
+start_sync 2
+
+# ---------------------------------------------------- 1. refused, later ones taken
+# eight failures wait in h1's outbox before its daemon starts: one batch
+A=192.0.2.90
+for n in 1 2 3 4 5 6 7 8; do record_fail 1 "u$n" $A; done
+is "$(outbox_of 1)" 8 "1: eight failures wait in h1's outbox"
+start_sync 1
+ok "$(wait_for eval '[ "$(fails_of 2 $A)" = 8 ]'; echo $?)" \
+	"1: all eight reach h2 although Redis refused the 3rd and 4th of their batch" \
+	"h2 has $(fails_of 2 $A)"
+ok "$(wait_for eval '[ "$(outbox_of 1)" = 0 ]'; echo $?)" "1: h1's outbox drains"
+sleep 1 # anything counted twice would show by now
+is "$(fails_of 2 $A) $(fails_of 1 $A)" "8 8" "1: each counted once on h2 (and h1)"
+ok "$(grep -q 'Redis refused 2 events of a batch and took later ones: they go again under new numbers (9 on)' \
+	"$S/h1/sync.log"; echo $?)" "1: h1 says it sent the two again under new numbers"
+ok "$(grep -q "fault: Redis 127.0.0.1:$PPORT refuses XADD to authguard: OOM" "$S/h1/sync.log"; echo $?)" \
+	"1: ... and the refusal is a fault line"
+is "$(missed_of 2 h1)" 2 "1: h2 counts the two old numbers as missed"
+
+# ---------------------------------------------------- 2. refused, nothing after it
+# XADDs 9 and 10 were the two again; 11 and 12 go through, 13 is refused
+# and is the last of its batch: it goes again under its own number
+B=198.51.100.90
+for n in 1 2 3; do record_fail 1 "b$n" $B; done
+ok "$(wait_for eval '[ "$(fails_of 2 $B)" = 3 ] && [ "$(outbox_of 1)" = 0 ]'; echo $?)" \
+	"2: three more failures, the last XADD refused: all three reach h2"
+sleep 1
+is "$(fails_of 2 $B) $(missed_of 2 h1)" "3 2" "2: each once, nothing more missed"
+is "$(grep -c 'go again under new numbers' "$S/h1/sync.log")" 1 \
+	"2: no renumbering when nothing after the refusal was taken"
