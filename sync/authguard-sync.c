@@ -69,10 +69,11 @@
  * deeper tree would cost every record a page per level (bench_sync -P). */
 #define DRAIN_EVERY_MS 250
 #define DRAIN_AFTER 16
-/* Older modules' events (the old place, sync.h) are moved into the outbox
- * at most this often (a write transaction each; at once again while a
- * move fills a whole batch). */
-#define MOVE_EVERY_MS 10
+/* Older modules' events (the old place, sync.h): looked for this often
+ * (a cursor's look in a read transaction the pusher has open anyway; at
+ * every 2 ms poll it cost the idle daemon measurably), and moved into the
+ * outbox as soon as seen, again at once while a move fills a batch. */
+#define OLD_LOOK_MS 20
 #define FLUSH_EVERY_MS 500
 #define RESUME_SCAN 8192
 #define RESUME_PAGES 16 /* at start: this host's entries among the newest 131072 */
@@ -655,7 +656,7 @@ struct pushed {
 	int64_t since;         /* when the oldest sent one not deleted was sent */
 	uint64_t depth;        /* the outbox's, at the last look */
 	bool old_waiting;      /* events in the old place at the last look (sync.h) */
-	int64_t moved_at;      /* when move_old() last ran */
+	int64_t old_looked;    /* when the old place was last looked at */
 };
 
 /* How long sent events may wait to be deleted: DRAIN_EVERY_MS, or
@@ -721,12 +722,16 @@ static int push_batch(struct link *l, struct ag_sev *ev, struct pushed *pd)
 		pd->seq = pd->deleted = 0;
 	}
 	pd->depth = ob.depth;
-	/* the common case while idle: one read of the counters, no scan, and
-	 * one cursor's look at the old place (modules older than this
-	 * version write there: move_old() takes them over) */
+	/* the common case while idle: one read of the counters, no scan;
+	 * every OLD_LOOK_MS a cursor's look at the old place too (modules
+	 * older than this version write there: move_old() takes them over) */
 	bool more = ob.next_seq > pd->seq + 1 && ob.depth > 0;
-	if (rc == 0)
+	int64_t looked = ag_now_ms();
+	if (rc == 0 && !pd->old_waiting &&
+	    (looked - pd->old_looked >= OLD_LOOK_MS || looked < pd->old_looked)) {
+		pd->old_looked = looked;
 		rc = ag_outbox_old_waiting(t, &pd->old_waiting);
+	}
 	n = rc != 0 ? rc : more ? ag_outbox_peek_after(t, pd->seq, ev, PUSH_BATCH) : 0;
 	ag_txn_abort(t);
 	if (n <= 0)
@@ -879,15 +884,7 @@ static int move_old(struct pushed *pd)
 			"restart of the services that load them ends this");
 	}
 	pd->old_waiting = moved == PUSH_BATCH;
-	pd->moved_at = pd->old_waiting ? 0 : ag_now_ms();
 	return rc;
-}
-
-static bool move_due(const struct pushed *pd)
-{
-	int64_t now = ag_now_ms();
-
-	return pd->old_waiting && (now - pd->moved_at >= MOVE_EVERY_MS || now < pd->moved_at);
 }
 
 /* Due: the oldest sent one waited drain_every, DRAIN_AFTER were sent, or
@@ -1590,7 +1587,7 @@ static void *pusher(void *arg)
 				continue;
 		}
 		int n = push_batch(&l, ev, &pd);
-		if (n >= 0 && move_due(&pd)) {
+		if (n >= 0 && pd.old_waiting) {
 			int mr = move_old(&pd);
 			n = mr != 0 ? mr : pd.old_waiting ? PUSH_BATCH : n; /* (more: at once) */
 		}
