@@ -1319,6 +1319,84 @@ static void test_dropped_record_forgets_refusals(void **state)
 	assert_int_equal(n_user, 0);
 }
 
+/* The user's record as LMDB holds it (@raw) or as authguard-admin shows
+ * it, with the counter file's counts (issue 15). */
+static void user_rec(struct fx *f, const char *user, bool raw, struct ag_user_rec *u)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	uint8_t k[AG_USER_KEY_MAX];
+	const void *val;
+	size_t vlen;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	size_t kl = ag_admin_user_key(s, &f->c, user, k);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (raw) {
+		assert_int_equal(ag_txn_get(t, AG_DB_USER, k, kl, &val, &vlen), 0);
+		assert_int_equal(ag_rec_decode(AG_REC_USER, val, vlen, u), 0);
+	} else {
+		assert_int_equal(ag_admin_get_user(t, k, kl, u), 0);
+	}
+	ag_txn_abort(t);
+}
+
+/* Issue 15: a failure that changes nothing a rule reads in the user's
+ * record (the password that last failed from there again, or a typo
+ * from a place familiar to the user) does not write it: its n_fail and
+ * last_seen are counted in the counter file, and what authguard-admin
+ * shows is exact. A failure that counts toward the lock writes it, and
+ * the lock comes at the same count as ever; a record the clean-up drops
+ * takes those counts with it. */
+static void test_repeat_failure_user_unwritten(void **state)
+{
+	struct fx *f = *state;
+	struct ag_user_rec raw, shown_u, u;
+	const char *phone = "192.0.2.210", *home = "192.0.2.211";
+
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 3;
+	assert_int_equal(try(f, "uma", home, true, "right"), AG_PROCEED);
+	try(f, "uma", phone, false, "old");
+	user_rec(f, "uma", true, &raw);
+	assert_int_equal(raw.n_fail, 1);
+	/* a stale phone: the same wrong password, again and again */
+	for (int i = 0; i < 10; i++) {
+		fake_ms += 1000;
+		assert_int_equal(try(f, "uma", phone, false, "old"), AG_PROCEED);
+	}
+	int64_t last = fake_ms - 10;
+	user_rec(f, "uma", true, &u);
+	assert_memory_equal(&u, &raw, sizeof(u)); /* not written */
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 11);
+	assert_int_equal(shown_u.last_seen, last);
+	/* typos at home (familiar): not written either */
+	try(f, "uma", home, false, "typo1");
+	try(f, "uma", home, false, "typo2");
+	user_rec(f, "uma", true, &u);
+	assert_memory_equal(&u, &raw, sizeof(u));
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 13);
+	/* guesses from strangers count: written, and with the phone's first
+	 * failure the user is locked at the third, as ever */
+	assert_int_equal(try(f, "uma", "198.51.100.210", false, "g1"), AG_PROCEED);
+	user_rec(f, "uma", true, &u);
+	assert_int_equal(u.n_fail, 2);
+	assert_true(u.last_seen > raw.last_seen);
+	assert_int_equal(try(f, "uma", "198.51.100.211", false, "g2"), AG_PROCEED);
+	assert_int_equal(try(f, "uma", "198.51.100.212", true, "right"), AG_REFUSE);
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 15);
+	assert_true(shown_u.lock_until > fake_ms);
+	/* the clean-up drops the record: its counts go with it */
+	fake_ms += f->c.user_lock_time + 60LL * 86400000;
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 1);
+	try(f, "uma", "198.51.100.214", false, "g4");
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 1);
+}
+
 /* log = none: the attempt line is not even formatted (nothing reaches
  * the sink, and no line is written anywhere). */
 static void test_log_none_formats_nothing(void **state)
@@ -1881,6 +1959,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_old_pair_database, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_pair_damaged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_wave_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repeat_failure_user_unwritten, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
