@@ -276,6 +276,14 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 		ag_conf_free(&c);
 		return 1;
 	}
+	struct ag_store *st;
+	int orc = ag_store_get(c.db_dir, &st);
+	if (orc != 0) { /* every attempt would fail open, writing nothing: no figures */
+		fprintf(stderr, "bench_guard: cannot open the store %s: %s\n", c.db_dir, ag_strerror(orc));
+		free(lat);
+		ag_conf_free(&c);
+		return 1;
+	}
 	double filled = bench_fill(&c, sources);
 	unsigned long nbanned = banned ? fill_banned(&c) : 0;
 	pid_t sp = syncer ? start_syncer(&c) : 0;
