@@ -1526,7 +1526,8 @@ static bool mem_evictable(struct gc_ctx *g, const struct ag_src_rec *r)
 	return g->take_mem && age >= g->mem_cutoff;
 }
 
-static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
+static bool rec_droppable(struct gc_ctx *g, const void *key, size_t klen, const void *val,
+			  size_t vlen)
 {
 	union {
 		struct ag_src_rec s;
@@ -1549,6 +1550,11 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 	case AG_REC_USER:
 		dead = ag_user_dead(g->c, &r.u, g->now);
 		weak = g->evict && ag_user_weak(g->c, &r.u, g->now);
+		/* its age: also from the failures counted beside it (counters.h) */
+		if (weak && g->s != NULL) {
+			uint64_t n = 0;
+			ag_counted_fails(g->s, key, klen, &n, &r.u.last_seen);
+		}
 		break;
 	case AG_REC_PAIR:
 		dead = ag_pair_dead(g->c, &r.p, g->now);
@@ -1643,7 +1649,7 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 	}
 	g->is_mem = false;
 	g->kind = g->db == AG_DB_SRC && klen != AG_SRC_KEY_LEN ? AG_REC_PAIR : gc_kind(g->db);
-	if (!rec_droppable(g, val, vlen)) {
+	if (!rec_droppable(g, key, klen, val, vlen)) {
 		if (!g->migrate || g->db != AG_DB_PAIR)
 			return AG_SCAN_NEXT;
 		int rc = migrate_pair(g, key, klen, val, vlen);
