@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "lists.h"
 #include "store.h"
@@ -1397,6 +1398,31 @@ static void test_repeat_failure_user_unwritten(void **state)
 	assert_int_equal(shown_u.n_fail, 1);
 }
 
+/* With no slot for the user in the counter file (its table full), a
+ * repeated failure writes the user's record as before: no count lost. */
+static void test_repeat_failure_counter_table_full(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_user_rec raw, shown_u;
+	char key[32];
+
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 0;
+	try(f, "vera", "192.0.2.220", false, "old");
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	for (int i = 0; i < 4 * AG_COUNTERS_SLOTS; i++) {
+		snprintf(key, sizeof(key), "fill%d", i);
+		(void)ag_count_fail_claim(s, key, strlen(key));
+	}
+	for (int i = 0; i < 3; i++)
+		try(f, "vera", "192.0.2.220", false, "old");
+	user_rec(f, "vera", true, &raw);
+	assert_int_equal(raw.n_fail, 4);
+	user_rec(f, "vera", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 4);
+}
+
 /* log = none: the attempt line is not even formatted (nothing reaches
  * the sink, and no line is written anywhere). */
 static void test_log_none_formats_nothing(void **state)
@@ -1738,6 +1764,14 @@ static void test_old_pair_database(void **state)
 	f->c.decay_half_life = 600000;
 	assert_int_equal(try(f, "bob", "198.51.100.1", true, NULL), AG_PROCEED); /* opens the store */
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	/* the hourly step (every 64th write of the process, whatever test
+	 * made them) would move the old pairs at a moment of its own: a
+	 * pass state of a newer version keeps it out of this store */
+	struct ag_txn *gt;
+	uint32_t newer = 1000;
+	assert_int_equal(ag_txn_begin(s, true, &gt), 0);
+	assert_int_equal(ag_txn_put(gt, AG_DB_META, "gc", 2, &newer, sizeof(newer)), 0);
+	assert_int_equal(ag_txn_commit(gt), 0);
 	/* olga logged in from home yesterday, through an old module, and
 	 * mistyped once since */
 	r.last_success = fake_ms - 86400000LL;
@@ -1831,7 +1865,11 @@ static void test_old_pair_database(void **state)
 	assert_int_equal(info.entries[AG_DB_PAIR], 0);
 	assert_int_equal(try(f, "rita", "192.0.2.40", true, NULL), AG_PROCEED);
 
-	/* and so does the hourly pass, taken in steps while the guard writes */
+	/* and so does the hourly pass, taken in steps while the guard writes
+	 * (let in again) */
+	assert_int_equal(ag_txn_begin(s, true, &gt), 0);
+	assert_int_equal(ag_txn_del(gt, AG_DB_META, "gc", 2), 0);
+	assert_int_equal(ag_txn_commit(gt), 0);
 	p.familiar_until = fake_ms + 30 * 86400000LL;
 	put_old_pair(s, "tom", "192.0.2.60", &p);
 	fake_ms += 2 * 3600000LL;
@@ -1960,6 +1998,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_old_pair_damaged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_wave_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repeat_failure_user_unwritten, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repeat_failure_counter_table_full, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
