@@ -25,6 +25,7 @@
  */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,6 +276,14 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 		ag_conf_free(&c);
 		return 1;
 	}
+	struct ag_store *st;
+	int orc = ag_store_get(c.db_dir, &st);
+	if (orc != 0) { /* every attempt would fail open, writing nothing: no figures */
+		fprintf(stderr, "bench_guard: cannot open the store %s: %s\n", c.db_dir, ag_strerror(orc));
+		free(lat);
+		ag_conf_free(&c);
+		return 1;
+	}
 	double filled = bench_fill(&c, sources);
 	unsigned long nbanned = banned ? fill_banned(&c) : 0;
 	pid_t sp = syncer ? start_syncer(&c) : 0;
@@ -283,9 +292,17 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 		ag_conf_free(&c);
 		return 1;
 	}
+	/* with LD_PRELOAD=bench/.libs/pagecount.so: the pages by database */
+	void (*pc_reset)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "pagecount_reset");
+	void (*pc_report)(FILE *, unsigned long) =
+		(void (*)(FILE *, unsigned long))dlsym(RTLD_DEFAULT, "pagecount_report");
+	if (pc_reset != NULL)
+		pc_reset();
 	long long w0 = bench_written();
 	double total = flood ? run_flood(&c, lat, attempts) : run(&c, sources, lat, attempts);
 	long long written = bench_written() - w0;
+	if (pc_report != NULL)
+		pc_report(stdout, attempts);
 	if (sp > 0) {
 		kill(sp, SIGKILL);
 		waitpid(sp, NULL, 0);

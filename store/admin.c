@@ -40,6 +40,14 @@ static void with_refusals(struct ag_txn *t, enum ag_db db, const void *key, size
 	ag_counted_refusals(ag_txn_store(t), db, key, klen, n_refused, last_seen);
 }
 
+/* A user's: with its refusals, the failures counted there instead of in
+ * the record (ag_count_fail()). */
+static void user_counts(struct ag_txn *t, const void *key, size_t klen, struct ag_user_rec *r)
+{
+	with_refusals(t, AG_DB_USER, key, klen, &r->n_refused, &r->last_seen);
+	ag_counted_fails(ag_txn_store(t), key, klen, &r->n_fail, &r->last_seen);
+}
+
 static enum ag_scan_op src_visit(void *vp, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	struct visit *v = vp;
@@ -65,7 +73,7 @@ static enum ag_scan_op user_visit(void *vp, const void *key, size_t klen, const 
 	struct ag_user_rec r;
 
 	if (ag_rec_decode(AG_REC_USER, val, vlen, &r) == 0) {
-		with_refusals(v->t, AG_DB_USER, key, klen, &r.n_refused, &r.last_seen);
+		user_counts(v->t, key, klen, &r);
 		((ag_user_visit_fn *)v->fn)(v->ctx, key, klen, &r);
 	}
 	return AG_SCAN_NEXT;
@@ -199,7 +207,7 @@ int ag_admin_get_user(struct ag_txn *t, const uint8_t *ukey, size_t ulen, struct
 {
 	int rc = get_rec(t, AG_DB_USER, ukey, ulen, AG_REC_USER, r);
 	if (rc == 0)
-		with_refusals(t, AG_DB_USER, ukey, ulen, &r->n_refused, &r->last_seen);
+		user_counts(t, ukey, ulen, r);
 	return rc;
 }
 

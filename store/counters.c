@@ -142,14 +142,19 @@ void ag_counted_stats(struct ag_store *s, struct ag_stats *st)
 		*f[i] += atomic_load_explicit(&h->stat[i], memory_order_relaxed);
 }
 
+/* What a slot counts: a record's refusals (the kind is its database,
+ * as ever), or a user record's failures not written to it (the user
+ * database's number with this bit: slots older versions never look at). */
+#define CN_FAILS 0x80
+
 /* The record's hash: the tag (high half, never 0) and its first slot. */
-static uint64_t rec_hash(struct ag_store *s, enum ag_db db, const void *key, size_t klen)
+static uint64_t rec_hash(struct ag_store *s, unsigned kind, const void *key, size_t klen)
 {
 	uint8_t buf[1 + 512];
 
 	if (klen > 511)
 		klen = 511;
-	buf[0] = (uint8_t)db;
+	buf[0] = (uint8_t)kind;
 	memcpy(buf + 1, key, klen);
 	uint64_t h = ag_siphash(ag_store_secret(s), buf, klen + 1);
 	return (h >> 32) != 0 ? h : h | (UINT64_C(1) << 32);
@@ -157,12 +162,14 @@ static uint64_t rec_hash(struct ag_store *s, enum ag_db db, const void *key, siz
 
 #define TAG(w) ((w) >> 32)
 
-void ag_count_refusal(struct ag_store *s, enum ag_db db, const void *key, size_t klen, int64_t now)
+/* Add @add to the record's slot of @kind, claiming a free one (with
+ * @add 0: claimed, counting nothing yet). False when there was none to
+ * claim near its place. */
+static bool slot_add(struct ag_store *s, unsigned kind, const void *key, size_t klen, int64_t now,
+		     uint32_t add)
 {
 	struct ag_counters *cn = ag_store_counters(s);
-	if (cn == NULL)
-		return;
-	uint64_t h = rec_hash(s, db, key, klen), tag = TAG(h);
+	uint64_t h = rec_hash(s, kind, key, klen), tag = TAG(h);
 	size_t first = (size_t)h & (AG_COUNTERS_SLOTS - 1);
 
 	for (int round = 0; round < 4; round++) {
@@ -178,34 +185,58 @@ void ag_count_refusal(struct ag_store *s, enum ag_db db, const void *key, size_t
 			if (TAG(w) != tag)
 				continue;
 			/* ours: count, unless freed or saturated meanwhile */
-			while (TAG(w) == tag && (uint32_t)w < CN_COUNT_MAX) {
-				if (atomic_compare_exchange_weak(&sl->word, &w, w + 1)) {
-					atomic_store_explicit(&sl->last_ms, now, memory_order_relaxed);
-					return;
+			while (TAG(w) == tag && (uint32_t)w <= CN_COUNT_MAX - add) {
+				if (atomic_compare_exchange_weak(&sl->word, &w, w + add)) {
+					if (add > 0)
+						atomic_store_explicit(&sl->last_ms, now,
+								      memory_order_relaxed);
+					return true;
 				}
 			}
 			if (TAG(w) == tag)
-				return; /* 4G refusals of one record: it stays there */
+				return true; /* 4G counts of one record: it stays there */
 		}
 		if (free_slot == NULL)
 			break;
 		uint64_t zero = 0;
-		if (atomic_compare_exchange_strong(&free_slot->word, &zero, (tag << 32) | 1)) {
-			atomic_store_explicit(&free_slot->last_ms, now, memory_order_relaxed);
-			return;
+		if (atomic_compare_exchange_strong(&free_slot->word, &zero, (tag << 32) | add)) {
+			if (add > 0)
+				atomic_store_explicit(&free_slot->last_ms, now, memory_order_relaxed);
+			return true;
 		}
 		/* another process took that slot (perhaps for this record): again */
 	}
-	atomic_fetch_add_explicit(&cn->h->stat[CN_UNATTRIBUTED], 1, memory_order_relaxed);
+	return false;
 }
 
-void ag_counted_refusals(struct ag_store *s, enum ag_db db, const void *key, size_t klen,
-			 uint64_t *n_refused, int64_t *last_seen)
+void ag_count_refusal(struct ag_store *s, enum ag_db db, const void *key, size_t klen, int64_t now)
 {
 	struct ag_counters *cn = ag_store_counters(s);
 	if (cn == NULL)
 		return;
-	uint64_t h = rec_hash(s, db, key, klen), tag = TAG(h);
+	if (!slot_add(s, (unsigned)db, key, klen, now, 1))
+		atomic_fetch_add_explicit(&cn->h->stat[CN_UNATTRIBUTED], 1, memory_order_relaxed);
+}
+
+bool ag_count_fail_claim(struct ag_store *s, const void *ukey, size_t ulen)
+{
+	return ag_store_counters(s) != NULL && slot_add(s, CN_FAILS | AG_DB_USER, ukey, ulen, 0, 0);
+}
+
+void ag_count_fail(struct ag_store *s, const void *ukey, size_t ulen, int64_t now)
+{
+	if (ag_store_counters(s) != NULL)
+		(void)slot_add(s, CN_FAILS | AG_DB_USER, ukey, ulen, now, 1);
+}
+
+/* Add up the record's slots of @kind. */
+static void slot_sum(struct ag_store *s, unsigned kind, const void *key, size_t klen,
+		     uint64_t *n_r, int64_t *last_r)
+{
+	struct ag_counters *cn = ag_store_counters(s);
+	if (cn == NULL)
+		return;
+	uint64_t h = rec_hash(s, kind, key, klen), tag = TAG(h);
 	size_t first = (size_t)h & (AG_COUNTERS_SLOTS - 1);
 
 	for (size_t i = 0; i < CN_PROBE; i++) {
@@ -213,19 +244,29 @@ void ag_counted_refusals(struct ag_store *s, enum ag_db db, const void *key, siz
 		uint64_t w = atomic_load_explicit(&sl->word, memory_order_relaxed);
 		if (w == 0 || TAG(w) != tag)
 			continue;
-		*n_refused += (uint32_t)w;
+		*n_r += (uint32_t)w;
 		int64_t last = atomic_load_explicit(&sl->last_ms, memory_order_relaxed);
-		if (last > *last_seen)
-			*last_seen = last;
+		if (last > *last_r)
+			*last_r = last;
 	}
 }
 
-void ag_count_forget(struct ag_store *s, enum ag_db db, const void *key, size_t klen)
+void ag_counted_refusals(struct ag_store *s, enum ag_db db, const void *key, size_t klen,
+			 uint64_t *n_refused, int64_t *last_seen)
+{
+	slot_sum(s, (unsigned)db, key, klen, n_refused, last_seen);
+}
+
+void ag_counted_fails(struct ag_store *s, const void *ukey, size_t ulen, uint64_t *n_fail,
+		      int64_t *last_seen)
+{
+	slot_sum(s, CN_FAILS | AG_DB_USER, ukey, ulen, n_fail, last_seen);
+}
+
+static void slot_forget(struct ag_store *s, unsigned kind, const void *key, size_t klen)
 {
 	struct ag_counters *cn = ag_store_counters(s);
-	if (cn == NULL)
-		return;
-	uint64_t h = rec_hash(s, db, key, klen), tag = TAG(h);
+	uint64_t h = rec_hash(s, kind, key, klen), tag = TAG(h);
 	size_t first = (size_t)h & (AG_COUNTERS_SLOTS - 1);
 
 	for (size_t i = 0; i < CN_PROBE; i++) {
@@ -234,6 +275,15 @@ void ag_count_forget(struct ag_store *s, enum ag_db db, const void *key, size_t 
 		while (w != 0 && TAG(w) == tag && !atomic_compare_exchange_weak(&sl->word, &w, 0))
 			;
 	}
+}
+
+void ag_count_forget(struct ag_store *s, enum ag_db db, const void *key, size_t klen)
+{
+	if (ag_store_counters(s) == NULL)
+		return;
+	slot_forget(s, (unsigned)db, key, klen);
+	if (db == AG_DB_USER)
+		slot_forget(s, CN_FAILS | AG_DB_USER, key, klen);
 }
 
 uint64_t ag_counted_unattributed(struct ag_store *s)

@@ -4,10 +4,11 @@
  * the store and updated with C11 atomics, so counting takes no writer
  * lock and dirties no LMDB page.
  *
- * It holds the host-wide counters (what authguard-admin stats shows) and
+ * It holds the host-wide counters (what authguard-admin stats shows),
  * the refusals of each source and user record (n_refused, and the time of
  * the last one): a refusal by the read-only pass of a check writes here
- * and nowhere else. What a reader shows is the record's own count (LMDB,
+ * and nowhere else, and a user's failures that were not written to its
+ * record (ag_count_fail()). What a reader shows is the record's own count (LMDB,
  * written by older versions and by refusals made in a write transaction)
  * plus this file's.
  *
@@ -79,7 +80,22 @@ AG_API void ag_count_refusal(struct ag_store *s, enum ag_db db, const void *key,
  * the last one. */
 AG_API void ag_counted_refusals(struct ag_store *s, enum ag_db db, const void *key, size_t klen,
 				uint64_t *n_refused, int64_t *last_seen);
-/* The record is gone: forget its counts. */
+/* Failures of the user record under @ukey that were not written to it
+ * (issue 15): a failure from a place familiar to the user, or with the
+ * password that last failed there, changes nothing a rule reads in the
+ * user's record (its failure counts leave such failures out), only its
+ * n_fail and last_seen, so the guard counts it here instead of writing
+ * the record (the pages of the users' tree). ag_count_fail_claim() takes
+ * the record's slot before the commit (false: none free near its place;
+ * the record is written then), ag_count_fail() counts after it (as the
+ * host-wide counters, so a rolled-back attempt is never counted), and
+ * readers add ag_counted_fails() to the record's own n_fail and
+ * last_seen. Older versions neither look at nor clear these slots. */
+AG_API bool ag_count_fail_claim(struct ag_store *s, const void *ukey, size_t ulen);
+AG_API void ag_count_fail(struct ag_store *s, const void *ukey, size_t ulen, int64_t now);
+AG_API void ag_counted_fails(struct ag_store *s, const void *ukey, size_t ulen, uint64_t *n_fail,
+			     int64_t *last_seen);
+/* The record is gone: forget its counts (for a user, its failures here too). */
 AG_API void ag_count_forget(struct ag_store *s, enum ag_db db, const void *key, size_t klen);
 
 /* Host-wide time of the last flush of the store (ms), shared by every

@@ -54,6 +54,7 @@ struct op {
 	struct ag_view v;
 	bool damaged; /* a record could not be decoded and was reset */
 	bool have_src, have_user; /* the host's and the user's records exist */
+	bool user_counted; /* record: the user's n_fail goes to the counter file */
 	bool wrote; /* a write transaction was committed */
 	struct ag_verdict ro; /* check: the read-only pass's verdict */
 	bool have_ro;
@@ -1142,16 +1143,40 @@ static const uint8_t *pw_key_to_send(const struct op *op, const struct rec_arg *
 	return op->pwkey;
 }
 
+/* A failure that changed only n_fail and last_seen in the user's record
+ * (from a place familiar to the user, or with the password that last
+ * failed there: the user's counts leave those out) is not written there,
+ * but counted in the counter file (counters.h: ag_count_fail()), whose
+ * slot for it is claimed here: the users' tree is then not written at
+ * all (2-3 pages of a failure's 7-13, issue 15). Not in a batch of the
+ * fleet's remote attempts (ag_guard_record_remote_txn(): its caller
+ * commits), nor for a damaged or new record. */
+static bool user_quiet_failure(struct op *op, const struct ag_user_rec *before)
+{
+	struct ag_user_rec after = op->v.user;
+
+	if (!op->v.w_user || !op->have_user || op->damaged || after.n_fail != before->n_fail + 1)
+		return false;
+	after.n_fail = before->n_fail;
+	after.last_seen = before->last_seen;
+	return memcmp(&after, before, sizeof(after)) == 0 &&
+	       ag_count_fail_claim(op->s, op->ukey, op->ulen);
+}
+
 /* The record itself, inside @t: what a local attempt and one applied
- * from another host of the fleet share. @d receives its stats. */
-static int record_in(struct op *op, struct ag_txn *t, bool success, struct ag_events *ev,
-		     struct ag_stats *d)
+ * from another host of the fleet share (@remote). @d receives its stats. */
+static int record_in(struct op *op, struct ag_txn *t, bool success, bool remote,
+		     struct ag_events *ev, struct ag_stats *d)
 {
 	int rc = op_load(op, t);
 
 	if (rc != 0)
 		return rc;
+	struct ag_user_rec before = op->v.user;
 	ag_policy_record(op->c, &op->v, op->now, success, ev);
+	op->user_counted = !success && !remote && user_quiet_failure(op, &before);
+	if (op->user_counted)
+		op->v.w_user = false;
 	d->attempts = 1;
 	d->successes = success;
 	d->failures = !success;
@@ -1178,7 +1203,7 @@ static int record_fn(struct op *op, void *argp)
 	if (rc == 0)
 		rc = pw_prepare(op, t, &arg->pw, arg->success, &arg->fleet_pw);
 	if (rc == 0)
-		rc = record_in(op, t, arg->success, &arg->ev, &d);
+		rc = record_in(op, t, arg->success, false, &arg->ev, &d); /* commits itself */
 	if (rc == 0) {
 		arg->vd.familiar = arg->ev.familiar;
 		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
@@ -1202,6 +1227,8 @@ static int record_fn(struct op *op, void *argp)
 		if (rc == 0) {
 			op->wrote = true;
 			ag_count_stats(op->s, &d); /* host-wide: counters.h */
+			if (op->user_counted)
+				ag_count_fail(op->s, op->ukey, op->ulen, op->now);
 			return 0;
 		}
 		op->v = fresh;
@@ -1366,7 +1393,7 @@ int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 	if (rc != 0)
 		return rc;
 	struct ag_stats one = { 0 };
-	rc = record_in(&op, t, success, &ev, &one);
+	rc = record_in(&op, t, success, true, &ev, &one);
 	if (rc == 0 && d != NULL) {
 		d->attempts += one.attempts;
 		d->successes += one.successes;
@@ -1499,7 +1526,8 @@ static bool mem_evictable(struct gc_ctx *g, const struct ag_src_rec *r)
 	return g->take_mem && age >= g->mem_cutoff;
 }
 
-static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
+static bool rec_droppable(struct gc_ctx *g, const void *key, size_t klen, const void *val,
+			  size_t vlen)
 {
 	union {
 		struct ag_src_rec s;
@@ -1522,6 +1550,11 @@ static bool rec_droppable(struct gc_ctx *g, const void *val, size_t vlen)
 	case AG_REC_USER:
 		dead = ag_user_dead(g->c, &r.u, g->now);
 		weak = g->evict && ag_user_weak(g->c, &r.u, g->now);
+		/* its age: also from the failures counted beside it (counters.h) */
+		if (weak && g->s != NULL) {
+			uint64_t n = 0;
+			ag_counted_fails(g->s, key, klen, &n, &r.u.last_seen);
+		}
 		break;
 	case AG_REC_PAIR:
 		dead = ag_pair_dead(g->c, &r.p, g->now);
@@ -1616,7 +1649,7 @@ static enum ag_scan_op gc_visit(void *ctxp, const void *key, size_t klen, const 
 	}
 	g->is_mem = false;
 	g->kind = g->db == AG_DB_SRC && klen != AG_SRC_KEY_LEN ? AG_REC_PAIR : gc_kind(g->db);
-	if (!rec_droppable(g, val, vlen)) {
+	if (!rec_droppable(g, key, klen, val, vlen)) {
 		if (!g->migrate || g->db != AG_DB_PAIR)
 			return AG_SCAN_NEXT;
 		int rc = migrate_pair(g, key, klen, val, vlen);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "counters.h"
 #include "guard.h"
 #include "lists.h"
 #include "store.h"
@@ -1319,6 +1320,109 @@ static void test_dropped_record_forgets_refusals(void **state)
 	assert_int_equal(n_user, 0);
 }
 
+/* The user's record as LMDB holds it (@raw) or as authguard-admin shows
+ * it, with the counter file's counts (issue 15). */
+static void user_rec(struct fx *f, const char *user, bool raw, struct ag_user_rec *u)
+{
+	struct ag_store *s;
+	struct ag_txn *t;
+	uint8_t k[AG_USER_KEY_MAX];
+	const void *val;
+	size_t vlen;
+
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	size_t kl = ag_admin_user_key(s, &f->c, user, k);
+	assert_int_equal(ag_txn_begin(s, false, &t), 0);
+	if (raw) {
+		assert_int_equal(ag_txn_get(t, AG_DB_USER, k, kl, &val, &vlen), 0);
+		assert_int_equal(ag_rec_decode(AG_REC_USER, val, vlen, u), 0);
+	} else {
+		assert_int_equal(ag_admin_get_user(t, k, kl, u), 0);
+	}
+	ag_txn_abort(t);
+}
+
+/* Issue 15: a failure that changes nothing a rule reads in the user's
+ * record (the password that last failed from there again, or a typo
+ * from a place familiar to the user) does not write it: its n_fail and
+ * last_seen are counted in the counter file, and what authguard-admin
+ * shows is exact. A failure that counts toward the lock writes it, and
+ * the lock comes at the same count as ever; a record the clean-up drops
+ * takes those counts with it. */
+static void test_repeat_failure_user_unwritten(void **state)
+{
+	struct fx *f = *state;
+	struct ag_user_rec raw, shown_u, u;
+	const char *phone = "192.0.2.210", *home = "192.0.2.211";
+
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 3;
+	assert_int_equal(try(f, "uma", home, true, "right"), AG_PROCEED);
+	try(f, "uma", phone, false, "old");
+	user_rec(f, "uma", true, &raw);
+	assert_int_equal(raw.n_fail, 1);
+	/* a stale phone: the same wrong password, again and again */
+	for (int i = 0; i < 10; i++) {
+		fake_ms += 1000;
+		assert_int_equal(try(f, "uma", phone, false, "old"), AG_PROCEED);
+	}
+	int64_t last = fake_ms - 10;
+	user_rec(f, "uma", true, &u);
+	assert_memory_equal(&u, &raw, sizeof(u)); /* not written */
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 11);
+	assert_int_equal(shown_u.last_seen, last);
+	/* typos at home (familiar): not written either */
+	try(f, "uma", home, false, "typo1");
+	try(f, "uma", home, false, "typo2");
+	user_rec(f, "uma", true, &u);
+	assert_memory_equal(&u, &raw, sizeof(u));
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 13);
+	/* guesses from strangers count: written, and with the phone's first
+	 * failure the user is locked at the third, as ever */
+	assert_int_equal(try(f, "uma", "198.51.100.210", false, "g1"), AG_PROCEED);
+	user_rec(f, "uma", true, &u);
+	assert_int_equal(u.n_fail, 2);
+	assert_true(u.last_seen > raw.last_seen);
+	assert_int_equal(try(f, "uma", "198.51.100.211", false, "g2"), AG_PROCEED);
+	assert_int_equal(try(f, "uma", "198.51.100.212", true, "right"), AG_REFUSE);
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 15);
+	assert_true(shown_u.lock_until > fake_ms);
+	/* the clean-up drops the record: its counts go with it */
+	fake_ms += f->c.user_lock_time + 60LL * 86400000;
+	assert_true(ag_guard_gc(&f->c, fake_ms) >= 1);
+	try(f, "uma", "198.51.100.214", false, "g4");
+	user_rec(f, "uma", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 1);
+}
+
+/* With no slot for the user in the counter file (its table full), a
+ * repeated failure writes the user's record as before: no count lost. */
+static void test_repeat_failure_counter_table_full(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_user_rec raw, shown_u;
+	char key[32];
+
+	f->c.ip_ban_after = 0;
+	f->c.user_lock_after = 0;
+	try(f, "vera", "192.0.2.220", false, "old");
+	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	for (int i = 0; i < 4 * AG_COUNTERS_SLOTS; i++) {
+		snprintf(key, sizeof(key), "fill%d", i);
+		(void)ag_count_fail_claim(s, key, strlen(key));
+	}
+	for (int i = 0; i < 3; i++)
+		try(f, "vera", "192.0.2.220", false, "old");
+	user_rec(f, "vera", true, &raw);
+	assert_int_equal(raw.n_fail, 4);
+	user_rec(f, "vera", false, &shown_u);
+	assert_int_equal(shown_u.n_fail, 4);
+}
+
 /* log = none: the attempt line is not even formatted (nothing reaches
  * the sink, and no line is written anywhere). */
 static void test_log_none_formats_nothing(void **state)
@@ -1660,6 +1764,14 @@ static void test_old_pair_database(void **state)
 	f->c.decay_half_life = 600000;
 	assert_int_equal(try(f, "bob", "198.51.100.1", true, NULL), AG_PROCEED); /* opens the store */
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
+	/* the hourly step (every 64th write of the process, whatever test
+	 * made them) would move the old pairs at a moment of its own: a
+	 * pass state of a newer version keeps it out of this store */
+	struct ag_txn *gt;
+	uint32_t newer = 1000;
+	assert_int_equal(ag_txn_begin(s, true, &gt), 0);
+	assert_int_equal(ag_txn_put(gt, AG_DB_META, "gc", 2, &newer, sizeof(newer)), 0);
+	assert_int_equal(ag_txn_commit(gt), 0);
 	/* olga logged in from home yesterday, through an old module, and
 	 * mistyped once since */
 	r.last_success = fake_ms - 86400000LL;
@@ -1753,7 +1865,11 @@ static void test_old_pair_database(void **state)
 	assert_int_equal(info.entries[AG_DB_PAIR], 0);
 	assert_int_equal(try(f, "rita", "192.0.2.40", true, NULL), AG_PROCEED);
 
-	/* and so does the hourly pass, taken in steps while the guard writes */
+	/* and so does the hourly pass, taken in steps while the guard writes
+	 * (let in again) */
+	assert_int_equal(ag_txn_begin(s, true, &gt), 0);
+	assert_int_equal(ag_txn_del(gt, AG_DB_META, "gc", 2), 0);
+	assert_int_equal(ag_txn_commit(gt), 0);
 	p.familiar_until = fake_ms + 30 * 86400000LL;
 	put_old_pair(s, "tom", "192.0.2.60", &p);
 	fake_ms += 2 * 3600000LL;
@@ -1881,6 +1997,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_old_pair_database, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_pair_damaged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_wave_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repeat_failure_user_unwritten, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_repeat_failure_counter_table_full, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -732,6 +732,49 @@ static void test_counter_file_checks(void **state)
 	assert_int_equal(nr, 0);
 }
 
+/* A user's failures kept in the counter file (issue 15): a slot of their
+ * own, apart from the same record's refusals, claimed before it counts;
+ * forgetting the user drops both; a full table claims nothing. */
+static void test_counter_file_user_fails(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	uint64_t n = 0, nr = 0;
+	int64_t seen = 100;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	assert_non_null(ag_store_counters(s));
+	assert_true(ag_count_fail_claim(s, "u1", 2));
+	ag_counted_fails(s, "u1", 2, &n, &seen);
+	assert_int_equal(n, 0); /* claimed, nothing counted yet */
+	assert_int_equal(seen, 100);
+	for (int i = 0; i < 3; i++)
+		ag_count_fail(s, "u1", 2, 500 + i);
+	assert_true(ag_count_fail_claim(s, "u1", 2)); /* its slot again */
+	ag_count_refusal(s, AG_DB_USER, "u1", 2, 900);
+	ag_counted_fails(s, "u1", 2, &n, &seen);
+	assert_int_equal(n, 3);
+	assert_int_equal(seen, 502);
+	ag_counted_refusals(s, AG_DB_USER, "u1", 2, &nr, &seen);
+	assert_int_equal(nr, 1);
+	assert_int_equal(seen, 900);
+	n = 0;
+	ag_counted_fails(s, "u2", 2, &n, &seen);
+	assert_int_equal(n, 0);
+	ag_count_forget(s, AG_DB_USER, "u1", 2);
+	n = nr = 0;
+	ag_counted_fails(s, "u1", 2, &n, &seen);
+	ag_counted_refusals(s, AG_DB_USER, "u1", 2, &nr, &seen);
+	assert_int_equal(n + nr, 0);
+	/* the table full: no claim (the guard writes the record then) */
+	char key[32];
+	for (int i = 0; i < 4 * AG_COUNTERS_SLOTS; i++) {
+		snprintf(key, sizeof(key), "fill%d", i);
+		(void)ag_count_fail_claim(s, key, strlen(key));
+	}
+	assert_false(ag_count_fail_claim(s, "late", 4));
+}
+
 /* In a directory shared through its group (SECURITY.md), the counter file
  * is writable by the group whatever this process's umask, as the LMDB
  * files are: or the other services could not count. */
@@ -873,6 +916,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_planted_store_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_group_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counter_file_user_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_group_layout_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_never_past_max_across_processes, setup, teardown),
