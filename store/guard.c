@@ -33,6 +33,16 @@ void ag_guard_set_clock(int64_t (*now_fn)(void))
 	clock_fn = now_fn != NULL ? now_fn : ag_now_ms;
 }
 
+/* The wall clock of the per-process pacing below (evict(), maintain(),
+ * maybe_maintain()): the guard's clock is the records' time, and a test
+ * that moves it on by hours must not also move the pacing on. */
+static int64_t (*pace_fn)(void) = ag_now_ms;
+
+void ag_guard_set_pace_clock(int64_t (*now_fn)(void))
+{
+	pace_fn = now_fn != NULL ? now_fn : ag_now_ms;
+}
+
 /* One attempt resolved against the store. */
 struct op {
 	const struct ag_conf *c;
@@ -1848,7 +1858,7 @@ static void evict_say(const struct ag_conf *c, const struct ag_sink *sink,
 	fault(c, sink, FAULT_EVICT, 0, what);
 }
 
-/* Per process (wall clock): no round before evict_quiet_until_ms (after a
+/* Per process (wall clock, pace_fn): no round before evict_quiet_until_ms (after a
  * round that found too little to evict, or a full round a moment ago);
  * the last gc_pass() of maintain(). */
 static _Atomic int64_t evict_quiet_until_ms, last_gc_pass_ms;
@@ -1871,7 +1881,7 @@ static long evict(const struct ag_conf *c, const struct ag_sink *sink, struct ag
 	struct evict_round r = { .before = store_records(s) };
 	struct ag_evict_stats e = { 0 };
 	struct ag_txn *t;
-	int64_t wall = ag_now_ms();
+	int64_t wall = pace_fn();
 	uint64_t target = (uint64_t)c->db_max_size / EVICT_TARGET_DEN * EVICT_TARGET_NUM;
 
 	if (!full && ag_txn_begin(s, false, &t) == 0) {
@@ -1918,7 +1928,7 @@ static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct
 		     int64_t now, bool full)
 {
 	uint64_t used, map;
-	int64_t wall = ag_now_ms();
+	int64_t wall = pace_fn();
 	long n = 0;
 
 	if (still_before(wall, evict_quiet_until_ms, EVICT_IDLE_MS))
@@ -2074,7 +2084,7 @@ static void maybe_maintain(struct op *op)
 	if (used * 4 <= limit * 3) {
 		/* after a failed step (a damaged page, a full map) this process
 		 * leaves the pass alone for a minute */
-		int64_t failed = last_gc_fail_ms, now = ag_now_ms();
+		int64_t failed = last_gc_fail_ms, now = pace_fn();
 		if (failed != 0 && now - failed < GC_RETRY_MS && now >= failed)
 			return;
 		long n = gc_step(op->c, op->s, op->now);
@@ -2086,7 +2096,7 @@ static void maybe_maintain(struct op *op)
 	}
 	if (map < max && ag_store_grow(op->s, op->c->db_max_size) == 0)
 		return;
-	int64_t now = ag_now_ms(), last = last_maintain_ms;
+	int64_t now = pace_fn(), last = last_maintain_ms;
 	if (now - last < 1000 && now >= last)
 		return;
 	if (!atomic_compare_exchange_strong(&last_maintain_ms, &last, now))
