@@ -1,6 +1,6 @@
 /*
  * test_admin.c - authguard-admin against a store made by the real module
- * through real libpam (pam_wrapper + pam_matrix): every command, and that
+ * through real libpam (tools/pamdrive.h, pam_matrix): every command, and that
  * its changes take effect at once in a process that already has the store
  * open (this one: the module stays loaded with its store handle).
  */
@@ -399,7 +399,9 @@ static void test_config_commands(void **state)
 
 static void test_bad_arguments(void **state)
 {
-	const char *argv[] = { admin, "-c", "/tmp/authguard-no-such.conf", "status", NULL };
+	char missing[400];
+	snprintf(missing, sizeof(missing), "%s/no-such.conf", workdir);
+	const char *argv[] = { admin, "-c", missing, "status", NULL };
 	(void)state;
 	use_conf("");
 	/* a config named with -c that cannot be read stops every command */

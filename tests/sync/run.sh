@@ -1,8 +1,8 @@
 #!/bin/bash
 # tests/sync/run.sh - the fleet (issue 13): four simulated hosts of one mail
 # service, each with its own config and store, its own authguard-sync and
-# the real pam_authguard.so driven through real libpam (pam_wrapper,
-# pam_matrix: tests/sync/pamhost), share one real redis-server on a random
+# the real pam_authguard.so driven through real libpam (pam_matrix:
+# tests/sync/pamhost), share one real redis-server on a random
 # loopback port. Checked: a brute force spread round-robin over the four
 # hosts is banned after ip_ban_after failures in all; a ban made on one
 # host refuses on another; a botnet against one mailbox locks strangers
