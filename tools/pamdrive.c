@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +148,15 @@ int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
 		/* pam_wrapper has picked its directory: let the next one go */
 		const char *lk = getenv("AG_PWRAP_LOCK_FD");
 		if (lk != NULL) {
-			close(atoi(lk));
+			char *end;
+			errno = 0;
+			long fd = strtol(lk, &end, 10);
+			/* our own parent set it; anything else is not ours to close */
+			if (lk[0] >= '0' && lk[0] <= '9' && *end == '\0' && errno == 0 && fd > 2 &&
+			    fd < INT_MAX)
+				close((int)fd);
+			else
+				fprintf(stderr, "AG_PWRAP_LOCK_FD=%.32s: not a descriptor, left alone\n", lk);
 			unsetenv("AG_PWRAP_LOCK_FD");
 		}
 		return 0;
