@@ -114,8 +114,15 @@ AG_API void ag_store_sync(struct ag_store *s);
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;
 	uint64_t entries[AG_DB_COUNT];
-	unsigned readers, max_readers; /* readers: the most slots ever in use at once */
-	unsigned own_readers;          /* slots this process holds (kept idle ones too) */
+	/* LMDB reader slots (AG_MAX_READERS = max_readers): held now by live
+	 * processes (a read under way, or an idle one kept for the next
+	 * read), of them in a read now, held by processes that are gone
+	 * (their slots are taken back by the next stale-reader check), this
+	 * process's own (kept idle ones too); and the most ever in use at once
+	 * since the lock file was made (LMDB's me_numreaders: it never
+	 * goes down) */
+	unsigned readers, readers_busy, readers_stale, own_readers;
+	unsigned readers_peak, max_readers;
 	uint32_t schema;
 	char path[1024];
 	uint64_t last_txnid; /* of the last committed write transaction */

@@ -194,6 +194,9 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(has(out, "schema:   1"), 1);
 	assert_int_equal(has(out, "sources:  2 addresses, 1 prefixes tracked"), 1);
 	assert_int_equal(has(out, "evicted:  none (the store has not been full)"), 1);
+	/* the slots held now, the peak apart and so named */
+	const char *rd[] = { "readers:  ", " slots held now (", " in a read); most ever at once ", NULL };
+	assert_int_equal(tu_count_lines(out, rd), 1);
 	assert_int_equal(run("stats", NULL), 0);
 	assert_int_equal(has(out, "attempts_total               3"), 1);
 	assert_int_equal(has(out, "failures_total               2"), 1);

@@ -542,7 +542,7 @@ static void test_read_txns_shared_by_threads(void **state)
 		assert_int_equal(args[i].bad, 0);
 	}
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_true(info.readers <= THREADS + 1);
+	assert_true(info.readers_peak <= THREADS + 1);
 	assert_int_equal(get_u64(s, "k"), 5);
 }
 
@@ -598,13 +598,80 @@ static void test_idle_slots_bounded(void **state)
 		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_true(info.readers > PROCS);
+	assert_true(info.readers_peak > PROCS);
+	/* held now: only this process's kept slot; the children's slots
+	 * (gone with _exit, no mdb_env_close) are counted apart, not as in
+	 * use (before: "readers" was the peak, 301 here) */
+	assert_int_equal(info.readers, 1);
+	assert_int_equal(info.own_readers, 1);
+	assert_int_equal(info.readers_busy, 0);
 	/* the slot this process kept goes with its next read, and none is
 	 * kept after it */
 	assert_int_equal(get_u64(s, "k"), 1);
 	assert_int_equal(get_u64(s, "k"), 1);
 	assert_int_equal(ag_store_info(s, &info), 0);
 	assert_int_equal(info.own_readers, 0);
+}
+
+/* What ag_store_info() says of the reader slots is what is held now: a
+ * process in a read counts, as busy; one that died in a read (its slot
+ * stays until a stale-reader check: every process opening the store
+ * makes one, so the last to die is seen here) counts apart; the peak is
+ * the most ever at once. Before, "readers" was that peak alone. */
+static void test_readers_held_now(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+	int ready[2], go[2];
+	char b;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid_t live = fork(); /* in a read while we look */
+	assert_true(live >= 0);
+	if (live == 0) {
+		struct ag_store *cs;
+		struct ag_txn *t;
+		close(ready[0]);
+		close(go[1]);
+		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
+			_exit(3);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(4);
+		while (read(go[0], &b, 1) < 0 && errno == EINTR)
+			;
+		ag_txn_abort(t);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &b, 1), 1);
+	pid_t dead = fork(); /* dies inside a read */
+	assert_true(dead >= 0);
+	if (dead == 0) {
+		struct ag_store *cs;
+		struct ag_txn *t;
+		_exit(ag_store_get(f->db, &cs) == 0 && ag_txn_begin(cs, false, &t) == 0 ? 0 : 3);
+	}
+	int st;
+	assert_int_equal(waitpid(dead, &st, 0), dead);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	close(go[1]);
+	close(ready[0]);
+	assert_int_equal(waitpid(live, &st, 0), live);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	print_message("readers %u (busy %u, own %u), stale %u, peak %u of %u\n", info.readers,
+		      info.readers_busy, info.own_readers, info.readers_stale, info.readers_peak,
+		      info.max_readers);
+	assert_int_equal(info.readers_stale, 1);
+	assert_int_equal(info.readers_busy, 1);
+	assert_true(info.own_readers <= 1);
+	assert_int_equal(info.readers, 1 + info.own_readers);
+	assert_true(info.readers_peak >= 2 + info.own_readers);
 }
 
 /* Many processes incrementing one counter lose no increment. */
@@ -886,6 +953,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_after_map_grown_elsewhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_txns_shared_by_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_slots_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readers_held_now, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
