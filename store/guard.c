@@ -1063,6 +1063,17 @@ struct pw_in {
 	const uint8_t *remote_key;
 };
 
+/* What op_load() read (the view and the flags it sets in op) and in which
+ * snapshot: a success's read-only pass (record_quiet()) keeps it for its
+ * write transaction, which takes it instead of reading again when its id
+ * says nothing was committed since (ag_txn_id()). */
+struct op_loaded {
+	bool valid;
+	uint64_t txnid; /* of the read transaction */
+	struct ag_view v;
+	bool damaged, have_src, have_user, old_pair, old_wave;
+};
+
 struct rec_arg {
 	bool success, remote;
 	int (*in_txn)(struct ag_txn *t, void *arg);
@@ -1071,6 +1082,7 @@ struct rec_arg {
 	struct ag_verdict vd;
 	struct pw_in pw;
 	bool fleet_pw; /* the hashes are under the fleet's key (sync.h) */
+	struct op_loaded *kept; /* (not zeroed with the rest: only .valid) */
 };
 
 /* The key passwords are hashed under: the fleet's when this host is in
@@ -1155,9 +1167,9 @@ static const uint8_t *pw_key_to_send(const struct op *op, const struct rec_arg *
 /* The record itself, inside @t: what a local attempt and one applied
  * from another host of the fleet share. @d receives its stats. */
 static int record_in(struct op *op, struct ag_txn *t, bool success, struct ag_events *ev,
-		     struct ag_stats *d)
+		     struct ag_stats *d, bool loaded)
 {
-	int rc = op_load(op, t);
+	int rc = loaded ? 0 : op_load(op, t);
 
 	if (rc != 0)
 		return rc;
@@ -1187,8 +1199,23 @@ static int record_fn(struct op *op, void *argp)
 	rc = flight_drop(op, t);
 	if (rc == 0)
 		rc = pw_prepare(op, t, &arg->pw, arg->success, &arg->fleet_pw);
+	/* the read-only pass's records, if this transaction sees the same
+	 * snapshot (the hashes pw_prepare() just made are the same too: the
+	 * key is read from that snapshot). Any commit in between, by any
+	 * process or thread (an eviction round before a retry too), and they
+	 * are read again. The flight marks go first, with the view as it was
+	 * (flight_drop() looks at its trusted). */
+	bool loaded = rc == 0 && arg->kept->valid && ag_txn_id(t) == arg->kept->txnid + 1;
+	if (loaded) {
+		op->v = arg->kept->v;
+		op->damaged = arg->kept->damaged;
+		op->have_src = arg->kept->have_src;
+		op->have_user = arg->kept->have_user;
+		op->old_pair = arg->kept->old_pair;
+		op->old_wave = arg->kept->old_wave;
+	}
 	if (rc == 0)
-		rc = record_in(op, t, arg->success, &arg->ev, &d);
+		rc = record_in(op, t, arg->success, &arg->ev, &d, loaded);
 	if (rc == 0) {
 		arg->vd.familiar = arg->ev.familiar;
 		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
@@ -1276,11 +1303,18 @@ static int record_quiet(struct op *op, struct rec_arg *arg)
 	if (rc != 0)
 		return rc;
 	bool fleet;
+	uint64_t txnid = ag_txn_id(t);
 	rc = pw_prepare(op, t, &arg->pw, true, &fleet); /* for the hot-password record */
 	if (rc == 0)
 		rc = op_load(op, t);
 	ag_txn_abort(t);
-	if (rc == 0 && quiet_success(op)) {
+	bool quiet = rc == 0 && quiet_success(op);
+	if (rc == 0 && !quiet)
+		*arg->kept = (struct op_loaded){ .valid = true, .txnid = txnid, .v = op->v,
+						 .damaged = op->damaged, .have_src = op->have_src,
+						 .have_user = op->have_user, .old_pair = op->old_pair,
+						 .old_wave = op->old_wave };
+	if (quiet) {
 		struct ag_stats d = { .attempts = 1, .successes = 1 };
 		arg->ev.familiar = arg->vd.familiar = true;
 		arg->ev.wave = arg->vd.wave = ag_wave_on(op->c, &op->v.wave, op->now);
@@ -1310,8 +1344,10 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		       const struct ag_ticket *tk)
 {
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
+	struct op_loaded kept;
+	kept.valid = false;
 	struct rec_arg arg = { .success = success, .remote = o->remote, .in_txn = o->in_txn,
-			       .in_arg = o->arg,
+			       .in_arg = o->arg, .kept = &kept,
 			       .pw = { .pw = o->pw, .len = o->pw != NULL ? o->pw_len : 0,
 				       .per_user = o->pw_per_user, .remote = o->remote,
 				       .remote_hash = o->remote_pw_hash,
@@ -1376,7 +1412,7 @@ int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 	if (rc != 0)
 		return rc;
 	struct ag_stats one = { 0 };
-	rc = record_in(&op, t, success, &ev, &one);
+	rc = record_in(&op, t, success, &ev, &one, false);
 	if (rc == 0 && d != NULL) {
 		d->attempts += one.attempts;
 		d->successes += one.successes;

@@ -527,6 +527,11 @@ struct ag_store *ag_txn_store(struct ag_txn *t)
 	return t->s;
 }
 
+uint64_t ag_txn_id(const struct ag_txn *t)
+{
+	return (uint64_t)mdb_txn_id(t->txn);
+}
+
 const uint8_t *ag_store_secret(const struct ag_store *s)
 {
 	return s->secret;

@@ -57,6 +57,11 @@ AG_API int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r);
 AG_API int ag_txn_commit(struct ag_txn *t);
 /* Abort (and free) @t; NULL is fine. */
 AG_API void ag_txn_abort(struct ag_txn *t);
+/* LMDB's id of @t: for a read, the last write committed when it began
+ * (the snapshot it sees); for a write, one more than that. So a write
+ * whose id is a read's plus one sees what the read saw: nothing was
+ * committed in between, by any process. */
+AG_API uint64_t ag_txn_id(const struct ag_txn *t);
 
 /* Look up @key. On success *val_r points into the map, valid until the
  * transaction ends. Errors: AG_ENOTFOUND, AG_EINVAL (bad key), AG_ESTORE. */

@@ -674,6 +674,50 @@ static void test_readers_held_now(void **state)
 	assert_true(info.readers_peak >= 2 + info.own_readers);
 }
 
+/* ag_txn_id(): what the guard relies on to take a read's records into
+ * its write (guard.c record_fn()): a write begun with no commit since a
+ * read has the read's id plus one, one begun after a commit (by another
+ * process here) has more; an aborted write commits nothing. */
+static void test_txn_ids(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *r, *w;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(ag_txn_begin(s, false, &r), 0);
+	uint64_t id = ag_txn_id(r);
+	ag_txn_abort(r);
+	assert_int_equal(ag_txn_begin(s, true, &w), 0);
+	assert_int_equal(ag_txn_id(w), id + 1);
+	ag_txn_abort(w); /* nothing committed */
+	assert_int_equal(ag_txn_begin(s, true, &w), 0);
+	assert_int_equal(ag_txn_id(w), id + 1);
+	ag_txn_abort(w);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *cs;
+		struct ag_txn *t;
+		uint64_t v = 2;
+		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, true, &t) != 0 ||
+		    ag_txn_put(t, AG_DB_SRC, "k", 1, &v, sizeof(v)) != 0 || ag_txn_commit(t) != 0)
+			_exit(3);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(ag_txn_begin(s, true, &w), 0);
+	assert_int_equal(ag_txn_id(w), id + 2);
+	ag_txn_abort(w);
+	assert_int_equal(ag_txn_begin(s, false, &r), 0);
+	assert_int_equal(ag_txn_id(r), id + 1);
+	ag_txn_abort(r);
+	assert_int_equal(get_u64(s, "k"), 2);
+}
+
 /* Many processes incrementing one counter lose no increment. */
 static void test_concurrent_writers(void **state)
 {
@@ -954,6 +998,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_txns_shared_by_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_slots_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readers_held_now, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_txn_ids, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
