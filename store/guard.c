@@ -33,6 +33,16 @@ void ag_guard_set_clock(int64_t (*now_fn)(void))
 	clock_fn = now_fn != NULL ? now_fn : ag_now_ms;
 }
 
+/* The wall clock of the per-process pacing below (evict(), maintain(),
+ * maybe_maintain()): the guard's clock is the records' time, and a test
+ * that moves it on by hours must not also move the pacing on. */
+static int64_t (*pace_fn)(void) = ag_now_ms;
+
+void ag_guard_set_pace_clock(int64_t (*now_fn)(void))
+{
+	pace_fn = now_fn != NULL ? now_fn : ag_now_ms;
+}
+
 /* One attempt resolved against the store. */
 struct op {
 	const struct ag_conf *c;
@@ -1054,6 +1064,17 @@ struct pw_in {
 	const uint8_t *remote_key;
 };
 
+/* What op_load() read (the view and the flags it sets in op) and in which
+ * snapshot: a success's read-only pass (record_quiet()) keeps it for its
+ * write transaction, which takes it instead of reading again when its id
+ * says nothing was committed since (ag_txn_id()). */
+struct op_loaded {
+	bool valid;
+	uint64_t txnid; /* of the read transaction */
+	struct ag_view v;
+	bool damaged, have_src, have_user, old_pair, old_wave;
+};
+
 struct rec_arg {
 	bool success, remote;
 	int (*in_txn)(struct ag_txn *t, void *arg);
@@ -1062,6 +1083,7 @@ struct rec_arg {
 	struct ag_verdict vd;
 	struct pw_in pw;
 	bool fleet_pw; /* the hashes are under the fleet's key (sync.h) */
+	struct op_loaded *kept; /* (not zeroed with the rest: only .valid) */
 };
 
 /* The key passwords are hashed under: the fleet's when this host is in
@@ -1164,11 +1186,12 @@ static bool user_quiet_failure(struct op *op, const struct ag_user_rec *before)
 }
 
 /* The record itself, inside @t: what a local attempt and one applied
- * from another host of the fleet share (@remote). @d receives its stats. */
+ * from another host of the fleet share (@remote). @d receives its stats.
+ * @loaded: op->v holds the records as this transaction sees them already. */
 static int record_in(struct op *op, struct ag_txn *t, bool success, bool remote,
-		     struct ag_events *ev, struct ag_stats *d)
+		     struct ag_events *ev, struct ag_stats *d, bool loaded)
 {
-	int rc = op_load(op, t);
+	int rc = loaded ? 0 : op_load(op, t);
 
 	if (rc != 0)
 		return rc;
@@ -1202,8 +1225,23 @@ static int record_fn(struct op *op, void *argp)
 	rc = flight_drop(op, t);
 	if (rc == 0)
 		rc = pw_prepare(op, t, &arg->pw, arg->success, &arg->fleet_pw);
+	/* the read-only pass's records, if this transaction sees the same
+	 * snapshot (the hashes pw_prepare() just made are the same too: the
+	 * key is read from that snapshot). Any commit in between, by any
+	 * process or thread (an eviction round before a retry too), and they
+	 * are read again. The flight marks go first, with the view as it was
+	 * (flight_drop() looks at its trusted). */
+	bool loaded = rc == 0 && arg->kept->valid && ag_txn_id(t) == arg->kept->txnid + 1;
+	if (loaded) {
+		op->v = arg->kept->v;
+		op->damaged = arg->kept->damaged;
+		op->have_src = arg->kept->have_src;
+		op->have_user = arg->kept->have_user;
+		op->old_pair = arg->kept->old_pair;
+		op->old_wave = arg->kept->old_wave;
+	}
 	if (rc == 0)
-		rc = record_in(op, t, arg->success, false, &arg->ev, &d); /* commits itself */
+		rc = record_in(op, t, arg->success, false, &arg->ev, &d, loaded);
 	if (rc == 0) {
 		arg->vd.familiar = arg->ev.familiar;
 		arg->vd.user_score = ag_score_at(&op->v.user.fails, op->now, op->c->decay_half_life);
@@ -1293,11 +1331,18 @@ static int record_quiet(struct op *op, struct rec_arg *arg)
 	if (rc != 0)
 		return rc;
 	bool fleet;
+	uint64_t txnid = ag_txn_id(t);
 	rc = pw_prepare(op, t, &arg->pw, true, &fleet); /* for the hot-password record */
 	if (rc == 0)
 		rc = op_load(op, t);
 	ag_txn_abort(t);
-	if (rc == 0 && quiet_success(op)) {
+	bool quiet = rc == 0 && quiet_success(op);
+	if (rc == 0 && !quiet)
+		*arg->kept = (struct op_loaded){ .valid = true, .txnid = txnid, .v = op->v,
+						 .damaged = op->damaged, .have_src = op->have_src,
+						 .have_user = op->have_user, .old_pair = op->old_pair,
+						 .old_wave = op->old_wave };
+	if (quiet) {
 		struct ag_stats d = { .attempts = 1, .successes = 1 };
 		arg->ev.familiar = arg->vd.familiar = true;
 		arg->ev.wave = arg->vd.wave = ag_wave_on(op->c, &op->v.wave, op->now);
@@ -1327,8 +1372,10 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		       const struct ag_ticket *tk)
 {
 	struct ag_ticket t = { .magic = AG_TICKET_MAGIC };
+	struct op_loaded kept;
+	kept.valid = false;
 	struct rec_arg arg = { .success = success, .remote = o->remote, .in_txn = o->in_txn,
-			       .in_arg = o->arg,
+			       .in_arg = o->arg, .kept = &kept,
 			       .pw = { .pw = o->pw, .len = o->pw != NULL ? o->pw_len : 0,
 				       .per_user = o->pw_per_user, .remote = o->remote,
 				       .remote_hash = o->remote_pw_hash,
@@ -1393,7 +1440,7 @@ int ag_guard_record_remote_txn(struct ag_txn *t, const struct ag_conf *c,
 	if (rc != 0)
 		return rc;
 	struct ag_stats one = { 0 };
-	rc = record_in(&op, t, success, true, &ev, &one);
+	rc = record_in(&op, t, success, true, &ev, &one, false);
 	if (rc == 0 && d != NULL) {
 		d->attempts += one.attempts;
 		d->successes += one.successes;
@@ -1881,7 +1928,7 @@ static void evict_say(const struct ag_conf *c, const struct ag_sink *sink,
 	fault(c, sink, FAULT_EVICT, 0, what);
 }
 
-/* Per process (wall clock): no round before evict_quiet_until_ms (after a
+/* Per process (wall clock, pace_fn): no round before evict_quiet_until_ms (after a
  * round that found too little to evict, or a full round a moment ago);
  * the last gc_pass() of maintain(). */
 static _Atomic int64_t evict_quiet_until_ms, last_gc_pass_ms;
@@ -1904,7 +1951,7 @@ static long evict(const struct ag_conf *c, const struct ag_sink *sink, struct ag
 	struct evict_round r = { .before = store_records(s) };
 	struct ag_evict_stats e = { 0 };
 	struct ag_txn *t;
-	int64_t wall = ag_now_ms();
+	int64_t wall = pace_fn();
 	uint64_t target = (uint64_t)c->db_max_size / EVICT_TARGET_DEN * EVICT_TARGET_NUM;
 
 	if (!full && ag_txn_begin(s, false, &t) == 0) {
@@ -1951,7 +1998,7 @@ static long maintain(const struct ag_conf *c, const struct ag_sink *sink, struct
 		     int64_t now, bool full)
 {
 	uint64_t used, map;
-	int64_t wall = ag_now_ms();
+	int64_t wall = pace_fn();
 	long n = 0;
 
 	if (still_before(wall, evict_quiet_until_ms, EVICT_IDLE_MS))
@@ -2107,7 +2154,7 @@ static void maybe_maintain(struct op *op)
 	if (used * 4 <= limit * 3) {
 		/* after a failed step (a damaged page, a full map) this process
 		 * leaves the pass alone for a minute */
-		int64_t failed = last_gc_fail_ms, now = ag_now_ms();
+		int64_t failed = last_gc_fail_ms, now = pace_fn();
 		if (failed != 0 && now - failed < GC_RETRY_MS && now >= failed)
 			return;
 		long n = gc_step(op->c, op->s, op->now);
@@ -2119,7 +2166,7 @@ static void maybe_maintain(struct op *op)
 	}
 	if (map < max && ag_store_grow(op->s, op->c->db_max_size) == 0)
 		return;
-	int64_t now = ag_now_ms(), last = last_maintain_ms;
+	int64_t now = pace_fn(), last = last_maintain_ms;
 	if (now - last < 1000 && now >= last)
 		return;
 	if (!atomic_compare_exchange_strong(&last_maintain_ms, &last, now))

@@ -186,4 +186,11 @@ AG_API int64_t ag_guard_now(void);
 /* Test hook: if non-zero, the clock the guard uses (ms). */
 AG_API void ag_guard_set_clock(int64_t (*now_fn)(void));
 
+/* Test hook: if non-zero, the wall clock (ms) that paces this process's
+ * upkeep of a full store (how often it looks, starts an eviction round,
+ * waits after one: guard.c), ag_now_ms() otherwise. A test freezes it or
+ * moves it on by hand, so that how fast the machine runs does not decide
+ * how many rounds there are. */
+AG_API void ag_guard_set_pace_clock(int64_t (*now_fn)(void));
+
 #endif

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -526,6 +527,11 @@ struct ag_store *ag_txn_store(struct ag_txn *t)
 	return t->s;
 }
 
+uint64_t ag_txn_id(const struct ag_txn *t)
+{
+	return (uint64_t)mdb_txn_id(t->txn);
+}
+
 const uint8_t *ag_store_secret(const struct ag_store *s)
 {
 	return s->secret;
@@ -841,14 +847,27 @@ void ag_store_sync(struct ag_store *s)
 	flush(s);
 }
 
-/* mdb_reader_list() callback: one line per slot in use, "pid thread txnid". */
-static int count_own(const char *line, void *ctx)
+/* mdb_reader_list() callback: a header, then one line per slot that has
+ * an owner, "pid thread txnid" ("-" for txnid: idle, kept for the next
+ * read). A slot whose process is gone stays until a stale-reader check. */
+static int count_readers(const char *line, void *ctx)
 {
 	struct ag_store_info *info = ctx;
 	long pid;
+	unsigned long thread;
+	char txn[32];
 
-	if (sscanf(line, "%ld", &pid) == 1 && pid == (long)getpid())
+	if (sscanf(line, "%ld %lx %31s", &pid, &thread, txn) != 3 || pid <= 0)
+		return 0; /* the header, or "(no active readers)" */
+	if (pid == (long)getpid())
 		info->own_readers++;
+	else if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+		info->readers_stale++;
+		return 0;
+	}
+	info->readers++;
+	if (strcmp(txn, "-") != 0)
+		info->readers_busy++;
 	return 0;
 }
 
@@ -867,8 +886,8 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 		return AG_ESTORE;
 	info->map_size = ei.me_mapsize;
 	info->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
-	info->readers = ei.me_numreaders;
-	(void)mdb_reader_list(s->env, count_own, info);
+	info->readers_peak = ei.me_numreaders;
+	(void)mdb_reader_list(s->env, count_readers, info);
 	info->last_txnid = ei.me_last_txnid;
 	info->max_readers = ei.me_maxreaders;
 	if (fstat(s->file_fd[SF_DATA], &fst) == 0)

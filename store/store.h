@@ -59,6 +59,11 @@ AG_API int ag_txn_begin(struct ag_store *s, bool write, struct ag_txn **t_r);
 AG_API int ag_txn_commit(struct ag_txn *t);
 /* Abort (and free) @t; NULL is fine. */
 AG_API void ag_txn_abort(struct ag_txn *t);
+/* LMDB's id of @t: for a read, the last write committed when it began
+ * (the snapshot it sees); for a write, one more than that. So a write
+ * whose id is a read's plus one sees what the read saw: nothing was
+ * committed in between, by any process. */
+AG_API uint64_t ag_txn_id(const struct ag_txn *t);
 
 /* Look up @key. On success *val_r points into the map, valid until the
  * transaction ends. Errors: AG_ENOTFOUND, AG_EINVAL (bad key), AG_ESTORE. */
@@ -116,8 +121,15 @@ AG_API void ag_store_sync(struct ag_store *s);
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;
 	uint64_t entries[AG_DB_COUNT];
-	unsigned readers, max_readers; /* readers: the most slots ever in use at once */
-	unsigned own_readers;          /* slots this process holds (kept idle ones too) */
+	/* LMDB reader slots (AG_MAX_READERS = max_readers): held now by live
+	 * processes (a read under way, or an idle one kept for the next
+	 * read), of them in a read now, held by processes that are gone
+	 * (their slots are taken back by the next stale-reader check), this
+	 * process's own (kept idle ones too); and the most ever in use at once
+	 * since the lock file was made (LMDB's me_numreaders: it never
+	 * goes down) */
+	unsigned readers, readers_busy, readers_stale, own_readers;
+	unsigned readers_peak, max_readers;
 	uint32_t schema;
 	char path[1024];
 	uint64_t last_txnid; /* of the last committed write transaction */

@@ -22,6 +22,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -226,8 +227,8 @@ static bool split_hostport(const char *a, char *host, size_t hostlen, int *port)
 	size_t hl = colon != NULL ? (size_t)(colon - a) : 0;
 	char *end;
 
-	if (hl == 0 || hl >= hostlen)
-		return false;
+	if (hl == 0 || hl >= hostlen || !isdigit((unsigned char)colon[1]))
+		return false; /* strtol would take " 80", "+80" */
 	long p = strtol(colon + 1, &end, 10);
 	if (end == colon + 1 || *end != '\0' || p < 1 || p > 65535)
 		return false;
@@ -663,6 +664,30 @@ struct pushed {
  * AUTHGUARD_SYNC_DRAIN_MS (the fleet test holds them, to kill the daemon
  * in between: authguard-sync(8)). */
 static int64_t drain_every = DRAIN_EVERY_MS;
+#define DRAIN_EVERY_MAX_MS INT64_C(86400000)
+
+/* AUTHGUARD_SYNC_DRAIN_MS, if set, into drain_every: the whole value a
+ * number of milliseconds from 1 to DRAIN_EVERY_MAX_MS, or the daemon
+ * does not start (a typo must not leave the default silently in force,
+ * nor a 0 that deletes after every batch). Returns 0 or -1 (said why). */
+static int drain_from_env(void)
+{
+	const char *de = getenv("AUTHGUARD_SYNC_DRAIN_MS");
+	char *end;
+
+	if (de == NULL)
+		return 0;
+	errno = 0;
+	long long v = isdigit((unsigned char)de[0]) ? strtoll(de, &end, 10) : 0;
+	if (!isdigit((unsigned char)de[0]) || errno != 0 || *end != '\0' || v < 1 ||
+	    v > DRAIN_EVERY_MAX_MS) {
+		agd_log(AG_LVL_ERR, "AUTHGUARD_SYNC_DRAIN_MS=%.64s: must be a number of milliseconds "
+			"from 1 to %" PRId64, de, DRAIN_EVERY_MAX_MS);
+		return -1;
+	}
+	drain_every = v;
+	return 0;
+}
 
 /* A Redis that refused an XADD of a pipelined batch (out of memory, say)
  * and took later ones: the receivers' mark is past the refused events'
@@ -1541,9 +1566,6 @@ static void *pusher(void *arg)
 	}
 	int64_t last_snap = 0;
 	struct pushed pd = { 0 };
-	const char *de = getenv("AUTHGUARD_SYNC_DRAIN_MS");
-	if (de != NULL && atol(de) > 0)
-		drain_every = atol(de);
 	struct ag_txn *t;
 	int drc = ag_txn_begin(g.s, false, &t);
 	if (drc == 0) {
@@ -1942,10 +1964,12 @@ static int configure(const struct ag_conf *c, struct secrets *out)
 	}
 	if (configure_sentinels(c) != 0)
 		return -1;
-	const char *colon = strrchr(c->sync_redis, ':');
+	char rhost[AG_CONF_STR_MAX];
+	int rport;
 	if (c->sync_redis[0] != '\0' && strncmp(c->sync_redis, "unix:/", 6) != 0 &&
-	    (colon == NULL || colon == c->sync_redis || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535)) {
-		agd_log(AG_LVL_ERR, "sync_redis = %s: must be host:port or unix:/path", c->sync_redis);
+	    !split_hostport(c->sync_redis, rhost, sizeof(rhost), &rport)) {
+		agd_log(AG_LVL_ERR, "sync_redis = %s: must be host:port (port 1 to 65535) or unix:/path",
+			c->sync_redis);
 		return -1;
 	}
 	if (c->sync_key_file[0] == '\0') {
@@ -2149,6 +2173,10 @@ int main(int argc, char **argv)
 		return 2;
 	if (rc == 1 && !g.d.check_only)
 		return 0; /* help, version */
+	if (drain_from_env() != 0) {
+		agd_finish(&g.d);
+		return 2;
+	}
 	struct secrets sec;
 	if (configure(&g.d.conf, &sec) != 0) {
 		agd_finish(&g.d);

@@ -1,6 +1,6 @@
 /*
  * test_admin.c - authguard-admin against a store made by the real module
- * through real libpam (pam_wrapper + pam_matrix): every command, and that
+ * through real libpam (tools/pamdrive.h, pam_matrix): every command, and that
  * its changes take effect at once in a process that already has the store
  * open (this one: the module stays loaded with its store handle).
  */
@@ -194,6 +194,9 @@ static void test_forget_status_stats_gc(void **state)
 	assert_int_equal(has(out, "schema:   1"), 1);
 	assert_int_equal(has(out, "sources:  2 addresses, 1 prefixes tracked"), 1);
 	assert_int_equal(has(out, "evicted:  none (the store has not been full)"), 1);
+	/* the slots held now, the peak apart and so named */
+	const char *rd[] = { "readers:  ", " slots held now (", " in a read); most ever at once ", NULL };
+	assert_int_equal(tu_count_lines(out, rd), 1);
 	assert_int_equal(run("stats", NULL), 0);
 	assert_int_equal(has(out, "attempts_total               3"), 1);
 	assert_int_equal(has(out, "failures_total               2"), 1);
@@ -399,7 +402,9 @@ static void test_config_commands(void **state)
 
 static void test_bad_arguments(void **state)
 {
-	const char *argv[] = { admin, "-c", "/tmp/authguard-no-such.conf", "status", NULL };
+	char missing[400];
+	snprintf(missing, sizeof(missing), "%s/no-such.conf", workdir);
+	const char *argv[] = { admin, "-c", missing, "status", NULL };
 	(void)state;
 	use_conf("");
 	/* a config named with -c that cannot be read stops every command */

@@ -73,6 +73,7 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 
+	ag_guard_set_pace_clock(NULL); /* a test that failed half way */
 	ag_conf_free(&f->c);
 	ag_store_forget_all();
 	tu_rmrf(f->dir);
@@ -667,6 +668,9 @@ static void test_flood_beyond_db_max_size(void **state)
 	/* the flood's /64s share ten /48s: one level, or the /48 ban
 	 * (issue 14) stops it before the store fills */
 	f->c.ipv6_prefixes.n = 1;
+	/* the upkeep's pacing on the guard's clock too (10 ms an attempt):
+	 * how fast the machine floods does not decide how many rounds run */
+	ag_guard_set_pace_clock(fake_now);
 	/* damaged eviction counters are started again, not trusted */
 	try(f, "first", "192.0.2.1", false, NULL);
 	assert_int_equal(ag_store_get(f->c.db_dir, &s), 0);
@@ -682,13 +686,14 @@ static void test_flood_beyond_db_max_size(void **state)
 	assert_int_equal(ag_store_usage(s, &used, &map), 0);
 	assert_true(used <= (uint64_t)f->c.db_max_size);
 	/* no fault was logged but the eviction's own line (once a minute of
-	 * the guard's clock, which the flood moves on by 400 s), and, when a
-	 * round found too little to drop and the next is held back for
-	 * EVICT_IDLE_MS of the wall clock (a fast machine floods within it),
-	 * the writes that failed meanwhile (once a minute too) */
+	 * the guard's clock, which the flood moves on by 400 s): no write
+	 * found the store full (before, on the wall clock, a fast machine
+	 * flooded within the EVICT_IDLE_MS after a round that found too
+	 * little, and those writes failed: 'nfull <= 2' failed here) */
+	print_message("eviction lines %d, store-full lines %d\n", f->nevict, f->nfull);
 	assert_true(f->nevict >= 1);
-	assert_int_equal(f->nerr, f->nevict + f->nfull);
-	assert_true(f->nfull <= 2);
+	assert_int_equal(f->nerr, f->nevict);
+	assert_int_equal(f->nfull, 0);
 	assert_non_null(strstr(f->errors[0], "evicted"));
 	assert_non_null(strstr(f->errors[0], "raise db_max_size"));
 	struct ag_evict_stats e;
@@ -705,6 +710,7 @@ static void test_flood_beyond_db_max_size(void **state)
 		assert_int_equal(try(f, "victim", "198.51.100.200", false, NULL), AG_PROCEED);
 	assert_int_equal(try(f, "victim", "198.51.100.200", true, NULL), AG_REFUSE);
 	assert_int_equal(lines(f, "event=ban", "198.51.100.200"), 1);
+	ag_guard_set_pace_clock(NULL);
 }
 
 /* The eviction counters are read like a record: anything that could not

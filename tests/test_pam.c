@@ -1,6 +1,7 @@
 /*
- * test_pam.c - the real pam_authguard.so through real libpam, under cwrap's
- * pam_wrapper with pam_matrix as the password check: the five-line stack
+ * test_pam.c - the real pam_authguard.so through real libpam (service
+ * files in the test's own directory: tools/pamdrive.h) with cwrap's
+ * pam_matrix as the password check: the five-line stack
  * of the README, driven like a mail server drives it (PAM_RHOST set,
  * pam_authenticate then pam_acct_mgmt). Outcomes are asserted through PAM
  * return codes and the attempt log.
@@ -172,6 +173,33 @@ static void test_strip_domains_one_user(void **state)
 	assert_int_equal(login("alice", "alice-pw", "198.51.100.20"), PAM_SUCCESS);
 }
 
+/* The logins read this run's own service directory (pam_start_confdir):
+ * pam_wrapper, whose runtime directory is one of 62 host-wide names in
+ * /tmp picked racily, is not loaded, so suites running in parallel cannot
+ * share or delete each other's copy of the service files. pam_wrapper
+ * says where its copy is in PAM_WRAPPER_RUNTIME_DIR once it is set up.
+ * (A run its caller started under the wrapper, by hand, keeps it.) */
+static bool started_under_wrapper;
+
+static void test_own_service_dir_no_pam_wrapper(void **state)
+{
+	(void)state;
+	if (started_under_wrapper)
+		skip();
+#ifdef HAVE_PAM_START_CONFDIR
+	use_conf("");
+	assert_int_equal(login("alice", "alice-pw", "192.0.2.77"), PAM_SUCCESS);
+	assert_null(getenv("PAM_WRAPPER_RUNTIME_DIR"));
+	assert_null(getenv("PAM_WRAPPER"));
+	const char *dir = getenv(PD_CONFDIR_ENV);
+	assert_non_null(dir);
+	assert_int_equal(strncmp(dir, workdir, strlen(workdir)), 0);
+	assert_int_equal(lines("result=success", "rhost=192.0.2.77"), 1);
+#else
+	skip(); /* Linux-PAM before 1.4: pam_wrapper it is */
+#endif
+}
+
 static void test_trusted_untouched(void **state)
 {
 	(void)state;
@@ -251,8 +279,8 @@ static void test_many_processes_lose_no_count(void **state)
 	for (int i = 0; i < PROCS; i++) {
 		/* separate processes, as a server's auth workers are: each
 		 * loads libpam, the module and the store on its own. They
-		 * start one at a time (pam_wrapper 1.1.4 picks its runtime
-		 * directory racily), then all go at once. */
+		 * start one at a time (where pam_wrapper is used, 1.1.4 picks
+		 * its runtime directory racily), then all go at once. */
 		char byte;
 		pids[i] = fork();
 		assert_true(pids[i] >= 0);
@@ -687,6 +715,10 @@ static int hammer(char **argv)
 int main(int argc, char **argv)
 {
 	const char *wd = getenv("AG_TEST_DIR");
+	/* by hand, that is: not re-executed by pd_ensure_wrapper(), which
+	 * passes its lock on in AG_PWRAP_LOCK_FD */
+	const char *pw = getenv("PAM_WRAPPER");
+	started_under_wrapper = pw != NULL && strcmp(pw, "1") == 0 && getenv("AG_PWRAP_LOCK_FD") == NULL;
 	struct pd_paths p = { getenv("AG_TEST_MODULE"), getenv("AG_TEST_MATRIX"),
 			      getenv("AG_TEST_WRAPPER"), NULL };
 
@@ -719,6 +751,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_proxy_never_banned_users_still_protected),
 		cmocka_unit_test(test_user_fold_familiar_only_to_exact_name),
 		cmocka_unit_test(test_strip_domains_one_user),
+		cmocka_unit_test(test_own_service_dir_no_pam_wrapper),
 		cmocka_unit_test(test_trusted_untouched),
 		cmocka_unit_test(test_deny_always_refuses),
 		cmocka_unit_test(test_log_only_changes_no_outcome),

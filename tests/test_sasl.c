@@ -793,7 +793,7 @@ static void test_checkpass_one_tarpit(void **state)
 }
 
 /* A ban made through the PAM module is refused through SASL: the same
- * store and config. The PAM side runs in a child under pam_wrapper. */
+ * store and config. The PAM side runs in a child (tools/pamdrive.h). */
 static void test_ban_through_pam_refused_through_sasl(void **state)
 {
 	(void)state;
@@ -816,7 +816,7 @@ static void test_ban_through_pam_refused_through_sasl(void **state)
 	assert_int_equal(lines("reason=banned", "service=smtp"), 1);
 }
 
-/* Run this test as a PAM client under pam_wrapper (see main): ARGS...
+/* Run this test as a PAM client (tools/pamdrive.h; see main): ARGS...
  * after the program name. Returns its exit status. */
 static int pam_child(const char *mode, const char *a1, const char *a2, const char *a3)
 {
@@ -994,7 +994,7 @@ static void mutex_free(void *m)
 }
 
 /* test_sasl --pam-fail N USER RHOST: N failed logins through the PAM
- * module (under pam_wrapper, with the same authguard.conf);
+ * module (tools/pamdrive.h, with the same authguard.conf);
  * test_sasl --pam-login USER PW RHOST: one that must succeed. */
 static int pam_fail(char **argv)
 {

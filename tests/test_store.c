@@ -542,7 +542,7 @@ static void test_read_txns_shared_by_threads(void **state)
 		assert_int_equal(args[i].bad, 0);
 	}
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_true(info.readers <= THREADS + 1);
+	assert_true(info.readers_peak <= THREADS + 1);
 	assert_int_equal(get_u64(s, "k"), 5);
 }
 
@@ -598,13 +598,124 @@ static void test_idle_slots_bounded(void **state)
 		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 	assert_int_equal(ag_store_info(s, &info), 0);
-	assert_true(info.readers > PROCS);
+	assert_true(info.readers_peak > PROCS);
+	/* held now: only this process's kept slot; the children's slots
+	 * (gone with _exit, no mdb_env_close) are counted apart, not as in
+	 * use (before: "readers" was the peak, 301 here) */
+	assert_int_equal(info.readers, 1);
+	assert_int_equal(info.own_readers, 1);
+	assert_int_equal(info.readers_busy, 0);
 	/* the slot this process kept goes with its next read, and none is
 	 * kept after it */
 	assert_int_equal(get_u64(s, "k"), 1);
 	assert_int_equal(get_u64(s, "k"), 1);
 	assert_int_equal(ag_store_info(s, &info), 0);
 	assert_int_equal(info.own_readers, 0);
+}
+
+/* What ag_store_info() says of the reader slots is what is held now: a
+ * process in a read counts, as busy; one that died in a read (its slot
+ * stays until a stale-reader check: every process opening the store
+ * makes one, so the last to die is seen here) counts apart; the peak is
+ * the most ever at once. Before, "readers" was that peak alone. */
+static void test_readers_held_now(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_store_info info;
+	int ready[2], go[2];
+	char b;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid_t live = fork(); /* in a read while we look */
+	assert_true(live >= 0);
+	if (live == 0) {
+		struct ag_store *cs;
+		struct ag_txn *t;
+		close(ready[0]);
+		close(go[1]);
+		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
+			_exit(3);
+		if (write(ready[1], "x", 1) != 1)
+			_exit(4);
+		while (read(go[0], &b, 1) < 0 && errno == EINTR)
+			;
+		ag_txn_abort(t);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &b, 1), 1);
+	pid_t dead = fork(); /* dies inside a read */
+	assert_true(dead >= 0);
+	if (dead == 0) {
+		struct ag_store *cs;
+		struct ag_txn *t;
+		_exit(ag_store_get(f->db, &cs) == 0 && ag_txn_begin(cs, false, &t) == 0 ? 0 : 3);
+	}
+	int st;
+	assert_int_equal(waitpid(dead, &st, 0), dead);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(ag_store_info(s, &info), 0);
+	close(go[1]);
+	close(ready[0]);
+	assert_int_equal(waitpid(live, &st, 0), live);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	print_message("readers %u (busy %u, own %u), stale %u, peak %u of %u\n", info.readers,
+		      info.readers_busy, info.own_readers, info.readers_stale, info.readers_peak,
+		      info.max_readers);
+	assert_int_equal(info.readers_stale, 1);
+	assert_int_equal(info.readers_busy, 1);
+	assert_true(info.own_readers <= 1);
+	assert_int_equal(info.readers, 1 + info.own_readers);
+	assert_true(info.readers_peak >= 2 + info.own_readers);
+}
+
+/* ag_txn_id(): what the guard relies on to take a read's records into
+ * its write (guard.c record_fn()): a write begun with no commit since a
+ * read has the read's id plus one, one begun after a commit (by another
+ * process here) has more; an aborted write commits nothing. */
+static void test_txn_ids(void **state)
+{
+	struct fx *f = *state;
+	struct ag_store *s;
+	struct ag_txn *r, *w;
+
+	assert_int_equal(ag_store_get(f->db, &s), 0);
+	put_u64(s, "k", 1);
+	assert_int_equal(ag_txn_begin(s, false, &r), 0);
+	uint64_t id = ag_txn_id(r);
+	ag_txn_abort(r);
+	assert_int_equal(ag_txn_begin(s, true, &w), 0);
+	assert_int_equal(ag_txn_id(w), id + 1);
+	ag_txn_abort(w); /* nothing committed */
+	assert_int_equal(ag_txn_begin(s, true, &w), 0);
+	assert_int_equal(ag_txn_id(w), id + 1);
+	ag_txn_abort(w);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct ag_store *cs;
+		struct ag_txn *t;
+		uint64_t v = 2;
+		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, true, &t) != 0 ||
+		    ag_txn_put(t, AG_DB_SRC, "k", 1, &v, sizeof(v)) != 0 || ag_txn_commit(t) != 0)
+			_exit(3);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(ag_txn_begin(s, true, &w), 0);
+	assert_int_equal(ag_txn_id(w), id + 2);
+	ag_txn_abort(w);
+	assert_int_equal(ag_txn_begin(s, false, &r), 0);
+	assert_int_equal(ag_txn_id(r), id + 1);
+	ag_txn_abort(r);
+	assert_int_equal(get_u64(s, "k"), 2);
 }
 
 /* Many processes incrementing one counter lose no increment. */
@@ -930,6 +1041,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_after_map_grown_elsewhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_txns_shared_by_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_slots_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readers_held_now, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_txn_ids, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1436,7 +1436,11 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 	       c.lists[AG_LIST_ALLOW], c.lists[AG_LIST_PROXY], c.lists[AG_LIST_DENY],
 	       x->c.trusted.n, x->c.proxies.n, x->c.deny.n);
 	if (!x->no_store) {
-		printf("readers:  %u of %u slots in use\n", info.readers, info.max_readers);
+		printf("readers:  %u of %u slots held now (%u in a read); most ever at once %u",
+		       info.readers, info.max_readers, info.readers_busy, info.readers_peak);
+		if (info.readers_stale > 0)
+			printf("; %u left by processes that are gone", info.readers_stale);
+		printf("\n");
 		if (ag_store_counters(x->s) != NULL)
 			printf("counters: %s/%s (refusals not in any record's count: %llu)\n", info.path,
 			       AG_COUNTERS_NAME, (unsigned long long)ag_counted_unattributed(x->s));

@@ -1,6 +1,7 @@
 /*
- * authguard-demo - the real pam_authguard.so, through real libpam (under
- * cwrap's pam_wrapper, with pam_matrix holding the test passwords), against
+ * authguard-demo - the real pam_authguard.so, through real libpam (its
+ * service files in the demo's own directory, pam_matrix from cwrap's
+ * pam_wrapper package holding the test passwords), against
  * a simulated attack on a throwaway store. Prints what happened.
  *
  * Timings are scaled down (tarpit_base 20ms, tarpit_max 320ms) so the
@@ -226,7 +227,7 @@ int main(int argc, char **argv)
 		perror("writing demo files");
 		return 1;
 	}
-	printf("authguard demonstration: real pam_authguard.so via real libpam (pam_wrapper)\n");
+	printf("authguard demonstration: real pam_authguard.so via real libpam\n");
 	printf("module: %s\n", p.module);
 	printf("store: %s/db   (tarpit scaled to 20ms..320ms for a quick run)\n", workdir);
 

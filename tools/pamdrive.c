@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,16 +103,60 @@ fail:
 	return -1;
 }
 
+#ifdef HAVE_PAM_START_CONFDIR
+/* Without pam_wrapper, libpam run as root sends an audit record of each
+ * call to the kernel, and fails the call (PAM_SYSTEM_ERR) when the record
+ * cannot be made (a 10 KB PAM_RHOST). pam_wrapper answers audit_open()
+ * with "no audit in this kernel"; so does this program (libpam's call
+ * finds it here before libaudit's), so that the stack behaves as it did
+ * under the wrapper. */
+__attribute__((visibility("default"))) int audit_open(void);
+int audit_open(void)
+{
+	errno = EPROTONOSUPPORT;
+	return -1;
+}
+#endif
+
 int pd_ensure_wrapper(const struct pd_paths *p, char **argv)
 {
 	char dir[1024];
 	const char *on = getenv("PAM_WRAPPER");
 
+#ifdef HAVE_PAM_START_CONFDIR
+	/* pam_start_confdir() reads the service files from this run's own
+	 * directory: no pam_wrapper, so no runtime directory of its in /tmp
+	 * (/tmp/pam.X, 62 names for the whole host, picked racily) that
+	 * suites running in parallel could share or delete under each other.
+	 * Under the wrapper already (a run set up by hand), keep it. */
+	if (on == NULL || strcmp(on, "1") != 0) {
+		(void)argv;
+		if (pd_write_services(p) != 0)
+			return -1;
+		if (access(p->module, R_OK) != 0 || access(p->matrix, R_OK) != 0) {
+			fprintf(stderr, "missing one of %s, %s (build first; install libpam-wrapper)\n",
+				p->module, p->matrix);
+			return -1;
+		}
+		snprintf(dir, sizeof(dir), "%s/pam.d", p->workdir);
+		setenv(PD_CONFDIR_ENV, dir, 1); /* for the processes it starts too */
+		return 0;
+	}
+#endif
+
 	if (on != NULL && strcmp(on, "1") == 0) {
 		/* pam_wrapper has picked its directory: let the next one go */
 		const char *lk = getenv("AG_PWRAP_LOCK_FD");
 		if (lk != NULL) {
-			close(atoi(lk));
+			char *end;
+			errno = 0;
+			long fd = strtol(lk, &end, 10);
+			/* our own parent set it; anything else is not ours to close */
+			if (lk[0] >= '0' && lk[0] <= '9' && *end == '\0' && errno == 0 && fd > 2 &&
+			    fd < INT_MAX)
+				close((int)fd);
+			else
+				fprintf(stderr, "AG_PWRAP_LOCK_FD=%.32s: not a descriptor, left alone\n", lk);
 			unsetenv("AG_PWRAP_LOCK_FD");
 		}
 		return 0;
@@ -171,7 +216,14 @@ int pd_login_service(const char *service, const char *user, const char *password
 	struct pam_conv c = { conv, (void *)password };
 	pam_handle_t *pamh = NULL;
 	double t0 = pd_now_ms();
+#ifdef HAVE_PAM_START_CONFDIR
+	const char *confdir = getenv(PD_CONFDIR_ENV);
+	int rc = confdir != NULL && confdir[0] == '/' ?
+		pam_start_confdir(service, user, &c, confdir, &pamh) :
+		pam_start(service, user, &c, &pamh);
+#else
 	int rc = pam_start(service, user, &c, &pamh);
+#endif
 
 	if (rc == PAM_SUCCESS && rhost != NULL)
 		rc = pam_set_item(pamh, PAM_RHOST, rhost);

@@ -1,7 +1,8 @@
 /*
- * pamdrive.h - drive real libpam (under cwrap's pam_wrapper) the way a
- * mail server does: pam_start, PAM_RHOST, pam_authenticate, pam_acct_mgmt,
- * pam_end. Shared by the demonstration and the integration tests.
+ * pamdrive.h - drive real libpam (service files in a directory of its own,
+ * or under cwrap's pam_wrapper) the way a mail server does: pam_start,
+ * PAM_RHOST, pam_authenticate, pam_acct_mgmt, pam_end. Shared by the
+ * demonstration and the integration tests.
  */
 #ifndef PAMDRIVE_H
 #define PAMDRIVE_H
@@ -30,13 +31,18 @@ struct pd_paths {
 int pd_write_services(const struct pd_paths *p);
 
 /*
- * If this process does not run under pam_wrapper yet: write the PAM
- * service files into @p->workdir/pam.d (our module around pam_matrix, the
- * five-line stack of the README, conf=@workdir/authguard.conf, passwords
- * from @workdir/passdb), set LD_PRELOAD, PAM_WRAPPER=1 and
- * PAM_WRAPPER_SERVICE_DIR, and re-execute @argv. Returns 0 when already
- * under the wrapper, -1 (with a message on stderr) on failure.
+ * Write the PAM service files into @p->workdir/pam.d (our module around
+ * pam_matrix, the five-line stack of the README,
+ * conf=@workdir/authguard.conf, passwords from @workdir/passdb) and make
+ * the logins below use them. With pam_start_confdir() (Linux-PAM 1.4+):
+ * set PD_CONFDIR_ENV to that directory (inherited by the processes this
+ * one starts) and return 0; pam_wrapper is not loaded, so nothing goes
+ * into its host-wide /tmp/pam.X. Without it: unless this process runs
+ * under pam_wrapper already, set LD_PRELOAD, PAM_WRAPPER=1 and
+ * PAM_WRAPPER_SERVICE_DIR and re-execute @argv. Returns 0, or -1 (with a
+ * message on stderr) on failure.
  */
+#define PD_CONFDIR_ENV "AG_PAM_CONFDIR"
 int pd_ensure_wrapper(const struct pd_paths *p, char **argv);
 
 /* One login attempt. Returns the PAM code of the stack (PAM_SUCCESS when

@@ -37,7 +37,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=20
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=32
+NTESTS=35
 
 sync_test_needs
 
@@ -311,6 +311,26 @@ ok "$([ $rc = 2 ] && grep -q 'sync_sentinel_master must be' "$S/nomaster.out"; e
 rc=$?
 ok "$([ $rc = 2 ] && grep -q 'both set' "$S/both.out"; echo $?)" \
 	"sync_redis and sync_sentinels both: refused (exit 2)"
+# numbers are read whole: a bad one stops the start, never a silent default
+conf 1 >"$S/drain.conf"
+bad=
+for v in 12x 0 "" -5 " 5" 86400001 99999999999999999999; do
+	AUTHGUARD_SYNC_DRAIN_MS=$v "$SYNC" -t -c "$S/drain.conf" >"$S/drain.out" 2>&1
+	rc=$?
+	[ $rc = 2 ] && grep -q "AUTHGUARD_SYNC_DRAIN_MS=$v: must be a number of milliseconds from 1 to" \
+		"$S/drain.out" || bad="$bad [$v]:$rc"
+done
+ok "$([ -z "$bad" ]; echo $?)" "AUTHGUARD_SYNC_DRAIN_MS not a number from 1 to 86400000: refused (exit 2, says why)" "$bad"
+AUTHGUARD_SYNC_DRAIN_MS=600000 "$SYNC" -t -c "$S/drain.conf" >"$S/drain.out" 2>&1
+ok $? "AUTHGUARD_SYNC_DRAIN_MS=600000: taken" "$(cat "$S/drain.out")"
+bad=
+for r in "127.0.0.1:${P2}x" "127.0.0.1: $P2" "127.0.0.1:+$P2" 127.0.0.1:0 127.0.0.1:65536; do
+	{ conf 1 | grep -v '^sync_sentinel'; echo "sync_redis = $r"; } >"$S/port.conf"
+	"$SYNC" -t -c "$S/port.conf" >"$S/port.out" 2>&1
+	rc=$?
+	[ $rc = 2 ] && grep -q "sync_redis = $r: must be host:port" "$S/port.out" || bad="$bad [$r]:$rc"
+done
+ok "$([ -z "$bad" ]; echo $?)" "sync_redis with a port that is not a whole number from 1 to 65535: refused (exit 2)" "$bad"
 
 # ---------------------------------------------------- stop
 stopped=0

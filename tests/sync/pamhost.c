@@ -1,5 +1,5 @@
 /* pamhost.c - one simulated host's login attempts for tests/sync/run.sh:
- * the real pam_authguard.so through real libpam (pam_wrapper, pam_matrix),
+ * the real pam_authguard.so through real libpam (tools/pamdrive.h, pam_matrix),
  * with the host's own config and store (WORKDIR/authguard.conf, passwords
  * in WORKDIR/passdb). Usage: pamhost WORKDIR USER PASSWORD RHOST [...]:
  * each triple is one attempt, and one line says how it ended: "ok", or

@@ -1,8 +1,8 @@
 #!/bin/bash
 # tests/sync/run.sh - the fleet (issue 13): four simulated hosts of one mail
 # service, each with its own config and store, its own authguard-sync and
-# the real pam_authguard.so driven through real libpam (pam_wrapper,
-# pam_matrix: tests/sync/pamhost), share one real redis-server on a random
+# the real pam_authguard.so driven through real libpam (pam_matrix:
+# tests/sync/pamhost), share one real redis-server on a random
 # loopback port. Checked: a brute force spread round-robin over the four
 # hosts is banned after ip_ban_after failures in all; a ban made on one
 # host refuses on another; a botnet against one mailbox locks strangers
@@ -18,85 +18,58 @@
 # deleted from its outbox: after the restart none is lost, none is pushed
 # or counted twice.
 #
-# Output is TAP; every wait is bounded (propagation: WAIT_S seconds).
-# SKIP when redis-server or the binaries are missing, or the module is
-# built with a sanitizer (libpam's process would need its runtime first).
+# Output is TAP (tests/tap.sh); every wait is bounded (propagation: WAIT_S
+# seconds), the whole run by AG_TEST_TIMEOUT (300 s). SKIP when
+# redis-server or the binaries are missing, or the module or
+# authguard-sync is built with a sanitizer (libpam's process would need
+# its runtime first).
 # Environment: AG_TEST_SYNC, AG_TEST_PAMHOST, AG_TEST_ADMIN, AG_TEST_MODULE,
-# AG_TEST_MATRIX, AG_TEST_WRAPPER (make check sets them), AG_TEST_REDIS
-# (redis-server), AG_TEST_KEEP=1 keeps the scratch directory.
+# AG_TEST_MATRIX (make check sets them), AG_TEST_REDIS (redis-server),
+# AG_TEST_KEEP=1 keeps the scratch directory.
 set -u
 export LC_ALL=C
-SYNC=${AG_TEST_SYNC:-}
-PAMHOST=${AG_TEST_PAMHOST:-}
-ADMIN=${AG_TEST_ADMIN:-}
-MODULE=${AG_TEST_MODULE:-}
-REDIS=${AG_TEST_REDIS:-$(command -v redis-server)}
-REDIS_CLI=$(command -v redis-cli)
-PYTHON=$(command -v python3)
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../tap.sh"
+. "$HERE/lib.sh"
 WAIT_S=10
+TIMEOUT=${AG_TEST_TIMEOUT:-300}
 NTESTS=48
 
-skip() {
-	echo "SKIP: $1" >&2
-	echo "1..0 # SKIP $1"
-	exit "${AG_TEST_SKIP_STATUS:-77}"
-}
-[ -n "$REDIS" ] && [ -x "$REDIS" ] || skip "redis-server not found: install redis-server (or set AG_TEST_REDIS)"
-[ -n "$REDIS_CLI" ] || skip "redis-cli not found: install redis-tools"
-[ -n "$PYTHON" ] || skip "python3 not found (the forged event is written with it)"
-for b in "$SYNC" "$PAMHOST" "$ADMIN"; do
-	[ -n "$b" ] && [ -x "$b" ] || skip "${b:-a binary} not built (run through make check)"
-done
+sync_test_needs
+PAMHOST=${AG_TEST_PAMHOST:-}
+MODULE=${AG_TEST_MODULE:-}
+[ -n "$PAMHOST" ] && [ -x "$PAMHOST" ] || tap_skip_all "${PAMHOST:-pamhost} not built (run through make check)"
 if [ -r "$MODULE" ] && { readelf -d "$MODULE" 2>/dev/null | grep -qE 'NEEDED.*lib(a|t|ub|m)san' ||
 	nm -D --undefined-only "$MODULE" 2>/dev/null | grep -qE ' __(a|t|ub|m)san_'; }; then
-	skip "$MODULE is built with a sanitizer (the plain build runs this test)"
+	tap_skip_all "$MODULE is built with a sanitizer (the plain build runs this test)"
 fi
 
 S=$(mktemp -d /tmp/ag-sync.XXXXXX) || exit 1
+WDPID=
 PORT=
 RPID=
 SPIDS=("" "" "" "" "")
-FAILED=0
-TESTNO=0
 cleanup() {
-	local rc=$?
+	local rc=$? i
 	trap - EXIT
 	for i in 1 2 3 4; do
 		[ -z "${SPIDS[$i]}" ] || kill -TERM "${SPIDS[$i]}" 2>/dev/null
 	done
 	[ -z "$RPID" ] || kill -KILL "$RPID" 2>/dev/null
+	[ -z "$WDPID" ] || kill -TERM "$WDPID" 2>/dev/null
+	{ wait; } 2>/dev/null
 	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
 		rm -rf "$S"
 	else
 		echo "# scratch directory kept: $S (hN/sync.log, hN/attempts.log, redis.log)"
 	fi
+	[ "$FAILED" = 0 ] || rc=1
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "Bail out! interrupted"; exit 1' INT TERM HUP
-bail() {
-	echo "Bail out! $*"
-	exit 1
-}
-
+tap_start
 echo "1..$NTESTS"
-ok() {
-	TESTNO=$((TESTNO + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $TESTNO - $2"
-	else
-		echo "not ok $TESTNO - $2"
-		FAILED=1
-	fi
-}
-is() { # is GOT WANT NAME
-	if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3 (got '$1', want '$2')"; fi
-}
 
 # ---------------------------------------------------------------- Redis
-free_port() {
-	"$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 PORT=$(free_port)
 mkdir -p "$S/redis"
 # h4 logs in as an ACL user with only the commands authguard-sync(8) lists
@@ -152,32 +125,16 @@ start_sync() {
 }
 for i in 1 2 3 4; do start_sync $i; done
 
-admin() { # admin HOST ARGS...
-	local h=$1
-	shift
-	"$ADMIN" -c "$S/h$h/authguard.conf" "$@"
-}
+# (admin, fails_of, wait_for, refuses, allows, connected, outbox_of: lib.sh)
 login() { # login HOST USER PASSWORD RHOST: prints ok | fail CODE
 	"$PAMHOST" "$S/h$1" "$2" "$3" "$4"
 }
 login_pw() { # the same, the module given the password too (PAM_AUTHTOK)
 	AG_PAMHOST_AUTHTOK=1 "$PAMHOST" "$S/h$1" "$2" "$3" "$4"
 }
-# failures "in all" a host's store holds for an address (0 if none)
-fails_of() {
-	admin "$1" show "$2" 2>/dev/null | sed -n 's/.*(\([0-9]*\) in all).*/\1/p' | head -1 | grep . || echo 0
-}
+# failures "in all" a host's store holds for a user (0 if none)
 user_fails_of() {
 	admin "$1" show --user "$2" 2>/dev/null | sed -n 's/.*(\([0-9]*\) in all).*/\1/p' | head -1 | grep . || echo 0
-}
-# wait_for CMD...: until it succeeds, at most WAIT_S seconds
-wait_for() {
-	local i
-	for i in $(seq $((WAIT_S * 20))); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	return 1
 }
 all_fails() { # all_fails ADDR N: every host holds N failures for ADDR
 	local i
@@ -186,15 +143,6 @@ all_fails() { # all_fails ADDR N: every host holds N failures for ADDR
 all_user_fails() {
 	local i
 	for i in 1 2 3 4; do [ "$(user_fails_of $i "$1")" = "$2" ] || return 1; done
-}
-refuses() { # refuses HOST ADDR [USER]
-	admin "$1" check --service probe --user "${3:-nobody}" --rhost "$2" | grep -q '^refuse'
-}
-allows() {
-	admin "$1" check --service probe --user "${3:-nobody}" --rhost "$2" | grep -q '^allow'
-}
-connected() {
-	admin "$1" status 2>/dev/null | grep -q '^sync: *connected'
 }
 for i in 1 2 3 4; do
 	wait_for connected $i || bail "authguard-sync on h$i did not connect (h$i/sync.log)"
@@ -370,16 +318,15 @@ SPIDS[2]=$!
 wait_for connected 2 || bail "authguard-sync on h2 did not reconnect (h2/sync.log)"
 G=192.0.2.70
 dups_of() { admin "$1" status | sed -n 's/.* \([0-9]*\) duplicates skipped.*/\1/p'; }
-waiting_on() { admin "$1" status | sed -n 's/^outbox: *\([0-9]*\) waiting.*/\1/p'; }
 for n in 1 2 3 4 5; do login 2 "g$n" wrong $G >/dev/null; done
 wait_for all_fails $G 5
 ok $? "pusher killed: the 5 failures on h2 reached every host"
 DUPS_BEFORE="$(dups_of 1) $(dups_of 3) $(dups_of 4)"
-is "$(waiting_on 2)" 5 "pusher killed: pushed, not yet deleted from h2's outbox"
+is "$(outbox_of 2)" 5 "pusher killed: pushed, not yet deleted from h2's outbox"
 kill -KILL "${SPIDS[2]}"
 wait "${SPIDS[2]}" 2>/dev/null
 start_sync 2
-wait_for eval '[ "$(waiting_on 2)" = 0 ]'
+wait_for eval '[ "$(outbox_of 2)" = 0 ]'
 ok $? "pusher killed: after the restart h2's outbox is emptied"
 ok "$(grep -q 'events up to [0-9]* of this host were in the stream already' "$S/h2/sync.log"; echo $?)" \
 	"pusher killed: the restart found its events in the stream and did not send them again"
@@ -413,4 +360,3 @@ for i in 1 2 3 4; do
 	SPIDS[$i]=
 done
 ok $stopped "SIGTERM: every authguard-sync stops cleanly (status 0)"
-exit $FAILED
