@@ -1,7 +1,7 @@
-# tests/sync/lib.sh - helpers of the fleet tests (tests/sync/failover.sh; the
-# same as tests/sync/run.sh's): hosts h1..hN under $S/hN, each with its
-# authguard.conf and store. Needs S, ADMIN, PYTHON and WAIT_S set
-# (sync_test_needs sets ADMIN and PYTHON).
+# tests/sync/lib.sh - helpers of the fleet tests (tests/sync/*.sh): hosts
+# h1..hN under $S/hN, each with its authguard.conf and store; a plain
+# redis-server; the end of cleanup(). Needs S, ADMIN, PYTHON and WAIT_S
+# set (sync_test_needs sets ADMIN, PYTHON, REDIS and REDIS_CLI).
 
 # sync_test_needs: what these tests run, or SKIP with the reason; sets
 # SYNC, ADMIN, REDIS, REDIS_CLI and PYTHON (tap.sh must be sourced)
@@ -61,4 +61,29 @@ outbox_of() {
 # record HOST USER ADDR: one failed attempt, as a front end records it
 record_fail() {
 	admin "$1" record --service imap --user "$2" --rhost "$3" --result failure >/dev/null
+}
+# redis_start [ARGS...]: a redis-server on 127.0.0.1:$PORT (a free port
+# when PORT is empty), its files in $S/redis, its log $S/redis.log, with
+# ARGS; sets PORT and RPID; bails when it does not answer
+redis_start() {
+	[ -n "${PORT:-}" ] || PORT=$(free_port)
+	mkdir -p "$S/redis"
+	"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --daemonize no "$@" \
+		>>"$S/redis.log" 2>&1 &
+	RPID=$!
+	wait_for redis_up || bail "redis-server did not start (redis.log)"
+}
+redis_up() { "$REDIS_CLI" -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
+# scratch_end RC FILES: the end of a test's cleanup(): $S removed after a
+# clean run (unless AG_TEST_KEEP=1), else kept and said, naming FILES to
+# look at; exits with RC, or 1 when a check failed
+scratch_end() {
+	local rc=$1
+	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
+		rm -rf "$S"
+	else
+		echo "# scratch directory kept: $S ($2)"
+	fi
+	[ "$FAILED" = 0 ] || rc=1
+	exit "$rc"
 }

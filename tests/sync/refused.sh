@@ -46,25 +46,14 @@ cleanup() {
 	[ -z "$RPID" ] || kill -KILL "$RPID" 2>/dev/null
 	[ -z "$WDPID" ] || kill -TERM "$WDPID" 2>/dev/null
 	{ wait; } 2>/dev/null
-	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
-		rm -rf "$S"
-	else
-		echo "# scratch directory kept: $S (hN/sync.log, redis.log, proxy.log)"
-	fi
-	[ "$FAILED" = 0 ] || rc=1
-	exit "$rc"
+	scratch_end "$rc" "hN/sync.log, redis.log, proxy.log"
 }
 tap_start
 echo "1..$NTESTS"
 
 # ---------------------------------------------------------------- Redis, the proxy
-PORT=$(free_port)
-mkdir -p "$S/redis"
-"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --save '' --appendonly no \
-	--daemonize no >>"$S/redis.log" 2>&1 &
-RPID=$!
-up() { "$REDIS_CLI" -h 127.0.0.1 -p "$PORT" ping 2>/dev/null | grep -q PONG; }
-wait_for up || bail "redis-server did not start (redis.log)"
+PORT=
+redis_start --save '' --appendonly no
 # XADDs through the proxy, counted from 1: the 3rd and 4th (phase 1) and
 # the 13th (phase 2) are refused
 "$PYTHON" "$HERE/refuse_proxy.py" 0 "$PORT" 3,4,13 "$S/proxy.port" >>"$S/proxy.log" 2>&1 &

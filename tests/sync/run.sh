@@ -58,20 +58,13 @@ cleanup() {
 	[ -z "$RPID" ] || kill -KILL "$RPID" 2>/dev/null
 	[ -z "$WDPID" ] || kill -TERM "$WDPID" 2>/dev/null
 	{ wait; } 2>/dev/null
-	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
-		rm -rf "$S"
-	else
-		echo "# scratch directory kept: $S (hN/sync.log, hN/attempts.log, redis.log)"
-	fi
-	[ "$FAILED" = 0 ] || rc=1
-	exit "$rc"
+	scratch_end "$rc" "hN/sync.log, hN/attempts.log, redis.log"
 }
 tap_start
 echo "1..$NTESTS"
 
 # ---------------------------------------------------------------- Redis
 PORT=$(free_port)
-mkdir -p "$S/redis"
 # h4 logs in as an ACL user with only the commands authguard-sync(8) lists
 # (the test's own redis-cli and the forger use the default user)
 printf '%s\n' 'user default on nopass ~* &* +@all' \
@@ -81,16 +74,7 @@ echo h4-redis-secret >"$S/redis.pw"
 chmod 600 "$S/redis.pw"
 start_redis() {
 	# persistent (AOF, fsync each write): killed with -9, it keeps what it acknowledged
-	"$REDIS" --port "$PORT" --bind 127.0.0.1 --dir "$S/redis" --appendonly yes \
-		--appendfsync always --save '' --daemonize no --aclfile "$S/users.acl" \
-		>>"$S/redis.log" 2>&1 &
-	RPID=$!
-	local i
-	for i in $(seq 100); do
-		"$REDIS_CLI" -p "$PORT" ping 2>/dev/null | grep -q PONG && return 0
-		sleep 0.05
-	done
-	bail "redis-server did not start (redis.log)"
+	redis_start --appendonly yes --appendfsync always --save '' --aclfile "$S/users.acl"
 }
 start_redis
 
