@@ -546,6 +546,26 @@ static void test_read_txns_shared_by_threads(void **state)
 	assert_int_equal(get_u64(s, "k"), 5);
 }
 
+/* A forked child's part: a read transaction on @db held open, "ready"
+ * said on @ready, until @go is closed; never returns. */
+static void reader_child(const char *db, int ready[2], int go[2])
+{
+	struct ag_store *cs;
+	struct ag_txn *t;
+	char b;
+
+	close(ready[0]);
+	close(go[1]);
+	if (ag_store_get(db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
+		_exit(3);
+	if (write(ready[1], "x", 1) != 1)
+		_exit(4);
+	while (read(go[0], &b, 1) < 0 && errno == EINTR)
+		;
+	ag_txn_abort(t);
+	_exit(0);
+}
+
 /* A kept read transaction holds a reader slot for the life of the
  * process: once the host has had a quarter of the slots in use at once
  * (here 300 processes reading together), no process keeps one any more,
@@ -573,18 +593,7 @@ static void test_idle_slots_bounded(void **state)
 		assert_true(pids[i] >= 0);
 		if (pids[i] != 0)
 			continue;
-		struct ag_store *cs;
-		struct ag_txn *t;
-		close(ready[0]);
-		close(go[1]);
-		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
-			_exit(3);
-		if (write(ready[1], "x", 1) != 1)
-			_exit(4);
-		while (read(go[0], &b, 1) < 0 && errno == EINTR)
-			;
-		ag_txn_abort(t);
-		_exit(0);
+		reader_child(f->db, ready, go);
 	}
 	close(ready[1]);
 	close(go[0]);
@@ -633,18 +642,7 @@ static void test_readers_held_now(void **state)
 	pid_t live = fork(); /* in a read while we look */
 	assert_true(live >= 0);
 	if (live == 0) {
-		struct ag_store *cs;
-		struct ag_txn *t;
-		close(ready[0]);
-		close(go[1]);
-		if (ag_store_get(f->db, &cs) != 0 || ag_txn_begin(cs, false, &t) != 0)
-			_exit(3);
-		if (write(ready[1], "x", 1) != 1)
-			_exit(4);
-		while (read(go[0], &b, 1) < 0 && errno == EINTR)
-			;
-		ag_txn_abort(t);
-		_exit(0);
+		reader_child(f->db, ready, go);
 	}
 	close(ready[1]);
 	close(go[0]);
