@@ -21,6 +21,7 @@ const char *ag_strerror(int err)
 	case AG_EPERM: return "permission denied";
 	case AG_ECONF: return "configuration error";
 	case AG_EUNSAFE: return "refused: unsafe path or ownership";
+	case AG_EBUSY: return "other processes have the store open";
 	}
 	return "unknown error";
 }

@@ -26,6 +26,7 @@ enum ag_err {
 	AG_EPERM = -10,    /* permission or ownership check failed */
 	AG_ECONF = -11,    /* configuration error (details were reported) */
 	AG_EUNSAFE = -12,  /* refused for safety (symlink, foreign owner) */
+	AG_EBUSY = -13,    /* other processes have the store open */
 };
 
 /* Text for an AG_E* code; never NULL. */

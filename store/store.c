@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "counters.h"
@@ -64,6 +65,7 @@ struct ag_store {
 	pthread_mutex_t pool_mu;
 	struct ag_txn *pool[AG_READ_POOL];
 	unsigned pool_n;
+	uint32_t layout; /* the schema read at open (store.h, AG_SCHEMA_VERSION) */
 };
 
 struct ag_txn {
@@ -346,6 +348,14 @@ static int make_secret(uint8_t out[AG_SECRET_LEN])
 	return 0;
 }
 
+/* The schema a store this process creates gets (ag_store_new_schema()). */
+static _Atomic uint32_t new_schema = AG_SCHEMA_VERSION;
+
+void ag_store_new_schema(uint32_t schema)
+{
+	new_schema = schema >= 1 && schema <= AG_SCHEMA_VERSION ? schema : AG_SCHEMA_VERSION;
+}
+
 /* Open the named databases, create the meta records of a new store, check
  * the schema of an existing one, load the secret. */
 static int init_dbs(struct ag_store *s)
@@ -364,13 +374,17 @@ static int init_dbs(struct ag_store *s)
 		rc = map_rc(mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbi[i]));
 	if (rc == 0)
 		rc = get_meta(txn, s->dbi[AG_DB_META], "schema", &schema, sizeof(schema), &found);
-	if (rc == 0 && found && schema > AG_SCHEMA_VERSION)
+	if (rc == 0 && found && schema > AG_SCHEMA_VERSION) {
+		snprintf(last_detail, sizeof(last_detail),
+			 "%s has schema %u, this build reads schema %d at most: the store was made "
+			 "by a newer authguard", s->path, schema, AG_SCHEMA_VERSION);
 		rc = AG_ENEWER;
+	}
 	if (rc == 0 && found && schema == 0)
 		rc = AG_ECORRUPT;
 	if (rc == 0 && !found) {
 		struct ag_stats st = { .version = AG_REC_VERSION };
-		schema = AG_SCHEMA_VERSION;
+		schema = new_schema;
 		st.created = ag_now_ms();
 		rc = make_secret(s->secret);
 		if (rc == 0)
@@ -388,6 +402,7 @@ static int init_dbs(struct ag_store *s)
 		ag_txn_abort(t);
 		return rc;
 	}
+	s->layout = schema;
 	return ag_txn_commit(t);
 }
 
@@ -711,13 +726,137 @@ void ag_txn_abort(struct ag_txn *t)
 	free(t);
 }
 
-int ag_txn_entries(struct ag_txn *t, enum ag_db db, uint64_t *n_r)
+/*
+ * Layout 2 (schema 2, store.h): the users' records live in the sources'
+ * database under USER_TAG + the user key, and a source key (so also the
+ * first 18 bytes of a pair key: source key, AG_PAIR_TAG, user key) is
+ * stored address first: family, 16 address bytes, prefix length. Above
+ * this layer every key keeps its layout-1 form (record.h); the mapping is
+ * here alone, so layout-1 stores (schema 1) are read and written as
+ * before by the same code.
+ */
+#define USER_TAG 0x01 /* after the addressless pairs (0), before every source key (4, 6) */
+#define USERS_KEY "\0users" /* AG_DB_MAIN: layout 2's count of user records */
+#define USERS_KEY_LEN 6
+
+static bool layout2(const struct ag_txn *t)
+{
+	return t->s->layout >= 2;
+}
+
+/* A key of a source record or of a pair (layout-1 or stored form: the
+ * family and the tag are in place in both). */
+static bool src_form(const uint8_t *k, size_t len)
+{
+	return len >= AG_SRC_KEY_LEN && (k[0] == AG_AF_INET || k[0] == AG_AF_INET6) &&
+	       (len == AG_SRC_KEY_LEN || k[AG_SRC_KEY_LEN] == AG_PAIR_TAG);
+}
+
+/* Between the two forms of a source key's first 18 bytes: @to_stored
+ * moves the prefix length behind the address, else back before it. */
+static void src_swap(const uint8_t *k, size_t len, uint8_t *out, bool to_stored)
+{
+	out[0] = k[0];
+	if (to_stored) {
+		memcpy(out + 1, k + 2, 16);
+		out[17] = k[1];
+	} else {
+		out[1] = k[17];
+		memcpy(out + 2, k + 1, 16);
+	}
+	memcpy(out + AG_SRC_KEY_LEN, k + AG_SRC_KEY_LEN, len - AG_SRC_KEY_LEN);
+}
+
+/* Where @db's @key is kept: @db, @key and @klen changed for layout 2 (into
+ * @buf, 512 bytes). AG_EINVAL: a key layout 2 cannot hold (a source
+ * database key in the users' range, a user key of 511 bytes). */
+static int key_map(const struct ag_txn *t, enum ag_db *db, const void **key, size_t *klen,
+		   uint8_t *buf)
+{
+	const uint8_t *k = *key;
+
+	if (!layout2(t) || *klen == 0)
+		return 0;
+	if (*db == AG_DB_USER) {
+		if (*klen > 510)
+			return AG_EINVAL;
+		buf[0] = USER_TAG;
+		memcpy(buf + 1, k, *klen);
+		*key = buf;
+		*klen += 1;
+		*db = AG_DB_SRC;
+	} else if (*db == AG_DB_SRC && k[0] == USER_TAG) {
+		return AG_EINVAL;
+	} else if (*db == AG_DB_SRC && src_form(k, *klen) && *klen <= 511) {
+		src_swap(k, *klen, buf, true);
+		*key = buf;
+	}
+	return 0;
+}
+
+/* Layout 2's count of users (kept in the unnamed database, whose page
+ * every commit writes anyway), moved by @delta when @delta is not 0. */
+static int users_count(struct ag_txn *t, int64_t delta, uint64_t *n_r)
+{
+	MDB_val k = { USERS_KEY_LEN, (void *)USERS_KEY }, v;
+	uint64_t n = 0;
+	int rc = mdb_get(t->txn, t->s->dbi[AG_DB_MAIN], &k, &v);
+
+	if (rc == 0 && v.mv_size == sizeof(n))
+		memcpy(&n, v.mv_data, sizeof(n));
+	else if (rc != 0 && rc != MDB_NOTFOUND)
+		return map_rc(rc);
+	if (delta != 0) {
+		n = delta < 0 && n < (uint64_t)-delta ? 0 : n + (uint64_t)delta;
+		v.mv_size = sizeof(n);
+		v.mv_data = &n;
+		rc = mdb_put(t->txn, t->s->dbi[AG_DB_MAIN], &k, &v, 0);
+		if (rc != 0)
+			return map_rc(rc);
+	}
+	if (n_r != NULL)
+		*n_r = n;
+	return 0;
+}
+
+/* Layout 2: how many entries of the sources' database are users. */
+static int users_in_src(struct ag_txn *t, uint64_t *n_r)
+{
+	*n_r = 0;
+	return layout2(t) ? users_count(t, 0, n_r) : 0;
+}
+
+/* How many records @db holds: layout 2's users and sources share the
+ * sources' database, told apart by the users' count. */
+static int db_entries(struct ag_txn *t, enum ag_db db, uint64_t *n_r)
 {
 	MDB_stat st;
-	int rc = mdb_stat(t->txn, t->s->dbi[db], &st);
+	uint64_t users;
+	int rc;
 
-	*n_r = rc == 0 ? st.ms_entries : 0;
-	return map_rc(rc);
+	*n_r = 0;
+	if (layout2(t) && db == AG_DB_USER)
+		return users_count(t, 0, n_r);
+	rc = map_rc(mdb_stat(t->txn, t->s->dbi[db], &st));
+	if (rc == 0 && db == AG_DB_SRC && (rc = users_in_src(t, &users)) == 0)
+		st.ms_entries = st.ms_entries > users ? st.ms_entries - users : 0;
+	if (rc == 0)
+		*n_r = st.ms_entries;
+	return rc;
+}
+
+int ag_txn_entries(struct ag_txn *t, enum ag_db db, uint64_t *n_r)
+{
+	if (db >= AG_DB_COUNT) {
+		*n_r = 0;
+		return AG_EINVAL;
+	}
+	return db_entries(t, db, n_r);
+}
+
+uint32_t ag_store_layout(const struct ag_store *s)
+{
+	return s->layout;
 }
 
 static bool key_ok(size_t klen)
@@ -728,10 +867,11 @@ static bool key_ok(size_t klen)
 int ag_txn_get(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
 	       const void **val_r, size_t *vlen_r)
 {
-	MDB_val k = { klen, (void *)key }, v;
+	uint8_t buf[512];
 
-	if (!key_ok(klen) || db >= AG_DB_COUNT)
+	if (!key_ok(klen) || db >= AG_DB_COUNT || key_map(t, &db, &key, &klen, buf) != 0)
 		return AG_EINVAL;
+	MDB_val k = { klen, (void *)key }, v;
 	int rc = mdb_get(t->txn, t->s->dbi[db], &k, &v);
 	if (rc != 0)
 		return map_rc(rc);
@@ -743,46 +883,131 @@ int ag_txn_get(struct ag_txn *t, enum ag_db db, const void *key, size_t klen,
 int ag_txn_put(struct ag_txn *t, enum ag_db db, const void *key, size_t klen, const void *val,
 	       size_t vlen)
 {
-	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	uint8_t buf[512];
+	bool user = db == AG_DB_USER && layout2(t);
 
-	if (!key_ok(klen) || db >= AG_DB_COUNT)
+	if (!key_ok(klen) || db >= AG_DB_COUNT || key_map(t, &db, &key, &klen, buf) != 0)
 		return AG_EINVAL;
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	if (!user)
+		return map_rc(mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
+	/* a new user is counted: MDB_NOOVERWRITE finds an existing one
+	 * before it touches a page */
+	int rc = mdb_put(t->txn, t->s->dbi[db], &k, &v, MDB_NOOVERWRITE);
+	if (rc == 0)
+		return users_count(t, 1, NULL);
+	if (rc != MDB_KEYEXIST)
+		return map_rc(rc);
+	v.mv_size = vlen;
+	v.mv_data = (void *)val;
 	return map_rc(mdb_put(t->txn, t->s->dbi[db], &k, &v, 0));
 }
 
 int ag_txn_del(struct ag_txn *t, enum ag_db db, const void *key, size_t klen)
 {
-	MDB_val k = { klen, (void *)key };
+	uint8_t buf[512];
+	bool user = db == AG_DB_USER && layout2(t);
 
-	if (!key_ok(klen) || db >= AG_DB_COUNT)
+	if (!key_ok(klen) || db >= AG_DB_COUNT || key_map(t, &db, &key, &klen, buf) != 0)
 		return AG_EINVAL;
-	return map_rc(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+	MDB_val k = { klen, (void *)key };
+	int rc = map_rc(mdb_del(t->txn, t->s->dbi[db], &k, NULL));
+	return rc == 0 && user ? users_count(t, -1, NULL) : rc;
 }
 
 /* Visit entries from the first key >= @start (or the first key), while
- * they start with @prefix (any key if @plen is 0). */
+ * they start with @prefix (any key if @plen is 0).
+ *
+ * Layout 2: the users' database is the USER_TAG range of the sources'
+ * (bounded by its tag, the tag taken off for @fn); a scan of the sources'
+ * database steps over that range, and gives @fn every key in its layout-1
+ * form, in the stored order: sources by family, then address, then prefix
+ * length (a net of 24 bits just before its first host; a pair behind its source).
+ * A @prefix or @start of 18 bytes or more is mapped as a key is (so
+ * "source key + AG_PAIR_TAG" still finds that source's pairs, and a batch
+ * resumes at the key it stopped at); a shorter one with a family byte
+ * (a family and prefix length) cannot be: the scan then starts at the
+ * family and filters the keys by @prefix in their layout-1 form, so it
+ * finds the same records, only not in that order. */
 static int scan(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
 		const void *prefix, size_t plen, ag_scan_fn *fn, void *ctx)
 {
 	MDB_cursor *c;
-	MDB_val k = { slen, (void *)start }, v;
+	uint8_t sbuf[512], pbuf[512], kbuf[512];
+	const uint8_t *filter = NULL; /* layout-1 form: keys that do not match are skipped */
+	size_t flen = 0, strip = 0;
+	bool users = false, srcs = false;
 	int rc;
 
-	if (db >= AG_DB_COUNT)
+	if (db >= AG_DB_COUNT || slen > 511 || plen > 511)
 		return AG_EINVAL;
+	if (layout2(t) && db == AG_DB_USER) {
+		if (slen > 510 || plen > 510)
+			return AG_EINVAL;
+		users = true;
+		db = AG_DB_SRC;
+		sbuf[0] = pbuf[0] = USER_TAG;
+		memcpy(sbuf + 1, start, slen);
+		memcpy(pbuf + 1, prefix, plen);
+		start = sbuf;
+		prefix = pbuf;
+		slen++;
+		plen++;
+		strip = 1;
+	} else if (layout2(t) && db == AG_DB_SRC) {
+		const uint8_t *st = start, *pf = prefix;
+		srcs = true;
+		if (plen > 0 && (pf[0] == AG_AF_INET || pf[0] == AG_AF_INET6) && plen > 1 &&
+		    plen < AG_SRC_KEY_LEN) {
+			filter = pf;
+			flen = plen;
+			plen = 1;
+		} else if (src_form(pf, plen)) {
+			src_swap(pf, plen, pbuf, true);
+			prefix = pbuf;
+		}
+		if (slen > 1 && (st[0] == AG_AF_INET || st[0] == AG_AF_INET6) &&
+		    slen < AG_SRC_KEY_LEN) {
+			slen = 1;
+		} else if (src_form(st, slen)) {
+			src_swap(st, slen, sbuf, true);
+			start = sbuf;
+		}
+	}
 	rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
 	if (rc != 0)
 		return map_rc(rc);
+	MDB_val k = { slen, (void *)start }, v;
 	rc = mdb_cursor_get(c, &k, &v, slen > 0 ? MDB_SET_RANGE : MDB_FIRST);
 	while (rc == 0) {
-		if (plen > 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
+		const uint8_t *key = k.mv_data;
+		size_t klen = k.mv_size;
+		if (plen > 0 && (klen < plen || memcmp(key, prefix, plen) != 0))
 			break;
-		enum ag_scan_op op = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+		if (srcs && key[0] == USER_TAG) {
+			/* the users' range: on past it */
+			static const uint8_t past = USER_TAG + 1;
+			k.mv_size = 1;
+			k.mv_data = (void *)&past;
+			rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+			continue;
+		}
+		if (srcs && src_form(key, klen)) {
+			src_swap(key, klen, kbuf, false);
+			key = kbuf;
+		}
+		key += strip;
+		klen -= strip;
+		enum ag_scan_op op = AG_SCAN_NEXT;
+		if (filter == NULL || (klen >= flen && memcmp(key, filter, flen) == 0))
+			op = fn(ctx, key, klen, v.mv_data, v.mv_size);
 		if (op == AG_SCAN_STOP)
 			break;
 		/* after a delete, MDB_NEXT yields the entry that followed the
 		 * deleted one (LMDB keeps a C_DEL mark) */
 		if (op == AG_SCAN_DELETE && (rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+		if (op == AG_SCAN_DELETE && users && (rc = users_count(t, -1, NULL)) != 0)
 			break;
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
@@ -800,6 +1025,214 @@ int ag_txn_scan_from(struct ag_txn *t, enum ag_db db, const void *start, size_t 
 		     ag_scan_fn *fn, void *ctx)
 {
 	return scan(t, db, start, slen, NULL, 0, fn, ctx);
+}
+
+/* Processes other than this one with the store open: every process that
+ * maps data.mdb (/proc/PID/maps, by device and inode), and, for those
+ * whose maps this process may not read, LMDB's shared lock on lock.mdb
+ * that every process with the store open holds (F_GETLK names one). */
+int ag_store_holders(struct ag_store *s, ag_holder_fn *fn, void *ctx)
+{
+	const struct stat *data = &s->file_id[SF_DATA];
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	long lock_pid = 0;
+	int n = 0;
+	bool lock_seen = false;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+	if (fcntl(s->file_fd[SF_LOCK], F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+		lock_pid = (long)fl.l_pid;
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		char path[300], line[1400], comm[64] = "?";
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+		bool maps = false;
+		if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/maps", pid);
+		FILE *f = fopen(path, "re");
+		while (f != NULL && !maps && fgets(line, sizeof(line), f) != NULL) {
+			unsigned maj, min;
+			unsigned long long ino;
+			if (sscanf(line, "%*s %*s %*s %x:%x %llu", &maj, &min, &ino) == 3 &&
+			    ino == (unsigned long long)data->st_ino && maj == major(data->st_dev) &&
+			    min == minor(data->st_dev))
+				maps = true;
+		}
+		if (f != NULL)
+			fclose(f);
+		if (!maps && pid != lock_pid)
+			continue;
+		lock_seen |= pid == lock_pid;
+		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+		f = fopen(path, "re");
+		if (f != NULL && fgets(comm, sizeof(comm), f) != NULL)
+			comm[strcspn(comm, "\n")] = '\0';
+		if (f != NULL)
+			fclose(f);
+		fn(ctx, pid, comm);
+		n++;
+	}
+	if (d != NULL)
+		closedir(d);
+	if (lock_pid > 0 && !lock_seen) { /* (another PID namespace's) */
+		fn(ctx, lock_pid, "?");
+		n++;
+	}
+	return n;
+}
+
+/* Layout-1 store to layout 2, in the open write transaction @t:
+ * 1. every source and pair key (families 4 and 6) moves, in its stored
+ *    form, under the spare tag 3 (which sorts before them: a scan going
+ *    up from 4 never meets what it moved); 2. the tag comes off again;
+ *    3. the users move from their database into the sources' under
+ *    USER_TAG (the users' database is emptied, not removed). Each key is
+ *    sought afresh (MDB_SET_RANGE) after a change, never stepped to
+ *    from a cursor that other writes moved under it. */
+#define MOVE_TAG 0x03
+static int upgrade_txn(struct ag_txn *t, uint64_t *srcs_r, uint64_t *users_r)
+{
+	MDB_txn *txn = t->txn;
+	MDB_dbi src = t->s->dbi[AG_DB_SRC], user = t->s->dbi[AG_DB_USER];
+	MDB_cursor *c;
+	uint8_t kb[512], nb[512], *vb = NULL;
+	size_t vcap = 0;
+	uint8_t from = USER_TAG;
+	MDB_val k = { 1, &from }, v;
+	uint32_t schema = 2;
+	int rc = mdb_cursor_open(txn, src, &c);
+
+	*srcs_r = *users_r = 0;
+	if (rc != 0)
+		return map_rc(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	if (rc == 0 && ((const uint8_t *)k.mv_data)[0] <= MOVE_TAG) {
+		snprintf(last_detail, sizeof(last_detail),
+			 "the sources' database holds a key in the range layout 2 takes (%u)",
+			 ((const uint8_t *)k.mv_data)[0]);
+		mdb_cursor_close(c);
+		return AG_ECORRUPT;
+	}
+	for (int pass = 1; pass <= 2 && (rc == 0 || rc == MDB_NOTFOUND); pass++) {
+		from = pass == 1 ? AG_AF_INET : MOVE_TAG;
+		k.mv_size = 1;
+		k.mv_data = &from;
+		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		while (rc == 0) {
+			const uint8_t *key = k.mv_data;
+			size_t klen = k.mv_size;
+			if (pass == 2 && key[0] != MOVE_TAG)
+				break;
+			if (pass == 1 && !src_form(key, klen)) {
+				rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+				continue;
+			}
+			if (pass == 1 && klen > 510) {
+				rc = MDB_BAD_VALSIZE;
+				break;
+			}
+			if (v.mv_size > vcap) {
+				uint8_t *nv = realloc(vb, v.mv_size);
+				if (nv == NULL) {
+					rc = ENOMEM;
+					break;
+				}
+				vb = nv;
+				vcap = v.mv_size;
+			}
+			memcpy(kb, key, klen);
+			memcpy(vb, v.mv_data, v.mv_size);
+			MDB_val nk = { pass == 1 ? klen + 1 : klen - 1, nb }, nv = { v.mv_size, vb };
+			if (pass == 1) {
+				nb[0] = MOVE_TAG;
+				src_swap(kb, klen, nb + 1, true);
+			} else {
+				memcpy(nb, kb + 1, klen - 1);
+				(*srcs_r)++;
+			}
+			k.mv_size = klen;
+			k.mv_data = kb;
+			rc = mdb_del(txn, src, &k, NULL);
+			if (rc == 0)
+				rc = mdb_put(txn, src, &nk, &nv, 0);
+			if (rc != 0)
+				break;
+			k.mv_size = pass == 1 ? klen : 1; /* on from where it was */
+			k.mv_data = pass == 1 ? (void *)kb : (void *)&from;
+			rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		}
+	}
+	mdb_cursor_close(c);
+	free(vb);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	if (rc == 0)
+		rc = mdb_cursor_open(txn, user, &c);
+	if (rc != 0)
+		return map_rc(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	while (rc == 0) {
+		if (k.mv_size > 510) {
+			rc = MDB_BAD_VALSIZE;
+			break;
+		}
+		nb[0] = USER_TAG;
+		memcpy(nb + 1, k.mv_data, k.mv_size);
+		MDB_val nk = { k.mv_size + 1, nb };
+		rc = mdb_put(txn, src, &nk, &v, 0);
+		if (rc == 0) {
+			(*users_r)++;
+			rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+		}
+	}
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND)
+		rc = mdb_drop(txn, user, 0);
+	rc = map_rc(rc);
+	if (rc == 0)
+		rc = put_meta(txn, t->s->dbi[AG_DB_META], "schema", &schema, sizeof(schema));
+	if (rc == 0) {
+		t->s->layout = 2; /* for the count, put in layout 2's place */
+		rc = users_count(t, (int64_t)*users_r, NULL);
+		if (rc != 0)
+			t->s->layout = 1;
+	}
+	return rc;
+}
+
+int ag_store_upgrade(struct ag_store *s, int64_t max_bytes, ag_holder_fn *fn, void *ctx,
+		     uint64_t *srcs_r, uint64_t *users_r)
+{
+	*srcs_r = *users_r = 0;
+	for (;;) {
+		struct ag_txn *t;
+		/* the writer lock first: a process that opens the store from
+		 * now on reads the schema after this commit (init_dbs()) */
+		int rc = ag_txn_begin(s, true, &t);
+		if (rc != 0)
+			return rc;
+		if (s->layout >= 2) {
+			ag_txn_abort(t);
+			return 0;
+		}
+		if (ag_store_holders(s, fn, ctx) > 0) {
+			ag_txn_abort(t);
+			return AG_EBUSY;
+		}
+		rc = upgrade_txn(t, srcs_r, users_r);
+		if (rc == 0) {
+			rc = ag_txn_commit(t);
+			if (rc != 0)
+				s->layout = 1;
+		} else {
+			s->layout = 1;
+			ag_txn_abort(t);
+		}
+		if (rc != AG_EFULL || ag_store_grow(s, max_bytes) != 0)
+			return rc;
+	}
 }
 
 /* The flush itself: LMDB's data file (fdatasync), then the counter file. */
@@ -896,8 +1329,8 @@ int ag_store_info(struct ag_store *s, struct ag_store_info *info)
 	if (rc != 0)
 		return rc;
 	for (int i = 0; i < AG_DB_COUNT; i++)
-		if (mdb_stat(t->txn, s->dbi[i], &st) == 0)
-			info->entries[i] = st.ms_entries;
+		(void)db_entries(t, (enum ag_db)i, &info->entries[i]);
+	info->layout = s->layout;
 	rc = get_meta(t->txn, s->dbi[AG_DB_META], "schema", &info->schema, sizeof(info->schema),
 		      &found);
 	ag_txn_abort(t);

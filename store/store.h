@@ -19,7 +19,22 @@
 #include "ag.h"
 #include "hash.h"
 
-#define AG_SCHEMA_VERSION 1
+/*
+ * The store's schema ("schema" in the meta database), which is also its
+ * layout, fixed when the store is made and read once at open:
+ * 1: users in their own database (AG_DB_USER), source keys as
+ *    ag_src_key() makes them (family, prefix length, address).
+ * 2: users' records in the sources' database under the tag 0x01 and
+ *    their key, source keys (also the first 18 bytes of a pair's) stored
+ *    address first (family, address, prefix length), so a net of 24 bits sits next
+ *    to its hosts: fewer pages per recorded failure (bench/README.md,
+ *    issue 15). Only this file knows it: callers use layout 1's keys and
+ *    AG_DB_USER with both (see scan() in store.c for the order a scan of
+ *    AG_DB_SRC then has). A new store gets layout 2; an older one keeps
+ *    layout 1 until ag_store_upgrade(). Versions before schema 2 refuse a
+ *    schema-2 store (AG_ENEWER).
+ */
+#define AG_SCHEMA_VERSION 2
 
 enum ag_db { AG_DB_SRC = 0, AG_DB_USER, AG_DB_PAIR, AG_DB_LIST, AG_DB_SLOT, AG_DB_META,
 	      AG_DB_PW, /* hot passwords (struct ag_pw_rec) */
@@ -118,6 +133,28 @@ AG_API void ag_store_maybe_sync(struct ag_store *s);
 /* Flush now (data.mdb and the counter file), for the syncer. */
 AG_API void ag_store_sync(struct ag_store *s);
 
+/* The layout of the open store (1 or 2, AG_SCHEMA_VERSION). */
+AG_API uint32_t ag_store_layout(const struct ag_store *s);
+
+/* The schema of stores this process creates from now on (1 makes one as
+ * older versions did: tests); anything else restores AG_SCHEMA_VERSION. */
+AG_API void ag_store_new_schema(uint32_t schema);
+
+/* Each process other than this one that has the store open (it maps
+ * data.mdb, or holds LMDB's lock on lock.mdb): its pid and command name
+ * ("?" when unknown). Returns how many. */
+typedef void ag_holder_fn(void *ctx, long pid, const char *comm);
+AG_API int ag_store_holders(struct ag_store *s, ag_holder_fn *fn, void *ctx);
+
+/* Rewrite a layout-1 store into layout 2 in one write transaction (the
+ * map grown up to @max_bytes if it needs room), counting the source and
+ * pair records and the users moved. Nothing to do for a layout-2 store
+ * (0, counts 0). AG_EBUSY: other processes have the store open (each
+ * named to @fn; they would go on in layout 1): nothing was changed.
+ * No transaction of this process may be open. */
+AG_API int ag_store_upgrade(struct ag_store *s, int64_t max_bytes, ag_holder_fn *fn, void *ctx,
+			    uint64_t *srcs_r, uint64_t *users_r);
+
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;
 	uint64_t entries[AG_DB_COUNT];
@@ -130,7 +167,7 @@ struct ag_store_info {
 	 * goes down) */
 	unsigned readers, readers_busy, readers_stale, own_readers;
 	unsigned readers_peak, max_readers;
-	uint32_t schema;
+	uint32_t schema, layout; /* entries: users and sources apart in both layouts */
 	char path[1024];
 	uint64_t last_txnid; /* of the last committed write transaction */
 };

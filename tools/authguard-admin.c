@@ -1417,7 +1417,9 @@ static int cmd_status(struct ctx *x, int argc, char **argv)
 		printf("store:    %s (no store yet: created at the first attempt)\n", info.path);
 	} else {
 		printf("store:    %s (data.mdb %s, %s used, map %s)\n", info.path, fb, ub, mb);
-		printf("schema:   %u\n", info.schema);
+		printf("schema:   %u%s\n", info.schema,
+		       info.layout < 2 ? " (layout 1: authguard-admin upgrade-store rewrites it into "
+					 "layout 2, fewer pages per failure)" : "");
 	}
 	if (x->c.load_errno != 0)
 		printf("config:   %s: %s: the built-in defaults are in force\n", x->c.load_path,
@@ -1525,6 +1527,72 @@ static int cmd_gc(struct ctx *x, int argc, char **argv)
 	if (n < 0)
 		return die_store(x, (int)n, "gc failed");
 	printf("dropped %ld expired records\n", n);
+	return EX_OK;
+}
+
+/* The processes upgrade-store found with the store open, for its message. */
+struct holders {
+	char text[4096];
+	size_t len;
+	int n;
+};
+
+static void note_holder(void *ctx, long pid, const char *comm)
+{
+	struct holders *h = ctx;
+
+	h->n++;
+	if (h->len < sizeof(h->text) - 64)
+		h->len += (size_t)snprintf(h->text + h->len, sizeof(h->text) - h->len,
+					   "  pid %ld (%s)\n", pid, comm);
+}
+
+/* Rewrite a layout-1 store (made before schema 2) into layout 2, in one
+ * write transaction, refused while any other process has it open: those
+ * would go on reading and writing it in layout 1. */
+static int cmd_upgrade_store(struct ctx *x, int argc, char **argv)
+{
+	struct holders h = { .len = 0 };
+	struct timespec t0, t1;
+	uint64_t srcs, users;
+
+	(void)argv;
+	if (argc != 0) {
+		fprintf(stderr, "usage: authguard-admin upgrade-store\n");
+		return EX_USAGE;
+	}
+	int rc = open_store(x, false);
+	if (rc != 0)
+		return rc;
+	if (x->no_store) {
+		printf("no store yet at %s: the first attempt makes one in layout 2\n", x->c.db_dir);
+		return EX_OK;
+	}
+	if (ag_store_layout(x->s) >= 2) {
+		printf("store %s: layout %u already, nothing to do\n", x->c.db_dir,
+		       ag_store_layout(x->s));
+		return EX_OK;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = ag_store_upgrade(x->s, x->c.db_max_size, note_holder, &h, &srcs, &users);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (rc == AG_EBUSY) {
+		fprintf(stderr, "authguard-admin: upgrade-store refused: %d other process%s %s the store "
+				"%s open (they would go on in layout 1); stop %s (the mail services, "
+				"authguard's daemons) and run it again; nothing was changed:\n%s",
+			h.n, h.n == 1 ? "" : "es", h.n == 1 ? "has" : "have", x->c.db_dir,
+			h.n == 1 ? "it" : "them", h.text);
+		return EX_STORE;
+	}
+	if (rc == AG_EFULL)
+		fprintf(stderr, "authguard-admin: upgrade-store: the rewrite needs room for a second "
+				"copy of the sources and users while it runs: raise db_max_size\n");
+	if (rc != 0)
+		return die_store(x, rc, "upgrade-store failed, the store is unchanged");
+	printf("upgraded %s to layout 2 (schema 2) in %.2f s: %llu source and pair records "
+	       "rekeyed, %llu users moved among the sources\n", x->c.db_dir,
+	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+	       (unsigned long long)srcs, (unsigned long long)users);
 	return EX_OK;
 }
 
@@ -1757,6 +1825,7 @@ static void usage(FILE *f)
 		"  export nft|ipset|plain [--name NAME] [--sets-only]\n"
 		"  stats [--prometheus]\n"
 		"  gc\n"
+		"  upgrade-store                          (a store made before schema 2: into layout 2)\n"
 		"  flush [--every DURATION]                (flush the store; --every: until SIGTERM)\n"
 		"  check-config\n"
 		"  dump-config\n"
@@ -1797,7 +1866,7 @@ int main(int argc, char **argv)
 		{ "forget", cmd_forget }, { "export", cmd_export }, { "stats", cmd_stats },
 		{ "gc", cmd_gc }, { "flush", cmd_flush }, { "check-config", cmd_check_config },
 		{ "dump-config", cmd_dump_config }, { "check", cmd_check },
-		{ "record", cmd_record },
+		{ "record", cmd_record }, { "upgrade-store", cmd_upgrade_store },
 	};
 	struct ctx x = { 0 };
 	const char *conf = NULL, *db = NULL;
