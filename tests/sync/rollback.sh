@@ -31,7 +31,12 @@
 # 5. (only with AG_TEST_OLD_SYNC and AG_TEST_OLD_ADMIN: the previous
 # version's authguard-sync and authguard-admin) the previous daemon
 # pushes old modules' events and is killed before it deletes them; the
-# new daemon finds them in the stream and sends none twice.
+# new daemon finds them in the stream and sends none twice. h1's store
+# is then made by the previous authguard-admin (layout 1: the previous
+# version refuses the layout 2 of a store the new code makes), so 1.-4.
+# run the new code on a store as the previous version left it; at the end
+# upgrade-store, refused while the daemon has the store open, rewrites it
+# with the counts kept, and the previous authguard-admin refuses it by name.
 #
 # Output is TAP; every wait is bounded (WAIT_S), the whole run by
 # AG_TEST_TIMEOUT (60 s). SKIP when redis-server, python3 or the binaries
@@ -47,7 +52,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=15
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=37
+NTESTS=42
 
 sync_test_needs
 OLDBOX=${AG_TEST_OLDBOX:-}
@@ -129,6 +134,14 @@ missed_of() { # missed_of HOST PEER: sequence numbers of PEER never seen
 }
 rollbacks() { grep -c 'the store was rolled back' "$S/h1/sync.log"; }
 mkdir -p "$S/saved"
+OLD=
+if [ -n "$OLD_SYNC" ] && [ -x "$OLD_SYNC" ] && [ -n "$OLD_ADMIN" ] && [ -x "$OLD_ADMIN" ]; then
+	OLD=1 # h1's store made by the previous version (5. above), no event in it
+	echo "db_dir = $S/h1/db" >"$S/make.conf"
+	{ "$OLD_ADMIN" -c "$S/make.conf" allow add 192.0.2.255 &&
+		"$OLD_ADMIN" -c "$S/make.conf" allow del 192.0.2.255; } >/dev/null ||
+		bail "the previous authguard-admin did not make h1's store"
+fi
 start_sync 1
 start_sync 2
 
@@ -258,7 +271,7 @@ ok "$(grep -q 'events of modules loaded before the upgrade' "$S/h1/sync.log"; ec
 is "$(missed_of 2 h1) $(missed_of 3 h1) $(rollbacks)" "0 0 3" "4: no peer counts missed numbers, no rollback seen"
 
 # ---------------------------------------------------- 5. the previous daemon killed
-if [ -n "$OLD_SYNC" ] && [ -x "$OLD_SYNC" ] && [ -n "$OLD_ADMIN" ] && [ -x "$OLD_ADMIN" ]; then
+if [ -n "$OLD" ]; then
 	stop_sync 1
 	J=192.0.2.87
 	K=198.51.100.87
@@ -284,8 +297,22 @@ if [ -n "$OLD_SYNC" ] && [ -x "$OLD_SYNC" ] && [ -n "$OLD_ADMIN" ] && [ -x "$OLD
 	ok "$(grep -q '4 events of the old place.s .* were pushed by an older daemon' "$S/h1/sync.log"; echo $?)" \
 		"5: h1 says it found the 4 in the stream"
 	is "$(fails 1 $J)" 6 "5: the previous module recorded on the new code's store"
+	is "$(admin 1 status | sed -n 's/^schema: *\([0-9]*\).*/\1/p')" 1 \
+		"5: h1's store, made by the previous version, is still in layout 1"
+	out=$(admin 1 upgrade-store 2>&1)
+	ok "$([ $? = 3 ] && echo "$out" | grep -q "^  pid ${SPIDS[1]} ("; echo $?)" \
+		"5: upgrade-store refuses while authguard-sync has the store open, naming it" "$out"
+	stop_sync 1
+	out=$(admin 1 upgrade-store 2>&1)
+	ok $? "5: upgrade-store rewrites h1's store once no process has it open" "$out"
+	is "$(fails 1 $J $K) $(admin 1 status | sed -n 's/^schema: *\([0-9]*\).*/\1/p')" "6 1 2" \
+		"5: the counts are kept, the store is in layout 2"
+	out=$(old_admin status 2>&1)
+	ok "$([ $? = 3 ] && echo "$out" | grep -q 'newer version of authguard'; echo $?)" \
+		"5: the previous authguard-admin refuses the upgraded store by name" "$out"
+	start_sync 1
 else
-	for n in 1 2 3 4 5; do
+	for n in 1 2 3 4 5 6 7 8 9 10; do
 		skip "5: the previous daemon killed ($n)" "AG_TEST_OLD_SYNC and AG_TEST_OLD_ADMIN not set"
 	done
 fi
