@@ -6,13 +6,16 @@
  *
  *   src    the sources' database (keys of 18 bytes; pairs: 18 + 'p' + user)
  *   net    the part of it that holds IPv4 /24 records (a leaf whose first
- *          key, a branch whose second key is one: they sort before the
- *          hosts, key byte 1 being the prefix length)
- *   user   the users' database (printable keys beginning "user": the
- *          benchmarks' user names)
+ *          key, a branch whose second key is one: in layout 1 they sort
+ *          before the hosts, key byte 1 being the prefix length; in
+ *          layout 2, address first, byte 17 is, and a /24 sits with its
+ *          hosts, so few pages start with one)
+ *   user   the users' records (printable keys beginning "user": the
+ *          benchmarks' user names; in layout 2 in the sources' database
+ *          under the tag 0x01)
  *   pw     hot passwords (4-byte keys)
  *   main   LMDB's unnamed database (the named databases' records, the
- *          wave state under "\0wave")
+ *          wave state under "\0wave", layout 2's count of users "\0users")
  *   free   LMDB's free list (FREE_DBI: 8-byte binary keys, transaction ids)
  *   other  any other database (meta, slot, list, the old pair database)
  *   ovf    overflow pages (a value of over ~2 KB: in the store only a long
@@ -109,10 +112,12 @@ static enum cls classify(const unsigned char *pg, uint16_t flags)
 		return C_OTHER;
 	if ((flags & P_LEAF) && (nflags & F_SUBDATA))
 		return C_MAIN;
-	if (ksize == 5 && k[0] == 0) /* "\0wave" */
+	if ((ksize == 5 || ksize == 6) && k[0] == 0 && k[1] >= 'a') /* "\0wave", "\0users" */
 		return C_MAIN;
-	if (ksize == 18 && k[0] == 4 && k[1] == 24)
-		return C_NET;
+	if (ksize == 18 && k[0] == 4 && ((k[1] == 24 && k[17] == 0) || k[17] == 24))
+		return C_NET; /* layout 1 (its byte 17 is an IPv6 one), layout 2 */
+	if (ksize > 5 && k[0] == 0x01 && memcmp(k + 1, "user", 4) == 0)
+		return C_USER; /* layout 2 */
 	if (ksize == 18 || (ksize > 19 && k[18] == 'p' && (k[0] == 4 || k[0] == 6 || k[0] == 0)))
 		return C_SRC;
 	if (ksize == 4)

@@ -147,13 +147,22 @@ typedef void ag_holder_fn(void *ctx, long pid, const char *comm);
 AG_API int ag_store_holders(struct ag_store *s, ag_holder_fn *fn, void *ctx);
 
 /* Rewrite a layout-1 store into layout 2 in one write transaction (the
- * map grown up to @max_bytes if it needs room), counting the source and
- * pair records and the users moved. Nothing to do for a layout-2 store
- * (0, counts 0). AG_EBUSY: other processes have the store open (each
- * named to @fn; they would go on in layout 1): nothing was changed.
- * No transaction of this process may be open. */
-AG_API int ag_store_upgrade(struct ag_store *s, int64_t max_bytes, ag_holder_fn *fn, void *ctx,
-			    uint64_t *srcs_r, uint64_t *users_r);
+ * map grown up to @max_bytes if it needs room for the second copy it
+ * makes), then copy it compacted in place of data.mdb (the old layout's
+ * pages left out) if no other process has opened it meanwhile: *sp is
+ * then a new handle (the old one is gone). Nothing to do for a layout-2
+ * store (0, counts 0). AG_EBUSY: other processes have the store open
+ * (each named to @fn; they would go on in layout 1): nothing was changed.
+ * No transaction of this process may be open on it. */
+struct ag_upgrade {
+	uint64_t srcs, users;   /* source and pair records rekeyed, users moved */
+	bool compacted;         /* else compact_rc and compact_detail say why not */
+	int compact_rc;
+	char compact_detail[256];
+	uint64_t bytes_before, bytes_after; /* data.mdb after the rewrite, after all */
+};
+AG_API int ag_store_upgrade(struct ag_store **sp, int64_t max_bytes, ag_holder_fn *fn, void *ctx,
+			    struct ag_upgrade *u);
 
 struct ag_store_info {
 	uint64_t map_size, used_bytes, file_bytes;

@@ -400,9 +400,22 @@ static void test_upgrade_keeps_everything(void **state)
 			fail_msg("no record like %s", want[w]);
 	assert_int_equal(run(f, "show", "carol", NULL), 0);
 	int carol_lines = has(f->out, "");
+	/* the counter file's counts: host-wide, and the refusal of alice's
+	 * banned source */
+	char stats[64], refused[64];
+	assert_int_equal(run(f, "stats", NULL), 0);
+	assert_int_equal(has(f->out, "attempts_total "), 1);
+	snprintf(stats, sizeof(stats), "attempts_total               %d", 15);
+	assert_int_equal(has(f->out, stats), 1);
+	assert_int_equal(run(f, "show", "203.0.113.5", "--json", NULL), 0);
+	snprintf(refused, sizeof(refused), "\"n_refused\": %d,", 1);
+	assert_int_equal(has(f->out, refused), 1);
 	assert_int_equal(run(f, "upgrade-store", NULL), 0);
 	assert_int_equal(has(f->out, "upgraded "), 1);
 	assert_int_equal(has(f->out, " to layout 2 (schema 2) in "), 1);
+	/* copied without the old layout's pages, which are free after it */
+	assert_int_equal(has(f->out, "compacted: data.mdb "), 1);
+	assert_int_equal(has(f->err, "NOT COMPACTED"), 0);
 	assert_int_equal(run(f, "upgrade-store", NULL), 0);
 	assert_int_equal(has(f->out, "layout 2 already, nothing to do"), 1);
 	snapshot(f, &b, eb);
@@ -420,6 +433,10 @@ static void test_upgrade_keeps_everything(void **state)
 	/* and it goes on: the ban holds, carol's places are familiar */
 	assert_int_equal(run(f, "status", NULL), 0);
 	assert_int_equal(has(f->out, "schema:   2\n"), 1);
+	assert_int_equal(run(f, "stats", NULL), 0);
+	assert_int_equal(has(f->out, stats), 1);
+	assert_int_equal(run(f, "show", "203.0.113.5", "--json", NULL), 0);
+	assert_int_equal(has(f->out, refused), 1);
 	assert_int_equal(run(f, "check", "--service", "imap", "--user", "alice", "--rhost",
 			     "203.0.113.5", NULL), 6);
 	assert_int_equal(run(f, "show", "carol", NULL), 0);
@@ -451,9 +468,19 @@ static void test_upgrade_refused_while_open(void **state)
 	assert_int_equal(ag_store_get(f->db, &s), 0);
 	assert_int_equal(ag_store_layout(s), 1);
 	ag_store_forget_all();
+	/* a compaction that cannot be made (here: its file's name is taken)
+	 * leaves the upgraded store as it is, and says so */
+	char in_way[400];
+	snprintf(in_way, sizeof(in_way), "%s/data.mdb.compact", f->db);
+	assert_int_equal(mkdir(in_way, 0700), 0);
 	assert_int_equal(run(f, "upgrade-store", NULL), 0);
+	assert_int_equal(has(f->out, " to layout 2 (schema 2) in "), 1);
+	assert_int_equal(has(f->err, "upgrade-store: NOT COMPACTED ("), 1);
+	assert_int_equal(rmdir(in_way), 0);
 	assert_int_equal(ag_store_get(f->db, &s), 0);
 	assert_int_equal(ag_store_layout(s), 2);
+	assert_int_equal(run(f, "status", NULL), 0); /* with this process's handle open */
+	assert_int_equal(has(f->out, "schema:   2\n"), 1);
 }
 
 /* A store of a schema newer than this build's is refused by name. */

@@ -1554,7 +1554,7 @@ static int cmd_upgrade_store(struct ctx *x, int argc, char **argv)
 {
 	struct holders h = { .len = 0 };
 	struct timespec t0, t1;
-	uint64_t srcs, users;
+	struct ag_upgrade u;
 
 	(void)argv;
 	if (argc != 0) {
@@ -1574,7 +1574,7 @@ static int cmd_upgrade_store(struct ctx *x, int argc, char **argv)
 		return EX_OK;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = ag_store_upgrade(x->s, x->c.db_max_size, note_holder, &h, &srcs, &users);
+	rc = ag_store_upgrade(&x->s, x->c.db_max_size, note_holder, &h, &u);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (rc == AG_EBUSY) {
 		fprintf(stderr, "authguard-admin: upgrade-store refused: %d other process%s %s the store "
@@ -1592,7 +1592,23 @@ static int cmd_upgrade_store(struct ctx *x, int argc, char **argv)
 	printf("upgraded %s to layout 2 (schema 2) in %.2f s: %llu source and pair records "
 	       "rekeyed, %llu users moved among the sources\n", x->c.db_dir,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-	       (unsigned long long)srcs, (unsigned long long)users);
+	       (unsigned long long)u.srcs, (unsigned long long)u.users);
+	if (u.compacted) {
+		printf("compacted: data.mdb %llu bytes (%llu with the old layout's pages)\n",
+		       (unsigned long long)u.bytes_after, (unsigned long long)u.bytes_before);
+		return EX_OK;
+	}
+	/* a valid store, only with as many free pages as data: LMDB's free
+	 * list then costs pages at every commit */
+	fprintf(stderr, "authguard-admin: upgrade-store: NOT COMPACTED (%s%s%s): the store is in "
+			"layout 2 and complete, but keeps the old layout's pages free in data.mdb "
+			"(%llu bytes), which costs writes at every commit; stop every process that "
+			"opens the store and copy it compacted (mdb_copy -c, then the copy's data.mdb "
+			"in place of the store's, lock.mdb removed)\n",
+		ag_strerror(u.compact_rc), u.compact_detail[0] != '\0' ? ": " : "",
+		u.compact_detail, (unsigned long long)u.bytes_before);
+	if (x->s == NULL)
+		return die_store(x, u.compact_rc, "cannot open the store again");
 	return EX_OK;
 }
 
