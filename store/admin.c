@@ -64,6 +64,8 @@ static enum ag_scan_op src_visit(void *vp, const void *key, size_t klen, const v
 int ag_admin_each_src(struct ag_txn *t, ag_src_visit_fn *fn, void *ctx)
 {
 	struct visit v = { .t = t, .fn = (void *)fn, .ctx = ctx };
+	/* every key (no order relied on: by prefix length, then address
+	 * in layout 1, by address in layout 2; never a user's) */
 	return ag_txn_scan(t, AG_DB_SRC, NULL, 0, src_visit, &v);
 }
 
@@ -157,6 +159,7 @@ int ag_admin_each_pair(struct ag_txn *t, bool fold, const uint8_t *ukey, size_t 
 			   .fold = fold, .now = ag_now_ms(), .half_life = INT64_MAX };
 	uint8_t prefix[2 + AG_USER_KEY_MAX];
 	size_t plen = pair_prefix(fold, ukey, ulen, prefix);
+	/* every key: pairs sort by source in both layouts, not by user */
 	int rc = ag_txn_scan(t, AG_DB_SRC, NULL, 0, pair_visit, &v);
 	if (rc == 0 && v.err == 0) {
 		v.old = true;
@@ -333,6 +336,9 @@ int ag_admin_forget_addr(struct ag_txn *t, const struct ag_addr *a, long *n_r)
 	uint8_t prefix[AG_SRC_KEY_LEN + 1];
 	memcpy(prefix, key, AG_SRC_KEY_LEN);
 	prefix[AG_SRC_KEY_LEN] = AG_PAIR_TAG;
+	/* relies on a pair's key starting with its source's whole key and the
+	 * tag, in both layouts (store.c maps a prefix of 18 bytes or more
+	 * as a key) */
 	rc = ag_txn_scan(t, AG_DB_SRC, prefix, sizeof(prefix), forget_pair_at_src, &v);
 	/* the old database's are keyed by user first: visit them all */
 	if (rc == 0)
@@ -359,6 +365,7 @@ int ag_admin_forget_user(struct ag_txn *t, bool fold, const uint8_t *ukey, size_
 	else if (rc != AG_ENOTFOUND)
 		return rc;
 	/* filed by source: every pair is looked at */
+	/* every key (pairs sort by source, not by user, in both layouts) */
 	rc = ag_txn_scan(t, AG_DB_SRC, NULL, 0, forget_pair_by_user, &v);
 	v.old = true;
 	if (rc == 0)

@@ -1749,6 +1749,11 @@ static int gc_batch(struct gc_ctx *g, struct ag_store *s, size_t i)
 		g->batch_dropped = g->batch_mem = g->batch_moved = g->visited = 0;
 		g->t = t;
 		g->err = 0;
+		/* relies on @from being a key the last batch was given (or
+		 * empty): in layout 2 store.c maps it as a key, so the batch
+		 * goes on where the last stopped in the stored order; the
+		 * users' database is the sources' 0x01 range there, and a scan
+		 * of the sources steps over it */
 		rc = ag_txn_scan_from(t, gc_dbs[i].db, from, from_len, gc_visit, g);
 		rc = rc == 0 ? g->err : rc;
 		if (rc == 0 && write)
@@ -2106,6 +2111,9 @@ static long gc_step(const struct ag_conf *c, struct ag_store *s, int64_t now)
 				    .max_visits = budget, .t = t, .migrate = true };
 		memcpy(g.resume, st.resume, st.resume_len);
 		g.resume_len = st.resume_len;
+		/* (as gc_batch(); a key kept from before upgrade-store resumes
+		 * in layout 2's order: this pass may skip or see again a few
+		 * records, the next one sees them) */
 		rc = ag_txn_scan_from(t, gc_dbs[st.db].db, g.resume, g.resume_len, gc_visit, &g);
 		rc = rc == 0 ? g.err : rc;
 		if (rc != 0)
