@@ -951,8 +951,10 @@ static int scan(struct ag_txn *t, enum ag_db db, const void *start, size_t slen,
 		users = true;
 		db = AG_DB_SRC;
 		sbuf[0] = pbuf[0] = USER_TAG;
-		memcpy(sbuf + 1, start, slen);
-		memcpy(pbuf + 1, prefix, plen);
+		if (slen > 0)
+			memcpy(sbuf + 1, start, slen);
+		if (plen > 0)
+			memcpy(pbuf + 1, prefix, plen);
 		start = sbuf;
 		prefix = pbuf;
 		slen++;
@@ -1141,7 +1143,7 @@ static int moved_add(struct moved *m, const uint8_t *key, size_t klen, bool user
 	return 0;
 }
 
-static const uint8_t *sort_base;
+static const uint8_t *sort_base; /* for moved_cmp(): upgrade_txn() runs in one thread */
 
 /* LMDB's default order (memcmp, then the shorter first). */
 static int moved_cmp(const void *a, const void *b)
@@ -1198,7 +1200,8 @@ static int upgrade_txn(struct ag_txn *t, uint64_t *srcs_r, uint64_t *users_r)
 		rc = moved_read(txn, user, true, &m);
 	if (rc == 0) {
 		sort_base = m.buf;
-		qsort(m.at, m.n, sizeof(*m.at), moved_cmp);
+		if (m.n > 0)
+			qsort(m.at, m.n, sizeof(*m.at), moved_cmp);
 		rc = mdb_drop(txn, src, 0);
 	}
 	if (rc == 0)
