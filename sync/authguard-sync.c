@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -2232,6 +2233,32 @@ static int reload(pthread_t *tp, pthread_t *tr)
 	return start_threads(tp, tr);
 }
 
+/* One daemon per store: two would push the same outbox twice (under two
+ * epochs, when one is of an older version and the other moves its
+ * events: counted twice on every host). An flock() on the store's data
+ * file, held while the process lives (LMDB itself locks with fcntl() on
+ * lock.mdb and never flocks data.mdb, so the two do not meet). */
+static int one_per_store(const char *db_dir)
+{
+	char path[AG_CONF_STR_MAX + 16];
+	snprintf(path, sizeof(path), "%s/data.mdb", db_dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		agd_log(AG_LVL_ERR, "store %s: %s: %s", db_dir, path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK)
+			agd_log(AG_LVL_ERR, "another authguard-sync runs on the store %s (one per "
+				"store; its own config's db_dir): not started", db_dir);
+		else
+			agd_log(AG_LVL_ERR, "store %s: locking %s: %s", db_dir, path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd; /* (kept open: the lock goes with the process) */
+}
+
 int main(int argc, char **argv)
 {
 	int rc = agd_start(&g.d, NAME, usage, NULL, NULL, argc, argv);
@@ -2261,6 +2288,10 @@ int main(int argc, char **argv)
 	}
 	if ((rc = ag_store_get(g.d.conf.db_dir, &g.s)) != 0) {
 		agd_log(AG_LVL_ERR, "store %s: %s", g.d.conf.db_dir, ag_strerror(rc));
+		agd_finish(&g.d);
+		return 2;
+	}
+	if (one_per_store(g.d.conf.db_dir) < 0) {
 		agd_finish(&g.d);
 		return 2;
 	}

@@ -30,7 +30,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=15
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=14
+NTESTS=16
 
 sync_test_needs
 
@@ -95,6 +95,9 @@ missed_of() { # missed_of HOST PEER: sequence numbers of PEER never seen
 	admin "$1" status 2>/dev/null | sed -n "s/^ *peer $2: .* \([0-9]*\) missed$/\1/p"
 }
 start_sync 2
+"$SYNC" -c "$S/h2/authguard.conf" >"$S/second.log" 2>&1
+is "$?" 2 "a second authguard-sync on h2's store does not start"
+ok "$(grep -q 'another authguard-sync runs on the store' "$S/second.log"; echo $?)" "... and says why"
 
 # ---------------------------------------------------- 1. refused, later ones taken
 # eight failures wait in h1's outbox before its daemon starts: one batch
