@@ -12,7 +12,7 @@
  *          benchmarks' user names)
  *   pw     hot passwords (4-byte keys)
  *   main   LMDB's unnamed database (the named databases' records, the
- *          wave state under "\0wave")
+ *          wave state under "\0wave", the fleet's outbox under "\0sync.")
  *   free   LMDB's free list (FREE_DBI: 8-byte binary keys, transaction ids)
  *   other  any other database (meta, slot, list, the old pair database)
  *   ovf    overflow pages (a value of over ~2 KB: in the store only a long
@@ -30,7 +30,7 @@
  * bench_guard does (-f prints per recorded failure). PAGECOUNT_TRACE=N
  * prints the pages of the first N commits after a reset to stderr.
  *
- *   LD_PRELOAD=bench/.libs/pagecount.so bench/bench_guard -n 100000 -f
+ *   LD_PRELOAD=$PWD/bench/pagecount.so bench/bench_guard -n 100000 -f
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
