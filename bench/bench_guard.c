@@ -292,7 +292,7 @@ static int measure(unsigned long sources, unsigned long attempts, const char *lo
 		ag_conf_free(&c);
 		return 1;
 	}
-	/* with LD_PRELOAD=bench/.libs/pagecount.so: the pages by database */
+	/* with LD_PRELOAD=bench/pagecount.so: the pages by database */
 	void (*pc_reset)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "pagecount_reset");
 	void (*pc_report)(FILE *, unsigned long) =
 		(void (*)(FILE *, unsigned long))dlsym(RTLD_DEFAULT, "pagecount_report");

@@ -15,7 +15,8 @@
  *          under the tag 0x01)
  *   pw     hot passwords (4-byte keys)
  *   main   LMDB's unnamed database (the named databases' records, the
- *          wave state under "\0wave", layout 2's count of users "\0users")
+ *          wave state under "\0wave", the fleet's outbox under "\0sync.",
+ *          layout 2's count of users "\0users")
  *   free   LMDB's free list (FREE_DBI: 8-byte binary keys, transaction ids)
  *   other  any other database (meta, slot, list, the old pair database)
  *   ovf    overflow pages (a value of over ~2 KB: in the store only a long
@@ -33,7 +34,7 @@
  * bench_guard does (-f prints per recorded failure). PAGECOUNT_TRACE=N
  * prints the pages of the first N commits after a reset to stderr.
  *
- *   LD_PRELOAD=bench/.libs/pagecount.so bench/bench_guard -n 100000 -f
+ *   LD_PRELOAD=$PWD/bench/pagecount.so bench/bench_guard -n 100000 -f
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -112,7 +113,7 @@ static enum cls classify(const unsigned char *pg, uint16_t flags)
 		return C_OTHER;
 	if ((flags & P_LEAF) && (nflags & F_SUBDATA))
 		return C_MAIN;
-	if ((ksize == 5 || ksize == 6) && k[0] == 0 && k[1] >= 'a') /* "\0wave", "\0users" */
+	if (ksize >= 5 && k[0] == 0 && k[1] >= 'a') /* "\0wave", "\0users", "\0sync." */
 		return C_MAIN;
 	if (ksize == 18 && k[0] == 4 && ((k[1] == 24 && k[17] == 0) || k[17] == 24))
 		return C_NET; /* layout 1 (its byte 17 is an IPv6 one), layout 2 */

@@ -200,8 +200,10 @@ static bool slot_add(struct ag_store *s, unsigned kind, const void *key, size_t 
 			break;
 		uint64_t zero = 0;
 		if (atomic_compare_exchange_strong(&free_slot->word, &zero, (tag << 32) | add)) {
-			if (add > 0)
-				atomic_store_explicit(&free_slot->last_ms, now, memory_order_relaxed);
+			/* (a claim, add 0: no time yet; the slot's last
+			 * occupant's is not this record's) */
+			atomic_store_explicit(&free_slot->last_ms, add > 0 ? now : 0,
+					      memory_order_relaxed);
 			return true;
 		}
 		/* another process took that slot (perhaps for this record): again */
@@ -245,6 +247,8 @@ static void slot_sum(struct ag_store *s, unsigned kind, const void *key, size_t 
 		if (w == 0 || TAG(w) != tag)
 			continue;
 		*n_r += (uint32_t)w;
+		if ((uint32_t)w == 0)
+			continue; /* claimed, nothing counted yet: its time is not ours */
 		int64_t last = atomic_load_explicit(&sl->last_ms, memory_order_relaxed);
 		if (last > *last_r)
 			*last_r = last;

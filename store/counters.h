@@ -16,13 +16,17 @@
  * shared mapping the moment they are made); the host-wide counts of one
  * attempt when a process dies between its commit and the next
  * instruction (they are added right after the commit, so a rolled-back
- * attempt is never counted); after an OS crash, what the last flush did
+ * attempt is never counted), and so the user's failure that
+ * ag_count_fail() would add then (display and the record's age only: the
+ * rules never count these failures); after an OS crash, what the last flush did
  * not reach disk (ag_store_sync() flushes this file with the store).
  * Per-record refusal counts are kept for at most AG_COUNTERS_SLOTS
  * records at a time: once the table is full near a record's place, its
  * refusals count host-wide only (the "unattributed" counter says how
  * many). A record dropped by the clean-up or authguard-admin forget takes
- * its counts with it, as before.
+ * its counts with it, as before; an older module's clean-up or forget
+ * does not know of the user failures here, and a user that comes back
+ * under the same name then shows them (display only).
  *
  * The file is checked like lock.mdb and data.mdb (store.c: no symlink,
  * a regular file with one link, not writable by others, group-writable

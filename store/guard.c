@@ -37,6 +37,14 @@ void ag_guard_set_clock(int64_t (*now_fn)(void))
  * maybe_maintain()): the guard's clock is the records' time, and a test
  * that moves it on by hours must not also move the pacing on. */
 static int64_t (*pace_fn)(void) = ag_now_ms;
+static void (*between_fn)(void *);
+static void *between_arg;
+
+void ag_guard_set_between_passes(void (*fn)(void *), void *arg)
+{
+	between_fn = fn;
+	between_arg = arg;
+}
 
 void ag_guard_set_pace_clock(int64_t (*now_fn)(void))
 {
@@ -1399,8 +1407,11 @@ int ag_guard_record_ex(const struct ag_conf *c, const struct ag_sink *sink,
 		quiet = record_quiet(&op, &arg);
 	if (quiet < 0)
 		rc = quiet;
-	else if (rc == 0 && quiet == 0)
+	else if (rc == 0 && quiet == 0) {
+		if (between_fn != NULL && kept.valid)
+			between_fn(between_arg);
 		rc = with_retry(&op, record_fn, &arg);
+	}
 	if (rc != 0) {
 		fault(c, sink, op.s == NULL ? FAULT_OPEN : FAULT_TXN, rc, "record");
 		t.fault = 1;

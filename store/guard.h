@@ -193,4 +193,10 @@ AG_API void ag_guard_set_clock(int64_t (*now_fn)(void));
  * how many rounds there are. */
 AG_API void ag_guard_set_pace_clock(int64_t (*now_fn)(void));
 
+/* Test hook: if non-NULL, called with @arg between a success's read-only
+ * pass and its write transaction when the write may take the records the
+ * read read (guard.c record_fn()), so that a test can commit something in
+ * between, as another process may. */
+AG_API void ag_guard_set_between_passes(void (*fn)(void *), void *arg);
+
 #endif

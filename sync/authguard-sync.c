@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,6 +121,7 @@ struct link {
 	unsigned sentinel_first; /* the sentinel that answered last: asked first */
 	unsigned wait_short;   /* WAITs in a row that fewer replicas answered */
 	int64_t last_moved;    /* the last fault line of link_moved() */
+	unsigned long ups;     /* connections made: the pusher looks back after each */
 };
 
 /* What a log line calls the Redis a link talks to: the address it dialled
@@ -472,6 +474,7 @@ static bool link_up(struct link *l)
 			" events to push", where(l), l->role,
 			(ag_now_ms() - l->down_since) / 1000, outbox_depth());
 	l->down_since = l->last_fault = 0;
+	l->ups++;
 	if (l->wait_short == 0) /* else the delay keeps growing: see replicas_have() */
 		l->backoff = 0;
 	set_connected(true);
@@ -1263,8 +1266,22 @@ static int box_done(struct ag_txn *t, const struct box *b, const struct ag_sev *
  * moved into the outbox, under its epoch, and never pushed under the old
  * one by this daemon.
  */
+/*
+ * Not rolled back, but with gaps: events of the outbox numbered below the
+ * stream's last one of ours that the stream does not hold (Redis refused
+ * them and took later ones, and the daemon was stopped before it
+ * renumbered them: renumber_holes()). Pushed again under their numbers
+ * they would be skipped as duplicates: they go under new ones, and the
+ * outbox's events the stream does hold are deleted (pushed), all in the
+ * same transaction. Only where the stream cannot have lost it to its
+ * trimming, which takes the oldest first: @anchored (the look back met an
+ * entry of ours at or below what the outbox holds), or one of ours
+ * numbered below it is there. In the old place the
+ * events found are deleted likewise, gaps or not: the rest is moved under
+ * the outbox's epoch anyway.
+ */
 static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, size_t n,
-		       bool *rolled_r)
+		       bool anchored, bool *rolled_r)
 {
 	struct ag_txn *t;
 	struct ag_outbox_state ob;
@@ -1272,7 +1289,8 @@ static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, 
 	*rolled_r = false;
 	if (n == 0)
 		return 0; /* (the common start: no writer lock) */
-	struct ag_sev *ev = malloc(sizeof(*ev) * PUSH_BATCH);
+	struct ag_sev *ev = malloc(sizeof(*ev) * PUSH_BATCH * 2);
+	struct ag_sev *holes = ev != NULL ? ev + PUSH_BATCH : NULL;
 	int rc = ev == NULL ? AG_ENOMEM : ag_txn_begin(g.s, true, &t);
 	if (rc != 0) {
 		free(ev);
@@ -1280,7 +1298,7 @@ static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, 
 	}
 	rc = box_state(t, b, &ob);
 	bool rolled = rc == 0 && ob.epoch == pd->epoch && own[n - 1].seq >= ob.next_seq;
-	uint64_t matched = 0, after = pd->seq;
+	uint64_t matched = 0, renumbered = 0, after = pd->seq;
 	size_t i = 0;
 	/* walk the outbox beside the stream's entries, up to their last */
 	while (rc == 0 && ob.epoch == pd->epoch && after < own[n - 1].seq) {
@@ -1290,7 +1308,7 @@ static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, 
 			break;
 		}
 		after = ev[k - 1].seq;
-		int sent = 0;
+		int sent = 0, nholes = 0;
 		for (int x = 0; x < k; x++) {
 			while (i < n && own[i].seq < ev[x].seq)
 				i++; /* (not in the outbox: dropped when full) */
@@ -1305,11 +1323,37 @@ static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, 
 				rolled = true;
 			if (same)
 				ev[sent++] = ev[x];
+			else if (!other && !b->old && ev[x].seq < own[n - 1].seq &&
+				 (anchored || own[0].seq < ev[x].seq))
+				holes[nholes++] = ev[x];
 		}
 		/* deleted in this transaction, kept only if it is committed */
 		if (sent > 0)
 			rc = box_done(t, b, ev, sent);
 		matched += (uint64_t)sent;
+		/* the holes' new numbers come after the stream's last of ours:
+		 * this walk ends before it meets them again */
+		if (rc == 0 && nholes > 0)
+			rc = ag_outbox_done(t, holes, nholes);
+		for (int x = 0; rc == 0 && x < nholes; x++)
+			rc = ag_outbox_put(t, &g.d.conf, &holes[x]);
+		renumbered += (uint64_t)nholes;
+	}
+	if (rc == 0 && !rolled && (renumbered > 0 || (b->old && matched > 0))) {
+		rc = ag_txn_commit(t);
+		free(ev);
+		if (rc != 0)
+			return rc;
+		if (b->old)
+			agd_log(AG_LVL_INFO, NAME ": %" PRIu64 " events of %s were pushed by an "
+				"older daemon: deleted there, not sent again", matched, b->what);
+		else
+			agd_log(AG_LVL_WARN, NAME ": %" PRIu64 " events of the outbox are missing "
+				"from the stream between ones it holds (Redis refused them, and this "
+				"daemon stopped or lost its link before it numbered them again): they "
+				"go again under new numbers; the other hosts count the old numbers as "
+				"missed", renumbered);
+		return 0;
 	}
 	uint64_t epoch = pd->epoch;
 	if (rc == 0 && rolled && !b->old)
@@ -1424,7 +1468,7 @@ static bool pushed_in_stream(struct link *l, const struct box *b, struct pushed 
 	char count[16], end[64] = "+";
 	struct own *own = malloc(sizeof(*own) * RESUME_SCAN);
 	size_t n = 0;
-	bool done = own == NULL;
+	bool done = own == NULL, anchored = false;
 
 	snprintf(count, sizeof(count), "%d", RESUME_SCAN);
 	for (int page = 0; !done && page < RESUME_PAGES; page++) {
@@ -1450,7 +1494,7 @@ static bool pushed_in_stream(struct link *l, const struct box *b, struct pushed 
 			if (!verified_own(en, pd->epoch, &seq, &e))
 				continue;
 			if (seq <= pd->seq) {
-				done = true; /* deleted before: what comes before it is older */
+				done = anchored = true; /* deleted before: what comes before it is older */
 			} else if (n == RESUME_SCAN) {
 				done = true;
 			} else if ((own[n].e = malloc(e->len + 1)) != NULL) {
@@ -1471,7 +1515,7 @@ static bool pushed_in_stream(struct link *l, const struct box *b, struct pushed 
 	qsort(own, n, sizeof(*own), own_cmp);
 	bool rolled;
 	uint64_t old_epoch = pd->epoch;
-	int rc = rolled_back(b, pd, own, n, &rolled);
+	int rc = rolled_back(b, pd, own, n, anchored, &rolled);
 	if (rc == 0 && rolled)
 		take_back(own, n, old_epoch);
 	uint64_t at = pd->seq;
@@ -1486,7 +1530,7 @@ static bool pushed_in_stream(struct link *l, const struct box *b, struct pushed 
 	}
 	if (at > pd->seq) {
 		agd_log(AG_LVL_INFO, NAME ": events up to %" PRIu64 " of this host%s%s were in the "
-			"stream already (pushed before a restart): not sent again", at,
+			"stream already (pushed before a restart or a lost link): not sent again", at,
 			b->old ? " in " : "", b->old ? b->what : "");
 		pd->seq = at;
 	}
@@ -1543,8 +1587,9 @@ static bool old_in_stream(struct link *l, struct ag_sev *ev)
 	}
 	if (rc != 0)
 		goto fault;
-	agd_log(AG_LVL_INFO, NAME ": %" PRIu64 " events of %s were pushed by an older daemon: "
-		"deleted there, not sent again", n, BOX_OLD.what);
+	if (n > 0) /* (else rolled_back() deleted them, and said so) */
+		agd_log(AG_LVL_INFO, NAME ": %" PRIu64 " events of %s were pushed by an older "
+			"daemon: deleted there, not sent again", n, BOX_OLD.what);
 	return true;
 fault:
 	set_error("push: store: %s", ag_strerror(rc));
@@ -1585,9 +1630,18 @@ static void *pusher(void *arg)
 	if (drc != 0)
 		set_error("push: store: %s", ag_strerror(drc));
 	bool resumed = false, resumed_old = false;
+	unsigned long ups = 0;
+	int64_t move_fault = 0;
 	while (running()) {
 		if (!link_up(&l) || !still_primary(&l))
 			continue;
+		/* a link lost with a batch on it: what Redis took of it is not
+		 * known, nor whether it refused some before others (gaps): the
+		 * stream is looked at again, as at start */
+		if (l.ups != ups) {
+			ups = l.ups;
+			resumed = false;
+		}
 		if (!resumed || !resumed_old) { /* what a killed predecessor sent but did not delete */
 			if (!resumed)
 				resumed = pushed_in_stream(&l, &BOX_NEW, &pd);
@@ -1610,8 +1664,22 @@ static void *pusher(void *arg)
 		}
 		int n = push_batch(&l, ev, &pd);
 		if (n >= 0 && pd.old_waiting) {
+			/* (a fault of its own: it must not hold back the
+			 * drain below, or what was pushed stays and fills the
+			 * outbox) */
 			int mr = move_old(&pd);
-			n = mr != 0 ? mr : pd.old_waiting ? PUSH_BATCH : n; /* (more: at once) */
+			if (mr != 0) {
+				set_error("push: store: moving %s: %s", BOX_OLD.what, ag_strerror(mr));
+				if (now - move_fault >= FAULT_EVERY_MS || now < move_fault) {
+					move_fault = now;
+					agd_log(AG_LVL_ERR, NAME " fault: moving %s into the outbox: "
+						"%s%s%s; they wait there", BOX_OLD.what, ag_strerror(mr),
+						ag_store_detail()[0] ? ": " : "", ag_store_detail());
+				}
+				pd.old_waiting = false; /* tried again at the next look (OLD_LOOK_MS) */
+			} else if (pd.old_waiting) {
+				n = PUSH_BATCH; /* (more: at once) */
+			}
 		}
 		if (n >= 0 && drain_due(&pd)) {
 			int dr = drain(&pd);
@@ -2165,6 +2233,32 @@ static int reload(pthread_t *tp, pthread_t *tr)
 	return start_threads(tp, tr);
 }
 
+/* One daemon per store: two would push the same outbox twice (under two
+ * epochs, when one is of an older version and the other moves its
+ * events: counted twice on every host). An flock() on the store's data
+ * file, held while the process lives (LMDB itself locks with fcntl() on
+ * lock.mdb and never flocks data.mdb, so the two do not meet). */
+static int one_per_store(const char *db_dir)
+{
+	char path[AG_CONF_STR_MAX + 16];
+	snprintf(path, sizeof(path), "%s/data.mdb", db_dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		agd_log(AG_LVL_ERR, "store %s: %s: %s", db_dir, path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK)
+			agd_log(AG_LVL_ERR, "another authguard-sync runs on the store %s (one per "
+				"store; its own config's db_dir): not started", db_dir);
+		else
+			agd_log(AG_LVL_ERR, "store %s: locking %s: %s", db_dir, path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd; /* (kept open: the lock goes with the process) */
+}
+
 int main(int argc, char **argv)
 {
 	int rc = agd_start(&g.d, NAME, usage, NULL, NULL, argc, argv);
@@ -2194,6 +2288,10 @@ int main(int argc, char **argv)
 	}
 	if ((rc = ag_store_get(g.d.conf.db_dir, &g.s)) != 0) {
 		agd_log(AG_LVL_ERR, "store %s: %s", g.d.conf.db_dir, ag_strerror(rc));
+		agd_finish(&g.d);
+		return 2;
+	}
+	if (one_per_store(g.d.conf.db_dir) < 0) {
 		agd_finish(&g.d);
 		return 2;
 	}

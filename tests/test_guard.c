@@ -1961,6 +1961,45 @@ static void test_old_wave_record(void **state)
 	assert_true(fast > 26.8 && fast < 27.01);
 }
 
+/* A success's write takes the records its read-only pass read only when
+ * nothing was committed in between. Here another process bans the source
+ * in between (its third failure): the success's write must not put back
+ * the source's record as it was before the ban (with the records always
+ * taken, the ban was gone and the next attempt from there got in). */
+static int between_calls;
+
+static void ban_between(void *arg)
+{
+	struct fx *f = arg;
+	int st;
+
+	between_calls++;
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(try(f, "bob", "192.0.2.230", false, "guess") == AG_PROCEED ? 0 : 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_success_rereads_after_a_commit(void **state)
+{
+	struct fx *f = *state;
+	const char *src = "192.0.2.230";
+
+	f->c.ip_ban_after = 3;
+	f->c.user_lock_after = 0;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(try(f, "bob", src, false, "guess"), AG_PROCEED);
+	between_calls = 0;
+	ag_guard_set_between_passes(ban_between, f);
+	assert_int_equal(try(f, "alice", src, true, "right"), AG_PROCEED); /* a new place */
+	ag_guard_set_between_passes(NULL, NULL);
+	assert_int_equal(between_calls, 1);
+	assert_int_equal(try(f, "carol", src, false, "guess"), AG_REFUSE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1990,6 +2029,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_record_ex_in_txn_and_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_writes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_familiar_success_writes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_success_rereads_after_a_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_counts_survive_kill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dropped_record_forgets_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_none_formats_nothing, setup, teardown),

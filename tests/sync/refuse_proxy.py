@@ -3,10 +3,13 @@
 redis-server that refuses chosen XADD commands as Redis does when it is
 out of memory, and passes everything else through unchanged.
 
-    refuse_proxy.py LISTEN_PORT REDIS_PORT N[,N...] PORT_FILE
+    refuse_proxy.py LISTEN_PORT REDIS_PORT N[,N...] PORT_FILE [M[,M...]]
 
 The Nth XADD (counted over all connections, from 1) is answered with
-Redis's OOM error and never reaches Redis; later ones go through. One
+Redis's OOM error and never reaches Redis; later ones go through. The Mth
+reaches Redis, but its client's connection is closed before the reply
+(and what it sent after it is dropped), as when a link is lost with a
+batch on it. One
 thread per client connection; each command is sent on and its whole reply
 read back before the next one is looked at, so replies keep their order
 under pipelining. Only what hiredis sends is understood (RESP arrays of
@@ -78,7 +81,7 @@ lock = threading.Lock()
 xadds = 0
 
 
-def serve(client, redis_port, refuse):
+def serve(client, redis_port, refuse, cut):
     global xadds
     up = socket.create_connection(("127.0.0.1", redis_port))
     cc, uc = Conn(client), Conn(up)
@@ -92,6 +95,10 @@ def serve(client, redis_port, refuse):
                 if n in refuse:
                     client.sendall(OOM)
                     continue
+                if n in cut:
+                    up.sendall(raw)
+                    read_reply(uc)
+                    raise EOFError
             up.sendall(raw)
             client.sendall(read_reply(uc))
     except (EOFError, ValueError, OSError):
@@ -104,6 +111,7 @@ def serve(client, redis_port, refuse):
 def main():
     listen_port, redis_port = int(sys.argv[1]), int(sys.argv[2])
     refuse = {int(x) for x in sys.argv[3].split(",") if x}
+    cut = {int(x) for x in sys.argv[5].split(",") if x} if len(sys.argv) > 5 else set()
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", listen_port))
@@ -112,7 +120,7 @@ def main():
         f.write("%d\n" % srv.getsockname()[1])
     while True:
         client, _ = srv.accept()
-        threading.Thread(target=serve, args=(client, redis_port, refuse),
+        threading.Thread(target=serve, args=(client, redis_port, refuse, cut),
                          daemon=True).start()
 
 

@@ -14,6 +14,9 @@
 # them again under new numbers; h2 counts the two old numbers as missed;
 # h1's outbox drains. 2. a refusal with nothing taken after it in its
 # batch: the event goes again under its own number, nothing is missed.
+# 3. a refusal, a later XADD taken, and the link cut before its reply
+# (what Redis took is not known): on the next link h1 looks at the stream
+# again, and the refused one goes under a new number: all arrive, once.
 #
 # Output is TAP; every wait is bounded (WAIT_S), the whole run by
 # AG_TEST_TIMEOUT (60 s). SKIP when redis-server, python3 or the binaries
@@ -27,7 +30,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 WAIT_S=15
 TIMEOUT=${AG_TEST_TIMEOUT:-60}
-NTESTS=10
+NTESTS=16
 
 sync_test_needs
 
@@ -54,9 +57,10 @@ echo "1..$NTESTS"
 # ---------------------------------------------------------------- Redis, the proxy
 PORT=
 redis_start --save '' --appendonly no
-# XADDs through the proxy, counted from 1: the 3rd and 4th (phase 1) and
-# the 13th (phase 2) are refused
-"$PYTHON" "$HERE/refuse_proxy.py" 0 "$PORT" 3,4,13 "$S/proxy.port" >>"$S/proxy.log" 2>&1 &
+# XADDs through the proxy, counted from 1: the 3rd and 4th (phase 1), the
+# 13th (phase 2) and the 16th (phase 3) are refused; at the 18th the link
+# is cut (phase 3)
+"$PYTHON" "$HERE/refuse_proxy.py" 0 "$PORT" 3,4,13,16 "$S/proxy.port" 18 >>"$S/proxy.log" 2>&1 &
 PXPID=$!
 wait_for test -s "$S/proxy.port" || bail "refuse_proxy.py did not start (proxy.log)"
 PPORT=$(cat "$S/proxy.port")
@@ -91,6 +95,9 @@ missed_of() { # missed_of HOST PEER: sequence numbers of PEER never seen
 	admin "$1" status 2>/dev/null | sed -n "s/^ *peer $2: .* \([0-9]*\) missed$/\1/p"
 }
 start_sync 2
+"$SYNC" -c "$S/h2/authguard.conf" >"$S/second.log" 2>&1
+is "$?" 2 "a second authguard-sync on h2's store does not start"
+ok "$(grep -q 'another authguard-sync runs on the store' "$S/second.log"; echo $?)" "... and says why"
 
 # ---------------------------------------------------- 1. refused, later ones taken
 # eight failures wait in h1's outbox before its daemon starts: one batch
@@ -121,3 +128,22 @@ sleep 1
 is "$(fails_of 2 $B) $(missed_of 2 h1)" "3 2" "2: each once, nothing more missed"
 is "$(grep -c 'go again under new numbers' "$S/h1/sync.log")" 1 \
 	"2: no renumbering when nothing after the refusal was taken"
+
+# ---------------------------------------------------- 3. refused, taken, link cut
+# XADD 14 was the 13th again; five failures wait in h1's outbox while its
+# daemon is stopped: one batch, XADDs 15-19: 16 refused, 17 taken, 18
+# taken but its reply never comes (the link is cut), 19 never sent
+kill -TERM "${SPIDS[1]}"
+wait "${SPIDS[1]}" 2>/dev/null
+SPIDS[1]=
+C=192.0.2.91
+for n in 1 2 3 4 5; do record_fail 1 "c$n" $C; done
+start_sync 1
+ok "$(wait_for eval '[ "$(fails_of 2 $C)" = 5 ] && [ "$(outbox_of 1)" = 0 ]'; echo $?)" \
+	"3: a refusal, a later XADD taken, the link cut: all five reach h2" "h2 has $(fails_of 2 $C)"
+sleep 1
+is "$(fails_of 2 $C) $(fails_of 1 $C)" "5 5" "3: each counted once"
+ok "$(grep -q '1 events of the outbox are missing from the stream between ones it holds' \
+	"$S/h1/sync.log"; echo $?)" "3: h1 found the gap when it looked at the stream on the new link"
+is "$(missed_of 2 h1)" 3 "3: h2 counts the one old number as missed (3 in all)"
+
