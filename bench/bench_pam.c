@@ -1,9 +1,11 @@
 /*
  * bench_pam - what a guard costs through real libpam: no guard,
  * Linux-PAM's pam_faillock and pam_authguard (one or more builds of it,
- * side by side), each in front of pam_matrix, driven by the same program
- * under cwrap's pam_wrapper (service files) and nss_wrapper (the users
- * pam_faillock looks up). Prints numbers; asserts nothing.
+ * side by side), each in front of pam_matrix, driven by the same program:
+ * libpam reads the service files from the run's directory
+ * (pam_start_confdir(); under cwrap's pam_wrapper where libpam has no such
+ * call), nss_wrapper gives the users pam_faillock looks up. Prints
+ * numbers; asserts nothing.
  *
  *   bench_pam [-a ATTEMPTS] [-r ROUNDS] [-i CALLGRIND_ATTEMPTS] [-l none|file]
  *             [-M LABEL=PATH]... [-d DIR]
@@ -306,9 +308,17 @@ static int run_child(const struct stack *s, const char *scen, long n, const char
 		close(pfd[0]);
 		dup2(pfd[1], 1);
 		snprintf(path, sizeof(path), "%s/pam.d", dir);
+#ifdef HAVE_PAM_START_CONFDIR
+		/* libpam reads the service files from there itself
+		 * (pam_start_confdir(), tools/pamdrive.c), as a real daemon
+		 * reads /etc/pam.d: no pam_wrapper in the figures */
+		setenv(PD_CONFDIR_ENV, path, 1);
+		snprintf(preload, sizeof(preload), "%s", nss_wrapper);
+#else
 		setenv("PAM_WRAPPER", "1", 1);
 		setenv("PAM_WRAPPER_SERVICE_DIR", path, 1);
 		snprintf(preload, sizeof(preload), "%s:%s", wrapper, nss_wrapper);
+#endif
 		setenv("LD_PRELOAD", preload, 1);
 		snprintf(path, sizeof(path), "%s/passwd", dir);
 		setenv("NSS_WRAPPER_PASSWD", path, 1);
@@ -423,9 +433,17 @@ int main(int argc, char **argv)
 	const char *dir = NULL;
 
 	if (argc == 4 && strcmp(argv[1], "-C") == 0) {
+#ifdef HAVE_PAM_START_CONFDIR
+		/* no wrapper to wait for: the lock goes at once */
+		const char *lk = getenv("AG_PWRAP_LOCK_FD");
+		if (lk != NULL && lk[0] >= '0' && lk[0] <= '9' && atoi(lk) > 2)
+			close(atoi(lk));
+		unsetenv("AG_PWRAP_LOCK_FD");
+#else
 		struct pd_paths none = { 0 };
 		if (pd_ensure_wrapper(&none, argv) != 0) /* lets the lock go */
 			return 1;
+#endif
 		return child(argv[2], atol(argv[3]));
 	}
 	while ((opt = getopt(argc, argv, "a:r:i:l:M:d:h")) != -1) {
