@@ -509,6 +509,12 @@ int ag_store_get(const char *dir, struct ag_store **s_r)
 	}
 	if (s == NULL) {
 		rc = open_store(dir, &s);
+		/* once more, every check made again: `authguard-admin
+		 * upgrade-store` puts a compacted data.mdb in place while it
+		 * holds lock.mdb, where this open waited (LMDB then opens the new
+		 * file, not the one checked); a planted file is refused again */
+		if (rc == AG_EUNSAFE)
+			rc = open_store(dir, &s);
 		if (rc == 0) {
 			s->next = cache;
 			cache = s;
@@ -1044,11 +1050,15 @@ int ag_store_holders(struct ag_store *s, ag_holder_fn *fn, void *ctx)
 	struct dirent *e;
 	long lock_pid = 0;
 	int n = 0;
-	bool lock_seen = false;
+	bool lock_seen = false, lock_held = false;
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
 
-	if (fcntl(s->file_fd[SF_LOCK], F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+	/* (F_GETLK names a holder in a PID namespace this one cannot see as
+	 * pid 0: held all the same) */
+	if (fcntl(s->file_fd[SF_LOCK], F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+		lock_held = true;
 		lock_pid = (long)fl.l_pid;
+	}
 	while (d != NULL && (e = readdir(d)) != NULL) {
 		char path[300], line[1400], comm[64] = "?";
 		char *end;
@@ -1082,8 +1092,8 @@ int ag_store_holders(struct ag_store *s, ag_holder_fn *fn, void *ctx)
 	}
 	if (d != NULL)
 		closedir(d);
-	if (lock_pid > 0 && !lock_seen) { /* (another PID namespace's) */
-		fn(ctx, lock_pid, "?");
+	if (lock_held && !lock_seen) { /* (another PID namespace's: its pid there, or 0) */
+		fn(ctx, lock_pid > 0 ? lock_pid : 0, "another PID namespace: pid not known here");
 		n++;
 	}
 	return n;
@@ -1143,7 +1153,7 @@ static int moved_add(struct moved *m, const uint8_t *key, size_t klen, bool user
 	return 0;
 }
 
-static const uint8_t *sort_base; /* for moved_cmp(): upgrade_txn() runs in one thread */
+static _Thread_local const uint8_t *sort_base; /* for moved_cmp(), per thread (upgrade_txn()) */
 
 /* LMDB's default order (memcmp, then the shorter first). */
 static int moved_cmp(const void *a, const void *b)
@@ -1328,6 +1338,13 @@ static int compact_swap(struct ag_store **sp, bool *done_r)
 		close(dfd);
 	if (rc == 0 && rename(tmp, data) != 0)
 		rc = sys_fail("rename", tmp, errno);
+	if (rc == 0) { /* the rename on disk too */
+		int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd >= 0) {
+			(void)fsync(dirfd);
+			close(dirfd);
+		}
+	}
 	if (rc != 0)
 		(void)unlink(tmp);
 	*done_r = rc == 0;
@@ -1370,6 +1387,9 @@ int ag_store_upgrade(struct ag_store **sp, int64_t max_bytes, ag_holder_fn *fn, 
 			rc = ag_txn_commit(t);
 			if (rc != 0)
 				s->layout = 1;
+			else /* on disk now (MDB_NOSYNC: no other process may flush it
+			      * soon, the services are stopped) */
+				(void)mdb_env_sync(s->env, 1);
 		} else {
 			s->layout = 1;
 			ag_txn_abort(t);

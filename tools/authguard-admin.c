@@ -1593,6 +1593,8 @@ static int cmd_upgrade_store(struct ctx *x, int argc, char **argv)
 	       "rekeyed, %llu users moved among the sources\n", x->c.db_dir,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
 	       (unsigned long long)u.srcs, (unsigned long long)u.users);
+	if (x->s == NULL) /* (the store replaced, but this process cannot open it again) */
+		return die_store(x, u.compact_rc, "upgraded, but cannot open the store again");
 	if (u.compacted) {
 		printf("compacted: data.mdb %llu bytes (%llu with the old layout's pages)\n",
 		       (unsigned long long)u.bytes_after, (unsigned long long)u.bytes_before);
@@ -1607,8 +1609,6 @@ static int cmd_upgrade_store(struct ctx *x, int argc, char **argv)
 			"in place of the store's, lock.mdb removed)\n",
 		ag_strerror(u.compact_rc), u.compact_detail[0] != '\0' ? ": " : "",
 		u.compact_detail, (unsigned long long)u.bytes_before);
-	if (x->s == NULL)
-		return die_store(x, u.compact_rc, "cannot open the store again");
 	return EX_OK;
 }
 
