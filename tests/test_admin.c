@@ -34,44 +34,17 @@ static const char *admin;
  * stdout to @out, stderr to @err. Returns its exit status. */
 static int run(const char *a0, ...)
 {
-	const char *argv[24];
 	char conf[400];
-	int n = 0;
 	va_list ap;
 
 	snprintf(conf, sizeof(conf), "%s/authguard.conf", workdir);
-	argv[n++] = admin;
-	argv[n++] = "-c";
-	argv[n++] = conf;
 	va_start(ap, a0);
-	for (const char *a = a0; a != NULL && n < 23; a = va_arg(ap, const char *))
-		argv[n++] = a;
+	int rc = tu_run_tool(admin, conf, out, err, a0, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(126);
-		unsetenv("LD_PRELOAD");
-		unsetenv("PAM_WRAPPER");
-		execv(admin, (char *const *)argv);
-		_exit(127);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	return WEXITSTATUS(st);
+	assert_true(rc >= 0);
+	return rc;
 }
 
-static int has(const char *path, const char *needle)
-{
-	const char *n[] = { needle, NULL };
-	return tu_count_lines(path, n);
-}
 
 static void test_unban_lets_the_address_through(void **state)
 {
@@ -80,18 +53,18 @@ static void test_unban_lets_the_address_through(void **state)
 	fail_n(3, "alice", "203.0.113.5");
 	assert_int_equal(login("alice", "alice-pw", "203.0.113.5"), PAM_AUTH_ERR);
 	assert_int_equal(run("list", "bans", NULL), 0);
-	assert_int_equal(has(out, "203.0.113.5 "), 1);
+	assert_int_equal(tu_has(out, "203.0.113.5 "), 1);
 	assert_int_equal(run("list", "bans", "--json", NULL), 0);
-	assert_int_equal(has(out, "\"target\": \"203.0.113.5\", \"kind\": \"host\", \"banned\": true"), 1);
+	assert_int_equal(tu_has(out, "\"target\": \"203.0.113.5\", \"kind\": \"host\", \"banned\": true"), 1);
 	assert_int_equal(run("show", "203.0.113.5", NULL), 0);
-	assert_int_equal(has(out, "BANNED (failures)"), 1);
+	assert_int_equal(tu_has(out, "BANNED (failures)"), 1);
 	assert_int_equal(run("unban", "203.0.113.5", NULL), 0);
 	assert_int_equal(login("alice", "alice-pw", "203.0.113.5"), PAM_SUCCESS);
 	/* nothing left to unban */
 	assert_int_equal(run("unban", "203.0.113.5", NULL), 2);
-	assert_int_equal(has(err, "not banned"), 1);
+	assert_int_equal(tu_has(err, "not banned"), 1);
 	assert_int_equal(run("list", "bans", NULL), 0);
-	assert_int_equal(has(out, "no active bans"), 1);
+	assert_int_equal(tu_has(out, "no active bans"), 1);
 }
 
 static void test_unlock_lets_the_user_in(void **state)
@@ -104,23 +77,23 @@ static void test_unlock_lets_the_user_in(void **state)
 	/* bob, from a place he never logged in from, is refused ... */
 	assert_int_equal(login("bob", "bob-pw", "198.51.100.9"), PAM_AUTH_ERR);
 	assert_int_equal(run("list", "locks", NULL), 0);
-	assert_int_equal(has(out, "\"bob\""), 1);
+	assert_int_equal(tu_has(out, "\"bob\""), 1);
 	assert_int_equal(run("show", "bob", NULL), 0);
-	assert_int_equal(has(out, "LOCKED"), 1);
+	assert_int_equal(tu_has(out, "LOCKED"), 1);
 	assert_int_equal(run("show", "--user", "bob", "--json", NULL), 0);
-	assert_int_equal(has(out, "\"locked\": true"), 1);
+	assert_int_equal(tu_has(out, "\"locked\": true"), 1);
 	/* ... until the admin unlocks him */
 	assert_int_equal(run("unlock", "bob", NULL), 0);
 	assert_int_equal(login("bob", "bob-pw", "198.51.100.9"), PAM_SUCCESS);
 	assert_int_equal(run("unlock", "bob", NULL), 2);
 	assert_int_equal(run("unlock", "nosuchuser", NULL), 2);
 	assert_int_equal(run("show", "nosuchuser", NULL), 2);
-	assert_int_equal(has(err, "no user \"nosuchuser\""), 1);
+	assert_int_equal(tu_has(err, "no user \"nosuchuser\""), 1);
 	/* the familiar source now shows in his record */
 	assert_int_equal(run("show", "bob", NULL), 0);
-	assert_int_equal(has(out, "198.51.100.9"), 1);
+	assert_int_equal(tu_has(out, "198.51.100.9"), 1);
 	assert_int_equal(run("list", "users", "--json", NULL), 0);
-	assert_int_equal(has(out, "\"user\": \"bob\""), 1);
+	assert_int_equal(tu_has(out, "\"user\": \"bob\""), 1);
 }
 
 static void test_runtime_lists_take_effect_at_once(void **state)
@@ -135,7 +108,7 @@ static void test_runtime_lists_take_effect_at_once(void **state)
 	const char *n[] = { "reason=trusted", "rhost=192.0.2.50", NULL };
 	assert_int_equal(tu_count_lines(logpath, n), 6);
 	assert_int_equal(run("allow", "list", NULL), 0);
-	assert_int_equal(has(out, "192.0.2.0/24"), 1);
+	assert_int_equal(tu_has(out, "192.0.2.0/24"), 1);
 	assert_int_equal(run("allow", "del", "192.0.2.0/24", NULL), 0);
 	assert_int_equal(run("allow", "del", "192.0.2.0/24", NULL), 2);
 	fail_n(2, "alice", "192.0.2.50");
@@ -147,7 +120,7 @@ static void test_runtime_lists_take_effect_at_once(void **state)
 	fail_n(6, "carol", "192.0.2.70");
 	assert_int_equal(login("bob", "bob-pw", "192.0.2.70"), PAM_SUCCESS);
 	assert_int_equal(run("proxy", "list", "--json", NULL), 0);
-	assert_int_equal(has(out, "\"cidr\": \"192.0.2.70\""), 1);
+	assert_int_equal(tu_has(out, "\"cidr\": \"192.0.2.70\""), 1);
 }
 
 static void test_ban_and_export(void **state)
@@ -162,16 +135,16 @@ static void test_ban_and_export(void **state)
 	assert_int_equal(run("ban", "2001:db8:bad::/48", NULL), 0);
 	assert_int_equal(login("alice", "alice-pw", "2001:db8:bad:1::2"), PAM_AUTH_ERR);
 	assert_int_equal(run("list", "bans", NULL), 0);
-	assert_int_equal(has(out, "198.51.100.0/24"), 1);
+	assert_int_equal(tu_has(out, "198.51.100.0/24"), 1);
 	assert_int_equal(run("export", "plain", NULL), 0);
-	assert_int_equal(has(out, "198.51.100.0/24"), 1);
-	assert_int_equal(has(out, "2001:db8:bad::/48"), 1);
+	assert_int_equal(tu_has(out, "198.51.100.0/24"), 1);
+	assert_int_equal(tu_has(out, "2001:db8:bad::/48"), 1);
 	assert_int_equal(run("export", "ipset", NULL), 0);
-	assert_int_equal(has(out, "create authguard4 hash:net family inet -exist"), 1);
-	assert_int_equal(has(out, "add authguard6 2001:db8:bad::/48 -exist"), 1);
+	assert_int_equal(tu_has(out, "create authguard4 hash:net family inet -exist"), 1);
+	assert_int_equal(tu_has(out, "add authguard6 2001:db8:bad::/48 -exist"), 1);
 	assert_int_equal(run("export", "nft", "--name", "mail_guard", NULL), 0);
-	assert_int_equal(has(out, "add element inet mail_guard mail_guard4 { 198.51.100.0/24 }"), 1);
-	assert_int_equal(has(out, "add rule inet mail_guard input ip saddr @mail_guard4 drop"), 1);
+	assert_int_equal(tu_has(out, "add element inet mail_guard mail_guard4 { 198.51.100.0/24 }"), 1);
+	assert_int_equal(tu_has(out, "add rule inet mail_guard input ip saddr @mail_guard4 drop"), 1);
 	snprintf(nft, sizeof(nft), "nft -c -f '%s' >/dev/null 2>&1", out);
 	if (access("/usr/sbin/nft", X_OK) == 0) {
 		unsetenv("LD_PRELOAD");
@@ -191,35 +164,35 @@ static void test_forget_status_stats_gc(void **state)
 	fail_n(2, "alice", "203.0.113.40");
 	assert_int_equal(login("alice", "alice-pw", "203.0.113.41"), PAM_SUCCESS);
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "schema:   2\n"), 1);
-	assert_int_equal(has(out, "sources:  2 addresses, 1 prefixes tracked"), 1);
-	assert_int_equal(has(out, "evicted:  none (the store has not been full)"), 1);
+	assert_int_equal(tu_has(out, "schema:   2\n"), 1);
+	assert_int_equal(tu_has(out, "sources:  2 addresses, 1 prefixes tracked"), 1);
+	assert_int_equal(tu_has(out, "evicted:  none (the store has not been full)"), 1);
 	/* the slots held now, the peak apart and so named */
 	const char *rd[] = { "readers:  ", " slots held now (", " in a read); most ever at once ", NULL };
 	assert_int_equal(tu_count_lines(out, rd), 1);
 	assert_int_equal(run("stats", NULL), 0);
-	assert_int_equal(has(out, "attempts_total               3"), 1);
-	assert_int_equal(has(out, "failures_total               2"), 1);
+	assert_int_equal(tu_has(out, "attempts_total               3"), 1);
+	assert_int_equal(tu_has(out, "failures_total               2"), 1);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "# TYPE authguard_attempts_total counter"), 1);
-	assert_int_equal(has(out, "authguard_successes_total 1"), 1);
-	assert_int_equal(has(out, "authguard_evicted_total 0"), 1);
-	assert_int_equal(has(out, "authguard_last_eviction_timestamp_seconds 0"), 1);
+	assert_int_equal(tu_has(out, "# TYPE authguard_attempts_total counter"), 1);
+	assert_int_equal(tu_has(out, "authguard_successes_total 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_evicted_total 0"), 1);
+	assert_int_equal(tu_has(out, "authguard_last_eviction_timestamp_seconds 0"), 1);
 	/* --json where there is no JSON output: an error, not a table */
 	assert_int_equal(run("status", "--json", NULL), 1);
-	assert_int_equal(has(err, "status has no --json output"), 1);
+	assert_int_equal(tu_has(err, "status has no --json output"), 1);
 	assert_int_equal(run("stats", "--json", NULL), 1);
 	assert_int_equal(run("list", "sources", "--json", NULL), 0);
 	assert_int_equal(run("list", "sources", NULL), 0);
-	assert_int_equal(has(out, "203.0.113.40 "), 1);
+	assert_int_equal(tu_has(out, "203.0.113.40 "), 1);
 	assert_int_equal(run("forget", "203.0.113.40", NULL), 0);
 	assert_int_equal(run("show", "203.0.113.40", NULL), 0);
-	assert_int_equal(has(out, "not tracked"), 1);
+	assert_int_equal(tu_has(out, "not tracked"), 1);
 	assert_int_equal(run("forget", "--user", "alice", NULL), 0);
 	assert_int_equal(run("show", "alice", NULL), 2);
 	assert_int_equal(run("forget", "alice", NULL), 2);
 	assert_int_equal(run("gc", NULL), 0);
-	assert_int_equal(has(out, "dropped "), 1);
+	assert_int_equal(tu_has(out, "dropped "), 1);
 }
 
 /* status and stats show hot passwords and the attack-wave detector: a
@@ -230,8 +203,8 @@ static void test_status_spray_and_wave(void **state)
 	(void)state;
 	use_conf("");
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "spray:    0 hot passwords now"), 1);
-	assert_int_equal(has(out, "wave:     learning"), 1);
+	assert_int_equal(tu_has(out, "spray:    0 hot passwords now"), 1);
+	assert_int_equal(tu_has(out, "wave:     learning"), 1);
 	for (int i = 0; i < 12; i++) { /* 10 make it hot; 2 more for a tag collision */
 		char user[16], addr[32];
 		snprintf(user, sizeof(user), "u%02d", i);
@@ -240,10 +213,10 @@ static void test_status_spray_and_wave(void **state)
 				 PAM_AUTH_ERR);
 	}
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "spray:    1 hot passwords now (1 wrong-password records"), 1);
+	assert_int_equal(tu_has(out, "spray:    1 hot passwords now (1 wrong-password records"), 1);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_hot_passwords 1"), 1);
-	assert_int_equal(has(out, "authguard_wave_active 0"), 1);
+	assert_int_equal(tu_has(out, "authguard_hot_passwords 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_wave_active 0"), 1);
 
 	struct ag_wave_rec wv = { .version = AG_REC_VERSION, .active = 1, .waves = 2 };
 	int64_t now = ag_now_ms();
@@ -270,11 +243,11 @@ static void test_status_spray_and_wave(void **state)
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "wave:     ON since "), 1);
-	assert_int_equal(has(out, "2 waves so far"), 1);
+	assert_int_equal(tu_has(out, "wave:     ON since "), 1);
+	assert_int_equal(tu_has(out, "2 waves so far"), 1);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_wave_active 1"), 1);
-	assert_int_equal(has(out, "authguard_waves_total 2"), 1);
+	assert_int_equal(tu_has(out, "authguard_wave_active 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_waves_total 2"), 1);
 }
 
 /* Writes @st as authguard-sync does (in a child: the tool's store stays
@@ -305,14 +278,14 @@ static void test_stats_sync_metrics(void **state)
 	use_conf("");
 	fail_n(1, "alice", "203.0.113.60");
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_sync_"), 0);
+	assert_int_equal(tu_has(out, "authguard_sync_"), 0);
 
 	use_conf("sync_redis = 127.0.0.1:1\n");
 	fail_n(1, "alice", "203.0.113.60");
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_sync_running 0"), 1);
-	assert_int_equal(has(out, "authguard_sync_connected 0"), 1);
-	assert_int_equal(has(out, "authguard_sync_outbox_depth 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_running 0"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_connected 0"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_outbox_depth 1"), 1);
 
 	struct ag_sync_status st = { .version = AG_SYNC_STATUS_VERSION, .connected = 1, .npeers = 2 };
 	int64_t now = ag_now_ms();
@@ -326,24 +299,24 @@ static void test_stats_sync_metrics(void **state)
 	st.peers[1].gaps = 4;
 	put_sync_status(&st);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_sync_running 1"), 1);
-	assert_int_equal(has(out, "authguard_sync_connected 1"), 1);
-	assert_int_equal(has(out, "authguard_sync_pushed_total 7"), 1);
-	assert_int_equal(has(out, "# TYPE authguard_sync_peer_lag_seconds gauge"), 1);
-	assert_int_equal(has(out, "authguard_sync_peer_lag_seconds{peer=\"h2\"} 1.5"), 1);
-	assert_int_equal(has(out, "authguard_sync_peer_missed_total{peer=\"odd\\\"h\\\\3\\n\"} 4"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_running 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_connected 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_pushed_total 7"), 1);
+	assert_int_equal(tu_has(out, "# TYPE authguard_sync_peer_lag_seconds gauge"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_peer_lag_seconds{peer=\"h2\"} 1.5"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_peer_missed_total{peer=\"odd\\\"h\\\\3\\n\"} 4"), 1);
 
 	st.connected = 0;
 	put_sync_status(&st);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_sync_running 1"), 1);
-	assert_int_equal(has(out, "authguard_sync_connected 0"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_running 1"), 1);
+	assert_int_equal(tu_has(out, "authguard_sync_connected 0"), 1);
 	st.connected = 1;
 	st.updated_ms = now - 60000; /* the daemon stopped a minute ago */
 	put_sync_status(&st);
 	assert_int_equal(run("stats", NULL), 0);
-	assert_int_equal(has(out, "sync_running                 0"), 1);
-	assert_int_equal(has(out, "sync_connected               0"), 1);
+	assert_int_equal(tu_has(out, "sync_running                 0"), 1);
+	assert_int_equal(tu_has(out, "sync_connected               0"), 1);
 }
 
 /* With user_fold, pairs are filed under the names as given ("Alice",
@@ -357,21 +330,21 @@ static void test_user_fold_pairs_of_every_spelling(void **state)
 	assert_int_equal(login("alice", "alice-pw", "203.0.113.52"), PAM_SUCCESS);
 	fail_n(1, "bob", "203.0.113.50");
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "users:    2 tracked, 4 user x source pairs"), 1);
+	assert_int_equal(tu_has(out, "users:    2 tracked, 4 user x source pairs"), 1);
 	assert_int_equal(run("show", "--user", "ALICE", NULL), 0);
-	assert_int_equal(has(out, "user \"alice\""), 1);
-	assert_int_equal(has(out, "203.0.113."), 3);
-	assert_int_equal(has(out, "\"Alice\""), 1);
-	assert_int_equal(has(out, "\"\\x20ALICE\""), 1);
+	assert_int_equal(tu_has(out, "user \"alice\""), 1);
+	assert_int_equal(tu_has(out, "203.0.113."), 3);
+	assert_int_equal(tu_has(out, "\"Alice\""), 1);
+	assert_int_equal(tu_has(out, "\"\\x20ALICE\""), 1);
 	const char *home[] = { "203.0.113.52 ", " yes ", "\"alice\"", NULL };
 	assert_int_equal(tu_count_lines(out, home), 1);
 	assert_int_equal(run("show", "--user", "alice", "--json", NULL), 0);
-	assert_int_equal(has(out, "\"name\": \"Alice\"}"), 1);
+	assert_int_equal(tu_has(out, "\"name\": \"Alice\"}"), 1);
 	/* the user and its three pairs; bob's pair stays */
 	assert_int_equal(run("forget", "--user", "Alice", NULL), 0);
-	assert_int_equal(has(out, "forgot Alice (4 records)"), 1);
+	assert_int_equal(tu_has(out, "forgot Alice (4 records)"), 1);
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "users:    1 tracked, 1 user x source pairs"), 1);
+	assert_int_equal(tu_has(out, "users:    1 tracked, 1 user x source pairs"), 1);
 	assert_int_equal(run("show", "alice", NULL), 2);
 }
 
@@ -384,20 +357,20 @@ static void test_config_commands(void **state)
 	use_conf("ip_ban_after = 7\ntrusted = 10.1.0.0/16\n");
 	assert_int_equal(run("check-config", NULL), 0);
 	assert_int_equal(run("dump-config", NULL), 0);
-	assert_int_equal(has(out, "ip_ban_after = 7"), 1);
-	assert_int_equal(has(out, "trusted = 10.1.0.0/16"), 1);
-	assert_int_equal(has(out, "ipv6_prefix = 64"), 1);
+	assert_int_equal(tu_has(out, "ip_ban_after = 7"), 1);
+	assert_int_equal(tu_has(out, "trusted = 10.1.0.0/16"), 1);
+	assert_int_equal(tu_has(out, "ipv6_prefix = 64"), 1);
 	snprintf(path, sizeof(path), "%s/authguard.conf", workdir);
 	f = fopen(path, "a");
 	fprintf(f, "tarpit_slots = many\nno_such_key = 1\n");
 	fclose(f);
 	assert_int_equal(run("check-config", NULL), 4);
-	assert_int_equal(has(err, "authguard.conf:8: tarpit_slots must be a whole number"), 1);
-	assert_int_equal(has(err, "authguard.conf:9: unknown key 'no_such_key'"), 1);
+	assert_int_equal(tu_has(err, "authguard.conf:8: tarpit_slots must be a whole number"), 1);
+	assert_int_equal(tu_has(err, "authguard.conf:9: unknown key 'no_such_key'"), 1);
 	/* other commands still work, with a warning */
 	assert_int_equal(run("dump-config", NULL), 0);
-	assert_int_equal(has(err, "has errors"), 1);
-	assert_int_equal(has(out, "tarpit_slots = 8"), 1);
+	assert_int_equal(tu_has(err, "has errors"), 1);
+	assert_int_equal(tu_has(out, "tarpit_slots = 8"), 1);
 }
 
 static void test_bad_arguments(void **state)
@@ -425,23 +398,23 @@ static void test_bad_arguments(void **state)
 	assert_int_equal(run(NULL), 1);
 	/* --help works like -h: the usage on standard output, status 0 */
 	assert_int_equal(run("--help", NULL), 0);
-	assert_int_equal(has(out, "usage: authguard-admin"), 1);
+	assert_int_equal(tu_has(out, "usage: authguard-admin"), 1);
 	assert_int_equal(run("-h", NULL), 0);
-	assert_int_equal(has(out, "usage: authguard-admin"), 1);
+	assert_int_equal(tu_has(out, "usage: authguard-admin"), 1);
 	assert_int_equal(run("frobnicate", NULL), 1);
-	assert_int_equal(has(err, "unknown command 'frobnicate'"), 1);
+	assert_int_equal(tu_has(err, "unknown command 'frobnicate'"), 1);
 	assert_int_equal(run("unban", "not-an-address", NULL), 1);
-	assert_int_equal(has(err, "not an address"), 1);
+	assert_int_equal(tu_has(err, "not an address"), 1);
 	assert_int_equal(run("unban", "192.0.2.1/24", NULL), 1);
 	assert_int_equal(run("ban", "192.0.2.1", "--for", "5x", NULL), 1);
-	assert_int_equal(has(err, "bad duration"), 1);
+	assert_int_equal(tu_has(err, "bad duration"), 1);
 	assert_int_equal(run("list", "everything", NULL), 1);
 	assert_int_equal(run("allow", "add", NULL), 1);
 	assert_int_equal(run("export", "pf", NULL), 1);
 	assert_int_equal(run("-d", "relative/db", "status", NULL), 1);
 	/* a store that cannot be made names the system call and the path */
 	assert_int_equal(run("-d", "/proc/authguard-cannot-exist/db", "ban", "192.0.2.1", NULL), 3);
-	assert_int_equal(has(err, "mkdir /proc/authguard-cannot-exist/db: No such file or directory"), 1);
+	assert_int_equal(tu_has(err, "mkdir /proc/authguard-cannot-exist/db: No such file or directory"), 1);
 }
 
 /* Before the first login there is no store: reading commands answer for
@@ -458,25 +431,25 @@ static void test_no_store_yet(void **state)
 	umask(mask);
 	use_conf("deny = 198.51.100.0/24\n");
 	assert_int_equal(run("export", "nft", NULL), 0);
-	assert_int_equal(has(err, "no store yet at"), 1);
+	assert_int_equal(tu_has(err, "no store yet at"), 1);
 	/* the config's deny list still goes out, and nothing else */
-	assert_int_equal(has(out, "add element inet authguard authguard4 { 198.51.100.0/24 }"), 1);
-	assert_int_equal(has(out, "add element inet authguard authguard6"), 0);
+	assert_int_equal(tu_has(out, "add element inet authguard authguard4 { 198.51.100.0/24 }"), 1);
+	assert_int_equal(tu_has(out, "add element inet authguard authguard6"), 0);
 	assert_int_equal(run("export", "plain", NULL), 0);
 	assert_int_equal(run("list", "bans", NULL), 0);
-	assert_int_equal(has(out, "no active bans"), 1);
+	assert_int_equal(tu_has(out, "no active bans"), 1);
 	assert_int_equal(run("list", "users", "--json", NULL), 0);
-	assert_int_equal(has(out, "[]"), 1);
+	assert_int_equal(tu_has(out, "[]"), 1);
 	assert_int_equal(run("stats", "--prometheus", NULL), 0);
-	assert_int_equal(has(out, "authguard_attempts_total 0"), 1);
+	assert_int_equal(tu_has(out, "authguard_attempts_total 0"), 1);
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "no store yet"), 1);
+	assert_int_equal(tu_has(out, "no store yet"), 1);
 	assert_int_equal(run("deny", "list", NULL), 0);
 	assert_int_equal(run("gc", NULL), 0);
-	assert_int_equal(has(out, "dropped 0 expired records"), 1);
+	assert_int_equal(tu_has(out, "dropped 0 expired records"), 1);
 	assert_int_equal(run("flush", NULL), 0); /* nothing to flush: none is made for it */
 	assert_int_equal(run("stats", NULL), 0);
-	assert_int_equal(has(out, "refused_unattributed_total"), 1);
+	assert_int_equal(tu_has(out, "refused_unattributed_total"), 1);
 	/* nothing to undo: not found, and still no store */
 	assert_int_equal(run("unban", "192.0.2.1", NULL), 2);
 	assert_int_equal(run("unlock", "alice", NULL), 2);
@@ -484,23 +457,23 @@ static void test_no_store_yet(void **state)
 	assert_int_equal(run("show", "alice", NULL), 2);
 	/* the config's lists still show */
 	assert_int_equal(run("show", "198.51.100.7", NULL), 0);
-	assert_int_equal(has(out, "config:deny"), 1);
+	assert_int_equal(tu_has(out, "config:deny"), 1);
 	assert_int_equal(access(db, F_OK), -1);
 	snprintf(path, sizeof(path), "%s/data.mdb", db);
 	/* a ban makes the store, as the module would: 0700, files within */
 	assert_int_equal(run("ban", "192.0.2.44", NULL), 0);
-	assert_int_equal(has(err, "created a new store at"), 1);
+	assert_int_equal(tu_has(err, "created a new store at"), 1);
 	assert_int_equal(stat(db, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0700 & ~mask);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0660 & ~mask);
 	assert_int_equal(run("export", "plain", NULL), 0);
-	assert_int_equal(has(out, "192.0.2.44"), 1);
-	assert_int_equal(has(err, "no store yet"), 0);
+	assert_int_equal(tu_has(out, "192.0.2.44"), 1);
+	assert_int_equal(tu_has(err, "no store yet"), 0);
 	tu_rmrf(db);
 	assert_int_equal(run("allow", "add", "192.0.2.0/24", NULL), 0);
 	assert_int_equal(run("allow", "list", NULL), 0);
-	assert_int_equal(has(out, "192.0.2.0/24"), 1);
+	assert_int_equal(tu_has(out, "192.0.2.0/24"), 1);
 	tu_rmrf(db);
 }
 
@@ -515,9 +488,9 @@ static void test_unsafe_store_named(void **state)
 	assert_int_equal(mkdir(dir, 0700), 0);
 	assert_int_equal(chmod(dir, 0777), 0);
 	assert_int_equal(run("status", NULL), 3);
-	assert_int_equal(has(err, "unsafe path or ownership"), 1);
+	assert_int_equal(tu_has(err, "unsafe path or ownership"), 1);
 	snprintf(conf, sizeof(conf), "%s: db_dir is writable by others", dir);
-	assert_int_equal(has(err, conf), 1);
+	assert_int_equal(tu_has(err, conf), 1);
 	tu_rmrf(dir);
 }
 
@@ -535,14 +508,14 @@ static void test_refusals_shown_and_sync(void **state)
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(login("carl", "carl-pw", "203.0.113.60"), PAM_AUTH_ERR);
 	assert_int_equal(run("show", "203.0.113.60", NULL), 0);
-	assert_int_equal(has(out, "  refused:    4"), 1);
+	assert_int_equal(tu_has(out, "  refused:    4"), 1);
 	assert_int_equal(run("list", "sources", "--json", NULL), 0);
-	assert_int_equal(has(out, "\"n_refused\": 4"), 1);
+	assert_int_equal(tu_has(out, "\"n_refused\": 4"), 1);
 	assert_int_equal(run("stats", NULL), 0);
 	snprintf(want, sizeof(want), "%-28s %d", "refused_total", 4);
-	assert_int_equal(has(out, want), 1);
+	assert_int_equal(tu_has(out, want), 1);
 	assert_int_equal(run("status", NULL), 0);
-	assert_int_equal(has(out, "/counters.ag (refusals not in any record's count: 0)"), 1);
+	assert_int_equal(tu_has(out, "/counters.ag (refusals not in any record's count: 0)"), 1);
 	assert_int_equal(run("flush", NULL), 0);
 	assert_int_equal(run("flush", "--every", "2s", NULL), 1);
 	assert_int_equal(run("flush", "now", NULL), 1);
@@ -621,13 +594,13 @@ static void test_check_and_record(void **state)
 	assert_true(out_is("delay 100\n"));
 	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", "--delay", "100",
 			     NULL), 0);
-	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=fail action=tarpit reason=score delay_ms=100 "), 1);
+	assert_int_equal(tu_has(logpath, "rhost=203.0.113.20 result=fail action=tarpit reason=score delay_ms=100 "), 1);
 	assert_int_equal(run("record", ATT("203.0.113.20"), "--result", "failure", NULL), 0);
-	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=fail action=allow delay_ms=0 src_score=3.0 user_score=3.0 user_state=ok familiar=no event=ban "), 1);
+	assert_int_equal(tu_has(logpath, "rhost=203.0.113.20 result=fail action=allow delay_ms=0 src_score=3.0 user_score=3.0 user_state=ok familiar=no event=ban "), 1);
 	/* banned: refused by check, and through PAM with the right password */
 	assert_int_equal(run("check", ATT("203.0.113.20"), NULL), 6);
 	assert_true(out_is("refuse banned\n"));
-	assert_int_equal(has(logpath, "rhost=203.0.113.20 result=unchecked action=refuse reason=banned"), 1);
+	assert_int_equal(tu_has(logpath, "rhost=203.0.113.20 result=unchecked action=refuse reason=banned"), 1);
 	assert_int_equal(login("alice", "alice-pw", "203.0.113.20"), PAM_AUTH_ERR);
 	/* a ban made through PAM refuses through check */
 	fail_n(3, "bob", "203.0.113.21");
@@ -636,9 +609,9 @@ static void test_check_and_record(void **state)
 	assert_true(out_is("refuse banned\n"));
 	/* a recorded success makes the place familiar */
 	assert_int_equal(run("record", ATT("198.51.100.30"), "--result", "success", NULL), 0);
-	assert_int_equal(has(logpath, "rhost=198.51.100.30 result=success action=allow"), 1);
+	assert_int_equal(tu_has(logpath, "rhost=198.51.100.30 result=success action=allow"), 1);
 	assert_int_equal(run("show", "--user", "alice", NULL), 0);
-	assert_int_equal(has(out, "198.51.100.30"), 1);
+	assert_int_equal(tu_has(out, "198.51.100.30"), 1);
 	/* no user, no address: the source or user rules alone */
 	assert_int_equal(run("check", "--service", "x", "--user", "", "--rhost", "", NULL), 0);
 	assert_true(out_is("allow\n"));

@@ -76,40 +76,15 @@ static int teardown(void **state)
  * its exit status. */
 static int run(struct fx *f, const char *a0, ...)
 {
-	const char *argv[24];
-	int n = 0;
 	va_list ap;
 
-	argv[n++] = admin;
-	argv[n++] = "-c";
-	argv[n++] = f->conf;
 	va_start(ap, a0);
-	for (const char *a = a0; a != NULL && n < 23; a = va_arg(ap, const char *))
-		argv[n++] = a;
+	int rc = tu_run_tool(admin, f->conf, f->out, f->err, a0, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int o = open(f->out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int e = open(f->err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(126);
-		execv(admin, (char *const *)argv);
-		_exit(127);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	return WEXITSTATUS(st);
+	assert_true(rc >= 0);
+	return rc;
 }
 
-static int has(const char *path, const char *needle)
-{
-	const char *n[] = { needle, NULL };
-	return tu_count_lines(path, n);
-}
 
 /* Make the store at f->db with @schema, as the version of that schema
  * makes it, and close it again. */
@@ -343,16 +318,16 @@ static void test_layout1_store_works(void **state)
 	assert_int_equal(run(f, "record", "--service", "imap", "--user", "carol", "--rhost",
 			     "198.51.100.9", "--result", "success", NULL), 0);
 	assert_int_equal(run(f, "status", NULL), 0);
-	assert_int_equal(has(f->out, "schema:   1 (layout 1: authguard-admin upgrade-store"), 1);
-	assert_int_equal(has(f->out, "sources:  2 addresses, 1 prefixes tracked"), 1);
-	assert_int_equal(has(f->out, "users:    2 tracked, 2 user x source pairs"), 1);
+	assert_int_equal(tu_has(f->out, "schema:   1 (layout 1: authguard-admin upgrade-store"), 1);
+	assert_int_equal(tu_has(f->out, "sources:  2 addresses, 1 prefixes tracked"), 1);
+	assert_int_equal(tu_has(f->out, "users:    2 tracked, 2 user x source pairs"), 1);
 	assert_int_equal(run(f, "list", "bans", NULL), 0);
-	assert_int_equal(has(f->out, "203.0.113.5 "), 1);
+	assert_int_equal(tu_has(f->out, "203.0.113.5 "), 1);
 	assert_int_equal(run(f, "list", "users", NULL), 0);
-	assert_int_equal(has(f->out, "\"alice\""), 1);
-	assert_int_equal(has(f->out, "\"carol\""), 1);
+	assert_int_equal(tu_has(f->out, "\"alice\""), 1);
+	assert_int_equal(tu_has(f->out, "\"carol\""), 1);
 	assert_int_equal(run(f, "show", "carol", NULL), 0);
-	assert_int_equal(has(f->out, "198.51.100.9"), 1);
+	assert_int_equal(tu_has(f->out, "198.51.100.9"), 1);
 	assert_int_equal(run(f, "show", "203.0.113.0/24", NULL), 0);
 	assert_int_equal(run(f, "forget", "203.0.113.5", NULL), 0);
 	assert_int_equal(run(f, "check", "--service", "imap", "--user", "alice", "--rhost",
@@ -399,25 +374,25 @@ static void test_upgrade_keeps_everything(void **state)
 		if (nwant[w] == 0)
 			fail_msg("no record like %s", want[w]);
 	assert_int_equal(run(f, "show", "carol", NULL), 0);
-	int carol_lines = has(f->out, "");
+	int carol_lines = tu_has(f->out, "");
 	/* the counter file's counts: host-wide, and the refusal of alice's
 	 * banned source */
 	char stats[64], refused[64];
 	assert_int_equal(run(f, "stats", NULL), 0);
-	assert_int_equal(has(f->out, "attempts_total "), 1);
+	assert_int_equal(tu_has(f->out, "attempts_total "), 1);
 	snprintf(stats, sizeof(stats), "attempts_total               %d", 15);
-	assert_int_equal(has(f->out, stats), 1);
+	assert_int_equal(tu_has(f->out, stats), 1);
 	assert_int_equal(run(f, "show", "203.0.113.5", "--json", NULL), 0);
 	snprintf(refused, sizeof(refused), "\"n_refused\": %d,", 1);
-	assert_int_equal(has(f->out, refused), 1);
+	assert_int_equal(tu_has(f->out, refused), 1);
 	assert_int_equal(run(f, "upgrade-store", NULL), 0);
-	assert_int_equal(has(f->out, "upgraded "), 1);
-	assert_int_equal(has(f->out, " to layout 2 (schema 2) in "), 1);
+	assert_int_equal(tu_has(f->out, "upgraded "), 1);
+	assert_int_equal(tu_has(f->out, " to layout 2 (schema 2) in "), 1);
 	/* copied without the old layout's pages, which are free after it */
-	assert_int_equal(has(f->out, "compacted: data.mdb "), 1);
-	assert_int_equal(has(f->err, "NOT COMPACTED"), 0);
+	assert_int_equal(tu_has(f->out, "compacted: data.mdb "), 1);
+	assert_int_equal(tu_has(f->err, "NOT COMPACTED"), 0);
 	assert_int_equal(run(f, "upgrade-store", NULL), 0);
-	assert_int_equal(has(f->out, "layout 2 already, nothing to do"), 1);
+	assert_int_equal(tu_has(f->out, "layout 2 already, nothing to do"), 1);
 	snapshot(f, &b, eb);
 	assert_int_equal(b.n, a.n);
 	for (size_t i = 0; i < a.n && i < b.n; i++)
@@ -432,16 +407,16 @@ static void test_upgrade_keeps_everything(void **state)
 	ag_store_forget_all();
 	/* and it goes on: the ban holds, carol's places are familiar */
 	assert_int_equal(run(f, "status", NULL), 0);
-	assert_int_equal(has(f->out, "schema:   2\n"), 1);
+	assert_int_equal(tu_has(f->out, "schema:   2\n"), 1);
 	assert_int_equal(run(f, "stats", NULL), 0);
-	assert_int_equal(has(f->out, stats), 1);
+	assert_int_equal(tu_has(f->out, stats), 1);
 	assert_int_equal(run(f, "show", "203.0.113.5", "--json", NULL), 0);
-	assert_int_equal(has(f->out, refused), 1);
+	assert_int_equal(tu_has(f->out, refused), 1);
 	assert_int_equal(run(f, "check", "--service", "imap", "--user", "alice", "--rhost",
 			     "203.0.113.5", NULL), 6);
 	assert_int_equal(run(f, "show", "carol", NULL), 0);
-	assert_int_equal(has(f->out, ""), carol_lines);
-	assert_int_equal(has(f->out, "198.51.100.9"), 1);
+	assert_int_equal(tu_has(f->out, ""), carol_lines);
+	assert_int_equal(tu_has(f->out, "198.51.100.9"), 1);
 	assert_int_equal(run(f, "forget", "alice", NULL), 0);
 	assert_int_equal(run(f, "show", "alice", NULL), 2);
 	assert_int_equal(run(f, "gc", NULL), 0);
@@ -461,9 +436,9 @@ static void test_upgrade_refused_while_open(void **state)
 	assert_int_equal(ag_store_get(f->db, &s), 0);
 	assert_int_equal(run(f, "upgrade-store", NULL), 3);
 	snprintf(me, sizeof(me), "  pid %ld (", (long)getpid());
-	assert_int_equal(has(f->err, "upgrade-store refused: 1 other process has the store"), 1);
-	assert_int_equal(has(f->err, me), 1);
-	assert_int_equal(has(f->err, "nothing was changed"), 1);
+	assert_int_equal(tu_has(f->err, "upgrade-store refused: 1 other process has the store"), 1);
+	assert_int_equal(tu_has(f->err, me), 1);
+	assert_int_equal(tu_has(f->err, "nothing was changed"), 1);
 	ag_store_forget_all();
 	assert_int_equal(ag_store_get(f->db, &s), 0);
 	assert_int_equal(ag_store_layout(s), 1);
@@ -474,13 +449,13 @@ static void test_upgrade_refused_while_open(void **state)
 	snprintf(in_way, sizeof(in_way), "%s/data.mdb.compact", f->db);
 	assert_int_equal(mkdir(in_way, 0700), 0);
 	assert_int_equal(run(f, "upgrade-store", NULL), 0);
-	assert_int_equal(has(f->out, " to layout 2 (schema 2) in "), 1);
-	assert_int_equal(has(f->err, "upgrade-store: NOT COMPACTED ("), 1);
+	assert_int_equal(tu_has(f->out, " to layout 2 (schema 2) in "), 1);
+	assert_int_equal(tu_has(f->err, "upgrade-store: NOT COMPACTED ("), 1);
 	assert_int_equal(rmdir(in_way), 0);
 	assert_int_equal(ag_store_get(f->db, &s), 0);
 	assert_int_equal(ag_store_layout(s), 2);
 	assert_int_equal(run(f, "status", NULL), 0); /* with this process's handle open */
-	assert_int_equal(has(f->out, "schema:   2\n"), 1);
+	assert_int_equal(tu_has(f->out, "schema:   2\n"), 1);
 }
 
 /* A store of a schema newer than this build's is refused by name. */
@@ -501,8 +476,8 @@ static void test_newer_store_named(void **state)
 	if (!admin_here())
 		return;
 	assert_int_equal(run(f, "status", NULL), 3);
-	assert_int_equal(has(f->err, "store was written by a newer version of authguard"), 1);
-	assert_int_equal(has(f->err, "this build reads schema 2 at most"), 1);
+	assert_int_equal(tu_has(f->err, "store was written by a newer version of authguard"), 1);
+	assert_int_equal(tu_has(f->err, "this build reads schema 2 at most"), 1);
 }
 
 int main(void)

@@ -284,21 +284,6 @@ static void test_map_never_past_max_across_processes(void **state)
 	}
 }
 
-static void test_newer_schema(void **state)
-{
-	struct fx *f = *state;
-	struct ag_store *s;
-	struct ag_txn *t;
-	uint32_t v = AG_SCHEMA_VERSION + 1;
-
-	assert_int_equal(ag_store_get(f->db, &s), 0);
-	assert_int_equal(ag_txn_begin(s, true, &t), 0);
-	assert_int_equal(ag_txn_put(t, AG_DB_META, "schema", 6, &v, sizeof(v)), 0);
-	assert_int_equal(ag_txn_commit(t), 0);
-	ag_store_forget_all();
-	assert_int_equal(ag_store_get(f->db, &s), AG_ENEWER);
-}
-
 static void test_garbage_file(void **state)
 {
 	struct fx *f = *state;
@@ -1048,7 +1033,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_counter_file_group_layout_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counter_file_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_never_past_max_across_processes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_newer_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_prefix_and_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),

@@ -2,10 +2,13 @@
 #ifndef TESTUTIL_H
 #define TESTUTIL_H
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Make a fresh temporary directory; the path is written to @buf. */
@@ -55,6 +58,48 @@ static inline int tu_count_lines(const char *path, const char *const *needles)
 	}
 	fclose(f);
 	return n;
+}
+
+/* Whether file @path has a line containing @needle (how many). */
+static inline int tu_has(const char *path, const char *needle)
+{
+	const char *n[] = { needle, NULL };
+	return tu_count_lines(path, n);
+}
+
+/* Run @prog -c @conf and the NULL-terminated arguments after @a0 (at
+ * most 20), with no LD_PRELOAD or PAM_WRAPPER (a test's pam_wrapper is
+ * not the tool's), stdout into @out, stderr into @err (truncated).
+ * Returns its exit status, or -1 if it could not run or did not exit. */
+static inline int tu_run_tool(const char *prog, const char *conf, const char *out,
+			      const char *err, const char *a0, va_list ap)
+{
+	const char *argv[24];
+	int n = 0, st;
+
+	argv[n++] = prog;
+	argv[n++] = "-c";
+	argv[n++] = conf;
+	for (const char *a = a0; a != NULL && n < 23; a = va_arg(ap, const char *))
+		argv[n++] = a;
+	argv[n] = NULL;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+			_exit(126);
+		unsetenv("LD_PRELOAD");
+		unsetenv("PAM_WRAPPER");
+		execv(prog, (char *const *)argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
 }
 
 #endif
