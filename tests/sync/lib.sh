@@ -87,3 +87,22 @@ scratch_end() {
 	[ "$FAILED" = 0 ] || rc=1
 	exit "$rc"
 }
+# counting_host HOST REDIS_PORT: $S/hHOST with an authguard.conf that counts
+# every failure but bans and locks nothing (the tests read the counts),
+# synced through 127.0.0.1:REDIS_PORT with $S/cluster.key
+counting_host() {
+	mkdir -p "$S/h$1"
+	cat >"$S/h$1/authguard.conf" <<EOF
+db_dir = $S/h$1/db
+log = file:$S/h$1/attempts.log
+tarpit_base = 0
+ip_ban_after = 1000
+user_lock_after = 0
+spray_users = 0
+net_ban_after = 0
+sync_redis = 127.0.0.1:$2
+sync_host = h$1
+sync_key_file = $S/cluster.key
+sync_snapshot_every = 1m
+EOF
+}

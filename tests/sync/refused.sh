@@ -68,24 +68,8 @@ PPORT=$(cat "$S/proxy.port")
 # ---------------------------------------------------------------- hosts
 head -c 48 /dev/urandom | base64 >"$S/cluster.key"
 chmod 600 "$S/cluster.key"
-for i in 1 2; do
-	mkdir -p "$S/h$i"
-	p=$PORT
-	[ "$i" = 1 ] && p=$PPORT
-	cat >"$S/h$i/authguard.conf" <<EOF
-db_dir = $S/h$i/db
-log = file:$S/h$i/attempts.log
-tarpit_base = 0
-ip_ban_after = 1000
-user_lock_after = 0
-spray_users = 0
-net_ban_after = 0
-sync_redis = 127.0.0.1:$p
-sync_host = h$i
-sync_key_file = $S/cluster.key
-sync_snapshot_every = 1m
-EOF
-done
+counting_host 1 "$PPORT" # through the proxy
+counting_host 2 "$PORT"
 start_sync() { # start_sync HOST
 	"$SYNC" -c "$S/h$1/authguard.conf" >>"$S/h$1/sync.log" 2>&1 &
 	SPIDS[$1]=$!

@@ -85,22 +85,7 @@ redis_start --save '' --appendonly no
 # ---------------------------------------------------------------- hosts
 head -c 48 /dev/urandom | base64 >"$S/cluster.key"
 chmod 600 "$S/cluster.key"
-for i in 1 2 3; do
-	mkdir -p "$S/h$i"
-	cat >"$S/h$i/authguard.conf" <<EOF
-db_dir = $S/h$i/db
-log = file:$S/h$i/attempts.log
-tarpit_base = 0
-ip_ban_after = 1000
-user_lock_after = 0
-spray_users = 0
-net_ban_after = 0
-sync_redis = 127.0.0.1:$PORT
-sync_host = h$i
-sync_key_file = $S/cluster.key
-sync_snapshot_every = 1m
-EOF
-done
+for i in 1 2 3; do counting_host $i "$PORT"; done
 start_sync() { # start_sync HOST [ENV...]
 	local h=$1
 	shift
