@@ -56,13 +56,7 @@ cleanup() {
 	done
 	[ -z "$WDPID" ] || kill -TERM "$WDPID" 2>/dev/null
 	{ wait; } 2>/dev/null
-	if [ "$rc" = 0 ] && [ "$FAILED" = 0 ] && [ "${AG_TEST_KEEP:-0}" != 1 ]; then
-		rm -rf "$S"
-	else
-		echo "# scratch directory kept: $S (hN/sync.log, redis-*.log, sentinel-*.log)"
-	fi
-	[ "$FAILED" = 0 ] || rc=1
-	exit "$rc"
+	scratch_end "$rc" "hN/sync.log, redis-*.log, sentinel-*.log"
 }
 tap_start
 echo "1..$NTESTS"
