@@ -699,6 +699,17 @@ static int drain_from_env(void)
  * batch), in one write transaction; the receivers count the old numbers
  * as missed, which they were, until their events come under the new ones.
  * @holes: the refused ones' indices in @ev, those before @last only. */
+static int renumber(struct ag_txn *t, struct ag_sev *ev, int n)
+{
+	/* out of the outbox, and in again under the next numbers (after all
+	 * that the outbox numbered so far), in @t */
+	int rc = ag_outbox_done(t, ev, n);
+
+	for (int i = 0; rc == 0 && i < n; i++)
+		rc = ag_outbox_put(t, &g.d.conf, &ev[i]);
+	return rc;
+}
+
 static bool renumber_holes(struct ag_sev *ev, const int *holes, int nholes, int last)
 {
 	struct ag_sev *moved = malloc(sizeof(*moved) * (size_t)nholes);
@@ -715,9 +726,7 @@ static bool renumber_holes(struct ag_sev *ev, const int *holes, int nholes, int 
 			moved[n++] = ev[holes[i]];
 	rc = ag_txn_begin(g.s, true, &t);
 	if (rc == 0)
-		rc = ag_outbox_done(t, moved, n);
-	for (int i = 0; rc == 0 && i < n; i++)
-		rc = ag_outbox_put(t, &g.d.conf, &moved[i]);
+		rc = renumber(t, moved, n);
 	if (rc == 0)
 		rc = ag_txn_commit(t);
 	else
@@ -1334,9 +1343,7 @@ static int rolled_back(const struct box *b, struct pushed *pd, struct own *own, 
 		/* the holes' new numbers come after the stream's last of ours:
 		 * this walk ends before it meets them again */
 		if (rc == 0 && nholes > 0)
-			rc = ag_outbox_done(t, holes, nholes);
-		for (int x = 0; rc == 0 && x < nholes; x++)
-			rc = ag_outbox_put(t, &g.d.conf, &holes[x]);
+			rc = renumber(t, holes, nholes);
 		renumbered += (uint64_t)nholes;
 	}
 	if (rc == 0 && !rolled && (renumbered > 0 || (b->old && matched > 0))) {

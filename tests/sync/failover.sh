@@ -141,14 +141,8 @@ wait_for knows_replica || bail "the sentinel did not find the replica (sentinel-
 head -c 48 /dev/urandom | base64 >"$S/cluster.key"
 chmod 600 "$S/cluster.key"
 conf() { # conf HOST [SENTINELS [MASTER]]: the host's config
+	counting_conf "$1"
 	cat <<EOF
-db_dir = $S/h$1/db
-log = file:$S/h$1/attempts.log
-tarpit_base = 0
-ip_ban_after = 1000
-user_lock_after = 0
-spray_users = 0
-net_ban_after = 0
 sync_sentinels = ${2:-127.0.0.1:$SP1}
 sync_sentinel_master = ${3:-ag}
 $(if [ "$1" = 3 ]; then
@@ -158,9 +152,6 @@ else
 fi)
 sync_wait_replicas = 1
 sync_wait_timeout = 1s
-sync_host = h$1
-sync_key_file = $S/cluster.key
-sync_snapshot_every = 1m
 EOF
 }
 for i in 1 2 3; do

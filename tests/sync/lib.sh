@@ -87,12 +87,11 @@ scratch_end() {
 	[ "$FAILED" = 0 ] || rc=1
 	exit "$rc"
 }
-# counting_host HOST REDIS_PORT: $S/hHOST with an authguard.conf that counts
-# every failure but bans and locks nothing (the tests read the counts),
-# synced through 127.0.0.1:REDIS_PORT with $S/cluster.key
-counting_host() {
-	mkdir -p "$S/h$1"
-	cat >"$S/h$1/authguard.conf" <<EOF
+# counting_conf HOST: the lines of host HOST's authguard.conf that count
+# every failure but ban and lock nothing (the tests read the counts); the
+# sync keys but Redis's place (sync_host, the cluster key $S/cluster.key)
+counting_conf() {
+	cat <<EOF
 db_dir = $S/h$1/db
 log = file:$S/h$1/attempts.log
 tarpit_base = 0
@@ -100,9 +99,14 @@ ip_ban_after = 1000
 user_lock_after = 0
 spray_users = 0
 net_ban_after = 0
-sync_redis = 127.0.0.1:$2
 sync_host = h$1
 sync_key_file = $S/cluster.key
 sync_snapshot_every = 1m
 EOF
+}
+# counting_host HOST REDIS_PORT: $S/hHOST with counting_conf's config,
+# synced through 127.0.0.1:REDIS_PORT
+counting_host() {
+	mkdir -p "$S/h$1"
+	{ counting_conf "$1"; echo "sync_redis = 127.0.0.1:$2"; } >"$S/h$1/authguard.conf"
 }
